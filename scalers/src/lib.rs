@@ -1,1 +1,19 @@
-//! placeholder
+//! ebb's scalers: one module per trigger type.
+//!
+//! Each scaler declares its parameters once, in a [`params::ScalerDecl`] (name, type, default,
+//! required, where a value may come from, exclusivity rules). [`params::parse`] turns a trigger's
+//! metadata, resolved auth params and resolved env into typed values from that declaration alone;
+//! [`registry`] finds the declaration for a trigger type. Clients that talk to brokers live next to
+//! their declaration.
+
+pub mod aws_sqs;
+pub mod kafka;
+pub mod metric_name;
+pub mod metrics_api;
+pub mod nats_jetstream;
+pub mod params;
+pub mod rabbitmq;
+pub mod registry;
+
+pub use params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError};
+pub use registry::{declaration, parse_trigger, supported_types};
