@@ -10,6 +10,7 @@ pub mod annotations;
 pub mod conditions;
 pub mod generate;
 pub mod scaled_object;
+pub mod schema_check;
 pub mod trigger_authentication;
 pub mod validation;
 

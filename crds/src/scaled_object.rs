@@ -1,4 +1,6 @@
 //! The ScaledObject resource: KEDA's spec shape under `ebb.dev/v1alpha1`.
+// clippy reads the repeated `printcolumn(type_ = ..)` keys of the derive as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -25,10 +27,26 @@ use crate::conditions::Condition;
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.scaleTargetRef.name"),
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicaCount"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicaCount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Active", type_ = "string", json_path = ".status.conditions[?(@.type==\"Active\")].status"),
-    printcolumn(name = "Fallback", type_ = "string", json_path = ".status.conditions[?(@.type==\"Fallback\")].status"),
-    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type==\"Paused\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Active\")].status"
+    ),
+    printcolumn(
+        name = "Fallback",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Fallback\")].status"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status"
+    ),
     printcolumn(name = "Triggers", type_ = "string", json_path = ".spec.triggers[*].type"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -100,11 +118,17 @@ pub struct ScaleTargetRef {
 impl ScaleTargetRef {
     /// The API version, defaulted to `apps/v1`.
     pub fn api_version_or_default(&self) -> &str {
-        self.api_version.as_deref().filter(|s| !s.is_empty()).unwrap_or("apps/v1")
+        self.api_version
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("apps/v1")
     }
     /// The kind, defaulted to `Deployment`.
     pub fn kind_or_default(&self) -> &str {
-        self.kind.as_deref().filter(|s| !s.is_empty()).unwrap_or("Deployment")
+        self.kind
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("Deployment")
     }
 }
 

@@ -1,4 +1,6 @@
 //! TriggerAuthentication and ClusterTriggerAuthentication: where trigger credentials come from.
+// clippy reads the repeated `printcolumn(type_ = ..)` keys of the derive as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -15,8 +17,16 @@ use serde::{Deserialize, Serialize};
     shortname = "ta",
     shortname = "triggerauth",
     namespaced,
-    printcolumn(name = "PodIdentity", type_ = "string", json_path = ".spec.podIdentity.provider"),
-    printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretTargetRef[*].name"),
+    printcolumn(
+        name = "PodIdentity",
+        type_ = "string",
+        json_path = ".spec.podIdentity.provider"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".spec.secretTargetRef[*].name"
+    ),
     printcolumn(name = "Env", type_ = "string", json_path = ".spec.env[*].name"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -47,8 +57,16 @@ pub struct TriggerAuthenticationSpec {
     singular = "clustertriggerauthentication",
     shortname = "cta",
     shortname = "clustertriggerauth",
-    printcolumn(name = "PodIdentity", type_ = "string", json_path = ".spec.podIdentity.provider"),
-    printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretTargetRef[*].name"),
+    printcolumn(
+        name = "PodIdentity",
+        type_ = "string",
+        json_path = ".spec.podIdentity.provider"
+    ),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".spec.secretTargetRef[*].name"
+    ),
     printcolumn(name = "Env", type_ = "string", json_path = ".spec.env[*].name"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

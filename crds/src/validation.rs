@@ -1,4 +1,4 @@
-//! Spec rules that the CRD schema and its CEL rules state, checked again in Rust.
+//! Cross-field spec rules: the CRD's CEL rules, plus the ones no schema can state, checked in Rust.
 //!
 //! Not every cluster evaluates CEL (`x-kubernetes-validations` needs Kubernetes ≥ 1.25), and
 //! `ebb validate` runs with no cluster at all, so the operator and the CLI both call [`validate_spec`].
@@ -20,7 +20,10 @@ pub struct FieldError {
 impl FieldError {
     /// Creates a field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -30,24 +33,11 @@ impl fmt::Display for FieldError {
     }
 }
 
-fn at_least(errors: &mut Vec<FieldError>, field: &str, value: i32, min: i32) {
-    if value < min {
-        errors.push(FieldError::new(field, format!("must be greater than or equal to {min}, got {value}")));
-    }
-}
-
-/// Checks the ranges and cross-field rules of a ScaledObject spec. Trigger metadata is checked by
-/// the scalers crate, not here.
+/// Checks the cross-field rules of a ScaledObject spec (the ones a CEL rule or no schema at all
+/// expresses). Types, minimums and enums are the schema's job ([`crate::schema_check`]); trigger
+/// metadata is checked by the scalers crate.
 pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if spec.scale_target_ref.name.trim().is_empty() {
-        errors.push(FieldError::new("spec.scaleTargetRef.name", "must not be empty"));
-    }
-    at_least(&mut errors, "spec.pollingInterval", spec.polling_interval, 1);
-    at_least(&mut errors, "spec.cooldownPeriod", spec.cooldown_period, 0);
-    at_least(&mut errors, "spec.initialCooldownPeriod", spec.initial_cooldown_period, 0);
-    at_least(&mut errors, "spec.minReplicaCount", spec.min_replica_count, 0);
-    at_least(&mut errors, "spec.maxReplicaCount", spec.max_replica_count, 1);
     if spec.min_replica_count > spec.max_replica_count {
         errors.push(FieldError::new(
             "spec.minReplicaCount",
@@ -57,21 +47,18 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
             ),
         ));
     }
-    if let Some(idle) = spec.idle_replica_count {
-        at_least(&mut errors, "spec.idleReplicaCount", idle, 0);
-        if idle >= spec.min_replica_count {
-            errors.push(FieldError::new(
-                "spec.idleReplicaCount",
-                format!(
-                    "idleReplicaCount ({idle}) must be less than minReplicaCount ({})",
-                    spec.min_replica_count
-                ),
-            ));
-        }
+    if let Some(idle) = spec.idle_replica_count
+        && idle >= spec.min_replica_count
+    {
+        errors.push(FieldError::new(
+            "spec.idleReplicaCount",
+            format!(
+                "idleReplicaCount ({idle}) must be less than minReplicaCount ({})",
+                spec.min_replica_count
+            ),
+        ));
     }
     if let Some(fallback) = &spec.fallback {
-        at_least(&mut errors, "spec.fallback.failureThreshold", fallback.failure_threshold, 0);
-        at_least(&mut errors, "spec.fallback.replicas", fallback.replicas, 0);
         // The HPA can only hold a fallback count through an AverageValue metric (KEDA's rule too).
         for (i, t) in spec.triggers.iter().enumerate() {
             if t.metric_type != MetricType::AverageValue && fallback.behavior == FallbackBehavior::Static {
@@ -82,14 +69,8 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
             }
         }
     }
-    if spec.triggers.is_empty() {
-        errors.push(FieldError::new("spec.triggers", "at least one trigger is required"));
-    }
     let mut names = BTreeSet::new();
     for (i, t) in spec.triggers.iter().enumerate() {
-        if t.type_.trim().is_empty() {
-            errors.push(FieldError::new(format!("spec.triggers[{i}].type"), "must not be empty"));
-        }
         if let Some(name) = &t.name
             && !names.insert(name.as_str())
         {
@@ -98,18 +79,13 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
                 format!("trigger name {name:?} is used twice"),
             ));
         }
-        if let Some(auth) = &t.authentication_ref
-            && auth.name.trim().is_empty()
-        {
-            errors.push(FieldError::new(
-                format!("spec.triggers[{i}].authenticationRef.name"),
-                "must not be empty",
-            ));
-        }
     }
     if let Some(modifiers) = spec.advanced.as_ref().and_then(|a| a.scaling_modifiers.as_ref()) {
         if modifiers.formula.trim().is_empty() {
-            errors.push(FieldError::new("spec.advanced.scalingModifiers.formula", "must not be empty"));
+            errors.push(FieldError::new(
+                "spec.advanced.scalingModifiers.formula",
+                "must not be empty",
+            ));
         }
         match modifiers.target.trim().parse::<f64>() {
             Ok(t) if t > 0.0 && t.is_finite() => {}
@@ -118,7 +94,13 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
                 format!("must be a number greater than 0, got {:?}", modifiers.target),
             )),
         }
-        if modifiers.activation_target.trim().parse::<f64>().map(|v| !v.is_finite()).unwrap_or(true) {
+        if modifiers
+            .activation_target
+            .trim()
+            .parse::<f64>()
+            .map(|v| !v.is_finite())
+            .unwrap_or(true)
+        {
             errors.push(FieldError::new(
                 "spec.advanced.scalingModifiers.activationTarget",
                 format!("must be a number, got {:?}", modifiers.activation_target),
@@ -159,7 +141,10 @@ mod tests {
             (s.polling_interval, s.cooldown_period, s.initial_cooldown_period),
             (30, 300, 0)
         );
-        assert_eq!((s.min_replica_count, s.max_replica_count, s.idle_replica_count), (0, 100, None));
+        assert_eq!(
+            (s.min_replica_count, s.max_replica_count, s.idle_replica_count),
+            (0, 100, None)
+        );
         assert_eq!(s.triggers[0].metric_type, MetricType::AverageValue);
         assert!(!s.triggers[0].use_cached_metrics);
         assert!(validate_spec(&s).is_empty());
@@ -174,7 +159,10 @@ mod tests {
 
     #[test]
     fn idle_must_be_below_min() {
-        assert_eq!(validate_spec(&spec(0, 3, Some(0)))[0].field, "spec.idleReplicaCount");
+        assert_eq!(
+            validate_spec(&spec(0, 3, Some(0)))[0].field,
+            "spec.idleReplicaCount"
+        );
         assert!(validate_spec(&spec(1, 3, Some(0))).is_empty());
     }
 
@@ -191,7 +179,11 @@ mod tests {
     fn static_fallback_needs_average_value() {
         let mut s = spec(0, 3, None);
         s.triggers[0].metric_type = MetricType::Value;
-        s.fallback = Some(Fallback { failure_threshold: 3, replicas: 2, behavior: FallbackBehavior::Static });
+        s.fallback = Some(Fallback {
+            failure_threshold: 3,
+            replicas: 2,
+            behavior: FallbackBehavior::Static,
+        });
         assert_eq!(validate_spec(&s)[0].field, "spec.triggers[0].metricType");
     }
 

@@ -1,6 +1,8 @@
 //! The `aws-sqs-queue` trigger: visible (+ in-flight, + delayed) messages of an SQS queue.
 
-use crate::params::{AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl};
+use crate::params::{
+    AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
+};
 
 /// Every parameter of the aws-sqs-queue trigger.
 pub static PARAMS: &[Param] = &[
@@ -36,7 +38,11 @@ pub static DECL: ScalerDecl = ScalerDecl {
 
 /// The queue name: the last path segment of a queue URL, or the value itself when it is not a URL.
 pub fn queue_name(queue: &str) -> &str {
-    if queue.contains("://") { queue.trim_end_matches('/').rsplit('/').next().unwrap_or(queue) } else { queue }
+    if queue.contains("://") {
+        queue.trim_end_matches('/').rsplit('/').next().unwrap_or(queue)
+    } else {
+        queue
+    }
 }
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
@@ -48,17 +54,27 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
             Ok(u) if u.path_segments().map(|s| s.filter(|x| !x.is_empty()).count()) == Some(2) => {}
             _ => errors.push(ParamError::new(
                 "queueURL",
-                format!("{queue:?} is not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<name>"),
+                format!(
+                    "{queue:?} is not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<name>"
+                ),
             )),
         }
     }
     if let Some(endpoint) = p.str("awsEndpoint")
         && url::Url::parse(endpoint).is_err()
     {
-        errors.push(ParamError::new("awsEndpoint", format!("{endpoint:?} is not a URL")));
+        errors.push(ParamError::new(
+            "awsEndpoint",
+            format!("{endpoint:?} is not a URL"),
+        ));
     }
-    if (p.get("awsAccessKeyID").is_some() || p.get("awsAccessKeyId").is_some()) && p.get("awsSecretAccessKey").is_none() {
-        errors.push(ParamError::new("awsSecretAccessKey", "is required with awsAccessKeyID"));
+    if (p.get("awsAccessKeyID").is_some() || p.get("awsAccessKeyId").is_some())
+        && p.get("awsSecretAccessKey").is_none()
+    {
+        errors.push(ParamError::new(
+            "awsSecretAccessKey",
+            "is required with awsAccessKeyID",
+        ));
     }
     errors
 }
@@ -76,7 +92,10 @@ mod tests {
     fn defaults_and_names() {
         let p = parse_meta(
             &DECL,
-            &[("queueURL", "http://127.0.0.1:4566/123456789012/orders"), ("awsRegion", "us-east-1")],
+            &[
+                ("queueURL", "http://127.0.0.1:4566/123456789012/orders"),
+                ("awsRegion", "us-east-1"),
+            ],
         )
         .unwrap();
         assert_eq!(p.int("queueLength"), Some(5));
@@ -89,11 +108,30 @@ mod tests {
     #[test]
     fn table_of_invalid_metadata() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("queueURL", "https://sqs.x.amazonaws.com/orders"), ("awsRegion", "r")], "queueURL"),
+            (
+                &[
+                    ("queueURL", "https://sqs.x.amazonaws.com/orders"),
+                    ("awsRegion", "r"),
+                ],
+                "queueURL",
+            ),
             (&[("queueURL", "q")], "awsRegion"),
-            (&[("queueURL", "q"), ("awsRegion", "r"), ("queueLength", "0")], "queueLength"),
-            (&[("queueURL", "q"), ("awsRegion", "r"), ("scaleOnInFlight", "yes")], "scaleOnInFlight"),
-            (&[("queueURL", "q"), ("awsRegion", "r"), ("awsEndpoint", "not a url")], "awsEndpoint"),
+            (
+                &[("queueURL", "q"), ("awsRegion", "r"), ("queueLength", "0")],
+                "queueLength",
+            ),
+            (
+                &[("queueURL", "q"), ("awsRegion", "r"), ("scaleOnInFlight", "yes")],
+                "scaleOnInFlight",
+            ),
+            (
+                &[
+                    ("queueURL", "q"),
+                    ("awsRegion", "r"),
+                    ("awsEndpoint", "not a url"),
+                ],
+                "awsEndpoint",
+            ),
         ];
         for (meta, param) in cases {
             assert_eq!(parse_meta(&DECL, meta).unwrap_err()[0].param, *param, "{meta:?}");
@@ -102,16 +140,26 @@ mod tests {
 
     #[test]
     fn keys_need_both_halves_and_stay_hidden() {
-        let errors = parse_with(&DECL, &[("queueURL", "q"), ("awsRegion", "r")], &[("awsAccessKeyID", "AKIAXXXX")])
-            .unwrap_err();
+        let errors = parse_with(
+            &DECL,
+            &[("queueURL", "q"), ("awsRegion", "r")],
+            &[("awsAccessKeyID", "AKIAXXXX")],
+        )
+        .unwrap_err();
         assert_eq!(errors[0].param, "awsSecretAccessKey");
         let p = parse_with(
             &DECL,
             &[("queueURL", "q"), ("awsRegion", "r")],
-            &[("awsAccessKeyID", "AKIAXXXX"), ("awsSecretAccessKey", "wJalrSECRET")],
+            &[
+                ("awsAccessKeyID", "AKIAXXXX"),
+                ("awsSecretAccessKey", "wJalrSECRET"),
+            ],
         )
         .unwrap();
         let json = p.redacted_json().to_string();
-        assert!(!json.contains("wJalrSECRET") && !json.contains("AKIAXXXX"), "{json}");
+        assert!(
+            !json.contains("wJalrSECRET") && !json.contains("AKIAXXXX"),
+            "{json}"
+        );
     }
 }

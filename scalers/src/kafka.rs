@@ -19,15 +19,27 @@ pub static PARAMS: &[Param] = &[
     // Accepted for KEDA compatibility: ebb always fetches metadata of the watched topics only.
     Param::bool("fullMetadata").default("true"),
     Param::string("version"),
-    Param::one_of("tls", &["enable", "disable"]).default("disable").from(META_AUTH),
+    Param::one_of("tls", &["enable", "disable"])
+        .default("disable")
+        .from(META_AUTH),
     Param::bool("unsafeSsl").default("false").from(META),
     Param::string("ca").from(AUTH),
     Param::string("cert").from(AUTH),
     Param::string("key").from(AUTH).secret(),
     Param::string("keyPassword").from(AUTH).secret(),
-    Param::one_of("sasl", &["none", "plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"])
-        .default("none")
-        .from(META_AUTH),
+    Param::one_of(
+        "sasl",
+        &[
+            "none",
+            "plaintext",
+            "scram_sha256",
+            "scram_sha512",
+            "oauthbearer",
+            "gssapi",
+        ],
+    )
+    .default("none")
+    .from(META_AUTH),
     Param::string("username").from(AUTH),
     Param::string("password").from(AUTH).secret(),
 ];
@@ -117,7 +129,11 @@ mod tests {
 
     #[test]
     fn keda_defaults() {
-        let p = parse_meta(&DECL, &[("bootstrapServers", "a:9092, b:9092"), ("consumerGroup", "g")]).unwrap();
+        let p = parse_meta(
+            &DECL,
+            &[("bootstrapServers", "a:9092, b:9092"), ("consumerGroup", "g")],
+        )
+        .unwrap();
         assert_eq!(p.list("bootstrapServers").unwrap(), ["a:9092", "b:9092"]);
         assert_eq!(p.int("lagThreshold"), Some(10));
         assert_eq!(p.int("activationLagThreshold"), Some(0));
@@ -134,9 +150,22 @@ mod tests {
             (&[("lagThreshold", "ten")], "lagThreshold"),
             (&[("activationLagThreshold", "-1")], "activationLagThreshold"),
             (&[("offsetResetPolicy", "middle")], "offsetResetPolicy"),
-            (&[("allowIdleConsumers", "true"), ("limitToPartitionsWithLag", "true"), ("topic", "t")], "allowIdleConsumers, limitToPartitionsWithLag"),
-            (&[("limitToPartitionsWithLag", "true")], "limitToPartitionsWithLag"),
-            (&[("topic", "t"), ("partitionLimitation", "1,x")], "partitionLimitation"),
+            (
+                &[
+                    ("allowIdleConsumers", "true"),
+                    ("limitToPartitionsWithLag", "true"),
+                    ("topic", "t"),
+                ],
+                "allowIdleConsumers, limitToPartitionsWithLag",
+            ),
+            (
+                &[("limitToPartitionsWithLag", "true")],
+                "limitToPartitionsWithLag",
+            ),
+            (
+                &[("topic", "t"), ("partitionLimitation", "1,x")],
+                "partitionLimitation",
+            ),
             (&[("sasl", "gssapi")], "sasl"),
             (&[("sasl", "plaintext")], "username"),
         ];
@@ -154,8 +183,16 @@ mod tests {
     fn sasl_credentials_come_from_auth_and_stay_hidden() {
         let p = parse_with(
             &DECL,
-            &[("bootstrapServers", "a:9092"), ("consumerGroup", "g"), ("topic", "orders")],
-            &[("sasl", "scram_sha512"), ("username", "svc"), ("password", "s3cret-pw")],
+            &[
+                ("bootstrapServers", "a:9092"),
+                ("consumerGroup", "g"),
+                ("topic", "orders"),
+            ],
+            &[
+                ("sasl", "scram_sha512"),
+                ("username", "svc"),
+                ("password", "s3cret-pw"),
+            ],
         )
         .unwrap();
         assert_eq!(p.str("password"), Some("s3cret-pw"));

@@ -10,7 +10,11 @@ pub fn metric_name(index: usize, suffix: &str) -> String {
     let prefix_len = out.len();
     let mut last_dash = true;
     for c in suffix.chars().flat_map(char::to_lowercase) {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
         if c == '-' && last_dash {
             continue;
         }
@@ -33,7 +37,10 @@ mod tests {
     fn keda_like_names() {
         assert_eq!(metric_name(0, "kafka-Orders.v1"), "s0-kafka-orders-v1");
         assert_eq!(metric_name(2, "aws-sqs-my_queue"), "s2-aws-sqs-my-queue");
-        assert_eq!(metric_name(1, "metrics-api-queue.depth"), "s1-metrics-api-queue-depth");
+        assert_eq!(
+            metric_name(1, "metrics-api-queue.depth"),
+            "s1-metrics-api-queue-depth"
+        );
     }
 
     proptest! {

@@ -13,7 +13,13 @@ pub static PARAMS: &[Param] = &[
 ];
 
 /// The metrics-api trigger's declaration.
-pub static DECL: ScalerDecl = ScalerDecl { trigger_type: "metrics-api", params: PARAMS, rules: &[], check, metric_detail };
+pub static DECL: ScalerDecl = ScalerDecl {
+    trigger_type: "metrics-api",
+    params: PARAMS,
+    rules: &[],
+    check,
+    metric_detail,
+};
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
     let mut errors = Vec::new();
@@ -26,7 +32,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
     if let Some(loc) = p.str("valueLocation")
         && loc.split('.').any(str::is_empty)
     {
-        errors.push(ParamError::new("valueLocation", format!("{loc:?} is not a dotted path like queue.depth")));
+        errors.push(ParamError::new(
+            "valueLocation",
+            format!("{loc:?} is not a dotted path like queue.depth"),
+        ));
     }
     errors
 }
@@ -42,15 +51,40 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let ok = [("url", "http://127.0.0.1:8080/q"), ("valueLocation", "queue.depth"), ("targetValue", "5")];
+        let ok = [
+            ("url", "http://127.0.0.1:8080/q"),
+            ("valueLocation", "queue.depth"),
+            ("targetValue", "5"),
+        ];
         let p = parse_meta(&DECL, &ok).unwrap();
         assert_eq!(p.float("targetValue"), Some(5.0));
         assert_eq!(p.float("activationTargetValue"), Some(0.0));
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("url", "ftp://x"), ("valueLocation", "a"), ("targetValue", "1")], "url"),
-            (&[("url", "http://x"), ("valueLocation", "a..b"), ("targetValue", "1")], "valueLocation"),
-            (&[("url", "http://x"), ("valueLocation", "a"), ("targetValue", "0")], "targetValue"),
-            (&[("url", "http://x"), ("valueLocation", "a"), ("targetValue", "1"), ("format", "xml")], "format"),
+            (
+                &[("url", "ftp://x"), ("valueLocation", "a"), ("targetValue", "1")],
+                "url",
+            ),
+            (
+                &[
+                    ("url", "http://x"),
+                    ("valueLocation", "a..b"),
+                    ("targetValue", "1"),
+                ],
+                "valueLocation",
+            ),
+            (
+                &[("url", "http://x"), ("valueLocation", "a"), ("targetValue", "0")],
+                "targetValue",
+            ),
+            (
+                &[
+                    ("url", "http://x"),
+                    ("valueLocation", "a"),
+                    ("targetValue", "1"),
+                    ("format", "xml"),
+                ],
+                "format",
+            ),
         ];
         for (meta, param) in cases {
             assert_eq!(parse_meta(&DECL, meta).unwrap_err()[0].param, *param);

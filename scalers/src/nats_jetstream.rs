@@ -4,7 +4,9 @@ use crate::params::{META, META_AUTH, Param, ParamError, ParsedParams, Rule, Scal
 
 /// Every parameter of the nats-jetstream trigger.
 pub static PARAMS: &[Param] = &[
-    Param::string("natsServerMonitoringEndpoint").required().from(META_AUTH),
+    Param::string("natsServerMonitoringEndpoint")
+        .required()
+        .from(META_AUTH),
     Param::string("account").from(META_AUTH),
     Param::string("accountID").from(META_AUTH),
     Param::string("stream").required().from(META),
@@ -47,14 +49,50 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let ok = [("natsServerMonitoringEndpoint", "nats:8222"), ("account", "$G"), ("stream", "S"), ("consumer", "c")];
+        let ok = [
+            ("natsServerMonitoringEndpoint", "nats:8222"),
+            ("account", "$G"),
+            ("stream", "S"),
+            ("consumer", "c"),
+        ];
         let p = parse_meta(&DECL, &ok).unwrap();
         assert_eq!(p.int("lagThreshold"), Some(10));
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("natsServerMonitoringEndpoint", "n:8222"), ("stream", "S"), ("consumer", "c")], "account, accountID"),
-            (&[("natsServerMonitoringEndpoint", "http://n:8222"), ("account", "a"), ("stream", "S"), ("consumer", "c")], "natsServerMonitoringEndpoint"),
-            (&[("natsServerMonitoringEndpoint", "n:8222"), ("account", "a"), ("consumer", "c")], "stream"),
-            (&[("natsServerMonitoringEndpoint", "n:8222"), ("account", "a"), ("stream", "S"), ("consumer", "c"), ("lagThreshold", "0")], "lagThreshold"),
+            (
+                &[
+                    ("natsServerMonitoringEndpoint", "n:8222"),
+                    ("stream", "S"),
+                    ("consumer", "c"),
+                ],
+                "account, accountID",
+            ),
+            (
+                &[
+                    ("natsServerMonitoringEndpoint", "http://n:8222"),
+                    ("account", "a"),
+                    ("stream", "S"),
+                    ("consumer", "c"),
+                ],
+                "natsServerMonitoringEndpoint",
+            ),
+            (
+                &[
+                    ("natsServerMonitoringEndpoint", "n:8222"),
+                    ("account", "a"),
+                    ("consumer", "c"),
+                ],
+                "stream",
+            ),
+            (
+                &[
+                    ("natsServerMonitoringEndpoint", "n:8222"),
+                    ("account", "a"),
+                    ("stream", "S"),
+                    ("consumer", "c"),
+                    ("lagThreshold", "0"),
+                ],
+                "lagThreshold",
+            ),
         ];
         for (meta, param) in cases {
             assert_eq!(parse_meta(&DECL, meta).unwrap_err()[0].param, *param, "{meta:?}");

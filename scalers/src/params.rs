@@ -201,8 +201,9 @@ impl ScalerDecl {
 pub struct TriggerInput<'a> {
     /// The trigger's metadata.
     pub metadata: &'a BTreeMap<String, String>,
-    /// Auth params resolved from the authenticationRef.
-    pub auth_params: &'a BTreeMap<String, String>,
+    /// Auth params resolved from the authenticationRef. `None` means "an authenticationRef is set but
+    /// could not be resolved here": parameters it would supply are then left unresolved, not missing.
+    pub auth_params: Option<&'a BTreeMap<String, String>>,
     /// The target container's environment, when known. `None` means "not available here"
     /// (e.g. `ebb validate` without the Deployment): `FromEnv` values are then left unresolved.
     pub resolved_env: Option<&'a BTreeMap<String, String>>,
@@ -232,8 +233,9 @@ pub enum Origin {
     Source(Source),
     /// The declared default.
     Default,
-    /// Named by `<name>FromEnv`, but the environment was not available to resolve it.
-    UnresolvedEnv(String),
+    /// Would come from a source that is not available here (the target's env, or an unresolved
+    /// authenticationRef); the text says which.
+    Unresolved(String),
 }
 
 /// One parsed parameter.
@@ -262,13 +264,31 @@ impl ParsedParams {
     pub fn get(&self, name: &str) -> Option<&Parsed> {
         self.values.get(name)
     }
-    /// Whether a source gave this parameter a value (not a default). A bool counts only when true.
+    /// Whether a source gave this parameter a value (not a default, not unresolved). A bool counts
+    /// only when true.
     pub fn is_set(&self, name: &str) -> bool {
         match self.values.get(name) {
-            Some(Parsed { origin: Origin::Source(_), value: Some(ParamValue::Bool(b)), .. }) => *b,
-            Some(Parsed { origin: Origin::Source(_) | Origin::UnresolvedEnv(_), .. }) => true,
+            Some(Parsed {
+                origin: Origin::Source(_),
+                value: Some(ParamValue::Bool(b)),
+                ..
+            }) => *b,
+            Some(Parsed {
+                origin: Origin::Source(_),
+                ..
+            }) => true,
             _ => false,
         }
+    }
+    /// Whether the parameter is known to come from a source that is not available here.
+    pub fn is_unresolved(&self, name: &str) -> bool {
+        matches!(
+            self.values.get(name),
+            Some(Parsed {
+                origin: Origin::Unresolved(_),
+                ..
+            })
+        )
     }
     /// String value (also enums).
     pub fn str(&self, name: &str) -> Option<&str> {
@@ -321,9 +341,12 @@ impl ParsedParams {
                 Origin::Source(Source::AuthParams) => "authParams".to_string(),
                 Origin::Source(Source::ResolvedEnv) => "env".to_string(),
                 Origin::Default => "default".to_string(),
-                Origin::UnresolvedEnv(var) => format!("env {var} (unresolved)"),
+                Origin::Unresolved(what) => format!("unresolved: {what}"),
             };
-            out.insert(name.to_string(), serde_json::json!({ "value": value, "from": origin }));
+            out.insert(
+                name.to_string(),
+                serde_json::json!({ "value": value, "from": origin }),
+            );
         }
         Json::Object(out)
     }
@@ -341,7 +364,10 @@ pub struct ParamError {
 impl ParamError {
     /// Creates a parameter error.
     pub fn new(param: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { param: param.into(), problem: problem.into() }
+        Self {
+            param: param.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -365,7 +391,9 @@ pub struct TriggerParseError {
 
 /// Replaces the `user:password@` part of a URL-like string with `<redacted>@`.
 pub fn mask_userinfo(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else { return s.to_string() };
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
     let rest = &s[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -390,10 +418,14 @@ fn convert(param: &Param, raw: &str) -> Result<ParamValue, String> {
     let value = match param.ty {
         ParamType::String => ParamValue::Str(raw.to_string()),
         ParamType::Int => ParamValue::Int(
-            trimmed.parse::<i64>().map_err(|_| format!("must be a whole number, got {}", shown(param, raw)))?,
+            trimmed
+                .parse::<i64>()
+                .map_err(|_| format!("must be a whole number, got {}", shown(param, raw)))?,
         ),
         ParamType::Float => {
-            let v = trimmed.parse::<f64>().map_err(|_| format!("must be a number, got {}", shown(param, raw)))?;
+            let v = trimmed
+                .parse::<f64>()
+                .map_err(|_| format!("must be a number, got {}", shown(param, raw)))?;
             if !v.is_finite() {
                 return Err(format!("must be a finite number, got {}", shown(param, raw)));
             }
@@ -406,11 +438,20 @@ fn convert(param: &Param, raw: &str) -> Result<ParamValue, String> {
         },
         ParamType::Enum(allowed) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(trimmed)) {
             Some(a) => ParamValue::Str(a.to_string()),
-            None => return Err(format!("must be one of {}, got {}", allowed.join(", "), shown(param, raw))),
+            None => {
+                return Err(format!(
+                    "must be one of {}, got {}",
+                    allowed.join(", "),
+                    shown(param, raw)
+                ));
+            }
         },
         ParamType::List => {
-            let items: Vec<String> =
-                trimmed.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let items: Vec<String> = trimmed
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
             if items.is_empty() {
                 return Err("must be a comma-separated list with at least one item".to_string());
             }
@@ -426,7 +467,11 @@ fn convert(param: &Param, raw: &str) -> Result<ParamValue, String> {
         if let Some(n) = n {
             let ok = if param.min_exclusive { n > min } else { n >= min };
             if !ok {
-                let cmp = if param.min_exclusive { "greater than" } else { "at least" };
+                let cmp = if param.min_exclusive {
+                    "greater than"
+                } else {
+                    "at least"
+                };
                 return Err(format!("must be {cmp} {min}, got {}", shown(param, raw)));
             }
         }
@@ -443,16 +488,29 @@ fn lookup(param: &Param, input: &TriggerInput<'_>) -> Result<Option<(String, Ori
                     return Ok(Some((v.clone(), Origin::Source(Source::Metadata))));
                 }
             }
-            Source::AuthParams => {
-                if let Some(v) = input.auth_params.get(param.name).filter(|v| !v.is_empty()) {
-                    return Ok(Some((v.clone(), Origin::Source(Source::AuthParams))));
+            Source::AuthParams => match input.auth_params {
+                None => {
+                    return Ok(Some((
+                        String::new(),
+                        Origin::Unresolved("the authenticationRef".to_string()),
+                    )));
                 }
-            }
+                Some(auth) => {
+                    if let Some(v) = auth.get(param.name).filter(|v| !v.is_empty()) {
+                        return Ok(Some((v.clone(), Origin::Source(Source::AuthParams))));
+                    }
+                }
+            },
             Source::ResolvedEnv => {
                 let key = format!("{}FromEnv", param.name);
-                let Some(var) = input.metadata.get(&key).filter(|v| !v.is_empty()) else { continue };
+                let Some(var) = input.metadata.get(&key).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
                 match input.resolved_env {
-                    None => return Ok(Some((String::new(), Origin::UnresolvedEnv(var.clone())))),
+                    None => {
+                        let what = format!("environment variable {var:?} of the target container");
+                        return Ok(Some((String::new(), Origin::Unresolved(what))));
+                    }
                     Some(env) => match env.get(var) {
                         Some(v) if !v.is_empty() => {
                             return Ok(Some((v.clone(), Origin::Source(Source::ResolvedEnv))));
@@ -477,23 +535,41 @@ pub fn parse(decl: &ScalerDecl, input: &TriggerInput<'_>) -> Result<ParsedParams
     for param in decl.params {
         match lookup(param, input) {
             Err(problem) => errors.push(ParamError::new(param.name, problem)),
-            Ok(Some((_, Origin::UnresolvedEnv(var)))) => {
-                parsed.warnings.push(format!(
-                    "{}: read from environment variable {var:?} of the target container, not available here",
-                    param.name
-                ));
+            Ok(Some((_, Origin::Unresolved(what)))) => {
+                // Only worth a warning when the value is needed; optional auth params stay quiet.
+                if param.required || !what.starts_with("the authenticationRef") {
+                    parsed
+                        .warnings
+                        .push(format!("{}: comes from {what}, not available here", param.name));
+                }
+                let unresolved = Origin::Unresolved(what);
                 parsed.values.insert(
                     param.name,
-                    Parsed { value: None, origin: Origin::UnresolvedEnv(var), secret: param.secret, masks_userinfo: param.masks_userinfo },
+                    Parsed {
+                        value: None,
+                        origin: unresolved,
+                        secret: param.secret,
+                        masks_userinfo: param.masks_userinfo,
+                    },
                 );
             }
             Ok(Some((raw, origin))) => {
                 if let Some(note) = param.deprecated {
-                    parsed.warnings.push(format!("{}: deprecated: {note}", param.name));
+                    parsed
+                        .warnings
+                        .push(format!("{}: deprecated: {note}", param.name));
                 }
                 match convert(param, &raw) {
                     Ok(value) => {
-                        parsed.values.insert(param.name, Parsed { value: Some(value), origin, secret: param.secret, masks_userinfo: param.masks_userinfo });
+                        parsed.values.insert(
+                            param.name,
+                            Parsed {
+                                value: Some(value),
+                                origin,
+                                secret: param.secret,
+                                masks_userinfo: param.masks_userinfo,
+                            },
+                        );
                     }
                     Err(problem) => errors.push(ParamError::new(param.name, problem)),
                 }
@@ -503,14 +579,24 @@ pub fn parse(decl: &ScalerDecl, input: &TriggerInput<'_>) -> Result<ParsedParams
                     Ok(value) => {
                         parsed.values.insert(
                             param.name,
-                            Parsed { value: Some(value), origin: Origin::Default, secret: param.secret, masks_userinfo: param.masks_userinfo },
+                            Parsed {
+                                value: Some(value),
+                                origin: Origin::Default,
+                                secret: param.secret,
+                                masks_userinfo: param.masks_userinfo,
+                            },
                         );
                     }
-                    Err(problem) => errors.push(ParamError::new(param.name, format!("bad default: {problem}"))),
+                    Err(problem) => {
+                        errors.push(ParamError::new(param.name, format!("bad default: {problem}")))
+                    }
                 },
                 None if param.required => {
                     let where_ = describe_sources(param);
-                    errors.push(ParamError::new(param.name, format!("is required (set it in {where_})")));
+                    errors.push(ParamError::new(
+                        param.name,
+                        format!("is required (set it in {where_})"),
+                    ));
                 }
                 None => {}
             },
@@ -523,7 +609,10 @@ pub fn parse(decl: &ScalerDecl, input: &TriggerInput<'_>) -> Result<ParsedParams
                 || p.name == base && p.from.contains(&Source::ResolvedEnv)
         });
         if !known {
-            parsed.warnings.push(format!("{key}: not a parameter of {}; ignored", decl.trigger_type));
+            parsed.warnings.push(format!(
+                "{key}: not a parameter of {}; ignored",
+                decl.trigger_type
+            ));
         }
     }
     for rule in decl.rules {
@@ -532,7 +621,11 @@ pub fn parse(decl: &ScalerDecl, input: &TriggerInput<'_>) -> Result<ParsedParams
     if errors.is_empty() {
         errors.extend((decl.check)(&parsed));
     }
-    if errors.is_empty() { Ok(parsed) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
 }
 
 fn describe_sources(param: &Param) -> String {
@@ -563,7 +656,8 @@ fn check_rule(rule: &Rule, parsed: &ParsedParams, errors: &mut Vec<ParamError>) 
         }
         Rule::Together(names) => {
             let set = names.iter().filter(|n| parsed.is_set(n)).count();
-            if set != 0 && set != names.len() {
+            let unresolved = names.iter().filter(|n| parsed.is_unresolved(n)).count();
+            if set != 0 && set + unresolved != names.len() {
                 errors.push(ParamError::new(names.join(", "), "must be set together"));
             }
         }
@@ -592,19 +686,36 @@ mod tests {
     static DECL: ScalerDecl = ScalerDecl {
         trigger_type: "test",
         params: PARAMS,
-        rules: &[Rule::Together(&["username", "password"]), Rule::Requires("useRegex", "servers")],
+        rules: &[
+            Rule::Together(&["username", "password"]),
+            Rule::Requires("useRegex", "servers"),
+        ],
         check: |_| Vec::new(),
         metric_detail: |_| String::new(),
     };
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
-    fn run(meta: &[(&str, &str)], auth: &[(&str, &str)], env: Option<&[(&str, &str)]>) -> Result<ParsedParams, Vec<ParamError>> {
+    fn run(
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+        env: Option<&[(&str, &str)]>,
+    ) -> Result<ParsedParams, Vec<ParamError>> {
         let (m, a) = (map(meta), map(auth));
         let e = env.map(map);
-        parse(&DECL, &TriggerInput { metadata: &m, auth_params: &a, resolved_env: e.as_ref() })
+        parse(
+            &DECL,
+            &TriggerInput {
+                metadata: &m,
+                auth_params: Some(&a),
+                resolved_env: e.as_ref(),
+            },
+        )
     }
 
     #[test]
@@ -626,7 +737,7 @@ mod tests {
         let p = run(&[("hostFromEnv", "HOST")], &[], Some(&[("HOST", "from-env")])).unwrap();
         assert_eq!(p.str("host"), Some("from-env"));
         let p = run(&[("hostFromEnv", "HOST")], &[], None).unwrap();
-        assert_eq!(p.get("host").unwrap().origin, Origin::UnresolvedEnv("HOST".into()));
+        assert!(matches!(&p.get("host").unwrap().origin, Origin::Unresolved(w) if w.contains("HOST")));
         let e = run(&[("hostFromEnv", "HOST")], &[], Some(&[])).unwrap_err();
         assert_eq!(e[0].param, "host");
         assert!(e[0].problem.contains("HOST"));
@@ -634,7 +745,12 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_parameter() {
-        let e = run(&[("value", "0"), ("pageSize", "x"), ("useRegex", "maybe")], &[], None).unwrap_err();
+        let e = run(
+            &[("value", "0"), ("pageSize", "x"), ("useRegex", "maybe")],
+            &[],
+            None,
+        )
+        .unwrap_err();
         let names: Vec<&str> = e.iter().map(|e| e.param.as_str()).collect();
         assert_eq!(names, ["host", "value", "pageSize", "useRegex"]);
         assert!(e[1].problem.contains("greater than 0"));
@@ -650,7 +766,12 @@ mod tests {
 
     #[test]
     fn secrets_are_hidden() {
-        let p = run(&[("host", "h")], &[("username", "u"), ("password", "hunter2")], None).unwrap();
+        let p = run(
+            &[("host", "h")],
+            &[("username", "u"), ("password", "hunter2")],
+            None,
+        )
+        .unwrap();
         assert_eq!(p.str("password"), Some("hunter2"));
         let json = p.redacted_json().to_string();
         assert!(!json.contains("hunter2") && json.contains("<redacted>"), "{json}");
@@ -658,7 +779,10 @@ mod tests {
 
     #[test]
     fn userinfo_is_masked() {
-        assert_eq!(mask_userinfo("amqp://u:p@host:5672/vh"), "amqp://<redacted>@host:5672/vh");
+        assert_eq!(
+            mask_userinfo("amqp://u:p@host:5672/vh"),
+            "amqp://<redacted>@host:5672/vh"
+        );
         assert_eq!(mask_userinfo("http://host/a@b"), "http://host/a@b");
         assert_eq!(mask_userinfo("plain"), "plain");
     }
@@ -666,7 +790,11 @@ mod tests {
     #[test]
     fn unknown_keys_warn() {
         let p = run(&[("host", "h"), ("hots", "x")], &[], None).unwrap();
-        assert!(p.warnings.iter().any(|w| w.starts_with("hots:")), "{:?}", p.warnings);
+        assert!(
+            p.warnings.iter().any(|w| w.starts_with("hots:")),
+            "{:?}",
+            p.warnings
+        );
     }
 }
 
@@ -676,7 +804,10 @@ pub(crate) mod tests_support {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Parses metadata only.
@@ -691,6 +822,13 @@ pub(crate) mod tests_support {
         auth: &[(&str, &str)],
     ) -> Result<ParsedParams, Vec<ParamError>> {
         let (m, a) = (map(meta), map(auth));
-        parse(decl, &TriggerInput { metadata: &m, auth_params: &a, resolved_env: None })
+        parse(
+            decl,
+            &TriggerInput {
+                metadata: &m,
+                auth_params: Some(&a),
+                resolved_env: None,
+            },
+        )
     }
 }

@@ -3,21 +3,35 @@
 //! AMQP only sees *ready* messages (a passive queue.declare excludes unacknowledged ones); use
 //! `protocol: http` (or an http:// host) to count messages that consumers hold unacked.
 
-use crate::params::{AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl};
+use crate::params::{
+    AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
+};
 
 /// The modes of the rabbitmq trigger.
-pub const MODES: &[&str] =
-    &["QueueLength", "MessageRate", "DeliverGetRate", "PublishedToDeliveredRatio", "ExpectedQueueConsumptionTime"];
+pub const MODES: &[&str] = &[
+    "QueueLength",
+    "MessageRate",
+    "DeliverGetRate",
+    "PublishedToDeliveredRatio",
+    "ExpectedQueueConsumptionTime",
+];
 
 /// Every parameter of the rabbitmq trigger.
 pub static PARAMS: &[Param] = &[
-    Param::string("host").required().from(META_AUTH_ENV).masks_userinfo(),
-    Param::one_of("protocol", &["auto", "amqp", "http"]).default("auto").from(META_AUTH),
+    Param::string("host")
+        .required()
+        .from(META_AUTH_ENV)
+        .masks_userinfo(),
+    Param::one_of("protocol", &["auto", "amqp", "http"])
+        .default("auto")
+        .from(META_AUTH),
     Param::string("queueName").required(),
     Param::one_of("mode", MODES),
     Param::float("value").above(0.0),
     Param::float("activationValue").default("0"),
-    Param::float("queueLength").above(0.0).deprecated("use mode: QueueLength with value"),
+    Param::float("queueLength")
+        .above(0.0)
+        .deprecated("use mode: QueueLength with value"),
     Param::string("vhostName").from(META_AUTH),
     Param::bool("useRegex").default("false"),
     Param::int("pageSize").default("100").min(1.0),
@@ -26,7 +40,9 @@ pub static PARAMS: &[Param] = &[
     Param::int("timeout").min(1.0),
     Param::string("username").from(AUTH_ENV),
     Param::string("password").from(AUTH_ENV).secret(),
-    Param::one_of("tls", &["enable", "disable"]).default("disable").from(AUTH),
+    Param::one_of("tls", &["enable", "disable"])
+        .default("disable")
+        .from(AUTH),
     Param::string("ca").from(AUTH),
     Param::string("cert").from(AUTH),
     Param::string("key").from(AUTH).secret(),
@@ -87,7 +103,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
     };
     if proto == Some(Protocol::Amqp) {
         if p.str("mode").is_some_and(|m| m != "QueueLength") {
-            errors.push(ParamError::new("mode", "only QueueLength works over AMQP; use protocol http for rates"));
+            errors.push(ParamError::new(
+                "mode",
+                "only QueueLength works over AMQP; use protocol http for rates",
+            ));
         }
         for http_only in ["useRegex", "excludeUnacknowledged", "timeout"] {
             if p.is_set(http_only) {
@@ -120,12 +139,40 @@ mod tests {
     #[test]
     fn table_of_invalid_metadata() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("host", "amqp://h/"), ("queueName", "q"), ("mode", "MessageRate"), ("value", "5")], "mode"),
-            (&[("host", "amqp://h/"), ("queueName", "q"), ("useRegex", "true")], "useRegex"),
-            (&[("host", "amqp://h/"), ("queueName", "q"), ("timeout", "1000")], "timeout"),
-            (&[("host", "http://h/"), ("queueName", "q"), ("mode", "QueueLength")], "mode"),
-            (&[("host", "http://h/"), ("queueName", "q"), ("queueLength", "5"), ("value", "5")], "queueLength, value"),
-            (&[("host", "http://h/"), ("queueName", "q"), ("operation", "median")], "operation"),
+            (
+                &[
+                    ("host", "amqp://h/"),
+                    ("queueName", "q"),
+                    ("mode", "MessageRate"),
+                    ("value", "5"),
+                ],
+                "mode",
+            ),
+            (
+                &[("host", "amqp://h/"), ("queueName", "q"), ("useRegex", "true")],
+                "useRegex",
+            ),
+            (
+                &[("host", "amqp://h/"), ("queueName", "q"), ("timeout", "1000")],
+                "timeout",
+            ),
+            (
+                &[("host", "http://h/"), ("queueName", "q"), ("mode", "QueueLength")],
+                "mode",
+            ),
+            (
+                &[
+                    ("host", "http://h/"),
+                    ("queueName", "q"),
+                    ("queueLength", "5"),
+                    ("value", "5"),
+                ],
+                "queueLength, value",
+            ),
+            (
+                &[("host", "http://h/"), ("queueName", "q"), ("operation", "median")],
+                "operation",
+            ),
             (&[("host", "ftp://h/"), ("queueName", "q")], "host"),
             (&[("host", "http://h/")], "queueName"),
         ];
@@ -137,10 +184,14 @@ mod tests {
 
     #[test]
     fn credentials_never_show() {
-        let errors = parse_with(&DECL, &[("host", "ftp://user:pa55@h/"), ("queueName", "q")], &[]).unwrap_err();
+        let errors =
+            parse_with(&DECL, &[("host", "ftp://user:pa55@h/"), ("queueName", "q")], &[]).unwrap_err();
         assert!(!format!("{errors:?}").contains("pa55"));
         let p = parse_with(&DECL, &[("host", "amqp://user:pa55@h/"), ("queueName", "q")], &[]).unwrap();
         let json = p.redacted_json().to_string();
-        assert!(!json.contains("pa55") && json.contains("amqp://<redacted>@h/"), "{json}");
+        assert!(
+            !json.contains("pa55") && json.contains("amqp://<redacted>@h/"),
+            "{json}"
+        );
     }
 }

@@ -6,7 +6,13 @@ use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, rabbitmq};
 
-static DECLS: &[&ScalerDecl] = &[&kafka::DECL, &rabbitmq::DECL, &nats_jetstream::DECL, &aws_sqs::DECL, &metrics_api::DECL];
+static DECLS: &[&ScalerDecl] = &[
+    &kafka::DECL,
+    &rabbitmq::DECL,
+    &nats_jetstream::DECL,
+    &aws_sqs::DECL,
+    &metrics_api::DECL,
+];
 
 /// The declaration of a trigger type, if ebb supports it.
 pub fn declaration(trigger_type: &str) -> Option<&'static ScalerDecl> {
@@ -34,17 +40,36 @@ pub fn parse_trigger(
     index: usize,
     trigger_type: &str,
     metadata: &BTreeMap<String, String>,
-    auth_params: &BTreeMap<String, String>,
+    auth_params: Option<&BTreeMap<String, String>>,
     resolved_env: Option<&BTreeMap<String, String>>,
 ) -> Result<ParsedTrigger, TriggerParseError> {
-    let fail = |errors| TriggerParseError { index, trigger_type: trigger_type.to_string(), errors };
+    let fail = |errors| TriggerParseError {
+        index,
+        trigger_type: trigger_type.to_string(),
+        errors,
+    };
     let Some(decl) = declaration(trigger_type) else {
         let known = supported_types().collect::<Vec<_>>().join(", ");
-        return Err(fail(vec![ParamError::new("type", format!("unknown trigger type {trigger_type:?}; ebb supports {known}"))]));
+        return Err(fail(vec![ParamError::new(
+            "type",
+            format!("unknown trigger type {trigger_type:?}; ebb supports {known}"),
+        )]));
     };
-    let params = parse(decl, &TriggerInput { metadata, auth_params, resolved_env }).map_err(fail)?;
+    let params = parse(
+        decl,
+        &TriggerInput {
+            metadata,
+            auth_params,
+            resolved_env,
+        },
+    )
+    .map_err(fail)?;
     let metric_name = metric_name(index, &(decl.metric_detail)(&params));
-    Ok(ParsedTrigger { decl, params, metric_name })
+    Ok(ParsedTrigger {
+        decl,
+        params,
+        metric_name,
+    })
 }
 
 #[cfg(test)]
@@ -54,20 +79,26 @@ mod tests {
 
     #[test]
     fn unknown_type_names_the_supported_ones() {
-        let e = parse_trigger(3, "kafak", &BTreeMap::new(), &BTreeMap::new(), None).unwrap_err();
+        let e = parse_trigger(3, "kafak", &BTreeMap::new(), Some(&BTreeMap::new()), None).unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("triggers[3] (kafak): type: unknown trigger type"), "{text}");
+        assert!(
+            text.starts_with("triggers[3] (kafak): type: unknown trigger type"),
+            "{text}"
+        );
         assert!(text.contains("kafka") && text.contains("aws-sqs-queue"));
     }
 
     #[test]
     fn metric_names_carry_the_index() {
-        let meta: BTreeMap<String, String> =
-            [("bootstrapServers", "b:9092"), ("consumerGroup", "g"), ("topic", "Orders")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        let t = parse_trigger(1, "kafka", &meta, &BTreeMap::new(), None).unwrap();
+        let meta: BTreeMap<String, String> = [
+            ("bootstrapServers", "b:9092"),
+            ("consumerGroup", "g"),
+            ("topic", "Orders"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let t = parse_trigger(1, "kafka", &meta, Some(&BTreeMap::new()), None).unwrap();
         assert_eq!(t.metric_name, "s1-kafka-orders");
     }
 
@@ -79,7 +110,7 @@ mod tests {
             meta in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..12),
             auth in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..4),
         ) {
-            match parse_trigger(0, ty, &meta, &auth, Some(&BTreeMap::new())) {
+            match parse_trigger(0, ty, &meta, Some(&auth), Some(&BTreeMap::new())) {
                 Ok(t) => prop_assert!(t.metric_name.starts_with("s0-")),
                 Err(e) => {
                     let prefix = format!("triggers[0] ({}):", ty);
@@ -97,7 +128,8 @@ mod tests {
             let decl = declaration(ty).unwrap();
             let meta: BTreeMap<String, String> =
                 decl.params.iter().zip(values).map(|(p, v)| (p.name.to_string(), v)).collect();
-            let _ = parse_trigger(0, ty, &meta, &meta, None);
+            let _ = parse_trigger(0, ty, &meta, Some(&meta), None);
+            let _ = parse_trigger(0, ty, &meta, None, None);
         }
     }
 }
