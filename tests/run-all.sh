@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's test command: installs what a fresh machine lacks (cached under
+# ~/.cache/ebb-testenv), starts the real servers on loopback, runs every check and test,
+# and stops the servers again, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+say() { echo "[run-all +$(( $(date +%s) - start ))s] $*"; }
+
+say "installing system packages and test servers (cached after the first run)"
+tests/env/testenv.sh install
+
+trap 'say "stopping test servers"; tests/env/testenv.sh down || true' EXIT
+say "starting test servers"
+tests/env/testenv.sh up
+EBB_TESTENV_FILE=$(tests/env/testenv.sh env)
+export EBB_TESTENV_FILE
+say "control plane: $(grep '^EBB_KUBE_FLAVOR=' "$EBB_TESTENV_FILE" | cut -d= -f2)"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+say "all tests passed"
