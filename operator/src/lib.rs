@@ -4,3 +4,4 @@
 //!   manifests — the same checks the operator runs before it acts on an object.
 
 pub mod bundle_check;
+pub mod decision;
