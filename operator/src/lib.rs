@@ -5,3 +5,7 @@
 
 pub mod bundle_check;
 pub mod decision;
+pub mod hpa;
+pub mod status;
+pub mod telemetry;
+pub mod client_limits;

@@ -1,6 +1,6 @@
 //! The `aws-sqs-queue` trigger: visible (+ in-flight, + delayed) messages of an SQS queue.
 
-use crate::params::{
+use crate::params::{Thresholds, 
     AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
 };
 
@@ -34,6 +34,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     ],
     check,
     metric_detail,
+    thresholds,
 };
 
 /// The queue name: the last path segment of a queue URL, or the value itself when it is not a URL.
@@ -77,6 +78,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         ));
     }
     errors
+}
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    Thresholds { target: p.float("queueLength").unwrap_or(1.0), activation: p.float("activationQueueLength").unwrap_or(0.0) }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

@@ -1,6 +1,6 @@
 //! The `kafka` trigger: consumer-group lag (KEDA's parameters and defaults).
 
-use crate::params::{AUTH, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl};
+use crate::params::{Thresholds, AUTH, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl};
 
 /// Every parameter of the kafka trigger.
 pub static PARAMS: &[Param] = &[
@@ -58,6 +58,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     ],
     check,
     metric_detail,
+    thresholds,
 };
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
@@ -82,6 +83,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         errors.push(ParamError::new("partitionLimitation", problem));
     }
     errors
+}
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    Thresholds { target: p.float("lagThreshold").unwrap_or(1.0), activation: p.float("activationLagThreshold").unwrap_or(0.0) }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

@@ -10,10 +10,12 @@ pub mod aws_sqs;
 pub mod kafka;
 pub mod metric_name;
 pub mod metrics_api;
+pub mod metrics_api_client;
 pub mod nats_jetstream;
 pub mod params;
 pub mod rabbitmq;
 pub mod registry;
+pub mod runtime;
 
-pub use params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError};
+pub use params::{ParamError, ParsedParams, ScalerDecl, Thresholds, TriggerInput, TriggerParseError};
 pub use registry::{declaration, parse_trigger, supported_types};

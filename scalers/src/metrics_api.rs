@@ -1,6 +1,6 @@
 //! The `metrics-api` trigger: a number read from a JSON document served over HTTP.
 
-use crate::params::{Param, ParamError, ParsedParams, ScalerDecl};
+use crate::params::{Thresholds, Param, ParamError, ParsedParams, ScalerDecl};
 
 /// Every parameter of the metrics-api trigger.
 pub static PARAMS: &[Param] = &[
@@ -19,6 +19,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     rules: &[],
     check,
     metric_detail,
+    thresholds,
 };
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
@@ -38,6 +39,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         ));
     }
     errors
+}
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    Thresholds { target: p.float("targetValue").unwrap_or(1.0), activation: p.float("activationTargetValue").unwrap_or(0.0) }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

@@ -1,6 +1,6 @@
 //! The `nats-jetstream` trigger: a consumer's pending plus unacknowledged messages.
 
-use crate::params::{META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl};
+use crate::params::{Thresholds, META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl};
 
 /// Every parameter of the nats-jetstream trigger.
 pub static PARAMS: &[Param] = &[
@@ -23,6 +23,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     rules: &[Rule::AnyOf(&["account", "accountID"])],
     check,
     metric_detail,
+    thresholds,
 };
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
@@ -36,6 +37,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         ));
     }
     errors
+}
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    Thresholds { target: p.float("lagThreshold").unwrap_or(1.0), activation: p.float("activationLagThreshold").unwrap_or(0.0) }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

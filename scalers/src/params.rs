@@ -187,6 +187,18 @@ pub struct ScalerDecl {
     pub check: fn(&ParsedParams) -> Vec<ParamError>,
     /// The metric name's detail part, e.g. the topic: `s<index>-<type>-<detail>`.
     pub metric_detail: fn(&ParsedParams) -> String,
+    /// The HPA target and the activation threshold, from the parsed parameters.
+    pub thresholds: fn(&ParsedParams) -> Thresholds,
+}
+
+/// A trigger's HPA target (per replica for AverageValue) and its activation threshold: the trigger is
+/// active when its value is strictly greater than `activation`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// HPA target value.
+    pub target: f64,
+    /// Activation threshold.
+    pub activation: f64,
 }
 
 impl ScalerDecl {
@@ -692,6 +704,7 @@ mod tests {
         ],
         check: |_| Vec::new(),
         metric_detail: |_| String::new(),
+        thresholds: |_| Thresholds { target: 1.0, activation: 0.0 },
     };
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

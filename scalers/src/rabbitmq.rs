@@ -3,7 +3,7 @@
 //! AMQP only sees *ready* messages (a passive queue.declare excludes unacknowledged ones); use
 //! `protocol: http` (or an http:// host) to count messages that consumers hold unacked.
 
-use crate::params::{
+use crate::params::{Thresholds, 
     AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
 };
 
@@ -63,6 +63,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     ],
     check,
     metric_detail,
+    thresholds,
 };
 
 /// The wire protocol a rabbitmq trigger uses, once `auto` is resolved from the host's scheme.
@@ -115,6 +116,14 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         }
     }
     errors
+}
+
+/// KEDA's default target when neither `value` nor `queueLength` is given.
+const DEFAULT_VALUE: f64 = 20.0;
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    let target = p.float("value").or_else(|| p.float("queueLength")).unwrap_or(DEFAULT_VALUE);
+    Thresholds { target, activation: p.float("activationValue").unwrap_or(0.0) }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

@@ -33,6 +33,8 @@ pub struct ParsedTrigger {
     pub params: ParsedParams,
     /// The external metric name the HPA uses for it.
     pub metric_name: String,
+    /// Its HPA target and activation threshold.
+    pub thresholds: crate::params::Thresholds,
 }
 
 /// Parses trigger `index` of type `trigger_type`. Unknown types are an error naming the supported ones.
@@ -65,11 +67,8 @@ pub fn parse_trigger(
     )
     .map_err(fail)?;
     let metric_name = metric_name(index, &(decl.metric_detail)(&params));
-    Ok(ParsedTrigger {
-        decl,
-        params,
-        metric_name,
-    })
+    let thresholds = (decl.thresholds)(&params);
+    Ok(ParsedTrigger { decl, params, metric_name, thresholds })
 }
 
 #[cfg(test)]

@@ -1,0 +1,330 @@
+//! The runtime side of the scalers: what the operator's scale loop polls.
+//!
+//! A [`ScalerFactory`] turns a [`ParsedTrigger`] into an `Arc<dyn Scaler>`; each
+//! [`Scaler::sample`] call polls the event source once and returns a [`TriggerSample`] (the metric
+//! value and whether the trigger is active). Clients are shared per connection identity: every
+//! `metrics-api` trigger built by one factory uses the same pooled HTTP client, and identical
+//! requests in flight at the same moment are made once.
+//!
+//! Errors ([`ScalerError`]) name the endpoint with any `user:password@` masked and never carry
+//! credentials, tokens or auth headers.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::metrics_api_client::{MetricsApiClient, MetricsApiScaler};
+use crate::params::mask_userinfo;
+use crate::registry::ParsedTrigger;
+
+/// One poll's result for one trigger.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TriggerSample {
+    /// The metric value the HPA divides by the target.
+    pub value: f64,
+    /// Whether the trigger asks for at least one replica (value above the activation threshold).
+    pub active: bool,
+}
+
+impl TriggerSample {
+    /// A sample whose activity follows KEDA: active when `value` is strictly greater than
+    /// `activation_threshold` (equal is not active).
+    pub fn with_activation(value: f64, activation_threshold: f64) -> Self {
+        Self {
+            value,
+            active: is_active(value, activation_threshold),
+        }
+    }
+}
+
+/// KEDA's activation rule: active when `value > activation_threshold` (strictly greater).
+pub fn is_active(value: f64, activation_threshold: f64) -> bool {
+    value > activation_threshold
+}
+
+/// How the HPA should treat the metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricTarget {
+    /// The per-replica target (`AverageValue`) or the target value (`Value`), depending on the
+    /// trigger's `metricType`.
+    pub target_value: f64,
+}
+
+/// Why a scaler could not be built or could not produce a sample.
+///
+/// `Display` never shows credentials: endpoints are shown with `user:password@` masked (also when a
+/// variant is constructed directly with an unmasked endpoint), and messages never quote auth
+/// headers or tokens. Prefer the constructors ([`ScalerError::unreachable`] and friends), which
+/// mask the stored endpoint too, so that `Debug` is safe as well.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScalerError {
+    /// The endpoint could not be reached (connection refused, DNS, TLS handshake, reset).
+    #[error("cannot reach {}: {message}", mask_userinfo(.endpoint))]
+    Unreachable {
+        /// The endpoint, credentials masked.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The endpoint answered, but not with something usable (status, body, value).
+    #[error("bad response from {}: {message}", mask_userinfo(.endpoint))]
+    BadResponse {
+        /// The endpoint, credentials masked.
+        endpoint: String,
+        /// What was wrong with the answer.
+        message: String,
+    },
+    /// The endpoint refused the credentials (e.g. HTTP 401 or 403).
+    #[error("access to {} denied: {message}", mask_userinfo(.endpoint))]
+    Unauthorized {
+        /// The endpoint, credentials masked.
+        endpoint: String,
+        /// What the endpoint said (never the credentials).
+        message: String,
+    },
+    /// No complete answer within the configured timeout.
+    #[error("no answer from {} within {after:?}", mask_userinfo(.endpoint))]
+    Timeout {
+        /// The endpoint, credentials masked.
+        endpoint: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// ebb declares this trigger type but has no client for it yet.
+    #[error("scaler client for {trigger_type} is not implemented yet")]
+    Unsupported {
+        /// The trigger type.
+        trigger_type: String,
+    },
+    /// The trigger's parameters cannot be used to build a client.
+    #[error("invalid scaler configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl ScalerError {
+    /// An [`ScalerError::Unreachable`], with the endpoint's credentials masked.
+    pub fn unreachable(endpoint: &str, message: impl Into<String>) -> Self {
+        Self::Unreachable {
+            endpoint: mask_userinfo(endpoint),
+            message: message.into(),
+        }
+    }
+
+    /// A [`ScalerError::BadResponse`], with the endpoint's credentials masked.
+    pub fn bad_response(endpoint: &str, message: impl Into<String>) -> Self {
+        Self::BadResponse {
+            endpoint: mask_userinfo(endpoint),
+            message: message.into(),
+        }
+    }
+
+    /// An [`ScalerError::Unauthorized`], with the endpoint's credentials masked.
+    pub fn unauthorized(endpoint: &str, message: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            endpoint: mask_userinfo(endpoint),
+            message: message.into(),
+        }
+    }
+
+    /// A [`ScalerError::Timeout`], with the endpoint's credentials masked.
+    pub fn timeout(endpoint: &str, after: Duration) -> Self {
+        Self::Timeout {
+            endpoint: mask_userinfo(endpoint),
+            after,
+        }
+    }
+
+    /// A short, stable label for metrics (e.g. a Prometheus `reason` label): `unreachable`,
+    /// `bad_response`, `unauthorized`, `timeout`, `unsupported` or `invalid_config`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "unreachable",
+            Self::BadResponse { .. } => "bad_response",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Timeout { .. } => "timeout",
+            Self::Unsupported { .. } => "unsupported",
+            Self::InvalidConfig(_) => "invalid_config",
+        }
+    }
+}
+
+/// One trigger's event-source client, polled by the operator's scale loop.
+///
+/// Object-safe: the operator keeps `Arc<dyn Scaler>`. Implementations share their connections
+/// through the [`ScalerFactory`] that built them.
+#[async_trait::async_trait]
+pub trait Scaler: Send + Sync {
+    /// The trigger type, e.g. `metrics-api`.
+    fn trigger_type(&self) -> &'static str;
+
+    /// The target the HPA compares the metric with.
+    fn metric_target(&self) -> MetricTarget;
+
+    /// Polls the event source once.
+    async fn sample(&self) -> Result<TriggerSample, ScalerError>;
+}
+
+/// Settings shared by every scaler a [`ScalerFactory`] builds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactoryOptions {
+    /// Timeout of one HTTP poll (connect, request and whole response body). Default 3 s.
+    pub http_timeout: Duration,
+}
+
+impl FactoryOptions {
+    /// The default HTTP timeout (3 s, as KEDA's default `KEDA_HTTP_DEFAULT_TIMEOUT`).
+    pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(3);
+}
+
+impl Default for FactoryOptions {
+    fn default() -> Self {
+        Self {
+            http_timeout: Self::DEFAULT_HTTP_TIMEOUT,
+        }
+    }
+}
+
+/// Builds scalers from parsed triggers, sharing one client per connection identity (one HTTP
+/// client for all metrics-api triggers). Cheap to clone: clones share the clients.
+#[derive(Clone)]
+pub struct ScalerFactory {
+    inner: Arc<FactoryInner>,
+}
+
+struct FactoryInner {
+    options: FactoryOptions,
+    /// Created on the first metrics-api trigger, then shared.
+    metrics_api: OnceLock<Result<Arc<MetricsApiClient>, ScalerError>>,
+}
+
+impl ScalerFactory {
+    /// A factory with these options. Creates no client yet (and needs no async runtime).
+    pub fn new(options: FactoryOptions) -> Self {
+        Self {
+            inner: Arc::new(FactoryInner {
+                options,
+                metrics_api: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The options this factory was created with.
+    pub fn options(&self) -> &FactoryOptions {
+        &self.inner.options
+    }
+
+    /// Builds the scaler for a parsed trigger. Trigger types without a client yet return
+    /// [`ScalerError::Unsupported`]. Needs no async runtime; sampling does.
+    pub fn build(&self, trigger: &ParsedTrigger) -> Result<Arc<dyn Scaler>, ScalerError> {
+        match trigger.decl.trigger_type {
+            "metrics-api" => {
+                let client = self.metrics_api_client()?;
+                Ok(Arc::new(MetricsApiScaler::new(client, &trigger.params)?))
+            }
+            other => Err(ScalerError::Unsupported {
+                trigger_type: other.to_string(),
+            }),
+        }
+    }
+
+    fn metrics_api_client(&self) -> Result<Arc<MetricsApiClient>, ScalerError> {
+        self.inner
+            .metrics_api
+            .get_or_init(|| MetricsApiClient::new(self.inner.options.http_timeout).map(Arc::new))
+            .clone()
+    }
+}
+
+impl Default for ScalerFactory {
+    fn default() -> Self {
+        Self::new(FactoryOptions::default())
+    }
+}
+
+impl fmt::Debug for ScalerFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScalerFactory")
+            .field("options", &self.inner.options)
+            .field("metrics_api_client", &self.inner.metrics_api.get().is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_is_strictly_greater() {
+        assert!(!TriggerSample::with_activation(5.0, 5.0).active);
+        assert!(TriggerSample::with_activation(5.000_001, 5.0).active);
+        assert!(!TriggerSample::with_activation(-1.0, 0.0).active);
+        assert!(TriggerSample::with_activation(-1.0, -2.0).active);
+        assert_eq!(TriggerSample::with_activation(7.5, 0.0).value, 7.5);
+    }
+
+    #[test]
+    fn errors_mask_credentials_even_when_built_directly() {
+        let direct = ScalerError::Unreachable {
+            endpoint: "http://admin:hunter2@host:8080/q".into(),
+            message: "connection refused".into(),
+        };
+        let text = direct.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("admin"), "{text}");
+        assert!(text.contains("http://<redacted>@host:8080/q"), "{text}");
+
+        let errors = [
+            ScalerError::unreachable("http://u:hunter2@h/", "x"),
+            ScalerError::bad_response("http://u:hunter2@h/", "x"),
+            ScalerError::unauthorized("http://u:hunter2@h/", "x"),
+            ScalerError::timeout("http://u:hunter2@h/", Duration::from_millis(300)),
+        ];
+        for e in &errors {
+            for text in [e.to_string(), format!("{e:?}")] {
+                assert!(!text.contains("hunter2"), "{text}");
+            }
+        }
+        assert_eq!(
+            errors[3].to_string(),
+            "no answer from http://<redacted>@h/ within 300ms"
+        );
+    }
+
+    #[test]
+    fn kinds_are_short_labels() {
+        let kinds: Vec<&str> = [
+            ScalerError::unreachable("http://h", "x"),
+            ScalerError::bad_response("http://h", "x"),
+            ScalerError::unauthorized("http://h", "x"),
+            ScalerError::timeout("http://h", Duration::from_secs(1)),
+            ScalerError::Unsupported {
+                trigger_type: "kafka".into(),
+            },
+            ScalerError::InvalidConfig("x".into()),
+        ]
+        .iter()
+        .map(ScalerError::kind)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "unreachable",
+                "bad_response",
+                "unauthorized",
+                "timeout",
+                "unsupported",
+                "invalid_config"
+            ]
+        );
+    }
+
+    #[test]
+    fn factory_is_shareable() {
+        fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+        assert_shareable::<ScalerFactory>();
+        fn assert_object(_: Option<Arc<dyn Scaler>>) {}
+        assert_object(None);
+        assert_eq!(FactoryOptions::default().http_timeout, Duration::from_secs(3));
+    }
+}
