@@ -6,6 +6,11 @@
 pub mod bundle_check;
 pub mod decision;
 pub mod hpa;
+pub mod metric_cache;
 pub mod status;
+pub mod targets;
 pub mod telemetry;
 pub mod client_limits;
+pub mod controller;
+pub mod scale_loop;
+pub mod run;

@@ -30,6 +30,8 @@ enum Command {
         #[arg(long)]
         warnings: bool,
     },
+    /// Run the operator: reconcile ScaledObjects, own 0↔1 and the HPAs (leader-elected).
+    Operator(OperatorArgs),
     /// Print the CRD manifests, or write them into a directory.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -38,9 +40,45 @@ enum Command {
     },
 }
 
+/// Flags of `ebb operator`.
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "EBB_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Client-side limit of API requests per second (0: unlimited).
+    #[arg(long, default_value_t = 50.0)]
+    kube_api_qps: f32,
+    /// Client-side burst of API requests.
+    #[arg(long, default_value_t = 100)]
+    kube_api_burst: u32,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_addr: std::net::SocketAddr,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "ebb-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the watched namespace, else POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Identity in the Lease (default: POD_NAME, else hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Lease duration in seconds: a standby takes over within this time when the leader dies.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+    /// Timeout of one HTTP poll of an event source, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    http_timeout_ms: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Operator(args) => operator(args).map(|()| ExitCode::SUCCESS),
         Command::Validate { files, warnings } => validate(&files, warnings),
         Command::Crds { write } => crds(write).map(|()| ExitCode::SUCCESS),
     };
@@ -109,4 +147,53 @@ fn crds(write: Option<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn operator(args: OperatorArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+        )
+        .init();
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "ebb".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_namespace = args
+        .lease_namespace
+        .or_else(|| args.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_string());
+    let options = ebb_operator::run::OperatorOptions {
+        namespace: args.namespace,
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+        health_addr: args.health_addr,
+        lease_name: args.lease_name,
+        lease_namespace,
+        identity,
+        lease_duration: args.lease_duration,
+        concurrency: args.concurrency,
+        http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(ebb_operator::run::run(options, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }

@@ -36,7 +36,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value as Json;
 use tokio::sync::OnceCell;
 
-use crate::params::{ParsedParams, mask_userinfo};
+use crate::params::{ParsedParams, Thresholds};
 use crate::runtime::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
 /// The largest response body read; a larger one is a [`ScalerError::BadResponse`].
@@ -125,7 +125,9 @@ impl MetricsApiClient {
 
     fn flights(&self) -> MutexGuard<'_, HashMap<FlightKey, Arc<OnceCell<FetchResult>>>> {
         // The map stays consistent even if a holder panicked: every critical section is one call.
-        self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn fetch_once(&self, endpoint: &Endpoint) -> FetchResult {
@@ -314,14 +316,18 @@ impl Endpoint {
             .map_err(|e| ScalerError::InvalidConfig(format!("metrics-api url is not a valid URL ({e})")))?;
         let scheme = parsed.scheme().to_string();
         if scheme != "http" && scheme != "https" {
-            return Err(ScalerError::InvalidConfig(format!(
-                "metrics-api url {} must be an http:// or https:// URL",
-                mask_userinfo(url)
-            )));
+            // Not quoted either: `user:pass@host` parses with `user` as the scheme.
+            return Err(ScalerError::InvalidConfig(
+                "metrics-api url must be an http:// or https:// URL".to_string(),
+            ));
         }
         let has_credentials = !parsed.username().is_empty() || parsed.password().is_some();
         let authorization = if has_credentials {
-            let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             let user = decode(parsed.username());
             let password = parsed.password().map(decode).unwrap_or_default();
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -345,7 +351,9 @@ impl Endpoint {
             _ => bare.to_string(),
         };
         let uri = bare.parse::<Uri>().map_err(|e| {
-            ScalerError::InvalidConfig(format!("metrics-api url {shown} is not a valid request URI ({e})"))
+            ScalerError::InvalidConfig(format!(
+                "metrics-api url {shown} is not a valid request URI ({e})"
+            ))
         })?;
         Ok(Self {
             raw: url.to_string(),
@@ -387,13 +395,18 @@ pub struct MetricsApiScaler {
 }
 
 impl MetricsApiScaler {
-    /// Builds the scaler from the trigger's parsed parameters (see [`crate::metrics_api`]).
-    pub fn new(client: Arc<MetricsApiClient>, params: &ParsedParams) -> Result<Self, ScalerError> {
+    /// Builds the scaler from the trigger's parsed parameters (see [`crate::metrics_api`]) and its
+    /// thresholds (target and activation, as [`crate::registry::ParsedTrigger::thresholds`]).
+    pub fn new(
+        client: Arc<MetricsApiClient>,
+        params: &ParsedParams,
+        thresholds: Thresholds,
+    ) -> Result<Self, ScalerError> {
         let missing = |name: &str| ScalerError::InvalidConfig(format!("metrics-api: {name} has no value"));
         let url = params.str("url").ok_or_else(|| missing("url"))?;
-        let value_location = params.str("valueLocation").ok_or_else(|| missing("valueLocation"))?;
-        let target_value = params.float("targetValue").ok_or_else(|| missing("targetValue"))?;
-        let activation_target_value = params.float("activationTargetValue").unwrap_or(0.0);
+        let value_location = params
+            .str("valueLocation")
+            .ok_or_else(|| missing("valueLocation"))?;
         let unsafe_ssl = params.bool("unsafeSsl").unwrap_or(false);
         if let Some(format) = params.str("format")
             && format != "json"
@@ -402,6 +415,8 @@ impl MetricsApiScaler {
                 "metrics-api: format {format:?} is not supported (only json)"
             )));
         }
+        let target_value = thresholds.target;
+        let activation_target_value = thresholds.activation;
         Ok(Self {
             client,
             endpoint: Endpoint::parse(url, unsafe_ssl)?,
@@ -444,7 +459,10 @@ impl Scaler for MetricsApiScaler {
         let doc = self.client.fetch_json(&self.endpoint).await?;
         let value = value_at(&doc, &self.value_location)
             .map_err(|e| ScalerError::bad_response(&self.endpoint.shown, e.to_string()))?;
-        Ok(TriggerSample::with_activation(value, self.activation_target_value))
+        Ok(TriggerSample::with_activation(
+            value,
+            self.activation_target_value,
+        ))
     }
 }
 
@@ -495,9 +513,12 @@ pub fn lookup<'a>(doc: &'a Json, path: &str) -> Result<&'a Json, ValueError> {
                 .get(segment)
                 .ok_or_else(|| format!("no key {segment:?} in the object at {here}")),
             Json::Array(items) => match array_index(segment) {
-                Some(i) => items
-                    .get(i)
-                    .ok_or_else(|| format!("index {i} is out of range for the array at {here} ({} items)", items.len())),
+                Some(i) => items.get(i).ok_or_else(|| {
+                    format!(
+                        "index {i} is out of range for the array at {here} ({} items)",
+                        items.len()
+                    )
+                }),
                 None => Err(format!("{segment:?} is not an index into the array at {here}")),
             },
             other => Err(format!("{here} is {}, which has no {segment:?}", describe(other))),
@@ -626,9 +647,10 @@ mod tests {
         assert_eq!(value_at(&doc, "items.1.count"), Ok(7.0));
         assert_eq!(value_at(&doc, "m.0"), Ok(3.0));
         assert_eq!(value_at(&doc, "deep.0.1.0"), Ok(5.5));
-        assert_eq!(value_at(&json!(4), "x").map_err(|e| e.to_string()), Err(
-            "valueLocation \"x\": the document is the number 4, which has no \"x\"".to_string()
-        ));
+        assert_eq!(
+            value_at(&json!(4), "x").map_err(|e| e.to_string()),
+            Err("valueLocation \"x\": the document is the number 4, which has no \"x\"".to_string())
+        );
     }
 
     #[test]
@@ -637,10 +659,16 @@ mod tests {
         let cases = [
             ("queue.size", "no key \"size\" in the object at \"queue\""),
             ("nope", "no key \"nope\" in the object at the document"),
-            ("items.2", "index 2 is out of range for the array at \"items\" (2 items)"),
+            (
+                "items.2",
+                "index 2 is out of range for the array at \"items\" (2 items)",
+            ),
             ("items.x", "\"x\" is not an index into the array at \"items\""),
             ("items.-1", "\"-1\" is not an index"),
-            ("queue.depth.x", "\"queue.depth\" is the number 12, which has no \"x\""),
+            (
+                "queue.depth.x",
+                "\"queue.depth\" is the number 12, which has no \"x\"",
+            ),
         ];
         for (path, expected) in cases {
             let text = value_at(&doc, path).unwrap_err().to_string();
@@ -661,7 +689,10 @@ mod tests {
             ("inf", "the string \"inf\""),
         ] {
             let err = value_at(&doc, path).unwrap_err();
-            assert!(matches!(&err, ValueError::NotNumeric { found: f, .. } if f == found), "{err}");
+            assert!(
+                matches!(&err, ValueError::NotNumeric { found: f, .. } if f == found),
+                "{err}"
+            );
         }
         assert!(matches!(value_at(&doc, "big"), Err(ValueError::NotFinite { .. })));
     }
@@ -719,7 +750,12 @@ mod tests {
         let plain = Endpoint::parse("https://example.test/m", true).unwrap();
         assert!(plain.authorization.is_none() && plain.unsafe_ssl());
 
-        for bad in ["ftp://u:secret@h/x", "http://u:secret@", "u:secret@h/x", "http://u:pa/secret@h/"] {
+        for bad in [
+            "ftp://u:secret@h/x",
+            "http://u:secret@",
+            "u:secret@h/x",
+            "http://u:pa/secret@h/",
+        ] {
             let text = Endpoint::parse(bad, false).unwrap_err().to_string();
             assert!(!text.contains("secret"), "{text}");
         }
@@ -737,7 +773,11 @@ mod tests {
             ],
         )
         .unwrap();
-        let scaler = MetricsApiScaler::new(client, &params).unwrap();
+        let thresholds = Thresholds {
+            target: 3.0,
+            activation: 0.0,
+        };
+        let scaler = MetricsApiScaler::new(client, &params, thresholds).unwrap();
         let debug = format!("{scaler:?}");
         assert!(!debug.contains("hunter2") && !debug.contains("user"), "{debug}");
         assert_eq!(scaler.metric_target().target_value, 3.0);

@@ -220,7 +220,11 @@ impl ScalerFactory {
         match trigger.decl.trigger_type {
             "metrics-api" => {
                 let client = self.metrics_api_client()?;
-                Ok(Arc::new(MetricsApiScaler::new(client, &trigger.params)?))
+                Ok(Arc::new(MetricsApiScaler::new(
+                    client,
+                    &trigger.params,
+                    trigger.thresholds,
+                )?))
             }
             other => Err(ScalerError::Unsupported {
                 trigger_type: other.to_string(),

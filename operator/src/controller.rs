@@ -1,0 +1,646 @@
+//! The reconciler: one pass per ScaledObject change. It validates the object, detects conflicts,
+//! keeps the owned HPA in sync (re-applying it only when it drifted), starts or updates the
+//! object's scale loop, records the original replica count, and restores it on deletion.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ebb_crds::annotations::{self, flag};
+use ebb_crds::conditions;
+use ebb_crds::validation::validate_spec;
+use ebb_crds::{ScaledObject, ScaledObjectStatus};
+use ebb_scalers::runtime::ScalerFactory;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value as Json, json};
+
+use crate::decision::{LoopMemory, PauseState, ScalingSpec};
+use crate::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply, targets as hpa_targets};
+use crate::metric_cache::MetricCache;
+use crate::scale_loop::{LoopConfig, LoopHandle, LoopTrigger};
+use crate::status::{LoopView, Readiness, ReconcileView, compose, condition_status};
+use crate::targets::{TargetError, TargetRef, Targets};
+use crate::telemetry::OperatorMetrics;
+
+/// Finalizer that lets ebb restore replicas and remove its HPA before a ScaledObject goes away.
+pub const FINALIZER: &str = "ebb.dev/finalizer";
+/// Field manager of every server-side apply ebb makes.
+pub const FIELD_MANAGER: &str = "ebb-operator";
+
+/// Errors of one reconcile pass (each has a metric label).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes call failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The finalizer helper failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The scale target could not be read or written.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The object has no namespace (cannot happen for a namespaced kind).
+    #[error("ScaledObject without namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// Short label for the `reconcile_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Target(_) => "target",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// `namespace/name` of a ScaledObject.
+pub type ObjectKey = (String, String);
+
+/// Status bookkeeping of one ScaledObject: both writers' views and what was last written.
+#[derive(Default)]
+pub struct StatusBook {
+    /// The reconciler's view.
+    pub reconcile: Option<ReconcileView>,
+    /// The scale loop's view.
+    pub loop_view: Option<LoopView>,
+    /// The status as last written (or as read from the object).
+    pub written: Option<ScaledObjectStatus>,
+}
+
+/// Per-object runtime state.
+#[derive(Default)]
+pub struct ObjectSlot {
+    /// Status bookkeeping; the lock also serialises status writes of one object.
+    pub status: tokio::sync::Mutex<StatusBook>,
+    /// The scale loop, when running.
+    pub scale_loop: Mutex<Option<LoopHandle>>,
+    /// Original replica count found when ebb first looked at the target.
+    pub original_replicas: Mutex<Option<i32>>,
+}
+
+/// The HPA API the cluster serves.
+#[derive(Clone)]
+pub struct HpaApi {
+    /// v2 or v2beta2.
+    pub version: HpaVersion,
+    /// Its API resource.
+    pub resource: ApiResource,
+}
+
+/// State shared by the reconciler and every scale loop.
+pub struct Shared {
+    /// Kubernetes client (rate-limited).
+    pub client: Client,
+    /// Scale target access.
+    pub targets: Targets,
+    /// Builds scalers, sharing clients.
+    pub scalers: ScalerFactory,
+    /// Kubernetes Events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<OperatorMetrics>,
+    /// HPA API.
+    pub hpa: HpaApi,
+    /// Every HPA in scope, kept by a watch.
+    pub hpa_store: Store<DynamicObject>,
+    /// Every ScaledObject in scope, kept by the controller's watch.
+    pub so_store: Store<ScaledObject>,
+    /// Runtime state per object.
+    pub objects: Mutex<HashMap<ObjectKey, Arc<ObjectSlot>>>,
+    /// Poll cache for the metrics adapter.
+    pub cache: Arc<MetricCache>,
+    /// When the operator started (first ticks are spread over the polling interval after a start).
+    pub started: Instant,
+}
+
+impl Shared {
+    /// The slot of an object, created on first use.
+    pub fn slot(&self, key: &ObjectKey) -> Arc<ObjectSlot> {
+        self.objects.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default().clone()
+    }
+
+    /// Publishes an Event about a ScaledObject; failures are logged, never fatal.
+    pub async fn event(&self, so: &ScaledObject, type_: EventType, reason: &str, note: String) {
+        self.event_for(&so.object_ref(&()), type_, reason, note).await;
+    }
+
+    /// Publishes an Event about an object reference; failures are logged, never fatal.
+    pub async fn event_for(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::debug!(error = %e, "could not publish event");
+        }
+    }
+
+    /// Composes the status of an object and writes it if it changed.
+    pub async fn write_status(&self, key: &ObjectKey) -> Result<(), kube::Error> {
+        let slot = self.slot(key);
+        let mut book = slot.status.lock().await;
+        let Some(reconcile) = book.reconcile.clone() else { return Ok(()) };
+        let next = compose(book.written.as_ref(), &reconcile, book.loop_view.as_ref(), Timestamp::now());
+        if book.written.as_ref() == Some(&next) {
+            return Ok(());
+        }
+        let prev = book.written.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default());
+        let patch = json!({ "status": merge_patch(prev.as_ref(), &serde_json::to_value(&next).unwrap_or_default()) });
+        let api: Api<ScaledObject> = Api::namespaced(self.client.clone(), &key.0);
+        match api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                book.written = Some(next);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A JSON merge patch turning `prev` into `next`: keys that disappeared become `null`.
+pub fn merge_patch(prev: Option<&Json>, next: &Json) -> Json {
+    match (prev, next) {
+        (Some(Json::Object(p)), Json::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, nv) in n {
+                out.insert(k.clone(), merge_patch(p.get(k), nv));
+            }
+            for k in p.keys() {
+                if !n.contains_key(k) {
+                    out.insert(k.clone(), Json::Null);
+                }
+            }
+            Json::Object(out)
+        }
+        _ => next.clone(),
+    }
+}
+
+/// Reads the pause annotations.
+pub fn pause_state(so: &ScaledObject) -> PauseState {
+    let a = so.metadata.annotations.as_ref();
+    PauseState {
+        paused_replicas: a.and_then(|a| a.get(annotations::PAUSED_REPLICAS)).and_then(|v| v.trim().parse::<i32>().ok()),
+        paused: flag(a, annotations::PAUSED),
+        scale_in_paused: flag(a, annotations::PAUSED_SCALE_IN),
+        scale_out_paused: flag(a, annotations::PAUSED_SCALE_OUT),
+    }
+}
+
+/// Reconciles one ScaledObject.
+pub async fn reconcile(so: Arc<ScaledObject>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = so.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<ScaledObject> = Api::namespaced(shared.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, so, |event| async {
+        match event {
+            Finalizer::Apply(so) => apply(so, &shared).await,
+            Finalizer::Cleanup(so) => cleanup(so, &shared).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    shared.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    shared.metrics.set_scaled_objects(shared.so_store.len() as i64);
+    result
+}
+
+/// What to do after a failed reconcile.
+pub fn error_policy(so: Arc<ScaledObject>, error: &Error, _shared: Arc<Shared>) -> Action {
+    tracing::warn!(scaled_object = %so.name_any(), namespace = ?so.namespace(), %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn key_of(so: &ScaledObject) -> ObjectKey {
+    (so.namespace().unwrap_or_default(), so.name_any())
+}
+
+/// Why an object cannot be scaled, as the message of `Ready=False`.
+enum Blocked {
+    Invalid(String),
+    Conflict(String),
+}
+
+async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
+    let key = key_of(&so);
+    let slot = shared.slot(&key);
+    {
+        let mut book = slot.status.lock().await;
+        if book.written.is_none() {
+            book.written = so.status.clone();
+        }
+    }
+    let pause = pause_state(&so);
+    let hpa_name_default = so.hpa_name();
+    let spec_target = &so.spec.scale_target_ref;
+
+    // 1. Validation: the spec rules, then every trigger.
+    let mut blocked = None;
+    let problems = validate_spec(&so.spec);
+    if !problems.is_empty() {
+        let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+        blocked = Some(Blocked::Invalid(text));
+    }
+    let mut triggers = Vec::new();
+    let mut hpa_metrics = Vec::new();
+    if blocked.is_none() {
+        match build_triggers(&so, shared) {
+            Ok((t, m)) => {
+                triggers = t;
+                hpa_metrics = m;
+            }
+            Err(text) => blocked = Some(Blocked::Invalid(text)),
+        }
+    }
+    if let Some(bad) = annotation_problem(&so) {
+        blocked = Some(Blocked::Invalid(bad));
+    }
+    // 2. The target.
+    let mut target = None;
+    if blocked.is_none() {
+        match shared
+            .targets
+            .resolve(&key.0, spec_target.api_version_or_default(), spec_target.kind_or_default(), &spec_target.name)
+            .await
+        {
+            Ok(t) => target = Some(t),
+            Err(e) => blocked = Some(Blocked::Invalid(e.to_string())),
+        }
+    }
+    // 3. Conflicts with other ScaledObjects and foreign HPAs.
+    let mut hpa_name = hpa_name_default.clone();
+    if let (None, Some(t)) = (&blocked, &target) {
+        match conflicts(&so, t, shared) {
+            Ok(adopted) => {
+                if let Some(name) = adopted {
+                    hpa_name = name;
+                }
+            }
+            Err(text) => blocked = Some(Blocked::Conflict(text)),
+        }
+    }
+    // 4. The original replica count, once.
+    let mut original = so.status.as_ref().and_then(|s| s.original_replica_count);
+    if let (None, Some(t)) = (&blocked, &target) {
+        let mut remembered = slot.original_replicas.lock().unwrap_or_else(PoisonError::into_inner).or(original);
+        if remembered.is_none() {
+            match shared.targets.replicas(t).await {
+                Ok(r) => remembered = Some(r),
+                Err(e) => blocked = Some(Blocked::Invalid(e.to_string())),
+            }
+        }
+        *slot.original_replicas.lock().unwrap_or_else(PoisonError::into_inner) = remembered;
+        original = remembered;
+    }
+
+    // 5. HPA and scale loop.
+    let metric_names: Vec<String> = hpa_metrics.iter().map(|m: &HpaMetric| m.name.clone()).collect();
+    let previously_blocked = condition_status(so.status.as_ref(), conditions::READY) == Some("False");
+    let readiness = match &blocked {
+        None => Readiness::Ok,
+        Some(Blocked::Invalid(m)) => Readiness::Invalid(m.clone()),
+        Some(Blocked::Conflict(m)) => Readiness::Conflict(m.clone()),
+    };
+    let hpa_in_use = match (&blocked, &target) {
+        (None, Some(t)) if !pause.is_paused() => {
+            let desired = desired_hpa(&so, &hpa_name, &hpa_metrics, pause, shared.hpa.version);
+            sync_hpa(shared, &key.0, &hpa_name, &desired).await?;
+            let cfg = LoopConfig {
+                key: key.clone(),
+                uid: so.uid().unwrap_or_default(),
+                created: creation_time(&so),
+                spec: ScalingSpec::from_spec(&so.spec),
+                triggers,
+                target: t.clone(),
+                pause,
+                force_activation: flag(so.metadata.annotations.as_ref(), annotations::FORCE_ACTIVATION),
+                polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
+                fingerprint: fingerprint(&so),
+            };
+            ensure_loop(shared, &slot, &so, cfg);
+            true
+        }
+        (None, Some(t)) => {
+            // Paused: no HPA (it would keep scaling); the loop applies paused-replicas.
+            delete_owned_hpa(shared, &so, &hpa_name).await?;
+            let cfg = LoopConfig {
+                key: key.clone(),
+                uid: so.uid().unwrap_or_default(),
+                created: creation_time(&so),
+                spec: ScalingSpec::from_spec(&so.spec),
+                triggers,
+                target: t.clone(),
+                pause,
+                force_activation: false,
+                polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
+                fingerprint: fingerprint(&so),
+            };
+            ensure_loop(shared, &slot, &so, cfg);
+            false
+        }
+        _ => {
+            stop_loop(&slot);
+            delete_owned_hpa(shared, &so, &hpa_name).await?;
+            false
+        }
+    };
+
+    // 6. Events on transitions.
+    let was_paused = condition_status(so.status.as_ref(), conditions::PAUSED) == Some("True");
+    if pause.is_paused() != was_paused {
+        let (reason, note) = if pause.is_paused() {
+            ("Paused", match pause.paused_replicas {
+                Some(n) => format!("paused at {n} replicas"),
+                None => "scaling paused".to_string(),
+            })
+        } else {
+            ("Unpaused", "scaling resumed".to_string())
+        };
+        shared.event(&so, EventType::Normal, reason, note).await;
+    }
+    match &blocked {
+        Some(Blocked::Invalid(m)) if !previously_blocked => {
+            shared.event(&so, EventType::Warning, "ScaledObjectCheckFailed", m.clone()).await
+        }
+        Some(Blocked::Conflict(m)) if !previously_blocked => shared.event(&so, EventType::Warning, "TargetConflict", m.clone()).await,
+        _ => {}
+    }
+
+    // 7. Status.
+    {
+        let mut book = slot.status.lock().await;
+        book.reconcile = Some(ReconcileView {
+            readiness,
+            paused: pause.is_paused(),
+            paused_replicas: pause.paused_replicas,
+            hpa_name: hpa_in_use.then(|| hpa_name.clone()),
+            metric_names,
+            original_replica_count: original,
+            scale_target_kind: target.as_ref().map(TargetRef::kind_label),
+            generation: so.metadata.generation,
+            fallback_threshold: so.spec.fallback.as_ref().map(|f| f.failure_threshold.max(1) as u32),
+        });
+        if blocked.is_some() {
+            book.loop_view = None;
+        }
+    }
+    shared.write_status(&key).await?;
+    Ok(match blocked {
+        // A conflict or a missing target may resolve without this object changing.
+        Some(_) => Action::requeue(Duration::from_secs(15)),
+        None => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+fn creation_time(so: &ScaledObject) -> Timestamp {
+    so.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now)
+}
+
+/// Everything that, when changed, must reach the scale loop.
+fn fingerprint(so: &ScaledObject) -> String {
+    let annotations: Vec<(&String, &String)> = so
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("autoscaling.ebb.dev/"))
+        .collect();
+    format!("{}|{:?}", serde_json::to_string(&so.spec).unwrap_or_default(), annotations)
+}
+
+fn annotation_problem(so: &ScaledObject) -> Option<String> {
+    let value = so.metadata.annotations.as_ref()?.get(annotations::PAUSED_REPLICAS)?;
+    match value.trim().parse::<i32>() {
+        Ok(n) if n >= 0 => None,
+        _ => Some(format!(
+            "metadata.annotations.{}: must be a whole number ≥ 0, got {value:?}",
+            annotations::PAUSED_REPLICAS
+        )),
+    }
+}
+
+/// Parses every trigger and builds its scaler. Errors name the trigger index, type and parameter.
+fn build_triggers(so: &ScaledObject, shared: &Shared) -> Result<(Vec<LoopTrigger>, Vec<HpaMetric>), String> {
+    let mut triggers = Vec::new();
+    let mut metrics = Vec::new();
+    let mut problems = Vec::new();
+    let no_auth = std::collections::BTreeMap::new();
+    for (index, trigger) in so.spec.triggers.iter().enumerate() {
+        let auth = if trigger.authentication_ref.is_some() { None } else { Some(&no_auth) };
+        let parsed = match ebb_scalers::parse_trigger(index, &trigger.type_, &trigger.metadata, auth, None) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("spec.{e}"));
+                continue;
+            }
+        };
+        match shared.scalers.build(&parsed) {
+            Ok(scaler) => {
+                metrics.push(HpaMetric {
+                    name: parsed.metric_name.clone(),
+                    target: parsed.thresholds.target,
+                    metric_type: trigger.metric_type,
+                });
+                triggers.push(LoopTrigger { metric_name: parsed.metric_name.clone(), scaler, thresholds: parsed.thresholds });
+            }
+            Err(e) => problems.push(format!("spec.triggers[{index}] ({}): {e}", trigger.type_)),
+        }
+    }
+    if problems.is_empty() { Ok((triggers, metrics)) } else { Err(problems.join("; ")) }
+}
+
+/// Another ScaledObject (older, or same age and smaller name) or a foreign HPA already scales the
+/// target. Returns the name of an HPA to adopt when `transfer-hpa-ownership` allows it.
+fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<Option<String>, String> {
+    let me = (so.metadata.creation_timestamp.clone(), so.name_any());
+    for other in shared.so_store.state() {
+        if other.uid() == so.uid() || other.namespace() != so.namespace() || other.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let r = &other.spec.scale_target_ref;
+        let same = r.name == target.name
+            && r.kind_or_default() == target.kind
+            && group(r.api_version_or_default()) == group(&target.api_version);
+        if same && (other.metadata.creation_timestamp.clone(), other.name_any()) < me {
+            return Err(format!(
+                "{} {}/{} is already scaled by ScaledObject {}",
+                target.kind,
+                target.namespace,
+                target.name,
+                other.name_any()
+            ));
+        }
+    }
+    let my_uid = so.uid().unwrap_or_default();
+    for hpa in shared.hpa_store.state() {
+        if hpa.namespace().as_deref() != Some(target.namespace.as_str()) {
+            continue;
+        }
+        let value = serde_json::to_value(hpa.as_ref()).unwrap_or_default();
+        if !hpa_targets(&value, &target.api_version, &target.kind, &target.name) {
+            continue;
+        }
+        let ours = hpa.owner_references().iter().any(|o| o.uid == my_uid);
+        if ours {
+            return Ok(None);
+        }
+        let owned_by_other_so = hpa.owner_references().iter().any(|o| o.kind == "ScaledObject");
+        if owned_by_other_so {
+            continue; // the ScaledObject check above names it
+        }
+        if flag(so.metadata.annotations.as_ref(), annotations::TRANSFER_HPA_OWNERSHIP) {
+            return Ok(Some(hpa.name_any()));
+        }
+        return Err(format!(
+            "{} {}/{} is already scaled by HorizontalPodAutoscaler {}; set annotation {}: \"true\" to adopt it",
+            target.kind,
+            target.namespace,
+            target.name,
+            hpa.name_any(),
+            annotations::TRANSFER_HPA_OWNERSHIP
+        ));
+    }
+    Ok(None)
+}
+
+fn group(api_version: &str) -> &str {
+    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+async fn sync_hpa(shared: &Shared, ns: &str, name: &str, desired: &Json) -> Result<(), Error> {
+    let live = shared
+        .hpa_store
+        .state()
+        .into_iter()
+        .find(|h| h.namespace().as_deref() == Some(ns) && h.name_any() == name)
+        .map(|h| serde_json::to_value(h.as_ref()).unwrap_or_default());
+    if !needs_apply(desired, live.as_ref()) {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), ns, &shared.hpa.resource);
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    Ok(())
+}
+
+async fn delete_owned_hpa(shared: &Shared, so: &ScaledObject, name: &str) -> Result<(), Error> {
+    let ns = so.namespace().unwrap_or_default();
+    let uid = so.uid().unwrap_or_default();
+    let owned = shared.hpa_store.state().into_iter().any(|h| {
+        h.namespace().as_deref() == Some(ns.as_str())
+            && h.name_any() == name
+            && h.owner_references().iter().any(|o| o.uid == uid)
+    });
+    if !owned {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), &ns, &shared.hpa.resource);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ensure_loop(shared: &Arc<Shared>, slot: &Arc<ObjectSlot>, so: &ScaledObject, cfg: LoopConfig) {
+    let mut current = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = current.as_ref()
+        && !handle.is_finished()
+    {
+        handle.update(cfg);
+        return;
+    }
+    let memory = LoopMemory {
+        last_active: initial_last_active(so),
+        consecutive_failures: 0,
+    };
+    *current = Some(LoopHandle::spawn(shared.clone(), cfg, memory));
+}
+
+/// Where the cooldown starts after a restart or failover: the status' lastActiveTime, or now when
+/// the object was active (conservative: a new leader never scales in early).
+fn initial_last_active(so: &ScaledObject) -> Option<Timestamp> {
+    let status = so.status.as_ref();
+    if condition_status(status, conditions::ACTIVE) == Some("True") {
+        return Some(Timestamp::now());
+    }
+    status.and_then(|s| s.last_active_time.as_deref()).and_then(|t| t.parse().ok())
+}
+
+fn stop_loop(slot: &ObjectSlot) {
+    if let Some(handle) = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        handle.stop();
+    }
+}
+
+async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
+    let key = key_of(&so);
+    let slot = shared.slot(&key);
+    stop_loop(&slot);
+    let restore = so.spec.advanced.as_ref().is_some_and(|a| a.restore_to_original_replica_count);
+    let original = so
+        .status
+        .as_ref()
+        .and_then(|s| s.original_replica_count)
+        .or(*slot.original_replicas.lock().unwrap_or_else(PoisonError::into_inner));
+    let hpa_name = so.status.as_ref().and_then(|s| s.hpa_name.clone()).unwrap_or_else(|| so.hpa_name());
+    delete_owned_hpa(shared, &so, &hpa_name).await?;
+    if restore && let Some(original) = original {
+        let r = &so.spec.scale_target_ref;
+        match shared.targets.resolve(&key.0, r.api_version_or_default(), r.kind_or_default(), &r.name).await {
+            Ok(target) => {
+                let current = shared.targets.replicas(&target).await.ok();
+                if let Some(n) = crate::decision::restore_on_delete(true, Some(original), current.unwrap_or(-1)) {
+                    shared.targets.set_replicas(&target, n).await?;
+                    shared.metrics.scale_action("restore");
+                    shared
+                        .event(&so, EventType::Normal, "ReplicasRestored", format!("restored {} to {n} replicas", r.name))
+                        .await;
+                }
+            }
+            Err(TargetError::NotFound { .. } | TargetError::UnknownKind { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    shared.cache.remove_object(&key.0, &key.1);
+    shared.objects.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_nulls_removed_keys() {
+        let prev = json!({"hpaName": "h", "health": {"a": {"status": "Happy"}, "b": 1}, "conditions": [1]});
+        let next = json!({"health": {"a": {"status": "Failing"}}, "conditions": [2]});
+        assert_eq!(
+            merge_patch(Some(&prev), &next),
+            json!({"hpaName": null, "health": {"a": {"status": "Failing"}, "b": null}, "conditions": [2]})
+        );
+        assert_eq!(merge_patch(None, &next), next);
+    }
+
+    #[test]
+    fn pause_annotations_are_read() {
+        let so: ScaledObject = serde_json::from_value(json!({
+            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "x", "annotations": {
+                "autoscaling.ebb.dev/paused-replicas": " 3 ", "autoscaling.ebb.dev/paused-scale-in": "true"}},
+            "spec": {"scaleTargetRef": {"name": "w"}, "triggers": [{"type": "t", "metadata": {}}]}
+        }))
+        .unwrap();
+        let p = pause_state(&so);
+        assert_eq!(p.paused_replicas, Some(3));
+        assert!(p.scale_in_paused && !p.scale_out_paused && !p.paused);
+        assert!(annotation_problem(&so).is_none());
+    }
+}

@@ -1,0 +1,246 @@
+//! `ebb operator`: wiring. Health and metrics are served by every replica; only the replica that
+//! holds the Lease runs the reconciler and the scale loops (and so writes `/scale`, HPAs, status).
+//! Losing the Lease stops everything and returns an error, so the process restarts cleanly as a
+//! standby; SIGTERM stops everything and releases the Lease so a standby takes over at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ebb_crds::ScaledObject;
+use ebb_scalers::runtime::{FactoryOptions, ScalerFactory};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::{Client, Config};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+
+use crate::client_limits::{ClientLimitsError, client_with_limits};
+use crate::controller::{HpaApi, Shared, error_policy, reconcile};
+use crate::hpa::HpaVersion;
+use crate::metric_cache::MetricCache;
+use crate::targets::Targets;
+use crate::telemetry::{OperatorMetrics, serve_health};
+
+/// Settings of `ebb operator`.
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Watch only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// Client-side queries per second to the API server (≤ 0: unlimited).
+    pub qps: f32,
+    /// Client-side burst.
+    pub burst: u32,
+    /// Address of /healthz, /readyz and /metrics.
+    pub health_addr: SocketAddr,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease namespace.
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Lease duration in seconds.
+    pub lease_duration: u64,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Timeout of one HTTP poll of a source.
+    pub http_timeout: Duration,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable kubeconfig or in-cluster config.
+    #[error("kubernetes config: {0}")]
+    Config(String),
+    /// The client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientLimitsError),
+    /// The CRDs are not installed.
+    #[error("cannot list ScaledObjects ({0}); are the CRDs installed? `ebb crds | kubectl apply -f -`")]
+    CrdMissing(kube::Error),
+    /// The health port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(String),
+    /// The Lease was lost: the process should restart as a standby.
+    #[error("lost the leader Lease")]
+    LostLeadership,
+}
+
+/// Runs the operator until `shutdown` resolves (Ok) or leadership is lost (Err).
+pub async fn run(options: OperatorOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let config = Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
+    let client = client_with_limits(config, options.qps, options.burst)?;
+    let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
+    so_api.list(&ListParams::default().limit(1)).await.map_err(RunError::CrdMissing)?;
+
+    let metrics = Arc::new(OperatorMetrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(options.health_addr)
+        .await
+        .map_err(|source| RunError::Listen { addr: options.health_addr, source })?;
+    let health_stop = wait_true(stop_rx.clone());
+    let health = tokio::spawn(serve_health(listener, metrics.clone(), ready_rx, health_stop));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let lease = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+        .with_namespace(&options.lease_namespace)
+        .with_identity(&options.identity)
+        .with_duration(options.lease_duration)
+        .with_grace(options.lease_duration.div_ceil(3).max(1))
+        .build()
+        .await
+        .map_err(|e| RunError::Lease(e.to_string()))?;
+    let (mut leader, lease_task) = lease.watch().await;
+    let _ = ready_tx.send(true);
+    tracing::info!(identity = %options.identity, lease = %options.lease_name, "waiting for leadership");
+
+    let mut stop = stop_rx.clone();
+    let result = loop {
+        if *leader.borrow_and_update() {
+            break Some(());
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { break None },
+            _ = stop.wait_for(|s| *s) => break None,
+        }
+    };
+    let outcome = match result {
+        None => Ok(()),
+        Some(()) => {
+            tracing::info!(identity = %options.identity, "leading: starting the controller");
+            metrics.set_leader(true);
+            let (lost_tx, lost_rx) = watch::channel(false);
+            let mut leader_watch = leader.clone();
+            let mut stop_watch = stop_rx.clone();
+            let watchdog = tokio::spawn(async move {
+                let lost = tokio::select! {
+                    _ = leader_watch.wait_for(|l| !*l) => true,
+                    _ = stop_watch.wait_for(|s| *s) => false,
+                };
+                let _ = lost_tx.send(true);
+                lost
+            });
+            run_controller(client.clone(), &options, metrics.clone(), wait_true(lost_rx)).await;
+            metrics.set_leader(false);
+            match watchdog.await {
+                Ok(true) => Err(RunError::LostLeadership),
+                _ => Ok(()),
+            }
+        }
+    };
+    // Dropping the receiver makes the lease task release the Lease.
+    drop(leader);
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        tracing::warn!(error = %e, "releasing the Lease failed");
+    }
+    health.abort();
+    outcome
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Which HPA API the cluster serves: autoscaling/v2 when present, else v2beta2.
+pub async fn discover_hpa(client: &Client) -> HpaApi {
+    let v2 = client
+        .list_api_group_resources("autoscaling/v2")
+        .await
+        .map(|l| l.resources.iter().any(|r| r.name == "horizontalpodautoscalers"))
+        .unwrap_or(false);
+    let version = if v2 { HpaVersion::V2 } else { HpaVersion::V2beta2 };
+    let gvk = GroupVersionKind::gvk("autoscaling", version.version(), "HorizontalPodAutoscaler");
+    HpaApi { version, resource: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers") }
+}
+
+async fn run_controller(
+    client: Client,
+    options: &OperatorOptions,
+    metrics: Arc<OperatorMetrics>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let hpa = discover_hpa(&client).await;
+    tracing::info!(api = hpa.version.api_version(), "HPA API");
+    let (targets, target_watches) = Targets::start(client.clone(), options.namespace.as_deref());
+    let hpa_api: Api<DynamicObject> = match options.namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &hpa.resource),
+        None => Api::all_with(client.clone(), &hpa.resource),
+    };
+    // The HPA store serves conflict checks and drift detection; the controller watches HPAs it
+    // owns separately (kube-runtime's shared-stream API is still unstable).
+    let hpa_writer = Writer::new(hpa.resource.clone());
+    let hpa_store = hpa_writer.as_reader();
+    let hpa_reflector = tokio::spawn(
+        reflector::reflector(hpa_writer, watcher::watcher(hpa_api.clone(), watcher::Config::default()))
+            .applied_objects()
+            .for_each(|_| futures::future::ready(())),
+    );
+    // Conflict checks and drift detection need the HPAs first (else every object re-applies its HPA).
+    if tokio::time::timeout(Duration::from_secs(30), hpa_store.wait_until_ready()).await.is_err() {
+        tracing::warn!("HPA watch not synced after 30 s; continuing");
+    }
+    let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
+    let controller = Controller::new(so_api, watcher::Config::default().any_semantic());
+    let reporter = Reporter { controller: "ebb-operator".into(), instance: Some(options.identity.clone()) };
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        targets,
+        scalers: ScalerFactory::new(FactoryOptions { http_timeout: options.http_timeout }),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        hpa: hpa.clone(),
+        hpa_store,
+        so_store: controller.store(),
+        objects: Mutex::new(HashMap::new()),
+        cache: Arc::new(MetricCache::default()),
+        started: Instant::now(),
+    });
+    controller
+        .owns_with(hpa_api, hpa.resource.clone(), watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"))
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, shared.clone())
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    // Stop every scale loop and watch: a standby (or the next leader) takes over from here.
+    let slots: Vec<_> = shared.objects.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+    for (_, slot) in slots {
+        if let Some(handle) = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            handle.stop();
+        }
+    }
+    for w in target_watches {
+        w.abort();
+    }
+    hpa_reflector.abort();
+}
