@@ -126,7 +126,12 @@ pub struct Shared {
 impl Shared {
     /// The slot of an object, created on first use.
     pub fn slot(&self, key: &ObjectKey) -> Arc<ObjectSlot> {
-        self.objects.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default().clone()
+        self.objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     /// Publishes an Event about a ScaledObject; failures are logged, never fatal.
@@ -136,7 +141,13 @@ impl Shared {
 
     /// Publishes an Event about an object reference; failures are logged, never fatal.
     pub async fn event_for(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&event, reference).await {
             tracing::debug!(error = %e, "could not publish event");
         }
@@ -146,15 +157,29 @@ impl Shared {
     pub async fn write_status(&self, key: &ObjectKey) -> Result<(), kube::Error> {
         let slot = self.slot(key);
         let mut book = slot.status.lock().await;
-        let Some(reconcile) = book.reconcile.clone() else { return Ok(()) };
-        let next = compose(book.written.as_ref(), &reconcile, book.loop_view.as_ref(), Timestamp::now());
+        let Some(reconcile) = book.reconcile.clone() else {
+            return Ok(());
+        };
+        let next = compose(
+            book.written.as_ref(),
+            &reconcile,
+            book.loop_view.as_ref(),
+            Timestamp::now(),
+        );
         if book.written.as_ref() == Some(&next) {
             return Ok(());
         }
-        let prev = book.written.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default());
-        let patch = json!({ "status": merge_patch(prev.as_ref(), &serde_json::to_value(&next).unwrap_or_default()) });
+        let prev = book
+            .written
+            .as_ref()
+            .map(|s| serde_json::to_value(s).unwrap_or_default());
+        let patch =
+            json!({ "status": merge_patch(prev.as_ref(), &serde_json::to_value(&next).unwrap_or_default()) });
         let api: Api<ScaledObject> = Api::namespaced(self.client.clone(), &key.0);
-        match api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 book.written = Some(next);
                 Ok(())
@@ -188,7 +213,9 @@ pub fn merge_patch(prev: Option<&Json>, next: &Json) -> Json {
 pub fn pause_state(so: &ScaledObject) -> PauseState {
     let a = so.metadata.annotations.as_ref();
     PauseState {
-        paused_replicas: a.and_then(|a| a.get(annotations::PAUSED_REPLICAS)).and_then(|v| v.trim().parse::<i32>().ok()),
+        paused_replicas: a
+            .and_then(|a| a.get(annotations::PAUSED_REPLICAS))
+            .and_then(|v| v.trim().parse::<i32>().ok()),
         paused: flag(a, annotations::PAUSED),
         scale_in_paused: flag(a, annotations::PAUSED_SCALE_IN),
         scale_out_paused: flag(a, annotations::PAUSED_SCALE_OUT),
@@ -208,7 +235,9 @@ pub async fn reconcile(so: Arc<ScaledObject>, shared: Arc<Shared>) -> Result<Act
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    shared.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    shared
+        .metrics
+        .observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     shared.metrics.set_scaled_objects(shared.so_store.len() as i64);
     result
 }
@@ -246,7 +275,11 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
     let mut blocked = None;
     let problems = validate_spec(&so.spec);
     if !problems.is_empty() {
-        let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+        let text = problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
         blocked = Some(Blocked::Invalid(text));
     }
     let mut triggers = Vec::new();
@@ -268,7 +301,12 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
     if blocked.is_none() {
         match shared
             .targets
-            .resolve(&key.0, spec_target.api_version_or_default(), spec_target.kind_or_default(), &spec_target.name)
+            .resolve(
+                &key.0,
+                spec_target.api_version_or_default(),
+                spec_target.kind_or_default(),
+                &spec_target.name,
+            )
             .await
         {
             Ok(t) => target = Some(t),
@@ -290,14 +328,21 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
     // 4. The original replica count, once.
     let mut original = so.status.as_ref().and_then(|s| s.original_replica_count);
     if let (None, Some(t)) = (&blocked, &target) {
-        let mut remembered = slot.original_replicas.lock().unwrap_or_else(PoisonError::into_inner).or(original);
+        let mut remembered = slot
+            .original_replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .or(original);
         if remembered.is_none() {
             match shared.targets.replicas(t).await {
                 Ok(r) => remembered = Some(r),
                 Err(e) => blocked = Some(Blocked::Invalid(e.to_string())),
             }
         }
-        *slot.original_replicas.lock().unwrap_or_else(PoisonError::into_inner) = remembered;
+        *slot
+            .original_replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = remembered;
         original = remembered;
     }
 
@@ -357,10 +402,13 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
     let was_paused = condition_status(so.status.as_ref(), conditions::PAUSED) == Some("True");
     if pause.is_paused() != was_paused {
         let (reason, note) = if pause.is_paused() {
-            ("Paused", match pause.paused_replicas {
-                Some(n) => format!("paused at {n} replicas"),
-                None => "scaling paused".to_string(),
-            })
+            (
+                "Paused",
+                match pause.paused_replicas {
+                    Some(n) => format!("paused at {n} replicas"),
+                    None => "scaling paused".to_string(),
+                },
+            )
         } else {
             ("Unpaused", "scaling resumed".to_string())
         };
@@ -368,9 +416,15 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
     }
     match &blocked {
         Some(Blocked::Invalid(m)) if !previously_blocked => {
-            shared.event(&so, EventType::Warning, "ScaledObjectCheckFailed", m.clone()).await
+            shared
+                .event(&so, EventType::Warning, "ScaledObjectCheckFailed", m.clone())
+                .await
         }
-        Some(Blocked::Conflict(m)) if !previously_blocked => shared.event(&so, EventType::Warning, "TargetConflict", m.clone()).await,
+        Some(Blocked::Conflict(m)) if !previously_blocked => {
+            shared
+                .event(&so, EventType::Warning, "TargetConflict", m.clone())
+                .await
+        }
         _ => {}
     }
 
@@ -386,7 +440,11 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
             original_replica_count: original,
             scale_target_kind: target.as_ref().map(TargetRef::kind_label),
             generation: so.metadata.generation,
-            fallback_threshold: so.spec.fallback.as_ref().map(|f| f.failure_threshold.max(1) as u32),
+            fallback_threshold: so
+                .spec
+                .fallback
+                .as_ref()
+                .map(|f| f.failure_threshold.max(1) as u32),
         });
         if blocked.is_some() {
             book.loop_view = None;
@@ -401,7 +459,11 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
 }
 
 fn creation_time(so: &ScaledObject) -> Timestamp {
-    so.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now)
+    so.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now)
 }
 
 /// Everything that, when changed, must reach the scale loop.
@@ -413,11 +475,19 @@ fn fingerprint(so: &ScaledObject) -> String {
         .flatten()
         .filter(|(k, _)| k.starts_with("autoscaling.ebb.dev/"))
         .collect();
-    format!("{}|{:?}", serde_json::to_string(&so.spec).unwrap_or_default(), annotations)
+    format!(
+        "{}|{:?}",
+        serde_json::to_string(&so.spec).unwrap_or_default(),
+        annotations
+    )
 }
 
 fn annotation_problem(so: &ScaledObject) -> Option<String> {
-    let value = so.metadata.annotations.as_ref()?.get(annotations::PAUSED_REPLICAS)?;
+    let value = so
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(annotations::PAUSED_REPLICAS)?;
     match value.trim().parse::<i32>() {
         Ok(n) if n >= 0 => None,
         _ => Some(format!(
@@ -434,7 +504,11 @@ fn build_triggers(so: &ScaledObject, shared: &Shared) -> Result<(Vec<LoopTrigger
     let mut problems = Vec::new();
     let no_auth = std::collections::BTreeMap::new();
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        let auth = if trigger.authentication_ref.is_some() { None } else { Some(&no_auth) };
+        let auth = if trigger.authentication_ref.is_some() {
+            None
+        } else {
+            Some(&no_auth)
+        };
         let parsed = match ebb_scalers::parse_trigger(index, &trigger.type_, &trigger.metadata, auth, None) {
             Ok(p) => p,
             Err(e) => {
@@ -449,12 +523,20 @@ fn build_triggers(so: &ScaledObject, shared: &Shared) -> Result<(Vec<LoopTrigger
                     target: parsed.thresholds.target,
                     metric_type: trigger.metric_type,
                 });
-                triggers.push(LoopTrigger { metric_name: parsed.metric_name.clone(), scaler, thresholds: parsed.thresholds });
+                triggers.push(LoopTrigger {
+                    metric_name: parsed.metric_name.clone(),
+                    scaler,
+                    thresholds: parsed.thresholds,
+                });
             }
             Err(e) => problems.push(format!("spec.triggers[{index}] ({}): {e}", trigger.type_)),
         }
     }
-    if problems.is_empty() { Ok((triggers, metrics)) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok((triggers, metrics))
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Another ScaledObject (older, or same age and smaller name) or a foreign HPA already scales the
@@ -462,7 +544,10 @@ fn build_triggers(so: &ScaledObject, shared: &Shared) -> Result<(Vec<LoopTrigger
 fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<Option<String>, String> {
     let me = (so.metadata.creation_timestamp.clone(), so.name_any());
     for other in shared.so_store.state() {
-        if other.uid() == so.uid() || other.namespace() != so.namespace() || other.metadata.deletion_timestamp.is_some() {
+        if other.uid() == so.uid()
+            || other.namespace() != so.namespace()
+            || other.metadata.deletion_timestamp.is_some()
+        {
             continue;
         }
         let r = &other.spec.scale_target_ref;
@@ -496,7 +581,10 @@ fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<O
         if owned_by_other_so {
             continue; // the ScaledObject check above names it
         }
-        if flag(so.metadata.annotations.as_ref(), annotations::TRANSFER_HPA_OWNERSHIP) {
+        if flag(
+            so.metadata.annotations.as_ref(),
+            annotations::TRANSFER_HPA_OWNERSHIP,
+        ) {
             return Ok(Some(hpa.name_any()));
         }
         return Err(format!(
@@ -526,7 +614,12 @@ async fn sync_hpa(shared: &Shared, ns: &str, name: &str, desired: &Json) -> Resu
         return Ok(());
     }
     let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), ns, &shared.hpa.resource);
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(desired),
+    )
+    .await?;
     Ok(())
 }
 
@@ -571,11 +664,18 @@ fn initial_last_active(so: &ScaledObject) -> Option<Timestamp> {
     if condition_status(status, conditions::ACTIVE) == Some("True") {
         return Some(Timestamp::now());
     }
-    status.and_then(|s| s.last_active_time.as_deref()).and_then(|t| t.parse().ok())
+    status
+        .and_then(|s| s.last_active_time.as_deref())
+        .and_then(|t| t.parse().ok())
 }
 
 fn stop_loop(slot: &ObjectSlot) {
-    if let Some(handle) = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+    if let Some(handle) = slot
+        .scale_loop
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
         handle.stop();
     }
 }
@@ -584,24 +684,42 @@ async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, 
     let key = key_of(&so);
     let slot = shared.slot(&key);
     stop_loop(&slot);
-    let restore = so.spec.advanced.as_ref().is_some_and(|a| a.restore_to_original_replica_count);
-    let original = so
+    let restore = so
+        .spec
+        .advanced
+        .as_ref()
+        .is_some_and(|a| a.restore_to_original_replica_count);
+    let original = so.status.as_ref().and_then(|s| s.original_replica_count).or(*slot
+        .original_replicas
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner));
+    let hpa_name = so
         .status
         .as_ref()
-        .and_then(|s| s.original_replica_count)
-        .or(*slot.original_replicas.lock().unwrap_or_else(PoisonError::into_inner));
-    let hpa_name = so.status.as_ref().and_then(|s| s.hpa_name.clone()).unwrap_or_else(|| so.hpa_name());
+        .and_then(|s| s.hpa_name.clone())
+        .unwrap_or_else(|| so.hpa_name());
     delete_owned_hpa(shared, &so, &hpa_name).await?;
     if restore && let Some(original) = original {
         let r = &so.spec.scale_target_ref;
-        match shared.targets.resolve(&key.0, r.api_version_or_default(), r.kind_or_default(), &r.name).await {
+        match shared
+            .targets
+            .resolve(&key.0, r.api_version_or_default(), r.kind_or_default(), &r.name)
+            .await
+        {
             Ok(target) => {
                 let current = shared.targets.replicas(&target).await.ok();
-                if let Some(n) = crate::decision::restore_on_delete(true, Some(original), current.unwrap_or(-1)) {
+                if let Some(n) =
+                    crate::decision::restore_on_delete(true, Some(original), current.unwrap_or(-1))
+                {
                     shared.targets.set_replicas(&target, n).await?;
                     shared.metrics.scale_action("restore");
                     shared
-                        .event(&so, EventType::Normal, "ReplicasRestored", format!("restored {} to {n} replicas", r.name))
+                        .event(
+                            &so,
+                            EventType::Normal,
+                            "ReplicasRestored",
+                            format!("restored {} to {n} replicas", r.name),
+                        )
                         .await;
                 }
             }
@@ -610,7 +728,11 @@ async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, 
         }
     }
     shared.cache.remove_object(&key.0, &key.1);
-    shared.objects.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    shared
+        .objects
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&key);
     Ok(Action::await_change())
 }
 

@@ -176,7 +176,11 @@ pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
     let any_active = obs.triggers.contains(&TriggerState::Active);
     let any_failed = obs.triggers.contains(&TriggerState::Failed);
     // Failures are counted once per poll, however many triggers failed.
-    memory.consecutive_failures = if any_failed { memory.consecutive_failures.saturating_add(1) } else { 0 };
+    memory.consecutive_failures = if any_failed {
+        memory.consecutive_failures.saturating_add(1)
+    } else {
+        0
+    };
     if any_active || obs.force_activation {
         memory.last_active = Some(obs.now);
     }
@@ -184,14 +188,24 @@ pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
     let current = obs.current;
     let change = |target: i32, reason: Reason, activity: Activity, fallback: bool| {
         let write_replicas = (target != current).then_some(target);
-        Decision { write_replicas, activity, fallback, reason }
+        Decision {
+            write_replicas,
+            activity,
+            fallback,
+            reason,
+        }
     };
 
     if let Some(n) = obs.pause.paused_replicas {
         return change(n.max(0), Reason::PausedReplicas, Activity::Paused, false);
     }
     if obs.pause.paused {
-        return Decision { write_replicas: None, activity: Activity::Paused, fallback: false, reason: Reason::Paused };
+        return Decision {
+            write_replicas: None,
+            activity: Activity::Paused,
+            fallback: false,
+            reason: Reason::Paused,
+        };
     }
 
     let activity = if any_active || obs.force_activation {
@@ -199,7 +213,9 @@ pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
     } else if any_failed {
         Activity::Unknown
     } else {
-        Activity::Inactive { in_cooldown: !cooldown_over(obs, memory) }
+        Activity::Inactive {
+            in_cooldown: !cooldown_over(obs, memory),
+        }
     };
 
     let fallback_engaged = spec
@@ -207,7 +223,11 @@ pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
         .as_ref()
         .is_some_and(|f| any_failed && memory.consecutive_failures >= f.failure_threshold.max(1) as u32);
     let (target, reason) = if fallback_engaged {
-        let f = spec.fallback.as_ref().map(|f| fallback_replicas(f, current)).unwrap_or(current);
+        let f = spec
+            .fallback
+            .as_ref()
+            .map(|f| fallback_replicas(f, current))
+            .unwrap_or(current);
         (f.min(spec.max), Reason::Fallback)
     } else {
         match activity {
@@ -228,16 +248,30 @@ pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
         _ => spec.min,
     };
     let (target, reason) = if target < floor {
-        let floor_reason = if reason == Reason::Steady { Reason::RaiseToMin } else { reason };
+        let floor_reason = if reason == Reason::Steady {
+            Reason::RaiseToMin
+        } else {
+            reason
+        };
         (floor, floor_reason)
     } else {
         (target, reason)
     };
     // The ceiling applies to what ebb writes; a count above max is the HPA's to bring down.
-    let target = if reason == Reason::Steady { target } else { target.min(spec.max.max(floor)) };
-    let blocked = (target > current && obs.pause.scale_out_paused) || (target < current && obs.pause.scale_in_paused);
+    let target = if reason == Reason::Steady {
+        target
+    } else {
+        target.min(spec.max.max(floor))
+    };
+    let blocked =
+        (target > current && obs.pause.scale_out_paused) || (target < current && obs.pause.scale_in_paused);
     if blocked {
-        return Decision { write_replicas: None, activity, fallback: fallback_engaged, reason: Reason::DirectionPaused };
+        return Decision {
+            write_replicas: None,
+            activity,
+            fallback: fallback_engaged,
+            reason: Reason::DirectionPaused,
+        };
     }
     change(target, reason, activity, fallback_engaged)
 }
@@ -275,8 +309,8 @@ pub fn restore_on_delete(restore: bool, original: Option<i32>, current: i32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use TriggerState::*;
+    use proptest::prelude::*;
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + secs).unwrap()
@@ -293,7 +327,13 @@ mod tests {
         }
     }
 
-    fn run(spec: &ScalingSpec, now: i64, current: i32, triggers: &[TriggerState], memory: &mut LoopMemory) -> Decision {
+    fn run(
+        spec: &ScalingSpec,
+        now: i64,
+        current: i32,
+        triggers: &[TriggerState],
+        memory: &mut LoopMemory,
+    ) -> Decision {
         let obs = Observation {
             now: t(now),
             created: t(0),
@@ -309,12 +349,21 @@ mod tests {
     #[test]
     fn activates_from_zero_to_min_or_one() {
         let mut m = LoopMemory::default();
-        assert_eq!(run(&spec(0, 10, None), 10, 0, &[Inactive, Active], &mut m).write_replicas, Some(1));
+        assert_eq!(
+            run(&spec(0, 10, None), 10, 0, &[Inactive, Active], &mut m).write_replicas,
+            Some(1)
+        );
         assert_eq!(m.last_active, Some(t(10)));
         let mut m = LoopMemory::default();
-        assert_eq!(run(&spec(3, 10, Some(0)), 10, 0, &[Active], &mut m).write_replicas, Some(3));
+        assert_eq!(
+            run(&spec(3, 10, Some(0)), 10, 0, &[Active], &mut m).write_replicas,
+            Some(3)
+        );
         // Above 0 the HPA owns the count.
-        assert_eq!(run(&spec(0, 10, None), 11, 4, &[Active], &mut m).write_replicas, None);
+        assert_eq!(
+            run(&spec(0, 10, None), 11, 4, &[Active], &mut m).write_replicas,
+            None
+        );
     }
 
     #[test]
@@ -339,7 +388,10 @@ mod tests {
         let mut m = LoopMemory::default();
         run(&s, 100, 0, &[Active], &mut m);
         let d = run(&s, 200, 2, &[Inactive], &mut m);
-        assert_eq!((d.write_replicas, d.activity), (None, Activity::Inactive { in_cooldown: true }));
+        assert_eq!(
+            (d.write_replicas, d.activity),
+            (None, Activity::Inactive { in_cooldown: true })
+        );
         let d = run(&s, 400, 2, &[Inactive], &mut m);
         assert_eq!((d.write_replicas, d.reason), (Some(0), Reason::Deactivate));
     }
@@ -347,7 +399,10 @@ mod tests {
     #[test]
     fn idle_replica_count_is_the_inactive_target() {
         let s = spec(2, 10, Some(1));
-        let mut m = LoopMemory { last_active: Some(t(0)), consecutive_failures: 0 };
+        let mut m = LoopMemory {
+            last_active: Some(t(0)),
+            consecutive_failures: 0,
+        };
         assert_eq!(run(&s, 1000, 5, &[Inactive], &mut m).write_replicas, Some(1));
         // Active again at idle: back to min.
         assert_eq!(run(&s, 1001, 1, &[Active], &mut m).write_replicas, Some(2));
@@ -365,7 +420,10 @@ mod tests {
     #[test]
     fn errors_never_scale_in() {
         let s = spec(0, 10, None);
-        let mut m = LoopMemory { last_active: Some(t(0)), consecutive_failures: 0 };
+        let mut m = LoopMemory {
+            last_active: Some(t(0)),
+            consecutive_failures: 0,
+        };
         let d = run(&s, 10_000, 3, &[Inactive, Failed], &mut m);
         assert_eq!((d.write_replicas, d.activity), (None, Activity::Unknown));
         assert_eq!(m.consecutive_failures, 1);
@@ -374,7 +432,10 @@ mod tests {
     #[test]
     fn min_above_zero_is_a_floor() {
         let s = spec(2, 10, None);
-        let mut m = LoopMemory { last_active: Some(t(0)), consecutive_failures: 0 };
+        let mut m = LoopMemory {
+            last_active: Some(t(0)),
+            consecutive_failures: 0,
+        };
         assert_eq!(run(&s, 10_000, 2, &[Inactive], &mut m).write_replicas, None);
         let d = run(&s, 10_001, 0, &[Inactive], &mut m);
         assert_eq!((d.write_replicas, d.reason), (Some(2), Reason::RaiseToMin));
@@ -383,12 +444,19 @@ mod tests {
     #[test]
     fn fallback_after_threshold_also_from_zero() {
         let mut s = spec(0, 10, None);
-        s.fallback = Some(Fallback { failure_threshold: 3, replicas: 4, behavior: FallbackBehavior::Static });
+        s.fallback = Some(Fallback {
+            failure_threshold: 3,
+            replicas: 4,
+            behavior: FallbackBehavior::Static,
+        });
         let mut m = LoopMemory::default();
         assert_eq!(run(&s, 1, 0, &[Failed], &mut m).write_replicas, None);
         assert_eq!(run(&s, 2, 0, &[Failed, Failed], &mut m).write_replicas, None);
         let d = run(&s, 3, 0, &[Failed], &mut m);
-        assert_eq!((d.write_replicas, d.fallback, d.reason), (Some(4), true, Reason::Fallback));
+        assert_eq!(
+            (d.write_replicas, d.fallback, d.reason),
+            (Some(4), true, Reason::Fallback)
+        );
         // Recovery clears the counter and the fallback.
         let d = run(&s, 4, 4, &[Active], &mut m);
         assert_eq!((d.fallback, m.consecutive_failures), (false, 0));
@@ -396,21 +464,45 @@ mod tests {
 
     #[test]
     fn fallback_behaviors() {
-        let f = |behavior| Fallback { failure_threshold: 1, replicas: 5, behavior };
+        let f = |behavior| Fallback {
+            failure_threshold: 1,
+            replicas: 5,
+            behavior,
+        };
         assert_eq!(fallback_replicas(&f(FallbackBehavior::Static), 2), 5);
         assert_eq!(fallback_replicas(&f(FallbackBehavior::CurrentReplicas), 2), 2);
-        assert_eq!(fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfHigher), 2), 5);
-        assert_eq!(fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfHigher), 7), 7);
-        assert_eq!(fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfLower), 2), 2);
-        assert_eq!(fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfLower), 7), 5);
+        assert_eq!(
+            fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfHigher), 2),
+            5
+        );
+        assert_eq!(
+            fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfHigher), 7),
+            7
+        );
+        assert_eq!(
+            fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfLower), 2),
+            2
+        );
+        assert_eq!(
+            fallback_replicas(&f(FallbackBehavior::CurrentReplicasIfLower), 7),
+            5
+        );
     }
 
     #[test]
     fn pause_precedence() {
         let mut s = spec(0, 10, None);
-        s.fallback = Some(Fallback { failure_threshold: 1, replicas: 4, behavior: FallbackBehavior::Static });
+        s.fallback = Some(Fallback {
+            failure_threshold: 1,
+            replicas: 4,
+            behavior: FallbackBehavior::Static,
+        });
         let mut m = LoopMemory::default();
-        let both = PauseState { paused_replicas: Some(2), paused: true, ..Default::default() };
+        let both = PauseState {
+            paused_replicas: Some(2),
+            paused: true,
+            ..Default::default()
+        };
         let obs = |pause, triggers: &'static [TriggerState]| Observation {
             now: t(1),
             created: t(0),
@@ -421,9 +513,15 @@ mod tests {
             pause,
         };
         assert_eq!(decide(&obs(both, &[Failed]), &mut m).write_replicas, Some(2));
-        let paused = PauseState { paused: true, ..Default::default() };
+        let paused = PauseState {
+            paused: true,
+            ..Default::default()
+        };
         assert_eq!(decide(&obs(paused, &[Active]), &mut m).write_replicas, None);
-        let no_out = PauseState { scale_out_paused: true, ..Default::default() };
+        let no_out = PauseState {
+            scale_out_paused: true,
+            ..Default::default()
+        };
         let d = decide(&obs(no_out, &[Active]), &mut m);
         assert_eq!((d.write_replicas, d.reason), (None, Reason::DirectionPaused));
     }
@@ -431,7 +529,10 @@ mod tests {
     #[test]
     fn scale_in_pause_blocks_scale_to_zero() {
         let s = spec(0, 10, None);
-        let mut m = LoopMemory { last_active: Some(t(0)), consecutive_failures: 0 };
+        let mut m = LoopMemory {
+            last_active: Some(t(0)),
+            consecutive_failures: 0,
+        };
         let obs = Observation {
             now: t(10_000),
             created: t(0),
@@ -439,7 +540,10 @@ mod tests {
             current: 3,
             triggers: &[Inactive],
             force_activation: false,
-            pause: PauseState { scale_in_paused: true, ..Default::default() },
+            pause: PauseState {
+                scale_in_paused: true,
+                ..Default::default()
+            },
         };
         assert_eq!(decide(&obs, &mut m).write_replicas, None);
     }
@@ -457,16 +561,18 @@ mod tests {
     }
 
     fn fallback() -> impl Strategy<Value = Option<Fallback>> {
-        proptest::option::of((0i32..5, 0i32..20, 0usize..4).prop_map(|(failure_threshold, replicas, b)| Fallback {
-            failure_threshold,
-            replicas,
-            behavior: [
-                FallbackBehavior::Static,
-                FallbackBehavior::CurrentReplicas,
-                FallbackBehavior::CurrentReplicasIfHigher,
-                FallbackBehavior::CurrentReplicasIfLower,
-            ][b],
-        }))
+        proptest::option::of(
+            (0i32..5, 0i32..20, 0usize..4).prop_map(|(failure_threshold, replicas, b)| Fallback {
+                failure_threshold,
+                replicas,
+                behavior: [
+                    FallbackBehavior::Static,
+                    FallbackBehavior::CurrentReplicas,
+                    FallbackBehavior::CurrentReplicasIfHigher,
+                    FallbackBehavior::CurrentReplicasIfLower,
+                ][b],
+            }),
+        )
     }
 
     prop_compose! {

@@ -57,11 +57,21 @@ pub fn quantity(value: f64) -> String {
         return "1m".to_string();
     }
     let milli = milli as i64;
-    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
+    if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
 }
 
 /// The HPA to apply for a ScaledObject.
-pub fn desired_hpa(so: &ScaledObject, hpa_name: &str, metrics: &[HpaMetric], pause: PauseState, version: HpaVersion) -> Json {
+pub fn desired_hpa(
+    so: &ScaledObject,
+    hpa_name: &str,
+    metrics: &[HpaMetric],
+    pause: PauseState,
+    version: HpaVersion,
+) -> Json {
     let so_name = so.metadata.name.clone().unwrap_or_default();
     let target = &so.spec.scale_target_ref;
     let mut behavior = so
@@ -72,7 +82,10 @@ pub fn desired_hpa(so: &ScaledObject, hpa_name: &str, metrics: &[HpaMetric], pau
         .and_then(|c| c.behavior.as_ref())
         .map(|b| serde_json::to_value(b).unwrap_or_default())
         .unwrap_or(Json::Null);
-    for (paused, direction) in [(pause.scale_in_paused, "scaleDown"), (pause.scale_out_paused, "scaleUp")] {
+    for (paused, direction) in [
+        (pause.scale_in_paused, "scaleDown"),
+        (pause.scale_out_paused, "scaleUp"),
+    ] {
         if paused {
             if !behavior.is_object() {
                 behavior = json!({});
@@ -87,7 +100,9 @@ pub fn desired_hpa(so: &ScaledObject, hpa_name: &str, metrics: &[HpaMetric], pau
         .iter()
         .map(|m| {
             let target = match m.metric_type {
-                MetricType::AverageValue => json!({"type": "AverageValue", "averageValue": quantity(m.target)}),
+                MetricType::AverageValue => {
+                    json!({"type": "AverageValue", "averageValue": quantity(m.target)})
+                }
                 MetricType::Value => json!({"type": "Value", "value": quantity(m.target)}),
             };
             json!({"type": "External", "external": {
@@ -96,7 +111,9 @@ pub fn desired_hpa(so: &ScaledObject, hpa_name: &str, metrics: &[HpaMetric], pau
             }})
         })
         .collect();
-    let owner = so.controller_owner_ref(&()).map(|o| serde_json::to_value(o).unwrap_or_default());
+    let owner = so
+        .controller_owner_ref(&())
+        .map(|o| serde_json::to_value(o).unwrap_or_default());
     let mut labels = BTreeMap::new();
     labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
     labels.insert(SCALED_OBJECT_NAME_LABEL.to_string(), so_name.clone());
@@ -130,10 +147,12 @@ pub fn desired_hpa(so: &ScaledObject, hpa_name: &str, metrics: &[HpaMetric], pau
 /// extra fields in `live` are fine; lists must match element by element).
 pub fn is_subset(desired: &Json, live: &Json) -> bool {
     match (desired, live) {
-        (Json::Object(d), Json::Object(l)) => {
-            d.iter().all(|(k, dv)| dv.is_null() || l.get(k).is_some_and(|lv| is_subset(dv, lv)))
+        (Json::Object(d), Json::Object(l)) => d
+            .iter()
+            .all(|(k, dv)| dv.is_null() || l.get(k).is_some_and(|lv| is_subset(dv, lv))),
+        (Json::Array(d), Json::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
         }
-        (Json::Array(d), Json::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b)),
         (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
         _ => desired == live,
     }
@@ -144,14 +163,19 @@ pub fn needs_apply(desired: &Json, live: Option<&Json>) -> bool {
     let Some(live) = live else { return true };
     !(is_subset(&desired["spec"], &live["spec"])
         && is_subset(&desired["metadata"]["labels"], &live["metadata"]["labels"])
-        && is_subset(&desired["metadata"]["ownerReferences"], &live["metadata"]["ownerReferences"]))
+        && is_subset(
+            &desired["metadata"]["ownerReferences"],
+            &live["metadata"]["ownerReferences"],
+        ))
 }
 
 /// Whether an HPA (as JSON) targets the given workload.
 pub fn targets(hpa: &Json, api_version: &str, kind: &str, name: &str) -> bool {
     let r = &hpa["spec"]["scaleTargetRef"];
     let group = |v: &str| v.split_once('/').map(|(g, _)| g.to_string()).unwrap_or_default();
-    r["name"] == name && r["kind"] == kind && group(r["apiVersion"].as_str().unwrap_or("")) == group(api_version)
+    r["name"] == name
+        && r["kind"] == kind
+        && group(r["apiVersion"].as_str().unwrap_or("")) == group(api_version)
 }
 
 #[cfg(test)]
@@ -174,7 +198,11 @@ mod tests {
     }
 
     fn metric(target: f64, metric_type: MetricType) -> HpaMetric {
-        HpaMetric { name: "s0-kafka-orders".into(), target, metric_type }
+        HpaMetric {
+            name: "s0-kafka-orders".into(),
+            target,
+            metric_type,
+        }
     }
 
     #[test]
@@ -189,38 +217,78 @@ mod tests {
         let hpa = desired_hpa(
             &so(json!({})),
             "ebb-hpa-orders",
-            &[metric(10.0, MetricType::AverageValue), HpaMetric { name: "s1-x".into(), target: 2.5, metric_type: MetricType::Value }],
+            &[
+                metric(10.0, MetricType::AverageValue),
+                HpaMetric {
+                    name: "s1-x".into(),
+                    target: 2.5,
+                    metric_type: MetricType::Value,
+                },
+            ],
             PauseState::default(),
             HpaVersion::V2,
         );
         assert_eq!(hpa["apiVersion"], "autoscaling/v2");
         assert_eq!(hpa["spec"]["minReplicas"], 1);
         assert_eq!(hpa["spec"]["maxReplicas"], 7);
-        assert_eq!(hpa["spec"]["scaleTargetRef"], json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"}));
+        assert_eq!(
+            hpa["spec"]["scaleTargetRef"],
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"})
+        );
         let m0 = &hpa["spec"]["metrics"][0]["external"];
-        assert_eq!(m0["metric"]["selector"]["matchLabels"]["scaledobject.ebb.dev/name"], "orders");
-        assert_eq!(m0["target"], json!({"type": "AverageValue", "averageValue": "10"}));
-        assert_eq!(hpa["spec"]["metrics"][1]["external"]["target"], json!({"type": "Value", "value": "2500m"}));
+        assert_eq!(
+            m0["metric"]["selector"]["matchLabels"]["scaledobject.ebb.dev/name"],
+            "orders"
+        );
+        assert_eq!(
+            m0["target"],
+            json!({"type": "AverageValue", "averageValue": "10"})
+        );
+        assert_eq!(
+            hpa["spec"]["metrics"][1]["external"]["target"],
+            json!({"type": "Value", "value": "2500m"})
+        );
         assert_eq!(hpa["metadata"]["ownerReferences"][0]["controller"], true);
         assert!(hpa["spec"].get("behavior").is_none());
     }
 
     #[test]
     fn behavior_passes_through_and_pause_flags_disable_a_direction() {
-        let so = so(json!({"minReplicaCount": 2, "advanced": {"horizontalPodAutoscalerConfig": {
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}}}));
-        let pause = PauseState { scale_in_paused: true, scale_out_paused: true, ..Default::default() };
-        let hpa = desired_hpa(&so, "h", &[metric(5.0, MetricType::AverageValue)], pause, HpaVersion::V2beta2);
+        let so = so(
+            json!({"minReplicaCount": 2, "advanced": {"horizontalPodAutoscalerConfig": {
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}}}),
+        );
+        let pause = PauseState {
+            scale_in_paused: true,
+            scale_out_paused: true,
+            ..Default::default()
+        };
+        let hpa = desired_hpa(
+            &so,
+            "h",
+            &[metric(5.0, MetricType::AverageValue)],
+            pause,
+            HpaVersion::V2beta2,
+        );
         assert_eq!(hpa["apiVersion"], "autoscaling/v2beta2");
         assert_eq!(hpa["spec"]["minReplicas"], 2);
-        assert_eq!(hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 30);
+        assert_eq!(
+            hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+            30
+        );
         assert_eq!(hpa["spec"]["behavior"]["scaleDown"]["selectPolicy"], "Disabled");
         assert_eq!(hpa["spec"]["behavior"]["scaleUp"]["selectPolicy"], "Disabled");
     }
 
     #[test]
     fn drift_is_detected_but_server_defaults_are_not_drift() {
-        let desired = desired_hpa(&so(json!({})), "h", &[metric(10.0, MetricType::AverageValue)], PauseState::default(), HpaVersion::V2);
+        let desired = desired_hpa(
+            &so(json!({})),
+            "h",
+            &[metric(10.0, MetricType::AverageValue)],
+            PauseState::default(),
+            HpaVersion::V2,
+        );
         let mut live = desired.clone();
         live["spec"]["behavior"] = json!({"scaleUp": {"stabilizationWindowSeconds": 0}});
         live["metadata"]["resourceVersion"] = json!("42");

@@ -4,13 +4,13 @@
 //!   manifests — the same checks the operator runs before it acts on an object.
 
 pub mod bundle_check;
+pub mod client_limits;
+pub mod controller;
 pub mod decision;
 pub mod hpa;
 pub mod metric_cache;
+pub mod run;
+pub mod scale_loop;
 pub mod status;
 pub mod targets;
 pub mod telemetry;
-pub mod client_limits;
-pub mod controller;
-pub mod scale_loop;
-pub mod run;

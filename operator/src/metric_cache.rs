@@ -36,11 +36,18 @@ pub struct MetricCache {
 impl MetricCache {
     /// Stores a metric's latest value.
     pub fn put(&self, key: MetricKey, metric: CachedMetric) {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner).insert(key, metric);
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, metric);
     }
     /// Reads a metric.
     pub fn get(&self, key: &MetricKey) -> Option<CachedMetric> {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
     /// Forgets every metric of a ScaledObject.
     pub fn remove_object(&self, namespace: &str, scaled_object: &str) {
@@ -64,13 +71,21 @@ mod tests {
     use super::*;
 
     fn key(so: &str, m: &str) -> MetricKey {
-        MetricKey { namespace: "ns".into(), scaled_object: so.into(), metric: m.into() }
+        MetricKey {
+            namespace: "ns".into(),
+            scaled_object: so.into(),
+            metric: m.into(),
+        }
     }
 
     #[test]
     fn put_get_remove() {
         let c = MetricCache::default();
-        let m = CachedMetric { value: 3.0, at: Instant::now(), failed: false };
+        let m = CachedMetric {
+            value: 3.0,
+            at: Instant::now(),
+            failed: false,
+        };
         c.put(key("a", "s0-x"), m.clone());
         c.put(key("b", "s0-x"), m.clone());
         assert_eq!(c.get(&key("a", "s0-x")), Some(m));

@@ -82,18 +82,29 @@ pub enum RunError {
 }
 
 /// Runs the operator until `shutdown` resolves (Ok) or leadership is lost (Err).
-pub async fn run(options: OperatorOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
-    let config = Config::infer().await.map_err(|e| RunError::Config(e.to_string()))?;
+pub async fn run(
+    options: OperatorOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let config = Config::infer()
+        .await
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let client = client_with_limits(config, options.qps, options.burst)?;
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
-    so_api.list(&ListParams::default().limit(1)).await.map_err(RunError::CrdMissing)?;
+    so_api
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(RunError::CrdMissing)?;
 
     let metrics = Arc::new(OperatorMetrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(options.health_addr)
         .await
-        .map_err(|source| RunError::Listen { addr: options.health_addr, source })?;
+        .map_err(|source| RunError::Listen {
+            addr: options.health_addr,
+            source,
+        })?;
     let health_stop = wait_true(stop_rx.clone());
     let health = tokio::spawn(serve_health(listener, metrics.clone(), ready_rx, health_stop));
     tokio::spawn(async move {
@@ -180,7 +191,10 @@ pub async fn discover_hpa(client: &Client) -> HpaApi {
         .unwrap_or(false);
     let version = if v2 { HpaVersion::V2 } else { HpaVersion::V2beta2 };
     let gvk = GroupVersionKind::gvk("autoscaling", version.version(), "HorizontalPodAutoscaler");
-    HpaApi { version, resource: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers") }
+    HpaApi {
+        version,
+        resource: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"),
+    }
 }
 
 async fn run_controller(
@@ -201,21 +215,32 @@ async fn run_controller(
     let hpa_writer = Writer::new(hpa.resource.clone());
     let hpa_store = hpa_writer.as_reader();
     let hpa_reflector = tokio::spawn(
-        reflector::reflector(hpa_writer, watcher::watcher(hpa_api.clone(), watcher::Config::default()))
-            .applied_objects()
-            .for_each(|_| futures::future::ready(())),
+        reflector::reflector(
+            hpa_writer,
+            watcher::watcher(hpa_api.clone(), watcher::Config::default()),
+        )
+        .applied_objects()
+        .for_each(|_| futures::future::ready(())),
     );
     // Conflict checks and drift detection need the HPAs first (else every object re-applies its HPA).
-    if tokio::time::timeout(Duration::from_secs(30), hpa_store.wait_until_ready()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), hpa_store.wait_until_ready())
+        .await
+        .is_err()
+    {
         tracing::warn!("HPA watch not synced after 30 s; continuing");
     }
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
     let controller = Controller::new(so_api, watcher::Config::default().any_semantic());
-    let reporter = Reporter { controller: "ebb-operator".into(), instance: Some(options.identity.clone()) };
+    let reporter = Reporter {
+        controller: "ebb-operator".into(),
+        instance: Some(options.identity.clone()),
+    };
     let shared = Arc::new(Shared {
         client: client.clone(),
         targets,
-        scalers: ScalerFactory::new(FactoryOptions { http_timeout: options.http_timeout }),
+        scalers: ScalerFactory::new(FactoryOptions {
+            http_timeout: options.http_timeout,
+        }),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         hpa: hpa.clone(),
@@ -226,16 +251,30 @@ async fn run_controller(
         started: Instant::now(),
     });
     controller
-        .owns_with(hpa_api, hpa.resource.clone(), watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"))
+        .owns_with(
+            hpa_api,
+            hpa.resource.clone(),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
+        )
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, shared.clone())
         .for_each(|_| futures::future::ready(()))
         .await;
     // Stop every scale loop and watch: a standby (or the next leader) takes over from here.
-    let slots: Vec<_> = shared.objects.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+    let slots: Vec<_> = shared
+        .objects
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+        .collect();
     for (_, slot) in slots {
-        if let Some(handle) = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(handle) = slot
+            .scale_loop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             handle.stop();
         }
     }

@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::controller::{ObjectKey, Shared};
 use crate::decision::{
-    Activity, LoopMemory, Observation, PauseState, Reason, ScalingSpec, TriggerState, decide, fallback_replicas,
+    Activity, LoopMemory, Observation, PauseState, Reason, ScalingSpec, TriggerState, decide,
+    fallback_replicas,
 };
 use crate::metric_cache::{CachedMetric, MetricKey};
 use crate::status::{LoopView, TriggerHealth};
@@ -104,7 +105,12 @@ pub fn first_delay(since_start: Duration, config: &LoopConfig) -> Duration {
     Duration::from_millis(h.finish() % interval_ms)
 }
 
-async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Arc<LoopConfig>>, mut memory: LoopMemory, delay: Duration) {
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: watch::Receiver<Arc<LoopConfig>>,
+    mut memory: LoopMemory,
+    delay: Duration,
+) {
     if !delay.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -118,7 +124,9 @@ async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Arc<LoopConfig>>, mut 
         let config = rx.borrow_and_update().clone();
         failures.resize(config.triggers.len(), 0);
         errors.resize(config.triggers.len(), None);
-        shared.metrics.observe_lateness(Instant::now().saturating_duration_since(next));
+        shared
+            .metrics
+            .observe_lateness(Instant::now().saturating_duration_since(next));
         poll_once(&shared, &config, &mut memory, &mut failures, &mut errors).await;
         next += config.polling_interval;
         let now = Instant::now();
@@ -176,26 +184,42 @@ async fn poll_once(
         let was_failing = errors[i].is_some();
         match result {
             Ok(sample) => {
-                shared.metrics.observe_poll(trigger.scaler.trigger_type(), took, None);
-                states.push(if sample.active { TriggerState::Active } else { TriggerState::Inactive });
+                shared
+                    .metrics
+                    .observe_poll(trigger.scaler.trigger_type(), took, None);
+                states.push(if sample.active {
+                    TriggerState::Active
+                } else {
+                    TriggerState::Inactive
+                });
                 failures[i] = 0;
                 errors[i] = None;
                 shared.cache.put(
                     metric_key(config, &trigger.metric_name),
-                    CachedMetric { value: sample.value, at: now, failed: false },
+                    CachedMetric {
+                        value: sample.value,
+                        at: now,
+                        failed: false,
+                    },
                 );
                 if was_failing {
                     let note = format!("trigger {} recovered", trigger.metric_name);
-                    shared.event_for(&oref, EventType::Normal, "TriggerRecovered", note).await;
+                    shared
+                        .event_for(&oref, EventType::Normal, "TriggerRecovered", note)
+                        .await;
                 }
             }
             Err((kind, message)) => {
-                shared.metrics.observe_poll(trigger.scaler.trigger_type(), took, Some(kind));
+                shared
+                    .metrics
+                    .observe_poll(trigger.scaler.trigger_type(), took, Some(kind));
                 states.push(TriggerState::Failed);
                 failures[i] = failures[i].saturating_add(1);
                 if !was_failing {
                     let note = format!("trigger {} failing: {message}", trigger.metric_name);
-                    shared.event_for(&oref, EventType::Warning, "TriggerFailing", note).await;
+                    shared
+                        .event_for(&oref, EventType::Warning, "TriggerFailing", note)
+                        .await;
                 }
                 errors[i] = Some(message);
             }
@@ -209,7 +233,11 @@ async fn poll_once(
         }
     };
     let was_fallback = memory.consecutive_failures > 0
-        && config.spec.fallback.as_ref().is_some_and(|f| memory.consecutive_failures >= f.failure_threshold.max(1) as u32);
+        && config
+            .spec
+            .fallback
+            .as_ref()
+            .is_some_and(|f| memory.consecutive_failures >= f.failure_threshold.max(1) as u32);
     let obs = Observation {
         now: Timestamp::now(),
         created: config.created,
@@ -222,21 +250,38 @@ async fn poll_once(
     let decision = decide(&obs, memory);
     if decision.fallback {
         // The HPA reads the fallback too: failing triggers report fallback replicas × target.
-        let replicas = config.spec.fallback.as_ref().map(|f| fallback_replicas(f, current)).unwrap_or(current);
+        let replicas = config
+            .spec
+            .fallback
+            .as_ref()
+            .map(|f| fallback_replicas(f, current))
+            .unwrap_or(current);
         for (i, trigger) in config.triggers.iter().enumerate() {
             if errors[i].is_some() {
                 shared.cache.put(
                     metric_key(config, &trigger.metric_name),
-                    CachedMetric { value: replicas as f64 * trigger.thresholds.target, at: now, failed: true },
+                    CachedMetric {
+                        value: replicas as f64 * trigger.thresholds.target,
+                        at: now,
+                        failed: true,
+                    },
                 );
             }
         }
     }
     if decision.fallback != was_fallback && !paused {
         let (type_, reason, note) = if decision.fallback {
-            (EventType::Warning, "FallbackEngaged", "triggers keep failing: fallback replicas apply".to_string())
+            (
+                EventType::Warning,
+                "FallbackEngaged",
+                "triggers keep failing: fallback replicas apply".to_string(),
+            )
         } else {
-            (EventType::Normal, "FallbackCleared", "triggers recovered: fallback cleared".to_string())
+            (
+                EventType::Normal,
+                "FallbackCleared",
+                "triggers recovered: fallback cleared".to_string(),
+            )
         };
         shared.event_for(&oref, type_, reason, note).await;
     }
@@ -252,7 +297,10 @@ async fn poll_once(
                     _ => ("floor", "ScaledToMin"),
                 };
                 shared.metrics.scale_action(action);
-                let note = format!("scaled {} {} from {current} to {n} replicas", config.target.kind, config.target.name);
+                let note = format!(
+                    "scaled {} {} from {current} to {n} replicas",
+                    config.target.kind, config.target.name
+                );
                 tracing::info!(scaled_object = %config.key.1, namespace = %config.key.0, from = current, to = n, reason, "scaled");
                 shared.event_for(&oref, EventType::Normal, reason, note).await;
             }
@@ -262,14 +310,22 @@ async fn poll_once(
         }
     }
     let view = LoopView {
-        activity: if paused { Activity::Paused } else { decision.activity },
+        activity: if paused {
+            Activity::Paused
+        } else {
+            decision.activity
+        },
         fallback: decision.fallback,
         last_active: memory.last_active,
         triggers: config
             .triggers
             .iter()
             .enumerate()
-            .map(|(i, t)| TriggerHealth { metric_name: t.metric_name.clone(), failures: failures[i], error: errors[i].clone() })
+            .map(|(i, t)| TriggerHealth {
+                metric_name: t.metric_name.clone(),
+                failures: failures[i],
+                error: errors[i].clone(),
+            })
             .collect(),
     };
     let slot = shared.slot(&config.key);
@@ -280,5 +336,9 @@ async fn poll_once(
 }
 
 fn metric_key(config: &LoopConfig, metric: &str) -> MetricKey {
-    MetricKey { namespace: config.key.0.clone(), scaled_object: config.key.1.clone(), metric: metric.to_string() }
+    MetricKey {
+        namespace: config.key.0.clone(),
+        scaled_object: config.key.1.clone(),
+        metric: metric.to_string(),
+    }
 }

@@ -90,10 +90,17 @@ pub fn compose(
     l: Option<&LoopView>,
     now: Timestamp,
 ) -> ScaledObjectStatus {
-    let failing: Vec<&TriggerHealth> = l.map(|l| l.triggers.iter().filter(|t| t.error.is_some()).collect()).unwrap_or_default();
+    let failing: Vec<&TriggerHealth> = l
+        .map(|l| l.triggers.iter().filter(|t| t.error.is_some()).collect())
+        .unwrap_or_default();
     let total = l.map(|l| l.triggers.len()).unwrap_or(0);
     let ready = match &r.readiness {
-        Readiness::Invalid(m) => condition(conditions::READY, "False", reason::SCALED_OBJECT_CHECK_FAILED, m.clone()),
+        Readiness::Invalid(m) => condition(
+            conditions::READY,
+            "False",
+            reason::SCALED_OBJECT_CHECK_FAILED,
+            m.clone(),
+        ),
         Readiness::Conflict(m) => condition(conditions::READY, "False", reason::TARGET_CONFLICT, m.clone()),
         Readiness::Ok if total > 0 && failing.len() == total && r.fallback_threshold.is_none() => condition(
             conditions::READY,
@@ -107,24 +114,58 @@ pub fn compose(
             reason::PARTIAL_TRIGGER_ERROR,
             format!("failing: {}", describe(&failing)),
         ),
-        Readiness::Ok => condition(conditions::READY, "True", reason::SCALED_OBJECT_READY, "ScaledObject is defined correctly and is ready for scaling"),
+        Readiness::Ok => condition(
+            conditions::READY,
+            "True",
+            reason::SCALED_OBJECT_READY,
+            "ScaledObject is defined correctly and is ready for scaling",
+        ),
     };
     let active = match (r.paused, l.map(|l| l.activity)) {
-        (true, _) | (_, Some(Activity::Paused)) => condition(conditions::ACTIVE, "False", reason::SCALED_OBJECT_PAUSED, "scaling is paused"),
-        (_, Some(Activity::Active)) => condition(conditions::ACTIVE, "True", reason::SCALER_ACTIVE, "a trigger is active"),
-        (_, Some(Activity::Inactive { in_cooldown: true })) => {
-            condition(conditions::ACTIVE, "False", reason::SCALER_COOLDOWN, "no trigger is active; waiting out the cooldown")
-        }
-        (_, Some(Activity::Inactive { in_cooldown: false })) => {
-            condition(conditions::ACTIVE, "False", reason::SCALER_NOT_ACTIVE, "no trigger is active")
-        }
-        (_, Some(Activity::Unknown)) | (_, None) => {
-            condition(conditions::ACTIVE, "Unknown", reason::UNKNOWN_STATE, "activity unknown")
-        }
+        (true, _) | (_, Some(Activity::Paused)) => condition(
+            conditions::ACTIVE,
+            "False",
+            reason::SCALED_OBJECT_PAUSED,
+            "scaling is paused",
+        ),
+        (_, Some(Activity::Active)) => condition(
+            conditions::ACTIVE,
+            "True",
+            reason::SCALER_ACTIVE,
+            "a trigger is active",
+        ),
+        (_, Some(Activity::Inactive { in_cooldown: true })) => condition(
+            conditions::ACTIVE,
+            "False",
+            reason::SCALER_COOLDOWN,
+            "no trigger is active; waiting out the cooldown",
+        ),
+        (_, Some(Activity::Inactive { in_cooldown: false })) => condition(
+            conditions::ACTIVE,
+            "False",
+            reason::SCALER_NOT_ACTIVE,
+            "no trigger is active",
+        ),
+        (_, Some(Activity::Unknown)) | (_, None) => condition(
+            conditions::ACTIVE,
+            "Unknown",
+            reason::UNKNOWN_STATE,
+            "activity unknown",
+        ),
     };
     let fallback = match (r.fallback_threshold, l.is_some_and(|l| l.fallback)) {
-        (Some(_), true) => condition(conditions::FALLBACK, "True", reason::FALLBACK_EXISTS, "triggers keep failing: fallback replicas apply"),
-        _ => condition(conditions::FALLBACK, "False", reason::NO_FALLBACK_FOUND, "no fallback in effect"),
+        (Some(_), true) => condition(
+            conditions::FALLBACK,
+            "True",
+            reason::FALLBACK_EXISTS,
+            "triggers keep failing: fallback replicas apply",
+        ),
+        _ => condition(
+            conditions::FALLBACK,
+            "False",
+            reason::NO_FALLBACK_FOUND,
+            "no fallback in effect",
+        ),
     };
     let paused = if r.paused {
         let message = match r.paused_replicas {
@@ -133,7 +174,12 @@ pub fn compose(
         };
         condition(conditions::PAUSED, "True", reason::SCALED_OBJECT_PAUSED, message)
     } else {
-        condition(conditions::PAUSED, "False", reason::SCALED_OBJECT_UNPAUSED, "not paused")
+        condition(
+            conditions::PAUSED,
+            "False",
+            reason::SCALED_OBJECT_UNPAUSED,
+            "not paused",
+        )
     };
     let mut conditions = vec![ready, active, fallback, paused];
     for c in &mut conditions {
@@ -152,7 +198,11 @@ pub fn compose(
                     let failing = t.error.is_some();
                     let health = MetricHealth {
                         number_of_failures: if failing { t.failures.min(cap) as i32 } else { 0 },
-                        status: if failing { HealthStatus::Failing } else { HealthStatus::Happy },
+                        status: if failing {
+                            HealthStatus::Failing
+                        } else {
+                            HealthStatus::Happy
+                        },
                     };
                     (t.metric_name.clone(), health)
                 })
@@ -169,13 +219,17 @@ pub fn compose(
     let last_active_time = match (was_active, is_active, l.and_then(|l| l.last_active)) {
         (Some(was), Some(is), Some(t)) if was != is => Some(t.to_string()),
         (None, Some(_), Some(t)) => Some(t.to_string()),
-        _ => previous.and_then(|p| p.last_active_time.clone()).or_else(|| l.and_then(|l| l.last_active).map(|t| t.to_string())),
+        _ => previous
+            .and_then(|p| p.last_active_time.clone())
+            .or_else(|| l.and_then(|l| l.last_active).map(|t| t.to_string())),
     };
     ScaledObjectStatus {
         conditions,
         scale_target_kind: r.scale_target_kind.clone(),
         last_active_time,
-        original_replica_count: r.original_replica_count.or_else(|| previous.and_then(|p| p.original_replica_count)),
+        original_replica_count: r
+            .original_replica_count
+            .or_else(|| previous.and_then(|p| p.original_replica_count)),
         external_metric_names: r.metric_names.clone(),
         health,
         paused_replica_count: r.paused_replicas,
@@ -194,7 +248,11 @@ fn describe(failing: &[&TriggerHealth]) -> String {
 
 /// The status of a condition type, if present.
 pub fn condition_status<'a>(status: Option<&'a ScaledObjectStatus>, type_: &str) -> Option<&'a str> {
-    status?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
 }
 
 #[cfg(test)]
@@ -220,7 +278,11 @@ mod tests {
             activity,
             fallback: false,
             last_active: Some(Timestamp::from_second(1_700_000_000).unwrap()),
-            triggers: vec![TriggerHealth { metric_name: "s0-metrics-api-v".into(), failures, error: error.map(String::from) }],
+            triggers: vec![TriggerHealth {
+                metric_name: "s0-metrics-api-v".into(),
+                failures,
+                error: error.map(String::from),
+            }],
         }
     }
 
@@ -231,7 +293,12 @@ mod tests {
     #[test]
     fn same_facts_give_the_same_status() {
         let first = compose(None, &view(), Some(&loop_view(Activity::Active, None, 0)), t(1));
-        let second = compose(Some(&first), &view(), Some(&loop_view(Activity::Active, None, 0)), t(99));
+        let second = compose(
+            Some(&first),
+            &view(),
+            Some(&loop_view(Activity::Active, None, 0)),
+            t(99),
+        );
         assert_eq!(first, second, "no write is needed when nothing changed");
         assert_eq!(condition_status(Some(&first), "Ready"), Some("True"));
         assert_eq!(condition_status(Some(&first), "Active"), Some("True"));
@@ -242,8 +309,18 @@ mod tests {
     fn failure_counts_stop_changing_at_the_cap() {
         let mut r = view();
         r.fallback_threshold = Some(3);
-        let s5 = compose(None, &r, Some(&loop_view(Activity::Unknown, Some("boom"), 5)), t(1));
-        let s9 = compose(Some(&s5), &r, Some(&loop_view(Activity::Unknown, Some("boom"), 9)), t(2));
+        let s5 = compose(
+            None,
+            &r,
+            Some(&loop_view(Activity::Unknown, Some("boom"), 5)),
+            t(1),
+        );
+        let s9 = compose(
+            Some(&s5),
+            &r,
+            Some(&loop_view(Activity::Unknown, Some("boom"), 9)),
+            t(2),
+        );
         assert_eq!(s5, s9);
         assert_eq!(s5.health["s0-metrics-api-v"].number_of_failures, 3);
         assert_eq!(condition_status(Some(&s5), "Ready"), Some("Unknown"));
@@ -251,9 +328,17 @@ mod tests {
 
     #[test]
     fn all_failing_without_fallback_is_not_ready() {
-        let s = compose(None, &view(), Some(&loop_view(Activity::Unknown, Some("connection refused"), 1)), t(1));
+        let s = compose(
+            None,
+            &view(),
+            Some(&loop_view(Activity::Unknown, Some("connection refused"), 1)),
+            t(1),
+        );
         let ready = &s.conditions[0];
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("TriggerError")));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("TriggerError"))
+        );
         assert!(ready.message.as_deref().unwrap().contains("connection refused"));
     }
 
@@ -271,16 +356,43 @@ mod tests {
 
     #[test]
     fn last_active_time_is_written_on_transitions_only() {
-        let a = compose(None, &view(), Some(&LoopView { last_active: Some(t(10)), ..loop_view(Activity::Active, None, 0) }), t(10));
+        let a = compose(
+            None,
+            &view(),
+            Some(&LoopView {
+                last_active: Some(t(10)),
+                ..loop_view(Activity::Active, None, 0)
+            }),
+            t(10),
+        );
         assert_eq!(a.last_active_time, Some(t(10).to_string()));
-        let b = compose(Some(&a), &view(), Some(&LoopView { last_active: Some(t(20)), ..loop_view(Activity::Active, None, 0) }), t(20));
-        assert_eq!(b.last_active_time, Some(t(10).to_string()), "still active: no rewrite");
+        let b = compose(
+            Some(&a),
+            &view(),
+            Some(&LoopView {
+                last_active: Some(t(20)),
+                ..loop_view(Activity::Active, None, 0)
+            }),
+            t(20),
+        );
+        assert_eq!(
+            b.last_active_time,
+            Some(t(10).to_string()),
+            "still active: no rewrite"
+        );
         let c = compose(
             Some(&b),
             &view(),
-            Some(&LoopView { last_active: Some(t(25)), ..loop_view(Activity::Inactive { in_cooldown: true }, None, 0) }),
+            Some(&LoopView {
+                last_active: Some(t(25)),
+                ..loop_view(Activity::Inactive { in_cooldown: true }, None, 0)
+            }),
             t(30),
         );
-        assert_eq!(c.last_active_time, Some(t(25).to_string()), "activity stopped: last seen active");
+        assert_eq!(
+            c.last_active_time,
+            Some(t(25).to_string()),
+            "activity stopped: last seen active"
+        );
     }
 }

@@ -115,7 +115,11 @@ impl Targets {
     /// Creates the target accessor and starts the Deployment/StatefulSet watches (in `namespace`, or
     /// cluster-wide). The watches end when the returned handles are aborted or the runtime stops.
     pub fn start(client: Client, namespace: Option<&str>) -> (Targets, Vec<tokio::task::JoinHandle<()>>) {
-        let targets = Targets { client: client.clone(), kinds: Arc::default(), index: Arc::default() };
+        let targets = Targets {
+            client: client.clone(),
+            kinds: Arc::default(),
+            index: Arc::default(),
+        };
         let deployments: Api<Deployment> = match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -125,28 +129,52 @@ impl Targets {
             None => Api::all(client),
         };
         let handles = vec![
-            tokio::spawn(index_loop(targets.index.clone(), IndexedKind::Deployment, deployments, |d: &Deployment| {
-                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-            })),
-            tokio::spawn(index_loop(targets.index.clone(), IndexedKind::StatefulSet, statefulsets, |s: &StatefulSet| {
-                s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-            })),
+            tokio::spawn(index_loop(
+                targets.index.clone(),
+                IndexedKind::Deployment,
+                deployments,
+                |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            )),
+            tokio::spawn(index_loop(
+                targets.index.clone(),
+                IndexedKind::StatefulSet,
+                statefulsets,
+                |s: &StatefulSet| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            )),
         ];
         (targets, handles)
     }
 
     /// Resolves a `scaleTargetRef` through discovery (cached per kind).
-    pub async fn resolve(&self, namespace: &str, api_version: &str, kind: &str, name: &str) -> Result<TargetRef, TargetError> {
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<TargetRef, TargetError> {
         let key = (api_version.to_string(), kind.to_string());
-        let cached = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+        let cached = self
+            .kinds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
         let ar = match cached {
             Some(ar) => ar,
             None => {
                 let gvk = gvk_of(api_version, kind);
-                let (ar, _caps) = kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| {
-                    TargetError::UnknownKind { api_version: api_version.into(), kind: kind.into(), message: e.to_string() }
-                })?;
-                self.kinds.lock().unwrap_or_else(PoisonError::into_inner).insert(key, ar.clone());
+                let (ar, _caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+                    .await
+                    .map_err(|e| TargetError::UnknownKind {
+                        api_version: api_version.into(),
+                        kind: kind.into(),
+                        message: e.to_string(),
+                    })?;
+                self.kinds
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, ar.clone());
                 ar
             }
         };
@@ -164,13 +192,20 @@ impl Targets {
         if let Some(kind) = target.indexed_kind() {
             let index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
             if index.synced.get(&kind).copied().unwrap_or(false) {
-                return match index.replicas.get(&(kind, target.namespace.clone(), target.name.clone())) {
+                return match index
+                    .replicas
+                    .get(&(kind, target.namespace.clone(), target.name.clone()))
+                {
                     Some(r) => Ok(*r),
                     None => Err(self.not_found(target)),
                 };
             }
         }
-        let scale = self.api(target).get_scale(&target.name).await.map_err(|e| self.api_error(target, e))?;
+        let scale = self
+            .api(target)
+            .get_scale(&target.name)
+            .await
+            .map_err(|e| self.api_error(target, e))?;
         Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
@@ -184,7 +219,9 @@ impl Targets {
         if let Some(kind) = target.indexed_kind() {
             // The watch will confirm; until then the poll loop must not act on the old count.
             let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-            index.replicas.insert((kind, target.namespace.clone(), target.name.clone()), replicas);
+            index
+                .replicas
+                .insert((kind, target.namespace.clone(), target.name.clone()), replicas);
         }
         Ok(())
     }
@@ -194,7 +231,11 @@ impl Targets {
     }
 
     fn not_found(&self, target: &TargetRef) -> TargetError {
-        TargetError::NotFound { kind: target.kind.clone(), namespace: target.namespace.clone(), name: target.name.clone() }
+        TargetError::NotFound {
+            kind: target.kind.clone(),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        }
     }
 
     fn api_error(&self, target: &TargetRef, e: kube::Error) -> TargetError {
@@ -210,11 +251,21 @@ impl Targets {
     }
 }
 
-async fn index_loop<K>(index: Arc<Mutex<ReplicaIndex>>, kind: IndexedKind, api: Api<K>, replicas: fn(&K) -> i32)
-where
+async fn index_loop<K>(
+    index: Arc<Mutex<ReplicaIndex>>,
+    kind: IndexedKind,
+    api: Api<K>,
+    replicas: fn(&K) -> i32,
+) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let key = |o: &K| (kind, o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default());
+    let key = |o: &K| {
+        (
+            kind,
+            o.meta().namespace.clone().unwrap_or_default(),
+            o.meta().name.clone().unwrap_or_default(),
+        )
+    };
     let mut fresh: HashMap<IndexKey, i32> = HashMap::new();
     let mut stream = watcher::watcher(api, watcher::Config::default().any_semantic()).boxed();
     while let Some(event) = stream.next().await {

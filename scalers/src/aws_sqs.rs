@@ -1,7 +1,7 @@
 //! The `aws-sqs-queue` trigger: visible (+ in-flight, + delayed) messages of an SQS queue.
 
-use crate::params::{Thresholds, 
-    AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
+use crate::params::{
+    AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
 };
 
 /// Every parameter of the aws-sqs-queue trigger.
@@ -81,7 +81,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
 }
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
-    Thresholds { target: p.float("queueLength").unwrap_or(1.0), activation: p.float("activationQueueLength").unwrap_or(0.0) }
+    Thresholds {
+        target: p.float("queueLength").unwrap_or(1.0),
+        activation: p.float("activationQueueLength").unwrap_or(0.0),
+    }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

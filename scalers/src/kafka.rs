@@ -1,6 +1,8 @@
 //! The `kafka` trigger: consumer-group lag (KEDA's parameters and defaults).
 
-use crate::params::{Thresholds, AUTH, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl};
+use crate::params::{
+    AUTH, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
+};
 
 /// Every parameter of the kafka trigger.
 pub static PARAMS: &[Param] = &[
@@ -86,7 +88,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
 }
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
-    Thresholds { target: p.float("lagThreshold").unwrap_or(1.0), activation: p.float("activationLagThreshold").unwrap_or(0.0) }
+    Thresholds {
+        target: p.float("lagThreshold").unwrap_or(1.0),
+        activation: p.float("activationLagThreshold").unwrap_or(0.0),
+    }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

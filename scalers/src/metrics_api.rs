@@ -1,6 +1,6 @@
 //! The `metrics-api` trigger: a number read from a JSON document served over HTTP.
 
-use crate::params::{Thresholds, Param, ParamError, ParsedParams, ScalerDecl};
+use crate::params::{Param, ParamError, ParsedParams, ScalerDecl, Thresholds};
 
 /// Every parameter of the metrics-api trigger.
 pub static PARAMS: &[Param] = &[
@@ -42,7 +42,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
 }
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
-    Thresholds { target: p.float("targetValue").unwrap_or(1.0), activation: p.float("activationTargetValue").unwrap_or(0.0) }
+    Thresholds {
+        target: p.float("targetValue").unwrap_or(1.0),
+        activation: p.float("activationTargetValue").unwrap_or(0.0),
+    }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

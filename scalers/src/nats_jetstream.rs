@@ -1,6 +1,6 @@
 //! The `nats-jetstream` trigger: a consumer's pending plus unacknowledged messages.
 
-use crate::params::{Thresholds, META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl};
+use crate::params::{META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds};
 
 /// Every parameter of the nats-jetstream trigger.
 pub static PARAMS: &[Param] = &[
@@ -40,7 +40,10 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
 }
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
-    Thresholds { target: p.float("lagThreshold").unwrap_or(1.0), activation: p.float("activationLagThreshold").unwrap_or(0.0) }
+    Thresholds {
+        target: p.float("lagThreshold").unwrap_or(1.0),
+        activation: p.float("activationLagThreshold").unwrap_or(0.0),
+    }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

@@ -704,7 +704,10 @@ mod tests {
         ],
         check: |_| Vec::new(),
         metric_detail: |_| String::new(),
-        thresholds: |_| Thresholds { target: 1.0, activation: 0.0 },
+        thresholds: |_| Thresholds {
+            target: 1.0,
+            activation: 0.0,
+        },
     };
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -3,8 +3,9 @@
 //! AMQP only sees *ready* messages (a passive queue.declare excludes unacknowledged ones); use
 //! `protocol: http` (or an http:// host) to count messages that consumers hold unacked.
 
-use crate::params::{Thresholds, 
+use crate::params::{
     AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
+    Thresholds,
 };
 
 /// The modes of the rabbitmq trigger.
@@ -122,8 +123,14 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
 const DEFAULT_VALUE: f64 = 20.0;
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
-    let target = p.float("value").or_else(|| p.float("queueLength")).unwrap_or(DEFAULT_VALUE);
-    Thresholds { target, activation: p.float("activationValue").unwrap_or(0.0) }
+    let target = p
+        .float("value")
+        .or_else(|| p.float("queueLength"))
+        .unwrap_or(DEFAULT_VALUE);
+    Thresholds {
+        target,
+        activation: p.float("activationValue").unwrap_or(0.0),
+    }
 }
 
 fn metric_detail(p: &ParsedParams) -> String {

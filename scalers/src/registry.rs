@@ -68,7 +68,12 @@ pub fn parse_trigger(
     .map_err(fail)?;
     let metric_name = metric_name(index, &(decl.metric_detail)(&params));
     let thresholds = (decl.thresholds)(&params);
-    Ok(ParsedTrigger { decl, params, metric_name, thresholds })
+    Ok(ParsedTrigger {
+        decl,
+        params,
+        metric_name,
+        thresholds,
+    })
 }
 
 #[cfg(test)]

@@ -225,3 +225,234 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A metrics-api source served by the test: `GET /` returns `{"queue": {"depth": N}}`, or HTTP 500
+/// while failing.
+pub mod source {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// The source's controls.
+    #[derive(Clone, Default)]
+    pub struct MetricSource {
+        depth: Arc<AtomicI64>,
+        failing: Arc<AtomicBool>,
+        requests: Arc<AtomicU64>,
+        /// `http://127.0.0.1:<port>/`.
+        pub url: String,
+    }
+
+    impl MetricSource {
+        /// Starts serving on an ephemeral loopback port.
+        pub async fn start(depth: i64) -> MetricSource {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind metric source");
+            let url = format!("http://{}/", listener.local_addr().expect("local addr"));
+            let source = MetricSource {
+                url,
+                ..Default::default()
+            };
+            source.set_depth(depth);
+            let s = source.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut conn, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 4096];
+                        // Keep-alive: answer every request on the connection.
+                        loop {
+                            let mut read = 0;
+                            loop {
+                                match conn.read(&mut buf[read..]).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => read += n,
+                                }
+                                if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") || read == buf.len() {
+                                    break;
+                                }
+                            }
+                            s.requests.fetch_add(1, Ordering::SeqCst);
+                            let (status, body) = if s.failing.load(Ordering::SeqCst) {
+                                ("500 Internal Server Error", "{\"error\": \"broken\"}".to_string())
+                            } else {
+                                (
+                                    "200 OK",
+                                    format!(
+                                        "{{\"queue\": {{\"depth\": {}}}}}",
+                                        s.depth.load(Ordering::SeqCst)
+                                    ),
+                                )
+                            };
+                            let response = format!(
+                                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if conn.write_all(response.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            source
+        }
+        /// Sets the reported depth.
+        pub fn set_depth(&self, depth: i64) {
+            self.depth.store(depth, Ordering::SeqCst);
+        }
+        /// Makes every request fail (or succeed again).
+        pub fn set_failing(&self, failing: bool) {
+            self.failing.store(failing, Ordering::SeqCst);
+        }
+        /// Requests served so far.
+        pub fn requests(&self) -> u64 {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+}
+
+/// `ebb operator` as a child process, killed when dropped.
+pub mod operator {
+    use std::path::PathBuf;
+    use std::process::Stdio;
+
+    use tokio::process::{Child, Command};
+
+    use super::{HarnessError, TestEnv};
+
+    /// The `ebb` binary built by cargo (`EBB_BIN` overrides).
+    pub fn ebb_binary() -> PathBuf {
+        if let Ok(p) = std::env::var("EBB_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/debug/deps/<test> → target/debug/ebb
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        dir.join("ebb")
+    }
+
+    /// A running operator.
+    pub struct OperatorProcess {
+        child: Child,
+        /// Its identity in the Lease.
+        pub identity: String,
+    }
+
+    impl OperatorProcess {
+        /// Starts `ebb operator` watching `namespace`, with its Lease in that namespace.
+        pub async fn start(
+            env: &TestEnv,
+            namespace: &str,
+            identity: &str,
+            extra: &[&str],
+        ) -> Result<Self, HarnessError> {
+            let binary = ebb_binary();
+            assert!(
+                binary.exists(),
+                "{} not found: run `cargo build --bin ebb` first",
+                binary.display()
+            );
+            let kubeconfig = env.var("EBB_KUBECONFIG")?.to_string();
+            let log_dir = std::env::temp_dir().join("ebb-e2e-logs");
+            std::fs::create_dir_all(&log_dir).ok();
+            let log = std::fs::File::create(log_dir.join(format!("{namespace}-{identity}.log"))).ok();
+            let stderr = log.map(Stdio::from).unwrap_or_else(Stdio::null);
+            let child = Command::new(binary)
+                .args([
+                    "operator",
+                    "--namespace",
+                    namespace,
+                    "--identity",
+                    identity,
+                    "--health-addr",
+                    "127.0.0.1:0",
+                ])
+                .args(extra)
+                .env("KUBECONFIG", kubeconfig)
+                .env("RUST_LOG", "info,kube=warn")
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| HarnessError::Kubeconfig(format!("cannot start ebb operator: {e}")))?;
+            Ok(OperatorProcess {
+                child,
+                identity: identity.to_string(),
+            })
+        }
+
+        /// Kills the process at once (SIGKILL), as a crash would.
+        pub async fn kill(mut self) {
+            let _ = self.child.kill().await;
+        }
+
+        /// Stops the process with SIGTERM and waits for it.
+        pub async fn terminate(mut self) -> Option<std::process::ExitStatus> {
+            if let Some(pid) = self.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait())
+                .await
+                .ok()?
+                .ok()
+        }
+
+        /// Where its log goes.
+        pub fn log_path(namespace: &str, identity: &str) -> PathBuf {
+            std::env::temp_dir()
+                .join("ebb-e2e-logs")
+                .join(format!("{namespace}-{identity}.log"))
+        }
+    }
+}
+
+/// Kubernetes objects the tests need.
+pub mod objects {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, PostParams};
+    use serde_json::json;
+
+    use super::HarnessError;
+
+    /// Creates a Deployment with `replicas` (its pods stay Pending: the test cluster has no nodes).
+    pub async fn deployment(
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Result<(), HarnessError> {
+        let d: Deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                             "spec": {"containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]}}
+            }
+        }))
+        .expect("deployment json");
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &d)
+            .await?;
+        Ok(())
+    }
+
+    /// The Deployment's `spec.replicas`.
+    pub async fn replicas(client: &kube::Client, ns: &str, name: &str) -> Result<i32, HarnessError> {
+        let d = Api::<Deployment>::namespaced(client.clone(), ns)
+            .get(name)
+            .await?;
+        Ok(d.spec.and_then(|s| s.replicas).unwrap_or(1))
+    }
+}
