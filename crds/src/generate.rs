@@ -161,13 +161,14 @@ mod committed_yaml {
     /// The CRD YAML committed under `crds/` must be what the Rust types generate.
     #[test]
     fn committed_crd_yaml_is_up_to_date() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for crd in all_crds() {
+        let crds_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let chart_dir = crds_dir.join("../charts/ebb/crds");
+        for (dir, crd) in all_crds().into_iter().flat_map(|c| [(crds_dir, c.clone()), (chart_dir.as_path(), c)]) {
             let path = dir.join(file_name(&crd));
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 committed == to_yaml(&crd).unwrap(),
-                "{} is stale: run `cargo run -- crds --write crds/` and commit the result",
+                "{} is stale: run `cargo run -- crds --write crds/` and `--write charts/ebb/crds/`, then commit",
                 path.display()
             );
         }
