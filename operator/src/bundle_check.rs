@@ -8,7 +8,13 @@
 use std::collections::BTreeMap;
 
 use ebb_crds::validation::{FieldError, validate_spec};
-use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, schema_check};
+use ebb_crds::{
+    ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, TriggerAuthenticationSpec,
+    schema_check,
+};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::trigger_inputs::{self, Lookup, ObjectSource};
 use kube::CustomResourceExt;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -183,8 +189,21 @@ fn str_at<'a>(v: &'a Json, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Json::as_str)
 }
 
-/// Checks every document.
+/// How `ebb validate` treats references to objects that are not in its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Missing Secrets, ConfigMaps, TriggerAuthentications or workloads are errors, not warnings.
+    pub strict: bool,
+}
+
+/// Checks every document (missing references are warnings).
 pub fn check_documents(docs: &[InputDocument]) -> BundleReport {
+    check_documents_with(docs, CheckOptions::default())
+}
+
+/// Checks every document, resolving triggers' auth params and env from the other documents.
+pub fn check_documents_with(docs: &[InputDocument], options: CheckOptions) -> BundleReport {
+    let bundle = BundleObjects::from_documents(docs);
     let mut report = BundleReport::default();
     for doc in docs {
         let api_version = str_at(&doc.value, "/apiVersion").unwrap_or_default().to_string();
@@ -206,7 +225,9 @@ pub fn check_documents(docs: &[InputDocument]) -> BundleReport {
                 continue;
             }
         };
-        report.objects.push(check_object(doc, kind, &api_version));
+        report
+            .objects
+            .push(check_object(doc, kind, &api_version, &bundle, options));
     }
     report
 }
@@ -229,7 +250,13 @@ fn not_an_object(doc: &InputDocument, api_version: &str) -> ObjectReport {
     }
 }
 
-fn check_object(doc: &InputDocument, kind: CheckedKind, api_version: &str) -> ObjectReport {
+fn check_object(
+    doc: &InputDocument,
+    kind: CheckedKind,
+    api_version: &str,
+    bundle: &BundleObjects,
+    options: CheckOptions,
+) -> ObjectReport {
     let namespaced = kind != CheckedKind::ClusterTriggerAuthentication;
     let mut report = ObjectReport {
         source: doc.source.clone(),
@@ -278,7 +305,7 @@ fn check_object(doc: &InputDocument, kind: CheckedKind, api_version: &str) -> Ob
     value["apiVersion"] = json!(ebb_crds::API_VERSION);
     let typed = match kind {
         CheckedKind::ScaledObject => typed::<ScaledObject>(value).map(|so| {
-            check_scaled_object(&so, &mut report);
+            check_scaled_object(&so, &mut report, bundle, options);
             serde_json::to_value(&so)
         }),
         CheckedKind::TriggerAuthentication => {
@@ -312,27 +339,65 @@ fn typed<T: serde::de::DeserializeOwned>(value: Json) -> Result<T, Problem> {
     })
 }
 
-fn check_scaled_object(so: &ScaledObject, report: &mut ObjectReport) {
+fn check_scaled_object(
+    so: &ScaledObject,
+    report: &mut ObjectReport,
+    bundle: &BundleObjects,
+    options: CheckOptions,
+) {
     report
         .problems
         .extend(validate_spec(&so.spec).into_iter().map(Problem::from));
-    let empty = BTreeMap::new();
+    let namespace = so
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        // Auth params and container env are resolved against the cluster by the operator; offline
-        // they are unknown, so parameters they would supply are reported as unresolved, not missing.
-        let auth = if trigger.authentication_ref.is_some() {
-            None
-        } else {
-            Some(&empty)
-        };
-        match ebb_scalers::parse_trigger(index, &trigger.type_, &trigger.metadata, auth, None) {
-            Ok(parsed) => {
+        // The same resolution the operator runs against the cluster, over the files given.
+        let inputs = futures::executor::block_on(trigger_inputs::resolve(
+            bundle,
+            &namespace,
+            &so.spec.scale_target_ref,
+            trigger,
+        ));
+        let at = format!("spec.triggers[{index}]");
+        for missing in &inputs.missing {
+            if options.strict {
+                report.problems.push(Problem {
+                    field: at.clone(),
+                    message: missing.clone(),
+                });
+            } else {
+                report
+                    .warnings
+                    .push(format!("{at}: {missing}; its parameters are not checked"));
+            }
+        }
+        for error in &inputs.errors {
+            report.problems.push(Problem {
+                field: at.clone(),
+                message: error.clone(),
+            });
+        }
+        let parsed = ebb_scalers::parse_trigger(
+            index,
+            &trigger.type_,
+            &trigger.metadata,
+            inputs.auth_params.as_ref(),
+            inputs.env.as_ref(),
+        );
+        match parsed {
+            Ok(mut parsed) => {
+                for name in inputs.sensitive_params(trigger) {
+                    parsed.params.mark_secret(&name);
+                }
                 report.warnings.extend(
                     parsed
                         .params
                         .warnings
                         .iter()
-                        .map(|w| format!("spec.triggers[{index}].metadata.{w}")),
+                        .map(|w| format!("{at}.metadata.{w}")),
                 );
                 report.triggers.push(TriggerReport {
                     index,
@@ -344,14 +409,12 @@ fn check_scaled_object(so: &ScaledObject, report: &mut ObjectReport) {
             Err(e) => {
                 for pe in e.errors {
                     let field = if pe.param == "type" {
-                        format!("spec.triggers[{index}].type")
+                        format!("{at}.type")
                     } else {
-                        format!("spec.triggers[{index}].metadata.{}", pe.param)
+                        format!("{at}.metadata.{}", pe.param)
                     };
-                    report.problems.push(Problem {
-                        field,
-                        message: format!("({}) {}", trigger.type_, pe.problem),
-                    });
+                    let message = inputs.scrub(&format!("({}) {}", trigger.type_, pe.problem));
+                    report.problems.push(Problem { field, message });
                 }
                 report.triggers.push(TriggerReport {
                     index,
@@ -363,6 +426,156 @@ fn check_scaled_object(so: &ScaledObject, report: &mut ObjectReport) {
         }
     }
 }
+
+/// The objects of a bundle that triggers may reference: Secrets, ConfigMaps, TriggerAuthentications,
+/// ClusterTriggerAuthentications and workloads (for their container env).
+#[derive(Default)]
+pub struct BundleObjects {
+    secrets: BTreeMap<(String, String), Result<BTreeMap<String, String>, String>>,
+    config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
+    trigger_auths: BTreeMap<(String, String), TriggerAuthenticationSpec>,
+    cluster_trigger_auths: BTreeMap<String, TriggerAuthenticationSpec>,
+    workloads: BTreeMap<(String, String, String), PodTemplateSpec>,
+}
+
+impl BundleObjects {
+    /// Indexes the documents by kind, namespace and name.
+    pub fn from_documents(docs: &[InputDocument]) -> Self {
+        let mut b = BundleObjects::default();
+        for doc in docs {
+            let v = &doc.value;
+            let kind = str_at(v, "/kind").unwrap_or_default();
+            let api_version = str_at(v, "/apiVersion").unwrap_or_default();
+            let name = str_at(v, "/metadata/name").unwrap_or_default().to_string();
+            let ns = str_at(v, "/metadata/namespace").unwrap_or("default").to_string();
+            let ours = api_version == ebb_crds::API_VERSION || api_version == ebb_crds::KEDA_API_VERSION;
+            match (api_version, kind) {
+                ("v1", "Secret") => {
+                    b.secrets.insert((ns, name), decode_secret_json(v));
+                }
+                ("v1", "ConfigMap") => {
+                    let data = v
+                        .get("data")
+                        .and_then(Json::as_object)
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    b.config_maps.insert((ns, name), data);
+                }
+                (_, "TriggerAuthentication") if ours => {
+                    if let Ok(spec) = serde_json::from_value(v.get("spec").cloned().unwrap_or_default()) {
+                        b.trigger_auths.insert((ns, name), spec);
+                    }
+                }
+                (_, "ClusterTriggerAuthentication") if ours => {
+                    if let Ok(spec) = serde_json::from_value(v.get("spec").cloned().unwrap_or_default()) {
+                        b.cluster_trigger_auths.insert(name, spec);
+                    }
+                }
+                (av, k)
+                    if av.starts_with("apps/")
+                        && matches!(k, "Deployment" | "StatefulSet" | "ReplicaSet") =>
+                {
+                    if let Some(Ok(t)) = v
+                        .pointer("/spec/template")
+                        .map(|t| serde_json::from_value(t.clone()))
+                    {
+                        b.workloads.insert((ns, k.to_string(), name), t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+/// Renders a YAML scalar as the string Kubernetes would store (numbers and booleans as text).
+fn scalar_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn decode_secret_json(v: &Json) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (k, val) in v.get("data").and_then(Json::as_object).into_iter().flatten() {
+        let text = val
+            .as_str()
+            .ok_or_else(|| format!("key {k:?} is not a base64 string"))?;
+        out.insert(k.clone(), trigger_inputs::decode_base64(k, text)?);
+    }
+    for (k, val) in v
+        .get("stringData")
+        .and_then(Json::as_object)
+        .into_iter()
+        .flatten()
+    {
+        out.insert(
+            k.clone(),
+            scalar_text(val).ok_or_else(|| format!("stringData key {k:?} is not text"))?,
+        );
+    }
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl ObjectSource for BundleObjects {
+    async fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+        match self.secrets.get(&(namespace.to_string(), name.to_string())) {
+            Some(Ok(data)) => Lookup::Found(data.clone()),
+            Some(Err(problem)) => Lookup::Unavailable(format!("Secret {namespace}/{name}: {problem}")),
+            None => Lookup::Missing,
+        }
+    }
+    async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+        self.config_maps
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    async fn trigger_authentication(&self, namespace: &str, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+        self.trigger_auths
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    async fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+        self.cluster_trigger_auths
+            .get(name)
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    async fn pod_template(
+        &self,
+        namespace: &str,
+        _api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Lookup<PodTemplateSpec> {
+        self.workloads
+            .get(&(namespace.to_string(), kind.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    fn cluster_auth_namespace(&self) -> &str {
+        // Offline there is no operator namespace; ClusterTriggerAuthentication secrets are looked up
+        // in the namespace ebb's chart installs into by default.
+        CLUSTER_AUTH_NAMESPACE
+    }
+    fn missing_is_error(&self) -> bool {
+        false
+    }
+}
+
+/// Namespace assumed offline for ClusterTriggerAuthentication Secrets and ConfigMaps.
+pub const CLUSTER_AUTH_NAMESPACE: &str = "ebb-system";
 
 fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
     let Some(annotations) = value.pointer("/metadata/annotations").and_then(Json::as_object) else {

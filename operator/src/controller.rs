@@ -21,6 +21,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value as Json, json};
 
+use crate::cluster_objects::ClusterObjects;
 use crate::decision::{LoopMemory, PauseState, ScalingSpec};
 use crate::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply, targets as hpa_targets};
 use crate::metric_cache::MetricCache;
@@ -28,6 +29,7 @@ use crate::scale_loop::{LoopConfig, LoopHandle, LoopTrigger};
 use crate::status::{LoopView, Readiness, ReconcileView, compose, condition_status};
 use crate::targets::{TargetError, TargetRef, Targets};
 use crate::telemetry::OperatorMetrics;
+use crate::trigger_inputs::resolve as resolve_inputs;
 
 /// Finalizer that lets ebb restore replicas and remove its HPA before a ScaledObject goes away.
 pub const FINALIZER: &str = "ebb.dev/finalizer";
@@ -121,6 +123,8 @@ pub struct Shared {
     pub cache: Arc<MetricCache>,
     /// When the operator started (first ticks are spread over the polling interval after a start).
     pub started: Instant,
+    /// Namespace of ClusterTriggerAuthentication Secrets and ConfigMaps.
+    pub cluster_auth_namespace: String,
 }
 
 impl Shared {
@@ -285,7 +289,7 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
     let mut triggers = Vec::new();
     let mut hpa_metrics = Vec::new();
     if blocked.is_none() {
-        match build_triggers(&so, shared) {
+        match build_triggers(&so, shared).await {
             Ok((t, m)) => {
                 triggers = t;
                 hpa_metrics = m;
@@ -497,25 +501,47 @@ fn annotation_problem(so: &ScaledObject) -> Option<String> {
     }
 }
 
-/// Parses every trigger and builds its scaler. Errors name the trigger index, type and parameter.
-fn build_triggers(so: &ScaledObject, shared: &Shared) -> Result<(Vec<LoopTrigger>, Vec<HpaMetric>), String> {
+/// Resolves every trigger's inputs (the same code as `ebb validate`), parses it and builds its
+/// scaler. Errors name the trigger index, type and parameter, never a secret value.
+async fn build_triggers(
+    so: &ScaledObject,
+    shared: &Shared,
+) -> Result<(Vec<LoopTrigger>, Vec<HpaMetric>), String> {
+    let source = ClusterObjects {
+        client: shared.client.clone(),
+        cluster_auth_namespace: shared.cluster_auth_namespace.clone(),
+    };
+    let namespace = so.namespace().unwrap_or_default();
     let mut triggers = Vec::new();
     let mut metrics = Vec::new();
     let mut problems = Vec::new();
-    let no_auth = std::collections::BTreeMap::new();
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        let auth = if trigger.authentication_ref.is_some() {
-            None
-        } else {
-            Some(&no_auth)
-        };
-        let parsed = match ebb_scalers::parse_trigger(index, &trigger.type_, &trigger.metadata, auth, None) {
+        let inputs = resolve_inputs(&source, &namespace, &so.spec.scale_target_ref, trigger).await;
+        if !inputs.errors.is_empty() {
+            problems.push(format!(
+                "spec.triggers[{index}] ({}): {}",
+                trigger.type_,
+                inputs.errors.join("; ")
+            ));
+            continue;
+        }
+        let parsed = ebb_scalers::parse_trigger(
+            index,
+            &trigger.type_,
+            &trigger.metadata,
+            inputs.auth_params.as_ref(),
+            inputs.env.as_ref(),
+        );
+        let mut parsed = match parsed {
             Ok(p) => p,
             Err(e) => {
-                problems.push(format!("spec.{e}"));
+                problems.push(inputs.scrub(&format!("spec.{e}")));
                 continue;
             }
         };
+        for name in inputs.sensitive_params(trigger) {
+            parsed.params.mark_secret(&name);
+        }
         match shared.scalers.build(&parsed) {
             Ok(scaler) => {
                 metrics.push(HpaMetric {
@@ -529,7 +555,9 @@ fn build_triggers(so: &ScaledObject, shared: &Shared) -> Result<(Vec<LoopTrigger
                     thresholds: parsed.thresholds,
                 });
             }
-            Err(e) => problems.push(format!("spec.triggers[{index}] ({}): {e}", trigger.type_)),
+            Err(e) => {
+                problems.push(inputs.scrub(&format!("spec.triggers[{index}] ({}): {e}", trigger.type_)))
+            }
         }
     }
     if problems.is_empty() {

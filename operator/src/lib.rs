@@ -5,6 +5,7 @@
 
 pub mod bundle_check;
 pub mod client_limits;
+pub mod cluster_objects;
 pub mod controller;
 pub mod decision;
 pub mod hpa;
@@ -14,3 +15,4 @@ pub mod scale_loop;
 pub mod status;
 pub mod targets;
 pub mod telemetry;
+pub mod trigger_inputs;

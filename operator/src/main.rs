@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ebb_operator::bundle_check::{check_documents, read_documents};
+use ebb_operator::bundle_check::{CheckOptions, check_documents_with, read_documents};
 
 /// ebb: an event-driven autoscaler for Kubernetes.
 #[derive(Parser)]
@@ -29,6 +29,10 @@ enum Command {
         /// Print warnings on stderr too.
         #[arg(long)]
         warnings: bool,
+        /// Treat references to objects missing from the input (Secrets, ConfigMaps,
+        /// TriggerAuthentications, the scale target) as errors instead of warnings.
+        #[arg(long)]
+        strict: bool,
     },
     /// Run the operator: reconcile ScaledObjects, own 0↔1 and the HPAs (leader-elected).
     Operator(OperatorArgs),
@@ -79,7 +83,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Operator(args) => operator(args).map(|()| ExitCode::SUCCESS),
-        Command::Validate { files, warnings } => validate(&files, warnings),
+        Command::Validate {
+            files,
+            warnings,
+            strict,
+        } => validate(&files, warnings, strict),
         Command::Crds { write } => crds(write).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -91,7 +99,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(files: &[PathBuf], show_warnings: bool) -> Result<ExitCode> {
+fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<ExitCode> {
     let mut docs = Vec::new();
     let mut unreadable = Vec::new();
     for file in files {
@@ -115,7 +123,7 @@ fn validate(files: &[PathBuf], show_warnings: bool) -> Result<ExitCode> {
             Err(e) => unreadable.push(format!("{e:#}")),
         }
     }
-    let report = check_documents(&docs);
+    let report = check_documents_with(&docs, CheckOptions { strict });
     println!("{}", serde_json::to_string_pretty(&report)?);
     if show_warnings {
         for line in report.warning_lines() {

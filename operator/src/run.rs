@@ -249,6 +249,7 @@ async fn run_controller(
         objects: Mutex::new(HashMap::new()),
         cache: Arc::new(MetricCache::default()),
         started: Instant::now(),
+        cluster_auth_namespace: options.lease_namespace.clone(),
     });
     controller
         .owns_with(

@@ -338,6 +338,13 @@ impl ParsedParams {
             _ => None,
         }
     }
+    /// Marks a parameter as secret after the fact (its value came from a Secret), so that every
+    /// view redacts it.
+    pub fn mark_secret(&mut self, name: &str) {
+        if let Some(p) = self.values.get_mut(name) {
+            p.secret = true;
+        }
+    }
     /// JSON view with every secret value replaced by `<redacted>`.
     pub fn redacted_json(&self) -> Json {
         let mut out = serde_json::Map::new();

@@ -1,0 +1,397 @@
+//! What a trigger's parameters are read from besides its metadata: the auth params of its
+//! authenticationRef (Secrets, ConfigMaps, the target's env, pod identity) and the environment of
+//! the scale target's container (for `<param>FromEnv`).
+//!
+//! One implementation serves both callers through [`ObjectSource`]: `ebb validate` looks objects up
+//! in the files it was given, the operator in the cluster. Values that come from a Secret are
+//! reported in [`ResolvedInputs::sensitive`] so every output redacts them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine;
+use ebb_crds::{
+    AuthenticationRefKind, PodIdentityProvider, ScaleTargetRef, Trigger, TriggerAuthenticationSpec,
+};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+
+/// The result of looking an object up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup<T> {
+    /// Found.
+    Found(T),
+    /// Not there (in the cluster: does not exist; offline: not among the files given).
+    Missing,
+    /// Could not be looked up right now (the message says why; never contains secret values).
+    Unavailable(String),
+}
+
+/// Where objects are looked up.
+#[async_trait::async_trait]
+pub trait ObjectSource: Send + Sync {
+    /// A Secret's data, decoded.
+    async fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>>;
+    /// A ConfigMap's data.
+    async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>>;
+    /// A TriggerAuthentication's spec.
+    async fn trigger_authentication(&self, namespace: &str, name: &str) -> Lookup<TriggerAuthenticationSpec>;
+    /// A ClusterTriggerAuthentication's spec.
+    async fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec>;
+    /// The pod template of a workload.
+    async fn pod_template(
+        &self,
+        namespace: &str,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Lookup<PodTemplateSpec>;
+    /// Namespace whose Secrets and ConfigMaps ClusterTriggerAuthentications read.
+    fn cluster_auth_namespace(&self) -> &str;
+    /// Whether a missing object is an error (cluster) or only unknown (offline, not in the input).
+    fn missing_is_error(&self) -> bool;
+}
+
+/// A trigger's resolved inputs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResolvedInputs {
+    /// Auth params (`None`: an authenticationRef is set but could not be fully resolved).
+    pub auth_params: Option<BTreeMap<String, String>>,
+    /// The target container's env (`None`: not needed, or not available).
+    pub env: Option<BTreeMap<String, String>>,
+    /// Parameter names whose value came from a Secret.
+    pub sensitive: BTreeSet<String>,
+    /// Env var names whose value came from a Secret.
+    pub sensitive_env: BTreeSet<String>,
+    /// Objects not found where a missing object is not an error (offline): each names the object.
+    pub missing: Vec<String>,
+    /// Problems: a referenced object or key is missing (in the cluster) or malformed.
+    pub errors: Vec<String>,
+    /// The pod identity provider, when the authentication sets one.
+    pub pod_identity: Option<PodIdentityProvider>,
+}
+
+impl ResolvedInputs {
+    fn missing_object(&mut self, source: &dyn ObjectSource, what: String) {
+        if source.missing_is_error() {
+            self.errors.push(format!("{what} not found"));
+        } else {
+            self.missing.push(format!("{what} is not in the input"));
+        }
+    }
+    /// Replaces every value that came from a Secret with `(hidden)` in a text (an error message).
+    pub fn scrub(&self, text: &str) -> String {
+        let mut values: Vec<&String> = Vec::new();
+        if let Some(auth) = &self.auth_params {
+            values.extend(self.sensitive.iter().filter_map(|p| auth.get(p)));
+        }
+        if let Some(env) = &self.env {
+            values.extend(self.sensitive_env.iter().filter_map(|v| env.get(v)));
+        }
+        // Longest first, so a value that contains another is hidden whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mut out = text.to_string();
+        for v in values.into_iter().filter(|v| !v.is_empty()) {
+            out = out.replace(v.as_str(), "(hidden)");
+        }
+        out
+    }
+    /// Which params, given the env resolution, came from a Secret through `<param>FromEnv`.
+    pub fn sensitive_params(&self, trigger: &Trigger) -> BTreeSet<String> {
+        let mut out = self.sensitive.clone();
+        for (key, var) in &trigger.metadata {
+            if let Some(param) = key.strip_suffix("FromEnv")
+                && self.sensitive_env.contains(var)
+            {
+                out.insert(param.to_string());
+            }
+        }
+        out
+    }
+}
+
+/// Resolves a trigger's auth params and, when needed, the target container's env.
+pub async fn resolve(
+    source: &dyn ObjectSource,
+    namespace: &str,
+    target: &ScaleTargetRef,
+    trigger: &Trigger,
+) -> ResolvedInputs {
+    let mut out = ResolvedInputs::default();
+    let auth = match &trigger.authentication_ref {
+        None => None,
+        Some(r) => {
+            let (found, what, secrets_ns) = match r.kind {
+                AuthenticationRefKind::TriggerAuthentication => (
+                    source.trigger_authentication(namespace, &r.name).await,
+                    format!("TriggerAuthentication {namespace}/{}", r.name),
+                    namespace.to_string(),
+                ),
+                AuthenticationRefKind::ClusterTriggerAuthentication => (
+                    source.cluster_trigger_authentication(&r.name).await,
+                    format!("ClusterTriggerAuthentication {}", r.name),
+                    source.cluster_auth_namespace().to_string(),
+                ),
+            };
+            match found {
+                Lookup::Found(spec) => Some((spec, what, secrets_ns)),
+                Lookup::Missing => {
+                    out.missing_object(source, what);
+                    None
+                }
+                Lookup::Unavailable(m) => {
+                    out.errors.push(format!("{what}: {m}"));
+                    None
+                }
+            }
+        }
+    };
+    let needs_env = trigger.metadata.keys().any(|k| k.ends_with("FromEnv"))
+        || auth.as_ref().is_some_and(|(spec, _, _)| !spec.env.is_empty());
+    let env = if needs_env {
+        workload_env(source, namespace, target, &mut out).await
+    } else {
+        None
+    };
+    out.env = env.as_ref().map(|(vars, _)| vars.clone());
+    if let Some((vars, secret_vars)) = &env {
+        let _ = vars;
+        out.sensitive_env = secret_vars.clone();
+    }
+    let Some((spec, what, secrets_ns)) = auth else {
+        if trigger.authentication_ref.is_none() {
+            out.auth_params = Some(BTreeMap::new());
+        }
+        return out;
+    };
+    out.pod_identity = spec.pod_identity.as_ref().map(|p| p.provider);
+    let mut params = BTreeMap::new();
+    let mut complete = true;
+    for (i, r) in spec.secret_target_ref.iter().enumerate() {
+        let origin = format!("{what} secretTargetRef[{i}]: Secret {secrets_ns}/{}", r.name);
+        match source.secret(&secrets_ns, &r.name).await {
+            Lookup::Found(data) => match data.get(&r.key) {
+                Some(v) => {
+                    params.insert(r.parameter.clone(), v.clone());
+                    out.sensitive.insert(r.parameter.clone());
+                }
+                None => out.errors.push(format!("{origin} has no key {:?}", r.key)),
+            },
+            Lookup::Missing => {
+                complete = false;
+                out.missing_object(source, origin);
+            }
+            Lookup::Unavailable(m) => {
+                complete = false;
+                out.errors.push(format!("{origin}: {m}"));
+            }
+        }
+    }
+    for (i, r) in spec.config_map_target_ref.iter().enumerate() {
+        let origin = format!(
+            "{what} configMapTargetRef[{i}]: ConfigMap {secrets_ns}/{}",
+            r.name
+        );
+        match source.config_map(&secrets_ns, &r.name).await {
+            Lookup::Found(data) => match data.get(&r.key) {
+                Some(v) => {
+                    params.insert(r.parameter.clone(), v.clone());
+                }
+                None => out.errors.push(format!("{origin} has no key {:?}", r.key)),
+            },
+            Lookup::Missing => {
+                complete = false;
+                out.missing_object(source, origin);
+            }
+            Lookup::Unavailable(m) => {
+                complete = false;
+                out.errors.push(format!("{origin}: {m}"));
+            }
+        }
+    }
+    for (i, e) in spec.env.iter().enumerate() {
+        let container_env = match &e.container_name {
+            Some(c) if Some(c) != target.env_source_container_name.as_ref() => {
+                let mut scratch = ResolvedInputs::default();
+                let mut t = target.clone();
+                t.env_source_container_name = Some(c.clone());
+                let r = workload_env(source, namespace, &t, &mut scratch).await;
+                out.missing.extend(scratch.missing);
+                out.errors.extend(scratch.errors);
+                r
+            }
+            _ => env.clone(),
+        };
+        match container_env {
+            Some((vars, secret_vars)) => match vars.get(&e.name) {
+                Some(v) => {
+                    params.insert(e.parameter.clone(), v.clone());
+                    if secret_vars.contains(&e.name) {
+                        out.sensitive.insert(e.parameter.clone());
+                    }
+                }
+                None => out.errors.push(format!(
+                    "{what} env[{i}]: the target container does not set environment variable {:?}",
+                    e.name
+                )),
+            },
+            None => complete = false,
+        }
+    }
+    if complete {
+        out.auth_params = Some(params);
+    }
+    out
+}
+
+/// The env of the scale target's container (envSourceContainerName, or the first), with the names
+/// of variables whose value came from a Secret.
+async fn workload_env(
+    source: &dyn ObjectSource,
+    namespace: &str,
+    target: &ScaleTargetRef,
+    out: &mut ResolvedInputs,
+) -> Option<(BTreeMap<String, String>, BTreeSet<String>)> {
+    let what = format!("{} {namespace}/{}", target.kind_or_default(), target.name);
+    let template = match source
+        .pod_template(
+            namespace,
+            target.api_version_or_default(),
+            target.kind_or_default(),
+            &target.name,
+        )
+        .await
+    {
+        Lookup::Found(t) => t,
+        Lookup::Missing => {
+            out.missing_object(source, format!("scale target {what} (for its container env)"));
+            return None;
+        }
+        Lookup::Unavailable(m) => {
+            out.errors.push(format!("{what}: {m}"));
+            return None;
+        }
+    };
+    let containers: Vec<Container> = template.spec.map(|s| s.containers).unwrap_or_default();
+    let container = match &target.env_source_container_name {
+        Some(name) => containers.iter().find(|c| &c.name == name),
+        None => containers.first(),
+    };
+    let Some(container) = container else {
+        out.errors.push(format!(
+            "{what} has no container {}",
+            target
+                .env_source_container_name
+                .as_deref()
+                .map(|n| format!("{n:?}"))
+                .unwrap_or_else(|| "at all".into())
+        ));
+        return None;
+    };
+    let mut vars = BTreeMap::new();
+    let mut secret_vars = BTreeSet::new();
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(cm) = &from.config_map_ref {
+            match source.config_map(namespace, &cm.name).await {
+                Lookup::Found(data) => {
+                    vars.extend(data.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)))
+                }
+                Lookup::Missing if cm.optional == Some(true) => {}
+                Lookup::Missing => out.missing_object(
+                    source,
+                    format!("ConfigMap {namespace}/{} (envFrom of {what})", cm.name),
+                ),
+                Lookup::Unavailable(m) => out.errors.push(m),
+            }
+        }
+        if let Some(sr) = &from.secret_ref {
+            match source.secret(namespace, &sr.name).await {
+                Lookup::Found(data) => {
+                    for (k, v) in data {
+                        secret_vars.insert(format!("{prefix}{k}"));
+                        vars.insert(format!("{prefix}{k}"), v);
+                    }
+                }
+                Lookup::Missing if sr.optional == Some(true) => {}
+                Lookup::Missing => out.missing_object(
+                    source,
+                    format!("Secret {namespace}/{} (envFrom of {what})", sr.name),
+                ),
+                Lookup::Unavailable(m) => out.errors.push(m),
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        if let Some(v) = &var.value {
+            vars.insert(var.name.clone(), v.clone());
+            secret_vars.remove(&var.name);
+            continue;
+        }
+        let Some(from) = &var.value_from else { continue };
+        if let Some(r) = &from.secret_key_ref {
+            match source.secret(namespace, &r.name).await {
+                Lookup::Found(data) => match data.get(&r.key) {
+                    Some(v) => {
+                        vars.insert(var.name.clone(), v.clone());
+                        secret_vars.insert(var.name.clone());
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => out.errors.push(format!(
+                        "env {}: Secret {namespace}/{} has no key {:?}",
+                        var.name, r.name, r.key
+                    )),
+                },
+                Lookup::Missing if r.optional == Some(true) => {}
+                Lookup::Missing => out.missing_object(
+                    source,
+                    format!("Secret {namespace}/{} (env {} of {what})", r.name, var.name),
+                ),
+                Lookup::Unavailable(m) => out.errors.push(m),
+            }
+        } else if let Some(r) = &from.config_map_key_ref {
+            match source.config_map(namespace, &r.name).await {
+                Lookup::Found(data) => match data.get(&r.key) {
+                    Some(v) => {
+                        vars.insert(var.name.clone(), v.clone());
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => out.errors.push(format!(
+                        "env {}: ConfigMap {namespace}/{} has no key {:?}",
+                        var.name, r.name, r.key
+                    )),
+                },
+                Lookup::Missing if r.optional == Some(true) => {}
+                Lookup::Missing => out.missing_object(
+                    source,
+                    format!("ConfigMap {namespace}/{} (env {} of {what})", r.name, var.name),
+                ),
+                Lookup::Unavailable(m) => out.errors.push(m),
+            }
+        }
+    }
+    Some((vars, secret_vars))
+}
+
+/// Decodes a Secret's `data` (base64) and `stringData`; a key that is not valid base64 or UTF-8 is
+/// an error naming the key (never the value).
+pub fn decode_secret(
+    data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
+    string_data: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in data.into_iter().flatten() {
+        let text = String::from_utf8(v.0.clone()).map_err(|_| format!("key {k:?} is not UTF-8 text"))?;
+        out.insert(k.clone(), text);
+    }
+    for (k, v) in string_data.into_iter().flatten() {
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+/// Decodes base64 text as a Secret's `data` value is written in YAML.
+pub fn decode_base64(key: &str, text: &str) -> Result<String, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| format!("key {key:?} is not valid base64"))?;
+    String::from_utf8(bytes).map_err(|_| format!("key {key:?} is not UTF-8 text"))
+}
