@@ -163,7 +163,10 @@ mod committed_yaml {
     fn committed_crd_yaml_is_up_to_date() {
         let crds_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let chart_dir = crds_dir.join("../charts/ebb/crds");
-        for (dir, crd) in all_crds().into_iter().flat_map(|c| [(crds_dir, c.clone()), (chart_dir.as_path(), c)]) {
+        for (dir, crd) in all_crds()
+            .into_iter()
+            .flat_map(|c| [(crds_dir, c.clone()), (chart_dir.as_path(), c)])
+        {
             let path = dir.join(file_name(&crd));
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(

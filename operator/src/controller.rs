@@ -138,6 +138,13 @@ impl Shared {
             .clone()
     }
 
+    /// The running scale loop's config of an object, if it has one.
+    pub fn loop_config(&self, key: &ObjectKey) -> Option<Arc<crate::scale_loop::LoopConfig>> {
+        let slot = self.objects.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()?;
+        let handle = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner);
+        handle.as_ref().map(|h| h.config())
+    }
+
     /// Publishes an Event about a ScaledObject; failures are logged, never fatal.
     pub async fn event(&self, so: &ScaledObject, type_: EventType, reason: &str, note: String) {
         self.event_for(&so.object_ref(&()), type_, reason, note).await;

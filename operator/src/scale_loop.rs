@@ -82,6 +82,11 @@ impl LoopHandle {
         }
     }
 
+    /// The loop's current config.
+    pub fn config(&self) -> Arc<LoopConfig> {
+        self.config.borrow().clone()
+    }
+
     /// Whether the task ended.
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()

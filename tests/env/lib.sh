@@ -95,7 +95,8 @@ start_bg() {
   setsid "$@" </dev/null >>"$logfile" 2>&1 &
   local pid=$!
   local st=""
-  for _ in 1 2 3 4 5 6 7 8 9 10; do st=$(proc_starttime "$pid"); [ -n "$st" ] && break; sleep 0.05; done
+  # (a process that already exited has no /proc entry: st stays empty and the pid file reads as dead)
+  for _ in 1 2 3 4 5 6 7 8 9 10; do st=$(proc_starttime "$pid" || true); [ -n "$st" ] && break; sleep 0.05; done
   echo "$pid $st" > "$pidfile"
 }
 
@@ -105,6 +106,7 @@ stop_pidfile() {
   local f=$1 timeout=${2:-20} pid i
   [ -f "$f" ] || return 0
   if pidfile_alive "$f"; then
+    STOPPED_ANY=1
     pid=$(pidfile_pid "$f")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < timeout * 10; i++)); do pidfile_alive "$f" || break; sleep 0.1; done
@@ -129,8 +131,11 @@ require_ports_free() {
     fi
   done
 }
-wait_ports_free() { # best effort after a stop
+# best effort after a stop: give the ports up to 5 s to close, but only when stop_pidfile did stop
+# something (a port held by someone else is reported by require_ports_free, not waited for)
+wait_ports_free() {
   local p i
+  [ "${STOPPED_ANY:-0}" = 1 ] || return 0
   for p in "$@"; do
     for ((i = 0; i < 50; i++)); do [ -z "$(port_holder "$p")" ] && break; sleep 0.1; done
   done
@@ -177,12 +182,14 @@ make_venv() {
   "$dir/bin/pip" install -q --disable-pip-version-check "$@"
 }
 
-# component_main NAME USAGE "$@": tiny dispatcher shared by the component scripts
+# component_main "$@": tiny dispatcher shared by the component scripts (they define c_install,
+# c_start, c_stop, c_status and PACKAGES, the Debian packages they need)
 component_main() {
   local cmd=${1:-}
   case "$cmd" in
-    install | start | stop | status | restart) ;;
-    *) echo "usage: $0 install|start|stop|restart|status" >&2; exit 2 ;;
+    install | start | stop | status) "c_$cmd" ;;
+    restart) c_stop; c_start ;;
+    packages) echo "$PACKAGES" ;;
+    *) echo "usage: $0 install|start|stop|restart|status|packages" >&2; exit 2 ;;
   esac
-  if [ "$cmd" = restart ]; then c_stop; c_start; else "c_$cmd"; fi
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # NATS server (Debian nats-server) with JetStream: clients on 127.0.0.1:4222, monitoring on 127.0.0.1:8222.
-# usage: nats.sh install|start|stop|restart|status
+# usage: nats.sh install|start|stop|restart|status|packages
 set -euo pipefail
 COMPONENT=nats
 . "$(dirname "$0")/lib.sh"
 
+PACKAGES="nats-server curl"
 D=$TE_RUN/nats
 PORT=4222
 MON_PORT=8222
@@ -12,7 +13,7 @@ MON_PORT=8222
 c_install() {
   local v; v=$(dpkg-query -W -f='${Version}' nats-server 2>/dev/null || true)
   if [ -n "$v" ] && stamp_ok nats "nats-server $v"; then log "already installed (nats-server $v)"; return 0; fi
-  apt_ensure nats-server curl
+  apt_ensure $PACKAGES
   stamp_write nats "nats-server $(dpkg-query -W -f='${Version}' nats-server)"
   log "installed: $(nats-server --version 2>&1 | head -n1)"
 }

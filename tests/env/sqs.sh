@@ -2,11 +2,12 @@
 # SQS-compatible endpoint for tests: moto in server mode (PyPI moto[server]), http://127.0.0.1:4566.
 # All state is in memory, so a restart gives an empty account. Any credentials work; requests must be
 # SigV4-signed for service "sqs" (unsigned query-protocol POSTs are routed to moto's S3).
-# usage: sqs.sh install|start|stop|restart|status
+# usage: sqs.sh install|start|stop|restart|status|packages
 set -euo pipefail
 COMPONENT=sqs
 . "$(dirname "$0")/lib.sh"
 
+PACKAGES="python3 python3-venv"
 PKG="moto[server]==5.2.5"
 VENV=$TE_HOME/sqs/venv
 D=$TE_RUN/sqs
