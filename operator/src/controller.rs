@@ -140,7 +140,12 @@ impl Shared {
 
     /// The running scale loop's config of an object, if it has one.
     pub fn loop_config(&self, key: &ObjectKey) -> Option<Arc<crate::scale_loop::LoopConfig>> {
-        let slot = self.objects.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()?;
+        let slot = self
+            .objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()?;
         let handle = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner);
         handle.as_ref().map(|h| h.config())
     }

@@ -5,12 +5,21 @@ use ebb_tests::{TestEnv, install_crds};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-fn scaled_object(name: &str, spec: serde_json::Value) -> ScaledObject {
+/// A ScaledObject as raw JSON, so that invalid values reach the server unchanged.
+fn scaled_object(name: &str, spec: serde_json::Value) -> kube::api::DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": name}, "spec": spec,
     }))
     .expect("test object deserialises")
+}
+
+fn raw_api(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<ScaledObject>(&()),
+    )
 }
 
 #[tokio::test]
@@ -57,7 +66,7 @@ async fn schema_rejects_invalid_scaled_objects() {
     let env = TestEnv::load().await.unwrap();
     install_crds(&env.client).await.unwrap();
     let ns = env.namespace("crd-invalid").await.unwrap();
-    let api: Api<ScaledObject> = Api::namespaced(env.client.clone(), &ns.name);
+    let api = raw_api(&env.client, &ns.name);
     let trigger = json!([{"type": "kafka", "metadata": {}}]);
     let cases = [
         (
