@@ -138,13 +138,30 @@ async fn run(
         if next < now {
             next = now + config.polling_interval; // overran: skip the missed ticks
         }
+        let mut pushes: Vec<watch::Receiver<bool>> =
+            config.triggers.iter().filter_map(|t| t.scaler.activity_changes()).collect();
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             changed = rx.changed() => {
                 if changed.is_err() { return }
                 next = Instant::now();
             }
+            // A push-capable source saw activity change: poll now (cold activation without
+            // waiting for the next tick).
+            _ = any_change(&mut pushes) => next = Instant::now(),
         }
+    }
+}
+
+/// Resolves when any of the channels changes; never when there are none (or all closed).
+async fn any_change(channels: &mut [watch::Receiver<bool>]) {
+    if channels.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = channels.iter_mut().map(|c| Box::pin(async move { c.changed().await }));
+    match futures::future::select_all(waits).await {
+        (Ok(()), _, _) => {}
+        (Err(_), _, _) => std::future::pending().await,
     }
 }
 
