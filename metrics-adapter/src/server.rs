@@ -1,0 +1,613 @@
+//! The HTTPS server: accept loop, connection handling, routing and the request handlers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, Time};
+use rustls::pki_types::CertificateDer;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, UserInfo};
+use crate::provider::{MetricProvider, ProviderError};
+use crate::selector::Selector;
+use crate::tls::{ServingCert, TlsSource};
+use crate::types::{self, ExternalMetricValue, ExternalMetricValueList, GROUP, VERSION};
+use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
+
+type Body = Full<Bytes>;
+
+/// Settings of the HTTPS server.
+#[derive(Clone, Debug)]
+pub struct AdapterConfig {
+    /// Address to listen on (port 0 picks a free port; see [`MetricsAdapter::local_addr`]).
+    pub listen: SocketAddr,
+    /// The serving certificate.
+    pub tls: TlsSource,
+    /// Longest time a request may take, provider call included; then 504 Timeout.
+    pub request_timeout: Duration,
+    /// Longest time for the TLS handshake, and for reading an HTTP/1 request's headers.
+    pub handshake_timeout: Duration,
+    /// How long in-flight connections may finish after shutdown is signalled.
+    pub shutdown_grace: Duration,
+}
+
+impl AdapterConfig {
+    /// Defaults (10 s request timeout, 10 s handshake and header timeout, 5 s grace) for an
+    /// address and certificate source.
+    pub fn new(listen: SocketAddr, tls: TlsSource) -> Self {
+        Self {
+            listen,
+            tls,
+            request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A bound, configured adapter, ready to [`run`](Self::run).
+pub struct MetricsAdapter {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    serving_chain: Vec<CertificateDer<'static>>,
+    state: Arc<State>,
+    handshake_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for MetricsAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsAdapter")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    auth: Arc<DelegatedAuth>,
+    provider: Arc<dyn MetricProvider>,
+    request_timeout: Duration,
+    apis: Bytes,
+    api_group: Bytes,
+    api_resources: Bytes,
+}
+
+impl MetricsAdapter {
+    /// Binds `config.listen` and prepares TLS (loading or generating the certificate).
+    pub async fn bind(
+        config: AdapterConfig,
+        auth: Arc<DelegatedAuth>,
+        provider: Arc<dyn MetricProvider>,
+    ) -> Result<Self, AdapterError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AdapterError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Self::from_listener(listener, config, auth, provider)
+    }
+
+    /// Uses an already bound listener (`config.listen` is ignored).
+    pub fn from_listener(
+        listener: TcpListener,
+        config: AdapterConfig,
+        auth: Arc<DelegatedAuth>,
+        provider: Arc<dyn MetricProvider>,
+    ) -> Result<Self, AdapterError> {
+        let local_addr = listener.local_addr().map_err(AdapterError::Io)?;
+        let cert = ServingCert::load(&config.tls)?;
+        let serving_chain = cert.chain.clone();
+        let tls = crate::tls::server_config(cert, &auth.config().all_client_roots())?;
+        let state = State {
+            apis: to_json(&types::api_group_list())?,
+            api_group: to_json(&types::api_group())?,
+            api_resources: to_json(&types::api_resource_list())?,
+            auth,
+            provider,
+            request_timeout: config.request_timeout,
+        };
+        Ok(Self {
+            listener,
+            local_addr,
+            acceptor: TlsAcceptor::from(tls),
+            serving_chain,
+            state: Arc::new(state),
+            handshake_timeout: config.handshake_timeout,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address the adapter listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The serving certificate chain (leaf first), e.g. for an APIService `caBundle` when it
+    /// was self-signed.
+    pub fn serving_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.serving_chain
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and gives open connections
+    /// `shutdown_grace` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AdapterError> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.handshake_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(250);
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+        let mut connections = tokio::task::JoinSet::new();
+        tracing::info!(addr = %self.local_addr, "metrics adapter serving HTTPS");
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                // Reap finished connection tasks.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, remote)) => {
+                        let connection = Connection {
+                            acceptor: self.acceptor.clone(),
+                            builder: builder.clone(),
+                            state: self.state.clone(),
+                            handshake_timeout: self.handshake_timeout,
+                        };
+                        connections.spawn(connection.serve(tcp, remote, graceful.watcher()));
+                    }
+                    Err(error) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        tracing::info!("metrics adapter shutting down");
+        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period; dropping them");
+        }
+        connections.shutdown().await;
+        Ok(())
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<Bytes, AdapterError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(AdapterError::Serialize)
+}
+
+struct Connection {
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<State>,
+    handshake_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%remote, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let peer = Arc::new(self.state.auth.classify_peer(tls.get_ref().1.peer_certificates()));
+        let state = self.state;
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let state = state.clone();
+            let peer = peer.clone();
+            // The body is never read: every route is a GET.
+            let (parts, _body) = request.into_parts();
+            async move { Ok::<_, Infallible>(state.respond(&peer, &parts).await) }
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(tls), service);
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%remote, %error, "connection closed with an error");
+        }
+    }
+}
+
+/// An error reply: a Kubernetes `Status` with its HTTP code.
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
+    fn response(&self) -> Response<Body> {
+        let status = Status {
+            code: Some(i32::from(self.code.as_u16())),
+            details: None,
+            message: Some(self.message.clone()),
+            metadata: ListMeta::default(),
+            reason: Some(self.reason.to_owned()),
+            status: Some("Failure".to_owned()),
+        };
+        // Serializing a Status cannot fail; fall back to a fixed body all the same.
+        let body = serde_json::to_vec(&status).map(Bytes::from).unwrap_or_else(|_| {
+            Bytes::from_static(br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure"}"#)
+        });
+        json_response(self.code, body)
+    }
+}
+
+fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The paths served.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Apis,
+    Group,
+    Version,
+    Metric { namespace: String, metric: String },
+    NotFound,
+    BadPath,
+}
+
+impl Route {
+    fn parse(path: &str) -> Self {
+        let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+        let mut segments = trimmed.split('/');
+        if segments.next() != Some("") || segments.next() != Some("apis") {
+            return Route::NotFound;
+        }
+        let rest: Vec<&str> = segments.collect();
+        match rest.as_slice() {
+            [] => Route::Apis,
+            [g] if *g == GROUP => Route::Group,
+            [g, v] if *g == GROUP && *v == VERSION => Route::Version,
+            [g, v, "namespaces", ns, metric] if *g == GROUP && *v == VERSION => {
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .map(|s| s.into_owned())
+                };
+                match (decode(ns), decode(metric)) {
+                    (Ok(namespace), Ok(metric)) if !namespace.is_empty() && !metric.is_empty() => {
+                        Route::Metric {
+                            namespace,
+                            metric: metric.to_lowercase(),
+                        }
+                    }
+                    _ => Route::BadPath,
+                }
+            }
+            _ => Route::NotFound,
+        }
+    }
+}
+
+fn is_health(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/livez")
+}
+
+impl State {
+    async fn respond(&self, peer: &PeerCertificate, request: &Parts) -> Response<Body> {
+        match tokio::time::timeout(self.request_timeout, self.handle(peer, request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => error.response(),
+            Err(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                "Timeout: request did not complete within the allowed duration",
+            )
+            .response(),
+        }
+    }
+
+    async fn handle(&self, peer: &PeerCertificate, request: &Parts) -> Result<Response<Body>, ApiError> {
+        let path = request.uri.path();
+        let method = &request.method;
+        if is_health(path) {
+            if method != Method::GET && method != Method::HEAD {
+                return Err(method_not_allowed(method));
+            }
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return Ok(response);
+        }
+        let user = match self.auth.authenticate(peer, &request.headers).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err(ApiError::unauthorized()),
+            Err(error) => {
+                tracing::warn!(%error, "authentication failed");
+                return Err(ApiError::unauthorized());
+            }
+        };
+        if method != Method::GET {
+            return Err(method_not_allowed(method));
+        }
+        let route = Route::parse(path);
+        let attributes = match &route {
+            Route::Metric { namespace, metric } => RequestAttributes::Resource {
+                namespace: namespace.clone(),
+                resource: metric.clone(),
+                verb: METRIC_VERB.to_owned(),
+            },
+            _ => RequestAttributes::NonResource {
+                path: path.to_owned(),
+                verb: "get".to_owned(),
+            },
+        };
+        match self.auth.authorize(&user, &attributes).await {
+            Ok(Decision::Allow) => {}
+            Ok(Decision::Deny { reason }) => return Err(forbidden(&user, &attributes, &reason)),
+            Err(error) => {
+                tracing::warn!(%error, "authorization failed");
+                return Err(ApiError::internal(format!("authorization failed: {error}")));
+            }
+        }
+        match route {
+            Route::Apis => Ok(json_response(StatusCode::OK, self.apis.clone())),
+            Route::Group => Ok(json_response(StatusCode::OK, self.api_group.clone())),
+            Route::Version => Ok(json_response(StatusCode::OK, self.api_resources.clone())),
+            Route::Metric { namespace, metric } => {
+                self.metric(&namespace, &metric, request.uri.query().unwrap_or(""))
+                    .await
+            }
+            Route::NotFound => Err(ApiError::not_found(format!(
+                "the server could not find the requested resource ({path})"
+            ))),
+            Route::BadPath => Err(ApiError::bad_request(
+                "invalid namespace or metric name in the path",
+            )),
+        }
+    }
+
+    async fn metric(&self, namespace: &str, metric: &str, query: &str) -> Result<Response<Body>, ApiError> {
+        let raw = query_param(query, "labelSelector").unwrap_or_default();
+        let selector = Selector::parse(&raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))?;
+        let scaled_object = scaled_object_name(&selector)?;
+        let value = self.provider.metric(namespace, &scaled_object, metric).await.map_err(|e| match e {
+            ProviderError::UnknownScaledObject => {
+                ApiError::not_found(format!(
+                    "ScaledObject \"{scaled_object}\" not found in namespace \"{namespace}\""
+                ))
+            }
+            ProviderError::UnknownMetric => ApiError::not_found(format!(
+                "metric \"{metric}\" not found for ScaledObject \"{scaled_object}\" \
+                 in namespace \"{namespace}\""
+            )),
+            ProviderError::Unavailable(reason) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!(
+                    "metric \"{metric}\" of ScaledObject \"{scaled_object}\" in namespace \"{namespace}\" \
+                     is unavailable: {reason}"
+                ),
+            ),
+        })?;
+        let list = ExternalMetricValueList::new(vec![ExternalMetricValue {
+            metric_name: metric.to_owned(),
+            metric_labels: selector.equality_labels(),
+            timestamp: Time(value.timestamp),
+            window_seconds: None,
+            value: k8s_openapi::apimachinery::pkg::api::resource::Quantity(types::format_quantity(
+                value.value,
+            )),
+        }]);
+        let body = serde_json::to_vec(&list).map_err(|e| ApiError::internal(format!("serializing: {e}")))?;
+        Ok(json_response(StatusCode::OK, Bytes::from(body)))
+    }
+}
+
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource ({method})"),
+    )
+}
+
+fn forbidden(user: &UserInfo, attributes: &RequestAttributes, reason: &str) -> ApiError {
+    let what = match attributes {
+        RequestAttributes::Resource {
+            namespace,
+            resource,
+            verb,
+        } => format!(
+            "{resource}.{GROUP} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" \
+             in API group \"{GROUP}\" in the namespace \"{namespace}\"",
+            user.username
+        ),
+        RequestAttributes::NonResource { path, verb } => {
+            format!(
+                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+                user.username
+            )
+        }
+    };
+    let message = if reason.is_empty() {
+        what
+    } else {
+        format!("{what}: {reason}")
+    };
+    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+}
+
+/// The first value of `name` in a query string (`+` is a space, percent-escapes decoded).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_query(key) == name).then(|| decode_query(value))
+    })
+}
+
+fn decode_query(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The ScaledObject the selector names through [`SCALED_OBJECT_LABEL`] (or KEDA's label).
+fn scaled_object_name(selector: &Selector) -> Result<String, ApiError> {
+    let mut names = selector
+        .pinned_values(SCALED_OBJECT_LABEL)
+        .chain(selector.pinned_values(KEDA_SCALED_OBJECT_LABEL));
+    let Some(first) = names.next() else {
+        return Err(ApiError::bad_request(format!(
+            "labelSelector must select a ScaledObject with {SCALED_OBJECT_LABEL}=<name> \
+             (or {KEDA_SCALED_OBJECT_LABEL}=<name>)"
+        )));
+    };
+    if names.any(|other| other != first) {
+        return Err(ApiError::bad_request(format!(
+            "labelSelector names more than one ScaledObject through \
+             {SCALED_OBJECT_LABEL} / {KEDA_SCALED_OBJECT_LABEL}"
+        )));
+    }
+    if first.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "labelSelector has an empty {SCALED_OBJECT_LABEL}"
+        )));
+    }
+    Ok(first.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/apis"), Route::Apis);
+        assert_eq!(Route::parse("/apis/"), Route::Apis);
+        assert_eq!(Route::parse("/apis/external.metrics.k8s.io"), Route::Group);
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/"),
+            Route::Version
+        );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/S0-Kafka"),
+            Route::Metric {
+                namespace: "default".into(),
+                metric: "s0-kafka".into()
+            }
+        );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/default"),
+            Route::NotFound
+        );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c"),
+            Route::NotFound
+        );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/a/%FF"),
+            Route::BadPath
+        );
+        assert_eq!(Route::parse("/openapi/v2"), Route::NotFound);
+        assert_eq!(Route::parse("/"), Route::NotFound);
+        assert_eq!(Route::parse(""), Route::NotFound);
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(
+                "a=1&labelSelector=scaledobject.ebb.dev%2Fname%3Dorders&labelSelector=x",
+                "labelSelector"
+            ),
+            Some("scaledobject.ebb.dev/name=orders".into())
+        );
+        assert_eq!(
+            query_param("labelSelector=a+in+(b)", "labelSelector"),
+            Some("a in (b)".into())
+        );
+        assert_eq!(query_param("", "labelSelector"), None);
+    }
+
+    #[test]
+    fn scaled_object_from_selector() {
+        let name = |s: &str| scaled_object_name(&Selector::parse(s).expect("parses")).map_err(|e| e.code);
+        assert_eq!(name("scaledobject.ebb.dev/name=orders,x=y"), Ok("orders".into()));
+        assert_eq!(name("scaledobject.keda.sh/name in (orders)"), Ok("orders".into()));
+        assert_eq!(
+            name("scaledobject.ebb.dev/name=a,scaledobject.keda.sh/name=a"),
+            Ok("a".into())
+        );
+        assert_eq!(
+            name("scaledobject.ebb.dev/name=a,scaledobject.keda.sh/name=b"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(name("scaledobject.ebb.dev/name!=a"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            name("scaledobject.ebb.dev/name in (a,b)"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(name("scaledobject.ebb.dev/name="), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(name(""), Err(StatusCode::BAD_REQUEST));
+    }
+}
