@@ -565,6 +565,7 @@ async fn build_triggers(
                     metric_name: parsed.metric_name.clone(),
                     scaler,
                     thresholds: parsed.thresholds,
+                    use_cached_metrics: trigger.use_cached_metrics,
                 });
             }
             Err(e) => {

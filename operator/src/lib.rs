@@ -10,6 +10,7 @@ pub mod controller;
 pub mod decision;
 pub mod hpa;
 pub mod metric_cache;
+pub mod metrics_provider;
 pub mod run;
 pub mod scale_loop;
 pub mod status;

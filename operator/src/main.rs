@@ -77,6 +77,18 @@ struct OperatorArgs {
     /// Timeout of one HTTP poll of an event source, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     http_timeout_ms: u64,
+    /// Serve the external.metrics.k8s.io adapter (HTTPS) on this address, e.g. 0.0.0.0:6443.
+    #[arg(long)]
+    metrics_adapter_addr: Option<std::net::SocketAddr>,
+    /// Serving certificate of the adapter (PEM); a self-signed one is generated when absent.
+    #[arg(long, requires = "metrics_adapter_key")]
+    metrics_adapter_cert: Option<std::path::PathBuf>,
+    /// Private key of the adapter's serving certificate (PEM).
+    #[arg(long, requires = "metrics_adapter_cert")]
+    metrics_adapter_key: Option<std::path::PathBuf>,
+    /// DNS names for the self-signed certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    metrics_adapter_dns_names: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -184,6 +196,13 @@ fn operator(args: OperatorArgs) -> Result<()> {
         lease_duration: args.lease_duration,
         concurrency: args.concurrency,
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
+        metrics_adapter: args
+            .metrics_adapter_addr
+            .map(|listen| ebb_operator::run::AdapterOptions {
+                listen,
+                cert_and_key: args.metrics_adapter_cert.zip(args.metrics_adapter_key),
+                dns_names: args.metrics_adapter_dns_names,
+            }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(ebb_operator::run::run(options, shutdown_signal()))?;

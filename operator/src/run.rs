@@ -24,8 +24,10 @@ use crate::client_limits::{ClientLimitsError, client_with_limits};
 use crate::controller::{HpaApi, Shared, error_policy, reconcile};
 use crate::hpa::HpaVersion;
 use crate::metric_cache::MetricCache;
+use crate::metrics_provider::{CacheProvider, LeaderState};
 use crate::targets::Targets;
 use crate::telemetry::{OperatorMetrics, serve_health};
+use ebb_metrics_adapter::{AdapterConfig, DelegatedAuth, MetricsAdapter, TlsSource};
 
 /// Settings of `ebb operator`.
 #[derive(Debug, Clone)]
@@ -50,6 +52,19 @@ pub struct OperatorOptions {
     pub concurrency: u16,
     /// Timeout of one HTTP poll of a source.
     pub http_timeout: Duration,
+    /// The metrics adapter (external.metrics.k8s.io), when served by this process.
+    pub metrics_adapter: Option<AdapterOptions>,
+}
+
+/// Settings of the embedded metrics adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterOptions {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Serving certificate and key (PEM files); a self-signed pair is generated when absent.
+    pub cert_and_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// DNS names of the self-signed certificate (e.g. the Service name).
+    pub dns_names: Vec<String>,
 }
 
 /// Why the operator stopped.
@@ -73,6 +88,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics adapter could not start.
+    #[error("metrics adapter: {0}")]
+    Adapter(String),
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(String),
@@ -111,6 +129,11 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let leader_state: LeaderState = LeaderState::default();
+    let adapter = match &options.metrics_adapter {
+        None => None,
+        Some(a) => Some(start_adapter(&client, a, leader_state.clone(), wait_true(stop_rx.clone())).await?),
+    };
 
     let lease = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
         .with_namespace(&options.lease_namespace)
@@ -150,7 +173,14 @@ pub async fn run(
                 let _ = lost_tx.send(true);
                 lost
             });
-            run_controller(client.clone(), &options, metrics.clone(), wait_true(lost_rx)).await;
+            run_controller(
+                client.clone(),
+                &options,
+                metrics.clone(),
+                leader_state.clone(),
+                wait_true(lost_rx),
+            )
+            .await;
             metrics.set_leader(false);
             match watchdog.await {
                 Ok(true) => Err(RunError::LostLeadership),
@@ -164,7 +194,44 @@ pub async fn run(
         tracing::warn!(error = %e, "releasing the Lease failed");
     }
     health.abort();
+    if let Some(adapter) = adapter {
+        let _ = tokio::time::timeout(Duration::from_secs(6), adapter).await;
+    }
     outcome
+}
+
+/// Starts the metrics adapter; every replica serves it, answering from the leader's cache.
+async fn start_adapter(
+    client: &Client,
+    options: &AdapterOptions,
+    leader: LeaderState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let auth = DelegatedAuth::from_kube(client.clone())
+        .await
+        .map_err(|e| RunError::Adapter(e.to_string()))?;
+    let tls = match &options.cert_and_key {
+        Some((cert, key)) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        None => TlsSource::SelfSigned {
+            dns_names: options.dns_names.clone(),
+        },
+    };
+    let adapter = MetricsAdapter::bind(
+        AdapterConfig::new(options.listen, tls),
+        Arc::new(auth),
+        Arc::new(CacheProvider::new(leader)),
+    )
+    .await
+    .map_err(|e| RunError::Adapter(e.to_string()))?;
+    tracing::info!(addr = %adapter.local_addr(), "metrics adapter listening");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = adapter.run(stop).await {
+            tracing::error!(error = %e, "metrics adapter stopped");
+        }
+    }))
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -201,6 +268,7 @@ async fn run_controller(
     client: Client,
     options: &OperatorOptions,
     metrics: Arc<OperatorMetrics>,
+    leader_state: LeaderState,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let hpa = discover_hpa(&client).await;
@@ -251,6 +319,7 @@ async fn run_controller(
         started: Instant::now(),
         cluster_auth_namespace: options.lease_namespace.clone(),
     });
+    *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
     controller
         .owns_with(
             hpa_api,
@@ -262,6 +331,7 @@ async fn run_controller(
         .run(reconcile, error_policy, shared.clone())
         .for_each(|_| futures::future::ready(()))
         .await;
+    *leader_state.write().unwrap_or_else(PoisonError::into_inner) = None;
     // Stop every scale loop and watch: a standby (or the next leader) takes over from here.
     let slots: Vec<_> = shared
         .objects

@@ -34,6 +34,8 @@ pub struct LoopTrigger {
     pub scaler: Arc<dyn Scaler>,
     /// Target and activation threshold.
     pub thresholds: Thresholds,
+    /// `useCachedMetrics`: the adapter never queries the source for this trigger.
+    pub use_cached_metrics: bool,
 }
 
 /// What a loop needs to know about its ScaledObject.
@@ -138,8 +140,11 @@ async fn run(
         if next < now {
             next = now + config.polling_interval; // overran: skip the missed ticks
         }
-        let mut pushes: Vec<watch::Receiver<bool>> =
-            config.triggers.iter().filter_map(|t| t.scaler.activity_changes()).collect();
+        let mut pushes: Vec<watch::Receiver<bool>> = config
+            .triggers
+            .iter()
+            .filter_map(|t| t.scaler.activity_changes())
+            .collect();
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             changed = rx.changed() => {
@@ -158,7 +163,9 @@ async fn any_change(channels: &mut [watch::Receiver<bool>]) {
     if channels.is_empty() {
         return std::future::pending().await;
     }
-    let waits = channels.iter_mut().map(|c| Box::pin(async move { c.changed().await }));
+    let waits = channels
+        .iter_mut()
+        .map(|c| Box::pin(async move { c.changed().await }));
     match futures::future::select_all(waits).await {
         (Ok(()), _, _) => {}
         (Err(_), _, _) => std::future::pending().await,

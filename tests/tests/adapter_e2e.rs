@@ -1,0 +1,174 @@
+//! The metrics adapter behind the real API server's aggregation layer: the real
+//! kube-controller-manager's HPA controller scales a Deployment 1↔N from ebb's metrics, and ebb
+//! does 0↔1. The APIService is cluster-wide, so this is the only test that registers it.
+
+use std::time::{Duration, Instant};
+
+use ebb_crds::ScaledObject;
+use ebb_tests::objects::{deployment, replicas};
+use ebb_tests::operator::OperatorProcess;
+use ebb_tests::source::MetricSource;
+use ebb_tests::{TestEnv, install_crds, wait_for};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+async fn create_or_replace<K>(api: &Api<K>, obj: K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap();
+    match api.get_opt(&name).await.unwrap() {
+        None => {
+            api.create(&PostParams::default(), &obj).await.unwrap();
+        }
+        Some(existing) => {
+            let mut obj = obj;
+            obj.meta_mut().resource_version = existing.meta().resource_version.clone();
+            api.replace(&name, &PostParams::default(), &obj).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
+    let env = TestEnv::load().await.unwrap();
+    install_crds(&env.client).await.unwrap();
+    let ns = env.namespace("e2e-adapter").await.unwrap();
+    let client = env.client.clone();
+
+    // The HPA controller may read external metrics (as KEDA's chart grants).
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "ebb-external-metrics-reader"},
+        "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
+    }))
+    .unwrap();
+    create_or_replace(&Api::all(client.clone()), role).await;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "ebb-hpa-external-metrics"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ebb-external-metrics-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}]
+    }))
+    .unwrap();
+    create_or_replace(&Api::all(client.clone()), binding).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let operator = OperatorProcess::start(&env, &ns.name, "op-adapter", &["--metrics-adapter-addr", &addr])
+        .await
+        .unwrap();
+    wait_for("adapter listening", Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+    })
+    .await
+    .unwrap();
+
+    // Register it: an ExternalName Service may point at loopback, an Endpoints object may not.
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "ebb-metrics"},
+        "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"name": "https", "port": port}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let apiservice: APIService = serde_json::from_value(json!({
+        "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+        "spec": {"service": {"name": "ebb-metrics", "namespace": ns.name, "port": port},
+                 "group": "external.metrics.k8s.io", "version": "v1beta1",
+                 "insecureSkipTLSVerify": true, "groupPriorityMinimum": 100, "versionPriority": 100}
+    }))
+    .unwrap();
+    let apiservices: Api<APIService> = Api::all(client.clone());
+    create_or_replace(&apiservices, apiservice).await;
+    wait_for("APIService Available", Duration::from_secs(60), || async {
+        let a = apiservices.get("v1beta1.external.metrics.k8s.io").await.ok()?;
+        let ok = a
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True");
+        ok.then_some(())
+    })
+    .await
+    .unwrap();
+
+    let source = MetricSource::start(0).await;
+    deployment(&client, &ns.name, "worker", 0).await.unwrap();
+    let so: ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "worker"},
+        "spec": {"scaleTargetRef": {"name": "worker"}, "pollingInterval": 1, "cooldownPeriod": 2, "maxReplicaCount": 10,
+                 "triggers": [{"type": "metrics-api", "metadata": {
+                     "url": source.url, "valueLocation": "queue.depth", "targetValue": "5"}}]}
+    }))
+    .unwrap();
+    Api::<ScaledObject>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &so)
+        .await
+        .unwrap();
+
+    let at = |want: i32, within: u64| {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            let start = Instant::now();
+            wait_for(&format!("worker at {want}"), Duration::from_secs(within), || {
+                let client = client.clone();
+                let ns = ns.clone();
+                async move { (replicas(&client, &ns, "worker").await.ok()? == want).then_some(()) }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            start.elapsed()
+        }
+    };
+    // 23 waiting, 5 per replica: ebb activates 0→1, the HPA takes it to ceil(23/5) = 5.
+    source.set_depth(23);
+    let took = at(5, 60).await;
+    eprintln!("0 → 5 replicas in {took:?}");
+    // The metric as the HPA sees it, through the API server.
+    let path = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s0-metrics-api-queue-depth?labelSelector=scaledobject.ebb.dev%2Fname%3Dworker",
+        ns.name
+    );
+    let body = client
+        .request_text(http::Request::get(&path).body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "ExternalMetricValueList", "{body}");
+    assert_eq!(list["items"][0]["value"], "23", "{body}");
+    assert_eq!(list["items"][0]["metricName"], "s0-metrics-api-queue-depth");
+    // Unknown metric: a proper 404 Status through the aggregator.
+    let missing = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/s9-nope?labelSelector=scaledobject.ebb.dev%2Fname%3Dworker",
+        ns.name
+    );
+    match client
+        .request_text(http::Request::get(&missing).body(Vec::new()).unwrap())
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 404, "{s:?}"),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    // Less work: the HPA scales in to ceil(9/5) = 2.
+    source.set_depth(9);
+    at(2, 60).await;
+    // No work: the HPA goes to its minimum (1), then ebb parks it at 0 after the cooldown.
+    source.set_depth(0);
+    at(0, 60).await;
+
+    apiservices
+        .delete("v1beta1.external.metrics.k8s.io", &Default::default())
+        .await
+        .ok();
+    operator.terminate().await;
+    ns.delete().await.unwrap();
+}
