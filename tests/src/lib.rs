@@ -456,3 +456,87 @@ pub mod objects {
         Ok(d.spec.and_then(|s| s.replicas).unwrap_or(1))
     }
 }
+
+/// Registering an ebb process' metrics adapter with the API server's aggregation layer.
+pub mod adapter {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+    use kube::api::{Api, PostParams};
+    use serde_json::json;
+
+    use super::{HarnessError, wait_for};
+
+    /// Name of the (cluster-wide, single) external metrics APIService.
+    pub const APISERVICE: &str = "v1beta1.external.metrics.k8s.io";
+
+    async fn create_or_replace<K>(api: &Api<K>, obj: K) -> Result<(), HarnessError>
+    where
+        K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        match api.get_opt(&name).await? {
+            None => {
+                api.create(&PostParams::default(), &obj).await?;
+            }
+            Some(existing) => {
+                let mut obj = obj;
+                obj.meta_mut().resource_version = existing.meta().resource_version.clone();
+                api.replace(&name, &PostParams::default(), &obj).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("static manifest")
+    }
+
+    /// Points the external metrics APIService at an adapter on 127.0.0.1:`port` (through an
+    /// ExternalName Service in `namespace`: Endpoints may not hold loopback addresses), lets the
+    /// HPA controller read external metrics, and waits until the APIService is Available.
+    pub async fn register(client: &kube::Client, namespace: &str, port: u16) -> Result<(), HarnessError> {
+        let addr = format!("127.0.0.1:{port}");
+        wait_for("adapter listening", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await?;
+        let role: ClusterRole = from_json(json!({
+            "metadata": {"name": "ebb-external-metrics-reader"},
+            "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
+        }));
+        create_or_replace(&Api::all(client.clone()), role).await?;
+        let binding: ClusterRoleBinding = from_json(json!({
+            "metadata": {"name": "ebb-hpa-external-metrics"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ebb-external-metrics-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}]
+        }));
+        create_or_replace(&Api::all(client.clone()), binding).await?;
+        let svc: Service = from_json(json!({
+            "metadata": {"name": "ebb-metrics"},
+            "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"name": "https", "port": port}]}
+        }));
+        create_or_replace(&Api::namespaced(client.clone(), namespace), svc).await?;
+        let apiservice: APIService = from_json(json!({
+            "metadata": {"name": APISERVICE},
+            "spec": {"service": {"name": "ebb-metrics", "namespace": namespace, "port": port},
+                     "group": "external.metrics.k8s.io", "version": "v1beta1",
+                     "insecureSkipTLSVerify": true, "groupPriorityMinimum": 100, "versionPriority": 100}
+        }));
+        let apiservices: Api<APIService> = Api::all(client.clone());
+        create_or_replace(&apiservices, apiservice).await?;
+        wait_for("APIService Available", Duration::from_secs(60), || async {
+            let a = apiservices.get(APISERVICE).await.ok()?;
+            let ok = a.status?.conditions?.iter().any(|c| c.type_ == "Available" && c.status == "True");
+            ok.then_some(())
+        })
+        .await
+    }
+
+    /// Removes the APIService (best effort).
+    pub async fn unregister(client: &kube::Client) {
+        let _ = Api::<APIService>::all(client.clone()).delete(APISERVICE, &Default::default()).await;
+    }
+}

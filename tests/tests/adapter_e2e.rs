@@ -9,28 +9,8 @@ use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::source::MetricSource;
 use ebb_tests::{TestEnv, install_crds, wait_for};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-
-async fn create_or_replace<K>(api: &Api<K>, obj: K)
-where
-    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let name = obj.meta().name.clone().unwrap();
-    match api.get_opt(&name).await.unwrap() {
-        None => {
-            api.create(&PostParams::default(), &obj).await.unwrap();
-        }
-        Some(existing) => {
-            let mut obj = obj;
-            obj.meta_mut().resource_version = existing.meta().resource_version.clone();
-            api.replace(&name, &PostParams::default(), &obj).await.unwrap();
-        }
-    }
-}
 
 #[tokio::test]
 async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
@@ -39,66 +19,10 @@ async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
     let ns = env.namespace("e2e-adapter").await.unwrap();
     let client = env.client.clone();
 
-    // The HPA controller may read external metrics (as KEDA's chart grants).
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": "ebb-external-metrics-reader"},
-        "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
-    }))
-    .unwrap();
-    create_or_replace(&Api::all(client.clone()), role).await;
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "ebb-hpa-external-metrics"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ebb-external-metrics-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler", "namespace": "kube-system"}]
-    }))
-    .unwrap();
-    create_or_replace(&Api::all(client.clone()), binding).await;
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let operator = OperatorProcess::start(&env, &ns.name, "op-adapter", &["--metrics-adapter-addr", &addr])
-        .await
-        .unwrap();
-    wait_for("adapter listening", Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
-    })
-    .await
-    .unwrap();
-
-    // Register it: an ExternalName Service may point at loopback, an Endpoints object may not.
-    let svc: Service = serde_json::from_value(json!({
-        "metadata": {"name": "ebb-metrics"},
-        "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"name": "https", "port": port}]}
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &svc)
-        .await
-        .unwrap();
-    let apiservice: APIService = serde_json::from_value(json!({
-        "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
-        "spec": {"service": {"name": "ebb-metrics", "namespace": ns.name, "port": port},
-                 "group": "external.metrics.k8s.io", "version": "v1beta1",
-                 "insecureSkipTLSVerify": true, "groupPriorityMinimum": 100, "versionPriority": 100}
-    }))
-    .unwrap();
-    let apiservices: Api<APIService> = Api::all(client.clone());
-    create_or_replace(&apiservices, apiservice).await;
-    wait_for("APIService Available", Duration::from_secs(60), || async {
-        let a = apiservices.get("v1beta1.external.metrics.k8s.io").await.ok()?;
-        let ok = a
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Available" && c.status == "True");
-        ok.then_some(())
-    })
-    .await
-    .unwrap();
+    let operator = OperatorProcess::start(&env, &ns.name, "op-adapter", &["--metrics-adapter-addr", &addr]).await.unwrap();
+    ebb_tests::adapter::register(&client, &ns.name, port).await.unwrap();
 
     let source = MetricSource::start(0).await;
     deployment(&client, &ns.name, "worker", 0).await.unwrap();
@@ -165,10 +89,7 @@ async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
     source.set_depth(0);
     at(0, 60).await;
 
-    apiservices
-        .delete("v1beta1.external.metrics.k8s.io", &Default::default())
-        .await
-        .ok();
+    ebb_tests::adapter::unregister(&client).await;
     operator.terminate().await;
     ns.delete().await.unwrap();
 }
