@@ -20,11 +20,11 @@ say "control plane: $(grep '^EBB_KUBE_FLAVOR=' "$EBB_TESTENV_FILE" | cut -d= -f2
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --no-fail-fast
 fi
 say "all tests passed"
