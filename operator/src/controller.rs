@@ -616,7 +616,13 @@ fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<O
         }
         let ours = hpa.owner_references().iter().any(|o| o.uid == my_uid);
         if ours {
-            return Ok(None);
+            // An HPA adopted through transfer-hpa-ownership keeps its own name.
+            let adopted = hpa.name_any() != so.hpa_name()
+                && flag(
+                    so.metadata.annotations.as_ref(),
+                    annotations::TRANSFER_HPA_OWNERSHIP,
+                );
+            return Ok(adopted.then(|| hpa.name_any()));
         }
         let owned_by_other_so = hpa.owner_references().iter().any(|o| o.kind == "ScaledObject");
         if owned_by_other_so {

@@ -29,7 +29,6 @@ pub static DECL: ScalerDecl = ScalerDecl {
     params: PARAMS,
     rules: &[
         Rule::Exclusive(&["awsAccessKeyID", "awsAccessKeyId"]),
-        Rule::Requires("awsSecretAccessKey", "awsAccessKeyID"),
         Rule::Requires("awsSessionToken", "awsSecretAccessKey"),
     ],
     check,
@@ -69,9 +68,15 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
             format!("{endpoint:?} is not a URL"),
         ));
     }
-    if (p.get("awsAccessKeyID").is_some() || p.get("awsAccessKeyId").is_some())
-        && p.get("awsSecretAccessKey").is_none()
-    {
+    let has_key_id = p.get("awsAccessKeyID").is_some() || p.get("awsAccessKeyId").is_some();
+    // Either spelling of the key id goes with the secret (a `Rule::Requires` could name only one).
+    if p.get("awsSecretAccessKey").is_some() && !has_key_id {
+        errors.push(ParamError::new(
+            "awsAccessKeyID",
+            "is required with awsSecretAccessKey (or awsAccessKeyId)",
+        ));
+    }
+    if has_key_id && p.get("awsSecretAccessKey").is_none() {
         errors.push(ParamError::new(
             "awsSecretAccessKey",
             "is required with awsAccessKeyID",
@@ -169,5 +174,23 @@ mod tests {
             !json.contains("wJalrSECRET") && !json.contains("AKIAXXXX"),
             "{json}"
         );
+        // KEDA's second spelling of the key id pairs with the secret too.
+        let p = parse_with(
+            &DECL,
+            &[("queueURL", "q"), ("awsRegion", "r")],
+            &[
+                ("awsAccessKeyId", "AKIAXXXX"),
+                ("awsSecretAccessKey", "wJalrSECRET"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.str("awsAccessKeyId"), Some("AKIAXXXX"));
+        let errors = parse_with(
+            &DECL,
+            &[("queueURL", "q"), ("awsRegion", "r")],
+            &[("awsSecretAccessKey", "wJalrSECRET")],
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].param, "awsAccessKeyID");
     }
 }

@@ -7,13 +7,16 @@
 //! their declaration.
 
 pub mod aws_sqs;
+pub mod aws_sqs_client;
 pub mod kafka;
 pub mod metric_name;
 pub mod metrics_api;
 pub mod metrics_api_client;
 pub mod nats_jetstream;
+pub mod nats_jetstream_client;
 pub mod params;
 pub mod rabbitmq;
+pub mod rabbitmq_client;
 pub mod registry;
 pub mod runtime;
 

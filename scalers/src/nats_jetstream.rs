@@ -1,12 +1,19 @@
 //! The `nats-jetstream` trigger: a consumer's pending plus unacknowledged messages.
+//!
+//! Two ways to read the consumer, chosen by which parameters are set (at least one of the two):
+//! - `natsServerMonitoringEndpoint` (KEDA's way): the monitoring port's `/jsz`, with the consumer's
+//!   leader found and cached in a cluster. Needs `account` or `accountID`.
+//! - `natsServerURL` (ebb's addition, e.g. `nats://user:password@nats:4222`): the JetStream API's
+//!   consumer info over the client port, which asks the consumer's leader for this one consumer
+//!   instead of the whole account. The account is the one of the connection's credentials, so
+//!   `account`/`accountID` are not needed. Wins when both are set.
 
 use crate::params::{META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds};
 
 /// Every parameter of the nats-jetstream trigger.
 pub static PARAMS: &[Param] = &[
-    Param::string("natsServerMonitoringEndpoint")
-        .required()
-        .from(META_AUTH),
+    Param::string("natsServerMonitoringEndpoint").from(META_AUTH),
+    Param::string("natsServerURL").from(META_AUTH).masks_userinfo(),
     Param::string("account").from(META_AUTH),
     Param::string("accountID").from(META_AUTH),
     Param::string("stream").required().from(META),
@@ -20,7 +27,7 @@ pub static PARAMS: &[Param] = &[
 pub static DECL: ScalerDecl = ScalerDecl {
     trigger_type: "nats-jetstream",
     params: PARAMS,
-    rules: &[Rule::AnyOf(&["account", "accountID"])],
+    rules: &[Rule::AnyOf(&["natsServerMonitoringEndpoint", "natsServerURL"])],
     check,
     metric_detail,
     thresholds,
@@ -28,6 +35,29 @@ pub static DECL: ScalerDecl = ScalerDecl {
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
     let mut errors = Vec::new();
+    // The account only matters for `/jsz`; the JetStream API path uses the connection's account.
+    if p.get("natsServerMonitoringEndpoint").is_some()
+        && p.get("natsServerURL").is_none()
+        && p.get("account").is_none()
+        && p.get("accountID").is_none()
+    {
+        errors.push(ParamError::new(
+            "account, accountID",
+            "one of these is required with natsServerMonitoringEndpoint",
+        ));
+    }
+    if let Some(url) = p.str("natsServerURL") {
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "nats" | "tls") && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+            // Not quoted: `user:password@host` parses with `user` as the scheme, so the credentials
+            // could not be masked reliably.
+            _ => errors.push(ParamError::new(
+                "natsServerURL",
+                "must be a NATS client URL like nats://host:4222 or tls://host:4222 \
+                 (credentials as nats://user:password@host:4222 or nats://token@host:4222)",
+            )),
+        }
+    }
     if let Some(endpoint) = p.str("natsServerMonitoringEndpoint")
         && (endpoint.contains("://") || endpoint.contains('/'))
     {
@@ -104,6 +134,41 @@ mod tests {
         ];
         for (meta, param) in cases {
             assert_eq!(parse_meta(&DECL, meta).unwrap_err()[0].param, *param, "{meta:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_url_is_an_alternative_to_the_monitoring_endpoint() {
+        // The JetStream API path needs no account: the connection's credentials decide it.
+        let p = parse_meta(
+            &DECL,
+            &[
+                ("natsServerURL", "nats://u:hunter2@nats:4222"),
+                ("stream", "S"),
+                ("consumer", "c"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.str("natsServerURL"), Some("nats://u:hunter2@nats:4222"));
+        let json = p.redacted_json().to_string();
+        assert!(!json.contains("hunter2"), "{json}");
+
+        let neither = parse_meta(&DECL, &[("account", "a"), ("stream", "S"), ("consumer", "c")]).unwrap_err();
+        assert_eq!(neither[0].param, "natsServerMonitoringEndpoint, natsServerURL");
+
+        for bad in [
+            "http://nats:4222",
+            "u:hunter2@nats:4222",
+            "nats://",
+            "nats//u:hunter2@h",
+        ] {
+            let errors = parse_meta(
+                &DECL,
+                &[("natsServerURL", bad), ("stream", "S"), ("consumer", "c")],
+            )
+            .unwrap_err();
+            assert_eq!(errors[0].param, "natsServerURL", "{bad}");
+            assert!(!errors[0].problem.contains("hunter2"), "{}", errors[0].problem);
         }
     }
 }

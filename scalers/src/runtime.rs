@@ -205,6 +205,13 @@ struct FactoryInner {
     options: FactoryOptions,
     /// Created on the first metrics-api trigger, then shared.
     metrics_api: OnceLock<Result<Arc<MetricsApiClient>, ScalerError>>,
+    /// The AMQP connection pool and HTTP clients shared by every rabbitmq trigger.
+    rabbitmq: OnceLock<Arc<crate::rabbitmq_client::RabbitMqClients>>,
+    /// The NATS connections and cached consumer leaders shared by every nats-jetstream trigger
+    /// (their monitoring requests go through the metrics-api HTTP client).
+    nats_jetstream: OnceLock<Arc<crate::nats_jetstream_client::NatsJetStreamClients>>,
+    /// The HTTP client and SDK clients shared by every aws-sqs-queue trigger.
+    aws_sqs: OnceLock<Arc<crate::aws_sqs_client::SqsClients>>,
 }
 
 impl ScalerFactory {
@@ -214,6 +221,9 @@ impl ScalerFactory {
             inner: Arc::new(FactoryInner {
                 options,
                 metrics_api: OnceLock::new(),
+                rabbitmq: OnceLock::new(),
+                nats_jetstream: OnceLock::new(),
+                aws_sqs: OnceLock::new(),
             }),
         }
     }
@@ -231,6 +241,44 @@ impl ScalerFactory {
                 let client = self.metrics_api_client()?;
                 Ok(Arc::new(MetricsApiScaler::new(
                     client,
+                    &trigger.params,
+                    trigger.thresholds,
+                )?))
+            }
+            "rabbitmq" => {
+                let clients = self.inner.rabbitmq.get_or_init(|| {
+                    Arc::new(crate::rabbitmq_client::RabbitMqClients::new(
+                        self.inner.options.http_timeout,
+                    ))
+                });
+                Ok(Arc::new(crate::rabbitmq_client::RabbitMqScaler::new(
+                    clients.clone(),
+                    &trigger.params,
+                    trigger.thresholds,
+                )?))
+            }
+            "nats-jetstream" => {
+                let http = self.metrics_api_client()?;
+                let clients = self.inner.nats_jetstream.get_or_init(|| {
+                    Arc::new(crate::nats_jetstream_client::NatsJetStreamClients::new(
+                        http,
+                        self.inner.options.http_timeout,
+                    ))
+                });
+                Ok(Arc::new(crate::nats_jetstream_client::NatsJetStreamScaler::new(
+                    clients.clone(),
+                    &trigger.params,
+                    trigger.thresholds,
+                )?))
+            }
+            "aws-sqs-queue" => {
+                let clients = self.inner.aws_sqs.get_or_init(|| {
+                    Arc::new(crate::aws_sqs_client::SqsClients::new(
+                        self.inner.options.http_timeout,
+                    ))
+                });
+                Ok(Arc::new(crate::aws_sqs_client::SqsScaler::new(
+                    clients.clone(),
                     &trigger.params,
                     trigger.thresholds,
                 )?))

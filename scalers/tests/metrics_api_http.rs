@@ -516,55 +516,6 @@ async fn connections_are_reused() {
     );
 }
 
-#[test]
-fn unsupported_types_say_so() {
-    let f = factory();
-    let cases: [(&str, &[(&str, &str)]); 4] = [
-        (
-            "kafka",
-            &[
-                ("bootstrapServers", "b:9092"),
-                ("consumerGroup", "g"),
-                ("topic", "t"),
-            ],
-        ),
-        ("rabbitmq", &[("host", "amqp://h"), ("queueName", "q")]),
-        (
-            "nats-jetstream",
-            &[
-                ("natsServerMonitoringEndpoint", "n:8222"),
-                ("account", "$G"),
-                ("stream", "s"),
-                ("consumer", "c"),
-            ],
-        ),
-        (
-            "aws-sqs-queue",
-            &[
-                ("queueURL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
-                ("awsRegion", "eu-west-1"),
-            ],
-        ),
-    ];
-    for (ty, meta) in cases {
-        let meta: BTreeMap<String, String> =
-            meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let parsed = match parse_trigger(0, ty, &meta, Some(&BTreeMap::new()), None) {
-            Ok(p) => p,
-            Err(e) => panic!("{ty}: {e}"),
-        };
-        let err = match f.build(&parsed) {
-            Ok(_) => panic!("{ty} should be unsupported"),
-            Err(e) => e,
-        };
-        assert_eq!(err.kind(), "unsupported");
-        assert_eq!(
-            err.to_string(),
-            format!("scaler client for {ty} is not implemented yet")
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_cancelled_caller_does_not_strand_the_others() {
     let server = TestServer::start(|_| Reply::json(r#"{"v": 4}"#).delayed(Duration::from_millis(300))).await;

@@ -19,10 +19,18 @@ async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
     let ns = env.namespace("e2e-adapter").await.unwrap();
     let client = env.client.clone();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
-    let operator = OperatorProcess::start(&env, &ns.name, "op-adapter", &["--metrics-adapter-addr", &addr]).await.unwrap();
-    ebb_tests::adapter::register(&client, &ns.name, port).await.unwrap();
+    let operator = OperatorProcess::start(&env, &ns.name, "op-adapter", &["--metrics-adapter-addr", &addr])
+        .await
+        .unwrap();
+    ebb_tests::adapter::register(&client, &ns.name, port)
+        .await
+        .unwrap();
 
     let source = MetricSource::start(0).await;
     deployment(&client, &ns.name, "worker", 0).await.unwrap();

@@ -110,6 +110,13 @@ impl Setup {
         }
         None
     }
+    /// `autoscaling/v2` when the cluster serves it, else `autoscaling/v2beta2`.
+    async fn hpa_api_version(&self) -> String {
+        match self.client().list_api_group_resources("autoscaling/v2").await {
+            Ok(_) => "autoscaling/v2".into(),
+            Err(_) => "autoscaling/v2beta2".into(),
+        }
+    }
     async fn finish(mut self) {
         if let Some(op) = self.operator.take() {
             op.terminate().await;
@@ -417,5 +424,115 @@ async fn a_standby_takes_over_when_the_leader_dies() {
         killed.elapsed()
     );
     s.operator = Some(standby);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_foreign_hpa_blocks_until_ownership_is_transferred() {
+    let s = setup("e2e-foreign-hpa", 0).await;
+    deployment(&s.client(), &s.ns.name, "worker", 1).await.unwrap();
+    // A plain HPA someone created before ebb.
+    let hpa_version = if s.hpa_api_version().await == "autoscaling/v2" {
+        "v2"
+    } else {
+        "v2beta2"
+    };
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling", hpa_version, "HorizontalPodAutoscaler"),
+        "horizontalpodautoscalers",
+    );
+    let hpa_api: Api<DynamicObject> = Api::namespaced_with(s.client(), &s.ns.name, &ar);
+    let foreign: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("autoscaling/{hpa_version}"), "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "legacy-hpa"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"},
+                 "minReplicas": 1, "maxReplicas": 3,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}
+    }))
+    .unwrap();
+    hpa_api.create(&PostParams::default(), &foreign).await.unwrap();
+    s.create_so("worker", "worker", json!({}), json!({})).await;
+    let (_, reason, message) = s
+        .wait_condition("worker", "Ready", "False", Duration::from_secs(15))
+        .await;
+    assert_eq!(reason, "TargetConflict");
+    assert!(message.contains("legacy-hpa"), "{message}");
+    // Adopt it: ebb takes the HPA over under its existing name.
+    s.so_api()
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"scaledobject.ebb.dev/transfer-hpa-ownership": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    s.wait_condition("worker", "Ready", "True", Duration::from_secs(15))
+        .await;
+    wait_for("legacy-hpa adopted", Duration::from_secs(10), || async {
+        let h = s.hpa("legacy-hpa").await?;
+        let owned = h
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "ScaledObject");
+        (owned && h.data["spec"]["metrics"][0]["type"] == "External").then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.so_api()
+            .get("worker")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .hpa_name
+            .as_deref(),
+        Some("legacy-hpa")
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn transitions_are_recorded_as_events() {
+    let s = setup("e2e-events", 0).await;
+    deployment(&s.client(), &s.ns.name, "worker", 0).await.unwrap();
+    s.create_so("worker", "worker", json!({"cooldownPeriod": 1}), json!({}))
+        .await;
+    s.wait_condition("worker", "Ready", "True", Duration::from_secs(15))
+        .await;
+    s.source.set_depth(3);
+    s.wait_replicas("worker", 1, Duration::from_secs(10)).await;
+    s.source.set_depth(0);
+    s.wait_replicas("worker", 0, Duration::from_secs(10)).await;
+    s.source.set_failing(true);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.client(), &s.ns.name);
+    let reasons = wait_for("events", Duration::from_secs(15), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        ["Activated", "ScaledToZero", "TriggerFailing"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(reasons)
+    })
+    .await
+    .unwrap();
+    let list = events.list(&Default::default()).await.unwrap();
+    let activated = list
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Activated"))
+        .unwrap();
+    assert_eq!(
+        activated.regarding.as_ref().unwrap().name.as_deref(),
+        Some("worker")
+    );
+    assert!(
+        activated.note.as_deref().unwrap_or("").contains("from 0 to 1"),
+        "{reasons:?}"
+    );
     s.finish().await;
 }
