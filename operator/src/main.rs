@@ -35,7 +35,7 @@ enum Command {
         strict: bool,
     },
     /// Run the operator: reconcile ScaledObjects, own 0↔1 and the HPAs (leader-elected).
-    Operator(OperatorArgs),
+    Operator(Box<OperatorArgs>),
     /// Print the CRD manifests, or write them into a directory.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -94,7 +94,7 @@ struct OperatorArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Operator(args) => operator(args).map(|()| ExitCode::SUCCESS),
+        Command::Operator(args) => operator(*args).map(|()| ExitCode::SUCCESS),
         Command::Validate {
             files,
             warnings,
