@@ -84,6 +84,9 @@ pub struct TriggerReport {
     /// Parsed parameters, secrets redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Json>,
+    /// The pod identity provider the authentication sets (`none`, `aws`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_identity: Option<ebb_crds::PodIdentityProvider>,
 }
 
 /// The result for one object.
@@ -380,6 +383,13 @@ fn check_scaled_object(
                 message: error.clone(),
             });
         }
+        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws) && trigger.type_ != "aws-sqs-queue"
+        {
+            report.warnings.push(format!(
+                "{at}.authenticationRef: podIdentity aws is only used by aws-sqs-queue triggers; {} ignores it",
+                trigger.type_
+            ));
+        }
         let parsed = ebb_scalers::parse_trigger(
             index,
             &trigger.type_,
@@ -404,6 +414,7 @@ fn check_scaled_object(
                     type_: trigger.type_.clone(),
                     metric_name: Some(parsed.metric_name),
                     params: Some(parsed.params.redacted_json()),
+                    pod_identity: inputs.pod_identity,
                 });
             }
             Err(e) => {
@@ -421,6 +432,7 @@ fn check_scaled_object(
                     type_: trigger.type_.clone(),
                     metric_name: None,
                     params: None,
+                    pod_identity: inputs.pod_identity,
                 });
             }
         }

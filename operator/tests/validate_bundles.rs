@@ -257,3 +257,41 @@ stringData: {user: svc-orders, pass: s3cr3t-Kafka-PW}
     );
     assert_no_secrets(&r);
 }
+
+#[test]
+fn pod_identity_is_reported_and_checked() {
+    let bundle = r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledObject
+metadata: {name: q}
+spec:
+  scaleTargetRef: {name: q}
+  triggers:
+  - type: aws-sqs-queue
+    metadata: {queueURL: orders, awsRegion: eu-west-1}
+    authenticationRef: {name: aws}
+  - type: metrics-api
+    metadata: {url: "http://x/", valueLocation: v, targetValue: "1"}
+    authenticationRef: {name: aws}
+---
+apiVersion: ebb.dev/v1alpha1
+kind: TriggerAuthentication
+metadata: {name: aws}
+spec:
+  podIdentity: {provider: aws}
+"#;
+    let r = check(bundle, true);
+    assert!(r.is_valid(), "{:?}", r.problem_lines());
+    let triggers = serde_json::to_value(&r.objects[0].triggers).unwrap();
+    assert_eq!(triggers[0]["podIdentity"], "aws");
+    let warnings = r.warning_lines().join("\n");
+    assert!(
+        warnings
+            .contains("spec.triggers[1].authenticationRef: podIdentity aws is only used by aws-sqs-queue"),
+        "{warnings}"
+    );
+    assert!(
+        !warnings.contains("spec.triggers[0].authenticationRef"),
+        "{warnings}"
+    );
+}
