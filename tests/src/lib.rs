@@ -529,7 +529,11 @@ pub mod adapter {
         create_or_replace(&apiservices, apiservice).await?;
         wait_for("APIService Available", Duration::from_secs(60), || async {
             let a = apiservices.get(APISERVICE).await.ok()?;
-            let ok = a.status?.conditions?.iter().any(|c| c.type_ == "Available" && c.status == "True");
+            let ok = a
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
             ok.then_some(())
         })
         .await
@@ -537,6 +541,8 @@ pub mod adapter {
 
     /// Removes the APIService (best effort).
     pub async fn unregister(client: &kube::Client) {
-        let _ = Api::<APIService>::all(client.clone()).delete(APISERVICE, &Default::default()).await;
+        let _ = Api::<APIService>::all(client.clone())
+            .delete(APISERVICE, &Default::default())
+            .await;
     }
 }
