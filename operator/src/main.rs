@@ -89,6 +89,13 @@ struct OperatorArgs {
     /// DNS names for the self-signed certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     metrics_adapter_dns_names: Vec<String>,
+    /// URL at which other replicas reach this adapter (default: https://$POD_IP:<port>, or
+    /// https://127.0.0.1:<port> outside a pod). Standbys forward metric requests to the leader's.
+    #[arg(long)]
+    metrics_adapter_advertise_url: Option<String>,
+    /// Bearer token a standby presents to the leader's adapter.
+    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    metrics_forward_token_file: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -196,13 +203,18 @@ fn operator(args: OperatorArgs) -> Result<()> {
         lease_duration: args.lease_duration,
         concurrency: args.concurrency,
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
-        metrics_adapter: args
-            .metrics_adapter_addr
-            .map(|listen| ebb_operator::run::AdapterOptions {
+        metrics_adapter: args.metrics_adapter_addr.map(|listen| {
+            let host = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".to_string());
+            ebb_operator::run::AdapterOptions {
                 listen,
                 cert_and_key: args.metrics_adapter_cert.zip(args.metrics_adapter_key),
                 dns_names: args.metrics_adapter_dns_names,
-            }),
+                advertise_url: args
+                    .metrics_adapter_advertise_url
+                    .unwrap_or_else(|| format!("https://{host}:{}", listen.port())),
+                forward_token_file: args.metrics_forward_token_file,
+            }
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(ebb_operator::run::run(options, shutdown_signal()))?;

@@ -10,6 +10,7 @@ use ebb_metrics_adapter::{MetricProvider, MetricValue, ProviderError};
 use jiff::Timestamp;
 
 use crate::controller::Shared;
+use crate::leader_forward::LeaderForwarder;
 use crate::metric_cache::{CachedMetric, MetricKey};
 
 /// The leader's shared state, present only while this replica leads.
@@ -18,14 +19,17 @@ pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;
 /// Serves metric values from the operator's cache.
 pub struct CacheProvider {
     leader: LeaderState,
+    forward: Option<Arc<LeaderForwarder>>,
     refreshing: Mutex<HashMap<MetricKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl CacheProvider {
-    /// A provider over the leader's state (empty while this replica stands by).
-    pub fn new(leader: LeaderState) -> Self {
+    /// A provider over the leader's state (empty while this replica stands by); a standby
+    /// forwards to the leader when `forward` is given.
+    pub fn new(leader: LeaderState, forward: Option<Arc<LeaderForwarder>>) -> Self {
         CacheProvider {
             leader,
+            forward,
             refreshing: Mutex::default(),
         }
     }
@@ -52,9 +56,12 @@ impl MetricProvider for CacheProvider {
     ) -> Result<MetricValue, ProviderError> {
         let shared = self.leader.read().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(shared) = shared else {
-            return Err(ProviderError::Unavailable(
-                "this ebb replica is on standby; the leader serves metrics".into(),
-            ));
+            return match &self.forward {
+                Some(f) => f.forward(namespace, scaled_object, &metric.to_lowercase()).await,
+                None => Err(ProviderError::Unavailable(
+                    "this ebb replica is on standby; the leader serves metrics".into(),
+                )),
+            };
         };
         let key = MetricKey {
             namespace: namespace.to_string(),

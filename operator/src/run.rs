@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::client_limits::{ClientLimitsError, client_with_limits};
 use crate::controller::{HpaApi, Shared, error_policy, reconcile};
 use crate::hpa::HpaVersion;
+use crate::leader_forward::LeaderForwarder;
 use crate::metric_cache::MetricCache;
 use crate::metrics_provider::{CacheProvider, LeaderState};
 use crate::targets::Targets;
@@ -65,6 +66,10 @@ pub struct AdapterOptions {
     pub cert_and_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// DNS names of the self-signed certificate (e.g. the Service name).
     pub dns_names: Vec<String>,
+    /// URL at which other replicas reach this adapter (advertised on the Lease while leading).
+    pub advertise_url: String,
+    /// Bearer token a standby presents when it forwards a request to the leader.
+    pub forward_token_file: std::path::PathBuf,
 }
 
 /// Why the operator stopped.
@@ -130,9 +135,31 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let leader_state: LeaderState = LeaderState::default();
+    let forwarder = match &options.metrics_adapter {
+        None => None,
+        Some(a) => Some(Arc::new(
+            LeaderForwarder::new(
+                client.clone(),
+                &options.lease_namespace,
+                &options.lease_name,
+                a.advertise_url.clone(),
+                a.forward_token_file.clone(),
+            )
+            .map_err(RunError::Adapter)?,
+        )),
+    };
     let adapter = match &options.metrics_adapter {
         None => None,
-        Some(a) => Some(start_adapter(&client, a, leader_state.clone(), wait_true(stop_rx.clone())).await?),
+        Some(a) => Some(
+            start_adapter(
+                &client,
+                a,
+                leader_state.clone(),
+                forwarder.clone(),
+                wait_true(stop_rx.clone()),
+            )
+            .await?,
+        ),
     };
 
     let lease = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
@@ -162,6 +189,11 @@ pub async fn run(
         Some(()) => {
             tracing::info!(identity = %options.identity, "leading: starting the controller");
             metrics.set_leader(true);
+            if let Some(f) = &forwarder
+                && let Err(e) = f.advertise().await
+            {
+                tracing::warn!(error = %e, "cannot advertise the metrics adapter on the Lease");
+            }
             let (lost_tx, lost_rx) = watch::channel(false);
             let mut leader_watch = leader.clone();
             let mut stop_watch = stop_rx.clone();
@@ -205,6 +237,7 @@ async fn start_adapter(
     client: &Client,
     options: &AdapterOptions,
     leader: LeaderState,
+    forward: Option<Arc<LeaderForwarder>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let auth = DelegatedAuth::from_kube(client.clone())
@@ -222,7 +255,7 @@ async fn start_adapter(
     let adapter = MetricsAdapter::bind(
         AdapterConfig::new(options.listen, tls),
         Arc::new(auth),
-        Arc::new(CacheProvider::new(leader)),
+        Arc::new(CacheProvider::new(leader, forward)),
     )
     .await
     .map_err(|e| RunError::Adapter(e.to_string()))?;

@@ -9,6 +9,7 @@
 pub mod aws_sqs;
 pub mod aws_sqs_client;
 pub mod kafka;
+pub mod kafka_client;
 pub mod metric_name;
 pub mod metrics_api;
 pub mod metrics_api_client;

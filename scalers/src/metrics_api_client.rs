@@ -364,6 +364,16 @@ impl Endpoint {
         })
     }
 
+    /// Sends `Authorization: Bearer <token>` instead of any basic auth (the token is marked
+    /// sensitive and never shown).
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, ScalerError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| ScalerError::InvalidConfig("bearer token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
+    }
+
     /// The URL with any `user:password@` masked.
     pub fn shown(&self) -> &str {
         &self.shown

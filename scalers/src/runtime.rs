@@ -212,6 +212,8 @@ struct FactoryInner {
     nats_jetstream: OnceLock<Arc<crate::nats_jetstream_client::NatsJetStreamClients>>,
     /// The HTTP client and SDK clients shared by every aws-sqs-queue trigger.
     aws_sqs: OnceLock<Arc<crate::aws_sqs_client::SqsClients>>,
+    /// The cluster clients shared by every kafka trigger (one per bootstrap set + TLS + SASL).
+    kafka: OnceLock<crate::kafka_client::KafkaClusters>,
 }
 
 impl ScalerFactory {
@@ -224,6 +226,7 @@ impl ScalerFactory {
                 rabbitmq: OnceLock::new(),
                 nats_jetstream: OnceLock::new(),
                 aws_sqs: OnceLock::new(),
+                kafka: OnceLock::new(),
             }),
         }
     }
@@ -279,6 +282,19 @@ impl ScalerFactory {
                 });
                 Ok(Arc::new(crate::aws_sqs_client::SqsScaler::new(
                     clients.clone(),
+                    &trigger.params,
+                    trigger.thresholds,
+                )?))
+            }
+            "kafka" => {
+                let clusters = self.inner.kafka.get_or_init(|| {
+                    crate::kafka_client::KafkaClusters::new(crate::kafka_client::KafkaOptions {
+                        request_timeout: self.inner.options.http_timeout,
+                        ..Default::default()
+                    })
+                });
+                Ok(Arc::new(crate::kafka_client::KafkaScaler::new(
+                    clusters.clone(),
                     &trigger.params,
                     trigger.thresholds,
                 )?))
