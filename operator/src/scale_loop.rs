@@ -119,9 +119,13 @@ async fn run(
     delay: Duration,
 ) {
     if !delay.is_zero() {
+        let mut pushes: Vec<watch::Receiver<bool>> =
+            rx.borrow().triggers.iter().filter_map(|t| t.scaler.activity_changes()).collect();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             changed = rx.changed() => if changed.is_err() { return },
+            // Spreading the first ticks must not delay a cold activation.
+            _ = any_change(&mut pushes) => {}
         }
     }
     let mut failures: Vec<u32> = Vec::new();
