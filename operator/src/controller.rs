@@ -461,6 +461,7 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
                 .fallback
                 .as_ref()
                 .map(|f| f.failure_threshold.max(1) as u32),
+            warnings: config_warnings(&so),
         });
         if blocked.is_some() {
             book.loop_view = None;
@@ -472,6 +473,34 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
         Some(_) => Action::requeue(Duration::from_secs(15)),
         None => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// Configuration that works but often surprises: shown in the Ready condition's message.
+fn config_warnings(so: &ScaledObject) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, t) in so.spec.triggers.iter().enumerate() {
+        if t.type_ != "rabbitmq" {
+            continue;
+        }
+        let m = &t.metadata;
+        let explicit = m.get("protocol").map(|p| p.to_ascii_lowercase());
+        let host = m.get("host").map(|h| h.to_ascii_lowercase()).unwrap_or_default();
+        let amqp = match explicit.as_deref() {
+            Some("amqp") => true,
+            Some("http") => false,
+            _ => host.starts_with("amqp"),
+        };
+        let queue_length = m
+            .get("mode")
+            .is_none_or(|mode| mode.eq_ignore_ascii_case("QueueLength"));
+        if amqp && queue_length {
+            out.push(format!(
+                "triggers[{i}]: {}",
+                ebb_scalers::rabbitmq_client::amqp_hides_unacked_note()
+            ));
+        }
+    }
+    out
 }
 
 fn creation_time(so: &ScaledObject) -> Timestamp {
@@ -796,6 +825,35 @@ mod tests {
             json!({"hpaName": null, "health": {"a": {"status": "Failing"}, "b": null}, "conditions": [2]})
         );
         assert_eq!(merge_patch(None, &next), next);
+    }
+
+    #[test]
+    fn amqp_queue_length_is_warned_about() {
+        let so = |metadata: serde_json::Value| -> ScaledObject {
+            serde_json::from_value(json!({
+                "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
+                "spec": {"scaleTargetRef": {"name": "w"}, "triggers": [{"type": "rabbitmq", "metadata": metadata}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            config_warnings(&so(json!({"host": "amqp://h/", "queueName": "q"}))).len(),
+            1
+        );
+        assert!(config_warnings(&so(json!({"host": "http://h/", "queueName": "q"}))).is_empty());
+        assert!(
+            config_warnings(&so(
+                json!({"host": "amqp://h/", "protocol": "http", "queueName": "q"})
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            config_warnings(&so(
+                json!({"hostFromEnv": "X", "protocol": "amqp", "queueName": "q"})
+            ))
+            .len(),
+            1
+        );
     }
 
     #[test]

@@ -119,8 +119,12 @@ async fn run(
     delay: Duration,
 ) {
     if !delay.is_zero() {
-        let mut pushes: Vec<watch::Receiver<bool>> =
-            rx.borrow().triggers.iter().filter_map(|t| t.scaler.activity_changes()).collect();
+        let mut pushes: Vec<watch::Receiver<bool>> = rx
+            .borrow()
+            .triggers
+            .iter()
+            .filter_map(|t| t.scaler.activity_changes())
+            .collect();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             changed = rx.changed() => if changed.is_err() { return },

@@ -46,6 +46,8 @@ pub struct ReconcileView {
     pub generation: Option<i64>,
     /// Fallback threshold, if a fallback is configured.
     pub fallback_threshold: Option<u32>,
+    /// Warnings about the configuration that do not block scaling (shown in the Ready message).
+    pub warnings: Vec<String>,
 }
 
 /// One trigger's health, as the scale loop saw it in the last poll.
@@ -114,12 +116,14 @@ pub fn compose(
             reason::PARTIAL_TRIGGER_ERROR,
             format!("failing: {}", describe(&failing)),
         ),
-        Readiness::Ok => condition(
-            conditions::READY,
-            "True",
-            reason::SCALED_OBJECT_READY,
-            "ScaledObject is defined correctly and is ready for scaling",
-        ),
+        Readiness::Ok => {
+            let mut message = "ScaledObject is defined correctly and is ready for scaling".to_string();
+            for w in &r.warnings {
+                message.push_str("; warning: ");
+                message.push_str(w);
+            }
+            condition(conditions::READY, "True", reason::SCALED_OBJECT_READY, message)
+        }
     };
     let active = match (r.paused, l.map(|l| l.activity)) {
         (true, _) | (_, Some(Activity::Paused)) => condition(
@@ -270,6 +274,7 @@ mod tests {
             scale_target_kind: Some("apps/v1.Deployment".into()),
             generation: Some(1),
             fallback_threshold: None,
+            warnings: Vec::new(),
         }
     }
 
