@@ -371,27 +371,15 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
         Some(Blocked::Conflict(m)) => Readiness::Conflict(m.clone()),
     };
     let hpa_in_use = match (&blocked, &target) {
-        (None, Some(t)) if !pause.is_paused() => {
-            let desired = desired_hpa(&so, &hpa_name, &hpa_metrics, pause, shared.hpa.version);
-            sync_hpa(shared, &key.0, &hpa_name, &desired).await?;
-            let cfg = LoopConfig {
-                key: key.clone(),
-                uid: so.uid().unwrap_or_default(),
-                created: creation_time(&so),
-                spec: ScalingSpec::from_spec(&so.spec),
-                triggers,
-                target: t.clone(),
-                pause,
-                force_activation: flag(so.metadata.annotations.as_ref(), annotations::FORCE_ACTIVATION),
-                polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
-                fingerprint: fingerprint(&so),
-            };
-            ensure_loop(shared, &slot, &so, cfg);
-            true
-        }
         (None, Some(t)) => {
-            // Paused: no HPA (it would keep scaling); the loop applies paused-replicas.
-            delete_owned_hpa(shared, &so, &hpa_name).await?;
+            let paused = pause.is_paused();
+            if paused {
+                // Paused: no HPA (it would keep scaling); the loop applies paused-replicas.
+                delete_owned_hpa(shared, &so, &hpa_name).await?;
+            } else {
+                let desired = desired_hpa(&so, &hpa_name, &hpa_metrics, pause, shared.hpa.version);
+                sync_hpa(shared, &key.0, &hpa_name, &desired).await?;
+            }
             let cfg = LoopConfig {
                 key: key.clone(),
                 uid: so.uid().unwrap_or_default(),
@@ -400,12 +388,13 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
                 triggers,
                 target: t.clone(),
                 pause,
-                force_activation: false,
+                force_activation: !paused
+                    && flag(so.metadata.annotations.as_ref(), annotations::FORCE_ACTIVATION),
                 polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
                 fingerprint: fingerprint(&so),
             };
             ensure_loop(shared, &slot, &so, cfg);
-            false
+            !paused
         }
         _ => {
             stop_loop(&slot);

@@ -20,6 +20,7 @@ pub mod rabbitmq;
 pub mod rabbitmq_client;
 pub mod registry;
 pub mod runtime;
+pub mod tls_trust;
 
 pub use params::{ParamError, ParsedParams, ScalerDecl, Thresholds, TriggerInput, TriggerParseError};
 pub use registry::{declaration, parse_trigger, supported_types};
