@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The README's demo command: installs what is missing (cached), starts a real control plane on
-# loopback, and shows ebb scaling a worker 0 → 1 → N → 0 on its queue's depth.
+# The README's demo command: installs what is missing (cached), starts a real control plane and a
+# Kafka-protocol broker (Tansu) on loopback, and shows ebb scaling a Kafka consumer
+# 0 → 1 → N → 0 on its consumer group's lag, with a live timeline of lag, desired and actual
+# replicas. Stops the servers again on exit, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/env/testenv.sh install
-trap 'tests/env/testenv.sh down >/dev/null 2>&1 || true' EXIT
-tests/env/testenv.sh up kube
+# Build first, so the servers do not wait for the compiler.
 cargo build -q --bin ebb
+cargo build -q -p ebb-tests --example demo
+trap 'tests/env/testenv.sh down >/dev/null 2>&1 || true' EXIT
+tests/env/testenv.sh up kube kafka
 EBB_TESTENV_FILE=$(tests/env/testenv.sh env) cargo run -q -p ebb-tests --example demo

@@ -178,6 +178,7 @@ fn crds(write: Option<PathBuf>) -> Result<()> {
 
 fn operator(args: OperatorArgs) -> Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),

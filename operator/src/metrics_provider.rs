@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ebb_metrics_adapter::{MetricProvider, MetricValue, ProviderError};
 use jiff::Timestamp;
@@ -84,7 +84,14 @@ impl MetricProvider for CacheProvider {
         {
             return Ok(served(&m));
         }
-        let fresh = |m: &CachedMetric| m.at.elapsed() <= config.polling_interval;
+        // Sources whose samples cost nothing (a snapshot kept current by a batched client) are
+        // sampled on every request, so the HPA follows them closely.
+        let max_age = if trigger.scaler.samples_are_cheap() {
+            Duration::ZERO
+        } else {
+            config.polling_interval
+        };
+        let fresh = |m: &CachedMetric| m.at.elapsed() <= max_age;
         if let Some(m) = shared.cache.get(&key).filter(fresh) {
             return Ok(served(&m));
         }

@@ -134,15 +134,25 @@ async fn run(
     }
     let mut failures: Vec<u32> = Vec::new();
     let mut errors: Vec<Option<String>> = Vec::new();
+    let mut was_active: Vec<bool> = Vec::new();
     let mut next = Instant::now();
     loop {
         let config = rx.borrow_and_update().clone();
         failures.resize(config.triggers.len(), 0);
         errors.resize(config.triggers.len(), None);
+        was_active.resize(config.triggers.len(), false);
         shared
             .metrics
             .observe_lateness(Instant::now().saturating_duration_since(next));
-        poll_once(&shared, &config, &mut memory, &mut failures, &mut errors).await;
+        poll_once(
+            &shared,
+            &config,
+            &mut memory,
+            &mut failures,
+            &mut errors,
+            &mut was_active,
+        )
+        .await;
         next += config.polling_interval;
         let now = Instant::now();
         if next < now {
@@ -197,6 +207,7 @@ async fn poll_once(
     memory: &mut LoopMemory,
     failures: &mut [u32],
     errors: &mut [Option<String>],
+    was_active: &mut [bool],
 ) {
     let oref = object_ref(config);
     // Sources are not consulted while paused; paused-replicas still needs the current count.
@@ -261,6 +272,19 @@ async fn poll_once(
                 errors[i] = Some(message);
             }
         }
+    }
+    // A push-capable trigger that was active at the last poll and is inactive now stopped being
+    // active when its channel flipped, just before this poll: the cooldown starts now, not at
+    // the last periodic poll.
+    for (i, trigger) in config.triggers.iter().enumerate() {
+        let active = states.get(i) == Some(&TriggerState::Active);
+        if was_active[i]
+            && states.get(i) == Some(&TriggerState::Inactive)
+            && trigger.scaler.activity_changes().is_some()
+        {
+            memory.last_active = Some(Timestamp::now());
+        }
+        was_active[i] = active;
     }
     let current = match shared.targets.replicas(&config.target).await {
         Ok(c) => c,

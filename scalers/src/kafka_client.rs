@@ -588,6 +588,11 @@ impl Scaler for KafkaScaler {
         })
     }
 
+    fn samples_are_cheap(&self) -> bool {
+        // Samples read the cluster's latest round (at most ~2 s old); no broker request.
+        true
+    }
+
     fn activity_changes(&self) -> Option<watch::Receiver<bool>> {
         self.registration.cluster.ensure_ticker();
         Some(self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone())

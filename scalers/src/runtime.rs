@@ -172,6 +172,12 @@ pub trait Scaler: Send + Sync {
     fn activity_changes(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
     }
+
+    /// Whether [`Scaler::sample`] costs no request to the source (it reads a snapshot the client
+    /// keeps current), so the metrics adapter may sample on every HPA request.
+    fn samples_are_cheap(&self) -> bool {
+        false
+    }
 }
 
 /// Settings shared by every scaler a [`ScalerFactory`] builds.

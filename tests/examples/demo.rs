@@ -1,106 +1,265 @@
-//! The README's demo: a queue consumer scaled on its queue's depth by ebb, on a real
-//! kube-apiserver and kube-controller-manager. ebb does 0↔1 itself; the HPA it owns does 1↔N from
-//! the metrics ebb serves through the aggregation layer. Run through `tests/demo.sh`.
+//! The README's demo: a Kafka consumer scaled on its consumer group's lag by ebb, on a real
+//! kube-apiserver and kube-controller-manager and a Kafka-protocol broker (Tansu). ebb does 0↔1
+//! itself; the HPA it owns does 1↔N from the metrics ebb serves through the aggregation layer.
+//!
+//! The cluster has no nodes, so the consumer's pods stay Pending: the demo consumes in their
+//! place, committing the group's offsets at a rate proportional to the Deployment's replica count.
+//! Run through `tests/demo.sh` (or, with the environment up,
+//! `EBB_TESTENV_FILE=$(tests/env/testenv.sh env) cargo run -p ebb-tests --example demo`).
 
 use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
-use ebb_tests::objects::{deployment, replicas};
+use ebb_tests::kafka::{KafkaAdmin, unique_name};
+use ebb_tests::objects::deployment;
 use ebb_tests::operator::OperatorProcess;
-use ebb_tests::source::MetricSource;
-use ebb_tests::{TestEnv, install_crds};
+use ebb_tests::{TestEnv, install_crds, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-/// Watches the Deployment for `secs` seconds and prints every replica change.
-async fn watch(client: &kube::Client, ns: &str, start: Instant, last: &mut i32, secs: u64, until: i32) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if let Ok(r) = replicas(client, ns, "worker").await
-            && r != *last
-        {
-            let who = if *last == 0 || r == 0 {
-                "ebb (0↔1)"
-            } else {
-                "HPA (1↔N)"
+type Error = Box<dyn std::error::Error>;
+
+/// Partitions of the topic: the most replicas that can share the work.
+const PARTITIONS: i32 = 6;
+/// `lagThreshold`: messages waiting per replica.
+const LAG_THRESHOLD: i64 = 20;
+/// The burst produced at once.
+const BURST: usize = 200;
+/// Messages each (simulated) replica consumes per second.
+const PER_REPLICA_PER_SECOND: i64 = 1;
+/// `pollingInterval` and `cooldownPeriod` of the ScaledObject, in seconds.
+const POLLING_INTERVAL: i64 = 5;
+const COOLDOWN: i64 = 10;
+/// The timeline gives up after this long.
+const TIMELINE_LIMIT: Duration = Duration::from_secs(120);
+
+/// The Deployment's replica count as `/scale` reads it (an omitted count is 0).
+async fn scale_replicas(client: &kube::Client, ns: &str) -> Result<i32, Error> {
+    let scale = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_scale("consumer")
+        .await?;
+    Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+}
+
+/// `min(ceil(lag / threshold), partitions)`: the count ebb asks for.
+fn desired(lag: i64) -> i64 {
+    ((lag + LAG_THRESHOLD - 1) / LAG_THRESHOLD).min(PARTITIONS as i64)
+}
+
+/// The consumer the pods would be: `replicas × rate` messages this second, each from the
+/// partition with the most lag (as a group's members would share them), committed at once.
+struct StandInConsumer {
+    group: String,
+    topic: String,
+    committed: Vec<i64>,
+}
+
+impl StandInConsumer {
+    async fn consume(&mut self, admin: &mut KafkaAdmin, replicas: i32) -> Result<i64, Error> {
+        let ends = admin.end_offsets(&self.topic, PARTITIONS).await?;
+        let mut budget = PER_REPLICA_PER_SECOND * replicas.max(0) as i64;
+        let mut taken = 0;
+        while budget > 0 {
+            let Some((p, lag)) = ends
+                .iter()
+                .zip(&self.committed)
+                .map(|(end, c)| end - c)
+                .enumerate()
+                .max_by_key(|(_, lag)| *lag)
+            else {
+                break;
             };
-            println!(
-                "[{:>5.1}s] replicas {last} → {r}   by {who}",
-                start.elapsed().as_secs_f64()
-            );
-            *last = r;
+            if lag <= 0 {
+                break;
+            }
+            self.committed[p] += 1;
+            budget -= 1;
+            taken += 1;
         }
-        if *last == until {
-            return;
+        if taken > 0 {
+            let offsets: Vec<(i32, i64)> = self
+                .committed
+                .iter()
+                .enumerate()
+                .map(|(p, c)| (p as i32, *c))
+                .collect();
+            admin.commit(&self.group, &self.topic, &offsets).await?;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(taken)
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let env = TestEnv::load().await?;
-    let client = env.client.clone();
-    install_crds(&client).await?;
-    let ns = env.namespace("ebb-demo").await?;
-    println!(
-        "ebb demo on a real control plane ({}), namespace {}",
-        env.kube_flavor(),
-        ns.name
-    );
+/// What the timeline saw, for the summary.
+#[derive(Default)]
+struct Seen {
+    activated: Option<f64>,
+    peak: i32,
+    peak_at: f64,
+    drained: Option<f64>,
+    parked: Option<f64>,
+}
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = format!("127.0.0.1:{port}");
-    let operator = OperatorProcess::start(&env, &ns.name, "demo", &["--metrics-adapter-addr", &addr]).await?;
-    ebb_tests::adapter::register(&client, &ns.name, port).await?;
-    println!("ebb operator running; its metrics adapter serves external.metrics.k8s.io on {addr}");
-
-    let queue = MetricSource::start(0).await;
-    deployment(&client, &ns.name, "worker", 0).await?;
-    let so: ScaledObject = serde_json::from_value(json!({
-        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "worker"},
-        "spec": {"scaleTargetRef": {"name": "worker"}, "pollingInterval": 1, "cooldownPeriod": 5, "maxReplicaCount": 10,
-                 "triggers": [{"type": "metrics-api", "metadata": {
-                     "url": queue.url, "valueLocation": "queue.depth", "targetValue": "5"}}]}
-    }))?;
-    Api::<ScaledObject>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &so)
-        .await?;
-    println!(
-        "Deployment worker at 0 replicas; ScaledObject: 5 messages per replica, at most 10, cooldown 5 s\n"
-    );
-
+async fn timeline(
+    client: &kube::Client,
+    ns: &str,
+    admin: &mut KafkaAdmin,
+    consumer: &mut StandInConsumer,
+) -> Result<Seen, Error> {
+    println!("     time    lag  desired  replicas");
     let start = Instant::now();
-    let mut last = 0;
-    for (depth, expect, note) in [
-        (
-            23,
-            5,
-            "23 messages arrive: ebb wakes the worker, the HPA asks for ceil(23/5) = 5",
-        ),
-        (
-            9,
-            2,
-            "the backlog drains to 9: the HPA scales in to ceil(9/5) = 2",
-        ),
-        (
-            0,
-            0,
-            "the queue is empty: the HPA goes to 1, ebb parks the worker at 0 after the cooldown",
-        ),
-    ] {
-        println!(
-            "[{:>5.1}s] queue depth → {depth}: {note}",
-            start.elapsed().as_secs_f64()
-        );
-        queue.set_depth(depth);
-        watch(&client, &ns.name, start, &mut last, 60, expect).await;
+    let produced = start.elapsed();
+    admin.produce(&consumer.topic, PARTITIONS, BURST).await?;
+    println!(
+        "  [{:>5.1}s]  burst: {BURST} messages produced over {PARTITIONS} partitions (in {} ms)",
+        produced.as_secs_f64(),
+        (start.elapsed() - produced).as_millis()
+    );
+    let mut seen = Seen::default();
+    let mut last: Option<(i64, i32)> = None;
+    let mut printed = Instant::now();
+    let mut next_consume = Instant::now() + Duration::from_secs(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = start.elapsed().as_secs_f64();
+        let replicas = scale_replicas(client, ns).await?;
+        if Instant::now() >= next_consume {
+            next_consume += Duration::from_secs(1);
+            consumer.consume(admin, replicas).await?;
+        }
+        let lag: i64 = admin
+            .lag(&consumer.group, &consumer.topic, PARTITIONS)
+            .await?
+            .iter()
+            .sum();
+        // A line when the desired or actual count changes, and every 3 s while the lag moves.
+        let changed = match last {
+            None => true,
+            Some((l, r)) => {
+                r != replicas
+                    || desired(l) != desired(lag)
+                    || (l != lag && printed.elapsed() >= Duration::from_secs(3))
+            }
+        };
+        if changed {
+            printed = Instant::now();
+            let note = match last {
+                Some((_, before)) if before != replicas => {
+                    let who = if before == 0 {
+                        "ebb activates the consumer"
+                    } else if replicas == 0 {
+                        "ebb parks it at zero after the cooldown"
+                    } else {
+                        "the HPA follows the lag"
+                    };
+                    format!("{before} → {replicas}: {who}")
+                }
+                _ => String::new(),
+            };
+            let bar = "■".repeat(replicas.max(0) as usize);
+            println!(
+                "  [{now:>5.1}s] {lag:>5} {:>6} {replicas:>7}  {bar:<10} {note}",
+                desired(lag)
+            );
+            last = Some((lag, replicas));
+        }
+        if replicas > 0 && seen.activated.is_none() {
+            seen.activated = Some(now);
+        }
+        if replicas > seen.peak {
+            seen.peak = replicas;
+            seen.peak_at = now;
+        }
+        if lag == 0 && seen.activated.is_some() && seen.drained.is_none() {
+            seen.drained = Some(now);
+        }
+        if lag == 0 && replicas == 0 && seen.activated.is_some() {
+            seen.parked = Some(now);
+            return Ok(seen);
+        }
+        if start.elapsed() > TIMELINE_LIMIT {
+            return Err(format!("the demo did not return to 0 replicas within {TIMELINE_LIMIT:?}").into());
+        }
     }
-    let status = Api::<ScaledObject>::namespaced(client.clone(), &ns.name)
-        .get("worker")
-        .await?
-        .status;
-    if let Some(status) = status {
+}
+
+async fn run(env: &TestEnv, ns: &str, operator_addr: &str) -> Result<(), Error> {
+    let client = env.client.clone();
+    let bootstrap = env.var("EBB_KAFKA_BOOTSTRAP")?.to_string();
+    let mut admin = KafkaAdmin::connect(&bootstrap).await?;
+    let topic = unique_name("orders");
+    let group = unique_name("orders-consumer");
+    admin.create_topic(&topic, PARTITIONS).await?;
+    let zeros: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    admin.commit(&group, &topic, &zeros).await?;
+    println!("Kafka (Tansu at {bootstrap}): topic {topic}, {PARTITIONS} partitions; consumer group {group}");
+
+    deployment(&client, ns, "consumer", 0).await?;
+    let so: ScaledObject = serde_json::from_value(json!({
+        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "consumer"},
+        "spec": {"scaleTargetRef": {"name": "consumer"}, "pollingInterval": POLLING_INTERVAL,
+                 "cooldownPeriod": COOLDOWN, "maxReplicaCount": 10,
+                 "triggers": [{"type": "kafka", "metadata": {
+                     "bootstrapServers": bootstrap, "consumerGroup": group, "topic": topic,
+                     "lagThreshold": LAG_THRESHOLD.to_string()}}]}
+    }))?;
+    let api = Api::<ScaledObject>::namespaced(client.clone(), ns);
+    // A CRD created moments ago may answer 503 for a little while.
+    wait_for(
+        "the ScaledObject to be created",
+        Duration::from_secs(30),
+        || async { api.create(&PostParams::default(), &so).await.ok().map(|_| ()) },
+    )
+    .await?;
+    wait_for(
+        "the ScaledObject to be Ready",
+        Duration::from_secs(30),
+        || async {
+            let status = api.get("consumer").await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await?;
+    println!(
+        "Deployment consumer at 0 replicas; ScaledObject: lagThreshold {LAG_THRESHOLD}, at most 10 \
+         replicas (the {PARTITIONS} partitions cap it), pollingInterval {POLLING_INTERVAL} s, \
+         cooldown {COOLDOWN} s"
+    );
+    println!("ebb's metrics adapter serves external.metrics.k8s.io on {operator_addr}\n");
+    println!(
+        "NOTE: this cluster has no nodes, so the consumer's pods stay Pending and never run.\n      \
+         This demo consumes in their place: every second it commits {PER_REPLICA_PER_SECOND} \
+         message per replica the\n      Deployment has (0 replicas: nothing is consumed).\n      \
+         desired = min(ceil(lag / {LAG_THRESHOLD}), {PARTITIONS} partitions); replicas = the \
+         Deployment's /scale.\n"
+    );
+
+    let mut consumer = StandInConsumer {
+        group,
+        topic,
+        committed: vec![0; PARTITIONS as usize],
+    };
+    let seen = timeline(&client, ns, &mut admin, &mut consumer).await?;
+    println!();
+    if let Some(a) = seen.activated {
+        println!("0 → 1 within {a:.1} s of the burst (ebb, woken by the Kafka client's activity signal)");
+    }
+    println!(
+        "peak {} replicas at {:.1} s: ceil({BURST} / {LAG_THRESHOLD}) = {} wanted, capped at the \
+         {PARTITIONS} partitions",
+        seen.peak,
+        seen.peak_at,
+        (BURST as i64 + LAG_THRESHOLD - 1) / LAG_THRESHOLD
+    );
+    if let (Some(d), Some(p)) = (seen.drained, seen.parked) {
+        println!("lag 0 at {d:.1} s; back to 0 replicas at {p:.1} s (cooldown {COOLDOWN} s)");
+    }
+    if let Some(status) = api.get("consumer").await?.status {
         println!("\nScaledObject status:");
         for c in status.conditions {
             println!(
@@ -116,8 +275,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             status.external_metric_names
         );
     }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let env = TestEnv::load().await?;
+    let client = env.client.clone();
+    install_crds(&client).await?;
+    let ns = env.namespace("ebb-demo").await?;
+    println!(
+        "ebb demo on a real control plane ({}), namespace {}: ebb's CRDs installed",
+        env.kube_flavor(),
+        ns.name
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{port}");
+    let operator = OperatorProcess::start(&env, &ns.name, "demo", &["--metrics-adapter-addr", &addr]).await?;
+    let result = match ebb_tests::adapter::register(&client, &ns.name, port).await {
+        Ok(()) => {
+            println!(
+                "ebb operator running; APIService {} and the HPA controller's RBAC point at its \
+                 metrics adapter",
+                ebb_tests::adapter::APISERVICE
+            );
+            run(&env, &ns.name, &addr).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    println!("\ncleaning up: APIService, operator, namespace {}", ns.name);
     ebb_tests::adapter::unregister(&client).await;
     operator.terminate().await;
     ns.delete().await?;
-    Ok(())
+    result
 }

@@ -226,6 +226,8 @@ where
     }
 }
 
+pub mod kafka;
+
 /// A metrics-api source served by the test: `GET /` returns `{"queue": {"depth": N}}`, or HTTP 500
 /// while failing.
 pub mod source {

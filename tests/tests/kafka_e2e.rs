@@ -1,0 +1,344 @@
+//! The kafka trigger end to end: `ebb operator` with its embedded metrics adapter behind the real
+//! API server's aggregation layer, the real kube-controller-manager's HPA (1↔N), ebb (0↔1), and the
+//! test environment's Tansu broker. A consumer Deployment at 0 replicas reads a 6-partition topic
+//! with `lagThreshold: 5`; the test produces and commits offsets itself (the cluster has no nodes,
+//! so no consumer pod ever runs).
+//!
+//! The outage test puts a Kafka-aware relay ([`ebb_tests::kafka::KafkaRelay`]) between ebb and the
+//! broker and cuts it: the shared broker keeps running for every other test.
+//!
+//! The external-metrics APIService is cluster-wide: nextest runs this binary's tests one at a time
+//! with the other binaries that register it (`.config/nextest.toml`), and [`LOCK`] serialises them
+//! inside the binary (for `cargo test`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ebb_crds::ScaledObject;
+use ebb_tests::kafka::{KafkaAdmin, KafkaRelay, unique_name};
+use ebb_tests::objects::deployment;
+use ebb_tests::operator::OperatorProcess;
+use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PARTITIONS: i32 = 6;
+
+struct Setup {
+    env: TestEnv,
+    ns: TestNamespace,
+    operator: Option<OperatorProcess>,
+    /// The broker, as the test reaches it (never through the relay).
+    admin: KafkaAdmin,
+    topic: String,
+    group: String,
+}
+
+impl Setup {
+    /// A namespace, an operator with its adapter registered, a 6-partition topic whose group has
+    /// committed offset 0 everywhere, and the Deployment `worker` at 0 replicas.
+    async fn start(prefix: &str) -> Setup {
+        let env = TestEnv::load().await.unwrap();
+        install_crds(&env.client).await.unwrap();
+        let ns = env.namespace(prefix).await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
+            .await
+            .unwrap();
+        ebb_tests::adapter::register(&env.client, &ns.name, port)
+            .await
+            .unwrap();
+        let mut admin = KafkaAdmin::connect(env.var("EBB_KAFKA_BOOTSTRAP").unwrap())
+            .await
+            .unwrap();
+        let topic = unique_name("orders");
+        let group = unique_name("workers");
+        admin.create_topic(&topic, PARTITIONS).await.unwrap();
+        let zeros: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+        admin.commit(&group, &topic, &zeros).await.unwrap();
+        deployment(&env.client, &ns.name, "worker", 0).await.unwrap();
+        Setup {
+            env,
+            ns,
+            operator: Some(operator),
+            admin,
+            topic,
+            group,
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.env.client.clone()
+    }
+
+    /// Creates the ScaledObject `worker` on the topic's lag (threshold 5) with `extra` spec fields,
+    /// and waits until it is Ready.
+    async fn create_so(&self, bootstrap: &str, extra: Value) {
+        let mut spec = json!({
+            "scaleTargetRef": {"name": "worker"},
+            "cooldownPeriod": 3,
+            "maxReplicaCount": 10,
+            "triggers": [{"type": "kafka", "metadata": {
+                "bootstrapServers": bootstrap, "consumerGroup": self.group, "topic": self.topic,
+                "lagThreshold": "5"}}]
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let so: ScaledObject = serde_json::from_value(json!({
+            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "worker"}, "spec": spec,
+        }))
+        .unwrap();
+        let api: Api<ScaledObject> = Api::namespaced(self.client(), &self.ns.name);
+        // A CRD created moments ago may answer 503 for a little while.
+        wait_for("ScaledObject created", Duration::from_secs(30), || async {
+            api.create(&PostParams::default(), &so).await.ok().map(|_| ())
+        })
+        .await
+        .unwrap();
+        self.wait_condition("Ready", "True", Duration::from_secs(30))
+            .await;
+    }
+
+    async fn condition(&self, type_: &str) -> Option<(String, String)> {
+        let api: Api<ScaledObject> = Api::namespaced(self.client(), &self.ns.name);
+        let so = api.get("worker").await.ok()?;
+        let c = so.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+        Some((c.status, c.reason.unwrap_or_default()))
+    }
+
+    async fn wait_condition(&self, type_: &str, status: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        wait_for(&format!("worker {type_}={status}"), within, || async {
+            self.condition(type_)
+                .await
+                .filter(|(s, _)| s == status)
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        start.elapsed()
+    }
+
+    /// Waits until `/scale` reads `want`; returns how long it took.
+    async fn wait_replicas(&self, want: i32, within: Duration) -> Duration {
+        let start = Instant::now();
+        let client = self.client();
+        let ns = self.ns.name.clone();
+        wait_for(&format!("worker at {want} replicas"), within, || {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move { (scale_replicas(&client, &ns).await? == want).then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        start.elapsed()
+    }
+
+    async fn finish(mut self) {
+        ebb_tests::adapter::unregister(&self.env.client).await;
+        if let Some(op) = self.operator.take() {
+            op.terminate().await;
+        }
+        self.ns.delete().await.unwrap();
+    }
+}
+
+/// The worker's replica count as `/scale` reads it (an omitted count is 0).
+async fn scale_replicas(client: &Client, ns: &str) -> Option<i32> {
+    let scale = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_scale("worker")
+        .await
+        .ok()?;
+    Some(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+}
+
+/// Reads `/scale` every 200 ms in the background until stopped.
+struct Sampler {
+    samples: Arc<Mutex<Vec<(Duration, i32)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(client: Client, ns: &str) -> Sampler {
+        let samples: Arc<Mutex<Vec<(Duration, i32)>>> = Arc::default();
+        let into = samples.clone();
+        let ns = ns.to_string();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                if let Some(r) = scale_replicas(&client, &ns).await {
+                    into.lock().unwrap().push((start.elapsed(), r));
+                }
+            }
+        });
+        Sampler { samples, task }
+    }
+
+    fn snapshot(&self) -> Vec<(Duration, i32)> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    fn stop(self) -> Vec<(Duration, i32)> {
+        self.task.abort();
+        self.snapshot()
+    }
+}
+
+/// `0 → 1 → 6` as `counts@seconds`, one entry per change.
+fn transitions(samples: &[(Duration, i32)]) -> String {
+    let mut out = Vec::new();
+    let mut last = None;
+    for (at, r) in samples {
+        if last != Some(*r) {
+            out.push(format!("{r}@{:.1}s", at.as_secs_f64()));
+            last = Some(*r);
+        }
+    }
+    out.join(" → ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_scales_zero_to_one_to_partition_count_and_back_to_zero() {
+    let _serial = LOCK.lock().await;
+    let mut s = Setup::start("e2e-kafka").await;
+    let bootstrap = s.env.var("EBB_KAFKA_BOOTSTRAP").unwrap().to_string();
+    // Default pollingInterval (30 s): the cold activation must come from the scaler's activity
+    // channel, not from a poll.
+    s.create_so(&bootstrap, json!({})).await;
+    assert_eq!(scale_replicas(&s.client(), &s.ns.name).await, Some(0));
+
+    // A few messages: ebb activates the worker within 2 s.
+    let produced = Instant::now();
+    s.admin.produce(&s.topic, PARTITIONS, 3).await.unwrap();
+    s.wait_replicas(1, Duration::from_secs(10)).await;
+    let activation = produced.elapsed();
+    eprintln!("activation: 3 messages → 1 replica in {activation:?} (pollingInterval 30 s)");
+    assert!(
+        activation <= Duration::from_secs(2),
+        "activation took {activation:?}"
+    );
+
+    // 100 more: lag 103, ceil(103/5) = 21, capped at the 6 partitions. The HPA may pass through
+    // intermediate counts but never goes above 6.
+    let sampler = Sampler::start(s.client(), &s.ns.name);
+    s.admin.produce(&s.topic, PARTITIONS, 100).await.unwrap();
+    let to_six = s.wait_replicas(PARTITIONS, Duration::from_secs(90)).await;
+    // Hold for a few HPA syncs (2 s each in the test environment) to catch an overshoot.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let samples = sampler.stop();
+    let max = samples.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    eprintln!(
+        "lag 103: 1 → 6 replicas in {to_six:?}; samples every 200 ms: {} (max {max}, {} samples)",
+        transitions(&samples),
+        samples.len()
+    );
+    assert_eq!(max, PARTITIONS, "{}", transitions(&samples));
+    assert_eq!(samples.last().map(|(_, r)| *r), Some(PARTITIONS));
+
+    // Everything consumed: the HPA goes to 1, ebb parks the worker at 0 after the cooldown.
+    let committed = Instant::now();
+    s.admin
+        .commit_to_end(&s.group, &s.topic, PARTITIONS)
+        .await
+        .unwrap();
+    s.wait_replicas(0, Duration::from_secs(90)).await;
+    eprintln!(
+        "all offsets committed → 0 replicas in {:?} (cooldown 3 s, pollingInterval 30 s)",
+        committed.elapsed()
+    );
+    s.wait_condition("Active", "False", Duration::from_secs(10)).await;
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_engages_fallback_and_scaling_resumes_after_it() {
+    let _serial = LOCK.lock().await;
+    let mut s = Setup::start("e2e-kafka-outage").await;
+    let bootstrap = s.env.var("EBB_KAFKA_BOOTSTRAP").unwrap().to_string();
+    // ebb reaches the broker only through the relay (the relay rewrites the advertised broker
+    // address to its own); the test's admin connection goes to the broker directly.
+    let mut relay = KafkaRelay::start(&bootstrap).await.unwrap();
+    s.create_so(
+        &relay.addr,
+        json!({"pollingInterval": 2, "fallback": {"failureThreshold": 2, "replicas": 3}}),
+    )
+    .await;
+
+    // Lag 7: ceil(7/5) = 2 replicas.
+    s.admin.produce(&s.topic, PARTITIONS, 7).await.unwrap();
+    s.wait_replicas(2, Duration::from_secs(60)).await;
+    s.wait_condition("Fallback", "False", Duration::from_secs(10))
+        .await;
+
+    // The outage: every connection through the relay closes and new ones are refused.
+    let sampler = Sampler::start(s.client(), &s.ns.name);
+    relay.cut().await;
+    let outage = Instant::now();
+    let engaged = s
+        .wait_condition("Fallback", "True", Duration::from_secs(30))
+        .await;
+    s.wait_replicas(3, Duration::from_secs(30)).await;
+    let three_from = outage.elapsed();
+    eprintln!("outage: Fallback=True after {engaged:?}, 3 replicas after {three_from:?}");
+    // Meanwhile the backlog grows to 22 (5 replicas' worth): unseen while the broker is away.
+    s.admin.produce(&s.topic, PARTITIONS, 15).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = sampler.snapshot();
+    eprintln!("during the outage: {}", transitions(&during));
+    assert!(
+        during.iter().all(|(_, r)| *r > 0),
+        "scaled to 0 during the outage: {}",
+        transitions(&during)
+    );
+    assert!(
+        during
+            .iter()
+            .filter(|(at, _)| *at > three_from + Duration::from_millis(500))
+            .all(|(_, r)| *r == 3),
+        "fallback count not held: {}",
+        transitions(&during)
+    );
+    assert_eq!(s.condition("Fallback").await.unwrap().0, "True");
+
+    // The broker is reachable again: the fallback clears and the HPA follows the lag (22 → 5).
+    relay.restore().await.unwrap();
+    let restored = Instant::now();
+    let cleared = s
+        .wait_condition("Fallback", "False", Duration::from_secs(30))
+        .await;
+    s.wait_replicas(5, Duration::from_secs(60)).await;
+    wait_for("the sampler to see 5", Duration::from_secs(5), || async {
+        (sampler.snapshot().last().map(|(_, r)| *r) == Some(5)).then_some(())
+    })
+    .await
+    .unwrap();
+    let samples = sampler.stop();
+    eprintln!(
+        "recovery: Fallback=False after {cleared:?}, 5 replicas after {:?}; whole run: {}",
+        restored.elapsed(),
+        transitions(&samples)
+    );
+    assert!(samples.iter().all(|(_, r)| *r > 0));
+
+    // And back to 0 once everything is consumed.
+    s.admin
+        .commit_to_end(&s.group, &s.topic, PARTITIONS)
+        .await
+        .unwrap();
+    s.wait_replicas(0, Duration::from_secs(60)).await;
+    relay.cut().await;
+    s.finish().await;
+}
