@@ -1,0 +1,1106 @@
+//! The rabbitmq, nats-jetstream and aws-sqs-queue triggers end to end: real brokers, the operator
+//! with its embedded metrics adapter behind the real API server's aggregation layer, and the real
+//! kube-controller-manager's HPA. ebb does 0↔1, the HPA 1↔N.
+//!
+//! For each scaler:
+//! - `*_scales_zero_to_n_and_back`: messages published → the Deployment goes 0 → 1 (ebb) → N
+//!   (HPA, `ceil(count / target)`); everything consumed → back to 0 after the cooldown.
+//! - `*_outage_falls_back_and_recovers`: the scaler reaches the broker through a TCP relay run by
+//!   the test (the brokers are shared by tests running in parallel, so they are never stopped).
+//!   Cutting the relay (listener and open connections closed) fails the trigger: the fallback
+//!   count applies, the `Fallback` condition turns True, and the target never goes to 0 even with
+//!   the queue emptied behind ebb's back. Restored on the same port, the fallback clears and the
+//!   count follows the queue again.
+//!
+//! The external-metrics APIService is cluster-wide: nextest runs this binary one test at a time
+//! (`.config/nextest.toml`), [`LOCK`] serialises the tests under `cargo test`, and a file lock plus
+//! a wait for the APIService to be free keep separate test processes (and `tests/demo.sh`) from
+//! taking it over from each other. A test that fails because someone took it over anyway says so.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use ebb_crds::{HealthStatus, ScaledObject, TriggerAuthentication};
+use ebb_tests::adapter::APISERVICE;
+use ebb_tests::objects::{deployment, replicas};
+use ebb_tests::operator::OperatorProcess;
+use ebb_tests::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// One test at a time in this binary: the APIService points at one operator's adapter.
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Generous bound for anything that involves the HPA (2 s sync) or RabbitMQ's statistics lag.
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// Messages per replica (`value`, `lagThreshold`, `queueLength`).
+const TARGET: usize = 5;
+
+/// The target name: the Deployment and the ScaledObject.
+const WORKER: &str = "worker";
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `host:port` of a URL like `http://guest:guest@127.0.0.1:15672`.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brokers
+// ---------------------------------------------------------------------------------------------
+
+/// A queue (or stream) of one broker, made for one test.
+trait Broker: Sized {
+    /// Namespace prefix.
+    const NAME: &'static str;
+    /// Creates the queue, empty.
+    async fn create(env: &TestEnv) -> Self;
+    /// `host:port` the scaler talks to when nothing stands in between.
+    fn upstream(&self) -> String;
+    /// The trigger, reaching the broker at `addr` (`host:port`).
+    fn trigger(&self, addr: &str) -> Value;
+    /// Objects the trigger needs in the namespace (credentials).
+    async fn prerequisites(&self, _client: &Client, _ns: &str) {}
+    /// Publishes `n` messages, each confirmed by the broker.
+    async fn publish(&self, n: usize);
+    /// Consumes (and acknowledges or deletes) `n` messages.
+    async fn consume(&self, n: usize);
+    /// Removes the queue.
+    async fn delete(self);
+}
+
+/// A RabbitMQ queue, counted by the trigger through the management API (`protocol: http`,
+/// `mode: QueueLength`), which also counts unacknowledged messages.
+struct Rabbit {
+    _connection: Connection,
+    channel: Channel,
+    queue: String,
+    /// `http://guest:guest@127.0.0.1:15672`
+    http_url: String,
+}
+
+impl Broker for Rabbit {
+    const NAME: &'static str = "e2e-rabbitmq";
+
+    async fn create(env: &TestEnv) -> Self {
+        let amqp_url = env.var("EBB_RABBITMQ_AMQP_URL").unwrap();
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {}: {e}", authority(amqp_url)));
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let queue = unique("ebb-e2e");
+        // Leftovers of a failed run vanish by themselves.
+        let mut args = FieldTable::default();
+        args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap();
+        let http_url = env.var("EBB_RABBITMQ_HTTP_URL").unwrap().to_string();
+        // The management API has a queue's counts only after its first statistics round: until
+        // then the trigger fails (RabbitMQ omits `messages`), and a fallback would apply.
+        let path = format!("/api/queues/%2F/{queue}");
+        wait_for("the management API counts the queue", WITHIN, || async {
+            let (status, body) = management_get(&http_url, &path).await?;
+            (status == 200 && body.contains("\"messages\":")).then_some(())
+        })
+        .await
+        .unwrap();
+        Rabbit {
+            _connection: connection,
+            channel,
+            queue,
+            http_url,
+        }
+    }
+
+    fn upstream(&self) -> String {
+        authority(&self.http_url)
+    }
+
+    fn trigger(&self, addr: &str) -> Value {
+        // Same scheme and credentials as the management URL, another authority.
+        let host = self.http_url.replacen(&self.upstream(), addr, 1);
+        json!({"type": "rabbitmq", "metadata": {
+            "host": host, "protocol": "http", "mode": "QueueLength",
+            "value": TARGET.to_string(), "queueName": self.queue}})
+    }
+
+    async fn publish(&self, n: usize) {
+        for i in 0..n {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    "".into(),
+                    self.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    format!("job {i}").as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack(), "publish {i} not confirmed: {confirm:?}");
+        }
+    }
+
+    async fn consume(&self, n: usize) {
+        for i in 0..n {
+            let message = self
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("message {i} of {n} missing from {}", self.queue));
+            message.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+
+    async fn delete(self) {
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+/// `(status, body)` of a `GET` on RabbitMQ's management API at `http_url`
+/// (`http://user:password@host:port`).
+async fn management_get(http_url: &str, path: &str) -> Option<(u16, String)> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = authority(http_url);
+    let userinfo = http_url.split_once("://")?.1.rsplit_once('@')?.0;
+    let token = base64::engine::general_purpose::STANDARD.encode(userinfo);
+    let mut stream = TcpStream::connect(&authority).await.ok()?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.into_owned()))
+}
+
+/// A JetStream stream with a durable pull consumer (explicit ack), read by the trigger through
+/// the monitoring endpoint (`/jsz`).
+struct Nats {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    consumer: consumer::PullConsumer,
+    monitoring: String,
+}
+
+impl Broker for Nats {
+    const NAME: &'static str = "e2e-nats";
+
+    async fn create(env: &TestEnv) -> Self {
+        let url = env.var("EBB_NATS_URL").unwrap();
+        let client = async_nats::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to NATS at {url}: {e}"));
+        let js = jetstream::new(client);
+        let stream_name = unique("EBB_E2E").replace('-', "_").to_uppercase();
+        let subject = stream_name.to_lowercase();
+        let stream = js
+            .create_stream(stream::Config {
+                name: stream_name.clone(),
+                subjects: vec![format!("{subject}.>")],
+                // Leftovers of a failed run age out.
+                max_age: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("worker".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        Nats {
+            js,
+            stream: stream_name,
+            subject,
+            consumer,
+            monitoring: env.var("EBB_NATS_MONITORING").unwrap().to_string(),
+        }
+    }
+
+    fn upstream(&self) -> String {
+        self.monitoring.clone()
+    }
+
+    fn trigger(&self, addr: &str) -> Value {
+        json!({"type": "nats-jetstream", "metadata": {
+            "natsServerMonitoringEndpoint": addr, "account": "$G",
+            "stream": self.stream, "consumer": "worker", "lagThreshold": TARGET.to_string()}})
+    }
+
+    async fn publish(&self, n: usize) {
+        for i in 0..n {
+            self.js
+                .publish(format!("{}.{i}", self.subject), format!("job {i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn consume(&self, n: usize) {
+        let mut done = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done < n {
+            assert!(
+                Instant::now() < deadline,
+                "fetched {done} of {n} from {}",
+                self.stream
+            );
+            let mut batch = self
+                .consumer
+                .fetch()
+                .max_messages(n - done)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .unwrap();
+            while let Some(message) = batch.next().await {
+                // Double ack: the server confirmed it, so the lag has dropped when this returns.
+                message.unwrap().double_ack().await.unwrap();
+                done += 1;
+            }
+        }
+    }
+
+    async fn delete(self) {
+        let _ = self.js.delete_stream(&self.stream).await;
+    }
+}
+
+/// moto accepts any credentials, as long as requests are SigV4-signed.
+const SQS_KEY_ID: &str = "test";
+const SQS_SECRET: &str = "test";
+
+/// An SQS queue on moto; the trigger's static credentials come from a TriggerAuthentication
+/// backed by a Secret.
+struct Sqs {
+    client: aws_sdk_sqs::Client,
+    url: String,
+    endpoint: String,
+    region: String,
+}
+
+impl Broker for Sqs {
+    const NAME: &'static str = "e2e-sqs";
+
+    async fn create(env: &TestEnv) -> Self {
+        let endpoint = env.var("EBB_SQS_ENDPOINT").unwrap().to_string();
+        let region = env.var("EBB_AWS_REGION").unwrap().to_string();
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .endpoint_url(&endpoint)
+            .credentials_provider(Credentials::new(SQS_KEY_ID, SQS_SECRET, None, None, "test"))
+            .http_client(http)
+            .build();
+        let client = aws_sdk_sqs::Client::from_conf(config);
+        let url = client
+            .create_queue()
+            .queue_name(unique("ebb-e2e"))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create a queue on moto at {endpoint}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })
+            .queue_url()
+            .unwrap()
+            .to_string();
+        Sqs {
+            client,
+            url,
+            endpoint,
+            region,
+        }
+    }
+
+    fn upstream(&self) -> String {
+        authority(&self.endpoint)
+    }
+
+    fn trigger(&self, addr: &str) -> Value {
+        json!({"type": "aws-sqs-queue",
+               "metadata": {"queueURL": self.url, "awsRegion": self.region,
+                            "awsEndpoint": format!("http://{addr}"), "queueLength": TARGET.to_string()},
+               "authenticationRef": {"name": "sqs-credentials"}})
+    }
+
+    async fn prerequisites(&self, client: &Client, ns: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
+            "stringData": {"awsAccessKeyID": SQS_KEY_ID, "awsSecretAccessKey": SQS_SECRET}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let auth: TriggerAuthentication = serde_json::from_value(json!({
+            "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
+            "metadata": {"name": "sqs-credentials"},
+            "spec": {"secretTargetRef": [
+                {"parameter": "awsAccessKeyID", "name": "sqs-credentials", "key": "awsAccessKeyID"},
+                {"parameter": "awsSecretAccessKey", "name": "sqs-credentials", "key": "awsSecretAccessKey"}]}
+        }))
+        .unwrap();
+        Api::<TriggerAuthentication>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &auth)
+            .await
+            .unwrap();
+    }
+
+    async fn publish(&self, n: usize) {
+        for i in 0..n {
+            self.client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(format!("job {i}"))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn consume(&self, n: usize) {
+        let mut done = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done < n {
+            assert!(Instant::now() < deadline, "received {done} of {n}");
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages((n - done).min(10) as i32)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for message in out.messages() {
+                self.client
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                done += 1;
+            }
+        }
+    }
+
+    async fn delete(self) {
+        let _ = self.client.delete_queue().queue_url(&self.url).send().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay: a broker outage without stopping the shared broker
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP relay on a fixed loopback port in front of `upstream`.
+struct Relay {
+    port: u16,
+    upstream: String,
+    accepted: Arc<AtomicU64>,
+    running: Option<RelayRun>,
+}
+
+struct RelayRun {
+    acceptor: JoinHandle<()>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            upstream,
+            accepted: Arc::default(),
+            running: None,
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (upstream, accepted, tracked) =
+            (self.upstream.clone(), self.accepted.clone(), connections.clone());
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut tracked = tracked.lock().unwrap();
+                tracked.retain(|t| !t.is_finished());
+                tracked.push(task);
+            }
+        });
+        self.running = Some(RelayRun {
+            acceptor,
+            connections,
+        });
+    }
+
+    /// The outage: the port stops accepting and every open connection is closed. Returns once
+    /// the listener and all connections are gone.
+    async fn cut(&mut self) {
+        let run = self.running.take().expect("relay running");
+        run.acceptor.abort();
+        let _ = run.acceptor.await;
+        let open = std::mem::take(&mut *run.connections.lock().unwrap());
+        for task in open {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The broker is back, on the same port.
+    async fn restore(&mut self) {
+        assert!(self.running.is_none(), "relay already running");
+        let addr = self.addr();
+        let listener = wait_for("relay port bindable again", Duration::from_secs(10), || async {
+            TcpListener::bind(&addr).await.ok()
+        })
+        .await
+        .unwrap();
+        self.serve(listener);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(run) = self.running.take() {
+            run.acceptor.abort();
+            for task in run.connections.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test's cluster side
+// ---------------------------------------------------------------------------------------------
+
+/// Every `spec.replicas` the Deployment had, in order, with when it was seen (a watch, so short
+/// visits such as ebb's 0 → 1 before the HPA takes over are not missed).
+#[derive(Clone)]
+struct History {
+    seen: Arc<Mutex<Vec<(Duration, i32)>>>,
+}
+
+impl History {
+    fn watch(client: &Client, ns: &str) -> (History, JoinHandle<()>) {
+        let history = History { seen: Arc::default() };
+        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let config = watcher::Config::default().fields(&format!("metadata.name={WORKER}"));
+        let seen = history.seen.clone();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
+            while let Some(event) = events.next().await {
+                let Ok(d) = event else { continue };
+                // Omitted while 0 on /scale; a Deployment's default is 1, but ours always sets it.
+                let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                let mut seen = seen.lock().unwrap();
+                if seen.last().map(|(_, r)| *r) != Some(replicas) {
+                    seen.push((start.elapsed(), replicas));
+                }
+            }
+        });
+        (history, task)
+    }
+
+    fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The replica counts seen from position `from` on.
+    fn since(&self, from: usize) -> Vec<i32> {
+        self.seen.lock().unwrap()[from..]
+            .iter()
+            .map(|(_, r)| *r)
+            .collect()
+    }
+
+    fn render(&self) -> String {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, r)| format!("{r}@{:.1}s", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+}
+
+/// An exclusive lock on `apiservice.lock` next to the env file, held while a test owns the
+/// APIService: serialises the test processes that take it (nextest's test group and [`LOCK`] only
+/// serialise within one run). Other binaries do not take it yet, hence also
+/// [`wait_until_apiservice_free`].
+async fn lock_apiservice() -> std::fs::File {
+    let path = ebb_tests::env_file().with_file_name("apiservice.lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+        file
+    })
+    .await
+    .unwrap()
+}
+
+/// Where the external-metrics APIService points: `(namespace, port)`.
+async fn apiservice_owner(client: &Client) -> Option<(String, i32)> {
+    let api: Api<APIService> = Api::all(client.clone());
+    let service = api.get_opt(APISERVICE).await.ok()??.spec?.service?;
+    Some((service.namespace?, service.port?))
+}
+
+/// Other processes (another `cargo nextest` run, `tests/demo.sh`) register the same cluster-wide
+/// APIService and take it over while they run. Wait (up to 3 min, then go ahead) until nobody
+/// serves it: absent, or left behind by a process that is gone (nothing listens on its port).
+async fn wait_until_apiservice_free(client: &Client) {
+    let announced = Mutex::new(String::new());
+    let free = wait_for(
+        "the external-metrics APIService is free",
+        Duration::from_secs(180),
+        || async {
+            let Some((namespace, port)) = apiservice_owner(client).await else {
+                return Some(());
+            };
+            let port = u16::try_from(port).ok()?;
+            match TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(_) => {
+                    let mut last = announced.lock().unwrap();
+                    if *last != namespace {
+                        eprintln!("waiting: the APIService is in use by namespace {namespace}");
+                        *last = namespace;
+                    }
+                    None
+                }
+                Err(_) => Some(()),
+            }
+        },
+    )
+    .await;
+    if let Err(e) = free {
+        eprintln!("{e}; taking the APIService over");
+    }
+}
+
+struct Case {
+    env: TestEnv,
+    ns: TestNamespace,
+    operator: OperatorProcess,
+    history: History,
+    watch: JoinHandle<()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    _apiservice_lock: std::fs::File,
+}
+
+impl Case {
+    /// A namespace, an operator serving the external metrics through the aggregator, and a
+    /// Deployment at 0 whose replica counts are recorded.
+    async fn start(prefix: &str) -> Case {
+        let serial = LOCK.lock().await;
+        let apiservice_lock = lock_apiservice().await;
+        let started = Instant::now();
+        let env = TestEnv::load().await.unwrap();
+        install_crds(&env.client).await.unwrap();
+        let ns = env.namespace(prefix).await.unwrap();
+        wait_until_apiservice_free(&env.client).await;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
+            .await
+            .unwrap();
+        ebb_tests::adapter::register(&env.client, &ns.name, port)
+            .await
+            .unwrap();
+        deployment(&env.client, &ns.name, WORKER, 0).await.unwrap();
+        let (history, watch) = History::watch(&env.client, &ns.name);
+        // The CRD's resources answer 503 for a moment after the CRD is (re)created.
+        let so_api: Api<ScaledObject> = Api::namespaced(env.client.clone(), &ns.name);
+        wait_for("ScaledObjects listable", Duration::from_secs(30), || async {
+            so_api.list(&ListParams::default()).await.ok().map(|_| ())
+        })
+        .await
+        .unwrap();
+        eprintln!(
+            "[{}] setup (operator, APIService Available): {:?}",
+            ns.name,
+            started.elapsed()
+        );
+        Case {
+            env,
+            ns,
+            operator,
+            history,
+            watch,
+            _serial: serial,
+            _apiservice_lock: apiservice_lock,
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.env.client.clone()
+    }
+
+    /// What went on, for a failure message: the replica counts seen and whether another process
+    /// took the APIService over (the HPA then reads nothing from this test's operator).
+    async fn diagnose(&self) -> String {
+        let owner = match apiservice_owner(&self.client()).await {
+            Some((ns, _)) if ns == self.ns.name => "this test's".to_string(),
+            Some((ns, port)) => {
+                format!("ANOTHER PROCESS'S (namespace {ns}, port {port}: it was registered over this test's)")
+            }
+            None => "nobody's (deleted)".to_string(),
+        };
+        format!(
+            "replicas seen: {}; the APIService is {owner}",
+            self.history.render()
+        )
+    }
+
+    fn so_api(&self) -> Api<ScaledObject> {
+        Api::namespaced(self.client(), &self.ns.name)
+    }
+
+    async fn create_so(&self, trigger: Value, fallback: Option<Value>) {
+        let mut spec = json!({
+            "scaleTargetRef": {"name": WORKER}, "pollingInterval": 1, "cooldownPeriod": 2,
+            "maxReplicaCount": 10, "triggers": [trigger]});
+        if let Some(f) = fallback {
+            spec["fallback"] = f;
+        }
+        let so: ScaledObject = serde_json::from_value(json!({
+            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": WORKER}, "spec": spec}))
+        .unwrap();
+        self.so_api().create(&PostParams::default(), &so).await.unwrap();
+    }
+
+    async fn replicas(&self) -> i32 {
+        replicas(&self.client(), &self.ns.name, WORKER).await.unwrap()
+    }
+
+    /// Waits until the Deployment has `want` replicas; returns how long that took.
+    async fn wait_replicas(&self, want: i32) -> Duration {
+        let start = Instant::now();
+        let (client, ns) = (self.client(), self.ns.name.clone());
+        let result = wait_for(&format!("{WORKER} at {want} replicas"), WITHIN, || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { (replicas(&client, &ns, WORKER).await.ok()? == want).then_some(()) }
+        })
+        .await;
+        self.or_diagnose(result).await;
+        start.elapsed()
+    }
+
+    /// Waits until the history holds `want` at or after position `from`.
+    async fn wait_seen(&self, want: i32, from: usize) -> Duration {
+        let start = Instant::now();
+        let result = wait_for(&format!("{WORKER} seen at {want}"), WITHIN, || async {
+            self.history.since(from).contains(&want).then_some(())
+        })
+        .await;
+        self.or_diagnose(result).await;
+        start.elapsed()
+    }
+
+    /// The value, or a panic that says what went on.
+    async fn or_diagnose<T>(&self, result: Result<T, HarnessError>) -> T {
+        match result {
+            Ok(v) => v,
+            Err(e) => panic!("{e}; {}", self.diagnose().await),
+        }
+    }
+
+    /// `(status, reason, message)` of a ScaledObject condition.
+    async fn condition(&self, type_: &str) -> Option<(String, String, String)> {
+        let so = self.so_api().get(WORKER).await.ok()?;
+        let c = so.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+        Some((
+            c.status,
+            c.reason.unwrap_or_default(),
+            c.message.unwrap_or_default(),
+        ))
+    }
+
+    async fn wait_condition(&self, type_: &str, status: &str) -> (String, String, String) {
+        let found = wait_for(&format!("{WORKER} {type_}={status}"), WITHIN, || async {
+            self.condition(type_).await.filter(|c| c.0 == status)
+        })
+        .await;
+        if found.is_err() {
+            eprintln!("last {type_}: {:?}", self.condition(type_).await);
+        }
+        self.or_diagnose(found).await
+    }
+
+    /// The trigger's external metric name, from the status.
+    async fn metric_name(&self) -> String {
+        wait_for("externalMetricNames in the status", WITHIN, || async {
+            let so = self.so_api().get(WORKER).await.ok()?;
+            so.status?.external_metric_names.first().cloned()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The metric's value as the HPA reads it: through the API server's aggregation layer.
+    async fn metric_value(&self, metric: &str) -> Option<String> {
+        let path = format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/{metric}\
+             ?labelSelector=scaledobject.ebb.dev%2Fname%3D{WORKER}",
+            self.ns.name
+        );
+        let body = self
+            .client()
+            .request_text(http::Request::get(&path).body(Vec::new()).unwrap())
+            .await
+            .ok()?;
+        let list: Value = serde_json::from_str(&body).ok()?;
+        list["items"][0]["value"].as_str().map(str::to_string)
+    }
+
+    async fn wait_metric(&self, metric: &str, want: usize) -> Duration {
+        let start = Instant::now();
+        let want = want.to_string();
+        let result = wait_for(
+            &format!("{metric} = {want} through the aggregator"),
+            WITHIN,
+            || async { self.metric_value(metric).await.filter(|v| *v == want) },
+        )
+        .await;
+        if result.is_err() {
+            eprintln!("last {metric}: {:?}", self.metric_value(metric).await);
+        }
+        self.or_diagnose(result).await;
+        start.elapsed()
+    }
+
+    async fn finish(self) {
+        eprintln!("[{}] replicas seen: {}", self.ns.name, self.history.render());
+        self.watch.abort();
+        // While the operator still runs: it removes its finalizer (and the HPA), else the
+        // namespace would stay Terminating.
+        let so_api = self.so_api();
+        so_api.delete(WORKER, &Default::default()).await.unwrap();
+        wait_for("the ScaledObject finalized", WITHIN, || async {
+            matches!(so_api.get_opt(WORKER).await, Ok(None)).then_some(())
+        })
+        .await
+        .unwrap();
+        ebb_tests::adapter::unregister(&self.client()).await;
+        self.operator.terminate().await;
+        self.ns.delete().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// Messages for 4 replicas: `ceil(18 / 5)`.
+const BACKLOG: usize = 18;
+
+fn ceil_div(n: usize, d: usize) -> i32 {
+    n.div_ceil(d) as i32
+}
+
+/// 0 → 1 (ebb) → N (HPA) → 0 (HPA to 1, ebb to 0 after the cooldown).
+async fn zero_to_n_and_back<B: Broker>() {
+    let case = Case::start(B::NAME).await;
+    let broker = B::create(&case.env).await;
+    broker.prerequisites(&case.client(), &case.ns.name).await;
+    case.create_so(broker.trigger(&broker.upstream()), None).await;
+    case.wait_condition("Ready", "True").await;
+    let metric = case.metric_name().await;
+    // Idle: the metric reads 0 and nothing scales.
+    case.wait_metric(&metric, 0).await;
+    assert_eq!(case.replicas().await, 0);
+    let (_, reason, _) = case.wait_condition("Active", "False").await;
+    eprintln!("[{}] idle, Active=False ({reason})", case.ns.name);
+
+    let n = ceil_div(BACKLOG, TARGET);
+    let from = case.history.len();
+    let published = Instant::now();
+    broker.publish(BACKLOG).await;
+    eprintln!(
+        "[{}] published {BACKLOG} in {:?}",
+        case.ns.name,
+        published.elapsed()
+    );
+    let to_one = case.wait_seen(1, from).await;
+    case.wait_replicas(n).await;
+    eprintln!(
+        "[{}] 0 → 1 (ebb) after {to_one:?}, → {n} (HPA) after {:?}",
+        case.ns.name,
+        published.elapsed()
+    );
+    case.wait_metric(&metric, BACKLOG).await;
+    let way_up = case.history.since(from);
+    assert_eq!(way_up.first(), Some(&1), "ebb activates to 1: {way_up:?}");
+    assert!(
+        way_up.windows(2).all(|w| w[0] <= w[1]) && way_up.last() == Some(&n),
+        "scale-up went straight up to {n}: {way_up:?}"
+    );
+    case.wait_condition("Active", "True").await;
+
+    let consumed = Instant::now();
+    broker.consume(BACKLOG).await;
+    let took = consumed.elapsed();
+    case.wait_replicas(0).await;
+    eprintln!(
+        "[{}] consumed {BACKLOG} in {took:?}; back to 0 after {:?}",
+        case.ns.name,
+        consumed.elapsed()
+    );
+    let way_down = case.history.since(from);
+    assert!(
+        way_down.contains(&1) && way_down.last() == Some(&0),
+        "{way_down:?}"
+    );
+    broker.delete().await;
+    case.finish().await;
+}
+
+/// The broker unreachable mid-test: errors and the fallback, never 0; then normal scaling again.
+async fn outage_falls_back_and_recovers<B: Broker>() {
+    let case = Case::start(&format!("{}-outage", B::NAME)).await;
+    let broker = B::create(&case.env).await;
+    broker.prerequisites(&case.client(), &case.ns.name).await;
+    let mut relay = Relay::start(broker.upstream()).await;
+    let from = case.history.len();
+    case.create_so(
+        broker.trigger(&relay.addr()),
+        Some(json!({"failureThreshold": 2, "replicas": 2})),
+    )
+    .await;
+    case.wait_condition("Ready", "True").await;
+    let metric = case.metric_name().await;
+    case.wait_metric(&metric, 0).await;
+    assert_eq!(case.replicas().await, 0);
+
+    // Up to N through the relay.
+    let n = ceil_div(BACKLOG, TARGET);
+    let start = Instant::now();
+    broker.publish(BACKLOG).await;
+    case.wait_replicas(n).await;
+    eprintln!(
+        "[{}] {BACKLOG} published → {n} replicas in {:?}",
+        case.ns.name,
+        start.elapsed()
+    );
+    assert!(
+        relay.accepted() > 0,
+        "the scaler reaches the broker through the relay"
+    );
+
+    let way_up: Vec<i32> = case
+        .history
+        .since(from)
+        .into_iter()
+        .skip_while(|r| *r == 0)
+        .collect();
+    assert!(
+        way_up.first() == Some(&1) && way_up.windows(2).all(|w| w[0] <= w[1]),
+        "0 → 1 → {n} with the broker up (no fallback): {way_up:?}"
+    );
+
+    // The outage.
+    let outage_from = case.history.len();
+    let cut = Instant::now();
+    relay.cut().await;
+    let (_, reason, message) = case.wait_condition("Fallback", "True").await;
+    assert_eq!(reason, "FallbackExists", "{message}");
+    case.wait_replicas(2).await;
+    eprintln!(
+        "[{}] relay cut → Fallback=True and 2 replicas in {:?}",
+        case.ns.name,
+        cut.elapsed()
+    );
+    let status = case.so_api().get(WORKER).await.unwrap().status.unwrap();
+    assert_eq!(status.health[&metric].status, HealthStatus::Failing, "{status:?}");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready_message = ready.message.clone().unwrap_or_default();
+    assert_ne!(ready.status, "True", "{ready:?}");
+    assert!(
+        !ready_message.contains("guest:guest") && !ready_message.contains(SQS_SECRET_MARKER),
+        "credentials in the status: {ready_message}"
+    );
+    // Behind ebb's back the queue shrinks to 13 (→ 3 replicas once visible again), and idles
+    // through several cooldowns (2 s) at 1 poll/s: the fallback holds 2, never 0.
+    let remaining = BACKLOG - 5;
+    broker.consume(BACKLOG - remaining).await;
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(6) {
+        let (replicas, fallback) = (case.replicas().await, case.condition("Fallback").await);
+        if replicas != 2 || fallback.as_ref().map(|c| c.0.as_str()) != Some("True") {
+            panic!(
+                "during the outage: {replicas} replicas, Fallback {fallback:?}; {}",
+                case.diagnose().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The broker is back: the fallback clears and the count follows the queue (13 → 3).
+    let accepted_before = relay.accepted();
+    let restored = Instant::now();
+    relay.restore().await;
+    case.wait_condition("Fallback", "False").await;
+    let clear = restored.elapsed();
+    let want = ceil_div(remaining, TARGET);
+    case.wait_replicas(want).await;
+    eprintln!(
+        "[{}] relay restored → Fallback=False in {clear:?}, {want} replicas in {:?}",
+        case.ns.name,
+        restored.elapsed()
+    );
+    assert!(
+        relay.accepted() > accepted_before,
+        "reconnected through the relay"
+    );
+    case.wait_metric(&metric, remaining).await;
+    let status = case.so_api().get(WORKER).await.unwrap().status.unwrap();
+    assert_eq!(status.health[&metric].status, HealthStatus::Happy);
+    let during = case.history.since(outage_from);
+    assert!(
+        !during.contains(&0),
+        "scaled to zero during or after the outage: {during:?}"
+    );
+
+    // And all the way down again.
+    let consumed = Instant::now();
+    broker.consume(remaining).await;
+    case.wait_replicas(0).await;
+    eprintln!(
+        "[{}] consumed the rest → 0 in {:?}",
+        case.ns.name,
+        consumed.elapsed()
+    );
+    drop(relay);
+    broker.delete().await;
+    case.finish().await;
+}
+
+/// A string that would only be in the status if the SQS secret leaked (the test secret itself,
+/// `test`, is too common a word to look for).
+const SQS_SECRET_MARKER: &str = "awsSecretAccessKey=";
+
+#[tokio::test]
+async fn rabbitmq_scales_zero_to_n_and_back() {
+    zero_to_n_and_back::<Rabbit>().await;
+}
+
+#[tokio::test]
+async fn nats_jetstream_scales_zero_to_n_and_back() {
+    zero_to_n_and_back::<Nats>().await;
+}
+
+#[tokio::test]
+async fn aws_sqs_scales_zero_to_n_and_back() {
+    zero_to_n_and_back::<Sqs>().await;
+}
+
+#[tokio::test]
+async fn rabbitmq_outage_falls_back_and_recovers() {
+    outage_falls_back_and_recovers::<Rabbit>().await;
+}
+
+#[tokio::test]
+async fn nats_jetstream_outage_falls_back_and_recovers() {
+    outage_falls_back_and_recovers::<Nats>().await;
+}
+
+#[tokio::test]
+async fn aws_sqs_outage_falls_back_and_recovers() {
+    outage_falls_back_and_recovers::<Sqs>().await;
+}
