@@ -153,8 +153,19 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
-    /// Deletes the namespace (without waiting for finalization).
+    /// Deletes the namespace (without waiting for finalization). ScaledObjects left in it lose
+    /// ebb's finalizer first: the test's operator may already be gone, and nothing else would
+    /// remove it, leaving the namespace Terminating.
     pub async fn delete(self) -> Result<(), HarnessError> {
+        let sos: Api<ebb_crds::ScaledObject> = Api::namespaced(self.client.clone(), &self.name);
+        if let Ok(list) = sos.list(&Default::default()).await {
+            for so in list.items {
+                let name = so.metadata.name.unwrap_or_default();
+                let patch = serde_json::json!({"metadata": {"finalizers": null}});
+                let params = kube::api::PatchParams::default();
+                let _ = sos.patch(&name, &params, &kube::api::Patch::Merge(&patch)).await;
+            }
+        }
         Api::<Namespace>::all(self.client)
             .delete(&self.name, &DeleteParams::default())
             .await?;
