@@ -104,7 +104,8 @@ impl Setup {
             let ar = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
             let api: Api<DynamicObject> = Api::namespaced_with(self.client(), &self.ns.name, &ar);
             match api.get_opt(name).await {
-                Ok(found) => return found,
+                Ok(Some(found)) => return Some(found),
+                Ok(None) => continue,
                 Err(_) => continue,
             }
         }
