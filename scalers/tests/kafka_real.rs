@@ -9,9 +9,9 @@
 //! ListOffsets(latest) correctly only then. Offsets are committed with standalone OffsetCommit
 //! requests (generation -1, no member), through ebb's own protocol connection.
 
+mod common;
+use common::unique;
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,41 +35,9 @@ use tokio::task::JoinSet;
 // The test environment
 // ---------------------------------------------------------------------------------------------
 
-fn env_file() -> PathBuf {
-    match std::env::var_os("EBB_TESTENV_FILE") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-            home.join(".cache/ebb-testenv/run/env")
-        }
-    }
-}
-
 /// `EBB_KAFKA_BOOTSTRAP` from the env file; panics (fails the test) without it.
 fn bootstrap() -> String {
-    let path = env_file();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the test environment is not running: cannot read {} ({e}). Start it with \
-             `tests/env/testenv.sh up` (or set EBB_TESTENV_FILE)",
-            path.display()
-        )
-    });
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(k, _)| k.trim() == "EBB_KAFKA_BOOTSTRAP")
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| {
-            panic!(
-                "EBB_KAFKA_BOOTSTRAP is missing from {}: run `tests/env/testenv.sh up` (with kafka)",
-                path.display()
-            )
-        })
-}
-
-fn unique(prefix: &str) -> String {
-    let n = RandomState::new().hash_one(Instant::now());
-    format!("{prefix}-{:012x}", n & 0xffff_ffff_ffff)
+    common::var(&common::testenv(), "EBB_KAFKA_BOOTSTRAP").to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,11 +5,11 @@
 //! Needs `tests/env/testenv.sh up` (its env file: `$EBB_TESTENV_FILE` or
 //! `~/.cache/ebb-testenv/run/env`); without it these tests fail, they never pass silently.
 
+mod common;
+use common::{testenv, unique, var};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use ebb_scalers::metrics_api_client::MetricsApiClient;
@@ -17,46 +17,6 @@ use ebb_scalers::nats_jetstream_client::{NatsJetStreamClients, NatsJetStreamScal
 use ebb_scalers::parse_trigger;
 use ebb_scalers::runtime::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use futures::StreamExt;
-
-/// The test environment's variables; panics (fails the test) when it is not running.
-fn testenv() -> BTreeMap<String, String> {
-    let path = std::env::var("EBB_TESTENV_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            PathBuf::from(home).join(".cache/ebb-testenv/run/env")
-        });
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        panic!(
-            "test environment not running: {} is missing. Start it with `tests/env/testenv.sh up`",
-            path.display()
-        );
-    };
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn var<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    env.get(key)
-        .unwrap_or_else(|| panic!("{key} is not in the test environment file; run `tests/env/testenv.sh up`"))
-}
-
-/// A stream name no other test (or run) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A stream with a durable pull consumer `worker` (explicit ack): 20 published, 5 fetched,
 /// 3 of those acked (double ack: the server confirmed each). Lag = 15 pending + 2 unacked.

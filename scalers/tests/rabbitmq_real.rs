@@ -5,9 +5,9 @@
 //! fails (never passes silently). Each test uses its own queues (random names, `x-expires` so that
 //! leftovers of a failed run vanish by themselves) and leaves the shared broker running.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, RandomState};
-use std::path::PathBuf;
+mod common;
+use common::unique;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,48 +39,13 @@ struct TestEnv {
     http_url: String,
 }
 
-fn env_file() -> PathBuf {
-    match std::env::var_os("EBB_TESTENV_FILE") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-            home.join(".cache/ebb-testenv/run/env")
-        }
-    }
-}
-
 fn test_env() -> TestEnv {
-    let path = env_file();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the test environment is not running: cannot read {} ({e}). Start it with \
-             `tests/env/testenv.sh up` (or set EBB_TESTENV_FILE)",
-            path.display()
-        )
-    });
-    let vars: HashMap<&str, &str> = text
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    let get = |key: &str| {
-        vars.get(key).map(|v| v.to_string()).unwrap_or_else(|| {
-            panic!(
-                "{key} is missing from {}: run `tests/env/testenv.sh up` (with rabbitmq)",
-                path.display()
-            )
-        })
-    };
+    let vars = common::testenv();
+    let get = |key: &str| common::var(&vars, key).to_string();
     TestEnv {
         amqp_url: get("EBB_RABBITMQ_AMQP_URL"),
         http_url: get("EBB_RABBITMQ_HTTP_URL"),
     }
-}
-
-/// A random suffix for queue and vhost names.
-fn unique(prefix: &str) -> String {
-    let n = RandomState::new().hash_one((std::process::id(), Instant::now()));
-    format!("{prefix}-{n:016x}")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,55 +4,14 @@
 //! Needs `tests/env/testenv.sh up` (its env file: `$EBB_TESTENV_FILE` or
 //! `~/.cache/ebb-testenv/run/env`); without it these tests fail, they never pass silently.
 
+mod common;
+use common::{testenv, unique, var};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::runtime::{Scaler, ScalerError, ScalerFactory, TriggerSample};
-
-/// The test environment's variables; panics (fails the test) when it is not running.
-fn testenv() -> BTreeMap<String, String> {
-    let path = std::env::var("EBB_TESTENV_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            PathBuf::from(home).join(".cache/ebb-testenv/run/env")
-        });
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        panic!(
-            "test environment not running: {} is missing. Start it with `tests/env/testenv.sh up`",
-            path.display()
-        );
-    };
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn var<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    env.get(key)
-        .unwrap_or_else(|| panic!("{key} is not in the test environment file; run `tests/env/testenv.sh up`"))
-}
-
-/// A queue name no other test (or run) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// moto accepts any credentials, as long as requests are SigV4-signed.
 const KEY_ID: &str = "AKIAEBBTESTKEY";
