@@ -24,6 +24,8 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
+use crate::api_requests::{RequestCountLayer, RequestRecorder};
+
 /// Longest interval between two requests the bucket uses: a `qps` below one request per day
 /// counts as one request per day.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -50,17 +52,20 @@ pub enum ClientLimitsError {
 ///
 /// The client keeps kube's default stack (authentication, TLS, extra headers, retries, tracing,
 /// base URI); the limit wraps it. `qps <= 0` disables the limit (then `burst` is ignored).
+/// `recorder`, when given, hears of every request as it leaves (after the limit).
 pub fn client_with_limits(
     config: kube::Config,
     qps: f32,
     burst: u32,
+    recorder: Option<RequestRecorder>,
 ) -> Result<kube::Client, ClientLimitsError> {
     let layer = TokenBucketLayer::new(qps, burst)?;
     let builder = kube::client::ClientBuilder::try_from(config).map_err(ClientLimitsError::Client)?;
-    Ok(match layer {
-        Some(layer) => builder.with_layer(&layer).build(),
-        None => builder.build(),
-    })
+    let builder = builder.with_layer(&tower::layer::util::Stack::new(
+        tower::util::option_layer(recorder.map(RequestCountLayer::new)),
+        tower::util::option_layer(layer),
+    ));
+    Ok(builder.build())
 }
 
 /// A token bucket kept as a theoretical arrival time; pure, the caller passes the clock.
@@ -550,7 +555,7 @@ mod tests {
         });
 
         let url: hyper::Uri = format!("http://{addr}/base").parse().expect("url");
-        let client = client_with_limits(kube::Config::new(url.clone()), 20.0, 2).expect("client");
+        let client = client_with_limits(kube::Config::new(url.clone()), 20.0, 2, None).expect("client");
         let start = std::time::Instant::now();
         for i in 0..6 {
             let req = Request::get(format!("/api/v1/namespaces/n{i}"))
@@ -566,7 +571,7 @@ mod tests {
         assert_eq!(seen_paths[0], "/base/api/v1/namespaces/n0");
 
         // Disabled: no delay to speak of, and a zero burst is fine.
-        let client = client_with_limits(kube::Config::new(url), 0.0, 0).expect("client");
+        let client = client_with_limits(kube::Config::new(url), 0.0, 0, None).expect("client");
         let req = Request::get("/version").body(Vec::new()).expect("request");
         client.request_text(req).await.expect("response");
         server.abort();
@@ -576,11 +581,11 @@ mod tests {
     fn client_with_limits_rejects_bad_settings() {
         let config = || kube::Config::new(hyper::Uri::from_static("http://127.0.0.1:1"));
         assert!(matches!(
-            client_with_limits(config(), f32::NAN, 5),
+            client_with_limits(config(), f32::NAN, 5, None),
             Err(ClientLimitsError::InvalidQps(_))
         ));
         assert!(matches!(
-            client_with_limits(config(), 10.0, 0),
+            client_with_limits(config(), 10.0, 0, None),
             Err(ClientLimitsError::ZeroBurst { .. })
         ));
     }

@@ -3,6 +3,7 @@
 //! - [`bundle_check`]: `ebb validate`, the offline checks of ScaledObject and TriggerAuthentication
 //!   manifests — the same checks the operator runs before it acts on an object.
 
+pub mod api_requests;
 pub mod bundle_check;
 pub mod client_limits;
 pub mod cluster_objects;

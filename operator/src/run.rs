@@ -112,14 +112,19 @@ pub async fn run(
     let config = Config::infer()
         .await
         .map_err(|e| RunError::Config(e.to_string()))?;
-    let client = client_with_limits(config, options.qps, options.burst)?;
+    let metrics = Arc::new(OperatorMetrics::new());
+    let client = client_with_limits(
+        config,
+        options.qps,
+        options.burst,
+        Some(metrics.kube_request_recorder()),
+    )?;
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
     so_api
         .list(&ListParams::default().limit(1))
         .await
         .map_err(RunError::CrdMissing)?;
 
-    let metrics = Arc::new(OperatorMetrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(options.health_addr)

@@ -16,6 +16,7 @@
 //! | `ebb_is_leader` | gauge | — |
 //! | `ebb_scaled_objects` | gauge | — |
 //! | `ebb_poll_lateness_seconds` | histogram | — |
+//! | `ebb_kube_requests_total` | counter | `verb`, `resource` |
 //!
 //! Label values such as the error `kind` must come from a small fixed set (an enum's name, not an
 //! error message): every distinct value is a new time series.
@@ -24,6 +25,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+
+use crate::api_requests::{RequestRecorder, Verb};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -95,6 +98,12 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KubeRequestLabels {
+    verb: &'static str,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     error: String,
 }
@@ -118,6 +127,7 @@ pub struct OperatorMetrics {
     is_leader: Gauge,
     scaled_objects: Gauge,
     poll_lateness: Histogram,
+    kube_requests: Family<KubeRequestLabels, Counter>,
 }
 
 impl Default for OperatorMetrics {
@@ -202,6 +212,13 @@ impl OperatorMetrics {
             poll_lateness.clone(),
         );
 
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Kubernetes API requests sent by the operator, by verb and resource",
+            kube_requests.clone(),
+        );
+
         Self {
             registry,
             polls,
@@ -213,6 +230,7 @@ impl OperatorMetrics {
             is_leader,
             scaled_objects,
             poll_lateness,
+            kube_requests,
         }
     }
 
@@ -280,6 +298,22 @@ impl OperatorMetrics {
     /// Records how late a poll tick fired against its schedule.
     pub fn observe_lateness(&self, lateness: Duration) {
         self.poll_lateness.observe(lateness.as_secs_f64());
+    }
+
+    /// Counts one Kubernetes API request.
+    pub fn record_kube_request(&self, verb: Verb, resource: &str) {
+        self.kube_requests
+            .get_or_create(&KubeRequestLabels {
+                verb: verb.as_str(),
+                resource: resource.to_string(),
+            })
+            .inc();
+    }
+
+    /// A recorder for [`crate::client_limits::client_with_limits`] that counts into these metrics.
+    pub fn kube_request_recorder(self: &Arc<Self>) -> RequestRecorder {
+        let metrics = Arc::clone(self);
+        Arc::new(move |verb, resource: &str| metrics.record_kube_request(verb, resource))
     }
 
     /// The registry in the OpenMetrics text format (ends with `# EOF`).
