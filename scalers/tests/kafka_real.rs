@@ -5,9 +5,11 @@
 //! fails (never passes silently). Each test uses its own topics and groups (random names) and
 //! leaves the shared broker running.
 //!
-//! Records are produced one per request (one record per batch): the memory build of Tansu answers
-//! ListOffsets(latest) correctly only then. Offsets are committed with standalone OffsetCommit
-//! requests (generation -1, no member), through ebb's own protocol connection.
+//! Records are produced with ordinary batching: each `produce` call sends its records as one record
+//! batch (the broker is Tansu's SQLite build, whose ListOffsets(latest) is exact for batches of any
+//! size; its memory build was not, see `multi_record_batches_give_the_exact_log_end_offset`).
+//! Offsets are committed with standalone OffsetCommit requests (generation -1, no member), through
+//! ebb's own protocol connection.
 
 mod common;
 use common::unique;
@@ -27,7 +29,9 @@ use kafka_protocol::messages::{
     produce_request::{PartitionProduceData, TopicProduceData},
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -82,11 +86,12 @@ impl Admin {
         }
     }
 
-    /// Produces `n` records to one partition, one record per request.
-    async fn produce(&mut self, topic: &str, partition: i32, n: usize) {
+    /// Produces `n` records to one partition as one record batch, in one request; returns the
+    /// base offset the broker gave the batch (its records take `base..base + n`).
+    async fn produce(&mut self, topic: &str, partition: i32, n: usize) -> i64 {
         let version = self.conn.version::<ProduceRequest>(3).expect("Produce");
-        for i in 0..n {
-            let record = Record {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -94,50 +99,61 @@ impl Admin {
                 producer_id: -1,
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
+                offset: i as i64,
+                // The encoder starts a new batch whenever `offset - sequence` changes; the batch's
+                // base sequence stays -1 (no idempotent producer).
+                sequence: i as i32 - 1,
                 timestamp: 0,
                 key: None,
                 value: Some(Bytes::from(format!("m{i}"))),
                 headers: Default::default(),
-            };
-            let mut batch = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut batch,
-                [&record],
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .expect("encode a record");
-            let request = ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(10_000)
-                .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.into())))
-                        .with_partition_data(vec![
-                            PartitionProduceData::default()
-                                .with_index(partition)
-                                .with_records(Some(batch.freeze())),
-                        ]),
-                ]);
-            let response = self
-                .conn
-                .request(&request, version)
-                .await
-                .expect("Produce answer");
-            for t in &response.responses {
-                for p in &t.partition_responses {
-                    assert_eq!(
-                        p.error_code, 0,
-                        "Produce {topic}/{partition}: error {}",
-                        p.error_code
-                    );
-                }
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode a record batch");
+        let batches = RecordBatchDecoder::decode_batch_info(&mut batch.clone().freeze()).expect("batch info");
+        assert_eq!(
+            batches.iter().map(|b| b.record_count).collect::<Vec<_>>(),
+            vec![n as i32],
+            "one batch of {n} records"
+        );
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.into())))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(batch.freeze())),
+                    ]),
+            ]);
+        let response = self
+            .conn
+            .request(&request, version)
+            .await
+            .expect("Produce answer");
+        let mut base = None;
+        for t in &response.responses {
+            for p in &t.partition_responses {
+                assert_eq!(
+                    p.error_code, 0,
+                    "Produce {topic}/{partition}: error {}",
+                    p.error_code
+                );
+                base = Some(p.base_offset);
             }
         }
+        base.unwrap_or_else(|| panic!("Produce {topic}/{partition}: no answer for the partition"))
     }
 
     /// Commits `offsets` (partition → offset) of `topic` for `group` (standalone commit).
@@ -290,6 +306,50 @@ async fn lag_with_a_committed_group_and_each_missing_commit_policy() {
     let capped = with(&[("lagThreshold", "1")]);
     let s = sample_until(&capped, "capped", |s| s.lag.total_lag == 7).await;
     assert_eq!((s.desired_replicas, s.value), (3, 3.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_record_batches_give_the_exact_log_end_offset() {
+    // Tansu's memory build answered ListOffsets(latest) with "base offset of the last batch + 1":
+    // 1 instead of 10 here, then 11 instead of 20.
+    let bootstrap = bootstrap();
+    let topic = unique("batch");
+    let group = unique("g");
+    let mut admin = Admin::connect(&bootstrap).await;
+    admin.create_topic(&topic, 1).await;
+    admin.commit(&group, &topic, &[(0, 0)]).await;
+    assert_eq!(
+        admin.produce(&topic, 0, 10).await,
+        0,
+        "first batch: offsets 0..10"
+    );
+
+    let clusters = KafkaClusters::new(KafkaOptions::default());
+    let s = scaler(
+        &clusters,
+        &[
+            ("bootstrapServers", &bootstrap),
+            ("consumerGroup", &group),
+            ("topic", &topic),
+            ("lagThreshold", "4"),
+        ],
+    );
+    let first = sample_until(&s, "one batch of 10", |x| x.lag.total_lag >= 10).await;
+    assert_eq!(first.lag.total_lag, 10, "{first:?}");
+    assert_eq!(first.desired_replicas, 1, "capped at the one partition");
+
+    assert_eq!(
+        admin.produce(&topic, 0, 10).await,
+        10,
+        "second batch: offsets 10..20"
+    );
+    let second = sample_until(&s, "two batches of 10", |x| x.lag.total_lag >= 20).await;
+    assert_eq!(second.lag.total_lag, 20, "{second:?}");
+    // A commit in the middle of a batch: the lag counts records, not batches.
+    admin.commit(&group, &topic, &[(0, 13)]).await;
+    let third = sample_until(&s, "committed at 13", |x| x.lag.total_lag < 20).await;
+    assert_eq!(third.lag.total_lag, 7, "{third:?}");
+    assert!(third.active);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 #   tests/env/testenv.sh status         running or not, pid, port of each component
 #   tests/env/testenv.sh env            print the path of the env file (KEY=VALUE lines)
 #
-# Components: kube (etcd + kube-apiserver + kube-controller-manager), kafka (tansu), rabbitmq, nats, sqs (moto).
+# Components: kube (etcd + kube-apiserver + kube-controller-manager), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto).
 # Cache and state: ${EBB_TESTENV_HOME:-$HOME/.cache/ebb-testenv}. Everything binds 127.0.0.1 only.
 set -euo pipefail
 COMPONENT=testenv
@@ -72,6 +72,8 @@ write_env() {
       echo "EBB_PKI_DIR=$k/pki"
     fi
     echo "EBB_KAFKA_BOOTSTRAP=127.0.0.1:9092"
+    # the broker binary (kafka.sh), for tests that start a private broker of their own
+    echo "EBB_TANSU_BIN=$TE_HOME/kafka/tansu-sqlite/bin/tansu"
     echo "EBB_RABBITMQ_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f"
     echo "EBB_RABBITMQ_HTTP_URL=http://guest:guest@127.0.0.1:15672"
     echo "EBB_NATS_URL=nats://127.0.0.1:4222"

@@ -1,37 +1,35 @@
 //! Kafka for the end-to-end tests and the demo: a small admin client that creates topics, produces,
-//! commits and reads offsets ([`KafkaAdmin`]), and a Kafka-aware TCP relay that can be cut to
-//! simulate a broker outage ([`KafkaRelay`]).
+//! commits and reads offsets ([`KafkaAdmin`]), and a private broker process a test can stop and
+//! start again to simulate a broker outage ([`TansuBroker`]).
 //!
-//! Both speak the protocol through ebb's own connection ([`ebb_scalers::kafka_client::wire`]) and
-//! the `kafka-protocol` crate, and both assume a single-broker cluster (the test environment's
-//! Tansu): every request goes to the one broker, which leads every partition and coordinates every
-//! group.
+//! The clients speak the protocol through ebb's own connection ([`ebb_scalers::kafka_client::wire`])
+//! and the `kafka-protocol` crate, and assume a single-broker cluster (the test environment's Tansu):
+//! every request goes to the one broker, which leads every partition and coordinates every group.
 //!
-//! Records are produced one per request (one record per batch): Tansu's memory build answers
-//! ListOffsets(latest) correctly only then. Offsets are committed as a standalone (simple) group:
-//! OffsetCommit with generation -1 and an empty member id, so no consumer has to join the group.
+//! Records are produced with ordinary batching: all the records of one call for one partition go in
+//! one record batch (the SQLite build of Tansu answers ListOffsets(latest) exactly for batches of any
+//! size). Offsets are committed as a standalone (simple) group: OffsetCommit with generation -1 and
+//! an empty member id, so no consumer has to join the group.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use ebb_scalers::kafka_client::plan::{group_id, topic_name};
 use ebb_scalers::kafka_client::wire::{ConnectOptions, Connection, WireCounters, WireError};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, FindCoordinatorResponse, ListOffsetsRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ResponseHeader,
+    CreateTopicsRequest, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
     create_topics_request::CreatableTopic,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
     offset_fetch_request::OffsetFetchRequestTopic,
     produce_request::{PartitionProduceData, TopicProduceData},
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::process::{Child, Command};
 
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -145,64 +143,78 @@ impl KafkaAdmin {
 
     /// Produces one record (`value`) to `topic`/`partition`, in a batch of its own.
     pub async fn produce_one(&mut self, topic: &str, partition: i32, value: &str) -> Result<(), KafkaError> {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from(value.to_string())),
-            headers: Default::default(),
-        };
-        let mut batch = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut batch,
-            [&record],
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| KafkaError::Broker(format!("cannot encode a record: {e}")))?;
+        self.produce_batches(topic, vec![(partition, vec![value.to_string()])])
+            .await
+    }
+
+    /// Produces `values` to `topic`/`partition` as one record batch (offsets `end..end + len`).
+    pub async fn produce_batch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        values: &[String],
+    ) -> Result<(), KafkaError> {
+        self.produce_batches(topic, vec![(partition, values.to_vec())])
+            .await
+    }
+
+    /// Produces `n` records (`message 0`, `message 1`, ...) spread round-robin over partitions
+    /// `0..partitions`, in one request: one record batch per partition.
+    pub async fn produce(&mut self, topic: &str, partitions: i32, n: usize) -> Result<(), KafkaError> {
+        let partitions = partitions.max(1);
+        let mut batches: Vec<(i32, Vec<String>)> = (0..partitions).map(|p| (p, Vec::new())).collect();
+        for i in 0..n {
+            batches[i % partitions as usize].1.push(format!("message {i}"));
+        }
+        batches.retain(|(_, values)| !values.is_empty());
+        if batches.is_empty() {
+            return Ok(());
+        }
+        self.produce_batches(topic, batches).await
+    }
+
+    /// One Produce request (acks all) holding one record batch per `(partition, values)`.
+    async fn produce_batches(
+        &mut self,
+        topic: &str,
+        batches: Vec<(i32, Vec<String>)>,
+    ) -> Result<(), KafkaError> {
+        let mut partition_data = Vec::with_capacity(batches.len());
+        for (partition, values) in &batches {
+            let batch = encode_batch(values)?;
+            partition_data.push(
+                PartitionProduceData::default()
+                    .with_index(*partition)
+                    .with_records(Some(batch)),
+            );
+        }
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(10_000)
             .with_topic_data(vec![
                 TopicProduceData::default()
                     .with_name(topic_name(topic))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(batch.freeze())),
-                    ]),
+                    .with_partition_data(partition_data),
             ]);
         let response = self.request(&request, 3, i16::MAX).await?;
+        let mut answered = 0;
         for t in &response.responses {
             for p in &t.partition_responses {
+                answered += 1;
                 if p.error_code != 0 {
                     return Err(KafkaError::Broker(format!(
-                        "Produce {topic}/{partition}: {}",
+                        "Produce {topic}/{}: {}",
+                        p.index,
                         error_name(p.error_code)
                     )));
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Produces `n` records spread round-robin over partitions `0..partitions`, one record per
-    /// request.
-    pub async fn produce(&mut self, topic: &str, partitions: i32, n: usize) -> Result<(), KafkaError> {
-        for i in 0..n {
-            let partition = (i % partitions.max(1) as usize) as i32;
-            self.produce_one(topic, partition, &format!("message {i}"))
-                .await?;
+        if answered != batches.len() {
+            return Err(KafkaError::Broker(format!(
+                "Produce {topic}: {answered} partition answers for {} batches",
+                batches.len()
+            )));
         }
         Ok(())
     }
@@ -366,178 +378,217 @@ impl KafkaAdmin {
     }
 }
 
-/// A Kafka-aware TCP relay in front of a single broker, which can be cut (listener closed, every
-/// relayed connection closed) and restored on the same port: a broker outage for whoever talks
-/// through it, while the broker keeps serving everybody else.
-///
-/// A Kafka client dials the addresses brokers advertise, not only its bootstrap servers, so a
-/// plain relay would be bypassed after the first Metadata answer. This one rewrites the broker
-/// addresses in Metadata and FindCoordinator answers to its own, so every connection of a client
-/// bootstrapped through it keeps going through it.
-pub struct KafkaRelay {
-    /// `127.0.0.1:<port>`: give this as `bootstrapServers`.
+/// A private Tansu broker (SQLite storage) for one test, on a free loopback port with its own data
+/// dir, so the test can stop it (a real broker outage) while the shared broker keeps serving every
+/// other test. Starting it again on the same port and data dir keeps its topics, records and
+/// committed offsets. The process is killed and the data dir removed when this is dropped (the dir
+/// is kept, with the broker's log, when the test panics).
+pub struct TansuBroker {
+    /// `127.0.0.1:<port>`: the bootstrap and advertised address.
     pub addr: String,
-    upstream: String,
-    tasks: Option<JoinSet<()>>,
+    bin: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
 }
 
-impl KafkaRelay {
-    /// Starts relaying from an ephemeral loopback port to `upstream` (`host:port`).
-    pub async fn start(upstream: &str) -> std::io::Result<KafkaRelay> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
-        let mut relay = KafkaRelay {
-            addr,
-            upstream: upstream.to_string(),
-            tasks: None,
+impl TansuBroker {
+    /// Starts `bin` (the test environment's `EBB_TANSU_BIN`) on a free loopback port with a fresh
+    /// data dir under the system temp dir, and waits until it answers ApiVersions.
+    pub async fn start(bin: &Path) -> Result<TansuBroker, KafkaError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| KafkaError::Broker(format!("no free loopback port: {e}")))?
+            .port();
+        let dir = std::env::temp_dir().join(unique_name("ebb-tansu"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| KafkaError::Broker(format!("cannot create {}: {e}", dir.display())))?;
+        let mut broker = TansuBroker {
+            addr: format!("127.0.0.1:{port}"),
+            bin: bin.to_path_buf(),
+            dir,
+            child: None,
         };
-        relay.serve(listener);
-        Ok(relay)
+        broker.resume().await?;
+        Ok(broker)
     }
 
-    fn serve(&mut self, listener: TcpListener) {
-        let upstream = self.upstream.clone();
-        let (host, port) = self
-            .addr
-            .rsplit_once(':')
-            .map(|(h, p)| (h.to_string(), p.parse::<i32>().unwrap_or(0)))
-            .unwrap_or_default();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            // Dropping this set (when the accept task is aborted) aborts every relayed connection.
-            let mut pipes = JoinSet::new();
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let _ = inbound.set_nodelay(true);
-                pipes.spawn(relay_connection(inbound, upstream.clone(), host.clone(), port));
-                while pipes.try_join_next().is_some() {}
-            }
-        });
-        self.tasks = Some(tasks);
+    /// The data dir (the SQLite database `tansu.db` and the broker's log `tansu.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// Closes the listener and every relayed connection: connecting to [`KafkaRelay::addr`] is
-    /// refused from now on.
-    pub async fn cut(&mut self) {
-        if let Some(mut tasks) = self.tasks.take() {
-            tasks.shutdown().await;
+    /// Whether the broker process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the broker: SIGTERM, SIGKILL after 10 s; returns once the process is gone (its port
+    /// refuses connections from then on). Tansu stops its storage at once on SIGTERM (requests
+    /// fail from then on), and exits after draining open connections: ~5 s while a client stays
+    /// connected.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
         }
     }
 
-    /// Listens again on the same port.
-    pub async fn restore(&mut self) -> std::io::Result<()> {
-        if self.tasks.is_none() {
-            let listener = TcpListener::bind(&self.addr).await?;
-            self.serve(listener);
+    /// Starts the broker again on the same port and data dir (after [`TansuBroker::stop`]) and
+    /// waits until it answers ApiVersions; does nothing while it runs.
+    pub async fn resume(&mut self) -> Result<(), KafkaError> {
+        if self.is_running() {
+            return Ok(());
         }
-        Ok(())
-    }
-}
-
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
-    let size = r.read_i32().await?;
-    let size = usize::try_from(size)
-        .ok()
-        .filter(|s| *s <= ebb_scalers::kafka_client::wire::MAX_FRAME_BYTES)
-        .ok_or_else(|| std::io::Error::other(format!("bad frame size {size}")))?;
-    let mut frame = vec![0u8; size];
-    r.read_exact(&mut frame).await?;
-    Ok(frame)
-}
-
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
-    let size = i32::try_from(frame.len()).map_err(std::io::Error::other)?;
-    let mut buf = Vec::with_capacity(frame.len() + 4);
-    buf.extend_from_slice(&size.to_be_bytes());
-    buf.extend_from_slice(frame);
-    w.write_all(&buf).await?;
-    w.flush().await
-}
-
-/// Relays one client connection frame by frame, rewriting broker addresses in Metadata and
-/// FindCoordinator answers to `host:port`.
-async fn relay_connection(inbound: TcpStream, upstream: String, host: String, port: i32) {
-    let Ok(outbound) = TcpStream::connect(&upstream).await else {
-        return;
-    };
-    let _ = outbound.set_nodelay(true);
-    let (mut client_read, mut client_write) = inbound.into_split();
-    let (mut broker_read, mut broker_write) = outbound.into_split();
-    // Correlation id → (API key, version) of the requests awaiting an answer.
-    let pending: Mutex<HashMap<i32, (i16, i16)>> = Mutex::new(HashMap::new());
-    let requests = async {
+        let log_path = self.dir.join("tansu.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| KafkaError::Broker(format!("cannot open {}: {e}", log_path.display())))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| KafkaError::Broker(format!("{}: {e}", log_path.display())))?;
+        let url = format!("tcp://{}", self.addr);
+        // The SQLite path is relative to the cwd (an absolute sqlite:///path does not work).
+        let child = Command::new(&self.bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| KafkaError::Broker(format!("cannot start {}: {e}", self.bin.display())))?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let frame = read_frame(&mut client_read).await?;
-            if frame.len() >= 8 {
-                let key = i16::from_be_bytes([frame[0], frame[1]]);
-                let version = i16::from_be_bytes([frame[2], frame[3]]);
-                let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-                pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(correlation, (key, version));
+            if !self.is_running() {
+                return Err(KafkaError::Broker(format!(
+                    "tansu on {} exited at start; its log:\n{}",
+                    self.addr,
+                    log_tail(&log_path)
+                )));
             }
-            write_frame(&mut broker_write, &frame).await?;
-        }
-    };
-    let responses = async {
-        loop {
-            let frame = read_frame(&mut broker_read).await?;
-            let asked = (frame.len() >= 4)
-                .then(|| i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]))
-                .and_then(|c| pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&c));
-            let frame = match asked {
-                Some((key, version)) => rewrite_addresses(&frame, key, version, &host, port).unwrap_or(frame),
-                None => frame,
-            };
-            write_frame(&mut client_write, &frame).await?;
-        }
-    };
-    let _: std::io::Result<()> = tokio::select! {
-        r = requests => r,
-        r = responses => r,
-    };
-}
-
-/// The answer with every advertised broker address replaced by `host:port`, for Metadata and
-/// FindCoordinator answers; `None` for other APIs (or an answer that does not decode).
-fn rewrite_addresses(frame: &[u8], key: i16, version: i16, host: &str, port: i32) -> Option<Vec<u8>> {
-    let api = ApiKey::try_from(key).ok()?;
-    if !matches!(api, ApiKey::Metadata | ApiKey::FindCoordinator) {
-        return None;
-    }
-    let header_version = api.response_header_version(version);
-    let mut buf = Bytes::copy_from_slice(frame);
-    let header = ResponseHeader::decode(&mut buf, header_version).ok()?;
-    let mut out = BytesMut::new();
-    header.encode(&mut out, header_version).ok()?;
-    let host = StrBytes::from_string(host.to_string());
-    match api {
-        ApiKey::Metadata => {
-            let mut body = MetadataResponse::decode(&mut buf, version).ok()?;
-            for b in &mut body.brokers {
-                b.host = host.clone();
-                b.port = port;
-            }
-            body.encode(&mut out, version).ok()?;
-        }
-        _ => {
-            let mut body = FindCoordinatorResponse::decode(&mut buf, version).ok()?;
-            if body.error_code == 0 && version < 4 {
-                body.host = host.clone();
-                body.port = port;
-            }
-            for c in &mut body.coordinators {
-                if c.error_code == 0 {
-                    c.host = host.clone();
-                    c.port = port;
+            match KafkaAdmin::connect(&self.addr).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(KafkaError::Broker(format!(
+                        "tansu on {} not ready after 30 s ({e}); its log:\n{}",
+                        self.addr,
+                        log_tail(&log_path)
+                    )));
                 }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-            body.encode(&mut out, version).ok()?;
         }
     }
-    out.put_slice(&buf);
-    Some(out.to_vec())
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "private tansu broker {}: data dir and log kept in {}",
+                self.addr,
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The last 20 lines of a log file (empty when it cannot be read).
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// `values` as one record batch (format v2, uncompressed, no producer id), offsets `0..len`
+/// relative to the batch (the broker assigns the base offset).
+fn encode_batch(values: &[String]) -> Result<Bytes, KafkaError> {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch whenever `offset - sequence` changes: counting the
+            // sequence along with the offset keeps every record in one batch, whose base sequence
+            // stays -1 (no idempotent producer).
+            sequence: i as i32 - 1,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(value.clone())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| KafkaError::Broker(format!("cannot encode a record batch: {e}")))?;
+    Ok(batch.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    #[test]
+    fn a_batch_of_ten_values_encodes_as_one_record_batch() {
+        let values: Vec<String> = (0..10).map(|i| format!("message {i}")).collect();
+        let mut bytes = encode_batch(&values).unwrap();
+        let info = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+        assert_eq!(info.len(), 1, "{info:?}");
+        assert_eq!(info[0].record_count, 10);
+        assert_eq!(
+            (info[0].min_offset, info[0].base_sequence, info[0].producer_id),
+            (0, -1, -1)
+        );
+        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        let decoded: Vec<String> = set
+            .records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(decoded, values);
+        assert_eq!(set.records[9].offset, 9);
+    }
 }

@@ -4,18 +4,20 @@
 //! with `lagThreshold: 5`; the test produces and commits offsets itself (the cluster has no nodes,
 //! so no consumer pod ever runs).
 //!
-//! The outage test puts a Kafka-aware relay ([`ebb_tests::kafka::KafkaRelay`]) between ebb and the
-//! broker and cuts it: the shared broker keeps running for every other test.
+//! The outage test runs a private Tansu broker of its own ([`ebb_tests::kafka::TansuBroker`], SQLite
+//! storage, the test environment's `EBB_TANSU_BIN`) and stops the process mid-test, then starts it
+//! again on the same port and data dir: the shared broker keeps running for every other test.
 //!
 //! The external-metrics APIService is cluster-wide: nextest runs this binary's tests one at a time
 //! with the other binaries that register it (`.config/nextest.toml`), and [`LOCK`] serialises them
 //! inside the binary (for `cargo test`).
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
-use ebb_tests::kafka::{KafkaAdmin, KafkaRelay, unique_name};
+use ebb_tests::kafka::{KafkaAdmin, TansuBroker, unique_name};
 use ebb_tests::objects::deployment;
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
@@ -32,7 +34,9 @@ struct Setup {
     env: TestEnv,
     ns: TestNamespace,
     operator: Option<OperatorProcess>,
-    /// The broker, as the test reaches it (never through the relay).
+    /// The broker the topic lives on (`host:port`).
+    bootstrap: String,
+    /// The test's own connection to it.
     admin: KafkaAdmin,
     topic: String,
     group: String,
@@ -40,8 +44,9 @@ struct Setup {
 
 impl Setup {
     /// A namespace, an operator with its adapter registered, a 6-partition topic whose group has
-    /// committed offset 0 everywhere, and the Deployment `worker` at 0 replicas.
-    async fn start(prefix: &str) -> Setup {
+    /// committed offset 0 everywhere on `broker` (default: the shared `EBB_KAFKA_BOOTSTRAP`), and
+    /// the Deployment `worker` at 0 replicas.
+    async fn start(prefix: &str, broker: Option<&str>) -> Setup {
         let env = TestEnv::load().await.unwrap();
         install_crds(&env.client).await.unwrap();
         let ns = env.namespace(prefix).await.unwrap();
@@ -57,9 +62,11 @@ impl Setup {
         ebb_tests::adapter::register(&env.client, &ns.name, port)
             .await
             .unwrap();
-        let mut admin = KafkaAdmin::connect(env.var("EBB_KAFKA_BOOTSTRAP").unwrap())
-            .await
-            .unwrap();
+        let bootstrap = match broker {
+            Some(addr) => addr.to_string(),
+            None => env.var("EBB_KAFKA_BOOTSTRAP").unwrap().to_string(),
+        };
+        let mut admin = KafkaAdmin::connect(&bootstrap).await.unwrap();
         let topic = unique_name("orders");
         let group = unique_name("workers");
         admin.create_topic(&topic, PARTITIONS).await.unwrap();
@@ -70,6 +77,7 @@ impl Setup {
             env,
             ns,
             operator: Some(operator),
+            bootstrap,
             admin,
             topic,
             group,
@@ -82,13 +90,13 @@ impl Setup {
 
     /// Creates the ScaledObject `worker` on the topic's lag (threshold 5) with `extra` spec fields,
     /// and waits until it is Ready.
-    async fn create_so(&self, bootstrap: &str, extra: Value) {
+    async fn create_so(&self, extra: Value) {
         let mut spec = json!({
             "scaleTargetRef": {"name": "worker"},
             "cooldownPeriod": 3,
             "maxReplicaCount": 10,
             "triggers": [{"type": "kafka", "metadata": {
-                "bootstrapServers": bootstrap, "consumerGroup": self.group, "topic": self.topic,
+                "bootstrapServers": self.bootstrap, "consumerGroup": self.group, "topic": self.topic,
                 "lagThreshold": "5"}}]
         });
         for (k, v) in extra.as_object().unwrap() {
@@ -213,11 +221,10 @@ fn transitions(samples: &[(Duration, i32)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_scales_zero_to_one_to_partition_count_and_back_to_zero() {
     let _serial = LOCK.lock().await;
-    let mut s = Setup::start("e2e-kafka").await;
-    let bootstrap = s.env.var("EBB_KAFKA_BOOTSTRAP").unwrap().to_string();
+    let mut s = Setup::start("e2e-kafka", None).await;
     // Default pollingInterval (30 s): the cold activation must come from the scaler's activity
     // channel, not from a poll.
-    s.create_so(&bootstrap, json!({})).await;
+    s.create_so(json!({})).await;
     assert_eq!(scale_replicas(&s.client(), &s.ns.name).await, Some(0));
 
     // A few messages: ebb activates the worker within 2 s.
@@ -266,35 +273,45 @@ async fn lag_scales_zero_to_one_to_partition_count_and_back_to_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_engages_fallback_and_scaling_resumes_after_it() {
     let _serial = LOCK.lock().await;
-    let mut s = Setup::start("e2e-kafka-outage").await;
-    let bootstrap = s.env.var("EBB_KAFKA_BOOTSTRAP").unwrap().to_string();
-    // ebb reaches the broker only through the relay (the relay rewrites the advertised broker
-    // address to its own); the test's admin connection goes to the broker directly.
-    let mut relay = KafkaRelay::start(&bootstrap).await.unwrap();
-    s.create_so(
-        &relay.addr,
-        json!({"pollingInterval": 2, "fallback": {"failureThreshold": 2, "replicas": 3}}),
-    )
-    .await;
+    // A broker of this test's own, so stopping it leaves the shared one alone.
+    let bin = TestEnv::load()
+        .await
+        .unwrap()
+        .var("EBB_TANSU_BIN")
+        .unwrap()
+        .to_string();
+    let mut broker = TansuBroker::start(Path::new(&bin)).await.unwrap();
+    let mut s = Setup::start("e2e-kafka-outage", Some(&broker.addr)).await;
+    s.create_so(json!({"pollingInterval": 2, "fallback": {"failureThreshold": 2, "replicas": 3}}))
+        .await;
 
-    // Lag 7: ceil(7/5) = 2 replicas.
+    // Lag 7 (one record batch per partition): ceil(7/5) = 2 replicas.
     s.admin.produce(&s.topic, PARTITIONS, 7).await.unwrap();
     s.wait_replicas(2, Duration::from_secs(60)).await;
     s.wait_condition("Fallback", "False", Duration::from_secs(10))
         .await;
 
-    // The outage: every connection through the relay closes and new ones are refused.
+    // The outage: SIGTERM to the broker. Tansu stops its storage at once (requests fail from
+    // then on) and exits after draining its open connections (~5 s while ebb stays connected).
     let sampler = Sampler::start(s.client(), &s.ns.name);
-    relay.cut().await;
     let outage = Instant::now();
-    let engaged = s
-        .wait_condition("Fallback", "True", Duration::from_secs(30))
+    broker.stop().await;
+    let stopped = outage.elapsed();
+    assert!(!broker.is_running());
+    assert!(
+        KafkaAdmin::connect(&broker.addr).await.is_err(),
+        "broker still answers"
+    );
+    s.wait_condition("Fallback", "True", Duration::from_secs(30))
         .await;
+    let engaged = outage.elapsed();
     s.wait_replicas(3, Duration::from_secs(30)).await;
     let three_from = outage.elapsed();
-    eprintln!("outage: Fallback=True after {engaged:?}, 3 replicas after {three_from:?}");
-    // Meanwhile the backlog grows to 22 (5 replicas' worth): unseen while the broker is away.
-    s.admin.produce(&s.topic, PARTITIONS, 15).await.unwrap();
+    eprintln!(
+        "outage: broker process gone {stopped:?} after SIGTERM; Fallback=True after {engaged:?}, \
+         3 replicas after {three_from:?}"
+    );
+    // Several polling intervals without a broker: the fallback count holds, never 0.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let during = sampler.snapshot();
     eprintln!("during the outage: {}", transitions(&during));
@@ -313,12 +330,34 @@ async fn broker_outage_engages_fallback_and_scaling_resumes_after_it() {
     );
     assert_eq!(s.condition("Fallback").await.unwrap().0, "True");
 
-    // The broker is reachable again: the fallback clears and the HPA follows the lag (22 → 5).
-    relay.restore().await.unwrap();
-    let restored = Instant::now();
+    // The broker starts again on the same port and data dir: topic, records and the group's
+    // commits are still there (SQLite), so the lag is still 7.
+    broker.resume().await.unwrap();
+    let restarted = Instant::now();
+    s.admin = KafkaAdmin::connect(&broker.addr).await.unwrap();
+    let ends = s.admin.end_offsets(&s.topic, PARTITIONS).await.unwrap();
+    assert_eq!(ends, vec![2, 1, 1, 1, 1, 1], "log ends after the restart");
+    assert_eq!(
+        s.admin
+            .lag(&s.group, &s.topic, PARTITIONS)
+            .await
+            .unwrap()
+            .iter()
+            .sum::<i64>(),
+        7
+    );
+    // The fallback clears and the HPA follows the lag again: 3 → 2 (lag 7).
     let cleared = s
         .wait_condition("Fallback", "False", Duration::from_secs(30))
         .await;
+    s.wait_replicas(2, Duration::from_secs(60)).await;
+    eprintln!(
+        "broker restarted: Fallback=False after {cleared:?}, 2 replicas (lag 7) after {:?}",
+        restarted.elapsed()
+    );
+    // And keeps following it: 15 more, lag 22 → 5.
+    let produced = Instant::now();
+    s.admin.produce(&s.topic, PARTITIONS, 15).await.unwrap();
     s.wait_replicas(5, Duration::from_secs(60)).await;
     wait_for("the sampler to see 5", Duration::from_secs(5), || async {
         (sampler.snapshot().last().map(|(_, r)| *r) == Some(5)).then_some(())
@@ -327,11 +366,11 @@ async fn broker_outage_engages_fallback_and_scaling_resumes_after_it() {
     .unwrap();
     let samples = sampler.stop();
     eprintln!(
-        "recovery: Fallback=False after {cleared:?}, 5 replicas after {:?}; whole run: {}",
-        restored.elapsed(),
+        "lag 22 → 5 replicas after {:?}; whole run: {}",
+        produced.elapsed(),
         transitions(&samples)
     );
-    assert!(samples.iter().all(|(_, r)| *r > 0));
+    assert!(samples.iter().all(|(_, r)| *r > 0), "{}", transitions(&samples));
 
     // And back to 0 once everything is consumed.
     s.admin
@@ -339,6 +378,6 @@ async fn broker_outage_engages_fallback_and_scaling_resumes_after_it() {
         .await
         .unwrap();
     s.wait_replicas(0, Duration::from_secs(60)).await;
-    relay.cut().await;
     s.finish().await;
+    broker.stop().await;
 }
