@@ -2,6 +2,8 @@
 //! machine and writes a JSON result (name, parameters, figures, target, machine, date) under
 //! `bench/results/`, plus a one-line summary. Run them with `bench/run.sh`; they are not tests.
 
+pub mod counting_proxy;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
