@@ -2,7 +2,9 @@
 //! machine and writes a JSON result (name, parameters, figures, target, machine, date) under
 //! `bench/results/`, plus a one-line summary. Run them with `bench/run.sh`; they are not tests.
 
+pub mod bulk_objects;
 pub mod counting_proxy;
+pub mod operator_under_test;
 
 use std::path::PathBuf;
 use std::time::Duration;
