@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value as Json, json};
@@ -25,7 +24,7 @@ use crate::cluster_objects::ClusterObjects;
 use crate::decision::{LoopMemory, PauseState, ScalingSpec};
 use crate::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply, targets as hpa_targets};
 use crate::metric_cache::MetricCache;
-use crate::scale_loop::{LoopConfig, LoopHandle, LoopTrigger};
+use crate::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
 use crate::status::{LoopView, Readiness, ReconcileView, compose, condition_status};
 use crate::targets::{TargetError, TargetRef, Targets};
 use crate::telemetry::OperatorMetrics;
@@ -42,9 +41,6 @@ pub enum Error {
     /// A Kubernetes call failed.
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    /// The finalizer helper failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// The scale target could not be read or written.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -58,7 +54,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
             Error::Target(_) => "target",
             Error::NoNamespace => "no_namespace",
         }
@@ -148,6 +143,26 @@ impl Shared {
             .cloned()?;
         let handle = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner);
         handle.as_ref().map(|h| h.config())
+    }
+
+    /// Drops everything kept about an object that is going away: its loop, cached metrics and slot.
+    pub fn forget(&self, key: &ObjectKey) {
+        let slot = self
+            .objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        if let Some(slot) = slot {
+            stop_loop(&slot);
+        }
+        self.cache.remove_object(&key.0, &key.1);
+    }
+
+    /// Whether the object is still in the watch cache (false once it was deleted).
+    pub fn object_exists(&self, key: &ObjectKey) -> bool {
+        self.so_store
+            .get(&kube::runtime::reflector::ObjectRef::new(&key.1).within(&key.0))
+            .is_some()
     }
 
     /// Publishes an Event about a ScaledObject; failures are logged, never fatal.
@@ -243,19 +258,70 @@ pub async fn reconcile(so: Arc<ScaledObject>, shared: Arc<Shared>) -> Result<Act
     let started = Instant::now();
     let ns = so.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<ScaledObject> = Api::namespaced(shared.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, so, |event| async {
-        match event {
-            Finalizer::Apply(so) => apply(so, &shared).await,
-            Finalizer::Cleanup(so) => cleanup(so, &shared).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = reconcile_lifecycle(so, &shared, &api).await;
     shared
         .metrics
         .observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     shared.metrics.set_scaled_objects(shared.so_store.len() as i64);
     result
+}
+
+/// Whether ebb must act before the object goes away: only to restore the target's replica count.
+/// The HPA needs no finalizer (its owner reference lets the garbage collector remove it), so
+/// most objects carry none: they cost one write less to create, and deleting them never waits
+/// for ebb (nor hangs when ebb is not running).
+pub fn needs_finalizer(so: &ScaledObject) -> bool {
+    so.spec
+        .advanced
+        .as_ref()
+        .is_some_and(|a| a.restore_to_original_replica_count)
+}
+
+/// Deletion, the finalizer when [`needs_finalizer`] says so, then [`apply`].
+async fn reconcile_lifecycle(
+    so: Arc<ScaledObject>,
+    shared: &Arc<Shared>,
+    api: &Api<ScaledObject>,
+) -> Result<Action, Error> {
+    let has = so.finalizers().iter().any(|f| f == FINALIZER);
+    if so.metadata.deletion_timestamp.is_some() {
+        if has {
+            cleanup(so.clone(), shared).await?;
+            set_finalizer(api, &so, false).await?;
+        } else {
+            shared.forget(&key_of(&so));
+        }
+        return Ok(Action::await_change());
+    }
+    let needs = needs_finalizer(&so);
+    if needs != has {
+        set_finalizer(api, &so, needs).await?;
+    }
+    apply(so, shared).await
+}
+
+/// Adds or removes ebb's finalizer; the patch carries the object's resourceVersion, so it fails
+/// (and the reconcile retries) instead of overwriting a finalizer list someone changed meanwhile.
+async fn set_finalizer(api: &Api<ScaledObject>, so: &ScaledObject, present: bool) -> Result<(), Error> {
+    let others = so.finalizers().iter().filter(|f| *f != FINALIZER).cloned();
+    let next: Vec<String> = if present {
+        others.chain([FINALIZER.to_string()]).collect()
+    } else {
+        others.collect()
+    };
+    let patch = json!({"metadata": {
+        "finalizers": next,
+        "resourceVersion": so.resource_version(),
+    }});
+    match api
+        .patch(&so.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already: nothing to hold back.
+        Err(kube::Error::Api(e)) if e.code == 404 && !present => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What to do after a failed reconcile.
@@ -370,7 +436,33 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
         Some(Blocked::Invalid(m)) => Readiness::Invalid(m.clone()),
         Some(Blocked::Conflict(m)) => Readiness::Conflict(m.clone()),
     };
-    let hpa_in_use = match (&blocked, &target) {
+    let hpa_in_use = blocked.is_none() && target.is_some() && !pause.is_paused();
+    // The reconciler's view goes into the status book before a loop starts, so that the loop's
+    // first poll writes the whole status at once (one write for a new object, not two).
+    {
+        let mut book = slot.status.lock().await;
+        book.reconcile = Some(ReconcileView {
+            readiness,
+            paused: pause.is_paused(),
+            paused_replicas: pause.paused_replicas,
+            hpa_name: hpa_in_use.then(|| hpa_name.clone()),
+            metric_names,
+            original_replica_count: original,
+            scale_target_kind: target.as_ref().map(TargetRef::kind_label),
+            generation: so.metadata.generation,
+            fallback_threshold: so
+                .spec
+                .fallback
+                .as_ref()
+                .map(|f| f.failure_threshold.max(1) as u32),
+            warnings: config_warnings(&so),
+        });
+        if blocked.is_some() {
+            book.loop_view = None;
+        }
+    }
+    let mut loop_polls_now = false;
+    match (&blocked, &target) {
         (None, Some(t)) => {
             let paused = pause.is_paused();
             if paused {
@@ -393,15 +485,13 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
                 polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
                 fingerprint: fingerprint(&so),
             };
-            ensure_loop(shared, &slot, &so, cfg);
-            !paused
+            loop_polls_now = ensure_loop(shared, &slot, &so, cfg);
         }
         _ => {
             stop_loop(&slot);
             delete_owned_hpa(shared, &so, &hpa_name).await?;
-            false
         }
-    };
+    }
 
     // 6. Events on transitions.
     let was_paused = condition_status(so.status.as_ref(), conditions::PAUSED) == Some("True");
@@ -433,30 +523,10 @@ async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Er
         _ => {}
     }
 
-    // 7. Status.
-    {
-        let mut book = slot.status.lock().await;
-        book.reconcile = Some(ReconcileView {
-            readiness,
-            paused: pause.is_paused(),
-            paused_replicas: pause.paused_replicas,
-            hpa_name: hpa_in_use.then(|| hpa_name.clone()),
-            metric_names,
-            original_replica_count: original,
-            scale_target_kind: target.as_ref().map(TargetRef::kind_label),
-            generation: so.metadata.generation,
-            fallback_threshold: so
-                .spec
-                .fallback
-                .as_ref()
-                .map(|f| f.failure_threshold.max(1) as u32),
-            warnings: config_warnings(&so),
-        });
-        if blocked.is_some() {
-            book.loop_view = None;
-        }
+    // 7. Status: written here unless the loop is about to poll and write it anyway.
+    if !loop_polls_now {
+        shared.write_status(&key).await?;
     }
-    shared.write_status(&key).await?;
     Ok(match blocked {
         // A conflict or a missing target may resolve without this object changing.
         Some(_) => Action::requeue(Duration::from_secs(15)),
@@ -707,19 +777,22 @@ async fn delete_owned_hpa(shared: &Shared, so: &ScaledObject, name: &str) -> Res
     }
 }
 
-fn ensure_loop(shared: &Arc<Shared>, slot: &Arc<ObjectSlot>, so: &ScaledObject, cfg: LoopConfig) {
+/// Starts the object's loop or hands it the new config; true when the loop will poll (and write
+/// the status) at once: a new loop without a start-up delay, or a changed config.
+fn ensure_loop(shared: &Arc<Shared>, slot: &Arc<ObjectSlot>, so: &ScaledObject, cfg: LoopConfig) -> bool {
     let mut current = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(handle) = current.as_ref()
         && !handle.is_finished()
     {
-        handle.update(cfg);
-        return;
+        return handle.update(cfg);
     }
     let memory = LoopMemory {
         last_active: initial_last_active(so),
         consecutive_failures: 0,
     };
+    let immediate = first_delay(shared.started.elapsed(), &cfg).is_zero();
     *current = Some(LoopHandle::spawn(shared.clone(), cfg, memory));
+    immediate
 }
 
 /// Where the cooldown starts after a restart or failover: the status' lastActiveTime, or now when
@@ -792,12 +865,7 @@ async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, 
             Err(e) => return Err(e.into()),
         }
     }
-    shared.cache.remove_object(&key.0, &key.1);
-    shared
-        .objects
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&key);
+    shared.forget(&key);
     Ok(Action::await_change())
 }
 

@@ -78,10 +78,13 @@ impl LoopHandle {
     }
 
     /// Hands a new config to the loop if it differs; the loop polls at once when it does.
-    pub fn update(&self, config: LoopConfig) {
-        if self.config.borrow().fingerprint != config.fingerprint {
-            self.config.send_replace(Arc::new(config));
+    /// Returns whether it differed.
+    pub fn update(&self, config: LoopConfig) -> bool {
+        if self.config.borrow().fingerprint == config.fingerprint {
+            return false;
         }
+        self.config.send_replace(Arc::new(config));
+        true
     }
 
     /// The loop's current config.
@@ -138,6 +141,11 @@ async fn run(
     let mut next = Instant::now();
     loop {
         let config = rx.borrow_and_update().clone();
+        // Objects without a finalizer vanish without a last reconcile: the loop ends itself.
+        if !shared.object_exists(&config.key) {
+            shared.forget(&config.key);
+            return;
+        }
         failures.resize(config.triggers.len(), 0);
         errors.resize(config.triggers.len(), None);
         was_active.resize(config.triggers.len(), false);

@@ -355,6 +355,61 @@ async fn delete_restores_the_original_replica_count_and_removes_the_hpa() {
     s.finish().await;
 }
 
+/// Without restoreToOriginalReplicaCount ebb puts no finalizer on the object: deleting it never
+/// waits for ebb, the garbage collector removes the HPA (owner reference), and the object's loop
+/// stops, so a later message does not scale the target any more.
+#[tokio::test]
+async fn delete_without_restore_needs_no_finalizer_and_stops_scaling() {
+    let s = setup("e2e-nofin", 0).await;
+    deployment(&s.client(), &s.ns.name, "worker", 0).await.unwrap();
+    s.create_so("worker", "worker", json!({}), json!({})).await;
+    s.wait_condition("worker", "Ready", "True", Duration::from_secs(15))
+        .await;
+    assert!(s.hpa("ebb-hpa-worker").await.is_some());
+    let so = s.so_api().get("worker").await.unwrap();
+    assert!(so.metadata.finalizers.unwrap_or_default().is_empty());
+    // Turning restore on adds the finalizer; turning it off removes it again.
+    let restore = |on: bool| json!({"spec": {"advanced": {"restoreToOriginalReplicaCount": on}}});
+    for on in [true, false] {
+        s.so_api()
+            .patch("worker", &PatchParams::default(), &Patch::Merge(restore(on)))
+            .await
+            .unwrap();
+        wait_for(
+            &format!("finalizer present = {on}"),
+            Duration::from_secs(10),
+            || async {
+                let so = s.so_api().get("worker").await.ok()?;
+                (so.metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f == "ebb.dev/finalizer")
+                    == on)
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+    s.so_api()
+        .delete("worker", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Gone at once: nothing waits for ebb.
+    assert!(s.so_api().get_opt("worker").await.unwrap().is_none());
+    wait_for("HPA collected", Duration::from_secs(30), || async {
+        s.hpa("ebb-hpa-worker").await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    // The loop polled every second; activity now must not scale the target.
+    s.source.set_depth(10);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(s.replicas("worker").await, 0);
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn a_second_scaled_object_on_the_same_target_is_not_ready() {
     let s = setup("e2e-conflict", 0).await;
