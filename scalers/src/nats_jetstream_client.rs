@@ -21,21 +21,38 @@
 //!   Credentials come from the URL: `nats://user:password@host:4222` (user and password) or
 //!   `nats://token@host:4222` (token), percent-decoded.
 //!
+//! # Cold activation
+//!
+//! Monitoring triggers register, when built, with one watcher per (endpoint, account), shared by
+//! every trigger of the factory on that endpoint and account, and unregister when dropped. While
+//! it has triggers, the watcher's task reads the endpoint's `/jsz` once a second (the same query
+//! as the polls) and computes each trigger's activity as [`Scaler::sample`] does
+//! (`num_pending + num_ack_pending > activationLagThreshold`); a change flips the trigger's
+//! [`Scaler::activity_changes`] channel, so a ScaledObject at zero polls about a second after its
+//! first message instead of at its next `pollingInterval` tick. In a cluster the numbers are
+//! read from each consumer's leader as the polls cached it (one more request per leader node);
+//! a consumer without a cached leader waits for its poll. Cost: 1 + (leader nodes) requests per
+//! second per endpoint and account, whatever the number of triggers. A failed or inconclusive
+//! read flips nothing (errors are the polls' to report); after failures the watcher backs off
+//! up to 5 s; with no trigger left its task ends. `natsServerURL` triggers stay poll-only: the
+//! JetStream API has no per-server batch (`CONSUMER.LIST` is per stream).
+//!
 //! Errors never show credentials: URLs are shown with `user:password@` masked.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 
 use crate::metrics_api_client::{Endpoint, MetricsApiClient};
 use crate::params::{ParsedParams, Thresholds, mask_userinfo};
-use crate::runtime::{MetricTarget, Scaler, ScalerError, TriggerSample};
+use crate::runtime::{MetricTarget, Scaler, ScalerError, TriggerSample, is_active};
 
 /// Characters left as they are in the `acc=` query value.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -417,6 +434,14 @@ pub struct NatsJetStreamClients {
     timeout: Duration,
     leaders: Mutex<HashMap<LeaderKey, CachedLeader>>,
     connections: Mutex<HashMap<NatsKey, Arc<OnceCell<async_nats::Client>>>>,
+    /// One activity watcher per (monitoring endpoint, account); alive while a scaler holds it.
+    watchers: Mutex<HashMap<WatcherKey, Weak<JszWatcher>>>,
+    /// Watcher rounds made so far (all watchers).
+    watch_rounds: AtomicU64,
+    /// `/jsz` requests the watchers made so far.
+    watch_requests: AtomicU64,
+    /// How often a watcher makes a round; zero disables the watchers.
+    watch_tick: Duration,
 }
 
 impl NatsJetStreamClients {
@@ -428,7 +453,53 @@ impl NatsJetStreamClients {
             timeout,
             leaders: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            watch_rounds: AtomicU64::new(0),
+            watch_requests: AtomicU64::new(0),
+            watch_tick: WATCH_TICK,
         }
+    }
+
+    /// Sets how often each monitoring watcher reads `/jsz` (default [`WATCH_TICK`]); zero
+    /// disables the watchers (monitoring triggers are then poll-only and
+    /// [`Scaler::activity_changes`] never fires).
+    pub fn with_watch_tick(mut self, tick: Duration) -> Self {
+        self.watch_tick = tick;
+        self
+    }
+
+    /// What the monitoring activity watchers are doing now.
+    pub fn watcher_stats(&self) -> WatcherStats {
+        let live: Vec<Arc<JszWatcher>> = lock(&self.watchers).values().filter_map(Weak::upgrade).collect();
+        let (mut triggers, mut running) = (0, 0);
+        for w in &live {
+            let state = lock(&w.state);
+            triggers += state.triggers.len();
+            running += usize::from(state.running);
+        }
+        WatcherStats {
+            watchers: live.len(),
+            triggers,
+            running,
+            rounds: self.watch_rounds.load(Ordering::Relaxed),
+            requests: self.watch_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The watcher of this endpoint and account, created on first use.
+    fn watcher(&self, m: &Monitoring) -> Arc<JszWatcher> {
+        let key: WatcherKey = (m.url(&m.authority, ""), m.account.clone());
+        let mut watchers = lock(&self.watchers);
+        if let Some(w) = watchers.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        watchers.retain(|_, w| w.strong_count() > 0);
+        let w = Arc::new(JszWatcher {
+            monitoring: m.clone(),
+            state: Mutex::new(WatcherState::default()),
+        });
+        watchers.insert(key, Arc::downgrade(&w));
+        w
     }
 
     /// How many NATS connections (server URL + credentials) are pooled.
@@ -525,6 +596,290 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cold activation: one /jsz watcher per monitoring endpoint and account
+// ---------------------------------------------------------------------------------------------
+
+/// How often a monitoring watcher reads `/jsz` while it has triggers.
+pub const WATCH_TICK: Duration = Duration::from_secs(1);
+
+/// The longest pause between watcher rounds after failed rounds.
+const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Counters of the monitoring activity watchers of a [`NatsJetStreamClients`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatcherStats {
+    /// Watchers alive (one per monitoring endpoint and account with a scaler holding it).
+    pub watchers: usize,
+    /// Triggers registered over all watchers.
+    pub triggers: usize,
+    /// Watchers whose task is running.
+    pub running: usize,
+    /// Rounds made so far.
+    pub rounds: u64,
+    /// `/jsz` requests made by the watchers so far.
+    pub requests: u64,
+}
+
+/// The activity a `/jsz` document gives one consumer, exactly as [`Scaler::sample`] computes it
+/// (`num_pending + num_ack_pending > activation`), or `None` when the document cannot tell: the
+/// consumer is not there, the document is malformed, or (with `leader`) the node is not the
+/// consumer's leader.
+pub fn jsz_activity(
+    doc: &Json,
+    accounts: &[&str],
+    stream: &str,
+    consumer: &str,
+    activation: f64,
+    leader: Option<&str>,
+) -> Option<bool> {
+    let view = read_jsz(doc, accounts, stream, consumer).ok()?;
+    let c = view.consumer?;
+    if leader.is_some() && c.leader.as_deref() != leader {
+        return None;
+    }
+    Some(is_active(c.lag.total() as f64, activation))
+}
+
+/// Key of a monitoring watcher: the endpoint (`scheme://host:port`) and the `acc=` value.
+type WatcherKey = (String, String);
+
+/// One registered trigger of a watcher.
+struct Watched {
+    accounts: Vec<String>,
+    stream: String,
+    consumer: String,
+    activation: f64,
+    activity: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct WatcherState {
+    next_id: u64,
+    /// Whether the watcher's task runs (set and cleared under this lock).
+    running: bool,
+    triggers: HashMap<u64, Watched>,
+}
+
+/// Reads one endpoint's `/jsz` (the account's streams and consumers) every [`WATCH_TICK`] for
+/// all its registered triggers and flips their activity channels on change. In a cluster the
+/// consumers' numbers come from their leaders (as cached by the scalers' own polls), one
+/// request per leader node.
+struct JszWatcher {
+    monitoring: Monitoring,
+    state: Mutex<WatcherState>,
+}
+
+/// What a round needs of one trigger (copied out of the lock).
+struct RoundItem {
+    id: u64,
+    accounts: Vec<String>,
+    stream: String,
+    consumer: String,
+    activation: f64,
+}
+
+impl JszWatcher {
+    fn register(
+        &self,
+        accounts: Vec<String>,
+        stream: &str,
+        consumer: &str,
+        activation: f64,
+    ) -> (u64, watch::Receiver<bool>) {
+        let mut state = lock(&self.state);
+        state.next_id += 1;
+        let id = state.next_id;
+        let (activity, receiver) = watch::channel(false);
+        state.triggers.insert(
+            id,
+            Watched {
+                accounts,
+                stream: stream.to_string(),
+                consumer: consumer.to_string(),
+                activation,
+                activity,
+            },
+        );
+        (id, receiver)
+    }
+
+    fn unregister(&self, id: u64) {
+        lock(&self.state).triggers.remove(&id);
+    }
+
+    /// Starts the task if it is not running, a trigger is registered and a runtime is at hand.
+    fn ensure_running(self: &Arc<Self>, clients: &Arc<NatsJetStreamClients>) {
+        if clients.watch_tick.is_zero() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        if state.running || state.triggers.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        state.running = true;
+        runtime.spawn(watch_loop(Arc::downgrade(self), Arc::downgrade(clients)));
+    }
+
+    /// Marks the task stopped when no trigger is left (under the lock, so that a registration
+    /// racing with this starts a new task).
+    fn finish_if_idle(&self) -> bool {
+        let mut state = lock(&self.state);
+        if state.triggers.is_empty() {
+            state.running = false;
+            return true;
+        }
+        false
+    }
+
+    /// One round. Returns false when the endpoint could not be read.
+    async fn round(&self, clients: &NatsJetStreamClients) -> bool {
+        clients.watch_rounds.fetch_add(1, Ordering::Relaxed);
+        let items: Vec<RoundItem> = lock(&self.state)
+            .triggers
+            .iter()
+            .map(|(id, w)| RoundItem {
+                id: *id,
+                accounts: w.accounts.clone(),
+                stream: w.stream.clone(),
+                consumer: w.consumer.clone(),
+                activation: w.activation,
+            })
+            .collect();
+        let m = &self.monitoring;
+        let fetch = async |authority: &str| {
+            clients.watch_requests.fetch_add(1, Ordering::Relaxed);
+            clients.get_json(&m.jsz_url(authority)).await
+        };
+        let Ok(doc) = fetch(&m.authority).await else {
+            return false;
+        };
+        let cluster_size = read_jsz(&doc, &[], "", "").map_or(0, |v| v.cluster_size);
+        let mut results: Vec<(u64, bool)> = Vec::new();
+        if cluster_size <= 1 {
+            for it in &items {
+                let accounts: Vec<&str> = it.accounts.iter().map(String::as_str).collect();
+                if let Some(active) =
+                    jsz_activity(&doc, &accounts, &it.stream, &it.consumer, it.activation, None)
+                {
+                    results.push((it.id, active));
+                }
+            }
+        } else {
+            // Clustered: only the leader's numbers are right; ask each cached leader node once.
+            let mut by_node: HashMap<String, Vec<(&RoundItem, String)>> = HashMap::new();
+            for it in &items {
+                let key: LeaderKey = (
+                    m.url(&m.authority, ""),
+                    m.account.clone(),
+                    it.stream.clone(),
+                    it.consumer.clone(),
+                );
+                if let Some(leader) = clients.leader(&key) {
+                    by_node
+                        .entry(leader.authority)
+                        .or_default()
+                        .push((it, leader.name));
+                }
+            }
+            let mut all_ok = true;
+            for (authority, members) in by_node {
+                let node_doc = if authority == m.authority {
+                    doc.clone()
+                } else {
+                    match fetch(&authority).await {
+                        Ok(d) => d,
+                        Err(_) => {
+                            all_ok = false;
+                            continue;
+                        }
+                    }
+                };
+                for (it, name) in members {
+                    let accounts: Vec<&str> = it.accounts.iter().map(String::as_str).collect();
+                    if let Some(active) = jsz_activity(
+                        &node_doc,
+                        &accounts,
+                        &it.stream,
+                        &it.consumer,
+                        it.activation,
+                        Some(&name),
+                    ) {
+                        results.push((it.id, active));
+                    }
+                }
+            }
+            if !all_ok {
+                self.publish(&results);
+                return false;
+            }
+        }
+        self.publish(&results);
+        true
+    }
+
+    /// Flips the channels whose activity changed.
+    fn publish(&self, results: &[(u64, bool)]) {
+        let state = lock(&self.state);
+        for (id, active) in results {
+            if let Some(w) = state.triggers.get(id) {
+                w.activity.send_if_modified(|current| {
+                    let changed = *current != *active;
+                    *current = *active;
+                    changed
+                });
+            }
+        }
+    }
+}
+
+/// The task of one watcher: a round every tick ([`WATCH_TICK`] by default; backing off up to
+/// [`WATCH_MAX_BACKOFF`] after failures) while triggers are registered; ends when none is left.
+async fn watch_loop(watcher: Weak<JszWatcher>, clients: Weak<NatsJetStreamClients>) {
+    let mut failures: u32 = 0;
+    loop {
+        let Some(w) = watcher.upgrade() else {
+            return;
+        };
+        if w.finish_if_idle() {
+            return;
+        }
+        let Some(c) = clients.upgrade() else {
+            lock(&w.state).running = false;
+            return;
+        };
+        failures = if w.round(&c).await {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        let tick = c.watch_tick;
+        drop((w, c));
+        let pause = tick
+            .saturating_mul(1 << failures.min(3))
+            .min(tick.max(WATCH_MAX_BACKOFF));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// A scaler's place in its watcher; unregisters when the scaler is dropped.
+struct Registration {
+    watcher: Arc<JszWatcher>,
+    id: u64,
+    /// The activity channel as of the scaler's last sample (marked seen when a sample starts,
+    /// so that a flip during or after it still wakes the caller).
+    seen: Mutex<watch::Receiver<bool>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.watcher.unregister(self.id);
+    }
+}
+
 /// Where one trigger reads its consumer.
 #[derive(Debug, Clone)]
 enum Source {
@@ -535,6 +890,8 @@ enum Source {
 /// One nats-jetstream trigger.
 pub struct NatsJetStreamScaler {
     clients: Arc<NatsJetStreamClients>,
+    /// Monitoring triggers: the registration with the endpoint's activity watcher.
+    registration: Option<Registration>,
     source: Source,
     stream: String,
     consumer: String,
@@ -589,8 +946,25 @@ impl NatsJetStreamScaler {
             })?;
             Source::Monitoring(monitoring)
         };
+        // The JetStream API path stays poll-only: a batched read there (CONSUMER.LIST) is per
+        // stream, not per server.
+        let registration = match &source {
+            Source::Monitoring(m) => {
+                let watcher = clients.watcher(m);
+                let (id, seen) =
+                    watcher.register(m.accounts.clone(), stream, consumer, thresholds.activation);
+                watcher.ensure_running(&clients);
+                Some(Registration {
+                    watcher,
+                    id,
+                    seen: Mutex::new(seen),
+                })
+            }
+            Source::JetStream(_) => None,
+        };
         Ok(Self {
             clients,
+            registration,
             source,
             stream: stream.to_string(),
             consumer: consumer.to_string(),
@@ -791,11 +1165,21 @@ impl Scaler for NatsJetStreamScaler {
     }
 
     async fn sample(&self) -> Result<TriggerSample, ScalerError> {
+        if let Some(r) = &self.registration {
+            r.watcher.ensure_running(&self.clients);
+            lock(&r.seen).borrow_and_update();
+        }
         let lag = self.lag().await?;
         Ok(TriggerSample::with_activation(
             lag.total() as f64,
             self.activation,
         ))
+    }
+
+    fn activity_changes(&self) -> Option<watch::Receiver<bool>> {
+        let r = self.registration.as_ref()?;
+        r.watcher.ensure_running(&self.clients);
+        Some(lock(&r.seen).clone())
     }
 }
 
@@ -885,6 +1269,40 @@ mod tests {
             num_ack_pending: 1,
         };
         assert_eq!(saturated.total(), u64::MAX);
+    }
+
+    #[test]
+    fn watcher_activity_matches_sample_semantics() {
+        // Lag 17: active above 16, not at 17 (strictly greater, as sample()).
+        let doc = jsz_doc(None, None, 15, 2);
+        assert_eq!(
+            jsz_activity(&doc, &["$G"], "ORDERS", "worker", 16.0, None),
+            Some(true)
+        );
+        assert_eq!(
+            jsz_activity(&doc, &["$G"], "ORDERS", "worker", 17.0, None),
+            Some(false)
+        );
+        let empty = jsz_doc(None, None, 0, 0);
+        assert_eq!(
+            jsz_activity(&empty, &["$G"], "ORDERS", "worker", 0.0, None),
+            Some(false)
+        );
+        // Unknown: no consumer, malformed, or not the expected leader's view. Never "inactive".
+        assert_eq!(jsz_activity(&doc, &["$G"], "ORDERS", "other", 0.0, None), None);
+        assert_eq!(
+            jsz_activity(&json!([1]), &["$G"], "ORDERS", "worker", 0.0, None),
+            None
+        );
+        let clustered = jsz_doc(Some(3), Some("nats-1"), 15, 2);
+        assert_eq!(
+            jsz_activity(&clustered, &["$G"], "ORDERS", "worker", 0.0, Some("nats-1")),
+            Some(true)
+        );
+        assert_eq!(
+            jsz_activity(&clustered, &["$G"], "ORDERS", "worker", 0.0, Some("nats-2")),
+            None
+        );
     }
 
     #[test]
@@ -1231,9 +1649,16 @@ mod tests {
         let _ = sock.shutdown().await;
     }
 
+    /// A scaler on the fake cluster, without the activity watcher (its requests would mix with
+    /// the polls' in the hit lists).
     fn scaler(port: u16) -> NatsJetStreamScaler {
+        scaler_with(port, Duration::ZERO)
+    }
+
+    fn scaler_with(port: u16, watch_tick: Duration) -> NatsJetStreamScaler {
         let http = Arc::new(MetricsApiClient::new(Duration::from_secs(2)).unwrap());
-        let clients = Arc::new(NatsJetStreamClients::new(http, Duration::from_secs(2)));
+        let clients =
+            Arc::new(NatsJetStreamClients::new(http, Duration::from_secs(2)).with_watch_tick(watch_tick));
         let endpoint = format!("127.0.0.1:{port}");
         let params = parse_meta(
             &crate::nats_jetstream::DECL,
@@ -1376,6 +1801,33 @@ mod tests {
         });
         let e = s.sample().await.unwrap_err().to_string();
         assert!(e.contains("503"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn watcher_reads_each_cached_leader_once_per_round() {
+        let cluster = FakeCluster::start(true).await;
+        let s = scaler_with(cluster.port, WATCH_TICK);
+        let mut changes = s.activity_changes().unwrap();
+        // The poll finds and caches the leader (node 1: 15 + 2 > 16).
+        assert!(s.sample().await.unwrap().active);
+        cluster.take_hits();
+        // The watcher's rounds: the endpoint's /jsz (cluster size) and the leader's.
+        tokio::time::timeout(Duration::from_secs(3), changes.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(*changes.borrow_and_update());
+        let hits = cluster.take_hits();
+        assert!(hits.iter().all(|h| h.1 == "/jsz"), "{hits:?}");
+        assert!(hits.contains(&hit(1, "/jsz")), "{hits:?}");
+        // No leader anywhere (election): nothing is flipped to inactive.
+        cluster.set(|c| c.leader = None);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!changes.has_changed().unwrap() && *changes.borrow());
+        assert_eq!(s.clients.watcher_stats().running, 1);
+        let clients = s.clients.clone();
+        drop(s);
+        assert_eq!(clients.watcher_stats().watchers, 0);
     }
 
     #[tokio::test]

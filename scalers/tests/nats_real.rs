@@ -310,3 +310,121 @@ async fn unreachable_servers_are_errors_without_credentials() {
         "bounded by the timeout"
     );
 }
+
+/// An empty stream with a durable pull consumer `worker`, and the subject to publish to.
+async fn empty_stream(nats_url: &str) -> (jetstream::Context, String, String) {
+    let client = async_nats::connect(nats_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {nats_url}: {e}; run `tests/env/testenv.sh up`"));
+    let js = jetstream::new(client);
+    let name = unique("EBB_COLD");
+    let subject = name.to_lowercase();
+    let stream = js
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{subject}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let _: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("worker".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (js, name, format!("{subject}.x"))
+}
+
+#[tokio::test]
+async fn cold_activation_through_activity_changes_within_two_seconds() {
+    let env = testenv();
+    let (nats_url, monitoring) = (var(&env, "EBB_NATS_URL"), var(&env, "EBB_NATS_MONITORING"));
+    let (js, stream, subject) = empty_stream(nats_url).await;
+    let factory = ScalerFactory::default();
+    let scaler = build(
+        &factory,
+        &[
+            ("natsServerMonitoringEndpoint", monitoring),
+            ("account", "$G"),
+            ("stream", &stream),
+            ("consumer", "worker"),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(!scaler.sample().await.unwrap().active, "empty: inactive");
+    let mut changes = scaler
+        .activity_changes()
+        .expect("monitoring triggers push activity");
+    // A watcher round or two with nothing: no flip.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!changes.has_changed().unwrap(), "nothing published yet");
+
+    let started = std::time::Instant::now();
+    js.publish(subject, "one".into()).await.unwrap().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("activity flipped within 2 s")
+        .unwrap();
+    let measured = started.elapsed();
+    assert!(*changes.borrow_and_update(), "flipped to active");
+    println!("nats cold activation (published → activity_changes fired): {measured:?}");
+    // The push never claims what the poll does not confirm.
+    assert!(scaler.sample().await.unwrap().active);
+
+    // The JetStream API path stays poll-only.
+    let api = build(
+        &factory,
+        &[("stream", &stream), ("consumer", "worker")],
+        &[("natsServerURL", nats_url)],
+    )
+    .unwrap();
+    assert!(api.activity_changes().is_none());
+    let _ = js.delete_stream(&stream).await;
+}
+
+#[tokio::test]
+async fn dropping_the_scalers_stops_the_watcher() {
+    let env = testenv();
+    let (nats_url, monitoring) = (var(&env, "EBB_NATS_URL"), var(&env, "EBB_NATS_MONITORING"));
+    let (js, stream, _) = empty_stream(nats_url).await;
+    let http = Arc::new(MetricsApiClient::new(Duration::from_secs(3)).unwrap());
+    let clients = Arc::new(NatsJetStreamClients::new(http, Duration::from_secs(3)));
+    let scaler = || {
+        let meta: BTreeMap<String, String> = [
+            ("natsServerMonitoringEndpoint", monitoring),
+            ("account", "$G"),
+            ("stream", stream.as_str()),
+            ("consumer", "worker"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let t = parse_trigger(0, "nats-jetstream", &meta, Some(&BTreeMap::new()), None).unwrap();
+        NatsJetStreamScaler::new(clients.clone(), &t.params, t.thresholds).unwrap()
+    };
+    let scalers: Vec<NatsJetStreamScaler> = (0..20).map(|_| scaler()).collect();
+    let stats = clients.watcher_stats();
+    assert_eq!((stats.watchers, stats.triggers, stats.running), (1, 20, 1));
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let stats = clients.watcher_stats();
+    assert!(
+        (2..=5).contains(&stats.requests),
+        "one /jsz per second for 20 triggers on one endpoint: {stats:?}"
+    );
+    drop(scalers);
+    assert_eq!(clients.watcher_stats().watchers, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = clients.watcher_stats();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        clients.watcher_stats(),
+        stopped,
+        "no more rounds once the scalers are gone"
+    );
+    assert_eq!((stopped.watchers, stopped.triggers, stopped.running), (0, 0, 0));
+    let _ = js.delete_stream(&stream).await;
+}
