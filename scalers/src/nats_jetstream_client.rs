@@ -736,9 +736,14 @@ impl JszWatcher {
     }
 
     /// One round. Returns false when the endpoint could not be read.
-    async fn round(&self, clients: &NatsJetStreamClients) -> bool {
+    /// The watcher itself is not held during the requests, so that dropping the last scaler
+    /// frees it at once.
+    async fn round(watcher: &Weak<Self>, clients: &NatsJetStreamClients) -> bool {
+        let Some(w) = watcher.upgrade() else {
+            return true;
+        };
         clients.watch_rounds.fetch_add(1, Ordering::Relaxed);
-        let items: Vec<RoundItem> = lock(&self.state)
+        let items: Vec<RoundItem> = lock(&w.state)
             .triggers
             .iter()
             .map(|(id, w)| RoundItem {
@@ -749,7 +754,13 @@ impl JszWatcher {
                 activation: w.activation,
             })
             .collect();
-        let m = &self.monitoring;
+        let m = &w.monitoring.clone();
+        drop(w);
+        let publish = |results: &[(u64, bool)]| {
+            if let Some(w) = watcher.upgrade() {
+                w.publish(results);
+            }
+        };
         let fetch = async |authority: &str| {
             clients.watch_requests.fetch_add(1, Ordering::Relaxed);
             clients.get_json(&m.jsz_url(authority)).await
@@ -813,11 +824,11 @@ impl JszWatcher {
                 }
             }
             if !all_ok {
-                self.publish(&results);
+                publish(&results);
                 return false;
             }
         }
-        self.publish(&results);
+        publish(&results);
         true
     }
 
@@ -851,13 +862,14 @@ async fn watch_loop(watcher: Weak<JszWatcher>, clients: Weak<NatsJetStreamClient
             lock(&w.state).running = false;
             return;
         };
-        failures = if w.round(&c).await {
+        drop(w);
+        failures = if JszWatcher::round(&watcher, &c).await {
             0
         } else {
             failures.saturating_add(1)
         };
         let tick = c.watch_tick;
-        drop((w, c));
+        drop(c);
         let pause = tick
             .saturating_mul(1 << failures.min(3))
             .min(tick.max(WATCH_MAX_BACKOFF));

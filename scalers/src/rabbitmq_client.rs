@@ -25,6 +25,25 @@
 //!   CA and client certificate), shared by every trigger; each request is bounded by `timeout`
 //!   (milliseconds) or else the factory's HTTP timeout.
 //!
+//! # Cold activation
+//!
+//! Triggers register, when built, with a watcher that reads their queues once a second and
+//! flips their [`Scaler::activity_changes`] channel when the activity (computed as
+//! [`Scaler::sample`] does, with [`evaluate`]) changes, so that a ScaledObject at zero polls at
+//! once instead of at its next `pollingInterval` tick. They unregister when dropped; a watcher
+//! with no trigger left ends its task. A failed or inconclusive read flips nothing (errors are the
+//! polls' to report); after failures the watcher backs off up to 5 s.
+//! - **Management API**: one watcher per (host, credentials, TLS settings, vhost) lists the
+//!   vhost's queues in one request per second (`/api/queues/<vhost>?columns=` [`LISTING_COLUMNS`])
+//!   for every mode. The statistics themselves lag the broker by up to its
+//!   `collect_statistics_interval` (5 s by default), so this takes a few seconds, not one.
+//!   `useRegex` triggers stay poll-only (the broker matches the regex).
+//! - **AMQP**: one watcher per pooled connection makes one passive `queue.declare` per distinct
+//!   watched queue each second over one channel of that connection (no extra connection): one
+//!   broker round trip per queue, fine up to a few hundred queues per connection. It starts
+//!   reading once a poll has dialled the connection, and redials a failed one after that. A
+//!   queue whose declare fails (the broker then closes the channel) is skipped for 5 s.
+//!
 //! # Addresses
 //!
 //! `host` is `amqp[s]://[user:password@]host[:port]/<vhost>` or
@@ -56,6 +75,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -80,6 +100,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value as Json;
+use tokio::sync::watch;
 
 use crate::params::{ParsedParams, Thresholds, mask_userinfo};
 use crate::rabbitmq::{self, Protocol};
@@ -523,6 +544,17 @@ impl BrokerAddress {
         )
     }
 
+    /// The management API URL listing the vhost's queues with the columns the watcher needs.
+    fn listing_url(&self) -> String {
+        format!(
+            "{}://{}{}/api/queues/{}?columns={LISTING_COLUMNS}",
+            self.scheme,
+            self.authority(),
+            self.path_prefix,
+            encode_segment(&self.vhost),
+        )
+    }
+
     /// The management API URL listing the queues whose names match `regex` (KEDA's query).
     fn regex_url(&self, regex: &str, page_size: i64) -> String {
         format!(
@@ -683,6 +715,11 @@ pub struct RabbitMqClients {
     http_clients: Mutex<HashMap<TlsSettings, HttpClient>>,
     /// AMQP connection slots by identity; a slot lives while a scaler holds it.
     amqp_slots: Mutex<HashMap<AmqpKey, Weak<AmqpSlot>>>,
+    /// Management watchers by listing identity; a watcher lives while a scaler holds it.
+    http_watchers: Mutex<HashMap<HttpWatchKey, Weak<HttpWatcher>>>,
+    watch_counters: Arc<WatchCounters>,
+    /// How often a watcher makes a round; zero disables the watchers.
+    watch_tick: Duration,
 }
 
 impl RabbitMqClients {
@@ -696,7 +733,72 @@ impl RabbitMqClients {
             tls_configs: Mutex::new(HashMap::new()),
             http_clients: Mutex::new(HashMap::new()),
             amqp_slots: Mutex::new(HashMap::new()),
+            http_watchers: Mutex::new(HashMap::new()),
+            watch_counters: Arc::new(WatchCounters::default()),
+            watch_tick: WATCH_TICK,
         }
+    }
+
+    /// Sets how often each watcher reads its queues (default [`WATCH_TICK`]); zero disables the
+    /// watchers (every trigger is then poll-only and [`Scaler::activity_changes`] never fires).
+    pub fn with_watch_tick(mut self, tick: Duration) -> Self {
+        self.watch_tick = tick;
+        self
+    }
+
+    /// What the activity watchers are doing now.
+    pub fn watcher_stats(&self) -> WatcherStats {
+        let mut stats = WatcherStats {
+            rounds: self.watch_counters.rounds.load(Ordering::Relaxed),
+            requests: self.watch_counters.requests.load(Ordering::Relaxed),
+            ..WatcherStats::default()
+        };
+        let mut count = |state: &Mutex<WatchState>| {
+            let state = lock(state);
+            stats.triggers += state.triggers.len();
+            stats.running += usize::from(state.running);
+            !state.triggers.is_empty()
+        };
+        let http: Vec<Arc<HttpWatcher>> = lock(&self.http_watchers)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let slots: Vec<Arc<AmqpSlot>> = lock(&self.amqp_slots)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let http_watchers = http.iter().filter(|w| count(&w.state)).count();
+        let amqp_watchers = slots.iter().filter(|s| count(&s.watch)).count();
+        WatcherStats {
+            http_watchers,
+            amqp_watchers,
+            ..stats
+        }
+    }
+
+    /// The management watcher listing `target`'s vhost, created on first use.
+    fn http_watcher(&self, target: &HttpTarget, listing: Uri, shown: &str) -> Arc<HttpWatcher> {
+        let key: HttpWatchKey = (
+            listing.to_string(),
+            target.authorization.as_ref().map(|a| a.as_bytes().to_vec()),
+            target.tls.clone(),
+        );
+        let mut watchers = lock(&self.http_watchers);
+        if let Some(w) = watchers.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        watchers.retain(|_, w| w.strong_count() > 0);
+        let w = Arc::new(HttpWatcher {
+            target: HttpTarget {
+                uri: listing,
+                timeout: self.default_timeout,
+                ..target.clone()
+            },
+            shown: shown.to_string(),
+            state: Mutex::new(WatchState::default()),
+        });
+        watchers.insert(key, Arc::downgrade(&w));
+        w
     }
 
     /// The timeout used when a trigger sets none.
@@ -861,6 +963,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct AmqpSlot {
     current: Mutex<Option<Arc<PooledConnection>>>,
     dialing: tokio::sync::Mutex<()>,
+    /// Whether a sample has dialled the connection once (the watcher dials again only then).
+    dialled: AtomicBool,
+    /// The triggers whose queues the connection's watcher reads.
+    watch: Mutex<WatchState>,
+    /// What the watcher dials with (the URI holds the credentials; never printed).
+    dial: Mutex<Option<(AMQPUri, Option<Arc<rustls::ClientConfig>>)>>,
 }
 
 impl AmqpSlot {
@@ -979,14 +1087,15 @@ fn connection_failed(e: &lapin::Error, pooled: &PooledConnection) -> bool {
 
 /// Dials a new connection. The TCP connect and TLS handshake run on lapin's IO thread; each is
 /// bounded by `timeout` so that an unreachable broker does not leave a thread behind.
-async fn dial(target: &AmqpTarget, timeout: Duration) -> lapin::Result<Connection> {
+async fn dial(
+    uri: &AMQPUri,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> lapin::Result<Connection> {
     let runtime = lapin::runtime::default_runtime()?;
-    let host = target.uri.authority.host.clone();
-    let port = target.uri.authority.port;
-    let tls = target
-        .tls
-        .as_ref()
-        .map(|(config, _)| RustlsConnector::from(config.clone()));
+    let host = uri.authority.host.clone();
+    let port = uri.authority.port;
+    let tls = tls.map(|config| RustlsConnector::from(config.clone()));
     let properties = ConnectionProperties::default().with_connection_name(CONNECTION_NAME.into());
     let connect = async move |_uri: AMQPUri, runtime| {
         let timed_out = |what: &str| {
@@ -1012,7 +1121,385 @@ async fn dial(target: &AmqpTarget, timeout: Duration) -> lapin::Result<Connectio
             None => Ok(stream),
         }
     };
-    Connection::connector(target.uri.clone(), runtime, connect, properties).await
+    Connection::connector(uri.clone(), runtime, connect, properties).await
+}
+
+/// The slot's open connection, dialled first if there is none (one dial at a time per slot).
+async fn slot_connection(
+    slot: &AmqpSlot,
+    uri: &AMQPUri,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> lapin::Result<Arc<PooledConnection>> {
+    if let Some(pooled) = slot.live() {
+        return Ok(pooled);
+    }
+    let _dialing = slot.dialing.lock().await;
+    // Another sampler may have dialled while this one waited.
+    if let Some(pooled) = slot.live() {
+        return Ok(pooled);
+    }
+    let connection = dial(uri, tls, timeout).await?;
+    let pooled = Arc::new(PooledConnection {
+        connection,
+        idle_channels: Mutex::new(Vec::new()),
+    });
+    *lock(&slot.current) = Some(pooled.clone());
+    Ok(pooled)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cold activation: one watcher per management listing or AMQP connection
+// ---------------------------------------------------------------------------------------------
+
+/// How often a watcher reads its queues while it has triggers.
+pub const WATCH_TICK: Duration = Duration::from_secs(1);
+
+/// The longest pause between watcher rounds after failed rounds.
+const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long the AMQP watcher leaves a queue alone after its passive declare failed (not found,
+/// access refused): each such failure costs the broker closing the channel.
+const AMQP_QUEUE_RETRY: Duration = Duration::from_secs(5);
+
+/// The columns the management watcher lists: what every mode's value needs.
+pub const LISTING_COLUMNS: &str =
+    "name,messages,messages_ready,message_stats.publish_details.rate,message_stats.deliver_get_details.rate";
+
+/// Counters of the activity watchers of a [`RabbitMqClients`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatcherStats {
+    /// Management watchers alive (one per host, credentials, TLS settings and vhost).
+    pub http_watchers: usize,
+    /// AMQP connections with watched queues.
+    pub amqp_watchers: usize,
+    /// Triggers registered over all watchers.
+    pub triggers: usize,
+    /// Watchers whose task is running.
+    pub running: usize,
+    /// Rounds made so far.
+    pub rounds: u64,
+    /// Requests made so far: management listings and passive `queue.declare`s.
+    pub requests: u64,
+}
+
+/// Indexes a management API queue listing (`/api/queues/<vhost>`, a JSON array of queue
+/// objects) by queue name; `None` when it is not such a listing.
+pub fn index_listing(listing: &Json) -> Option<HashMap<&str, &Json>> {
+    listing
+        .as_array()?
+        .iter()
+        .map(|q| Some((q.get("name")?.as_str()?, q)))
+        .collect()
+}
+
+/// The activity of `queue` in an indexed listing, exactly as [`Scaler::sample`] computes it from
+/// the queue's own statistics ([`queue_stats_from_json`], then [`evaluate`]); `None` when the
+/// listing cannot tell (queue not listed, statistics not collected yet).
+pub fn listed_activity(
+    index: &HashMap<&str, &Json>,
+    queue: &str,
+    mode: Mode,
+    exclude_unacknowledged: bool,
+    activation: f64,
+) -> Option<bool> {
+    let stats = queue_stats_from_json(index.get(queue)?).ok()?;
+    Some(evaluate(mode, &stats, exclude_unacknowledged, activation).active)
+}
+
+/// What a watcher needs of one registered trigger.
+#[derive(Clone)]
+struct WatchSpec {
+    queue: String,
+    mode: Mode,
+    exclude_unacknowledged: bool,
+    activation: f64,
+}
+
+/// The triggers of one watcher and whether its task runs (set and cleared under the lock, so
+/// that a registration racing with the task's end starts a new task).
+#[derive(Default)]
+struct WatchState {
+    next_id: u64,
+    running: bool,
+    triggers: HashMap<u64, (WatchSpec, watch::Sender<bool>)>,
+}
+
+impl WatchState {
+    fn register(&mut self, spec: WatchSpec) -> (u64, watch::Receiver<bool>) {
+        self.next_id += 1;
+        let (sender, receiver) = watch::channel(false);
+        self.triggers.insert(self.next_id, (spec, sender));
+        (self.next_id, receiver)
+    }
+
+    /// A runtime to spawn the task on, when it should start now.
+    fn start(&mut self) -> Option<tokio::runtime::Handle> {
+        if self.running || self.triggers.is_empty() {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        self.running = true;
+        Some(runtime)
+    }
+
+    /// Marks the task stopped when no trigger is left.
+    fn finish_if_idle(&mut self) -> bool {
+        if self.triggers.is_empty() {
+            self.running = false;
+            return true;
+        }
+        false
+    }
+
+    fn specs(&self) -> Vec<(u64, WatchSpec)> {
+        self.triggers
+            .iter()
+            .map(|(id, (spec, _))| (*id, spec.clone()))
+            .collect()
+    }
+
+    /// Flips the channels whose activity changed.
+    fn publish(&self, results: &[(u64, bool)]) {
+        for (id, active) in results {
+            if let Some((_, sender)) = self.triggers.get(id) {
+                sender.send_if_modified(|current| {
+                    let changed = *current != *active;
+                    *current = *active;
+                    changed
+                });
+            }
+        }
+    }
+}
+
+/// The watchers' shared counters.
+#[derive(Default)]
+struct WatchCounters {
+    rounds: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// Identity of a management watcher: the listing URL, the authorization and the TLS settings.
+/// Holds credentials: never printed.
+type HttpWatchKey = (String, Option<Vec<u8>>, TlsSettings);
+
+/// Lists one vhost's queues every tick for all its registered (non-regex) management triggers.
+struct HttpWatcher {
+    target: HttpTarget,
+    /// The broker address, credentials masked.
+    shown: String,
+    state: Mutex<WatchState>,
+}
+
+fn pause_after(failures: u32, tick: Duration) -> Duration {
+    tick.saturating_mul(1 << failures.min(3))
+        .min(tick.max(WATCH_MAX_BACKOFF))
+}
+
+/// A management watcher's task: a listing every tick while triggers are registered.
+async fn http_watch_loop(watcher: Weak<HttpWatcher>, counters: Arc<WatchCounters>, tick: Duration) {
+    let mut failures: u32 = 0;
+    loop {
+        let Some(w) = watcher.upgrade() else {
+            return;
+        };
+        if lock(&w.state).finish_if_idle() {
+            return;
+        }
+        let specs = lock(&w.state).specs();
+        let (target, shown) = (w.target.clone(), w.shown.clone());
+        // Not held during the request: dropping the last scaler frees the watcher at once.
+        drop(w);
+        counters.rounds.fetch_add(1, Ordering::Relaxed);
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let listing = tokio::time::timeout(
+            target.timeout,
+            http_get_json(&target, &shown, || "vhost not found".to_string(), None),
+        )
+        .await;
+        let ok = match listing {
+            Ok(Ok(doc)) => match index_listing(&doc) {
+                Some(index) => {
+                    let results: Vec<(u64, bool)> = specs
+                        .iter()
+                        .filter_map(|(id, s)| {
+                            listed_activity(&index, &s.queue, s.mode, s.exclude_unacknowledged, s.activation)
+                                .map(|active| (*id, active))
+                        })
+                        .collect();
+                    if let Some(w) = watcher.upgrade() {
+                        lock(&w.state).publish(&results);
+                    }
+                    true
+                }
+                None => false,
+            },
+            // Errors flip nothing: the polls report them.
+            _ => false,
+        };
+        failures = if ok { 0 } else { failures.saturating_add(1) };
+        tokio::time::sleep(pause_after(failures, tick)).await;
+    }
+}
+
+/// An AMQP connection's watcher task: one passive `queue.declare` per watched queue every tick,
+/// over one channel of the shared connection.
+async fn amqp_watch_loop(
+    slot: Weak<AmqpSlot>,
+    counters: Arc<WatchCounters>,
+    timeout: Duration,
+    tick: Duration,
+) {
+    let mut failures: u32 = 0;
+    let mut retry_at: HashMap<String, tokio::time::Instant> = HashMap::new();
+    loop {
+        let Some(s) = slot.upgrade() else {
+            return;
+        };
+        if lock(&s.watch).finish_if_idle() {
+            return;
+        }
+        drop(s);
+        failures = if amqp_round(&slot, &counters, timeout, &mut retry_at).await {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        tokio::time::sleep(pause_after(failures, tick)).await;
+    }
+}
+
+/// One AMQP watcher round. False when the connection or a channel failed.
+async fn amqp_round(
+    slot: &Weak<AmqpSlot>,
+    counters: &WatchCounters,
+    timeout: Duration,
+    retry_at: &mut HashMap<String, tokio::time::Instant>,
+) -> bool {
+    let Some(s) = slot.upgrade() else {
+        return true;
+    };
+    let specs = lock(&s.watch).specs();
+    let pooled = match s.live() {
+        Some(pooled) => pooled,
+        // Never dialled: the first poll dials (nothing is dialled before the first sample).
+        None if !s.dialled.load(Ordering::Relaxed) => return true,
+        None => {
+            let Some((uri, tls)) = lock(&s.dial).clone() else {
+                return false;
+            };
+            match tokio::time::timeout(timeout, slot_connection(&s, &uri, tls.as_ref(), timeout)).await {
+                Ok(Ok(pooled)) => pooled,
+                _ => return false,
+            }
+        }
+    };
+    // Not held during the requests: dropping the last scaler closes the connection at once.
+    drop(s);
+    counters.rounds.fetch_add(1, Ordering::Relaxed);
+    let now = tokio::time::Instant::now();
+    retry_at.retain(|_, at| *at > now);
+    let mut queues: Vec<&str> = specs.iter().map(|(_, s)| s.queue.as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let mut counts: HashMap<&str, u32> = HashMap::new();
+    let mut channel: Option<Channel> = None;
+    let mut ok = true;
+    for queue in queues {
+        if retry_at.contains_key(queue) {
+            continue;
+        }
+        let Ok(name) = ShortString::try_new(queue) else {
+            continue;
+        };
+        let ch = match channel.take() {
+            Some(ch) if ch.status().connected() => ch,
+            _ => match tokio::time::timeout(timeout, pooled.channel()).await {
+                Ok(Ok(ch)) => ch,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            },
+        };
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match tokio::time::timeout(timeout, ch.queue_declare(name, options, FieldTable::default())).await {
+            Ok(Ok(q)) => {
+                counts.insert(queue, q.message_count());
+                channel = Some(ch);
+            }
+            Ok(Err(e)) if connection_failed(&e, &pooled) => {
+                if let Some(s) = slot.upgrade() {
+                    s.discard(&pooled);
+                }
+                ok = false;
+                break;
+            }
+            // The broker closed the channel (not found, refused): leave the queue alone a while.
+            Ok(Err(_)) => {
+                retry_at.insert(queue.to_string(), now + AMQP_QUEUE_RETRY);
+            }
+            // The channel's state is unknown: it is dropped.
+            Err(_) => {
+                ok = false;
+                break;
+            }
+        }
+    }
+    if let Some(ch) = channel {
+        pooled.give_back(ch);
+    }
+    let results: Vec<(u64, bool)> = specs
+        .iter()
+        .filter_map(|(id, s)| {
+            let ready = f64::from(*counts.get(s.queue.as_str())?);
+            let stats = QueueStats {
+                messages: ready,
+                messages_ready: ready,
+                ..QueueStats::default()
+            };
+            Some((*id, evaluate(s.mode, &stats, false, s.activation).active))
+        })
+        .collect();
+    if let Some(s) = slot.upgrade() {
+        lock(&s.watch).publish(&results);
+    }
+    ok
+}
+
+/// Where a scaler is registered for activity pushes.
+enum Watcher {
+    Http(Arc<HttpWatcher>),
+    Amqp(Arc<AmqpSlot>),
+}
+
+impl Watcher {
+    fn state(&self) -> &Mutex<WatchState> {
+        match self {
+            Watcher::Http(w) => &w.state,
+            Watcher::Amqp(s) => &s.watch,
+        }
+    }
+}
+
+/// A scaler's place in its watcher; unregisters when the scaler is dropped.
+struct Registration {
+    watcher: Watcher,
+    id: u64,
+    /// The activity channel as of the scaler's last sample (marked seen when a sample starts, so
+    /// that a flip during or after it still wakes the caller).
+    seen: Mutex<watch::Receiver<bool>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(self.watcher.state()).triggers.remove(&self.id);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1026,6 +1513,7 @@ enum Access {
 }
 
 /// What a scaler needs for its management API request.
+#[derive(Clone)]
 struct HttpTarget {
     /// The request URI (no credentials).
     uri: Uri,
@@ -1039,6 +1527,9 @@ struct HttpTarget {
 /// One rabbitmq trigger: where its queue is, how to read it, and its thresholds.
 pub struct RabbitMqScaler {
     clients: Arc<RabbitMqClients>,
+    /// The registration with the watcher that pushes activity changes (AMQP, and management
+    /// without `useRegex`).
+    registration: Option<Registration>,
     access: Access,
     /// The broker address, credentials masked.
     shown: String,
@@ -1212,8 +1703,41 @@ impl RabbitMqScaler {
                 }))
             }
         };
-        Ok(Self {
+        let spec = WatchSpec {
+            queue: queue.to_string(),
+            mode,
+            exclude_unacknowledged,
+            activation: thresholds.activation,
+        };
+        let registration = match &access {
+            Access::Amqp(target) => {
+                let mut dial = lock(&target.slot.dial);
+                if dial.is_none() {
+                    *dial = Some((target.uri.clone(), target.tls.as_ref().map(|(c, _)| c.clone())));
+                }
+                drop(dial);
+                Some(Watcher::Amqp(target.slot.clone()))
+            }
+            // A regex is matched by the broker (Erlang's re): left to the polls.
+            Access::Http(_) if use_regex => None,
+            Access::Http(target) => {
+                let listing = address.listing_url().parse::<Uri>().map_err(|e| {
+                    ScalerError::InvalidConfig(format!("rabbitmq: {shown} gives no valid request URI ({e})"))
+                })?;
+                Some(Watcher::Http(clients.http_watcher(target, listing, &shown)))
+            }
+        }
+        .map(|watcher| {
+            let (id, seen) = lock(watcher.state()).register(spec);
+            Registration {
+                watcher,
+                id,
+                seen: Mutex::new(seen),
+            }
+        });
+        let scaler = Self {
             clients,
+            registration,
             access,
             shown,
             protocol,
@@ -1226,7 +1750,33 @@ impl RabbitMqScaler {
             exclude_unacknowledged,
             target: thresholds.target,
             activation: thresholds.activation,
-        })
+        };
+        scaler.ensure_watching();
+        Ok(scaler)
+    }
+
+    /// Starts the watcher's task if it is not running (and a runtime is at hand).
+    fn ensure_watching(&self) {
+        let Some(r) = &self.registration else {
+            return;
+        };
+        let tick = self.clients.watch_tick;
+        if tick.is_zero() {
+            return;
+        }
+        let Some(runtime) = lock(r.watcher.state()).start() else {
+            return;
+        };
+        let counters = self.clients.watch_counters.clone();
+        match &r.watcher {
+            Watcher::Http(w) => runtime.spawn(http_watch_loop(Arc::downgrade(w), counters, tick)),
+            Watcher::Amqp(slot) => runtime.spawn(amqp_watch_loop(
+                Arc::downgrade(slot),
+                counters,
+                self.clients.default_timeout,
+                tick,
+            )),
+        };
     }
 
     /// The protocol used (after resolving `auto`). Over [`Protocol::Amqp`], unacked messages are
@@ -1319,22 +1869,11 @@ impl RabbitMqScaler {
     }
 
     async fn amqp_connection(&self, target: &AmqpTarget) -> Result<Arc<PooledConnection>, ScalerError> {
-        if let Some(pooled) = target.slot.live() {
-            return Ok(pooled);
-        }
-        let _dialing = target.slot.dialing.lock().await;
-        // Another sampler may have dialled while this one waited.
-        if let Some(pooled) = target.slot.live() {
-            return Ok(pooled);
-        }
-        let connection = dial(target, self.clients.default_timeout)
+        let tls = target.tls.as_ref().map(|(config, _)| config);
+        let pooled = slot_connection(&target.slot, &target.uri, tls, self.clients.default_timeout)
             .await
             .map_err(|e| amqp_error(&self.clients, target, &self.shown, "cannot connect", &e))?;
-        let pooled = Arc::new(PooledConnection {
-            connection,
-            idle_channels: Mutex::new(Vec::new()),
-        });
-        *lock(&target.slot.current) = Some(pooled.clone());
+        target.slot.dialled.store(true, Ordering::Relaxed);
         Ok(pooled)
     }
 
@@ -1346,70 +1885,86 @@ impl RabbitMqScaler {
     }
 
     async fn request(&self, target: &HttpTarget) -> Result<Json, ScalerError> {
-        let shown = self.shown.as_str();
-        let mut request = Request::get(target.uri.clone())
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .header(
-                header::USER_AGENT,
-                HeaderValue::from_static(concat!("ebb/", env!("CARGO_PKG_VERSION"))),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| ScalerError::InvalidConfig(format!("cannot build a request for {shown}: {e}")))?;
-        if let Some(auth) = &target.authorization {
-            request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
-        }
-        let response = target.client.request(request).await.map_err(|e| {
-            let mut message = if e.is_connect() {
-                format!("cannot connect: {}", source_chain(e.source()))
-            } else {
-                format!("request failed: {}", error_chain(&e))
-            };
-            if target.uri.scheme_str() == Some("https")
-                && let Some(problem) = self.clients.roots_problem(&target.tls)
-            {
-                message.push_str(&format!(" ({problem})"));
-            }
-            ScalerError::unreachable(shown, message)
-        })?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(ScalerError::unauthorized(
-                shown,
-                format!("HTTP status {status} from the management API"),
-            ));
-        }
-        if status == StatusCode::NOT_FOUND {
-            let what = if self.use_regex {
+        let not_found = || {
+            if self.use_regex {
                 format!("vhost {:?} not found", self.vhost)
             } else {
                 format!("queue {:?} not found in vhost {:?}", self.queue, self.vhost)
-            };
-            return Err(ScalerError::bad_response(
-                shown,
-                format!("{what} (HTTP 404 from {})", target.uri.path()),
-            ));
-        }
-        if !status.is_success() {
-            return Err(ScalerError::bad_response(
-                shown,
-                format!("HTTP status {status} from {}, expected 2xx", target.uri.path()),
-            ));
-        }
-        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                let message = if e.downcast_ref::<LengthLimitError>().is_some() {
-                    format!("response body is larger than {MAX_BODY_BYTES} bytes")
-                } else {
-                    format!("reading the response body failed: {}", error_chain(&*e))
-                };
-                ScalerError::bad_response(shown, message)
-            })?
-            .to_bytes();
-        serde_json::from_slice(&body)
-            .map_err(|e| ScalerError::bad_response(shown, format!("response is not valid JSON: {e}")))
+            }
+        };
+        let roots = if target.uri.scheme_str() == Some("https") {
+            self.clients.roots_problem(&target.tls)
+        } else {
+            None
+        };
+        http_get_json(target, &self.shown, not_found, roots).await
     }
+}
+
+/// One management API GET: the JSON answer, or an error naming `shown` (never credentials).
+/// `not_found` says what a 404 means; `roots_problem` is added to connection errors.
+async fn http_get_json(
+    target: &HttpTarget,
+    shown: &str,
+    not_found: impl FnOnce() -> String,
+    roots_problem: Option<&str>,
+) -> Result<Json, ScalerError> {
+    let mut request = Request::get(target.uri.clone())
+        .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+        .header(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("ebb/", env!("CARGO_PKG_VERSION"))),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ScalerError::InvalidConfig(format!("cannot build a request for {shown}: {e}")))?;
+    if let Some(auth) = &target.authorization {
+        request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+    }
+    let response = target.client.request(request).await.map_err(|e| {
+        let mut message = if e.is_connect() {
+            format!("cannot connect: {}", source_chain(e.source()))
+        } else {
+            format!("request failed: {}", error_chain(&e))
+        };
+        if let Some(problem) = roots_problem {
+            message.push_str(&format!(" ({problem})"));
+        }
+        ScalerError::unreachable(shown, message)
+    })?;
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(ScalerError::unauthorized(
+            shown,
+            format!("HTTP status {status} from the management API"),
+        ));
+    }
+    if status == StatusCode::NOT_FOUND {
+        let what = not_found();
+        return Err(ScalerError::bad_response(
+            shown,
+            format!("{what} (HTTP 404 from {})", target.uri.path()),
+        ));
+    }
+    if !status.is_success() {
+        return Err(ScalerError::bad_response(
+            shown,
+            format!("HTTP status {status} from {}, expected 2xx", target.uri.path()),
+        ));
+    }
+    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            let message = if e.downcast_ref::<LengthLimitError>().is_some() {
+                format!("response body is larger than {MAX_BODY_BYTES} bytes")
+            } else {
+                format!("reading the response body failed: {}", error_chain(&*e))
+            };
+            ScalerError::bad_response(shown, message)
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ScalerError::bad_response(shown, format!("response is not valid JSON: {e}")))
 }
 
 fn is_not_found(e: &lapin::Error) -> bool {
@@ -1446,6 +2001,10 @@ impl Scaler for RabbitMqScaler {
     }
 
     async fn sample(&self) -> Result<TriggerSample, ScalerError> {
+        if let Some(r) = &self.registration {
+            self.ensure_watching();
+            lock(&r.seen).borrow_and_update();
+        }
         let stats = self.queue_stats().await?;
         Ok(evaluate(
             self.mode,
@@ -1453,6 +2012,12 @@ impl Scaler for RabbitMqScaler {
             self.exclude_unacknowledged,
             self.activation,
         ))
+    }
+
+    fn activity_changes(&self) -> Option<watch::Receiver<bool>> {
+        let r = self.registration.as_ref()?;
+        self.ensure_watching();
+        Some(lock(&r.seen).clone())
     }
 }
 
@@ -1505,6 +2070,64 @@ mod tests {
 
     fn address(host: &str) -> BrokerAddress {
         BrokerAddress::parse(host, None, None, None).unwrap()
+    }
+
+    #[test]
+    fn listing_activity_matches_sample_semantics() {
+        let listing = json!([
+            {"name": "empty", "messages": 0, "messages_ready": 0},
+            {"name": "one", "messages": 1, "messages_ready": 1,
+             "message_stats": {"publish_details": {"rate": 0.0}}},
+            {"name": "unacked", "messages": 3, "messages_ready": 0},
+            {"name": "fresh"},
+            {"name": "publishing", "messages": 0, "messages_ready": 0,
+             "message_stats": {"publish_details": {"rate": 2.5}, "deliver_get_details": {"rate": 0.0}}},
+        ]);
+        let index = index_listing(&listing).unwrap();
+        let q = Mode::QueueLength;
+        assert_eq!(listed_activity(&index, "empty", q, false, 0.0), Some(false));
+        assert_eq!(listed_activity(&index, "one", q, false, 0.0), Some(true));
+        assert_eq!(
+            listed_activity(&index, "one", q, false, 1.0),
+            Some(false),
+            "strictly greater"
+        );
+        assert_eq!(listed_activity(&index, "unacked", q, false, 0.0), Some(true));
+        assert_eq!(listed_activity(&index, "unacked", q, true, 0.0), Some(false));
+        // Unknown (not listed, statistics not collected): never claimed inactive.
+        assert_eq!(listed_activity(&index, "missing", q, false, 0.0), None);
+        assert_eq!(listed_activity(&index, "fresh", q, false, 0.0), None);
+        // The rate modes read the same numbers as evaluate() on the queue's own document.
+        assert_eq!(
+            listed_activity(&index, "publishing", Mode::MessageRate, false, 0.0),
+            Some(true)
+        );
+        assert_eq!(
+            listed_activity(&index, "publishing", Mode::PublishedToDeliveredRatio, false, 0.0),
+            Some(true)
+        );
+        assert_eq!(
+            listed_activity(&index, "publishing", Mode::DeliverGetRate, false, 0.0),
+            Some(false)
+        );
+        for doc in [&listing[1], &listing[4]] {
+            for mode in [
+                q,
+                Mode::MessageRate,
+                Mode::DeliverGetRate,
+                Mode::ExpectedQueueConsumptionTime,
+            ] {
+                let name = doc["name"].as_str().unwrap();
+                let polled = evaluate(mode, &queue_stats_from_json(doc).unwrap(), false, 0.0).active;
+                assert_eq!(listed_activity(&index, name, mode, false, 0.0), Some(polled));
+            }
+        }
+        assert!(index_listing(&json!({"items": []})).is_none());
+        assert!(index_listing(&json!([{"messages": 1}])).is_none());
+        assert_eq!(
+            address("http://u:p@h:15672/path/vh").listing_url(),
+            format!("http://h:15672/path/api/queues/vh?columns={LISTING_COLUMNS}")
+        );
     }
 
     #[test]
@@ -1811,7 +2434,8 @@ mod tests {
         // Slots die with their last scaler.
         drop((a, b, c, d));
         let e = build("amqp://u:p@h:5672/vh", "q1");
-        assert_eq!(Arc::strong_count(&slot(&e)), 2);
+        // The scaler's target and its watcher registration, and the clone here.
+        assert_eq!(Arc::strong_count(&slot(&e)), 3);
         assert_eq!(lock(&clients.amqp_slots).len(), 1);
     }
 

@@ -168,7 +168,9 @@ pub trait Scaler: Send + Sync {
     /// flips to the trigger's current activity as soon as it changes, so the operator's scale loop
     /// polls at once instead of waiting for its next tick. Return a fresh subscription
     /// (`watch::Sender::subscribe`) on each call, so that only later changes wake the loop.
-    /// `None` (the default) for poll-only scalers.
+    /// `None` (the default) for poll-only scalers. `aws-sqs-queue` and `metrics-api` stay
+    /// poll-only: SQS has no batch read of several queues and bills every request, and a
+    /// metrics-api endpoint is an arbitrary user URL that ebb should not call every second.
     fn activity_changes(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
     }

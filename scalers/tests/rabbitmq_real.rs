@@ -935,3 +935,136 @@ async fn tls_with_a_ca_a_client_certificate_or_unsafe_ssl() {
     }
     delete(&channel, &queue).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cold activation (activity pushed by the per-connection and per-vhost watchers)
+// ---------------------------------------------------------------------------------------------
+
+fn build(factory: &ScalerFactory, meta: &[(&str, &str)]) -> Arc<dyn Scaler> {
+    let trigger = parse_trigger(0, "rabbitmq", &map(meta), Some(&BTreeMap::new()), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    factory.build(&trigger).unwrap()
+}
+
+/// Publishes one message to an empty queue watched through `host` and waits for the scaler's
+/// activity channel to flip to true within `bound`.
+async fn cold_activation(host: &str, bound: Duration) -> Duration {
+    let env = test_env();
+    let conn = connect(&env.amqp_url).await;
+    let channel = conn.create_channel().await.unwrap();
+    let queue = unique("ebb-cold");
+    declare(&channel, &queue).await;
+    let factory = ScalerFactory::default();
+    let scaler = build(&factory, &[("host", host), ("queueName", &queue)]);
+    // The first poll (dials over AMQP; management statistics may take a moment to exist).
+    sample_until(&*scaler, "empty queue", |s| !s.active).await;
+    let mut changes = scaler.activity_changes().expect("rabbitmq pushes activity");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!changes.has_changed().unwrap(), "nothing published yet");
+
+    let started = Instant::now();
+    publish(&channel, &queue, 1).await;
+    tokio::time::timeout(bound, changes.changed())
+        .await
+        .unwrap_or_else(|_| panic!("activity did not flip within {bound:?} ({host:?})"))
+        .unwrap();
+    let measured = started.elapsed();
+    assert!(*changes.borrow_and_update(), "flipped to active");
+    // The push never claims what the poll does not confirm.
+    assert!(scaler.sample().await.unwrap().active);
+    delete(&channel, &queue).await;
+    measured
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_cold_activation_within_two_seconds() {
+    let env = test_env();
+    let took = cold_activation(&env.amqp_url, Duration::from_secs(2)).await;
+    println!("rabbitmq AMQP cold activation (published → activity_changes fired): {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_cold_activation_within_ten_seconds() {
+    let env = test_env();
+    let took = cold_activation(&env.http_url, Duration::from_secs(10)).await;
+    println!("rabbitmq management cold activation (published → activity_changes fired): {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_watcher_per_connection_and_vhost_stopped_with_the_scalers() {
+    let env = test_env();
+    let conn = connect(&env.amqp_url).await;
+    let channel = conn.create_channel().await.unwrap();
+    let queues = [unique("ebb-w"), unique("ebb-w"), unique("ebb-w")];
+    for q in &queues {
+        declare(&channel, q).await;
+    }
+    let c = clients();
+    let mut scalers = Vec::new();
+    for i in 0..30 {
+        let q = queues[i % 3].as_str();
+        scalers.push(scaler(&c, &[("host", &env.amqp_url), ("queueName", q)], &[]));
+        scalers.push(scaler(&c, &[("host", &env.http_url), ("queueName", q)], &[]));
+    }
+    // A regex trigger is left to the polls.
+    let regex = scaler(
+        &c,
+        &[
+            ("host", &env.http_url),
+            ("queueName", "^ebb-w.*"),
+            ("useRegex", "true"),
+        ],
+        &[],
+    );
+    assert!(regex.activity_changes().is_none());
+    // The AMQP watcher starts reading once a poll has dialled.
+    scalers[0].sample().await.unwrap();
+    let stats = c.watcher_stats();
+    assert_eq!(
+        (
+            stats.amqp_watchers,
+            stats.http_watchers,
+            stats.triggers,
+            stats.running
+        ),
+        (1, 1, 60, 2)
+    );
+    let before = stats.requests;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let made = c.watcher_stats().requests - before;
+    // Per second: 3 passive declares (one per queue) + 1 listing, whatever the 60 triggers.
+    assert!((8..=20).contains(&made), "{made} requests in 3.5 s");
+    assert_eq!(
+        c.amqp_connection_count(),
+        1,
+        "the watcher uses the shared connection"
+    );
+
+    drop(scalers);
+    drop(regex);
+    assert_eq!(
+        c.amqp_connection_count(),
+        0,
+        "the connection closes with its last trigger"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = c.watcher_stats();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        c.watcher_stats(),
+        stopped,
+        "no more requests once the scalers are gone"
+    );
+    assert_eq!(
+        (
+            stopped.amqp_watchers,
+            stopped.http_watchers,
+            stopped.triggers,
+            stopped.running
+        ),
+        (0, 0, 0, 0)
+    );
+    for q in &queues {
+        delete(&channel, q).await;
+    }
+}
