@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value as Json, json};
 
@@ -26,6 +26,7 @@ use crate::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply, targets as hpa
 use crate::metric_cache::MetricCache;
 use crate::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
 use crate::status::{LoopView, Readiness, ReconcileView, compose, condition_status};
+use crate::target_index::TargetIndex;
 use crate::targets::{TargetError, TargetRef, Targets};
 use crate::telemetry::OperatorMetrics;
 use crate::trigger_inputs::resolve as resolve_inputs;
@@ -112,6 +113,10 @@ pub struct Shared {
     pub hpa_store: Store<DynamicObject>,
     /// Every ScaledObject in scope, kept by the controller's watch.
     pub so_store: Store<ScaledObject>,
+    /// ScaledObjects by the name of their scale target (fed by the same watch).
+    pub so_targets: Arc<TargetIndex>,
+    /// HPAs by the name of their scale target (fed by the HPA watch).
+    pub hpa_targets: Arc<TargetIndex>,
     /// Runtime state per object.
     pub objects: Mutex<HashMap<ObjectKey, Arc<ObjectSlot>>>,
     /// Poll cache for the metrics adapter.
@@ -158,10 +163,16 @@ impl Shared {
         self.cache.remove_object(&key.0, &key.1);
     }
 
+    /// The HPA `ns/name` from the watch cache.
+    pub fn cached_hpa(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.hpa_store
+            .get(&ObjectRef::new_with(name, self.hpa.resource.clone()).within(ns))
+    }
+
     /// Whether the object is still in the watch cache (false once it was deleted).
     pub fn object_exists(&self, key: &ObjectKey) -> bool {
         self.so_store
-            .get(&kube::runtime::reflector::ObjectRef::new(&key.1).within(&key.0))
+            .get(&ObjectRef::new(&key.1).within(&key.0))
             .is_some()
     }
 
@@ -672,7 +683,16 @@ async fn build_triggers(
 /// target. Returns the name of an HPA to adopt when `transfer-hpa-ownership` allows it.
 fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<Option<String>, String> {
     let me = (so.metadata.creation_timestamp.clone(), so.name_any());
-    for other in shared.so_store.state() {
+    let candidates = shared
+        .so_targets
+        .candidates(&target.namespace, &target.name)
+        .into_iter()
+        .filter_map(|name| {
+            shared
+                .so_store
+                .get(&ObjectRef::new(&name).within(&target.namespace))
+        });
+    for other in candidates {
         if other.uid() == so.uid()
             || other.namespace() != so.namespace()
             || other.metadata.deletion_timestamp.is_some()
@@ -694,12 +714,14 @@ fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<O
         }
     }
     let my_uid = so.uid().unwrap_or_default();
-    for hpa in shared.hpa_store.state() {
-        if hpa.namespace().as_deref() != Some(target.namespace.as_str()) {
-            continue;
-        }
-        let value = serde_json::to_value(hpa.as_ref()).unwrap_or_default();
-        if !hpa_targets(&value, &target.api_version, &target.kind, &target.name) {
+    let candidates = shared
+        .hpa_targets
+        .candidates(&target.namespace, &target.name)
+        .into_iter()
+        .filter_map(|name| shared.cached_hpa(&target.namespace, &name));
+    for hpa in candidates {
+        // `data` holds everything but the object's metadata, so `spec` is at its top.
+        if !hpa_targets(&hpa.data, &target.api_version, &target.kind, &target.name) {
             continue;
         }
         let ours = hpa.owner_references().iter().any(|o| o.uid == my_uid);
@@ -740,10 +762,7 @@ fn group(api_version: &str) -> &str {
 
 async fn sync_hpa(shared: &Shared, ns: &str, name: &str, desired: &Json) -> Result<(), Error> {
     let live = shared
-        .hpa_store
-        .state()
-        .into_iter()
-        .find(|h| h.namespace().as_deref() == Some(ns) && h.name_any() == name)
+        .cached_hpa(ns, name)
         .map(|h| serde_json::to_value(h.as_ref()).unwrap_or_default());
     if !needs_apply(desired, live.as_ref()) {
         return Ok(());
@@ -761,11 +780,9 @@ async fn sync_hpa(shared: &Shared, ns: &str, name: &str, desired: &Json) -> Resu
 async fn delete_owned_hpa(shared: &Shared, so: &ScaledObject, name: &str) -> Result<(), Error> {
     let ns = so.namespace().unwrap_or_default();
     let uid = so.uid().unwrap_or_default();
-    let owned = shared.hpa_store.state().into_iter().any(|h| {
-        h.namespace().as_deref() == Some(ns.as_str())
-            && h.name_any() == name
-            && h.owner_references().iter().any(|o| o.uid == uid)
-    });
+    let owned = shared
+        .cached_hpa(&ns, name)
+        .is_some_and(|h| h.owner_references().iter().any(|o| o.uid == uid));
     if !owned {
         return Ok(());
     }

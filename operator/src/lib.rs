@@ -16,6 +16,7 @@ pub mod metrics_provider;
 pub mod run;
 pub mod scale_loop;
 pub mod status;
+pub mod target_index;
 pub mod targets;
 pub mod telemetry;
 pub mod trigger_inputs;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
 use ebb_scalers::runtime::{FactoryOptions, ScalerFactory};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
@@ -26,6 +26,7 @@ use crate::hpa::HpaVersion;
 use crate::leader_forward::LeaderForwarder;
 use crate::metric_cache::MetricCache;
 use crate::metrics_provider::{CacheProvider, LeaderState};
+use crate::target_index::TargetIndex;
 use crate::targets::Targets;
 use crate::telemetry::{OperatorMetrics, serve_health};
 use ebb_metrics_adapter::{AdapterConfig, DelegatedAuth, MetricsAdapter, TlsSource};
@@ -302,6 +303,24 @@ pub async fn discover_hpa(client: &Client) -> HpaApi {
     }
 }
 
+/// Namespace, name and scale target name of a ScaledObject, for the [`TargetIndex`].
+fn locate_scaled_object(so: &ScaledObject) -> Option<(String, String, String)> {
+    Some((
+        so.metadata.namespace.clone()?,
+        so.metadata.name.clone()?,
+        so.spec.scale_target_ref.name.clone(),
+    ))
+}
+
+/// Namespace, name and scale target name of an HPA, for the [`TargetIndex`].
+fn locate_hpa(hpa: &DynamicObject) -> Option<(String, String, String)> {
+    Some((
+        hpa.metadata.namespace.clone()?,
+        hpa.metadata.name.clone()?,
+        hpa.data["spec"]["scaleTargetRef"]["name"].as_str()?.to_string(),
+    ))
+}
+
 async fn run_controller(
     client: Client,
     options: &OperatorOptions,
@@ -318,12 +337,27 @@ async fn run_controller(
     };
     // The HPA store serves conflict checks and drift detection; the controller watches HPAs it
     // owns separately (kube-runtime's shared-stream API is still unstable).
+    let hpa_targets = Arc::new(TargetIndex::default());
+    let so_targets = Arc::new(TargetIndex::default());
     let hpa_writer = Writer::new(hpa.resource.clone());
     let hpa_store = hpa_writer.as_reader();
     let hpa_reflector = tokio::spawn(
         reflector::reflector(
             hpa_writer,
-            watcher::watcher(hpa_api.clone(), watcher::Config::default()),
+            // Kept: spec, labels and owner references (conflicts, drift). Dropped: what only
+            // costs memory at thousands of HPAs.
+            watcher::watcher(hpa_api.clone(), watcher::Config::default())
+                .default_backoff()
+                .modify(|hpa: &mut DynamicObject| {
+                    hpa.metadata.managed_fields = None;
+                    if let Some(data) = hpa.data.as_object_mut() {
+                        data.remove("status");
+                    }
+                })
+                .inspect_ok({
+                    let index = hpa_targets.clone();
+                    move |event| index.observe(event, locate_hpa)
+                }),
         )
         .applied_objects()
         .for_each(|_| futures::future::ready(())),
@@ -336,7 +370,22 @@ async fn run_controller(
         tracing::warn!("HPA watch not synced after 30 s; continuing");
     }
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
-    let controller = Controller::new(so_api, watcher::Config::default().any_semantic());
+    // The controller's cache of ScaledObjects, without managedFields (nothing reads them; at
+    // thousands of objects they are a good part of the memory). Controller::for_stream is
+    // behind kube's `unstable-runtime` feature.
+    let (so_reader, so_writer) = reflector::store();
+    let so_stream = reflector::reflector(
+        so_writer,
+        watcher::watcher(so_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|so: &mut ScaledObject| so.metadata.managed_fields = None)
+            .inspect_ok({
+                let index = so_targets.clone();
+                move |event| index.observe(event, locate_scaled_object)
+            }),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(so_stream, so_reader);
     let reporter = Reporter {
         controller: "ebb-operator".into(),
         instance: Some(options.identity.clone()),
@@ -352,6 +401,8 @@ async fn run_controller(
         hpa: hpa.clone(),
         hpa_store,
         so_store: controller.store(),
+        so_targets,
+        hpa_targets,
         objects: Mutex::new(HashMap::new()),
         cache: Arc::new(MetricCache::default()),
         started: Instant::now(),
