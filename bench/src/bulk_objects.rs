@@ -174,13 +174,14 @@ pub async fn wait_progress(
     }
 }
 
-/// Removes ebb's finalizer from every ScaledObject in `ns` (the operator is gone by then), then
-/// deletes the namespace.
+/// Removes the finalizers of every ScaledObject in `ns` that has some (the operator is gone by
+/// then), then deletes the namespace.
 pub async fn tear_down(client: &Client, ns: &str) -> anyhow::Result<()> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &scaled_object_resource());
     let names: Vec<String> = list_all(client, ns, &scaled_object_resource())
         .await?
         .into_iter()
+        .filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
         .filter_map(|o| o.metadata.name)
         .collect();
     stream::iter(names)

@@ -185,6 +185,31 @@ pub fn compose(
             "not paused",
         )
     };
+    // Before the loop's first poll after a (re)start, the written loop-derived conditions still
+    // stand: recomputing them from nothing would write "Unknown" and then the same value back.
+    let written = |type_: &str| {
+        previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+            .cloned()
+    };
+    let (ready, active, fallback) = if l.is_none() && r.readiness == Readiness::Ok && !r.paused {
+        let ready = written(conditions::READY)
+            .filter(|c| {
+                matches!(
+                    c.reason.as_deref(),
+                    Some(reason::TRIGGER_ERROR | reason::PARTIAL_TRIGGER_ERROR)
+                )
+            })
+            .unwrap_or(ready);
+        let active = written(conditions::ACTIVE).unwrap_or(active);
+        let fallback = match r.fallback_threshold {
+            Some(_) => written(conditions::FALLBACK).unwrap_or(fallback),
+            None => fallback,
+        };
+        (ready, active, fallback)
+    } else {
+        (ready, active, fallback)
+    };
     let mut conditions = vec![ready, active, fallback, paused];
     for c in &mut conditions {
         let prev = previous.and_then(|p| p.conditions.iter().find(|pc| pc.type_ == c.type_));
@@ -308,6 +333,33 @@ mod tests {
         assert_eq!(condition_status(Some(&first), "Ready"), Some("True"));
         assert_eq!(condition_status(Some(&first), "Active"), Some("True"));
         assert_eq!(condition_status(Some(&first), "Paused"), Some("False"));
+    }
+
+    #[test]
+    fn a_restart_before_the_first_poll_keeps_the_written_status() {
+        for activity in [Activity::Active, Activity::Inactive { in_cooldown: false }] {
+            let written = compose(None, &view(), Some(&loop_view(activity, None, 0)), t(1));
+            let restarted = compose(Some(&written), &view(), None, t(50));
+            assert_eq!(written, restarted, "{activity:?}: no write after a restart");
+        }
+        let failing = compose(
+            None,
+            &view(),
+            Some(&loop_view(Activity::Unknown, Some("boom"), 1)),
+            t(1),
+        );
+        assert_eq!(compose(Some(&failing), &view(), None, t(50)), failing);
+        // Without a written status there is nothing to keep.
+        let fresh = compose(None, &view(), None, t(1));
+        assert_eq!(condition_status(Some(&fresh), "Active"), Some("Unknown"));
+        // A fixed spec is not held back by the old Ready=False.
+        let mut invalid = view();
+        invalid.readiness = Readiness::Invalid("bad".into());
+        let was_invalid = compose(None, &invalid, None, t(1));
+        assert_eq!(
+            condition_status(Some(&compose(Some(&was_invalid), &view(), None, t(2))), "Ready"),
+            Some("True")
+        );
     }
 
     #[test]
