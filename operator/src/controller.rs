@@ -3,6 +3,7 @@
 //! object's scale loop, records the original replica count, and restores it on deletion.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use serde_json::{Value as Json, json};
 use crate::cluster_objects::ClusterObjects;
 use crate::decision::{LoopMemory, PauseState, ScalingSpec};
 use crate::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply, targets as hpa_targets};
+use crate::hpa_cache::HpaCache;
 use crate::metric_cache::MetricCache;
 use crate::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
 use crate::status::{LoopView, Readiness, ReconcileView, compose, condition_status};
@@ -109,14 +111,12 @@ pub struct Shared {
     pub metrics: Arc<OperatorMetrics>,
     /// HPA API.
     pub hpa: HpaApi,
-    /// Every HPA in scope, kept by a watch.
-    pub hpa_store: Store<DynamicObject>,
+    /// Every HPA in scope (what ebb reads of them), kept by a watch.
+    pub hpas: Arc<HpaCache>,
     /// Every ScaledObject in scope, kept by the controller's watch.
     pub so_store: Store<ScaledObject>,
     /// ScaledObjects by the name of their scale target (fed by the same watch).
     pub so_targets: Arc<TargetIndex>,
-    /// HPAs by the name of their scale target (fed by the HPA watch).
-    pub hpa_targets: Arc<TargetIndex>,
     /// Runtime state per object.
     pub objects: Mutex<HashMap<ObjectKey, Arc<ObjectSlot>>>,
     /// Poll cache for the metrics adapter.
@@ -161,12 +161,6 @@ impl Shared {
             stop_loop(&slot);
         }
         self.cache.remove_object(&key.0, &key.1);
-    }
-
-    /// The HPA `ns/name` from the watch cache.
-    pub fn cached_hpa(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        self.hpa_store
-            .get(&ObjectRef::new_with(name, self.hpa.resource.clone()).within(ns))
     }
 
     /// Whether the object is still in the watch cache (false once it was deleted).
@@ -581,8 +575,9 @@ fn creation_time(so: &ScaledObject) -> Timestamp {
         .unwrap_or_else(Timestamp::now)
 }
 
-/// Everything that, when changed, must reach the scale loop.
-fn fingerprint(so: &ScaledObject) -> String {
+/// A hash of everything that, when changed, must reach the scale loop (a hash, not the text: at
+/// thousands of loops the text would be a good part of the operator's memory).
+fn fingerprint(so: &ScaledObject) -> u64 {
     let annotations: Vec<(&String, &String)> = so
         .metadata
         .annotations
@@ -590,11 +585,12 @@ fn fingerprint(so: &ScaledObject) -> String {
         .flatten()
         .filter(|(k, _)| k.starts_with("autoscaling.ebb.dev/"))
         .collect();
-    format!(
-        "{}|{:?}",
-        serde_json::to_string(&so.spec).unwrap_or_default(),
-        annotations
-    )
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_string(&so.spec)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    annotations.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn annotation_problem(so: &ScaledObject) -> Option<String> {
@@ -714,27 +710,21 @@ fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<O
         }
     }
     let my_uid = so.uid().unwrap_or_default();
-    let candidates = shared
-        .hpa_targets
-        .candidates(&target.namespace, &target.name)
-        .into_iter()
-        .filter_map(|name| shared.cached_hpa(&target.namespace, &name));
-    for hpa in candidates {
-        // `data` holds everything but the object's metadata, so `spec` is at its top.
-        if !hpa_targets(&hpa.data, &target.api_version, &target.kind, &target.name) {
+    for hpa in shared.hpas.targeting(&target.namespace, &target.name) {
+        if !hpa_targets(&hpa.drift_view(), &target.api_version, &target.kind, &target.name) {
             continue;
         }
-        let ours = hpa.owner_references().iter().any(|o| o.uid == my_uid);
+        let ours = hpa.owner_references.iter().any(|o| o.uid == my_uid);
         if ours {
             // An HPA adopted through transfer-hpa-ownership keeps its own name.
-            let adopted = hpa.name_any() != so.hpa_name()
+            let adopted = hpa.name.clone() != so.hpa_name()
                 && flag(
                     so.metadata.annotations.as_ref(),
                     annotations::TRANSFER_HPA_OWNERSHIP,
                 );
-            return Ok(adopted.then(|| hpa.name_any()));
+            return Ok(adopted.then(|| hpa.name.clone()));
         }
-        let owned_by_other_so = hpa.owner_references().iter().any(|o| o.kind == "ScaledObject");
+        let owned_by_other_so = hpa.owner_references.iter().any(|o| o.kind == "ScaledObject");
         if owned_by_other_so {
             continue; // the ScaledObject check above names it
         }
@@ -742,14 +732,14 @@ fn conflicts(so: &ScaledObject, target: &TargetRef, shared: &Shared) -> Result<O
             so.metadata.annotations.as_ref(),
             annotations::TRANSFER_HPA_OWNERSHIP,
         ) {
-            return Ok(Some(hpa.name_any()));
+            return Ok(Some(hpa.name.clone()));
         }
         return Err(format!(
             "{} {}/{} is already scaled by HorizontalPodAutoscaler {}; set annotation {}: \"true\" to adopt it",
             target.kind,
             target.namespace,
             target.name,
-            hpa.name_any(),
+            hpa.name.clone(),
             annotations::TRANSFER_HPA_OWNERSHIP
         ));
     }
@@ -761,9 +751,7 @@ fn group(api_version: &str) -> &str {
 }
 
 async fn sync_hpa(shared: &Shared, ns: &str, name: &str, desired: &Json) -> Result<(), Error> {
-    let live = shared
-        .cached_hpa(ns, name)
-        .map(|h| serde_json::to_value(h.as_ref()).unwrap_or_default());
+    let live = shared.hpas.get(ns, name).map(|h| h.drift_view());
     if !needs_apply(desired, live.as_ref()) {
         return Ok(());
     }
@@ -781,8 +769,9 @@ async fn delete_owned_hpa(shared: &Shared, so: &ScaledObject, name: &str) -> Res
     let ns = so.namespace().unwrap_or_default();
     let uid = so.uid().unwrap_or_default();
     let owned = shared
-        .cached_hpa(&ns, name)
-        .is_some_and(|h| h.owner_references().iter().any(|o| o.uid == uid));
+        .hpas
+        .get(&ns, name)
+        .is_some_and(|h| h.owner_references.iter().any(|o| o.uid == uid));
     if !owned {
         return Ok(());
     }

@@ -10,6 +10,7 @@ pub mod cluster_objects;
 pub mod controller;
 pub mod decision;
 pub mod hpa;
+pub mod hpa_cache;
 pub mod leader_forward;
 pub mod metric_cache;
 pub mod metrics_provider;

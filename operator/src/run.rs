@@ -14,7 +14,7 @@ use ebb_scalers::runtime::{FactoryOptions, ScalerFactory};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::client_limits::{ClientLimitsError, client_with_limits};
 use crate::controller::{HpaApi, Shared, error_policy, reconcile};
 use crate::hpa::HpaVersion;
+use crate::hpa_cache::HpaCache;
 use crate::leader_forward::LeaderForwarder;
 use crate::metric_cache::MetricCache;
 use crate::metrics_provider::{CacheProvider, LeaderState};
@@ -312,15 +313,6 @@ fn locate_scaled_object(so: &ScaledObject) -> Option<(String, String, String)> {
     ))
 }
 
-/// Namespace, name and scale target name of an HPA, for the [`TargetIndex`].
-fn locate_hpa(hpa: &DynamicObject) -> Option<(String, String, String)> {
-    Some((
-        hpa.metadata.namespace.clone()?,
-        hpa.metadata.name.clone()?,
-        hpa.data["spec"]["scaleTargetRef"]["name"].as_str()?.to_string(),
-    ))
-}
-
 async fn run_controller(
     client: Client,
     options: &OperatorOptions,
@@ -335,35 +327,23 @@ async fn run_controller(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &hpa.resource),
         None => Api::all_with(client.clone(), &hpa.resource),
     };
-    // The HPA store serves conflict checks and drift detection; the controller watches HPAs it
+    // The HPA cache serves conflict checks and drift detection; the controller watches HPAs it
     // owns separately (kube-runtime's shared-stream API is still unstable).
-    let hpa_targets = Arc::new(TargetIndex::default());
     let so_targets = Arc::new(TargetIndex::default());
-    let hpa_writer = Writer::new(hpa.resource.clone());
-    let hpa_store = hpa_writer.as_reader();
-    let hpa_reflector = tokio::spawn(
-        reflector::reflector(
-            hpa_writer,
-            // Kept: spec, labels and owner references (conflicts, drift). Dropped: what only
-            // costs memory at thousands of HPAs.
-            watcher::watcher(hpa_api.clone(), watcher::Config::default())
-                .default_backoff()
-                .modify(|hpa: &mut DynamicObject| {
-                    hpa.metadata.managed_fields = None;
-                    if let Some(data) = hpa.data.as_object_mut() {
-                        data.remove("status");
-                    }
-                })
-                .inspect_ok({
-                    let index = hpa_targets.clone();
-                    move |event| index.observe(event, locate_hpa)
-                }),
-        )
-        .applied_objects()
-        .for_each(|_| futures::future::ready(())),
-    );
+    let hpas = Arc::new(HpaCache::default());
+    let hpa_watch = tokio::spawn({
+        let hpas = hpas.clone();
+        watcher::watcher(hpa_api.clone(), watcher::Config::default())
+            .default_backoff()
+            .for_each(move |event| {
+                if let Ok(event) = event {
+                    hpas.observe(&event);
+                }
+                futures::future::ready(())
+            })
+    });
     // Conflict checks and drift detection need the HPAs first (else every object re-applies its HPA).
-    if tokio::time::timeout(Duration::from_secs(30), hpa_store.wait_until_ready())
+    if tokio::time::timeout(Duration::from_secs(30), hpas.wait_until_synced())
         .await
         .is_err()
     {
@@ -399,10 +379,9 @@ async fn run_controller(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         hpa: hpa.clone(),
-        hpa_store,
+        hpas,
         so_store: controller.store(),
         so_targets,
-        hpa_targets,
         objects: Mutex::new(HashMap::new()),
         cache: Arc::new(MetricCache::default()),
         started: Instant::now(),
@@ -441,5 +420,5 @@ async fn run_controller(
     for w in target_watches {
         w.abort();
     }
-    hpa_reflector.abort();
+    hpa_watch.abort();
 }

@@ -59,7 +59,7 @@ pub struct LoopConfig {
     /// `pollingInterval`.
     pub polling_interval: Duration,
     /// Identity of the config: a loop is only updated when this changes.
-    pub fingerprint: String,
+    pub fingerprint: u64,
 }
 
 /// Handle of a running loop.
@@ -152,14 +152,16 @@ async fn run(
         shared
             .metrics
             .observe_lateness(Instant::now().saturating_duration_since(next));
-        poll_once(
+        // Boxed: an idle loop then holds a pointer, not the whole poll's state (thousands of
+        // idle loops would otherwise each keep several kilobytes).
+        Box::pin(poll_once(
             &shared,
             &config,
             &mut memory,
             &mut failures,
             &mut errors,
             &mut was_active,
-        )
+        ))
         .await;
         next += config.polling_interval;
         let now = Instant::now();
