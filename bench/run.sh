@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# Runs every benchmark scenario that exists so far; each writes bench/results/<name>.json and
-# prints a one-line summary. Benchmarks measure: they are not part of the test command.
+# Runs every benchmark scenario against the local test environment; each writes
+# bench/results/<name>.json and prints a one-line summary. Benchmarks measure: they are not part
+# of the test command. Installs and starts the test environment when it is not running (and then
+# stops it again at the end); a running one is reused as it is.
+# usage: bench/run.sh [scenario...]   (default: all, in the order below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency creation_burst fleet)
+
+if ! tests/env/testenv.sh env >/dev/null 2>&1; then
+  tests/env/testenv.sh install
+  trap 'tests/env/testenv.sh down || true' EXIT
+  tests/env/testenv.sh up
+fi
+cargo build --release -q --bin ebb -p ebb-operator
 cargo build --release -q -p ebb-bench
-for scenario in adapter_latency; do
+export EBB_BIN="$PWD/target/release/ebb"
+for scenario in "${scenarios[@]}"; do
+  echo "== $scenario"
   "target/release/$scenario"
 done

@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 
 const TOPICS: usize = 10;
 const PARTITIONS: i32 = 10;
-/// Records produced per partition (one per batch); groups commit offset 0, so each group lags by
+/// Records produced per partition; groups commit offset 0, so each group lags by
 /// `RECORDS_PER_PARTITION × PARTITIONS`.
 const RECORDS_PER_PARTITION: usize = 1;
 /// The client id of ebb's scalers (the pool's default) and of the emulation.
