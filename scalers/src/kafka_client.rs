@@ -27,14 +27,14 @@
 //!
 //! # Cold activation within a second
 //!
-//! Each cluster client runs its own ticker: one round per second (by default) for the whole
+//! Each cluster client runs its own ticker: one round every half second (by default) for the whole
 //! cluster, whatever the number of triggers, kept as a snapshot. [`Scaler::sample`] reads the
 //! snapshot (making a round only when it is older than two ticks or predates the trigger), so the
 //! operator's polls add no broker load. After each round the ticker recomputes every trigger's
 //! activity (lag including persistent lag > `activationLagThreshold`) and flips the trigger's
 //! [`Scaler::activity_changes`] channel when it changed: the operator's scale loop then polls at
 //! once, so a ScaledObject at zero notices its first message about one tick after it is written,
-//! at a fleet-wide cost of (leaders + coordinators) requests per second. A ticker whose cluster
+//! at a fleet-wide cost of (leaders + coordinators) requests per tick. A ticker whose cluster
 //! has no trigger left stops and closes its connections; after failed rounds it backs off (up to
 //! 5 s). The channel handed out is synchronised with the last sample: a flip that happened after
 //! the snapshot the operator last saw still wakes it.
@@ -75,7 +75,8 @@ use wire::{ConnectOptions, SaslCredentials, WireCounters};
 pub struct KafkaOptions {
     /// Bounds connecting (TCP, TLS, ApiVersions, SASL) and each request. Default 3 s.
     pub request_timeout: Duration,
-    /// How often each cluster client makes a round while it has triggers. Default 1 s; zero
+    /// How often each cluster client makes a round while it has triggers. Default
+    /// [`crate::runtime::ACTIVITY_WATCH_TICK`] (0.5 s); zero
     /// disables the ticker (rounds are then made by [`Scaler::sample`] only, and
     /// [`Scaler::activity_changes`] never fires).
     pub tick: Duration,
@@ -95,7 +96,7 @@ impl Default for KafkaOptions {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(3),
-            tick: Duration::from_secs(1),
+            tick: crate::runtime::ACTIVITY_WATCH_TICK,
             snapshot_max_age: Duration::from_secs(2),
             metadata_max_age: Duration::from_secs(60),
             address_map: BTreeMap::new(),

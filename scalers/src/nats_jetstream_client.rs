@@ -600,8 +600,9 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 // Cold activation: one /jsz watcher per monitoring endpoint and account
 // ---------------------------------------------------------------------------------------------
 
-/// How often a monitoring watcher reads `/jsz` while it has triggers.
-pub const WATCH_TICK: Duration = Duration::from_secs(1);
+/// How often a monitoring watcher reads `/jsz` while it has triggers. See
+/// [`crate::runtime::ACTIVITY_WATCH_TICK`].
+pub const WATCH_TICK: Duration = crate::runtime::ACTIVITY_WATCH_TICK;
 
 /// The longest pause between watcher rounds after failed rounds.
 const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -1152,8 +1152,9 @@ async fn slot_connection(
 // Cold activation: one watcher per management listing or AMQP connection
 // ---------------------------------------------------------------------------------------------
 
-/// How often a watcher reads its queues while it has triggers.
-pub const WATCH_TICK: Duration = Duration::from_secs(1);
+/// How often a watcher reads its queues while it has triggers. See
+/// [`crate::runtime::ACTIVITY_WATCH_TICK`].
+pub const WATCH_TICK: Duration = crate::runtime::ACTIVITY_WATCH_TICK;
 
 /// The longest pause between watcher rounds after failed rounds.
 const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -182,6 +182,12 @@ pub trait Scaler: Send + Sync {
     }
 }
 
+/// How often the batched watchers of push-capable scalers (Kafka rounds, NATS `/jsz`, RabbitMQ
+/// queue listings) read their server while they have triggers: half a second, so that a first
+/// message is seen, and the operator's `/scale` write made, within one second of its arrival
+/// (a one-second period alone would already use up the whole second in the worst case).
+pub const ACTIVITY_WATCH_TICK: Duration = Duration::from_millis(500);
+
 /// Settings shared by every scaler a [`ScalerFactory`] builds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactoryOptions {

@@ -356,7 +356,8 @@ impl Cluster {
         }
     }
 
-    /// One ticker step: a round unless a forced one just ran. Returns the pause before the next.
+    /// One ticker step: a round unless a forced one just ran. Returns the pause before the next
+    /// round, counted from this round's start.
     async fn tick(&self) -> Duration {
         let mut engine = self.engine.lock().await;
         let generation = lock(&self.registry).generation;
@@ -368,6 +369,8 @@ impl Cluster {
                 return self.options.tick - age;
             }
         }
+        // Rounds start a tick apart: the round's own time is not added to the pause.
+        let started = Instant::now();
         let snap = Arc::new(self.round(&mut engine).await);
         engine.failed_rounds = if snap.failure.is_some() || snap.wire_errors > 0 {
             engine.failed_rounds.saturating_add(1)
@@ -381,7 +384,7 @@ impl Cluster {
             .min(self.options.tick.max(Duration::from_secs(5)));
         drop(engine);
         self.publish(snap);
-        backoff
+        backoff.saturating_sub(started.elapsed())
     }
 
     fn watches(&self) -> (u64, Vec<Watch>) {
