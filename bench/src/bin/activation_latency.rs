@@ -106,7 +106,7 @@ impl Kind {
     fn route(self) -> &'static str {
         match self {
             Kind::Kafka => {
-                "consumer-group lag (lagThreshold 5), one 1-partition topic and group per object; the cluster client's 1 s round pushes activity changes"
+                "consumer-group lag (lagThreshold 5), one 1-partition topic and group per object; the cluster client's round (every 0.5 s) pushes activity changes"
             }
             Kind::Rabbitmq => "AMQP passive queue.declare (mode QueueLength, value 5), one queue per object",
             Kind::RabbitmqManagement => {
