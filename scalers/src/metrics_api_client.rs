@@ -178,21 +178,31 @@ impl MetricsApiClient {
                 format!("HTTP status {status}, expected 2xx"),
             ));
         }
-        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                let message = if e.downcast_ref::<LengthLimitError>().is_some() {
-                    format!("response body is larger than {MAX_BODY_BYTES} bytes")
-                } else {
-                    format!("reading the response body failed: {}", error_chain(&*e))
-                };
-                ScalerError::bad_response(shown, message)
-            })?
-            .to_bytes();
-        serde_json::from_slice(&body)
-            .map_err(|e| ScalerError::bad_response(shown, format!("response is not valid JSON: {e}")))
+        read_json_body(response.into_body(), MAX_BODY_BYTES, shown).await
     }
+}
+
+/// Reads an HTTP response body of at most `limit` bytes as JSON; errors name `shown` (a masked
+/// URL), never the body. Shared by every scaler that polls an HTTP API.
+pub(crate) async fn read_json_body<B>(body: B, limit: usize, shown: &str) -> Result<Json, ScalerError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            let message = if e.downcast_ref::<LengthLimitError>().is_some() {
+                format!("response body is larger than {limit} bytes")
+            } else {
+                format!("reading the response body failed: {}", error_chain(&*e))
+            };
+            ScalerError::bad_response(shown, message)
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ScalerError::bad_response(shown, format!("response is not valid JSON: {e}")))
 }
 
 impl fmt::Debug for MetricsApiClient {

@@ -80,7 +80,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
+use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
@@ -1952,20 +1952,7 @@ async fn http_get_json(
             format!("HTTP status {status} from {}, expected 2xx", target.uri.path()),
         ));
     }
-    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            let message = if e.downcast_ref::<LengthLimitError>().is_some() {
-                format!("response body is larger than {MAX_BODY_BYTES} bytes")
-            } else {
-                format!("reading the response body failed: {}", error_chain(&*e))
-            };
-            ScalerError::bad_response(shown, message)
-        })?
-        .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|e| ScalerError::bad_response(shown, format!("response is not valid JSON: {e}")))
+    crate::metrics_api_client::read_json_body(response.into_body(), MAX_BODY_BYTES, shown).await
 }
 
 fn is_not_found(e: &lapin::Error) -> bool {
