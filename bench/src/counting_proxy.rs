@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 /// The largest frame relayed (as ebb's own client).
-const MAX_FRAME: usize = ebb_scalers::kafka_client::wire::MAX_FRAME_BYTES;
+const MAX_FRAME: usize = ebb_scalers::kafka::wire::MAX_FRAME_BYTES;
 
 /// What one client id sent through the proxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

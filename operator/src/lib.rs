@@ -1,23 +1,23 @@
-//! ebb's operator and command-line tool.
+//! ebb's operator and command-line tool, grouped by concern:
 //!
-//! - [`bundle_check`]: `ebb validate`, the offline checks of ScaledObject and TriggerAuthentication
-//!   manifests — the same checks the operator runs before it acts on an object.
+//! - [`cli`]: the offline subcommands (`ebb validate`).
+//! - [`compile`]: a ScaledObject's triggers, resolved (auth params, container env) and parsed —
+//!   the same path for `ebb validate` (files) and the operator (cluster).
+//! - [`reconcile`]: one pass per ScaledObject change: validity, conflicts, the owned HPA,
+//!   finalizer, starting the object's scale loop.
+//! - [`scale`]: the per-object scale loop, its pure decisions and the `/scale` reads and writes.
+//! - [`status`]: the status a user sees, composed purely and written only on change.
+//! - [`cache`]: watch-fed caches and indexes (HPAs, which object points at which target).
+//! - [`adapter`]: the glue to the embedded metrics adapter (poll cache, provider, leader forwarding).
+//! - [`infra`]: the Kubernetes client's limits and request counting, metrics and health endpoints.
+//! - [`run`]: `ebb operator`, the wiring of all of the above under leader election.
 
-pub mod api_requests;
-pub mod bundle_check;
-pub mod client_limits;
-pub mod cluster_objects;
-pub mod controller;
-pub mod decision;
-pub mod hpa;
-pub mod hpa_cache;
-pub mod leader_forward;
-pub mod metric_cache;
-pub mod metrics_provider;
+pub mod adapter;
+pub mod cache;
+pub mod cli;
+pub mod compile;
+pub mod infra;
+pub mod reconcile;
 pub mod run;
-pub mod scale_loop;
+pub mod scale;
 pub mod status;
-pub mod target_index;
-pub mod targets;
-pub mod telemetry;
-pub mod trigger_inputs;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ebb_operator::bundle_check::{CheckOptions, check_documents_with, read_documents};
+use ebb_operator::cli::validate::{CheckOptions, check_documents_with, read_documents};
 
 /// ebb: an event-driven autoscaler for Kubernetes.
 #[derive(Parser)]

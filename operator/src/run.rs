@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
-use ebb_scalers::runtime::{FactoryOptions, ScalerFactory};
+use ebb_scalers::{FactoryOptions, ScalerFactory};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -20,16 +20,16 @@ use kube::{Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
-use crate::client_limits::{ClientLimitsError, client_with_limits};
-use crate::controller::{HpaApi, Shared, error_policy, reconcile};
-use crate::hpa::HpaVersion;
-use crate::hpa_cache::HpaCache;
-use crate::leader_forward::LeaderForwarder;
-use crate::metric_cache::MetricCache;
-use crate::metrics_provider::{CacheProvider, LeaderState};
-use crate::target_index::TargetIndex;
-use crate::targets::Targets;
-use crate::telemetry::{OperatorMetrics, serve_health};
+use crate::adapter::leader_forward::LeaderForwarder;
+use crate::adapter::metric_cache::MetricCache;
+use crate::adapter::provider::{CacheProvider, LeaderState};
+use crate::cache::hpas::HpaCache;
+use crate::cache::target_index::TargetIndex;
+use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
+use crate::infra::telemetry::{OperatorMetrics, serve_health};
+use crate::reconcile::hpa::HpaVersion;
+use crate::reconcile::{HpaApi, Shared, error_policy, reconcile};
+use crate::scale::targets::Targets;
 use ebb_metrics_adapter::{AdapterConfig, DelegatedAuth, MetricsAdapter, TlsSource};
 
 /// Settings of `ebb operator`.

@@ -1,7 +1,7 @@
 //! `ebb validate` on whole bundles: auth params and env resolved from the files given, exactly as
 //! the operator resolves them in the cluster, and no secret value in any output.
 
-use ebb_operator::bundle_check::{BundleReport, CheckOptions, check_documents_with, read_documents};
+use ebb_operator::cli::validate::{BundleReport, CheckOptions, check_documents_with, read_documents};
 
 const SECRET_VALUES: &[&str] = &[
     "s3cr3t-Kafka-PW",

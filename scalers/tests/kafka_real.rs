@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ebb_scalers::kafka_client::wire::{ConnectOptions, Connection, WireCounters};
-use ebb_scalers::kafka_client::{KafkaClusters, KafkaOptions, KafkaSample, KafkaScaler};
+use ebb_scalers::kafka::wire::{ConnectOptions, Connection, WireCounters};
+use ebb_scalers::kafka::{KafkaClusters, KafkaOptions, KafkaSample, KafkaScaler};
 use ebb_scalers::parse_trigger;
-use ebb_scalers::runtime::{Scaler, ScalerError, ScalerFactory};
+use ebb_scalers::{Scaler, ScalerError, ScalerFactory};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, GroupId, OffsetCommitRequest, ProduceRequest, TopicName,
     create_topics_request::CreatableTopic,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ebb_scalers::parse_trigger;
-use ebb_scalers::runtime::{FactoryOptions, Scaler, ScalerError, ScalerFactory, TriggerSample};
+use ebb_scalers::{FactoryOptions, Scaler, ScalerError, ScalerFactory, TriggerSample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

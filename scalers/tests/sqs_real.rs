@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use ebb_scalers::parse_trigger;
-use ebb_scalers::runtime::{Scaler, ScalerError, ScalerFactory, TriggerSample};
+use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 
 /// moto accepts any credentials, as long as requests are SigV4-signed.
 const KEY_ID: &str = "AKIAEBBTESTKEY";

@@ -2,7 +2,7 @@
 //! commits and reads offsets ([`KafkaAdmin`]), and a private broker process a test can stop and
 //! start again to simulate a broker outage ([`TansuBroker`]).
 //!
-//! The clients speak the protocol through ebb's own connection ([`ebb_scalers::kafka_client::wire`])
+//! The clients speak the protocol through ebb's own connection ([`ebb_scalers::kafka::wire`])
 //! and the `kafka-protocol` crate, and assume a single-broker cluster (the test environment's Tansu):
 //! every request goes to the one broker, which leads every partition and coordinates every group.
 //!
@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ebb_scalers::kafka_client::plan::{group_id, topic_name};
-use ebb_scalers::kafka_client::wire::{ConnectOptions, Connection, WireCounters, WireError};
+use ebb_scalers::kafka::plan::{group_id, topic_name};
+use ebb_scalers::kafka::wire::{ConnectOptions, Connection, WireCounters, WireError};
 use kafka_protocol::messages::{
     CreateTopicsRequest, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
     create_topics_request::CreatableTopic,

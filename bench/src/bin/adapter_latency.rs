@@ -114,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ebb_scalers::tls_trust::AcceptAnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(ebb_scalers::common::tls::AcceptAnyCertificate(provider)))
         .with_client_auth_cert(chain, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await?;

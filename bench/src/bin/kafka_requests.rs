@@ -7,7 +7,7 @@
 //! ([`ebb_bench::counting_proxy`]) stands in front of the broker and rewrites the broker address
 //! in Metadata answers, so every connection goes through it. ebb's side is ebb's own code: the
 //! 1,000 triggers are parsed with `ebb_scalers::parse_trigger` and built as
-//! `ebb_scalers::runtime::ScalerFactory` builds kafka scalers (one `KafkaClusters` pool with the
+//! `ebb_scalers::ScalerFactory` builds kafka scalers (one `KafkaClusters` pool with the
 //! factory's options, `KafkaScaler::new`; the pool is built here so that its client-side counters
 //! are readable as a cross-check), so they share one cluster client whose round runs every
 //! second. Each scaler is also sampled as the operator's scale loops would (once before and once
@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 use ebb_bench::counting_proxy::{ClientCounts, CountingProxy, RequestEvent, api_name, bursts};
 use ebb_bench::write_result;
-use ebb_scalers::kafka_client::plan::{group_id, list_offsets_request, topic_name};
-use ebb_scalers::kafka_client::wire::{ConnectOptions, Connection, WireCounters};
-use ebb_scalers::kafka_client::{KafkaClusters, KafkaOptions, KafkaScaler};
-use ebb_scalers::runtime::{FactoryOptions, Scaler, ScalerError, TriggerSample};
+use ebb_scalers::kafka::plan::{group_id, list_offsets_request, topic_name};
+use ebb_scalers::kafka::wire::{ConnectOptions, Connection, WireCounters};
+use ebb_scalers::kafka::{KafkaClusters, KafkaOptions, KafkaScaler};
+use ebb_scalers::{FactoryOptions, Scaler, ScalerError, TriggerSample};
 use ebb_tests::TestEnv;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;

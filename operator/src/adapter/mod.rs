@@ -1,0 +1,7 @@
+//! The operator's side of the embedded metrics adapter: the poll cache the scale loops fill
+//! ([`metric_cache`]), the provider that answers HPA requests from it ([`provider`]), and
+//! forwarding from a standby to the leader ([`leader_forward`]).
+
+pub mod leader_forward;
+pub mod metric_cache;
+pub mod provider;

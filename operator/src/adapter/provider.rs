@@ -1,0 +1,127 @@
+//! The operator's answer to the metrics adapter: metric values from the poll cache. An HPA request
+//! never waits on a source unless the cached value is older than the object's pollingInterval;
+//! the source is then queried once, however many requests arrive together.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ebb_metrics_adapter::{MetricProvider, MetricValue, ProviderError};
+use jiff::Timestamp;
+
+use crate::adapter::leader_forward::LeaderForwarder;
+use crate::adapter::metric_cache::{CachedMetric, MetricKey};
+use crate::reconcile::Shared;
+
+/// The leader's shared state, present only while this replica leads.
+pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;
+
+/// Serves metric values from the operator's cache.
+pub struct CacheProvider {
+    leader: LeaderState,
+    forward: Option<Arc<LeaderForwarder>>,
+    refreshing: Mutex<HashMap<MetricKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl CacheProvider {
+    /// A provider over the leader's state (empty while this replica stands by); a standby
+    /// forwards to the leader when `forward` is given.
+    pub fn new(leader: LeaderState, forward: Option<Arc<LeaderForwarder>>) -> Self {
+        CacheProvider {
+            leader,
+            forward,
+            refreshing: Mutex::default(),
+        }
+    }
+}
+
+fn served(m: &CachedMetric) -> MetricValue {
+    let age = m.at.elapsed();
+    let timestamp = Timestamp::now()
+        .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or_default())
+        .unwrap_or_else(|_| Timestamp::now());
+    MetricValue {
+        value: m.value,
+        timestamp,
+    }
+}
+
+#[async_trait::async_trait]
+impl MetricProvider for CacheProvider {
+    async fn metric(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        metric: &str,
+    ) -> Result<MetricValue, ProviderError> {
+        let shared = self.leader.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(shared) = shared else {
+            return match &self.forward {
+                Some(f) => f.forward(namespace, scaled_object, &metric.to_lowercase()).await,
+                None => Err(ProviderError::Unavailable(
+                    "this ebb replica is on standby; the leader serves metrics".into(),
+                )),
+            };
+        };
+        let key = MetricKey {
+            namespace: namespace.to_string(),
+            scaled_object: scaled_object.to_string(),
+            metric: metric.to_lowercase(),
+        };
+        let Some(config) = shared.loop_config(&(namespace.to_string(), scaled_object.to_string())) else {
+            return match shared.cache.get(&key) {
+                Some(m) => Ok(served(&m)),
+                None => Err(ProviderError::UnknownScaledObject),
+            };
+        };
+        let Some(trigger) = config.triggers.iter().find(|t| t.metric_name == key.metric) else {
+            return Err(ProviderError::UnknownMetric);
+        };
+        // useCachedMetrics: serve whatever the loop cached last. Otherwise (KEDA's contract) the
+        // value is at most one pollingInterval old.
+        if trigger.use_cached_metrics
+            && let Some(m) = shared.cache.get(&key)
+        {
+            return Ok(served(&m));
+        }
+        // Sources whose samples cost nothing (a snapshot kept current by a batched client) are
+        // sampled on every request, so the HPA follows them closely.
+        let max_age = if trigger.scaler.samples_are_cheap() {
+            Duration::ZERO
+        } else {
+            config.polling_interval
+        };
+        let fresh = |m: &CachedMetric| m.at.elapsed() <= max_age;
+        if let Some(m) = shared.cache.get(&key).filter(fresh) {
+            return Ok(served(&m));
+        }
+        // Stale or missing: one query for every request waiting on this metric.
+        let lock = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        if let Some(m) = shared.cache.get(&key).filter(fresh) {
+            return Ok(served(&m));
+        }
+        match trigger.scaler.sample().await {
+            Ok(sample) => {
+                let m = CachedMetric {
+                    value: sample.value,
+                    at: Instant::now(),
+                    failed: false,
+                };
+                shared.cache.put(key, m.clone());
+                Ok(served(&m))
+            }
+            // While the fallback applies the cache holds the fallback value: keep serving it.
+            Err(e) => match shared.cache.get(&key).filter(|m| m.failed) {
+                Some(m) => Ok(served(&m)),
+                None => Err(ProviderError::Unavailable(e.to_string())),
+            },
+        }
+    }
+}

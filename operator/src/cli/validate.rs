@@ -1,0 +1,749 @@
+//! `ebb validate`: offline checks of ScaledObject / TriggerAuthentication manifests.
+//!
+//! Each document is checked the way the cluster and the operator will see it: the CRD schema
+//! (types, required fields, minimums, enums, unknown fields), KEDA's defaults, the cross-field rules
+//! and every trigger's parameters. Objects under KEDA's `keda.sh/v1alpha1` are accepted too, so KEDA
+//! manifests can be checked before migrating.
+
+use std::collections::BTreeMap;
+
+use ebb_crds::validation::{FieldError, validate_spec};
+use ebb_crds::{
+    ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, TriggerAuthenticationSpec,
+    schema_check,
+};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::compile::inputs::{self as trigger_inputs, Lookup, ObjectSource};
+use kube::CustomResourceExt;
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+
+/// A YAML stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The text is not valid YAML.
+    #[error("{source_name}: invalid YAML: {message}")]
+    Yaml {
+        /// File name (or `-`).
+        source_name: String,
+        /// Parser message, with line and column.
+        message: String,
+    },
+}
+
+/// One YAML document of the input.
+#[derive(Debug, Clone)]
+pub struct InputDocument {
+    /// `file` or `file#N` for the N-th document (1-based) of a multi-document file.
+    pub source: String,
+    /// The document as JSON.
+    pub value: Json,
+}
+
+/// Splits a YAML stream into documents; empty documents are skipped.
+pub fn read_documents(source_name: &str, text: &str) -> Result<Vec<InputDocument>, BundleError> {
+    let values: Vec<Json> = serde_saphyr::from_multiple(text).map_err(|e| BundleError::Yaml {
+        source_name: source_name.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(i, value)| InputDocument {
+            source: format!("{source_name}#{}", i + 1),
+            value,
+        })
+        .collect())
+}
+
+/// The kinds `ebb validate` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CheckedKind {
+    /// A ScaledObject.
+    ScaledObject,
+    /// A TriggerAuthentication.
+    TriggerAuthentication,
+    /// A ClusterTriggerAuthentication.
+    ClusterTriggerAuthentication,
+}
+
+/// The result for one trigger.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerReport {
+    /// Index in `spec.triggers`.
+    pub index: usize,
+    /// Trigger type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// External metric name the HPA will use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric_name: Option<String>,
+    /// Parsed parameters, secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Json>,
+    /// The pod identity provider the authentication sets (`none`, `aws`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_identity: Option<ebb_crds::PodIdentityProvider>,
+}
+
+/// The result for one object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReport {
+    /// Where it came from.
+    pub source: String,
+    /// Kind, when recognised.
+    pub kind: Option<CheckedKind>,
+    /// `apiVersion` as written.
+    pub api_version: String,
+    /// Namespace (ScaledObject, TriggerAuthentication), defaulted to `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Whether the object passes every check.
+    pub valid: bool,
+    /// Problems: each makes the object invalid.
+    pub problems: Vec<Problem>,
+    /// Notes that do not make it invalid.
+    pub warnings: Vec<String>,
+    /// Per-trigger results (ScaledObjects).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerReport>,
+    /// The object with defaults applied, as ebb will store it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<Json>,
+}
+
+/// One problem, located by field path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Field path from the object root.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<FieldError> for Problem {
+    fn from(e: FieldError) -> Self {
+        Problem {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl ObjectReport {
+    /// `Kind namespace/name` for messages.
+    pub fn label(&self) -> String {
+        let kind = match self.kind {
+            Some(k) => format!("{k:?}"),
+            None => "object".to_string(),
+        };
+        match &self.namespace {
+            Some(ns) => format!("{kind} {ns}/{}", self.name),
+            None => format!("{kind} {}", self.name),
+        }
+    }
+}
+
+/// Everything `ebb validate` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BundleReport {
+    /// One entry per checked object; documents of other kinds are skipped.
+    pub objects: Vec<ObjectReport>,
+    /// Documents of kinds ebb does not check, as `source: Kind name`.
+    pub skipped: Vec<String>,
+}
+
+impl BundleReport {
+    /// Whether every object is valid.
+    pub fn is_valid(&self) -> bool {
+        self.objects.iter().all(|o| o.valid)
+    }
+    /// One line per problem: `source: Kind ns/name: field: message`.
+    pub fn problem_lines(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .flat_map(|o| {
+                o.problems
+                    .iter()
+                    .map(move |p| format!("{}: {}: {}: {}", o.source, o.label(), p.field, p.message))
+            })
+            .collect()
+    }
+    /// One line per warning.
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .flat_map(|o| {
+                o.warnings
+                    .iter()
+                    .map(move |w| format!("{}: {}: warning: {w}", o.source, o.label()))
+            })
+            .collect()
+    }
+}
+
+fn str_at<'a>(v: &'a Json, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Json::as_str)
+}
+
+/// How `ebb validate` treats references to objects that are not in its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Missing Secrets, ConfigMaps, TriggerAuthentications or workloads are errors, not warnings.
+    pub strict: bool,
+}
+
+/// Checks every document (missing references are warnings).
+pub fn check_documents(docs: &[InputDocument]) -> BundleReport {
+    check_documents_with(docs, CheckOptions::default())
+}
+
+/// Checks every document, resolving triggers' auth params and env from the other documents.
+pub fn check_documents_with(docs: &[InputDocument], options: CheckOptions) -> BundleReport {
+    let bundle = BundleObjects::from_documents(docs);
+    let mut report = BundleReport::default();
+    for doc in docs {
+        let api_version = str_at(&doc.value, "/apiVersion").unwrap_or_default().to_string();
+        let kind_name = str_at(&doc.value, "/kind").unwrap_or_default().to_string();
+        let ours = api_version == ebb_crds::API_VERSION || api_version == ebb_crds::KEDA_API_VERSION;
+        let kind = match kind_name.as_str() {
+            "ScaledObject" if ours => CheckedKind::ScaledObject,
+            "TriggerAuthentication" if ours => CheckedKind::TriggerAuthentication,
+            "ClusterTriggerAuthentication" if ours => CheckedKind::ClusterTriggerAuthentication,
+            _ => {
+                if !doc.value.is_object() || kind_name.is_empty() {
+                    report.objects.push(not_an_object(doc, &api_version));
+                } else {
+                    let name = str_at(&doc.value, "/metadata/name").unwrap_or("(unnamed)");
+                    report
+                        .skipped
+                        .push(format!("{}: {api_version} {kind_name} {name}", doc.source));
+                }
+                continue;
+            }
+        };
+        report
+            .objects
+            .push(check_object(doc, kind, &api_version, &bundle, options));
+    }
+    report
+}
+
+fn not_an_object(doc: &InputDocument, api_version: &str) -> ObjectReport {
+    ObjectReport {
+        source: doc.source.clone(),
+        kind: None,
+        api_version: api_version.to_string(),
+        namespace: None,
+        name: "(unnamed)".to_string(),
+        valid: false,
+        problems: vec![Problem {
+            field: "kind".into(),
+            message: "not a Kubernetes object: a mapping with apiVersion and kind is expected".into(),
+        }],
+        warnings: Vec::new(),
+        triggers: Vec::new(),
+        normalized: None,
+    }
+}
+
+fn check_object(
+    doc: &InputDocument,
+    kind: CheckedKind,
+    api_version: &str,
+    bundle: &BundleObjects,
+    options: CheckOptions,
+) -> ObjectReport {
+    let namespaced = kind != CheckedKind::ClusterTriggerAuthentication;
+    let mut report = ObjectReport {
+        source: doc.source.clone(),
+        kind: Some(kind),
+        api_version: api_version.to_string(),
+        namespace: namespaced.then(|| {
+            str_at(&doc.value, "/metadata/namespace")
+                .unwrap_or("default")
+                .to_string()
+        }),
+        name: str_at(&doc.value, "/metadata/name")
+            .unwrap_or("(unnamed)")
+            .to_string(),
+        valid: true,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        triggers: Vec::new(),
+        normalized: None,
+    };
+    if str_at(&doc.value, "/metadata/name").is_none_or(str::is_empty) {
+        report.problems.push(Problem {
+            field: "metadata.name".into(),
+            message: "is required".into(),
+        });
+    }
+    if api_version == ebb_crds::KEDA_API_VERSION {
+        report.warnings.push(format!(
+            "KEDA apiVersion {api_version}: checked as {}; change apiVersion to migrate",
+            ebb_crds::API_VERSION
+        ));
+    }
+    keda_annotation_warnings(&doc.value, &mut report.warnings);
+    // The schema first: it is what the API server enforces.
+    let findings = schema_check::check(&schema_of(kind), &doc.value, "");
+    report
+        .problems
+        .extend(findings.errors.into_iter().map(Problem::from));
+    report.warnings.extend(
+        findings
+            .unknown_fields
+            .into_iter()
+            .map(|f| format!("{f}: unknown field, the API server would drop it")),
+    );
+    // Then the typed view, which applies the defaults.
+    let mut value = doc.value.clone();
+    value["apiVersion"] = json!(ebb_crds::API_VERSION);
+    let typed = match kind {
+        CheckedKind::ScaledObject => typed::<ScaledObject>(value).map(|so| {
+            check_scaled_object(&so, &mut report, bundle, options);
+            serde_json::to_value(&so)
+        }),
+        CheckedKind::TriggerAuthentication => {
+            typed::<TriggerAuthentication>(value).map(|o| serde_json::to_value(&o))
+        }
+        CheckedKind::ClusterTriggerAuthentication => {
+            typed::<ClusterTriggerAuthentication>(value).map(|o| serde_json::to_value(&o))
+        }
+    };
+    match typed {
+        Ok(Ok(normalized)) => report.normalized = Some(normalized),
+        Ok(Err(e)) => report.problems.push(Problem {
+            field: "(object)".into(),
+            message: e.to_string(),
+        }),
+        // The schema walk usually names the same problem already; add it only when it did not.
+        Err(p) if !report.problems.iter().any(|q| q.field == p.field) => report.problems.push(p),
+        Err(_) => {}
+    }
+    report.valid = report.problems.is_empty();
+    report
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Json) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        Problem {
+            field: if field == "." { "(object)".into() } else { field },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn check_scaled_object(
+    so: &ScaledObject,
+    report: &mut ObjectReport,
+    bundle: &BundleObjects,
+    options: CheckOptions,
+) {
+    report
+        .problems
+        .extend(validate_spec(&so.spec).into_iter().map(Problem::from));
+    let namespace = so
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    for (index, trigger) in so.spec.triggers.iter().enumerate() {
+        // The same resolution the operator runs against the cluster, over the files given.
+        let inputs = futures::executor::block_on(trigger_inputs::resolve(
+            bundle,
+            &namespace,
+            &so.spec.scale_target_ref,
+            trigger,
+        ));
+        let at = format!("spec.triggers[{index}]");
+        for missing in &inputs.missing {
+            if options.strict {
+                report.problems.push(Problem {
+                    field: at.clone(),
+                    message: missing.clone(),
+                });
+            } else {
+                report
+                    .warnings
+                    .push(format!("{at}: {missing}; its parameters are not checked"));
+            }
+        }
+        for error in &inputs.errors {
+            report.problems.push(Problem {
+                field: at.clone(),
+                message: error.clone(),
+            });
+        }
+        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws) && trigger.type_ != "aws-sqs-queue"
+        {
+            report.warnings.push(format!(
+                "{at}.authenticationRef: podIdentity aws is only used by aws-sqs-queue triggers; {} ignores it",
+                trigger.type_
+            ));
+        }
+        let parsed = ebb_scalers::parse_trigger(
+            index,
+            &trigger.type_,
+            &trigger.metadata,
+            inputs.auth_params.as_ref(),
+            inputs.env.as_ref(),
+        );
+        match parsed {
+            Ok(mut parsed) => {
+                for name in inputs.sensitive_params(trigger) {
+                    parsed.params.mark_secret(&name);
+                }
+                report.warnings.extend(
+                    parsed
+                        .params
+                        .warnings
+                        .iter()
+                        .map(|w| format!("{at}.metadata.{w}")),
+                );
+                report.triggers.push(TriggerReport {
+                    index,
+                    type_: trigger.type_.clone(),
+                    metric_name: Some(parsed.metric_name),
+                    params: Some(parsed.params.redacted_json()),
+                    pod_identity: inputs.pod_identity,
+                });
+            }
+            Err(e) => {
+                for pe in e.errors {
+                    let field = if pe.param == "type" {
+                        format!("{at}.type")
+                    } else {
+                        format!("{at}.metadata.{}", pe.param)
+                    };
+                    let message = inputs.scrub(&format!("({}) {}", trigger.type_, pe.problem));
+                    report.problems.push(Problem { field, message });
+                }
+                report.triggers.push(TriggerReport {
+                    index,
+                    type_: trigger.type_.clone(),
+                    metric_name: None,
+                    params: None,
+                    pod_identity: inputs.pod_identity,
+                });
+            }
+        }
+    }
+}
+
+/// The objects of a bundle that triggers may reference: Secrets, ConfigMaps, TriggerAuthentications,
+/// ClusterTriggerAuthentications and workloads (for their container env).
+#[derive(Default)]
+pub struct BundleObjects {
+    secrets: BTreeMap<(String, String), Result<BTreeMap<String, String>, String>>,
+    config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
+    trigger_auths: BTreeMap<(String, String), TriggerAuthenticationSpec>,
+    cluster_trigger_auths: BTreeMap<String, TriggerAuthenticationSpec>,
+    workloads: BTreeMap<(String, String, String), PodTemplateSpec>,
+}
+
+impl BundleObjects {
+    /// Indexes the documents by kind, namespace and name.
+    pub fn from_documents(docs: &[InputDocument]) -> Self {
+        let mut b = BundleObjects::default();
+        for doc in docs {
+            let v = &doc.value;
+            let kind = str_at(v, "/kind").unwrap_or_default();
+            let api_version = str_at(v, "/apiVersion").unwrap_or_default();
+            let name = str_at(v, "/metadata/name").unwrap_or_default().to_string();
+            let ns = str_at(v, "/metadata/namespace").unwrap_or("default").to_string();
+            let ours = api_version == ebb_crds::API_VERSION || api_version == ebb_crds::KEDA_API_VERSION;
+            match (api_version, kind) {
+                ("v1", "Secret") => {
+                    b.secrets.insert((ns, name), decode_secret_json(v));
+                }
+                ("v1", "ConfigMap") => {
+                    let data = v
+                        .get("data")
+                        .and_then(Json::as_object)
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    b.config_maps.insert((ns, name), data);
+                }
+                (_, "TriggerAuthentication") if ours => {
+                    if let Ok(spec) = serde_json::from_value(v.get("spec").cloned().unwrap_or_default()) {
+                        b.trigger_auths.insert((ns, name), spec);
+                    }
+                }
+                (_, "ClusterTriggerAuthentication") if ours => {
+                    if let Ok(spec) = serde_json::from_value(v.get("spec").cloned().unwrap_or_default()) {
+                        b.cluster_trigger_auths.insert(name, spec);
+                    }
+                }
+                (av, k)
+                    if av.starts_with("apps/")
+                        && matches!(k, "Deployment" | "StatefulSet" | "ReplicaSet") =>
+                {
+                    if let Some(Ok(t)) = v
+                        .pointer("/spec/template")
+                        .map(|t| serde_json::from_value(t.clone()))
+                    {
+                        b.workloads.insert((ns, k.to_string(), name), t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+/// Renders a YAML scalar as the string Kubernetes would store (numbers and booleans as text).
+fn scalar_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn decode_secret_json(v: &Json) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (k, val) in v.get("data").and_then(Json::as_object).into_iter().flatten() {
+        let text = val
+            .as_str()
+            .ok_or_else(|| format!("key {k:?} is not a base64 string"))?;
+        out.insert(k.clone(), trigger_inputs::decode_base64(k, text)?);
+    }
+    for (k, val) in v
+        .get("stringData")
+        .and_then(Json::as_object)
+        .into_iter()
+        .flatten()
+    {
+        out.insert(
+            k.clone(),
+            scalar_text(val).ok_or_else(|| format!("stringData key {k:?} is not text"))?,
+        );
+    }
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl ObjectSource for BundleObjects {
+    async fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+        match self.secrets.get(&(namespace.to_string(), name.to_string())) {
+            Some(Ok(data)) => Lookup::Found(data.clone()),
+            Some(Err(problem)) => Lookup::Unavailable(format!("Secret {namespace}/{name}: {problem}")),
+            None => Lookup::Missing,
+        }
+    }
+    async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+        self.config_maps
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    async fn trigger_authentication(&self, namespace: &str, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+        self.trigger_auths
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    async fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+        self.cluster_trigger_auths
+            .get(name)
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    async fn pod_template(
+        &self,
+        namespace: &str,
+        _api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Lookup<PodTemplateSpec> {
+        self.workloads
+            .get(&(namespace.to_string(), kind.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+    fn cluster_auth_namespace(&self) -> &str {
+        // Offline there is no operator namespace; ClusterTriggerAuthentication secrets are looked up
+        // in the namespace ebb's chart installs into by default.
+        CLUSTER_AUTH_NAMESPACE
+    }
+    fn missing_is_error(&self) -> bool {
+        false
+    }
+}
+
+/// Namespace assumed offline for ClusterTriggerAuthentication Secrets and ConfigMaps.
+pub const CLUSTER_AUTH_NAMESPACE: &str = "ebb-system";
+
+fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
+    let Some(annotations) = value.pointer("/metadata/annotations").and_then(Json::as_object) else {
+        return;
+    };
+    for key in annotations.keys() {
+        let ebb_key = key
+            .replace("autoscaling.keda.sh/", "autoscaling.ebb.dev/")
+            .replace("scaledobject.keda.sh/", "scaledobject.ebb.dev/");
+        if &ebb_key != key {
+            warnings.push(format!(
+                "metadata.annotations.{key}: KEDA annotation, ebb reads {ebb_key}"
+            ));
+        }
+    }
+}
+
+/// The `openAPIV3Schema` of a kind's CRD, as JSON.
+fn schema_of(kind: CheckedKind) -> Json {
+    let crd = match kind {
+        CheckedKind::ScaledObject => ScaledObject::crd(),
+        CheckedKind::TriggerAuthentication => TriggerAuthentication::crd(),
+        CheckedKind::ClusterTriggerAuthentication => ClusterTriggerAuthentication::crd(),
+    };
+    ebb_crds::generate::openapi_schema(&crd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> BundleReport {
+        check_documents(&read_documents("t.yaml", yaml).unwrap())
+    }
+
+    const VALID: &str = r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledObject
+metadata: {name: worker, namespace: jobs}
+spec:
+  scaleTargetRef: {name: worker}
+  triggers:
+  - type: metrics-api
+    metadata: {url: "http://src:8080/", valueLocation: depth, targetValue: "5"}
+"#;
+
+    #[test]
+    fn valid_object_is_normalised_with_defaults() {
+        let r = check(VALID);
+        assert!(r.is_valid(), "{:?}", r.problem_lines());
+        let n = r.objects[0].normalized.as_ref().unwrap();
+        assert_eq!(n["spec"]["pollingInterval"], 30);
+        assert_eq!(n["spec"]["cooldownPeriod"], 300);
+        assert_eq!(n["spec"]["maxReplicaCount"], 100);
+        assert_eq!(n["spec"]["triggers"][0]["metricType"], "AverageValue");
+        assert_eq!(
+            r.objects[0].triggers[0].metric_name.as_deref(),
+            Some("s0-metrics-api-depth")
+        );
+        assert_eq!(
+            r.objects[0].triggers[0].params.as_ref().unwrap()["targetValue"]["value"],
+            5.0
+        );
+    }
+
+    #[test]
+    fn each_problem_names_object_trigger_and_field() {
+        let yaml = VALID
+            .replace("targetValue: \"5\"", "targetValue: \"-1\"")
+            .replace(
+                "name: worker}\n  triggers",
+                "name: worker}\n  minReplicaCount: 3\n  maxReplicaCount: 2\n  triggers",
+            );
+        let lines = check(&yaml).problem_lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("t.yaml#1: ScaledObject jobs/worker: spec.minReplicaCount: "),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "t.yaml#1: ScaledObject jobs/worker: spec.triggers[0].metadata.targetValue: (metrics-api)"
+            ),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn schema_errors_are_reported_once() {
+        let yaml = VALID.replace("targetValue: \"5\"}", "targetValue: 5}");
+        let r = check(&yaml);
+        let lines = r.problem_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("spec.triggers[0].metadata.targetValue: must be of type string"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn keda_manifests_are_accepted_with_a_warning() {
+        let r = check(&VALID.replace("ebb.dev/v1alpha1", "keda.sh/v1alpha1"));
+        assert!(r.is_valid());
+        assert!(
+            r.objects[0]
+                .warnings
+                .iter()
+                .any(|w| w.contains("KEDA apiVersion"))
+        );
+        assert_eq!(
+            r.objects[0].normalized.as_ref().unwrap()["apiVersion"],
+            "ebb.dev/v1alpha1"
+        );
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_and_garbage_is_a_problem() {
+        let r = check("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: w}\n---\n- 1\n- 2\n---\n");
+        assert_eq!(r.skipped, ["t.yaml#1: apps/v1 Deployment w"]);
+        assert_eq!(r.objects.len(), 1);
+        assert!(!r.is_valid());
+    }
+
+    #[test]
+    fn invalid_yaml_is_an_error_not_a_panic() {
+        let e = read_documents("bad.yaml", "spec: [unclosed").unwrap_err();
+        assert!(e.to_string().starts_with("bad.yaml: invalid YAML"), "{e}");
+    }
+
+    #[test]
+    fn secrets_in_auth_or_urls_never_reach_the_output() {
+        let yaml = VALID.replace("http://src:8080/", "http://admin:Sup3rSecret@src:8080/");
+        let r = check(&yaml);
+        let out = serde_json::to_string(&r.objects[0].triggers).unwrap();
+        assert!(!out.contains("Sup3rSecret"), "{out}");
+    }
+
+    proptest::proptest! {
+        // Arbitrary text never panics the reader or the checker.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            if let Ok(docs) = read_documents("p", &text) {
+                let _ = check_documents(&docs);
+            }
+        }
+        // Arbitrary metadata maps in a well-formed ScaledObject never panic, for every trigger type.
+        #[test]
+        fn arbitrary_metadata_never_panics(
+            ty in proptest::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "nope"]),
+            meta in proptest::collection::btree_map("[a-zA-Z]{1,20}", ".{0,30}", 0..10),
+        ) {
+            let doc = serde_json::json!({"apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": "p"}, "spec": {"scaleTargetRef": {"name": "w"},
+                "triggers": [{"type": ty, "metadata": meta}]}});
+            let r = check_documents(&[InputDocument { source: "p".into(), value: doc }]);
+            proptest::prop_assert_eq!(r.objects.len(), 1);
+        }
+    }
+}

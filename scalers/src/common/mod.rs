@@ -1,0 +1,3 @@
+//! Pieces several scalers share: TLS trust settings for their clients.
+
+pub mod tls;

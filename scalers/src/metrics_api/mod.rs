@@ -1,0 +1,103 @@
+//! The `metrics-api` trigger: a number read from a JSON document served over HTTP.
+
+pub mod scaler;
+
+use crate::params::{Param, ParamError, ParsedParams, ScalerDecl, Thresholds};
+
+/// Every parameter of the metrics-api trigger.
+pub static PARAMS: &[Param] = &[
+    Param::string("url").required().masks_userinfo(),
+    Param::string("valueLocation").required(),
+    Param::float("targetValue").required().above(0.0),
+    Param::float("activationTargetValue").default("0"),
+    Param::one_of("format", &["json"]).default("json"),
+    Param::bool("unsafeSsl").default("false"),
+];
+
+/// The metrics-api trigger's declaration.
+pub static DECL: ScalerDecl = ScalerDecl {
+    trigger_type: "metrics-api",
+    params: PARAMS,
+    rules: &[],
+    check,
+    metric_detail,
+    thresholds,
+};
+
+fn check(p: &ParsedParams) -> Vec<ParamError> {
+    let mut errors = Vec::new();
+    if let Some(raw) = p.str("url") {
+        match url::Url::parse(raw) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => errors.push(ParamError::new("url", "must be an http:// or https:// URL")),
+        }
+    }
+    if let Some(loc) = p.str("valueLocation")
+        && loc.split('.').any(str::is_empty)
+    {
+        errors.push(ParamError::new(
+            "valueLocation",
+            format!("{loc:?} is not a dotted path like queue.depth"),
+        ));
+    }
+    errors
+}
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    Thresholds {
+        target: p.float("targetValue").unwrap_or(1.0),
+        activation: p.float("activationTargetValue").unwrap_or(0.0),
+    }
+}
+
+fn metric_detail(p: &ParsedParams) -> String {
+    format!("metrics-api-{}", p.str("valueLocation").unwrap_or("value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::tests_support::parse_meta;
+
+    #[test]
+    fn parses_and_validates() {
+        let ok = [
+            ("url", "http://127.0.0.1:8080/q"),
+            ("valueLocation", "queue.depth"),
+            ("targetValue", "5"),
+        ];
+        let p = parse_meta(&DECL, &ok).unwrap();
+        assert_eq!(p.float("targetValue"), Some(5.0));
+        assert_eq!(p.float("activationTargetValue"), Some(0.0));
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("url", "ftp://x"), ("valueLocation", "a"), ("targetValue", "1")],
+                "url",
+            ),
+            (
+                &[
+                    ("url", "http://x"),
+                    ("valueLocation", "a..b"),
+                    ("targetValue", "1"),
+                ],
+                "valueLocation",
+            ),
+            (
+                &[("url", "http://x"), ("valueLocation", "a"), ("targetValue", "0")],
+                "targetValue",
+            ),
+            (
+                &[
+                    ("url", "http://x"),
+                    ("valueLocation", "a"),
+                    ("targetValue", "1"),
+                    ("format", "xml"),
+                ],
+                "format",
+            ),
+        ];
+        for (meta, param) in cases {
+            assert_eq!(parse_meta(&DECL, meta).unwrap_err()[0].param, *param);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The `rabbitmq` trigger: queue length or rates, over AMQP or the management HTTP API.
+//!
+//! AMQP only sees *ready* messages (a passive queue.declare excludes unacknowledged ones); use
+//! `protocol: http` (or an http:// host) to count messages that consumers hold unacked.
+
+pub mod scaler;
+
+use crate::params::{
+    AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
+    Thresholds,
+};
+
+/// The modes of the rabbitmq trigger.
+pub const MODES: &[&str] = &[
+    "QueueLength",
+    "MessageRate",
+    "DeliverGetRate",
+    "PublishedToDeliveredRatio",
+    "ExpectedQueueConsumptionTime",
+];
+
+/// Every parameter of the rabbitmq trigger.
+pub static PARAMS: &[Param] = &[
+    Param::string("host")
+        .required()
+        .from(META_AUTH_ENV)
+        .masks_userinfo(),
+    Param::one_of("protocol", &["auto", "amqp", "http"])
+        .default("auto")
+        .from(META_AUTH),
+    Param::string("queueName").required(),
+    Param::one_of("mode", MODES),
+    Param::float("value").above(0.0),
+    Param::float("activationValue").default("0"),
+    Param::float("queueLength")
+        .above(0.0)
+        .deprecated("use mode: QueueLength with value"),
+    Param::string("vhostName").from(META_AUTH),
+    Param::bool("useRegex").default("false"),
+    Param::int("pageSize").default("100").min(1.0),
+    Param::one_of("operation", &["sum", "avg", "max"]).default("sum"),
+    Param::bool("excludeUnacknowledged").default("false"),
+    Param::int("timeout").min(1.0),
+    Param::string("username").from(AUTH_ENV),
+    Param::string("password").from(AUTH_ENV).secret(),
+    Param::one_of("tls", &["enable", "disable"])
+        .default("disable")
+        .from(AUTH),
+    Param::string("ca").from(AUTH),
+    Param::string("cert").from(AUTH),
+    Param::string("key").from(AUTH).secret(),
+    Param::string("keyPassword").from(AUTH).secret(),
+    Param::bool("unsafeSsl").default("false").from(META),
+];
+
+/// The rabbitmq trigger's declaration.
+pub static DECL: ScalerDecl = ScalerDecl {
+    trigger_type: "rabbitmq",
+    params: PARAMS,
+    rules: &[
+        Rule::Exclusive(&["queueLength", "mode"]),
+        Rule::Exclusive(&["queueLength", "value"]),
+        Rule::Requires("mode", "value"),
+        Rule::Together(&["username", "password"]),
+        Rule::Together(&["cert", "key"]),
+    ],
+    check,
+    metric_detail,
+    thresholds,
+};
+
+/// The wire protocol a rabbitmq trigger uses, once `auto` is resolved from the host's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// AMQP 0-9-1: ready messages only.
+    Amqp,
+    /// The management HTTP API.
+    Http,
+}
+
+/// Resolves the protocol: an explicit `protocol` wins, else the scheme of `host`.
+/// `None` when the host is not known (read from env that is not available).
+pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, String>> {
+    match p.str("protocol") {
+        Some("amqp") => return Some(Ok(Protocol::Amqp)),
+        Some("http") => return Some(Ok(Protocol::Http)),
+        _ => {}
+    }
+    let host = p.str("host")?;
+    let scheme = host.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    Some(match scheme.as_deref() {
+        Some("amqp" | "amqps") => Ok(Protocol::Amqp),
+        Some("http" | "https") => Ok(Protocol::Http),
+        _ => Err("must start with amqp://, amqps://, http:// or https:// when protocol is auto".to_string()),
+    })
+}
+
+fn check(p: &ParsedParams) -> Vec<ParamError> {
+    let mut errors = Vec::new();
+    let proto = match protocol(p) {
+        Some(Ok(proto)) => Some(proto),
+        Some(Err(problem)) => {
+            errors.push(ParamError::new("host", problem));
+            None
+        }
+        None => None,
+    };
+    if proto == Some(Protocol::Amqp) {
+        if p.str("mode").is_some_and(|m| m != "QueueLength") {
+            errors.push(ParamError::new(
+                "mode",
+                "only QueueLength works over AMQP; use protocol http for rates",
+            ));
+        }
+        for http_only in ["useRegex", "excludeUnacknowledged", "timeout"] {
+            if p.is_set(http_only) {
+                errors.push(ParamError::new(http_only, "only works with protocol http"));
+            }
+        }
+    }
+    errors
+}
+
+/// KEDA's default target when neither `value` nor `queueLength` is given.
+const DEFAULT_VALUE: f64 = 20.0;
+
+fn thresholds(p: &ParsedParams) -> Thresholds {
+    let target = p
+        .float("value")
+        .or_else(|| p.float("queueLength"))
+        .unwrap_or(DEFAULT_VALUE);
+    Thresholds {
+        target,
+        activation: p.float("activationValue").unwrap_or(0.0),
+    }
+}
+
+fn metric_detail(p: &ParsedParams) -> String {
+    format!("rabbitmq-{}", p.str("queueName").unwrap_or("queue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::tests_support::{parse_meta, parse_with};
+
+    #[test]
+    fn protocol_follows_the_scheme() {
+        let p = parse_meta(&DECL, &[("host", "amqp://u:p@h:5672/vh"), ("queueName", "q")]).unwrap();
+        assert_eq!(protocol(&p), Some(Ok(Protocol::Amqp)));
+        let p = parse_meta(&DECL, &[("host", "https://h:15672/vh"), ("queueName", "q")]).unwrap();
+        assert_eq!(protocol(&p), Some(Ok(Protocol::Http)));
+        let p = parse_meta(&DECL, &[("hostFromEnv", "RABBIT"), ("queueName", "q")]).unwrap();
+        assert_eq!(protocol(&p), None);
+    }
+
+    #[test]
+    fn table_of_invalid_metadata() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[
+                    ("host", "amqp://h/"),
+                    ("queueName", "q"),
+                    ("mode", "MessageRate"),
+                    ("value", "5"),
+                ],
+                "mode",
+            ),
+            (
+                &[("host", "amqp://h/"), ("queueName", "q"), ("useRegex", "true")],
+                "useRegex",
+            ),
+            (
+                &[("host", "amqp://h/"), ("queueName", "q"), ("timeout", "1000")],
+                "timeout",
+            ),
+            (
+                &[("host", "http://h/"), ("queueName", "q"), ("mode", "QueueLength")],
+                "mode",
+            ),
+            (
+                &[
+                    ("host", "http://h/"),
+                    ("queueName", "q"),
+                    ("queueLength", "5"),
+                    ("value", "5"),
+                ],
+                "queueLength, value",
+            ),
+            (
+                &[("host", "http://h/"), ("queueName", "q"), ("operation", "median")],
+                "operation",
+            ),
+            (&[("host", "ftp://h/"), ("queueName", "q")], "host"),
+            (&[("host", "http://h/")], "queueName"),
+        ];
+        for (meta, param) in cases {
+            let errors = parse_meta(&DECL, meta).expect_err(param);
+            assert_eq!(errors[0].param, *param, "{meta:?}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        let errors =
+            parse_with(&DECL, &[("host", "ftp://user:pa55@h/"), ("queueName", "q")], &[]).unwrap_err();
+        assert!(!format!("{errors:?}").contains("pa55"));
+        let p = parse_with(&DECL, &[("host", "amqp://user:pa55@h/"), ("queueName", "q")], &[]).unwrap();
+        let json = p.redacted_json().to_string();
+        assert!(
+            !json.contains("pa55") && json.contains("amqp://<redacted>@h/"),
+            "{json}"
+        );
+    }
+}
