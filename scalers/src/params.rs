@@ -189,6 +189,14 @@ pub struct ScalerDecl {
     pub metric_detail: fn(&ParsedParams) -> String,
     /// The HPA target and the activation threshold, from the parsed parameters.
     pub thresholds: fn(&ParsedParams) -> Thresholds,
+    /// Configuration that works but often surprises users (shown in the object's Ready message
+    /// and by `ebb validate`); [`no_warnings`] for most scalers.
+    pub warnings: fn(&ParsedParams) -> Vec<String>,
+}
+
+/// The `warnings` of a scaler whose configurations hold no surprise.
+pub fn no_warnings(_: &ParsedParams) -> Vec<String> {
+    Vec::new()
 }
 
 /// A trigger's HPA target (per replica for AverageValue) and its activation threshold: the trigger is
@@ -715,6 +723,7 @@ mod tests {
             target: 1.0,
             activation: 0.0,
         },
+        warnings: no_warnings,
     };
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

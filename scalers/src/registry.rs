@@ -37,6 +37,14 @@ pub struct ParsedTrigger {
     pub thresholds: crate::params::Thresholds,
 }
 
+impl ParsedTrigger {
+    /// Configuration that works but often surprises (e.g. rabbitmq over AMQP counts ready
+    /// messages only), from the trigger's declaration.
+    pub fn warnings(&self) -> Vec<String> {
+        (self.decl.warnings)(&self.params)
+    }
+}
+
 /// Parses trigger `index` of type `trigger_type`. Unknown types are an error naming the supported ones.
 pub fn parse_trigger(
     index: usize,

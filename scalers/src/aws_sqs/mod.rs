@@ -36,6 +36,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     check,
     metric_detail,
     thresholds,
+    warnings: crate::params::no_warnings,
 };
 
 /// The queue name: the last path segment of a queue URL, or the value itself when it is not a URL.

@@ -22,6 +22,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     check,
     metric_detail,
     thresholds,
+    warnings: crate::params::no_warnings,
 };
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {

@@ -67,6 +67,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     check,
     metric_detail,
     thresholds,
+    warnings,
 };
 
 /// The wire protocol a rabbitmq trigger uses, once `auto` is resolved from the host's scheme.
@@ -93,6 +94,17 @@ pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, String>> {
         Some("http" | "https") => Ok(Protocol::Http),
         _ => Err("must start with amqp://, amqps://, http:// or https:// when protocol is auto".to_string()),
     })
+}
+
+/// Warns when the trigger counts QueueLength over AMQP, which sees ready messages only.
+fn warnings(p: &ParsedParams) -> Vec<String> {
+    let amqp = matches!(protocol(p), Some(Ok(Protocol::Amqp)));
+    let queue_length = p.str("mode").is_none_or(|m| m == "QueueLength");
+    if amqp && queue_length {
+        vec![scaler::amqp_hides_unacked_note().to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
@@ -143,6 +155,25 @@ fn metric_detail(p: &ParsedParams) -> String {
 mod tests {
     use super::*;
     use crate::params::tests_support::{parse_meta, parse_with};
+
+    #[test]
+    fn amqp_queue_length_is_warned_about_and_http_is_not() {
+        let warned = |meta: &[(&str, &str)]| !(DECL.warnings)(&parse_meta(&DECL, meta).unwrap()).is_empty();
+        let amqp = [("host", "amqp://h/"), ("queueName", "q")];
+        assert!(warned(&amqp));
+        assert!(warned(&[
+            ("host", "amqp://h/"),
+            ("queueName", "q"),
+            ("mode", "QueueLength"),
+            ("value", "5")
+        ]));
+        assert!(!warned(&[("host", "http://h:15672/"), ("queueName", "q")]));
+        assert!(!warned(&[
+            ("host", "amqp://h/"),
+            ("protocol", "http"),
+            ("queueName", "q")
+        ]));
+    }
 
     #[test]
     fn protocol_follows_the_scheme() {
