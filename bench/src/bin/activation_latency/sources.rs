@@ -1,0 +1,399 @@
+//! The sources the activation benchmark publishes to, one per object: which scalers are measured
+//! ([`Kind`]), how each object's source is created, and how one message is published to it.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use async_nats::jetstream::{self, consumer, stream};
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use ebb_crds::TriggerAuthentication;
+use ebb_tests::kafka::{KafkaAdmin, unique_name};
+use ebb_tests::source::MetricSource;
+use ebb_tests::{TestEnv, wait_for};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, ConnectionProperties};
+use serde_json::{Value, json};
+
+/// The scalers measured, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Kafka,
+    Rabbitmq,
+    RabbitmqManagement,
+    NatsJetStream,
+    AwsSqsQueue,
+    MetricsApi,
+}
+
+pub(crate) const KINDS: &[Kind] = &[
+    Kind::Kafka,
+    Kind::Rabbitmq,
+    Kind::RabbitmqManagement,
+    Kind::NatsJetStream,
+    Kind::AwsSqsQueue,
+    Kind::MetricsApi,
+];
+
+impl Kind {
+    /// The name in results and `EBB_BENCH_SCALERS`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Kafka => "kafka",
+            Kind::Rabbitmq => "rabbitmq",
+            Kind::RabbitmqManagement => "rabbitmq-management",
+            Kind::NatsJetStream => "nats-jetstream",
+            Kind::AwsSqsQueue => "aws-sqs-queue",
+            Kind::MetricsApi => "metrics-api",
+        }
+    }
+
+    /// Prefix of the Kubernetes object names.
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            Kind::Kafka => "kafka",
+            Kind::Rabbitmq => "rabbit",
+            Kind::RabbitmqManagement => "rabbit-http",
+            Kind::NatsJetStream => "nats",
+            Kind::AwsSqsQueue => "sqs",
+            Kind::MetricsApi => "mapi",
+        }
+    }
+
+    /// Whether ebb's scaler pushes activity changes (else the loop waits for its next poll).
+    pub(crate) fn pushes(self) -> bool {
+        self == Kind::Kafka
+    }
+
+    /// How the trigger reads its source, for the result file.
+    pub(crate) fn route(self) -> &'static str {
+        match self {
+            Kind::Kafka => {
+                "consumer-group lag (lagThreshold 5), one 1-partition topic and group per object; the cluster client's round (every 0.5 s) pushes activity changes"
+            }
+            Kind::Rabbitmq => "AMQP passive queue.declare (mode QueueLength, value 5), one queue per object",
+            Kind::RabbitmqManagement => {
+                "management HTTP API (protocol http, mode QueueLength, value 5), one queue per object; RabbitMQ refreshes its statistics every 5 s"
+            }
+            Kind::NatsJetStream => {
+                "monitoring endpoint /jsz (lagThreshold 5), one stream + durable consumer per object"
+            }
+            Kind::AwsSqsQueue => "GetQueueAttributes on moto (queueLength 5), one queue per object",
+            Kind::MetricsApi => "HTTP GET of a JSON value (targetValue 5), one local source per object",
+        }
+    }
+}
+
+/// Publishes one message to one object's source.
+pub(crate) enum Publisher {
+    Kafka {
+        admin: tokio::sync::Mutex<KafkaAdmin>,
+        topic: String,
+    },
+    Rabbit {
+        channel: Channel,
+        queue: String,
+    },
+    Nats {
+        js: jetstream::Context,
+        stream: String,
+        subject: String,
+    },
+    Sqs {
+        client: aws_sdk_sqs::Client,
+        url: String,
+    },
+    Metrics {
+        source: MetricSource,
+    },
+}
+
+impl Publisher {
+    /// Sends one message and waits until the source confirmed it.
+    pub(crate) async fn publish(&self) -> anyhow::Result<()> {
+        match self {
+            Publisher::Kafka { admin, topic } => admin.lock().await.produce_one(topic, 0, "job").await?,
+            Publisher::Rabbit { channel, queue } => {
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        b"job",
+                        BasicProperties::default(),
+                    )
+                    .await?
+                    .await?;
+                if !confirm.is_ack() {
+                    return Err(anyhow!("publish to {queue} not confirmed"));
+                }
+            }
+            Publisher::Nats { js, subject, .. } => {
+                js.publish(format!("{subject}.job"), "job".into()).await?.await?;
+            }
+            Publisher::Sqs { client, url } => {
+                client
+                    .send_message()
+                    .queue_url(url)
+                    .message_body("job")
+                    .send()
+                    .await
+                    .map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+            }
+            Publisher::Metrics { source } => source.set_depth(1),
+        }
+        Ok(())
+    }
+
+    /// Removes the queue or stream (best effort).
+    pub(crate) async fn cleanup(&self) {
+        match self {
+            Publisher::Rabbit { channel, queue } => {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            Publisher::Nats { js, stream, .. } => {
+                let _ = js.delete_stream(stream).await;
+            }
+            Publisher::Sqs { client, url } => {
+                let _ = client.delete_queue().queue_url(url).send().await;
+            }
+            // Kafka topics stay (the harness has no DeleteTopics); sources stop with the process.
+            Publisher::Kafka { .. } | Publisher::Metrics { .. } => {}
+        }
+    }
+}
+
+/// One object's trigger and the publisher of its source.
+pub(crate) struct Source {
+    pub(crate) trigger: Value,
+    pub(crate) publisher: Publisher,
+}
+
+/// `host:port` of a URL like `http://guest:guest@127.0.0.1:15672`.
+pub(crate) fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+/// `(status, body)` of a `GET` on RabbitMQ's management API at `http_url`
+/// (`http://user:password@host:port`).
+pub(crate) async fn management_get(http_url: &str, path: &str) -> Option<(u16, String)> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authority = authority(http_url);
+    let userinfo = http_url.split_once("://")?.1.rsplit_once('@')?.0;
+    let token = base64::engine::general_purpose::STANDARD.encode(userinfo);
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.ok()?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.into_owned()))
+}
+
+pub(crate) async fn kafka_sources(env: &TestEnv, n: usize) -> anyhow::Result<Vec<Source>> {
+    let bootstrap = env.var("EBB_KAFKA_BOOTSTRAP")?.to_string();
+    let mut admin = KafkaAdmin::connect(&bootstrap).await?;
+    let run = unique_name("ebb-bench-act");
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (topic, group) = (format!("{run}-{i}"), format!("{run}-{i}-g"));
+        admin.create_topic(&topic, 1).await?;
+        admin.commit(&group, &topic, &[(0, 0)]).await?;
+        out.push(Source {
+            trigger: json!({"type": "kafka", "metadata": {
+                "bootstrapServers": bootstrap, "consumerGroup": group, "topic": topic, "lagThreshold": "5"}}),
+            publisher: Publisher::Kafka {
+                admin: tokio::sync::Mutex::new(KafkaAdmin::connect(&bootstrap).await?),
+                topic,
+            },
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn rabbit_sources(env: &TestEnv, n: usize, management: bool) -> anyhow::Result<Vec<Source>> {
+    let amqp_url = env.var("EBB_RABBITMQ_AMQP_URL")?.to_string();
+    let http_url = env.var("EBB_RABBITMQ_HTTP_URL")?.to_string();
+    let connection = lapin::Connection::connect(&amqp_url, ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to RabbitMQ at {}", authority(&amqp_url)))?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    // The connection must outlive the phase; leaking one per phase is fine for a benchmark.
+    std::mem::forget(connection);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let queue = unique_name("ebb-bench");
+        let mut args = FieldTable::default();
+        // Leftovers of an interrupted run vanish by themselves.
+        args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+            .await?;
+        let trigger = if management {
+            json!({"type": "rabbitmq", "metadata": {
+                "host": http_url, "protocol": "http", "mode": "QueueLength", "value": "5", "queueName": queue}})
+        } else {
+            json!({"type": "rabbitmq", "metadata": {
+                "host": amqp_url, "mode": "QueueLength", "value": "5", "queueName": queue}})
+        };
+        out.push(Source {
+            trigger,
+            publisher: Publisher::Rabbit {
+                channel: channel.clone(),
+                queue,
+            },
+        });
+    }
+    if management {
+        // The management API has a queue's counts only after its first statistics round.
+        for s in &out {
+            let Publisher::Rabbit { queue, .. } = &s.publisher else {
+                continue;
+            };
+            let path = format!("/api/queues/%2F/{queue}");
+            wait_for(
+                "the management API counts the queue",
+                Duration::from_secs(60),
+                || async {
+                    let (status, body) = management_get(&http_url, &path).await?;
+                    (status == 200 && body.contains("\"messages\":")).then_some(())
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn nats_sources(env: &TestEnv, n: usize) -> anyhow::Result<Vec<Source>> {
+    let url = env.var("EBB_NATS_URL")?;
+    let monitoring = env.var("EBB_NATS_MONITORING")?.to_string();
+    let client = async_nats::connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    let js = jetstream::new(client);
+    let run = unique_name("EBB_BENCH").replace('-', "_").to_uppercase();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("{run}_{i}");
+        let subject = name.to_lowercase();
+        let stream = js
+            .create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{subject}.>")],
+                max_age: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow!("create stream {name}: {e}"))?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("worker".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow!("create consumer on {name}: {e}"))?;
+        out.push(Source {
+            trigger: json!({"type": "nats-jetstream", "metadata": {
+                "natsServerMonitoringEndpoint": monitoring, "account": "$G",
+                "stream": name, "consumer": "worker", "lagThreshold": "5"}}),
+            publisher: Publisher::Nats {
+                js: js.clone(),
+                stream: name,
+                subject,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// moto accepts any credentials, as long as requests are SigV4-signed.
+pub(crate) const SQS_KEY: &str = "test";
+
+pub(crate) async fn sqs_sources(
+    env: &TestEnv,
+    client_k8s: &Client,
+    ns: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Source>> {
+    let endpoint = env.var("EBB_SQS_ENDPOINT")?.to_string();
+    let region = env.var("EBB_AWS_REGION")?.to_string();
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.clone()))
+        .endpoint_url(&endpoint)
+        .credentials_provider(Credentials::new(SQS_KEY, SQS_KEY, None, None, "bench"))
+        .http_client(http)
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
+        "stringData": {"awsAccessKeyID": SQS_KEY, "awsSecretAccessKey": SQS_KEY}
+    }))?;
+    Api::<Secret>::namespaced(client_k8s.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let auth: TriggerAuthentication = serde_json::from_value(json!({
+        "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
+        "metadata": {"name": "sqs-credentials"},
+        "spec": {"secretTargetRef": [
+            {"parameter": "awsAccessKeyID", "name": "sqs-credentials", "key": "awsAccessKeyID"},
+            {"parameter": "awsSecretAccessKey", "name": "sqs-credentials", "key": "awsSecretAccessKey"}]}
+    }))?;
+    Api::<TriggerAuthentication>::namespaced(client_k8s.clone(), ns)
+        .create(&PostParams::default(), &auth)
+        .await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let url = client
+            .create_queue()
+            .queue_name(unique_name("ebb-bench"))
+            .send()
+            .await
+            .map_err(|e| anyhow!("create queue: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?
+            .queue_url()
+            .ok_or_else(|| anyhow!("create queue: no URL"))?
+            .to_string();
+        out.push(Source {
+            trigger: json!({"type": "aws-sqs-queue",
+                "metadata": {"queueURL": url, "awsRegion": region, "awsEndpoint": endpoint, "queueLength": "5"},
+                "authenticationRef": {"name": "sqs-credentials"}}),
+            publisher: Publisher::Sqs {
+                client: client.clone(),
+                url,
+            },
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn metrics_sources(n: usize) -> Vec<Source> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let source = MetricSource::start(0).await;
+        out.push(Source {
+            trigger: json!({"type": "metrics-api", "metadata": {
+                "url": source.url, "valueLocation": "queue.depth", "targetValue": "5", "activationTargetValue": "0"}}),
+            publisher: Publisher::Metrics { source },
+        });
+    }
+    out
+}
