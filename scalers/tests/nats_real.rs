@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream;
 use ebb_scalers::metrics_api::scaler::MetricsApiClient;
 use ebb_scalers::nats_jetstream::scaler::{NatsJetStreamClients, NatsJetStreamScaler};
 use ebb_scalers::parse_trigger;
@@ -33,20 +33,7 @@ impl Backlog {
         let js = jetstream::new(client);
         let name = unique("EBB_ORDERS");
         let subject = name.to_lowercase();
-        let stream = js
-            .create_stream(stream::Config {
-                name: name.clone(),
-                subjects: vec![format!("{subject}.>")],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some("worker".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
+        let consumer = ebb_tests::nats::stream_with_worker(&js, &name, &subject)
             .await
             .unwrap();
         for i in 0..20 {
@@ -65,7 +52,13 @@ impl Backlog {
         for message in &fetched[..3] {
             message.double_ack().await.unwrap();
         }
-        let info = stream.clone().consumer_info("worker").await.unwrap();
+        let info = js
+            .get_stream(&name)
+            .await
+            .unwrap()
+            .consumer_info("worker")
+            .await
+            .unwrap();
         assert_eq!(
             (info.num_pending, info.num_ack_pending),
             (15, 2),
@@ -319,20 +312,7 @@ async fn empty_stream(nats_url: &str) -> (jetstream::Context, String, String) {
     let js = jetstream::new(client);
     let name = unique("EBB_COLD");
     let subject = name.to_lowercase();
-    let stream = js
-        .create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{subject}.>")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let _: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("worker".into()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
+    ebb_tests::nats::stream_with_worker(&js, &name, &subject)
         .await
         .unwrap();
     (js, name, format!("{subject}.x"))

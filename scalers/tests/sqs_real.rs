@@ -9,48 +9,22 @@ use common::{testenv, unique, var};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 
-/// moto accepts any credentials, as long as requests are SigV4-signed.
-const KEY_ID: &str = "AKIAEBBTESTKEY";
-const SECRET: &str = "ebb-test-secret-value";
+use ebb_tests::sqs::{KEY_ID, SECRET};
 
 fn sdk_client(endpoint: &str, region: &str) -> aws_sdk_sqs::Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(KEY_ID, SECRET, None, None, "test"))
-        .http_client(http)
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    ebb_tests::sqs::client(endpoint, region)
 }
 
 /// A queue with 10 messages sent, 1 sent with a 60 s delay, and 3 received (in flight for 5 min):
 /// 7 visible, 3 in flight, 1 delayed.
 async fn queue_with_backlog(sqs: &aws_sdk_sqs::Client) -> (String, String) {
     let name = unique("ebb-orders");
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
+    let url = ebb_tests::sqs::create_queue(sqs, &name)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot create a queue on moto: {}; run `tests/env/testenv.sh up`",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })
-        .queue_url()
-        .unwrap()
-        .to_string();
+        .unwrap_or_else(|e| panic!("{e}; run `tests/env/testenv.sh up`"));
     for i in 0..10 {
         sqs.send_message()
             .queue_url(&url)

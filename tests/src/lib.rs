@@ -238,6 +238,8 @@ where
 }
 
 pub mod kafka;
+pub mod nats;
+pub mod sqs;
 
 /// A metrics-api source served by the test: `GET /` returns `{"queue": {"depth": N}}`, or HTTP 500
 /// while failing.

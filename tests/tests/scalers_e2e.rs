@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream};
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use async_nats::jetstream::{self, consumer};
 use ebb_crds::{HealthStatus, ScaledObject, TriggerAuthentication};
 use ebb_tests::adapter::APISERVICE;
 use ebb_tests::objects::{deployment, replicas};
@@ -242,22 +241,7 @@ impl Broker for Nats {
         let js = jetstream::new(client);
         let stream_name = unique("EBB_E2E").replace('-', "_").to_uppercase();
         let subject = stream_name.to_lowercase();
-        let stream = js
-            .create_stream(stream::Config {
-                name: stream_name.clone(),
-                subjects: vec![format!("{subject}.>")],
-                // Leftovers of a failed run age out.
-                max_age: Duration::from_secs(600),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some("worker".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
+        let consumer = ebb_tests::nats::stream_with_worker(&js, &stream_name, &subject)
             .await
             .unwrap();
         Nats {
@@ -320,10 +304,6 @@ impl Broker for Nats {
     }
 }
 
-/// moto accepts any credentials, as long as requests are SigV4-signed.
-const SQS_KEY_ID: &str = "test";
-const SQS_SECRET: &str = "test";
-
 /// An SQS queue on moto; the trigger's static credentials come from a TriggerAuthentication
 /// backed by a Secret.
 struct Sqs {
@@ -339,33 +319,10 @@ impl Broker for Sqs {
     async fn create(env: &TestEnv) -> Self {
         let endpoint = env.var("EBB_SQS_ENDPOINT").unwrap().to_string();
         let region = env.var("EBB_AWS_REGION").unwrap().to_string();
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let config = aws_sdk_sqs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
-            .endpoint_url(&endpoint)
-            .credentials_provider(Credentials::new(SQS_KEY_ID, SQS_SECRET, None, None, "test"))
-            .http_client(http)
-            .build();
-        let client = aws_sdk_sqs::Client::from_conf(config);
-        let url = client
-            .create_queue()
-            .queue_name(unique("ebb-e2e"))
-            .send()
+        let client = ebb_tests::sqs::client(&endpoint, &region);
+        let url = ebb_tests::sqs::create_queue(&client, &unique("ebb-e2e"))
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot create a queue on moto at {endpoint}: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                )
-            })
-            .queue_url()
-            .unwrap()
-            .to_string();
+            .unwrap_or_else(|e| panic!("moto at {endpoint}: {e}"));
         Sqs {
             client,
             url,
@@ -388,7 +345,7 @@ impl Broker for Sqs {
     async fn prerequisites(&self, client: &Client, ns: &str) {
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
-            "stringData": {"awsAccessKeyID": SQS_KEY_ID, "awsSecretAccessKey": SQS_SECRET}
+            "stringData": {"awsAccessKeyID": ebb_tests::sqs::KEY_ID, "awsSecretAccessKey": ebb_tests::sqs::SECRET}
         }))
         .unwrap();
         Api::<Secret>::namespaced(client.clone(), ns)

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use async_nats::jetstream::{self, consumer, stream};
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use async_nats::jetstream;
 use ebb_crds::TriggerAuthentication;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
 use ebb_tests::source::MetricSource;
@@ -289,23 +288,7 @@ pub(crate) async fn nats_sources(env: &TestEnv, n: usize) -> anyhow::Result<Vec<
     for i in 0..n {
         let name = format!("{run}_{i}");
         let subject = name.to_lowercase();
-        let stream = js
-            .create_stream(stream::Config {
-                name: name.clone(),
-                subjects: vec![format!("{subject}.>")],
-                max_age: Duration::from_secs(600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow!("create stream {name}: {e}"))?;
-        stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some("worker".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow!("create consumer on {name}: {e}"))?;
+        ebb_tests::nats::stream_with_worker(&js, &name, &subject).await?;
         out.push(Source {
             trigger: json!({"type": "nats-jetstream", "metadata": {
                 "natsServerMonitoringEndpoint": monitoring, "account": "$G",
@@ -320,9 +303,6 @@ pub(crate) async fn nats_sources(env: &TestEnv, n: usize) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// moto accepts any credentials, as long as requests are SigV4-signed.
-pub(crate) const SQS_KEY: &str = "test";
-
 pub(crate) async fn sqs_sources(
     env: &TestEnv,
     client_k8s: &Client,
@@ -331,22 +311,10 @@ pub(crate) async fn sqs_sources(
 ) -> anyhow::Result<Vec<Source>> {
     let endpoint = env.var("EBB_SQS_ENDPOINT")?.to_string();
     let region = env.var("EBB_AWS_REGION")?.to_string();
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.clone()))
-        .endpoint_url(&endpoint)
-        .credentials_provider(Credentials::new(SQS_KEY, SQS_KEY, None, None, "bench"))
-        .http_client(http)
-        .build();
-    let client = aws_sdk_sqs::Client::from_conf(config);
+    let client = ebb_tests::sqs::client(&endpoint, &region);
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
-        "stringData": {"awsAccessKeyID": SQS_KEY, "awsSecretAccessKey": SQS_KEY}
+        "stringData": {"awsAccessKeyID": ebb_tests::sqs::KEY_ID, "awsSecretAccessKey": ebb_tests::sqs::SECRET}
     }))?;
     Api::<Secret>::namespaced(client_k8s.clone(), ns)
         .create(&PostParams::default(), &secret)
@@ -363,15 +331,7 @@ pub(crate) async fn sqs_sources(
         .await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let url = client
-            .create_queue()
-            .queue_name(unique_name("ebb-bench"))
-            .send()
-            .await
-            .map_err(|e| anyhow!("create queue: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?
-            .queue_url()
-            .ok_or_else(|| anyhow!("create queue: no URL"))?
-            .to_string();
+        let url = ebb_tests::sqs::create_queue(&client, &unique_name("ebb-bench")).await?;
         out.push(Source {
             trigger: json!({"type": "aws-sqs-queue",
                 "metadata": {"queueURL": url, "awsRegion": region, "awsEndpoint": endpoint, "queueLength": "5"},
