@@ -46,11 +46,12 @@
 //!
 //! # The folder
 //!
-//! This file declares the trigger's parameters (KEDA's names and defaults). [`scaler`] is one
-//! trigger, [`pool`] the
+//! This file declares the trigger's parameters (KEDA's names and defaults). [`config`] turns the
+//! parsed parameters into a typed [`KafkaConfig`] once; [`scaler`] is one trigger, [`pool`] the
 //! cluster clients shared by triggers, `cluster` one cluster's client (registry, snapshot, ticker,
 //! rounds). [`plan`] and [`lag`] are pure; [`wire`], [`sasl`] and [`tls`] speak the protocol.
 
+pub mod config;
 pub mod lag;
 pub mod plan;
 pub mod pool;
@@ -61,8 +62,12 @@ pub mod wire;
 
 mod cluster;
 
+pub use config::{
+    ClusterConfig, ConfigProblem, KafkaConfig, KafkaConfigError, PartitionLimitationError, TlsSettings,
+    TriggerSpec, parse_partition_limitation,
+};
 pub use pool::{KafkaClusters, KafkaOptions, KafkaStats};
-pub use scaler::{KafkaSample, KafkaScaler, TriggerSpec};
+pub use scaler::{KafkaSample, KafkaScaler};
 
 use crate::params::{
     AUTH, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
@@ -147,16 +152,24 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
     if let Some(limitation) = p.str("partitionLimitation")
         && let Err(problem) = parse_partition_limitation(limitation)
     {
-        errors.push(ParamError::new("partitionLimitation", problem));
+        errors.push(ParamError::new("partitionLimitation", problem.to_string()));
     }
     errors
 }
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
     Thresholds {
-        target: p.float("lagThreshold").unwrap_or(1.0),
-        activation: p.float("activationLagThreshold").unwrap_or(0.0),
+        target: declared_number(p, "lagThreshold"),
+        activation: declared_number(p, "activationLagThreshold"),
     }
+}
+
+/// A number parameter with a declared default: the parser always gives it a value; the
+/// declaration's default stands in only for parameters built by hand.
+fn declared_number(p: &ParsedParams, name: &str) -> f64 {
+    p.float(name)
+        .or_else(|| DECL.param(name)?.default?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn metric_detail(p: &ParsedParams) -> String {
@@ -164,37 +177,6 @@ fn metric_detail(p: &ParsedParams) -> String {
         Some(topic) => format!("kafka-{topic}"),
         None => format!("kafka-{}-topics", p.str("consumerGroup").unwrap_or("group")),
     }
-}
-
-/// Parses `partitionLimitation` ("1,2,5-9") into a sorted list of partition ids.
-pub fn parse_partition_limitation(text: &str) -> Result<Vec<i32>, String> {
-    let mut ids = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let bad = || format!("{part:?} is not a partition id or a range like 5-9");
-        match part.split_once('-') {
-            Some((lo, hi)) => {
-                let lo: i32 = lo.trim().parse().map_err(|_| bad())?;
-                let hi: i32 = hi.trim().parse().map_err(|_| bad())?;
-                if lo < 0 || hi < lo || hi - lo > 100_000 {
-                    return Err(format!("{part:?} is not a valid range"));
-                }
-                ids.extend(lo..=hi);
-            }
-            None => {
-                let id: i32 = part.parse().map_err(|_| bad())?;
-                if id < 0 {
-                    return Err(bad());
-                }
-                ids.push(id);
-            }
-        }
-    }
-    if ids.is_empty() {
-        return Err("must list at least one partition".to_string());
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(ids)
 }
 
 #[cfg(test)]

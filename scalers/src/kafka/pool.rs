@@ -11,7 +11,8 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 
 use super::cluster::Cluster;
-use super::wire::{ConnectOptions, SaslCredentials, WireCounters};
+use super::config::ClusterConfig;
+use super::wire::{ConnectOptions, WireCounters};
 use crate::ScalerError;
 
 /// Settings of a [`KafkaClusters`] pool.
@@ -150,7 +151,7 @@ impl KafkaClusters {
     }
 
     /// The cluster client for this identity, created on first use.
-    pub(super) fn cluster(&self, identity: &ClusterIdentity) -> Result<Arc<Cluster>, ScalerError> {
+    pub(super) fn cluster(&self, identity: &ClusterConfig) -> Result<Arc<Cluster>, ScalerError> {
         let key = identity.key();
         let mut clusters = self.lock_clusters();
         clusters.retain(|_, c| c.strong_count() > 0);
@@ -167,7 +168,7 @@ impl KafkaClusters {
                     t.key_password.as_deref(),
                     t.unsafe_ssl,
                 )
-                .map_err(ScalerError::InvalidConfig)?,
+                .map_err(|e| ScalerError::InvalidConfig(e.to_string()))?,
             ),
         };
         let options = &self.inner.options;
@@ -200,68 +201,5 @@ impl fmt::Debug for KafkaClusters {
             .field("options", &self.inner.options)
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-/// `tls: enable` settings (PEM text from the TriggerAuthentication).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(super) struct TlsParams {
-    pub(super) ca: Option<String>,
-    pub(super) cert: Option<String>,
-    pub(super) key: Option<String>,
-    pub(super) key_password: Option<String>,
-    pub(super) unsafe_ssl: bool,
-}
-
-/// What makes two triggers share a cluster client.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct ClusterIdentity {
-    /// Sorted, without duplicates.
-    pub(super) bootstrap: Vec<String>,
-    pub(super) tls: Option<TlsParams>,
-    pub(super) sasl: Option<SaslCredentials>,
-}
-
-impl fmt::Debug for ClusterIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterIdentity")
-            .field("bootstrap", &self.bootstrap)
-            .field("tls", &self.tls.as_ref().map(|t| t.unsafe_ssl))
-            .field("sasl", &self.sasl.as_ref().map(|s| (s.mechanism, &s.username)))
-            .finish()
-    }
-}
-
-impl ClusterIdentity {
-    /// SHA-256 over every field, length-prefixed: the pool key (never shown).
-    pub(super) fn key(&self) -> [u8; 32] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut field = |bytes: &[u8]| {
-            ctx.update(&(bytes.len() as u64).to_be_bytes());
-            ctx.update(bytes);
-        };
-        for b in &self.bootstrap {
-            field(b.as_bytes());
-        }
-        field(b"|tls");
-        if let Some(t) = &self.tls {
-            for part in [&t.ca, &t.cert, &t.key, &t.key_password] {
-                match part {
-                    Some(v) => field(v.as_bytes()),
-                    None => field(b"\0none"),
-                }
-            }
-            field(if t.unsafe_ssl { b"unsafe" } else { b"safe" });
-        }
-        field(b"|sasl");
-        if let Some(s) = &self.sasl {
-            field(s.mechanism.name().as_bytes());
-            field(s.username.as_bytes());
-            field(s.password.as_bytes());
-        }
-        let digest = ctx.finish();
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
-        key
     }
 }

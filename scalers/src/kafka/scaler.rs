@@ -10,133 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::cluster::Cluster;
-use super::lag::{CapPolicy, LagPolicy, LagSummary, OffsetResetPolicy};
-use super::plan::Watch;
-use super::pool::{ClusterIdentity, KafkaClusters, TlsParams};
-use super::sasl::Mechanism;
-use super::wire::SaslCredentials;
-use crate::kafka::parse_partition_limitation;
-use crate::params::{ParsedParams, Thresholds};
+use super::config::{KafkaConfig, TriggerSpec};
+use super::lag::LagSummary;
+use super::pool::KafkaClusters;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
-
-/// One kafka trigger's settings, parsed from its parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TriggerSpec {
-    /// Group, topic and partitions read.
-    pub watch: Watch,
-    /// `lagThreshold`.
-    pub lag_threshold: i64,
-    /// `activationLagThreshold`.
-    pub activation_lag_threshold: i64,
-    /// How partition lag is read.
-    pub lag_policy: LagPolicy,
-    /// How the replica count is capped.
-    pub cap_policy: CapPolicy,
-}
-
-impl TriggerSpec {
-    /// Reads the trigger's parameters (see [`crate::kafka`]).
-    pub fn from_params(params: &ParsedParams) -> Result<Self, ScalerError> {
-        let invalid = |m: String| ScalerError::InvalidConfig(format!("kafka: {m}"));
-        let group = params
-            .str("consumerGroup")
-            .filter(|g| !g.is_empty())
-            .ok_or_else(|| invalid("consumerGroup has no value".into()))?;
-        let topic = params.str("topic").filter(|t| !t.is_empty()).map(str::to_string);
-        let partitions = match params.str("partitionLimitation") {
-            Some(text) if topic.is_some() => Some(
-                parse_partition_limitation(text).map_err(|e| invalid(format!("partitionLimitation: {e}")))?,
-            ),
-            _ => None,
-        };
-        let offset_reset = match params.str("offsetResetPolicy") {
-            Some("earliest") => OffsetResetPolicy::Earliest,
-            _ => OffsetResetPolicy::Latest,
-        };
-        let flag = |name: &str| params.bool(name).unwrap_or(false);
-        let lag_threshold = params.int("lagThreshold").unwrap_or(10);
-        if lag_threshold <= 0 {
-            return Err(invalid("lagThreshold must be greater than 0".into()));
-        }
-        Ok(TriggerSpec {
-            watch: Watch {
-                group: group.to_string(),
-                topic,
-                partitions,
-            },
-            lag_threshold,
-            activation_lag_threshold: params.int("activationLagThreshold").unwrap_or(0),
-            lag_policy: LagPolicy {
-                offset_reset,
-                scale_to_zero_on_invalid_offset: flag("scaleToZeroOnInvalidOffset"),
-                exclude_persistent_lag: flag("excludePersistentLag"),
-            },
-            cap_policy: CapPolicy {
-                allow_idle_consumers: flag("allowIdleConsumers"),
-                limit_to_partitions_with_lag: flag("limitToPartitionsWithLag"),
-                ensure_even_distribution: flag("ensureEvenDistributionOfPartitions"),
-            },
-        })
-    }
-}
-
-fn cluster_identity(params: &ParsedParams) -> Result<ClusterIdentity, ScalerError> {
-    let invalid = |m: String| ScalerError::InvalidConfig(format!("kafka: {m}"));
-    let mut bootstrap: Vec<String> = params
-        .list("bootstrapServers")
-        .ok_or_else(|| invalid("bootstrapServers has no value".into()))?
-        .to_vec();
-    for server in &bootstrap {
-        let port_ok = server
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            return Err(invalid(format!(
-                "bootstrapServers entry {server:?} is not host:port"
-            )));
-        }
-    }
-    bootstrap.sort();
-    bootstrap.dedup();
-    let tls = match params.str("tls") {
-        Some("enable") => Some(TlsParams {
-            ca: params.str("ca").map(str::to_string),
-            cert: params.str("cert").map(str::to_string),
-            key: params.str("key").map(str::to_string),
-            key_password: params.str("keyPassword").map(str::to_string),
-            unsafe_ssl: params.bool("unsafeSsl").unwrap_or(false),
-        }),
-        _ => None,
-    };
-    let mechanism = match params.str("sasl").unwrap_or("none") {
-        "none" => None,
-        "plaintext" => Some(Mechanism::Plain),
-        "scram_sha256" => Some(Mechanism::ScramSha256),
-        "scram_sha512" => Some(Mechanism::ScramSha512),
-        other => {
-            return Err(invalid(format!(
-                "sasl {other} is not supported yet (ebb supports none, plaintext, scram_sha256, scram_sha512)"
-            )));
-        }
-    };
-    let sasl = match mechanism {
-        None => None,
-        Some(mechanism) => {
-            let username = params
-                .str("username")
-                .ok_or_else(|| invalid("sasl needs username (in the TriggerAuthentication)".into()))?;
-            let password = params
-                .str("password")
-                .ok_or_else(|| invalid("sasl needs password (in the TriggerAuthentication)".into()))?;
-            Some(SaslCredentials {
-                mechanism,
-                username: username.to_string(),
-                password: password.to_string(),
-            })
-        }
-    };
-    Ok(ClusterIdentity { bootstrap, tls, sasl })
-}
 
 /// One poll's detail: the lag, the replica count it asks for, the value reported and activity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,16 +64,15 @@ pub struct KafkaScaler {
 }
 
 impl KafkaScaler {
-    /// Builds the scaler from the trigger's parsed parameters (see [`crate::kafka`]) and
-    /// thresholds, and registers it with its cluster client in `clusters`. Needs no async runtime.
-    pub fn new(
-        clusters: KafkaClusters,
-        params: &ParsedParams,
-        thresholds: Thresholds,
-    ) -> Result<Self, ScalerError> {
-        let identity = cluster_identity(params)?;
-        let spec = Arc::new(TriggerSpec::from_params(params)?);
-        let cluster = clusters.cluster(&identity)?;
+    /// Builds the scaler from the trigger's typed configuration and registers it with its
+    /// cluster client in `clusters` (created on first use; fails only when its TLS settings
+    /// cannot be used). Needs no async runtime.
+    pub fn new(clusters: KafkaClusters, config: KafkaConfig) -> Result<Self, ScalerError> {
+        let KafkaConfig { cluster, trigger } = config;
+        // The HPA target: the same value the declaration's thresholds report.
+        let target = trigger.lag_threshold as f64;
+        let spec = Arc::new(trigger);
+        let cluster = clusters.cluster(&cluster)?;
         let ticket = cluster.register(spec.clone());
         Ok(KafkaScaler {
             registration: Registration {
@@ -205,7 +81,7 @@ impl KafkaScaler {
                 generation: ticket.generation,
             },
             spec,
-            target: thresholds.target,
+            target,
             seen: Mutex::new(ticket.activity),
             persistence: Mutex::new(Persistence::default()),
         })
@@ -302,8 +178,9 @@ mod tests {
     use super::*;
     use crate::params::tests_support::parse_with;
 
-    fn params(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> ParsedParams {
-        parse_with(&crate::kafka::DECL, meta, auth).unwrap()
+    fn config(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> KafkaConfig {
+        let params = parse_with(&crate::kafka::DECL, meta, auth).unwrap();
+        KafkaConfig::try_from(&params).unwrap()
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -313,48 +190,23 @@ mod tests {
     ];
 
     #[test]
-    fn spec_from_params() {
-        let mut meta = BASE.to_vec();
-        meta.extend([
-            ("partitionLimitation", "3,1-2"),
-            ("lagThreshold", "7"),
-            ("activationLagThreshold", "4"),
-            ("offsetResetPolicy", "earliest"),
-            ("excludePersistentLag", "true"),
-            ("limitToPartitionsWithLag", "true"),
-        ]);
-        let spec = TriggerSpec::from_params(&params(&meta, &[])).unwrap();
-        assert_eq!(spec.watch.partitions, Some(vec![1, 2, 3]));
-        assert_eq!((spec.lag_threshold, spec.activation_lag_threshold), (7, 4));
-        assert_eq!(spec.lag_policy.offset_reset, OffsetResetPolicy::Earliest);
-        assert!(spec.lag_policy.exclude_persistent_lag && spec.cap_policy.limit_to_partitions_with_lag);
-        let id = cluster_identity(&params(&meta, &[])).unwrap();
-        assert_eq!(id.bootstrap, ["a:9092", "b:9092"], "sorted, without duplicates");
-    }
-
-    #[test]
     fn identities_share_or_not_and_never_show_secrets() {
         let sasl = |pw: &'static str| [("sasl", "scram_sha512"), ("username", "svc"), ("password", pw)];
-        let a = cluster_identity(&params(&BASE, &sasl("hunter2"))).unwrap();
+        let a = config(&BASE, &sasl("hunter2")).cluster;
         let mut other_order = BASE.to_vec();
         other_order[0] = ("bootstrapServers", "a:9092,b:9092");
-        let b = cluster_identity(&params(&other_order, &sasl("hunter2"))).unwrap();
-        let c = cluster_identity(&params(&BASE, &sasl("other"))).unwrap();
-        let plain = cluster_identity(&params(&BASE, &[])).unwrap();
+        let b = config(&other_order, &sasl("hunter2")).cluster;
+        let c = config(&BASE, &sasl("other")).cluster;
+        let plain = config(&BASE, &[]).cluster;
         assert_eq!(a.key(), b.key());
         assert_ne!(a.key(), c.key());
         assert_ne!(a.key(), plain.key());
 
         // Built without an async runtime; two triggers on one identity share one client.
         let clusters = KafkaClusters::default();
-        let p = params(&BASE, &sasl("hunter2"));
-        let thresholds = Thresholds {
-            target: 10.0,
-            activation: 0.0,
-        };
-        let s1 = KafkaScaler::new(clusters.clone(), &p, thresholds).unwrap();
-        let s2 = KafkaScaler::new(clusters.clone(), &p, thresholds).unwrap();
-        let s3 = KafkaScaler::new(clusters.clone(), &params(&BASE, &sasl("other")), thresholds).unwrap();
+        let s1 = KafkaScaler::new(clusters.clone(), config(&BASE, &sasl("hunter2"))).unwrap();
+        let s2 = KafkaScaler::new(clusters.clone(), config(&BASE, &sasl("hunter2"))).unwrap();
+        let s3 = KafkaScaler::new(clusters.clone(), config(&BASE, &sasl("other"))).unwrap();
         let stats = clusters.stats();
         assert_eq!((stats.clusters, stats.triggers), (2, 3));
         for text in [
@@ -371,27 +223,24 @@ mod tests {
     }
 
     #[test]
-    fn bad_configs_are_invalid_config() {
-        let mut meta = BASE.to_vec();
-        meta[0] = ("bootstrapServers", "no-port");
-        let e = cluster_identity(&params(&meta, &[])).unwrap_err();
-        assert!(
-            matches!(&e, ScalerError::InvalidConfig(m) if m.contains("no-port")),
-            "{e}"
-        );
+    fn unusable_tls_is_invalid_config() {
         let tls = [("tls", "enable"), ("ca", "not pem")];
-        let e = KafkaScaler::new(
-            KafkaClusters::default(),
-            &params(&BASE, &tls),
-            Thresholds {
-                target: 10.0,
-                activation: 0.0,
-            },
-        )
-        .unwrap_err();
+        let e = KafkaScaler::new(KafkaClusters::default(), config(&BASE, &tls)).unwrap_err();
         assert!(
             matches!(&e, ScalerError::InvalidConfig(m) if m.contains("ca")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn metric_target_is_the_declared_threshold() {
+        let mut meta = BASE.to_vec();
+        meta.push(("lagThreshold", "7"));
+        let params = parse_with(&crate::kafka::DECL, &meta, &[]).unwrap();
+        let thresholds = (crate::kafka::DECL.thresholds)(&params);
+        let scaler =
+            KafkaScaler::new(KafkaClusters::default(), KafkaConfig::try_from(&params).unwrap()).unwrap();
+        assert_eq!(scaler.metric_target().target_value, thresholds.target);
+        assert_eq!(thresholds.target, 7.0);
     }
 }

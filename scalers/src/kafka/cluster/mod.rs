@@ -20,9 +20,9 @@ use tokio::sync::watch;
 
 use self::brokers::Engine;
 use self::snapshot::{Snapshot, activity_of};
+use super::config::TriggerSpec;
 use super::plan::Watch;
 use super::pool::{KafkaOptions, PoolShared};
-use super::scaler::TriggerSpec;
 use super::wire::{ConnectOptions, WireCounters};
 
 struct Registered {

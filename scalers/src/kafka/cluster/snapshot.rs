@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use super::error_name;
 use crate::ScalerError;
+use crate::kafka::config::TriggerSpec;
 use crate::kafka::lag::{LagPolicy, LagSummary, is_active, partition_lag};
-use crate::kafka::scaler::TriggerSpec;
 
 /// What one round learned. Every trigger of the cluster reads its lag from the latest one.
 #[derive(Debug)]
