@@ -130,8 +130,7 @@ impl ScalerFactory {
                 });
                 Ok(Arc::new(crate::kafka::KafkaScaler::new(
                     clusters.clone(),
-                    &trigger.params,
-                    trigger.thresholds,
+                    crate::kafka::KafkaConfig::try_from(&trigger.params)?,
                 )?))
             }
             other => Err(ScalerError::Unsupported {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ebb_scalers::kafka::wire::{ConnectOptions, Connection, WireCounters};
-use ebb_scalers::kafka::{KafkaClusters, KafkaOptions, KafkaSample, KafkaScaler};
+use ebb_scalers::kafka::{KafkaClusters, KafkaConfig, KafkaOptions, KafkaSample, KafkaScaler};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory};
 use kafka_protocol::messages::{
@@ -215,7 +215,8 @@ fn scaler(clusters: &KafkaClusters, pairs: &[(&str, &str)]) -> KafkaScaler {
     let meta = trigger_meta(pairs);
     let trigger = parse_trigger(0, "kafka", &meta, Some(&BTreeMap::new()), None)
         .unwrap_or_else(|e| panic!("trigger does not parse: {e}"));
-    KafkaScaler::new(clusters.clone(), &trigger.params, trigger.thresholds).expect("kafka scaler")
+    let config = KafkaConfig::try_from(&trigger.params).expect("kafka config");
+    KafkaScaler::new(clusters.clone(), config).expect("kafka scaler")
 }
 
 async fn detailed(s: &KafkaScaler) -> KafkaSample {
@@ -899,7 +900,8 @@ async fn tls_relay(pki: &TestPki, client_auth: bool, upstream: String) -> TlsRel
 fn scaler_with_auth(clusters: &KafkaClusters, meta: &[(&str, &str)], auth: &[(&str, &str)]) -> KafkaScaler {
     let trigger = parse_trigger(0, "kafka", &trigger_meta(meta), Some(&trigger_meta(auth)), None)
         .unwrap_or_else(|e| panic!("trigger does not parse: {e}"));
-    KafkaScaler::new(clusters.clone(), &trigger.params, trigger.thresholds).expect("kafka scaler")
+    let config = KafkaConfig::try_from(&trigger.params).expect("kafka config");
+    KafkaScaler::new(clusters.clone(), config).expect("kafka scaler")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ use ebb_bench::counting_proxy::{ClientCounts, CountingProxy, RequestEvent, api_n
 use ebb_bench::write_result;
 use ebb_scalers::kafka::plan::{group_id, list_offsets_request, topic_name};
 use ebb_scalers::kafka::wire::{ConnectOptions, Connection, WireCounters};
-use ebb_scalers::kafka::{KafkaClusters, KafkaOptions, KafkaScaler};
+use ebb_scalers::kafka::{KafkaClusters, KafkaConfig, KafkaOptions, KafkaScaler};
 use ebb_scalers::{FactoryOptions, Scaler, ScalerError, TriggerSample};
 use ebb_tests::TestEnv;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
@@ -273,8 +273,7 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow!("{e}"))?;
         scalers.push(KafkaScaler::new(
             clusters.clone(),
-            &parsed.params,
-            parsed.thresholds,
+            KafkaConfig::try_from(&parsed.params)?,
         )?);
     }
 

@@ -208,7 +208,7 @@ impl Connection {
         let io: Box<dyn Io> = match &options.tls {
             None => Box::new(tcp),
             Some(config) => {
-                let name = super::tls::server_name(addr).map_err(WireError::Tls)?;
+                let name = super::tls::server_name(addr).map_err(|e| WireError::Tls(e.to_string()))?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
