@@ -6,11 +6,17 @@
 //! which the leader's adapter checks like any caller (TokenReview and SubjectAccessReview).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ebb_metrics_adapter::{MetricValue, ProviderError};
-use ebb_scalers::metrics_api::scaler::{Endpoint, MetricsApiClient, parse_quantity};
+use ebb_scalers::ScalerError;
+use ebb_scalers::common::http::{HttpsClient, json_get, pooled_client, read_json_body, send};
+use ebb_scalers::common::quantity::parse_quantity;
+use ebb_scalers::common::tls::TlsSettings;
+use ebb_scalers::params::mask_userinfo;
+use hyper::header::HeaderValue;
+use hyper::{StatusCode, Uri};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -19,13 +25,19 @@ use serde_json::json;
 /// Annotation on the leader Lease that holds the leader's adapter URL.
 pub const ENDPOINT_ANNOTATION: &str = "ebb.dev/metrics-adapter-endpoint";
 
+/// How long one forwarded request may take (connect, answer and body).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest answer read from the leader.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// Reads the leader's endpoint and forwards metric requests to it.
 pub struct LeaderForwarder {
     leases: Api<Lease>,
     lease_name: String,
     own_url: String,
     token_file: PathBuf,
-    http: Arc<MetricsApiClient>,
+    http: HttpsClient,
     cached: Mutex<Option<(Instant, Option<String>)>>,
 }
 
@@ -39,13 +51,18 @@ impl LeaderForwarder {
         own_url: String,
         token_file: PathBuf,
     ) -> Result<Self, String> {
-        let http = MetricsApiClient::new(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        // The leader's certificate may be self-signed (one per replica): the channel is encrypted
+        // and the leader checks our token; we do not verify its certificate.
+        let tls = TlsSettings::verifying(true)
+            .client_config()
+            .map_err(|e| format!("cannot set up TLS for leader forwarding: {e}"))?;
+        let http = pooled_client(tls, Some(FORWARD_TIMEOUT));
         Ok(LeaderForwarder {
             leases: Api::namespaced(client, lease_namespace),
             lease_name: lease_name.to_string(),
             own_url,
             token_file,
-            http: Arc::new(http),
+            http,
             cached: Mutex::new(None),
         })
     }
@@ -105,16 +122,15 @@ impl LeaderForwarder {
             "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}?labelSelector=scaledobject.ebb.dev%2Fname%3D{scaled_object}",
             base.trim_end_matches('/')
         );
-        // The leader's certificate may be self-signed (one per replica): the channel is encrypted
-        // and the leader checks our token; we do not verify its certificate.
-        let endpoint = Endpoint::parse(&url, true)
-            .and_then(|e| e.with_bearer_token(&token))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let doc = match self.http.fetch_json(&endpoint).await {
-            Ok(doc) => doc,
+        let doc = match tokio::time::timeout(FORWARD_TIMEOUT, self.get(&url, &token)).await {
+            Ok(Ok(doc)) => doc,
             // The leader's own "no such metric/ScaledObject" answer stays a 404 here.
-            Err(e) if e.to_string().contains("HTTP status 404") => return Err(ProviderError::UnknownMetric),
-            Err(e) => return Err(unavailable(format!("leader: {e}"))),
+            Ok(Err(Fetch::NotFound)) => return Err(ProviderError::UnknownMetric),
+            Ok(Err(Fetch::Failed(e))) => return Err(unavailable(format!("leader: {e}"))),
+            Err(_elapsed) => {
+                let e = ScalerError::timeout(&mask_userinfo(&url), FORWARD_TIMEOUT);
+                return Err(unavailable(format!("leader: {e}")));
+            }
         };
         let item = &doc["items"][0];
         let value = item["value"].as_str().and_then(parse_quantity);
@@ -130,4 +146,51 @@ impl LeaderForwarder {
             .unwrap_or_else(jiff::Timestamp::now);
         Ok(MetricValue { value, timestamp })
     }
+
+    /// GETs `url` from the leader with `token` as bearer token.
+    async fn get(&self, url: &str, token: &str) -> Result<serde_json::Value, Fetch> {
+        let shown = mask_userinfo(url);
+        let uri: Uri = url.parse().map_err(|e| {
+            Fetch::Failed(ScalerError::InvalidConfig(format!(
+                "leader URL {shown} is not a valid request URI ({e})"
+            )))
+        })?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+            Fetch::Failed(ScalerError::InvalidConfig(
+                "bearer token is not a valid header value".into(),
+            ))
+        })?;
+        auth.set_sensitive(true);
+        let request = json_get(&uri, Some(&auth), &shown).map_err(Fetch::Failed)?;
+        let response = send(&self.http, request, &shown, None)
+            .await
+            .map_err(Fetch::Failed)?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Fetch::NotFound);
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(Fetch::Failed(ScalerError::unauthorized(
+                &shown,
+                format!("HTTP status {status}"),
+            )));
+        }
+        if !status.is_success() {
+            return Err(Fetch::Failed(ScalerError::bad_response(
+                &shown,
+                format!("HTTP status {status}, expected 2xx"),
+            )));
+        }
+        read_json_body(response.into_body(), MAX_ANSWER_BYTES, &shown)
+            .await
+            .map_err(Fetch::Failed)
+    }
+}
+
+/// Why a GET from the leader gave no document.
+enum Fetch {
+    /// The leader answered 404: it knows no such metric or ScaledObject.
+    NotFound,
+    /// Any other failure.
+    Failed(ScalerError),
 }

@@ -1,6 +1,13 @@
 //! The `aws-sqs-queue` trigger: visible (+ in-flight, + delayed) messages of an SQS queue.
+//!
+//! This file is the declaration ([`DECL`]); [`config`] turns the parsed parameters into an
+//! [`SqsConfig`], and [`scaler`] holds the shared SDK clients and the [`Scaler`](crate::Scaler).
 
+pub mod config;
 pub mod scaler;
+
+pub use config::{ConfigError, ConfigProblem, IdentityOwner, QueueRef, SqsConfig, StaticKeys};
+pub use scaler::{AttributeError, SqsClients, SqsScaler};
 
 use crate::params::{
     AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,

@@ -20,7 +20,8 @@
 //! the ring provider and the system's root certificates. Each attempt is bounded by the factory's
 //! HTTP timeout; a whole call (with the SDK's standard retries) by twice that.
 //!
-//! Errors carry the AWS error code and message, never credentials.
+//! The trigger's parameters become an [`SqsConfig`] once, in [`SqsScaler::new`]. Errors carry
+//! the AWS error code and message, never credentials.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +36,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use tokio::sync::OnceCell;
 
+use super::config::{QueueRef, SqsConfig, StaticKeys};
+use crate::common::errors::error_chain;
 use crate::params::{ParsedParams, Thresholds};
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
@@ -64,38 +67,6 @@ impl fmt::Debug for CredentialsDigest {
             write!(f, "{b:02x}")?;
         }
         write!(f, "…")
-    }
-}
-
-/// Static keys from the trigger's auth params. `Debug` shows none of them.
-#[derive(Clone, PartialEq, Eq)]
-struct StaticKeys {
-    access_key_id: String,
-    secret_access_key: String,
-    session_token: Option<String>,
-}
-
-impl StaticKeys {
-    fn digest(&self) -> CredentialsDigest {
-        CredentialsDigest::of(&[
-            &self.access_key_id,
-            &self.secret_access_key,
-            self.session_token.as_deref().unwrap_or(""),
-        ])
-    }
-
-    fn secrets(&self) -> Vec<&str> {
-        let mut out = vec![self.access_key_id.as_str(), self.secret_access_key.as_str()];
-        out.extend(self.session_token.as_deref());
-        out
-    }
-}
-
-impl fmt::Debug for StaticKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticKeys")
-            .field("digest", &self.digest())
-            .finish_non_exhaustive()
     }
 }
 
@@ -228,20 +199,36 @@ pub fn requested_attributes(scale_on_in_flight: bool, scale_on_delayed: bool) ->
     out
 }
 
+/// Why a `GetQueueAttributes` answer gives no count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttributeError {
+    /// A requested attribute is not in the answer.
+    #[error("attribute {0} is missing from the answer")]
+    Missing(String),
+    /// A requested attribute is not a whole number ≥ 0 (its value shown cut to 32 characters).
+    #[error("attribute {name} is {shown:?}, not a whole number")]
+    NotWholeNumber {
+        /// The attribute.
+        name: String,
+        /// Its value, cut.
+        shown: String,
+    },
+}
+
 /// Sums the `requested` attributes of a `GetQueueAttributes` answer. Each must be there and be a
 /// whole number ≥ 0; the error names the first one that is not.
 pub fn sum_attributes(
     requested: &[QueueAttributeName],
     answer: Option<&HashMap<QueueAttributeName, String>>,
-) -> Result<u64, String> {
+) -> Result<u64, AttributeError> {
     let mut total: u64 = 0;
     for name in requested {
         let Some(raw) = answer.and_then(|a| a.get(name)) else {
-            return Err(format!("attribute {} is missing from the answer", name.as_str()));
+            return Err(AttributeError::Missing(name.as_str().to_string()));
         };
-        let value: u64 = raw.trim().parse().map_err(|_| {
-            let shown: String = raw.chars().take(32).collect();
-            format!("attribute {} is {shown:?}, not a whole number", name.as_str())
+        let value: u64 = raw.trim().parse().map_err(|_| AttributeError::NotWholeNumber {
+            name: name.as_str().to_string(),
+            shown: raw.chars().take(32).collect(),
         })?;
         total = total.saturating_add(value);
     }
@@ -293,44 +280,24 @@ impl SqsScaler {
         params: &ParsedParams,
         thresholds: Thresholds,
     ) -> Result<Self, ScalerError> {
-        let missing = |name: &str| ScalerError::InvalidConfig(format!("aws-sqs-queue: {name} has no value"));
-        let queue = params.str("queueURL").ok_or_else(|| missing("queueURL"))?;
-        let region = params.str("awsRegion").ok_or_else(|| missing("awsRegion"))?;
-        let access_key_id = params.str("awsAccessKeyID").or(params.str("awsAccessKeyId"));
-        let keys = match (access_key_id, params.str("awsSecretAccessKey")) {
-            (Some(id), Some(secret)) => Some(StaticKeys {
-                access_key_id: id.to_string(),
-                secret_access_key: secret.to_string(),
-                session_token: params.str("awsSessionToken").map(str::to_string),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(ScalerError::InvalidConfig(
-                    "aws-sqs-queue: awsAccessKeyID and awsSecretAccessKey must be given together".into(),
-                ));
-            }
-        };
-        let queue = if queue.contains("://") {
-            Queue::Url(queue.to_string())
-        } else {
-            Queue::Name {
-                name: queue.to_string(),
+        let config = SqsConfig::try_from(params)?;
+        let queue = match config.queue {
+            QueueRef::Url(url) => Queue::Url(url),
+            QueueRef::Name(name) => Queue::Name {
+                name,
                 url: OnceCell::new(),
-            }
+            },
         };
         Ok(Self {
             clients,
             spec: ClientSpec {
-                region: region.to_string(),
-                endpoint: params.str("awsEndpoint").map(str::to_string),
-                keys,
-                role_arn: params.str("awsRoleArn").map(str::to_string),
+                region: config.region,
+                endpoint: config.endpoint,
+                keys: config.keys,
+                role_arn: config.role_arn,
             },
             queue,
-            attributes: requested_attributes(
-                params.bool("scaleOnInFlight").unwrap_or(true),
-                params.bool("scaleOnDelayed").unwrap_or(false),
-            ),
+            attributes: requested_attributes(config.scale_on_in_flight, config.scale_on_delayed),
             target: thresholds.target,
             activation: thresholds.activation,
         })
@@ -383,7 +350,8 @@ impl SqsScaler {
             .send()
             .await
             .map_err(|e| self.sdk_error(e))?;
-        sum_attributes(&self.attributes, out.attributes()).map_err(|e| ScalerError::bad_response(&url, e))
+        sum_attributes(&self.attributes, out.attributes())
+            .map_err(|e| ScalerError::bad_response(&url, e.to_string()))
     }
 
     fn sdk_error<E>(&self, err: SdkError<E>) -> ScalerError
@@ -424,20 +392,6 @@ impl SqsScaler {
             }
         }
     }
-}
-
-/// `error: source: source…`, skipping messages already contained in an earlier one.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut next = error.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Replaces every occurrence of a secret in `text` with `<redacted>`.
@@ -558,16 +512,22 @@ mod tests {
     fn missing_or_malformed_attributes_are_errors() {
         use QueueAttributeName as A;
         let visible_only = answer(&[(A::ApproximateNumberOfMessages, "7")]);
-        let e = sum_attributes(&requested_attributes(true, false), Some(&visible_only)).unwrap_err();
+        let e = sum_attributes(&requested_attributes(true, false), Some(&visible_only))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "attribute ApproximateNumberOfMessagesNotVisible is missing from the answer"
         );
-        let e = sum_attributes(&requested_attributes(false, false), None).unwrap_err();
+        let e = sum_attributes(&requested_attributes(false, false), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ApproximateNumberOfMessages is missing"), "{e}");
         for bad in ["", "x", "-1", "1.5", "1e3", "18446744073709551616"] {
             let a = answer(&[(A::ApproximateNumberOfMessages, bad)]);
-            let e = sum_attributes(&requested_attributes(false, false), Some(&a)).unwrap_err();
+            let e = sum_attributes(&requested_attributes(false, false), Some(&a))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not a whole number"), "{bad}: {e}");
         }
         // Surrounding spaces are tolerated.

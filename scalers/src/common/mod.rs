@@ -1,3 +1,8 @@
-//! Pieces several scalers share: TLS trust settings for their clients.
+//! Pieces several scalers share, written once: error text ([`errors`]), TLS client configurations
+//! ([`tls`]), the pooled HTTP client and its JSON GET ([`http`]), and Kubernetes quantities
+//! ([`quantity`]).
 
+pub mod errors;
+pub mod http;
+pub mod quantity;
 pub mod tls;

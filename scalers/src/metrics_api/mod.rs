@@ -1,6 +1,19 @@
 //! The `metrics-api` trigger: a number read from a JSON document served over HTTP.
+//!
+//! This file is the declaration ([`DECL`]); [`config`] turns the parsed parameters into a
+//! [`MetricsApiConfig`], [`client`] holds the shared HTTP side ([`MetricsApiClient`], [`Endpoint`];
+//! nats-jetstream uses it too), [`value`] reads the number out of the document, and [`scaler`] is
+//! the [`Scaler`](crate::Scaler) itself.
 
+pub mod client;
+pub mod config;
 pub mod scaler;
+pub mod value;
+
+pub use client::{Endpoint, MAX_BODY_BYTES, MetricsApiClient};
+pub use config::{ConfigError, ConfigProblem, Format, MetricsApiConfig};
+pub use scaler::MetricsApiScaler;
+pub use value::{ValueError, lookup, value_at};
 
 use crate::params::{Param, ParamError, ParsedParams, ScalerDecl, Thresholds};
 

@@ -1,220 +1,13 @@
-//! Declarative trigger parameters and the one parser driven by them.
-//!
-//! A scaler lists its parameters as [`Param`] values; [`parse`] reads each from the allowed
-//! [`Source`]s in order, applies defaults, converts types, enforces bounds and [`Rule`]s, and
-//! reports every problem with the parameter's name. Secret parameters never show their value in
-//! an error or in [`ParsedParams`]' redacted view.
+//! The one parser: reads each declared parameter from its sources ([`TriggerInput`]), converts and
+//! checks it, applies the declaration's rules and check, and reports every problem at once
+//! ([`ParamError`], [`TriggerParseError`]). Secret values never appear in an error.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
-use serde_json::Value as Json;
-
-/// Where a parameter value may come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Source {
-    /// `triggers[].metadata.<name>`.
-    Metadata,
-    /// The auth params resolved from the trigger's authenticationRef.
-    AuthParams,
-    /// `triggers[].metadata.<name>FromEnv`, naming an env var of the scale target's container.
-    ResolvedEnv,
-}
-
-/// Sources: metadata only.
-pub const META: &[Source] = &[Source::Metadata];
-/// Sources: metadata, then `<name>FromEnv`.
-pub const META_ENV: &[Source] = &[Source::Metadata, Source::ResolvedEnv];
-/// Sources: metadata, then auth params.
-pub const META_AUTH: &[Source] = &[Source::Metadata, Source::AuthParams];
-/// Sources: metadata, auth params, then `<name>FromEnv`.
-pub const META_AUTH_ENV: &[Source] = &[Source::Metadata, Source::AuthParams, Source::ResolvedEnv];
-/// Sources: auth params only (credentials).
-pub const AUTH: &[Source] = &[Source::AuthParams];
-/// Sources: auth params, then `<name>FromEnv`.
-pub const AUTH_ENV: &[Source] = &[Source::AuthParams, Source::ResolvedEnv];
-
-/// The type a parameter value is converted to.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ParamType {
-    /// Any string.
-    String,
-    /// A whole number.
-    Int,
-    /// A floating-point number.
-    Float,
-    /// `true` or `false` (case-insensitive).
-    Bool,
-    /// One of a fixed set of strings (matched case-insensitively, stored in the declared case).
-    Enum(&'static [&'static str]),
-    /// A comma-separated list of non-empty strings.
-    List,
-}
-
-/// One declared parameter.
-#[derive(Debug, Clone, Copy)]
-pub struct Param {
-    /// Name, as in KEDA's docs.
-    pub name: &'static str,
-    /// Value type.
-    pub ty: ParamType,
-    /// Default used when no source has a value.
-    pub default: Option<&'static str>,
-    /// Missing and without default is an error.
-    pub required: bool,
-    /// Sources, in lookup order.
-    pub from: &'static [Source],
-    /// Credential: never printed.
-    pub secret: bool,
-    /// Lower bound for numbers; `min_exclusive` makes it strict.
-    pub min: Option<f64>,
-    /// Whether `min` is exclusive.
-    pub min_exclusive: bool,
-    /// Deprecation note, reported as a warning when the parameter is used.
-    pub deprecated: Option<&'static str>,
-    /// A URL that may carry `user:password@`: shown with the credentials masked.
-    pub masks_userinfo: bool,
-}
-
-impl Param {
-    const fn new(name: &'static str, ty: ParamType) -> Self {
-        Param {
-            name,
-            ty,
-            default: None,
-            required: false,
-            from: META,
-            secret: false,
-            min: None,
-            min_exclusive: false,
-            deprecated: None,
-            masks_userinfo: false,
-        }
-    }
-    /// A string parameter.
-    pub const fn string(name: &'static str) -> Self {
-        Self::new(name, ParamType::String)
-    }
-    /// An integer parameter.
-    pub const fn int(name: &'static str) -> Self {
-        Self::new(name, ParamType::Int)
-    }
-    /// A float parameter.
-    pub const fn float(name: &'static str) -> Self {
-        Self::new(name, ParamType::Float)
-    }
-    /// A boolean parameter.
-    pub const fn bool(name: &'static str) -> Self {
-        Self::new(name, ParamType::Bool)
-    }
-    /// An enum parameter.
-    pub const fn one_of(name: &'static str, values: &'static [&'static str]) -> Self {
-        Self::new(name, ParamType::Enum(values))
-    }
-    /// A comma-separated list parameter.
-    pub const fn list(name: &'static str) -> Self {
-        Self::new(name, ParamType::List)
-    }
-    /// Sets the default.
-    pub const fn default(mut self, value: &'static str) -> Self {
-        self.default = Some(value);
-        self
-    }
-    /// Marks the parameter required.
-    pub const fn required(mut self) -> Self {
-        self.required = true;
-        self
-    }
-    /// Sets the sources, in lookup order.
-    pub const fn from(mut self, sources: &'static [Source]) -> Self {
-        self.from = sources;
-        self
-    }
-    /// Marks the parameter as a credential.
-    pub const fn secret(mut self) -> Self {
-        self.secret = true;
-        self
-    }
-    /// Requires value ≥ min.
-    pub const fn min(mut self, min: f64) -> Self {
-        self.min = Some(min);
-        self
-    }
-    /// Requires value > min.
-    pub const fn above(mut self, min: f64) -> Self {
-        self.min = Some(min);
-        self.min_exclusive = true;
-        self
-    }
-    /// Marks the parameter as a URL whose `user:password@` part must be masked when shown.
-    pub const fn masks_userinfo(mut self) -> Self {
-        self.masks_userinfo = true;
-        self
-    }
-    /// Marks the parameter deprecated.
-    pub const fn deprecated(mut self, note: &'static str) -> Self {
-        self.deprecated = Some(note);
-        self
-    }
-}
-
-/// A rule between parameters. "Set" means given by a source (not defaulted); a bool counts as set
-/// only when true.
-#[derive(Debug, Clone, Copy)]
-pub enum Rule {
-    /// At most one of these may be set.
-    Exclusive(&'static [&'static str]),
-    /// At least one of these must be set.
-    AnyOf(&'static [&'static str]),
-    /// Either all or none of these are set.
-    Together(&'static [&'static str]),
-    /// When the first is set, the second must be set too.
-    Requires(&'static str, &'static str),
-}
-
-/// A scaler's whole parameter declaration.
-#[derive(Debug)]
-pub struct ScalerDecl {
-    /// Trigger type, e.g. `kafka`.
-    pub trigger_type: &'static str,
-    /// Parameters.
-    pub params: &'static [Param],
-    /// Rules between parameters.
-    pub rules: &'static [Rule],
-    /// Scaler-specific checks that need the parsed values (run only when parsing succeeded).
-    pub check: fn(&ParsedParams) -> Vec<ParamError>,
-    /// The metric name's detail part, e.g. the topic: `s<index>-<type>-<detail>`.
-    pub metric_detail: fn(&ParsedParams) -> String,
-    /// The HPA target and the activation threshold, from the parsed parameters.
-    pub thresholds: fn(&ParsedParams) -> Thresholds,
-    /// Configuration that works but often surprises users (shown in the object's Ready message
-    /// and by `ebb validate`); [`no_warnings`] for most scalers.
-    pub warnings: fn(&ParsedParams) -> Vec<String>,
-}
-
-/// The `warnings` of a scaler whose configurations hold no surprise.
-pub fn no_warnings(_: &ParsedParams) -> Vec<String> {
-    Vec::new()
-}
-
-/// A trigger's HPA target (per replica for AverageValue) and its activation threshold: the trigger is
-/// active when its value is strictly greater than `activation`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    /// HPA target value.
-    pub target: f64,
-    /// Activation threshold.
-    pub activation: f64,
-}
-
-impl ScalerDecl {
-    /// Looks a parameter up by name.
-    pub fn param(&self, name: &str) -> Option<&'static Param> {
-        self.params.iter().find(|p| p.name == name)
-    }
-}
+use super::{
+    Origin, Param, ParamType, ParamValue, Parsed, ParsedParams, Rule, ScalerDecl, Source, mask_userinfo,
+};
 
 /// Everything a trigger's parameters may be read from.
 #[derive(Debug, Clone, Copy)]
@@ -227,156 +20,6 @@ pub struct TriggerInput<'a> {
     /// The target container's environment, when known. `None` means "not available here"
     /// (e.g. `ebb validate` without the Deployment): `FromEnv` values are then left unresolved.
     pub resolved_env: Option<&'a BTreeMap<String, String>>,
-}
-
-/// A typed parameter value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ParamValue {
-    /// String or enum value.
-    Str(String),
-    /// Integer value.
-    Int(i64),
-    /// Float value.
-    Float(f64),
-    /// Boolean value.
-    Bool(bool),
-    /// List value.
-    List(Vec<String>),
-}
-
-/// Where a parsed value came from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "kind", content = "detail")]
-pub enum Origin {
-    /// Read from a source.
-    Source(Source),
-    /// The declared default.
-    Default,
-    /// Would come from a source that is not available here (the target's env, or an unresolved
-    /// authenticationRef); the text says which.
-    Unresolved(String),
-}
-
-/// One parsed parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
-    /// The value (`None` when unresolved).
-    pub value: Option<ParamValue>,
-    /// Where it came from.
-    pub origin: Origin,
-    /// Whether it is a credential.
-    pub secret: bool,
-    /// Whether `user:password@` must be masked when shown.
-    pub masks_userinfo: bool,
-}
-
-/// The result of parsing a trigger: typed values by parameter name, plus warnings.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ParsedParams {
-    values: BTreeMap<&'static str, Parsed>,
-    /// Non-fatal notes: unknown metadata keys, deprecated parameters, unresolved env.
-    pub warnings: Vec<String>,
-}
-
-impl ParsedParams {
-    /// The parsed entry of a parameter, if it has one.
-    pub fn get(&self, name: &str) -> Option<&Parsed> {
-        self.values.get(name)
-    }
-    /// Whether a source gave this parameter a value (not a default, not unresolved). A bool counts
-    /// only when true.
-    pub fn is_set(&self, name: &str) -> bool {
-        match self.values.get(name) {
-            Some(Parsed {
-                origin: Origin::Source(_),
-                value: Some(ParamValue::Bool(b)),
-                ..
-            }) => *b,
-            Some(Parsed {
-                origin: Origin::Source(_),
-                ..
-            }) => true,
-            _ => false,
-        }
-    }
-    /// Whether the parameter is known to come from a source that is not available here.
-    pub fn is_unresolved(&self, name: &str) -> bool {
-        matches!(
-            self.values.get(name),
-            Some(Parsed {
-                origin: Origin::Unresolved(_),
-                ..
-            })
-        )
-    }
-    /// String value (also enums).
-    pub fn str(&self, name: &str) -> Option<&str> {
-        match self.values.get(name)?.value.as_ref()? {
-            ParamValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    /// Integer value.
-    pub fn int(&self, name: &str) -> Option<i64> {
-        match self.values.get(name)?.value.as_ref()? {
-            ParamValue::Int(v) => Some(*v),
-            _ => None,
-        }
-    }
-    /// Float value (integers widen).
-    pub fn float(&self, name: &str) -> Option<f64> {
-        match self.values.get(name)?.value.as_ref()? {
-            ParamValue::Float(v) => Some(*v),
-            ParamValue::Int(v) => Some(*v as f64),
-            _ => None,
-        }
-    }
-    /// Boolean value.
-    pub fn bool(&self, name: &str) -> Option<bool> {
-        match self.values.get(name)?.value.as_ref()? {
-            ParamValue::Bool(v) => Some(*v),
-            _ => None,
-        }
-    }
-    /// List value.
-    pub fn list(&self, name: &str) -> Option<&[String]> {
-        match self.values.get(name)?.value.as_ref()? {
-            ParamValue::List(v) => Some(v),
-            _ => None,
-        }
-    }
-    /// Marks a parameter as secret after the fact (its value came from a Secret), so that every
-    /// view redacts it.
-    pub fn mark_secret(&mut self, name: &str) {
-        if let Some(p) = self.values.get_mut(name) {
-            p.secret = true;
-        }
-    }
-    /// JSON view with every secret value replaced by `<redacted>`.
-    pub fn redacted_json(&self) -> Json {
-        let mut out = serde_json::Map::new();
-        for (name, p) in &self.values {
-            let value = match (&p.value, p.secret) {
-                (Some(_), true) => Json::String("<redacted>".into()),
-                (Some(ParamValue::Str(s)), false) if p.masks_userinfo => Json::String(mask_userinfo(s)),
-                (Some(v), false) => serde_json::to_value(v).unwrap_or(Json::Null),
-                (None, _) => Json::Null,
-            };
-            let origin = match &p.origin {
-                Origin::Source(Source::Metadata) => "metadata".to_string(),
-                Origin::Source(Source::AuthParams) => "authParams".to_string(),
-                Origin::Source(Source::ResolvedEnv) => "env".to_string(),
-                Origin::Default => "default".to_string(),
-                Origin::Unresolved(what) => format!("unresolved: {what}"),
-            };
-            out.insert(
-                name.to_string(),
-                serde_json::json!({ "value": value, "from": origin }),
-            );
-        }
-        Json::Object(out)
-    }
 }
 
 /// One problem with one parameter.
@@ -414,19 +57,6 @@ pub struct TriggerParseError {
     pub trigger_type: String,
     /// Every problem found.
     pub errors: Vec<ParamError>,
-}
-
-/// Replaces the `user:password@` part of a URL-like string with `<redacted>@`.
-pub fn mask_userinfo(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}<redacted>@{}", &s[..scheme_end + 3], &rest[at + 1..]),
-        None => s.to_string(),
-    }
 }
 
 /// Shows a value in an error, unless the parameter is a secret.
@@ -699,6 +329,7 @@ fn check_rule(rule: &Rule, parsed: &ParsedParams, errors: &mut Vec<ParamError>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{AUTH, META_AUTH_ENV, Thresholds, no_warnings};
 
     static PARAMS: &[Param] = &[
         Param::string("host").required().from(META_AUTH_ENV),
@@ -810,16 +441,6 @@ mod tests {
     }
 
     #[test]
-    fn userinfo_is_masked() {
-        assert_eq!(
-            mask_userinfo("amqp://u:p@host:5672/vh"),
-            "amqp://<redacted>@host:5672/vh"
-        );
-        assert_eq!(mask_userinfo("http://host/a@b"), "http://host/a@b");
-        assert_eq!(mask_userinfo("plain"), "plain");
-    }
-
-    #[test]
     fn unknown_keys_warn() {
         let p = run(&[("host", "h"), ("hots", "x")], &[], None).unwrap();
         assert!(
@@ -827,40 +448,5 @@ mod tests {
             "{:?}",
             p.warnings
         );
-    }
-}
-
-/// Helpers for the scalers' table-driven tests.
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    /// Parses metadata only.
-    pub fn parse_meta(decl: &ScalerDecl, meta: &[(&str, &str)]) -> Result<ParsedParams, Vec<ParamError>> {
-        parse_with(decl, meta, &[])
-    }
-
-    /// Parses metadata plus auth params.
-    pub fn parse_with(
-        decl: &ScalerDecl,
-        meta: &[(&str, &str)],
-        auth: &[(&str, &str)],
-    ) -> Result<ParsedParams, Vec<ParamError>> {
-        let (m, a) = (map(meta), map(auth));
-        parse(
-            decl,
-            &TriggerInput {
-                metadata: &m,
-                auth_params: Some(&a),
-                resolved_env: None,
-            },
-        )
     }
 }
