@@ -102,3 +102,17 @@ mod tests {
         }
     }
 }
+
+/// Builds a metrics-api scaler on the factory's shared HTTP client (see [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    use std::sync::Arc;
+    let client = factory.shared(|o| scaler::MetricsApiClient::new(o.http_timeout).map(Arc::new));
+    Ok(Arc::new(scaler::MetricsApiScaler::new(
+        Result::clone(&client)?,
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
