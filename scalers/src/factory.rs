@@ -164,7 +164,14 @@ mod tests {
     #[test]
     fn every_registered_kind_builds_without_a_runtime() {
         let cases: [(&str, &[(&str, &str)]); 5] = [
-            ("metrics-api", &[("url", "http://h/m"), ("valueLocation", "v"), ("targetValue", "1")]),
+            (
+                "metrics-api",
+                &[
+                    ("url", "http://h/m"),
+                    ("valueLocation", "v"),
+                    ("targetValue", "1"),
+                ],
+            ),
             ("rabbitmq", &[("host", "amqp://h/"), ("queueName", "q")]),
             (
                 "nats-jetstream",

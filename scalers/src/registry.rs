@@ -29,11 +29,26 @@ pub struct ScalerKind {
 
 /// Every trigger type ebb supports, in the order error messages list them.
 pub static KINDS: &[ScalerKind] = &[
-    ScalerKind { declaration: &kafka::DECL, build: kafka::build },
-    ScalerKind { declaration: &rabbitmq::DECL, build: rabbitmq::build },
-    ScalerKind { declaration: &nats_jetstream::DECL, build: nats_jetstream::build },
-    ScalerKind { declaration: &aws_sqs::DECL, build: aws_sqs::build },
-    ScalerKind { declaration: &metrics_api::DECL, build: metrics_api::build },
+    ScalerKind {
+        declaration: &kafka::DECL,
+        build: kafka::build,
+    },
+    ScalerKind {
+        declaration: &rabbitmq::DECL,
+        build: rabbitmq::build,
+    },
+    ScalerKind {
+        declaration: &nats_jetstream::DECL,
+        build: nats_jetstream::build,
+    },
+    ScalerKind {
+        declaration: &aws_sqs::DECL,
+        build: aws_sqs::build,
+    },
+    ScalerKind {
+        declaration: &metrics_api::DECL,
+        build: metrics_api::build,
+    },
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -132,7 +147,13 @@ mod tests {
         let types: Vec<&str> = supported_types().collect();
         assert_eq!(
             types,
-            ["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api"]
+            [
+                "kafka",
+                "rabbitmq",
+                "nats-jetstream",
+                "aws-sqs-queue",
+                "metrics-api"
+            ]
         );
         for ty in &types {
             assert_eq!(types.iter().filter(|t| *t == ty).count(), 1, "{ty}");

@@ -99,6 +99,20 @@ fn metric_detail(p: &ParsedParams) -> String {
     format!("aws-sqs-{}", queue_name(p.str("queueURL").unwrap_or("queue")))
 }
 
+/// Builds an aws-sqs-queue scaler on the factory's shared HTTP and SDK clients (see
+/// [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    let clients = factory.shared(|o| scaler::SqsClients::new(o.http_timeout));
+    Ok(std::sync::Arc::new(scaler::SqsScaler::new(
+        clients,
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,18 +210,4 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors[0].param, "awsAccessKeyID");
     }
-}
-
-/// Builds an aws-sqs-queue scaler on the factory's shared HTTP and SDK clients (see
-/// [`crate::registry`]).
-pub fn build(
-    factory: &crate::ScalerFactory,
-    trigger: &crate::registry::ParsedTrigger,
-) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
-    let clients = factory.shared(|o| scaler::SqsClients::new(o.http_timeout));
-    Ok(std::sync::Arc::new(scaler::SqsScaler::new(
-        clients,
-        &trigger.params,
-        trigger.thresholds,
-    )?))
 }

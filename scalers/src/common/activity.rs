@@ -408,7 +408,10 @@ mod tests {
     fn next_round_counts_from_the_round_start() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(next_round_at(later, RoundHealth::Succeeded, 0, TICK), later + TICK);
+        assert_eq!(
+            next_round_at(later, RoundHealth::Succeeded, 0, TICK),
+            later + TICK
+        );
         assert_eq!(
             next_round_at(later, RoundHealth::Failed, 2, TICK),
             later + Duration::from_secs(2)
@@ -543,7 +546,10 @@ mod tests {
         let mut rx = r.changes();
         assert!(w.ensure_running(|| round));
         assert!(w.is_running());
-        assert!(!w.ensure_running(|| Scripted::new(vec![])), "one task per watcher");
+        assert!(
+            !w.ensure_running(|| Scripted::new(vec![])),
+            "one task per watcher"
+        );
         rx.changed().await.unwrap();
         assert!(*rx.borrow_and_update());
         tokio::time::sleep(ms(1_900)).await;
@@ -567,7 +573,10 @@ mod tests {
         let other = w.register(2);
         let failed = || (Duration::ZERO, RoundReport::failed(vec![]));
         let round = Scripted::new(vec![
-            (Duration::ZERO, RoundReport::succeeded(vec![(r.id(), true), (other.id(), true)])),
+            (
+                Duration::ZERO,
+                RoundReport::succeeded(vec![(r.id(), true), (other.id(), true)]),
+            ),
             failed(),
             failed(),
             failed(),
@@ -587,7 +596,10 @@ mod tests {
             [0, 500, 1500, 3500, 7500, 11500, 15500, 16000]
         );
         assert!(rx.has_changed().unwrap() && !*rx.borrow_and_update());
-        assert!(!other_rx.has_changed().unwrap(), "failed rounds leave activity alone");
+        assert!(
+            !other_rx.has_changed().unwrap(),
+            "failed rounds leave activity alone"
+        );
         assert!(lock(&log).iter().all(|(_, n)| *n == 2));
     }
 
@@ -623,6 +635,10 @@ mod tests {
         drop((r, w));
         tokio::time::sleep(ms(2_000)).await;
         assert_eq!(start_times(&log), [0]);
-        assert_eq!(idled.load(Ordering::SeqCst), 0, "idle is for a watcher left without triggers");
+        assert_eq!(
+            idled.load(Ordering::SeqCst),
+            0,
+            "idle is for a watcher left without triggers"
+        );
     }
 }

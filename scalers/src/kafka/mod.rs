@@ -144,6 +144,25 @@ pub fn parse_partition_limitation(text: &str) -> Result<Vec<i32>, String> {
     Ok(ids)
 }
 
+/// Builds a kafka scaler, registered with its cluster in the factory's shared cluster clients
+/// (see [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    let clusters = factory.shared(|o| {
+        KafkaClusters::new(KafkaOptions {
+            request_timeout: o.http_timeout,
+            ..Default::default()
+        })
+    });
+    Ok(std::sync::Arc::new(KafkaScaler::new(
+        KafkaClusters::clone(&clusters),
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,23 +248,4 @@ mod tests {
         assert!(parse_partition_limitation("7-5").is_err());
         assert!(parse_partition_limitation("").is_err());
     }
-}
-
-/// Builds a kafka scaler, registered with its cluster in the factory's shared cluster clients
-/// (see [`crate::registry`]).
-pub fn build(
-    factory: &crate::ScalerFactory,
-    trigger: &crate::registry::ParsedTrigger,
-) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
-    let clusters = factory.shared(|o| {
-        KafkaClusters::new(KafkaOptions {
-            request_timeout: o.http_timeout,
-            ..Default::default()
-        })
-    });
-    Ok(std::sync::Arc::new(KafkaScaler::new(
-        KafkaClusters::clone(&clusters),
-        &trigger.params,
-        trigger.thresholds,
-    )?))
 }
