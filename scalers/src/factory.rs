@@ -1,12 +1,14 @@
-//! [`ScalerFactory`]: builds a [`Scaler`] per parsed trigger, sharing one client per broker and
-//! credentials across every trigger it builds.
+//! [`ScalerFactory`]: builds a [`Scaler`] per parsed trigger through the [`registry`](crate::registry),
+//! sharing clients across every trigger it builds in a map keyed by the clients' type, so that
+//! only a scaler's own folder names its client type.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::metrics_api::scaler::{MetricsApiClient, MetricsApiScaler};
-use crate::registry::ParsedTrigger;
+use crate::registry::{ParsedTrigger, kind};
 use crate::{Scaler, ScalerError};
 
 /// Settings shared by every scaler a [`ScalerFactory`] builds.
@@ -29,8 +31,11 @@ impl Default for FactoryOptions {
     }
 }
 
-/// Builds scalers from parsed triggers, sharing one client per connection identity (one HTTP
-/// client for all metrics-api triggers). Cheap to clone: clones share the clients.
+/// One shared value per type.
+type SharedMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
+
+/// Builds scalers from parsed triggers, sharing one client (pool) per type across them (e.g. one
+/// HTTP client for all metrics-api triggers). Cheap to clone: clones share the clients.
 #[derive(Clone)]
 pub struct ScalerFactory {
     inner: Arc<FactoryInner>,
@@ -38,17 +43,13 @@ pub struct ScalerFactory {
 
 struct FactoryInner {
     options: FactoryOptions,
-    /// Created on the first metrics-api trigger, then shared.
-    metrics_api: OnceLock<Result<Arc<MetricsApiClient>, ScalerError>>,
-    /// The AMQP connection pool and HTTP clients shared by every rabbitmq trigger.
-    rabbitmq: OnceLock<Arc<crate::rabbitmq::scaler::RabbitMqClients>>,
-    /// The NATS connections and cached consumer leaders shared by every nats-jetstream trigger
-    /// (their monitoring requests go through the metrics-api HTTP client).
-    nats_jetstream: OnceLock<Arc<crate::nats_jetstream::scaler::NatsJetStreamClients>>,
-    /// The HTTP client and SDK clients shared by every aws-sqs-queue trigger.
-    aws_sqs: OnceLock<Arc<crate::aws_sqs::scaler::SqsClients>>,
-    /// The cluster clients shared by every kafka trigger (one per bootstrap set + TLS + SASL).
-    kafka: OnceLock<crate::kafka::KafkaClusters>,
+    /// The clients shared by the scalers built so far, created on first use.
+    shared: Mutex<SharedMap>,
+}
+
+fn lock(m: &Mutex<SharedMap>) -> MutexGuard<'_, SharedMap> {
+    // Inserts and lookups leave the map consistent, even if a holder panicked.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ScalerFactory {
@@ -57,11 +58,7 @@ impl ScalerFactory {
         Self {
             inner: Arc::new(FactoryInner {
                 options,
-                metrics_api: OnceLock::new(),
-                rabbitmq: OnceLock::new(),
-                nats_jetstream: OnceLock::new(),
-                aws_sqs: OnceLock::new(),
-                kafka: OnceLock::new(),
+                shared: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -71,79 +68,39 @@ impl ScalerFactory {
         &self.inner.options
     }
 
-    /// Builds the scaler for a parsed trigger. Trigger types without a client yet return
-    /// [`ScalerError::Unsupported`]. Needs no async runtime; sampling does.
+    /// Builds the scaler for a parsed trigger with its kind's `build` from the registry. Trigger
+    /// types without a client yet return [`ScalerError::Unsupported`]. Needs no async runtime;
+    /// sampling does.
     pub fn build(&self, trigger: &ParsedTrigger) -> Result<Arc<dyn Scaler>, ScalerError> {
-        match trigger.decl.trigger_type {
-            "metrics-api" => {
-                let client = self.metrics_api_client()?;
-                Ok(Arc::new(MetricsApiScaler::new(
-                    client,
-                    &trigger.params,
-                    trigger.thresholds,
-                )?))
-            }
-            "rabbitmq" => {
-                let clients = self.inner.rabbitmq.get_or_init(|| {
-                    Arc::new(crate::rabbitmq::scaler::RabbitMqClients::new(
-                        self.inner.options.http_timeout,
-                    ))
-                });
-                Ok(Arc::new(crate::rabbitmq::scaler::RabbitMqScaler::new(
-                    clients.clone(),
-                    &trigger.params,
-                    trigger.thresholds,
-                )?))
-            }
-            "nats-jetstream" => {
-                let http = self.metrics_api_client()?;
-                let clients = self.inner.nats_jetstream.get_or_init(|| {
-                    Arc::new(crate::nats_jetstream::scaler::NatsJetStreamClients::new(
-                        http,
-                        self.inner.options.http_timeout,
-                    ))
-                });
-                Ok(Arc::new(crate::nats_jetstream::scaler::NatsJetStreamScaler::new(
-                    clients.clone(),
-                    &trigger.params,
-                    trigger.thresholds,
-                )?))
-            }
-            "aws-sqs-queue" => {
-                let clients = self.inner.aws_sqs.get_or_init(|| {
-                    Arc::new(crate::aws_sqs::scaler::SqsClients::new(
-                        self.inner.options.http_timeout,
-                    ))
-                });
-                Ok(Arc::new(crate::aws_sqs::scaler::SqsScaler::new(
-                    clients.clone(),
-                    &trigger.params,
-                    trigger.thresholds,
-                )?))
-            }
-            "kafka" => {
-                let clusters = self.inner.kafka.get_or_init(|| {
-                    crate::kafka::KafkaClusters::new(crate::kafka::KafkaOptions {
-                        request_timeout: self.inner.options.http_timeout,
-                        ..Default::default()
-                    })
-                });
-                Ok(Arc::new(crate::kafka::KafkaScaler::new(
-                    clusters.clone(),
-                    crate::kafka::KafkaConfig::try_from(&trigger.params)?,
-                )?))
-            }
-            other => Err(ScalerError::Unsupported {
-                trigger_type: other.to_string(),
+        match kind(trigger.decl.trigger_type) {
+            Some(kind) => (kind.build)(self, trigger),
+            None => Err(ScalerError::Unsupported {
+                trigger_type: trigger.decl.trigger_type.to_string(),
             }),
         }
     }
 
-    fn metrics_api_client(&self) -> Result<Arc<MetricsApiClient>, ScalerError> {
-        self.inner
-            .metrics_api
-            .get_or_init(|| MetricsApiClient::new(self.inner.options.http_timeout).map(Arc::new))
-            .clone()
+    /// The factory's one value of type `T`, created by `init` on first use and shared by every
+    /// later caller asking for a `T` (the type is the key: scalers sharing a client type share
+    /// the client). `init` runs without the factory's lock held, so it may call `shared` too.
+    pub fn shared<T: Send + Sync + 'static>(&self, init: impl FnOnce(&FactoryOptions) -> T) -> Arc<T> {
+        let key = TypeId::of::<T>();
+        if let Some(value) = self.lookup::<T>(key) {
+            return value;
+        }
+        let fresh: Arc<T> = Arc::new(init(&self.inner.options));
+        let mut map = lock(&self.inner.shared);
+        // A concurrent first use may have won the race: keep the value already there.
+        let value = map.entry(key).or_insert_with(|| fresh.clone()).clone();
+        value.downcast::<T>().unwrap_or_else(|_| {
+            map.insert(key, fresh.clone());
+            fresh
+        })
+    }
+
+    fn lookup<T: Send + Sync + 'static>(&self, key: TypeId) -> Option<Arc<T>> {
+        let value = lock(&self.inner.shared).get(&key)?.clone();
+        value.downcast::<T>().ok()
     }
 }
 
@@ -157,7 +114,7 @@ impl fmt::Debug for ScalerFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScalerFactory")
             .field("options", &self.inner.options)
-            .field("metrics_api_client", &self.inner.metrics_api.get().is_some())
+            .field("shared_clients", &lock(&self.inner.shared).len())
             .finish()
     }
 }
@@ -165,6 +122,8 @@ impl fmt::Debug for ScalerFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn factory_is_shareable() {
@@ -173,5 +132,73 @@ mod tests {
         fn assert_object(_: Option<Arc<dyn Scaler>>) {}
         assert_object(None);
         assert_eq!(FactoryOptions::default().http_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn shared_values_are_keyed_by_type_and_made_once() {
+        struct Pool(Duration);
+        struct Other;
+        let factory = ScalerFactory::new(FactoryOptions {
+            http_timeout: Duration::from_millis(250),
+        });
+        let made = AtomicUsize::new(0);
+        let make = |o: &FactoryOptions| {
+            made.fetch_add(1, Ordering::SeqCst);
+            Pool(o.http_timeout)
+        };
+        let a = factory.shared(make);
+        let b = factory.clone().shared(make);
+        assert!(Arc::ptr_eq(&a, &b), "clones share the value");
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert_eq!(a.0, Duration::from_millis(250), "init sees the options");
+        // A different type is a different value; init may itself ask for a shared value.
+        let other = factory.shared(|_| {
+            let _ = factory.shared(|_| Pool(Duration::ZERO));
+            Other
+        });
+        let _: &Other = &other;
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert!(format!("{factory:?}").contains("shared_clients: 2"));
+    }
+
+    #[test]
+    fn every_registered_kind_builds_without_a_runtime() {
+        let cases: [(&str, &[(&str, &str)]); 5] = [
+            (
+                "metrics-api",
+                &[
+                    ("url", "http://h/m"),
+                    ("valueLocation", "v"),
+                    ("targetValue", "1"),
+                ],
+            ),
+            ("rabbitmq", &[("host", "amqp://h/"), ("queueName", "q")]),
+            (
+                "nats-jetstream",
+                &[
+                    ("natsServerMonitoringEndpoint", "n:8222"),
+                    ("account", "$G"),
+                    ("stream", "s"),
+                    ("consumer", "c"),
+                ],
+            ),
+            (
+                "aws-sqs-queue",
+                &[
+                    ("queueURL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+                    ("awsRegion", "eu-west-1"),
+                ],
+            ),
+            ("kafka", &[("bootstrapServers", "b:9092"), ("consumerGroup", "g")]),
+        ];
+        let factory = ScalerFactory::default();
+        for (ty, meta) in cases {
+            let meta: BTreeMap<String, String> =
+                meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let trigger = crate::parse_trigger(0, ty, &meta, Some(&BTreeMap::new()), None)
+                .unwrap_or_else(|e| panic!("{ty}: {e}"));
+            let scaler = factory.build(&trigger).unwrap_or_else(|e| panic!("{ty}: {e}"));
+            assert_eq!(scaler.trigger_type(), ty);
+        }
     }
 }

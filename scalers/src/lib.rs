@@ -1,10 +1,15 @@
 //! ebb's scalers: what the operator polls, one folder per trigger type.
 //!
 //! This crate owns the [`Scaler`] trait (one poll of one trigger: a [`TriggerSample`] or a
-//! [`ScalerError`]), every trigger type's parameter declaration and typed configuration
-//! ([`params`]), the [`registry`] of supported types, and the clients that talk to the brokers,
-//! shared per broker and credentials through one [`ScalerFactory`]. Pieces used by several
-//! scalers (TLS, HTTP, the activity watcher, error text) live in [`common`].
+//! [`ScalerError`]), every trigger type's parameter declaration ([`params`]), the [`registry`]
+//! of supported kinds, and the clients that talk to the brokers, shared across triggers through
+//! one [`ScalerFactory`]. Pieces used by several scalers (TLS settings, the activity watcher)
+//! live in [`common`].
+//!
+//! **Adding a scaler** is its folder plus one registry line: write `src/<scaler>/mod.rs` (its
+//! `ScalerDecl` and a `build` that takes its clients from [`ScalerFactory::shared`]) with the
+//! client beside it, add `ScalerKind { declaration, build }` to [`registry::KINDS`], and declare
+//! the module (`pub mod <scaler>;`) below. Nothing outside the folder names its client type.
 //!
 //! Errors ([`ScalerError`]) name the endpoint with any `user:password@` masked and never carry
 //! credentials, tokens or auth headers.
@@ -22,7 +27,7 @@ pub mod registry;
 
 pub use factory::{FactoryOptions, ScalerFactory};
 pub use params::{ParamError, ParsedParams, ScalerDecl, Thresholds, TriggerInput, TriggerParseError};
-pub use registry::{declaration, parse_trigger, supported_types};
+pub use registry::{ScalerKind, declaration, parse_trigger, supported_types};
 
 use std::time::Duration;
 

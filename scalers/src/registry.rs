@@ -1,27 +1,69 @@
-//! Trigger type → scaler declaration, and parsing a trigger by its type.
+//! The registry of scaler kinds: one static list of every trigger type ebb supports, each with
+//! its declaration (parameters, rules, warnings) and its `build`; and parsing a trigger by its
+//! type.
+//!
+//! Adding a scaler is its folder (`src/<scaler>/`: the declaration, the typed config, the client
+//! and a `build` at the end of its `mod.rs`) plus one line in [`KINDS`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
+use crate::{Scaler, ScalerError};
 use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, rabbitmq};
 
-static DECLS: &[&ScalerDecl] = &[
-    &kafka::DECL,
-    &rabbitmq::DECL,
-    &nats_jetstream::DECL,
-    &aws_sqs::DECL,
-    &metrics_api::DECL,
+/// Builds one trigger's scaler, taking its shared clients from the factory
+/// ([`ScalerFactory::shared`]). Needs no async runtime.
+pub type BuildFn = fn(&ScalerFactory, &ParsedTrigger) -> Result<Arc<dyn Scaler>, ScalerError>;
+
+/// One supported trigger type.
+#[derive(Debug)]
+pub struct ScalerKind {
+    /// Its parameters, rules, thresholds and warnings.
+    pub declaration: &'static ScalerDecl,
+    /// Builds its scaler from a trigger parsed by `declaration`.
+    pub build: BuildFn,
+}
+
+/// Every trigger type ebb supports, in the order error messages list them.
+pub static KINDS: &[ScalerKind] = &[
+    ScalerKind {
+        declaration: &kafka::DECL,
+        build: kafka::build,
+    },
+    ScalerKind {
+        declaration: &rabbitmq::DECL,
+        build: rabbitmq::build,
+    },
+    ScalerKind {
+        declaration: &nats_jetstream::DECL,
+        build: nats_jetstream::build,
+    },
+    ScalerKind {
+        declaration: &aws_sqs::DECL,
+        build: aws_sqs::build,
+    },
+    ScalerKind {
+        declaration: &metrics_api::DECL,
+        build: metrics_api::build,
+    },
 ];
+
+/// The registered kind of a trigger type, if ebb supports it.
+pub fn kind(trigger_type: &str) -> Option<&'static ScalerKind> {
+    KINDS.iter().find(|k| k.declaration.trigger_type == trigger_type)
+}
 
 /// The declaration of a trigger type, if ebb supports it.
 pub fn declaration(trigger_type: &str) -> Option<&'static ScalerDecl> {
-    DECLS.iter().copied().find(|d| d.trigger_type == trigger_type)
+    kind(trigger_type).map(|k| k.declaration)
 }
 
 /// The trigger types ebb supports.
 pub fn supported_types() -> impl Iterator<Item = &'static str> {
-    DECLS.iter().map(|d| d.trigger_type)
+    KINDS.iter().map(|k| k.declaration.trigger_type)
 }
 
 /// A trigger parsed by its declaration.
@@ -98,6 +140,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("kafka") && text.contains("aws-sqs-queue"));
+    }
+
+    #[test]
+    fn kinds_are_unique_and_found_by_type() {
+        let types: Vec<&str> = supported_types().collect();
+        assert_eq!(
+            types,
+            [
+                "kafka",
+                "rabbitmq",
+                "nats-jetstream",
+                "aws-sqs-queue",
+                "metrics-api"
+            ]
+        );
+        for ty in &types {
+            assert_eq!(types.iter().filter(|t| *t == ty).count(), 1, "{ty}");
+            assert_eq!(kind(ty).map(|k| k.declaration.trigger_type), Some(*ty));
+        }
+        assert!(kind("kafak").is_none() && declaration("kafak").is_none());
     }
 
     #[test]

@@ -106,6 +106,20 @@ fn metric_detail(p: &ParsedParams) -> String {
     format!("aws-sqs-{}", queue_name(p.str("queueURL").unwrap_or("queue")))
 }
 
+/// Builds an aws-sqs-queue scaler on the factory's shared HTTP and SDK clients (see
+/// [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    let clients = factory.shared(|o| scaler::SqsClients::new(o.http_timeout));
+    Ok(std::sync::Arc::new(scaler::SqsScaler::new(
+        clients,
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

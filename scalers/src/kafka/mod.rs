@@ -179,6 +179,24 @@ fn metric_detail(p: &ParsedParams) -> String {
     }
 }
 
+/// Builds a kafka scaler, registered with its cluster in the factory's shared cluster clients
+/// (see [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    let clusters = factory.shared(|o| {
+        KafkaClusters::new(KafkaOptions {
+            request_timeout: o.http_timeout,
+            ..Default::default()
+        })
+    });
+    Ok(std::sync::Arc::new(KafkaScaler::new(
+        KafkaClusters::clone(&clusters),
+        KafkaConfig::try_from(&trigger.params)?,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

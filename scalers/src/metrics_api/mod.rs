@@ -68,6 +68,20 @@ fn metric_detail(p: &ParsedParams) -> String {
     format!("metrics-api-{}", p.str("valueLocation").unwrap_or("value"))
 }
 
+/// Builds a metrics-api scaler on the factory's shared HTTP client (see [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    use std::sync::Arc;
+    let client = factory.shared(|o| scaler::MetricsApiClient::new(o.http_timeout).map(Arc::new));
+    Ok(Arc::new(scaler::MetricsApiScaler::new(
+        Result::clone(&client)?,
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

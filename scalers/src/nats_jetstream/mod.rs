@@ -83,6 +83,25 @@ fn metric_detail(p: &ParsedParams) -> String {
     format!("nats-jetstream-{}", p.str("stream").unwrap_or("stream"))
 }
 
+/// Builds a nats-jetstream scaler on the factory's shared NATS connections, whose monitoring
+/// requests go through the metrics-api HTTP client shared with the metrics-api triggers (see
+/// [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    use crate::metrics_api::scaler::MetricsApiClient;
+    use std::sync::Arc;
+    let http = factory.shared(|o| MetricsApiClient::new(o.http_timeout).map(Arc::new));
+    let http = Result::clone(&http)?;
+    let clients = factory.shared(|o| scaler::NatsJetStreamClients::new(http, o.http_timeout));
+    Ok(Arc::new(scaler::NatsJetStreamScaler::new(
+        clients,
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

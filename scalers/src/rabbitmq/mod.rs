@@ -151,6 +151,20 @@ fn metric_detail(p: &ParsedParams) -> String {
     format!("rabbitmq-{}", p.str("queueName").unwrap_or("queue"))
 }
 
+/// Builds a rabbitmq scaler on the factory's shared AMQP pool and HTTP clients (see
+/// [`crate::registry`]).
+pub fn build(
+    factory: &crate::ScalerFactory,
+    trigger: &crate::registry::ParsedTrigger,
+) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
+    let clients = factory.shared(|o| scaler::RabbitMqClients::new(o.http_timeout));
+    Ok(std::sync::Arc::new(scaler::RabbitMqScaler::new(
+        clients,
+        &trigger.params,
+        trigger.thresholds,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
