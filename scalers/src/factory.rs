@@ -41,7 +41,7 @@ struct FactoryInner {
     /// Created on the first metrics-api trigger, then shared.
     metrics_api: OnceLock<Result<Arc<MetricsApiClient>, ScalerError>>,
     /// The AMQP connection pool and HTTP clients shared by every rabbitmq trigger.
-    rabbitmq: OnceLock<Arc<crate::rabbitmq::scaler::RabbitMqClients>>,
+    rabbitmq: OnceLock<Arc<crate::rabbitmq::RabbitMqClients>>,
     /// The NATS connections and cached consumer leaders shared by every nats-jetstream trigger
     /// (their monitoring requests go through the metrics-api HTTP client).
     nats_jetstream: OnceLock<Arc<crate::nats_jetstream::scaler::NatsJetStreamClients>>,
@@ -85,11 +85,11 @@ impl ScalerFactory {
             }
             "rabbitmq" => {
                 let clients = self.inner.rabbitmq.get_or_init(|| {
-                    Arc::new(crate::rabbitmq::scaler::RabbitMqClients::new(
+                    Arc::new(crate::rabbitmq::RabbitMqClients::new(
                         self.inner.options.http_timeout,
                     ))
                 });
-                Ok(Arc::new(crate::rabbitmq::scaler::RabbitMqScaler::new(
+                Ok(Arc::new(crate::rabbitmq::RabbitMqScaler::new(
                     clients.clone(),
                     &trigger.params,
                     trigger.thresholds,

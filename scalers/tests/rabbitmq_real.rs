@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ebb_scalers::parse_trigger;
 use ebb_scalers::rabbitmq::Protocol;
-use ebb_scalers::rabbitmq::scaler::{RabbitMqClients, RabbitMqScaler};
+use ebb_scalers::rabbitmq::{RabbitMqClients, RabbitMqScaler};
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -1033,7 +1033,7 @@ async fn one_watcher_per_connection_and_vhost_stopped_with_the_scalers() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let made = c.watcher_stats().requests - before;
     // Per tick: 3 passive declares (one per queue) + 1 listing, whatever the 60 triggers.
-    let ticks = (3.5 / ebb_scalers::rabbitmq::scaler::WATCH_TICK.as_secs_f64()) as u64;
+    let ticks = (3.5 / ebb_scalers::rabbitmq::WATCH_TICK.as_secs_f64()) as u64;
     assert!(
         ((ticks - 2) * 4..=(ticks + 1) * 4).contains(&made),
         "{made} requests in 3.5 s ({ticks} ticks)"
