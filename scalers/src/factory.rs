@@ -91,7 +91,7 @@ impl ScalerFactory {
                 });
                 Ok(Arc::new(crate::rabbitmq::RabbitMqScaler::new(
                     clients.clone(),
-                    &trigger.params,
+                    crate::rabbitmq::RabbitMqConfig::try_from(&trigger.params)?,
                     trigger.thresholds,
                 )?))
             }

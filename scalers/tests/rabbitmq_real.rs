@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ebb_scalers::parse_trigger;
 use ebb_scalers::rabbitmq::Protocol;
-use ebb_scalers::rabbitmq::{RabbitMqClients, RabbitMqScaler};
+use ebb_scalers::rabbitmq::{RabbitMqClients, RabbitMqConfig, RabbitMqScaler};
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -172,7 +172,8 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn scaler(clients: &Arc<RabbitMqClients>, meta: &[(&str, &str)], auth: &[(&str, &str)]) -> RabbitMqScaler {
     let trigger =
         parse_trigger(0, "rabbitmq", &map(meta), Some(&map(auth)), None).unwrap_or_else(|e| panic!("{e}"));
-    RabbitMqScaler::new(clients.clone(), &trigger.params, trigger.thresholds).unwrap()
+    let config = RabbitMqConfig::try_from(&trigger.params).unwrap();
+    RabbitMqScaler::new(clients.clone(), config, trigger.thresholds).unwrap()
 }
 
 fn clients() -> Arc<RabbitMqClients> {

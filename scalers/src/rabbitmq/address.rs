@@ -25,6 +25,27 @@ pub(super) const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Why a `host` cannot be used. Never shows the credentials: an unparsable URL is not quoted,
+/// others are shown with `user:password@` masked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Not a URL at all.
+    #[error("host: not a valid URL ({0})")]
+    NotAUrl(#[source] url::ParseError),
+    /// Not one of the four schemes (not quoted: `user:pass@host` parses with `user` as the scheme).
+    #[error("host: must be an amqp://, amqps://, http:// or https:// URL")]
+    Scheme,
+    /// No host name.
+    #[error("host: {0} has no host name")]
+    NoHostName(String),
+    /// A query or a fragment, which would change the requests.
+    #[error("host: {0} must not have a query or fragment")]
+    QueryOrFragment(String),
+    /// The vhost does not fit in an AMQP short string.
+    #[error("host: the vhost of {0} is longer than 255 bytes")]
+    VhostTooLong(String),
+}
+
 /// A parsed `host`: where the broker is, which vhost, and the credentials to use.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
@@ -62,10 +83,9 @@ impl BrokerAddress {
         vhost_name: Option<&str>,
         username: Option<&str>,
         password: Option<&str>,
-    ) -> Result<Self, ScalerError> {
-        let invalid = |what: String| ScalerError::InvalidConfig(format!("rabbitmq host: {what}"));
+    ) -> Result<Self, AddressError> {
         // An unparsable URL is not quoted: without a parse the credentials cannot be located.
-        let url = url::Url::parse(host.trim()).map_err(|e| invalid(format!("not a valid URL ({e})")))?;
+        let url = url::Url::parse(host.trim()).map_err(AddressError::NotAUrl)?;
         let scheme = url.scheme().to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "amqp" => 5672,
@@ -73,23 +93,16 @@ impl BrokerAddress {
             "http" => 80,
             "https" => 443,
             // Not quoted: `user:pass@host` parses with `user` as the scheme.
-            _ => {
-                return Err(invalid(
-                    "must be an amqp://, amqps://, http:// or https:// URL".into(),
-                ));
-            }
+            _ => return Err(AddressError::Scheme),
         };
         let host_name = match url.host() {
             Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            _ => return Err(invalid(format!("{} has no host name", mask_userinfo(host)))),
+            _ => return Err(AddressError::NoHostName(mask_userinfo(host))),
         };
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid(format!(
-                "{} must not have a query or fragment",
-                mask_userinfo(url.as_str())
-            )));
+            return Err(AddressError::QueryOrFragment(mask_userinfo(url.as_str())));
         }
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         let path = url.path();
@@ -129,10 +142,7 @@ impl BrokerAddress {
             password,
         };
         if address.vhost.len() > 255 {
-            return Err(invalid(format!(
-                "the vhost of {} is longer than 255 bytes",
-                address.shown()
-            )));
+            return Err(AddressError::VhostTooLong(address.shown()));
         }
         Ok(address)
     }
@@ -232,6 +242,7 @@ fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rabbitmq::{ConfigProblem, RabbitMqConfigError};
 
     fn address(host: &str) -> BrokerAddress {
         BrokerAddress::parse(host, None, None, None).unwrap()
@@ -356,6 +367,7 @@ mod tests {
             let e = BrokerAddress::parse(bad, None, None, None).unwrap_err();
             let text = format!("{e} {e:?}");
             assert!(!text.contains("secret"), "{text}");
+            let e = ScalerError::from(RabbitMqConfigError::from(ConfigProblem::from(e)));
             assert_eq!(e.kind(), "invalid_config");
         }
         let a = address("amqp://user:secret@h/vh");

@@ -61,6 +61,7 @@
 pub mod address;
 pub mod amqp;
 pub mod clients;
+pub mod config;
 pub mod errors;
 pub mod management;
 pub mod scaler;
@@ -70,6 +71,7 @@ pub mod watch;
 
 pub use amqp::MAX_IDLE_CHANNELS;
 pub use clients::RabbitMqClients;
+pub use config::{ConfigProblem, RabbitMqConfig, RabbitMqConfigError};
 pub use management::MAX_BODY_BYTES;
 pub use scaler::RabbitMqScaler;
 pub use stats::{
@@ -151,9 +153,14 @@ pub enum Protocol {
     Http,
 }
 
+/// `protocol: auto` with a host whose scheme names no protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must start with amqp://, amqps://, http:// or https:// when protocol is auto")]
+pub struct UnknownScheme;
+
 /// Resolves the protocol: an explicit `protocol` wins, else the scheme of `host`.
 /// `None` when the host is not known (read from env that is not available).
-pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, String>> {
+pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, UnknownScheme>> {
     match p.str("protocol") {
         Some("amqp") => return Some(Ok(Protocol::Amqp)),
         Some("http") => return Some(Ok(Protocol::Http)),
@@ -164,7 +171,7 @@ pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, String>> {
     Some(match scheme.as_deref() {
         Some("amqp" | "amqps") => Ok(Protocol::Amqp),
         Some("http" | "https") => Ok(Protocol::Http),
-        _ => Err("must start with amqp://, amqps://, http:// or https:// when protocol is auto".to_string()),
+        _ => Err(UnknownScheme),
     })
 }
 
@@ -192,23 +199,32 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
     let mut errors = Vec::new();
     let proto = match protocol(p) {
         Some(Ok(proto)) => Some(proto),
-        Some(Err(problem)) => {
-            errors.push(ParamError::new("host", problem));
+        Some(Err(unknown)) => {
+            errors.push(ParamError::new("host", unknown.to_string()));
             None
         }
         None => None,
     };
     if proto == Some(Protocol::Amqp) {
-        if p.str("mode").is_some_and(|m| m != "QueueLength") {
-            errors.push(ParamError::new(
-                "mode",
-                "only QueueLength works over AMQP; use protocol http for rates",
-            ));
-        }
-        for http_only in ["useRegex", "excludeUnacknowledged", "timeout"] {
-            if p.is_set(http_only) {
-                errors.push(ParamError::new(http_only, "only works with protocol http"));
-            }
+        errors.extend(amqp_rule_errors(p));
+    }
+    errors
+}
+
+/// The AMQP rules, for a trigger that uses AMQP: only `mode: QueueLength` works there, and
+/// `useRegex`, `excludeUnacknowledged` and `timeout` need the management API. The one place these
+/// rules live (the declaration's check and [`RabbitMqConfig`] both use it).
+pub fn amqp_rule_errors(p: &ParsedParams) -> Vec<ParamError> {
+    let mut errors = Vec::new();
+    if p.str("mode").is_some_and(|m| m != "QueueLength") {
+        errors.push(ParamError::new(
+            "mode",
+            "only QueueLength works over AMQP; use protocol http for rates",
+        ));
+    }
+    for http_only in ["useRegex", "excludeUnacknowledged", "timeout"] {
+        if p.is_set(http_only) {
+            errors.push(ParamError::new(http_only, "only works with protocol http"));
         }
     }
     errors

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hyper::Uri;
 use lapin::options::QueueDeclareOptions;
@@ -14,16 +13,15 @@ use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use super::Protocol;
-use super::address::BrokerAddress;
 use super::amqp::{
     AmqpTarget, PooledConnection, amqp_error, connection_failed, is_not_found, slot_connection,
 };
 use super::clients::{RabbitMqClients, lock};
+use super::config::RabbitMqConfig;
 use super::management::{HttpTarget, http_get_json};
 use super::stats::{Mode, Operation, QueueStats, evaluate, queue_stats_from_json, regex_stats_from_json};
-use super::tls::TlsSettings;
 use super::watch::{Registration, WatchSpec, Watcher};
-use crate::params::{ParsedParams, Thresholds};
+use crate::params::Thresholds;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
 /// How a scaler reaches its queue.
@@ -54,96 +52,37 @@ pub struct RabbitMqScaler {
 }
 
 impl RabbitMqScaler {
-    /// Builds the scaler from the trigger's parsed parameters (see [`crate::rabbitmq`]) and its
-    /// thresholds. Validates the address and the TLS material; dials nothing (needs no async
+    /// Builds the scaler from the trigger's typed configuration (see [`crate::rabbitmq`]) and its
+    /// thresholds. Builds the TLS material and the request URIs; dials nothing (needs no async
     /// runtime).
     pub fn new(
         clients: Arc<RabbitMqClients>,
-        params: &ParsedParams,
+        config: RabbitMqConfig,
         thresholds: Thresholds,
     ) -> Result<Self, ScalerError> {
-        let missing = |name: &str| ScalerError::InvalidConfig(format!("rabbitmq: {name} has no value"));
-        let host = params.str("host").ok_or_else(|| missing("host"))?;
-        let queue = params.str("queueName").ok_or_else(|| missing("queueName"))?;
-        let protocol = match super::protocol(params) {
-            Some(Ok(p)) => p,
-            Some(Err(problem)) => {
-                return Err(ScalerError::InvalidConfig(format!("rabbitmq host: {problem}")));
-            }
-            None => return Err(missing("host")),
-        };
-        let address = BrokerAddress::parse(
-            host,
-            params.str("vhostName").filter(|v| !v.is_empty()),
-            params.str("username"),
-            params.str("password"),
-        )?;
+        let RabbitMqConfig {
+            protocol,
+            address,
+            queue,
+            mode,
+            operation,
+            page_size,
+            use_regex,
+            exclude_unacknowledged,
+            timeout,
+            tls,
+            thresholds: _,
+        } = config;
         let shown = address.shown();
-        let scheme_protocol = if address.scheme.starts_with("amqp") {
-            Protocol::Amqp
-        } else {
-            Protocol::Http
-        };
-        if scheme_protocol != protocol {
-            return Err(ScalerError::InvalidConfig(format!(
-                "rabbitmq: protocol is {} but host {shown} is not an {} URL",
-                if protocol == Protocol::Amqp {
-                    "amqp"
-                } else {
-                    "http"
-                },
-                if protocol == Protocol::Amqp {
-                    "amqp:// or amqps://"
-                } else {
-                    "http:// or https://"
-                },
-            )));
-        }
-        let mode = match params.str("mode") {
-            Some(name) => Mode::from_name(name)
-                .ok_or_else(|| ScalerError::InvalidConfig(format!("rabbitmq: unknown mode {name:?}")))?,
-            None => Mode::QueueLength,
-        };
-        let use_regex = params.bool("useRegex").unwrap_or(false);
-        let exclude_unacknowledged = params.bool("excludeUnacknowledged").unwrap_or(false);
-        if protocol == Protocol::Amqp && (mode != Mode::QueueLength || use_regex || exclude_unacknowledged) {
-            return Err(ScalerError::InvalidConfig(
-                "rabbitmq: over AMQP only mode QueueLength works, without useRegex or \
-                 excludeUnacknowledged; use protocol http"
-                    .into(),
-            ));
-        }
-        let operation = match params.str("operation") {
-            Some(name) => Operation::from_name(name)
-                .ok_or_else(|| ScalerError::InvalidConfig(format!("rabbitmq: unknown operation {name:?}")))?,
-            None => Operation::Sum,
-        };
-        let page_size = params.int("pageSize").unwrap_or(100).max(1);
-        let timeout = match params.int("timeout") {
-            Some(ms) if ms > 0 => Duration::from_millis(ms.unsigned_abs()),
-            Some(_) => {
-                return Err(ScalerError::InvalidConfig(
-                    "rabbitmq: timeout must be at least 1 (milliseconds)".into(),
-                ));
-            }
-            None => clients.default_timeout,
-        };
-        let tls = TlsSettings::from_params(params, &address)?;
-
+        let timeout = timeout.unwrap_or(clients.default_timeout);
         let access = match protocol {
-            Protocol::Amqp => {
-                if ShortString::try_new(queue).is_err() {
-                    return Err(ScalerError::InvalidConfig(
-                        "rabbitmq: queueName is longer than 255 bytes".into(),
-                    ));
-                }
-                Access::Amqp(Box::new(AmqpTarget::new(&clients, &address, &tls)?))
-            }
+            // The queue name's length was checked by the configuration.
+            Protocol::Amqp => Access::Amqp(Box::new(AmqpTarget::new(&clients, &address, &tls)?)),
             Protocol::Http => {
                 let url = if use_regex {
-                    address.regex_url(queue, page_size)
+                    address.regex_url(&queue, page_size)
                 } else {
-                    address.queue_url(queue)
+                    address.queue_url(&queue)
                 };
                 let uri = url.parse::<Uri>().map_err(|e| {
                     ScalerError::InvalidConfig(format!("rabbitmq: {shown} gives no valid request URI ({e})"))
@@ -159,7 +98,7 @@ impl RabbitMqScaler {
             }
         };
         let spec = WatchSpec {
-            queue: queue.to_string(),
+            queue: queue.clone(),
             mode,
             exclude_unacknowledged,
             activation: thresholds.activation,
@@ -189,7 +128,7 @@ impl RabbitMqScaler {
             access,
             shown,
             protocol,
-            queue: queue.to_string(),
+            queue,
             vhost: address.vhost,
             mode,
             use_regex,
@@ -386,6 +325,7 @@ impl Scaler for RabbitMqScaler {
 mod tests {
     use super::*;
     use crate::params::tests_support::parse_with;
+    use std::time::Duration;
 
     fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> Result<RabbitMqScaler, ScalerError> {
         scaler_with(Arc::new(RabbitMqClients::default()), meta, auth)
@@ -398,7 +338,7 @@ mod tests {
     ) -> Result<RabbitMqScaler, ScalerError> {
         let params = parse_with(&crate::rabbitmq::DECL, meta, auth).unwrap();
         let thresholds = (crate::rabbitmq::DECL.thresholds)(&params);
-        RabbitMqScaler::new(clients, &params, thresholds)
+        RabbitMqScaler::new(clients, RabbitMqConfig::try_from(&params)?, thresholds)
     }
 
     #[test]

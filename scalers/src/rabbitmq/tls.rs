@@ -13,7 +13,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::address::BrokerAddress;
 use crate::ScalerError;
 use crate::common::tls::AcceptAnyCertificate;
-use crate::params::ParsedParams;
 
 /// The TLS settings of a connection (also the key of the shared clients). Holds key material:
 /// never printed.
@@ -37,48 +36,71 @@ impl fmt::Debug for TlsSettings {
     }
 }
 
+/// Why the TLS parameters cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    /// `tls: enable` with a plain-text scheme.
+    #[error(
+        "tls is enable but {0} is not an amqps:// or https:// URL; use the TLS scheme (ebb never \
+         falls back to plain text)"
+    )]
+    PlainScheme(String),
+    /// `keyPassword` given.
+    #[error(
+        "keyPassword (an encrypted private key) is not supported; give key as an unencrypted PEM \
+         key (PKCS#8, PKCS#1 or SEC1)"
+    )]
+    EncryptedKey,
+    /// Only one of `cert` and `key`.
+    #[error("cert and key must be given together")]
+    CertWithoutKey,
+}
+
+/// The TLS parameters of a trigger, as given (`tls`, `unsafeSsl`, `ca`, `cert`, `key`,
+/// `keyPassword`).
+#[derive(Clone, Copy, Default)]
+pub(super) struct TlsRequest<'a> {
+    /// `tls: enable`.
+    pub(super) enable: bool,
+    /// `unsafeSsl`.
+    pub(super) unsafe_ssl: bool,
+    /// `ca`: PEM CA bundle.
+    pub(super) ca: Option<&'a str>,
+    /// `cert`: PEM client certificate chain.
+    pub(super) cert: Option<&'a str>,
+    /// `key`: PEM private key.
+    pub(super) key: Option<&'a str>,
+    /// `keyPassword` (not supported).
+    pub(super) key_password: Option<&'a str>,
+}
+
 impl TlsSettings {
-    /// Reads `tls`, `ca`, `cert`, `key`, `keyPassword` and `unsafeSsl`.
-    pub(super) fn from_params(params: &ParsedParams, address: &BrokerAddress) -> Result<Self, ScalerError> {
-        let unsafe_ssl = params.bool("unsafeSsl").unwrap_or(false);
-        if params.str("tls") != Some("enable") {
+    /// The settings the request asks for. Without `tls: enable` only `unsafeSsl` counts; with it,
+    /// the host must use a TLS scheme and `cert` and `key` come together. Blank values count as
+    /// not given.
+    pub(super) fn resolve(request: &TlsRequest<'_>, address: &BrokerAddress) -> Result<Self, TlsError> {
+        let unsafe_ssl = request.unsafe_ssl;
+        if !request.enable {
             return Ok(Self {
                 unsafe_ssl,
                 ..Self::default()
             });
         }
         if !address.is_tls() {
-            return Err(ScalerError::InvalidConfig(format!(
-                "rabbitmq: tls is enable but {} is not an amqps:// or https:// URL; use the TLS \
-                 scheme (ebb never falls back to plain text)",
-                address.shown()
-            )));
+            return Err(TlsError::PlainScheme(address.shown()));
         }
-        if params.str("keyPassword").is_some_and(|p| !p.is_empty()) {
-            return Err(ScalerError::InvalidConfig(
-                "rabbitmq: keyPassword (an encrypted private key) is not supported; give key as an \
-                 unencrypted PEM key (PKCS#8, PKCS#1 or SEC1)"
-                    .into(),
-            ));
+        if request.key_password.is_some_and(|p| !p.is_empty()) {
+            return Err(TlsError::EncryptedKey);
         }
-        let non_empty = |name: &str| {
-            params
-                .str(name)
-                .filter(|v| !v.trim().is_empty())
-                .map(str::to_string)
-        };
-        let client_auth = match (non_empty("cert"), non_empty("key")) {
+        let non_empty = |value: Option<&str>| value.filter(|v| !v.trim().is_empty()).map(str::to_string);
+        let client_auth = match (non_empty(request.cert), non_empty(request.key)) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
-            _ => {
-                return Err(ScalerError::InvalidConfig(
-                    "rabbitmq: cert and key must be given together".into(),
-                ));
-            }
+            _ => return Err(TlsError::CertWithoutKey),
         };
         Ok(Self {
             unsafe_ssl,
-            ca: non_empty("ca"),
+            ca: non_empty(request.ca),
             client_auth,
         })
     }
