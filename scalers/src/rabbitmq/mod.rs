@@ -75,7 +75,8 @@ pub use config::{ConfigProblem, RabbitMqConfig, RabbitMqConfigError};
 pub use management::MAX_BODY_BYTES;
 pub use scaler::RabbitMqScaler;
 pub use stats::{
-    Mode, Operation, QueueStats, aggregate, evaluate, queue_stats_from_json, regex_stats_from_json,
+    Mode, Operation, QueueStats, StatsError, aggregate, evaluate, queue_stats_from_json,
+    regex_stats_from_json,
 };
 pub use watch::{LISTING_COLUMNS, WATCH_TICK, WatcherStats, index_listing, listed_activity};
 

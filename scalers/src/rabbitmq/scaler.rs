@@ -189,7 +189,7 @@ impl RabbitMqScaler {
                 } else {
                     queue_stats_from_json(&doc)
                 };
-                stats.map_err(|problem| ScalerError::bad_response(&self.shown, problem))
+                stats.map_err(|problem| ScalerError::bad_response(&self.shown, problem.to_string()))
             }
         }
     }

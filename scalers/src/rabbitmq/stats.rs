@@ -173,43 +173,104 @@ pub fn evaluate(
     }
 }
 
+/// Why management API JSON gives no statistics. `queue` is ` of queue "<name>"` when the queue
+/// object names itself, else empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatsError {
+    /// The queue is not a JSON object.
+    #[error("the queue is not a JSON object")]
+    NotAnObject,
+    /// A count or rate is not a number.
+    #[error("{field}{queue} is not a number")]
+    NotANumber {
+        /// The field, e.g. `messages` or `message_stats.publish_details.rate`.
+        field: String,
+        /// Which queue.
+        queue: String,
+    },
+    /// A count or rate is a number that is not finite.
+    #[error("{field}{queue} is not a finite number")]
+    NotFinite {
+        /// The field.
+        field: String,
+        /// Which queue.
+        queue: String,
+    },
+    /// A count is missing: RabbitMQ has not collected the queue's statistics yet.
+    #[error("no {field} in the statistics{queue} (RabbitMQ has not collected them yet)")]
+    NotCollected {
+        /// The field.
+        field: String,
+        /// Which queue.
+        queue: String,
+    },
+    /// The regex listing has more than one page.
+    #[error(
+        "the queues matching the regex fill {page_count} pages of {page_size}; ebb reads one page \
+         only: raise pageSize or narrow queueName"
+    )]
+    TooManyPages {
+        /// Pages the broker reported.
+        page_count: i64,
+        /// `pageSize`.
+        page_size: i64,
+    },
+    /// The regex listing has no `items` array.
+    #[error("the queue listing has no items array")]
+    NoItems,
+    /// No queue the regex matched has statistics yet.
+    #[error(
+        "none of the {0} queues matching the regex has statistics yet (RabbitMQ has not collected \
+         them)"
+    )]
+    NoneCollected(usize),
+}
+
 /// Reads one queue's statistics from a management API queue object.
 ///
 /// `messages` and `messages_ready` must be numbers (RabbitMQ omits them until it has collected
 /// the queue's first statistics: that is an error, not a zero); missing rates are 0.
-pub fn queue_stats_from_json(queue: &Json) -> Result<QueueStats, String> {
+pub fn queue_stats_from_json(queue: &Json) -> Result<QueueStats, StatsError> {
     let Json::Object(fields) = queue else {
-        return Err("the queue is not a JSON object".to_string());
+        return Err(StatsError::NotAnObject);
     };
-    let name = fields
+    let queue = fields
         .get("name")
         .and_then(Json::as_str)
         .map(|n| format!(" of queue {n:?}"))
         .unwrap_or_default();
-    let count = |field: &str| -> Result<f64, String> {
-        match fields.get(field) {
-            Some(Json::Number(n)) => n
+    let number = |field: String, value: &Json| -> Result<f64, StatsError> {
+        match value {
+            Json::Number(n) => n
                 .as_f64()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("{field}{name} is not a finite number")),
-            Some(_) => Err(format!("{field}{name} is not a number")),
-            None => Err(format!(
-                "no {field} in the statistics{name} (RabbitMQ has not collected them yet)"
-            )),
+                .ok_or_else(|| StatsError::NotFinite {
+                    field: field.clone(),
+                    queue: queue.clone(),
+                }),
+            _ => Err(StatsError::NotANumber {
+                field,
+                queue: queue.clone(),
+            }),
         }
     };
-    let rate = |detail: &str| -> Result<f64, String> {
+    let count = |field: &str| -> Result<f64, StatsError> {
+        match fields.get(field) {
+            Some(value) => number(field.to_string(), value),
+            None => Err(StatsError::NotCollected {
+                field: field.to_string(),
+                queue: queue.clone(),
+            }),
+        }
+    };
+    let rate = |detail: &str| -> Result<f64, StatsError> {
         let found = fields
             .get("message_stats")
             .and_then(|s| s.get(detail))
             .and_then(|d| d.get("rate"));
         match found {
             None | Some(Json::Null) => Ok(0.0),
-            Some(Json::Number(n)) => n
-                .as_f64()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("message_stats.{detail}.rate{name} is not a finite number")),
-            Some(_) => Err(format!("message_stats.{detail}.rate{name} is not a number")),
+            Some(value) => number(format!("message_stats.{detail}.rate"), value),
         }
     };
     Ok(QueueStats {
@@ -228,26 +289,22 @@ pub fn regex_stats_from_json(
     listing: &Json,
     operation: Operation,
     page_size: i64,
-) -> Result<QueueStats, String> {
+) -> Result<QueueStats, StatsError> {
     let page_count = listing.get("page_count").and_then(Json::as_i64).unwrap_or(1);
     if page_count > 1 {
-        return Err(format!(
-            "the queues matching the regex fill {page_count} pages of {page_size}; ebb reads one \
-             page only: raise pageSize or narrow queueName"
-        ));
+        return Err(StatsError::TooManyPages {
+            page_count,
+            page_size,
+        });
     }
     let Some(items) = listing.get("items").and_then(Json::as_array) else {
-        return Err("the queue listing has no items array".to_string());
+        return Err(StatsError::NoItems);
     };
     // A queue created moments ago has no counts yet: it is left out (it can hold few messages),
     // unless every matched queue is in that state.
     let collected: Vec<&Json> = items.iter().filter(|q| q.get("messages").is_some()).collect();
     if collected.is_empty() && !items.is_empty() {
-        return Err(format!(
-            "none of the {} queues matching the regex has statistics yet (RabbitMQ has not \
-             collected them)",
-            items.len()
-        ));
+        return Err(StatsError::NoneCollected(items.len()));
     }
     let queues = collected
         .into_iter()
@@ -370,7 +427,9 @@ mod tests {
             );
         }
         let paged = json!({"items": [queue_json("a", 1, 1, 0.0, 0.0)], "page_count": 2});
-        let e = regex_stats_from_json(&paged, Operation::Sum, 1).unwrap_err();
+        let e = regex_stats_from_json(&paged, Operation::Sum, 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2 pages of 1") && e.contains("pageSize"), "{e}");
         assert!(regex_stats_from_json(&json!({"page_count": 1}), Operation::Sum, 1).is_err());
         // A queue without statistics yet is left out; only such queues is an error.
@@ -381,7 +440,9 @@ mod tests {
             stats(4.0, 4.0, 0.0, 0.0)
         );
         let only_fresh = json!({"items": [fresh], "page_count": 1});
-        let e = regex_stats_from_json(&only_fresh, Operation::Sum, 100).unwrap_err();
+        let e = regex_stats_from_json(&only_fresh, Operation::Sum, 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("statistics yet"), "{e}");
     }
 
@@ -399,7 +460,7 @@ mod tests {
         );
         // Statistics not collected yet: an error, never a 0 that could scale to zero.
         let fresh = json!({"name": "new-q", "consumers": 0});
-        let e = queue_stats_from_json(&fresh).unwrap_err();
+        let e = queue_stats_from_json(&fresh).unwrap_err().to_string();
         assert!(e.contains("messages") && e.contains("new-q"), "{e}");
         assert!(queue_stats_from_json(&json!({"messages": "3", "messages_ready": 3})).is_err());
         assert!(queue_stats_from_json(&json!([1])).is_err());
