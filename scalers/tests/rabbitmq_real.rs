@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ebb_scalers::parse_trigger;
 use ebb_scalers::rabbitmq::Protocol;
-use ebb_scalers::rabbitmq::scaler::{RabbitMqClients, RabbitMqScaler};
+use ebb_scalers::rabbitmq::{RabbitMqClients, RabbitMqConfig, RabbitMqScaler};
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -172,7 +172,8 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn scaler(clients: &Arc<RabbitMqClients>, meta: &[(&str, &str)], auth: &[(&str, &str)]) -> RabbitMqScaler {
     let trigger =
         parse_trigger(0, "rabbitmq", &map(meta), Some(&map(auth)), None).unwrap_or_else(|e| panic!("{e}"));
-    RabbitMqScaler::new(clients.clone(), &trigger.params, trigger.thresholds).unwrap()
+    let config = RabbitMqConfig::try_from(&trigger.params).unwrap();
+    RabbitMqScaler::new(clients.clone(), config, trigger.thresholds).unwrap()
 }
 
 fn clients() -> Arc<RabbitMqClients> {
@@ -1033,7 +1034,7 @@ async fn one_watcher_per_connection_and_vhost_stopped_with_the_scalers() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let made = c.watcher_stats().requests - before;
     // Per tick: 3 passive declares (one per queue) + 1 listing, whatever the 60 triggers.
-    let ticks = (3.5 / ebb_scalers::rabbitmq::scaler::WATCH_TICK.as_secs_f64()) as u64;
+    let ticks = (3.5 / ebb_scalers::rabbitmq::WATCH_TICK.as_secs_f64()) as u64;
     assert!(
         ((ticks - 2) * 4..=(ticks + 1) * 4).contains(&made),
         "{made} requests in 3.5 s ({ticks} ticks)"

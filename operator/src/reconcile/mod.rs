@@ -562,7 +562,7 @@ fn config_warnings(so: &ScaledObject) -> Vec<String> {
         if amqp && queue_length {
             out.push(format!(
                 "triggers[{i}]: {}",
-                ebb_scalers::rabbitmq::scaler::amqp_hides_unacked_note()
+                ebb_scalers::rabbitmq::amqp_hides_unacked_note()
             ));
         }
     }

@@ -1,9 +1,84 @@
-//! The `rabbitmq` trigger: queue length or rates, over AMQP or the management HTTP API.
+//! The `rabbitmq` trigger: queue length or rates, over AMQP 0-9-1 (lapin) or the management HTTP
+//! API. This file holds the declaration (parameters, rules, checks, warnings); the pieces are:
+//! [`stats`] (modes and the value maths), [`address`] (the `host` URL), [`tls`], [`amqp`]
+//! (pooled connections), [`management`] (the HTTP API), [`clients`] (the pools shared by a
+//! factory), [`watch`] (cold activation), [`scaler`] ([`RabbitMqScaler`]) and [`errors`].
 //!
-//! AMQP only sees *ready* messages (a passive queue.declare excludes unacknowledged ones); use
-//! `protocol: http` (or an http:// host) to count messages that consumers hold unacked.
+//! # AMQP counts ready messages only
+//!
+//! Over AMQP the scaler makes a passive `queue.declare` and reads its `message-count`. RabbitMQ
+//! counts only *ready* messages there: messages that consumers have received but not yet
+//! acknowledged are not in it. A queue whose whole backlog sits unacked in busy workers therefore
+//! reads 0, and the workload can be scaled in (or to zero) while it is still working. This is
+//! KEDA users' most common RabbitMQ surprise; [`amqp_hides_unacked_note`] gives the text shown as
+//! a warning for such triggers. To count unacked messages too, use the management API
+//! (`protocol: http` or an `http(s)://` host): there the value is `messages` (ready + unacked),
+//! or `messages_ready` with `excludeUnacknowledged: true`. Only `QueueLength` works over AMQP;
+//! `useRegex`, `excludeUnacknowledged` and `timeout` need the management API.
+//!
+//! # Addresses
+//!
+//! `host` is `amqp[s]://[user:password@]host[:port]/<vhost>` or
+//! `http[s]://[user:password@]host[:port][/<path prefix>]/<vhost>`. The vhost is the last path
+//! segment, percent-decoded (`%2F` is `/`); an empty one (`amqp://h:5672`, `http://h:15672/`)
+//! means the default vhost `/`. `vhostName` overrides it. Over HTTP the segments before the
+//! vhost are a path prefix (management behind a reverse proxy). `username` and `password` from
+//! the auth params override the URL's credentials; over HTTP they are sent as basic auth.
+//!
+//! # Connections
+//!
+//! One [`RabbitMqClients`] serves every rabbitmq trigger of a
+//! [`ScalerFactory`](crate::ScalerFactory): one AMQP connection per (URL, vhost, credentials,
+//! TLS settings) with a few idle channels, redialled on the next sample after a failure; one
+//! pooled HTTP client per TLS setting. AMQP dials and declares are bounded by the factory's HTTP
+//! timeout; a management request by `timeout` (milliseconds) or else that timeout.
+//!
+//! # TLS
+//!
+//! `amqps://` and `https://` use TLS (rustls with ring), verified against the system's roots.
+//! `unsafeSsl: true` disables verification. With `tls: enable`, `ca` adds a PEM CA bundle to the
+//! roots and `cert` + `key` (PEM) present a client certificate; over AMQP, a client certificate
+//! without a username uses SASL EXTERNAL. Encrypted keys (`keyPassword`) are not supported.
+//! `tls: enable` with a plain `amqp://` or `http://` host is an error rather than a silent
+//! plain-text connection.
+//!
+//! # Cold activation
+//!
+//! Triggers register, when built, with a watcher that reads their queues every 0.5 s
+//! ([`WATCH_TICK`]) and flips their [`Scaler::activity_changes`](crate::Scaler::activity_changes)
+//! channel when the activity (computed as a sample does, with [`evaluate`]) changes, so that a
+//! ScaledObject at zero polls at once instead of at its next `pollingInterval` tick: one
+//! management listing per vhost, or one passive `queue.declare` per queue over the pooled AMQP
+//! connection (see [`watch`]). Management statistics lag the broker by up to its
+//! `collect_statistics_interval` (5 s by default). `useRegex` triggers stay poll-only.
+//!
+//! # Values
+//!
+//! The value is the mode's number (see [`evaluate`]); activity follows KEDA (strictly greater
+//! than `activationValue`, plus the OR-rules of the rate modes). Credentials never appear in
+//! errors or in `Debug` output: URLs are shown with `user:password@` masked.
 
+pub mod address;
+pub mod amqp;
+pub mod clients;
+pub mod config;
+pub mod errors;
+pub mod management;
 pub mod scaler;
+pub mod stats;
+pub mod tls;
+pub mod watch;
+
+pub use amqp::MAX_IDLE_CHANNELS;
+pub use clients::RabbitMqClients;
+pub use config::{ConfigProblem, RabbitMqConfig, RabbitMqConfigError};
+pub use management::MAX_BODY_BYTES;
+pub use scaler::RabbitMqScaler;
+pub use stats::{
+    Mode, Operation, QueueStats, StatsError, aggregate, evaluate, queue_stats_from_json,
+    regex_stats_from_json,
+};
+pub use watch::{LISTING_COLUMNS, WATCH_TICK, WatcherStats, index_listing, listed_activity};
 
 use crate::params::{
     AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
@@ -79,9 +154,14 @@ pub enum Protocol {
     Http,
 }
 
+/// `protocol: auto` with a host whose scheme names no protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must start with amqp://, amqps://, http:// or https:// when protocol is auto")]
+pub struct UnknownScheme;
+
 /// Resolves the protocol: an explicit `protocol` wins, else the scheme of `host`.
 /// `None` when the host is not known (read from env that is not available).
-pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, String>> {
+pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, UnknownScheme>> {
     match p.str("protocol") {
         Some("amqp") => return Some(Ok(Protocol::Amqp)),
         Some("http") => return Some(Ok(Protocol::Http)),
@@ -92,8 +172,17 @@ pub fn protocol(p: &ParsedParams) -> Option<Result<Protocol, String>> {
     Some(match scheme.as_deref() {
         Some("amqp" | "amqps") => Ok(Protocol::Amqp),
         Some("http" | "https") => Ok(Protocol::Http),
-        _ => Err("must start with amqp://, amqps://, http:// or https:// when protocol is auto".to_string()),
+        _ => Err(UnknownScheme),
     })
+}
+
+/// The status warning for a rabbitmq trigger that reads its queue over AMQP: the count there
+/// excludes unacknowledged messages.
+pub fn amqp_hides_unacked_note() -> &'static str {
+    "rabbitmq over AMQP counts ready messages only: messages that consumers hold unacknowledged are \
+     not counted, so a queue whose backlog is being worked on can read 0 and the workload can be \
+     scaled in while it is still busy; use protocol: http (the management API) to count \
+     unacknowledged messages too"
 }
 
 /// Warns when the trigger counts QueueLength over AMQP, which sees ready messages only.
@@ -101,7 +190,7 @@ fn warnings(p: &ParsedParams) -> Vec<String> {
     let amqp = matches!(protocol(p), Some(Ok(Protocol::Amqp)));
     let queue_length = p.str("mode").is_none_or(|m| m == "QueueLength");
     if amqp && queue_length {
-        vec![scaler::amqp_hides_unacked_note().to_string()]
+        vec![amqp_hides_unacked_note().to_string()]
     } else {
         Vec::new()
     }
@@ -111,23 +200,32 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
     let mut errors = Vec::new();
     let proto = match protocol(p) {
         Some(Ok(proto)) => Some(proto),
-        Some(Err(problem)) => {
-            errors.push(ParamError::new("host", problem));
+        Some(Err(unknown)) => {
+            errors.push(ParamError::new("host", unknown.to_string()));
             None
         }
         None => None,
     };
     if proto == Some(Protocol::Amqp) {
-        if p.str("mode").is_some_and(|m| m != "QueueLength") {
-            errors.push(ParamError::new(
-                "mode",
-                "only QueueLength works over AMQP; use protocol http for rates",
-            ));
-        }
-        for http_only in ["useRegex", "excludeUnacknowledged", "timeout"] {
-            if p.is_set(http_only) {
-                errors.push(ParamError::new(http_only, "only works with protocol http"));
-            }
+        errors.extend(amqp_rule_errors(p));
+    }
+    errors
+}
+
+/// The AMQP rules, for a trigger that uses AMQP: only `mode: QueueLength` works there, and
+/// `useRegex`, `excludeUnacknowledged` and `timeout` need the management API. The one place these
+/// rules live (the declaration's check and [`RabbitMqConfig`] both use it).
+pub fn amqp_rule_errors(p: &ParsedParams) -> Vec<ParamError> {
+    let mut errors = Vec::new();
+    if p.str("mode").is_some_and(|m| m != "QueueLength") {
+        errors.push(ParamError::new(
+            "mode",
+            "only QueueLength works over AMQP; use protocol http for rates",
+        ));
+    }
+    for http_only in ["useRegex", "excludeUnacknowledged", "timeout"] {
+        if p.is_set(http_only) {
+            errors.push(ParamError::new(http_only, "only works with protocol http"));
         }
     }
     errors
@@ -157,10 +255,10 @@ pub fn build(
     factory: &crate::ScalerFactory,
     trigger: &crate::registry::ParsedTrigger,
 ) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
-    let clients = factory.shared(|o| scaler::RabbitMqClients::new(o.http_timeout));
-    Ok(std::sync::Arc::new(scaler::RabbitMqScaler::new(
+    let clients = factory.shared(|o| RabbitMqClients::new(o.http_timeout));
+    Ok(std::sync::Arc::new(RabbitMqScaler::new(
         clients,
-        &trigger.params,
+        RabbitMqConfig::try_from(&trigger.params)?,
         trigger.thresholds,
     )?))
 }
@@ -256,5 +354,11 @@ mod tests {
             !json.contains("pa55") && json.contains("amqp://<redacted>@h/"),
             "{json}"
         );
+    }
+
+    #[test]
+    fn the_unacked_note_says_what_to_do() {
+        let note = amqp_hides_unacked_note();
+        assert!(note.contains("ready messages only") && note.contains("protocol: http"));
     }
 }
