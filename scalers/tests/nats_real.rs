@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use ebb_scalers::metrics_api::scaler::MetricsApiClient;
-use ebb_scalers::nats_jetstream::scaler::{NatsJetStreamClients, NatsJetStreamScaler};
+use ebb_scalers::nats_jetstream::{NatsJetStreamClients, NatsJetStreamScaler};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use futures::StreamExt;
@@ -411,7 +411,7 @@ async fn dropping_the_scalers_stops_the_watcher() {
     assert_eq!((stats.watchers, stats.triggers, stats.running), (1, 20, 1));
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let stats = clients.watcher_stats();
-    let ticks = (3.2 / ebb_scalers::nats_jetstream::scaler::WATCH_TICK.as_secs_f64()) as u64;
+    let ticks = (3.2 / ebb_scalers::nats_jetstream::WATCH_TICK.as_secs_f64()) as u64;
     assert!(
         (ticks.saturating_sub(2)..=ticks + 1).contains(&stats.requests),
         "one /jsz per tick for 20 triggers on one endpoint ({ticks} ticks): {stats:?}"
