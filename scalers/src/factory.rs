@@ -44,7 +44,7 @@ struct FactoryInner {
     rabbitmq: OnceLock<Arc<crate::rabbitmq::scaler::RabbitMqClients>>,
     /// The NATS connections and cached consumer leaders shared by every nats-jetstream trigger
     /// (their monitoring requests go through the metrics-api HTTP client).
-    nats_jetstream: OnceLock<Arc<crate::nats_jetstream::scaler::NatsJetStreamClients>>,
+    nats_jetstream: OnceLock<Arc<crate::nats_jetstream::NatsJetStreamClients>>,
     /// The HTTP client and SDK clients shared by every aws-sqs-queue trigger.
     aws_sqs: OnceLock<Arc<crate::aws_sqs::scaler::SqsClients>>,
     /// The cluster clients shared by every kafka trigger (one per bootstrap set + TLS + SASL).
@@ -98,16 +98,16 @@ impl ScalerFactory {
             "nats-jetstream" => {
                 let http = self.metrics_api_client()?;
                 let clients = self.inner.nats_jetstream.get_or_init(|| {
-                    Arc::new(crate::nats_jetstream::scaler::NatsJetStreamClients::new(
+                    Arc::new(crate::nats_jetstream::NatsJetStreamClients::new(
                         http,
                         self.inner.options.http_timeout,
                     ))
                 });
-                Ok(Arc::new(crate::nats_jetstream::scaler::NatsJetStreamScaler::new(
+                let config = crate::nats_jetstream::NatsJetStreamConfig::try_from(&trigger.params)?;
+                Ok(Arc::new(crate::nats_jetstream::NatsJetStreamScaler::new(
                     clients.clone(),
-                    &trigger.params,
-                    trigger.thresholds,
-                )?))
+                    config,
+                )))
             }
             "aws-sqs-queue" => {
                 let clients = self.inner.aws_sqs.get_or_init(|| {

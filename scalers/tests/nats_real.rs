@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use ebb_scalers::metrics_api::scaler::MetricsApiClient;
-use ebb_scalers::nats_jetstream::{NatsJetStreamClients, NatsJetStreamScaler};
+use ebb_scalers::nats_jetstream::{NatsJetStreamClients, NatsJetStreamConfig, NatsJetStreamScaler};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use futures::StreamExt;
@@ -242,7 +242,7 @@ async fn one_connection_per_server_and_credentials() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let t = parse_trigger(0, "nats-jetstream", &meta, Some(&BTreeMap::new()), None).unwrap();
-        NatsJetStreamScaler::new(clients.clone(), &t.params, t.thresholds).unwrap()
+        NatsJetStreamScaler::new(clients.clone(), NatsJetStreamConfig::try_from(&t.params).unwrap())
     };
     let (a, b) = (scaler(nats_url), scaler(nats_url));
     assert_eq!(a.sample().await.unwrap().value, 17.0);
@@ -404,7 +404,7 @@ async fn dropping_the_scalers_stops_the_watcher() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let t = parse_trigger(0, "nats-jetstream", &meta, Some(&BTreeMap::new()), None).unwrap();
-        NatsJetStreamScaler::new(clients.clone(), &t.params, t.thresholds).unwrap()
+        NatsJetStreamScaler::new(clients.clone(), NatsJetStreamConfig::try_from(&t.params).unwrap())
     };
     let scalers: Vec<NatsJetStreamScaler> = (0..20).map(|_| scaler()).collect();
     let stats = clients.watcher_stats();

@@ -1,97 +1,30 @@
-//! The JetStream API path (`natsServerURL`): NATS client URLs with their credentials taken out,
-//! one pooled async-nats connection per server URL + credentials, and a consumer's lag read with
-//! `$JS.API.CONSUMER.INFO.<stream>.<consumer>`.
+//! The JetStream API path (`natsServerURL`): one pooled async-nats connection per server URL +
+//! credentials, and a consumer's lag read with `$JS.API.CONSUMER.INFO.<stream>.<consumer>`.
 //!
 //! The server routes the request to the consumer's leader, and the answer is about this one
 //! consumer rather than the whole account. async-nats reconnects a pooled connection by itself; a
 //! failed first connect leaves the pool entry empty, so the next poll tries again.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use super::config::{NatsAuth, NatsServer};
 use super::jsz::ConsumerLag;
 use super::{error_chain, lock};
 use crate::ScalerError;
 
-/// A NATS client URL with its credentials taken out.
-#[derive(Clone)]
-pub(super) struct NatsServer {
-    /// The URL without credentials (what async-nats connects to; safe to show).
-    pub(super) url: String,
-    /// The credentials the URL carried.
-    pub(super) auth: NatsAuth,
-}
-
-/// How a NATS connection authenticates.
-#[derive(Clone)]
-pub(super) enum NatsAuth {
-    /// No credentials.
-    None,
-    /// `nats://user:password@host`.
-    UserPassword(String, String),
-    /// `nats://token@host`.
-    Token(String),
-}
-
 impl NatsServer {
-    /// Splits `raw` (`nats://` or `tls://`, with a host) into the bare URL and the
-    /// percent-decoded credentials. The error never quotes `raw`.
-    pub(super) fn parse(raw: &str) -> Result<Self, ScalerError> {
-        let invalid = || {
-            ScalerError::InvalidConfig(
-                "nats-jetstream: natsServerURL must be a NATS client URL like nats://host:4222".to_string(),
-            )
-        };
-        let mut url = url::Url::parse(raw).map_err(|_| invalid())?;
-        if !matches!(url.scheme(), "nats" | "tls") || url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid());
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let auth = match (url.username(), url.password()) {
-            ("", None) => NatsAuth::None,
-            (token, None) => NatsAuth::Token(decode(token)),
-            (user, Some(password)) => NatsAuth::UserPassword(decode(user), decode(password)),
-        };
-        // Neither fails for a URL with a host.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_fragment(None);
-        Ok(Self {
-            url: url.as_str().trim_end_matches('/').to_string(),
-            auth,
-        })
-    }
-
     /// The pool key: the URL and a digest of the credentials (never the credentials).
-    fn key(&self) -> NatsKey {
+    pub(super) fn key(&self) -> NatsKey {
         let credentials = match &self.auth {
             NatsAuth::None => None,
             NatsAuth::UserPassword(user, password) => Some(digest(&["user-password", user, password])),
             NatsAuth::Token(token) => Some(digest(&["token", token])),
         };
         (self.url.clone(), credentials)
-    }
-}
-
-impl fmt::Debug for NatsServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let auth = match self.auth {
-            NatsAuth::None => "none",
-            NatsAuth::UserPassword(..) => "user and password",
-            NatsAuth::Token(_) => "token",
-        };
-        f.debug_struct("NatsServer")
-            .field("url", &self.url)
-            .field("auth", &auth)
-            .finish()
     }
 }
 
@@ -215,35 +148,4 @@ async fn connect(server: &NatsServer, timeout: Duration) -> Result<async_nats::C
             _ => ScalerError::unreachable(&server.url, message),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_urls_lose_their_credentials() {
-        let s = NatsServer::parse("nats://us%40er:p%3Ass@nats:4222").unwrap();
-        assert_eq!(s.url, "nats://nats:4222");
-        assert!(matches!(&s.auth, NatsAuth::UserPassword(u, p) if u == "us@er" && p == "p:ss"));
-        let t = NatsServer::parse("tls://s3cr3t-token@nats:4222").unwrap();
-        assert!(matches!(&t.auth, NatsAuth::Token(tok) if tok == "s3cr3t-token"));
-        let debug = format!("{s:?} {t:?}");
-        assert!(!debug.contains("p:ss") && !debug.contains("s3cr3t"), "{debug}");
-        assert_ne!(
-            s.key(),
-            NatsServer::parse("nats://us%40er:other@nats:4222").unwrap().key()
-        );
-        assert_eq!(
-            s.key(),
-            NatsServer::parse("nats://us%40er:p%3Ass@nats:4222/")
-                .unwrap()
-                .key()
-        );
-        assert_eq!(NatsServer::parse("nats://nats:4222").unwrap().key().1, None);
-        for bad in ["http://nats:4222", "u:secret@nats:4222", "nats://"] {
-            let e = NatsServer::parse(bad).unwrap_err().to_string();
-            assert!(!e.contains("secret"), "{e}");
-        }
-    }
 }

@@ -1,24 +1,13 @@
-//! The monitoring port's JSON, pure: what `/jsz` and `/varz` answers hold, the `/jsz` URL of a
-//! monitoring endpoint and account, and the lag and activity one `/jsz` answer gives a consumer.
+//! The monitoring port's JSON, pure: what `/jsz` and `/varz` answers hold, and the lag and
+//! activity one `/jsz` answer gives a consumer.
 //!
 //! No I/O here: the scaler and the watcher fetch the documents and hand them to [`read_jsz`] and
 //! [`jsz_activity`].
 
-use std::fmt;
-
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json;
 
 use crate::is_active;
-use crate::params::mask_userinfo;
-
-/// Characters left as they are in the `acc=` query value.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// A consumer's backlog as JetStream reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,51 +221,6 @@ pub(super) struct VarzCluster {
     /// The routes to the other nodes.
     #[serde(default, deserialize_with = "nullable")]
     pub(super) urls: Vec<String>,
-}
-
-/// The monitoring side of one trigger: where and what to ask.
-#[derive(Clone)]
-pub(super) struct Monitoring {
-    /// `http` or `https` (`useHttps`).
-    pub(super) scheme: &'static str,
-    /// `natsServerMonitoringEndpoint` as configured: `host[:port]`.
-    pub(super) authority: String,
-    /// The `acc=` value: `accountID`, else `account`.
-    pub(super) account: String,
-    /// Names an account detail may carry: `account` and `accountID`.
-    pub(super) accounts: Vec<String>,
-}
-
-impl fmt::Debug for Monitoring {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Monitoring")
-            .field("endpoint", &mask_userinfo(&self.url(&self.authority, "")))
-            .field("account", &self.account)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Monitoring {
-    /// `scheme://authority path` on this trigger's scheme.
-    pub(super) fn url(&self, authority: &str, path: &str) -> String {
-        format!("{}://{authority}{path}", self.scheme)
-    }
-
-    /// The configured endpoint itself, `scheme://host:port`.
-    pub(super) fn endpoint_url(&self) -> String {
-        self.url(&self.authority, "")
-    }
-
-    /// KEDA's `/jsz` query of this trigger's account on the node at `authority`.
-    pub(super) fn jsz_url(&self, authority: &str) -> String {
-        let acc = utf8_percent_encode(&self.account, QUERY_VALUE);
-        self.url(authority, &format!("/jsz?acc={acc}&config=true&consumers=true"))
-    }
-
-    /// The account names as `&str`, for [`read_jsz`].
-    pub(super) fn account_names(&self) -> Vec<&str> {
-        self.accounts.iter().map(String::as_str).collect()
-    }
 }
 
 #[cfg(test)]

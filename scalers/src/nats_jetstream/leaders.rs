@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::jsz::{ConsumerLag, JszView, Monitoring, Varz, read_jsz, read_varz};
+use super::config::Monitoring;
+use super::jsz::{ConsumerLag, JszView, Varz, read_jsz, read_varz};
 use super::scaler::NatsJetStreamClients;
 use super::{error_chain, lock};
 use crate::ScalerError;

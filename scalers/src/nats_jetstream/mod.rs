@@ -25,6 +25,8 @@
 //!
 //! # Where things are
 //!
+//! - `config`: [`NatsJetStreamConfig`], the trigger's typed settings, built once from its
+//!   parameters (the only reader of parameters by name besides the declaration below).
 //! - `jsz`: the monitoring JSON (`/jsz`, `/varz`) and the lag and activity it gives (pure).
 //! - `leaders`: reading the lag through the monitoring port; finding and caching the leader.
 //! - `connections`: the JetStream API path: client URLs, pooled NATS connections, consumer info.
@@ -33,16 +35,18 @@
 //!
 //! Errors never show credentials: URLs are shown with `user:password@` masked.
 
+mod config;
 mod connections;
 mod jsz;
 mod leaders;
-pub mod scaler;
+mod scaler;
 #[cfg(test)]
 mod testing;
 mod watch;
 
 use std::sync::{Mutex, MutexGuard};
 
+pub use config::{ConfigProblem, NatsJetStreamConfig, NatsJetStreamConfigError};
 pub use jsz::{ConsumerLag, JszConsumer, JszView, MonitoringDocError, jsz_activity, read_jsz};
 pub use scaler::{NatsJetStreamClients, NatsJetStreamScaler};
 pub use watch::{WATCH_TICK, WatcherStats};

@@ -13,12 +13,13 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio::sync::watch;
 
-use super::connections::{NatsConnections, NatsServer};
-use super::jsz::{ConsumerLag, Monitoring};
+use super::config::{ConsumerSource, NatsJetStreamConfig};
+use super::connections::NatsConnections;
+use super::jsz::ConsumerLag;
 use super::leaders::{LeaderCache, monitoring_lag};
 use super::watch::{JszWatchers, Registration, WATCH_TICK, WatcherStats};
 use crate::metrics_api::scaler::{Endpoint, MetricsApiClient};
-use crate::params::{ParsedParams, Thresholds, mask_userinfo};
+use crate::params::mask_userinfo;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
 /// What every nats-jetstream trigger of a factory shares: the HTTP client for the monitoring
@@ -87,19 +88,12 @@ impl fmt::Debug for NatsJetStreamClients {
     }
 }
 
-/// Where one trigger reads its consumer.
-#[derive(Debug, Clone)]
-enum Source {
-    Monitoring(Monitoring),
-    JetStream(NatsServer),
-}
-
 /// One nats-jetstream trigger.
 pub struct NatsJetStreamScaler {
     pub(super) clients: Arc<NatsJetStreamClients>,
     /// Monitoring triggers: the registration with the endpoint's activity watcher.
     registration: Option<Registration>,
-    source: Source,
+    source: ConsumerSource,
     stream: String,
     consumer: String,
     target: f64,
@@ -107,80 +101,46 @@ pub struct NatsJetStreamScaler {
 }
 
 impl NatsJetStreamScaler {
-    /// Builds the scaler from the trigger's parsed parameters (see [`crate::nats_jetstream`]) and
-    /// its thresholds. `natsServerURL`, when set, selects the JetStream API; otherwise
-    /// `natsServerMonitoringEndpoint` and `account`/`accountID` are used.
-    pub fn new(
-        clients: Arc<NatsJetStreamClients>,
-        params: &ParsedParams,
-        thresholds: Thresholds,
-    ) -> Result<Self, ScalerError> {
-        let missing = |name: &str| ScalerError::InvalidConfig(format!("nats-jetstream: {name} has no value"));
-        let stream = params.str("stream").ok_or_else(|| missing("stream"))?;
-        let consumer = params.str("consumer").ok_or_else(|| missing("consumer"))?;
-        let source = if let Some(url) = params.str("natsServerURL") {
-            Source::JetStream(NatsServer::parse(url)?)
-        } else {
-            let authority = params
-                .str("natsServerMonitoringEndpoint")
-                .ok_or_else(|| missing("natsServerMonitoringEndpoint or natsServerURL"))?;
-            let account = params
-                .str("accountID")
-                .or(params.str("account"))
-                .ok_or_else(|| missing("account or accountID"))?;
-            let accounts = ["account", "accountID"]
-                .iter()
-                .filter_map(|n| params.str(n))
-                .map(str::to_string)
-                .collect();
-            let monitoring = Monitoring {
-                scheme: if params.bool("useHttps").unwrap_or(false) {
-                    "https"
-                } else {
-                    "http"
-                },
-                authority: authority.to_string(),
-                account: account.to_string(),
-                accounts,
-            };
-            // Fail now, not at every poll, if the endpoint cannot make a URL.
-            let url = monitoring.jsz_url(&monitoring.authority);
-            Endpoint::parse(&url, false).map_err(|_| {
-                ScalerError::InvalidConfig(format!(
-                    "nats-jetstream: natsServerMonitoringEndpoint {:?} does not make a valid URL",
-                    mask_userinfo(authority)
-                ))
-            })?;
-            Source::Monitoring(monitoring)
-        };
+    /// Builds the scaler for one trigger's typed configuration, registering monitoring triggers
+    /// with their endpoint's activity watcher (started here when a Tokio runtime is at hand,
+    /// else on the first sample).
+    pub fn new(clients: Arc<NatsJetStreamClients>, config: NatsJetStreamConfig) -> Self {
+        let NatsJetStreamConfig {
+            source,
+            stream,
+            consumer,
+            thresholds,
+        } = config;
         // The JetStream API path stays poll-only: a batched read there (CONSUMER.LIST) is per
         // stream, not per server.
         let registration = match &source {
-            Source::Monitoring(m) => Some(Registration::new(
+            ConsumerSource::Monitoring(m) => Some(Registration::new(
                 &clients,
                 m,
-                stream,
-                consumer,
+                &stream,
+                &consumer,
                 thresholds.activation,
             )),
-            Source::JetStream(_) => None,
+            ConsumerSource::JetStream(_) => None,
         };
-        Ok(Self {
+        Self {
             clients,
             registration,
             source,
-            stream: stream.to_string(),
-            consumer: consumer.to_string(),
+            stream,
+            consumer,
             target: thresholds.target,
             activation: thresholds.activation,
-        })
+        }
     }
 
     /// Reads the consumer's lag once (both paths).
     pub async fn lag(&self) -> Result<ConsumerLag, ScalerError> {
         match &self.source {
-            Source::Monitoring(m) => monitoring_lag(&self.clients, m, &self.stream, &self.consumer).await,
-            Source::JetStream(server) => {
+            ConsumerSource::Monitoring(m) => {
+                monitoring_lag(&self.clients, m, &self.stream, &self.consumer).await
+            }
+            ConsumerSource::JetStream(server) => {
                 self.clients
                     .connections
                     .consumer_lag(server, &self.stream, &self.consumer)
@@ -256,8 +216,8 @@ mod tests {
         ];
         for meta in metas {
             let params = parse_meta(&crate::nats_jetstream::DECL, meta).unwrap();
-            let thresholds = (crate::nats_jetstream::DECL.thresholds)(&params);
-            let scaler = NatsJetStreamScaler::new(clients.clone(), &params, thresholds).unwrap();
+            let config = NatsJetStreamConfig::try_from(&params).unwrap();
+            let scaler = NatsJetStreamScaler::new(clients.clone(), config);
             let debug = format!("{scaler:?} {clients:?}");
             assert!(!debug.contains("hunter2"), "{debug}");
         }

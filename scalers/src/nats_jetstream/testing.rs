@@ -8,6 +8,7 @@ use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::config::NatsJetStreamConfig;
 use super::lock;
 use super::scaler::{NatsJetStreamClients, NatsJetStreamScaler};
 use crate::metrics_api::scaler::MetricsApiClient;
@@ -235,8 +236,7 @@ pub(super) fn scaler_with(port: u16, watch_tick: Duration) -> NatsJetStreamScale
         ],
     )
     .unwrap();
-    let thresholds = (crate::nats_jetstream::DECL.thresholds)(&params);
-    NatsJetStreamScaler::new(clients, &params, thresholds).unwrap()
+    NatsJetStreamScaler::new(clients, NatsJetStreamConfig::try_from(&params).unwrap())
 }
 
 /// The one cached consumer leader of `s`'s clients, as `"<name> <host:port>"`.

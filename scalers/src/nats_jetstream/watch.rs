@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::jsz::{Monitoring, jsz_activity, read_jsz};
+use super::config::Monitoring;
+use super::jsz::{jsz_activity, read_jsz};
 use super::leaders::leader_key;
 use super::lock;
 use super::scaler::NatsJetStreamClients;
