@@ -29,7 +29,7 @@
 //!   parameters (the only reader of parameters by name besides the declaration below).
 //! - `jsz`: the monitoring JSON (`/jsz`, `/varz`) and the lag and activity it gives (pure).
 //! - `leaders`: reading the lag through the monitoring port; finding and caching the leader.
-//! - `connections`: the JetStream API path: client URLs, pooled NATS connections, consumer info.
+//! - `connections`: the JetStream API path: pooled NATS connections and consumer info.
 //! - `watch`: the `/jsz` activity watchers and a trigger's registration with one.
 //! - `scaler`: [`NatsJetStreamScaler`] and the per-factory [`NatsJetStreamClients`].
 //!
