@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use ebb_scalers::metrics_api::scaler::MetricsApiClient;
-use ebb_scalers::nats_jetstream::scaler::{NatsJetStreamClients, NatsJetStreamScaler};
+use ebb_scalers::nats_jetstream::{NatsJetStreamClients, NatsJetStreamConfig, NatsJetStreamScaler};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};
 use futures::StreamExt;
@@ -235,7 +235,7 @@ async fn one_connection_per_server_and_credentials() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let t = parse_trigger(0, "nats-jetstream", &meta, Some(&BTreeMap::new()), None).unwrap();
-        NatsJetStreamScaler::new(clients.clone(), &t.params, t.thresholds).unwrap()
+        NatsJetStreamScaler::new(clients.clone(), NatsJetStreamConfig::try_from(&t.params).unwrap())
     };
     let (a, b) = (scaler(nats_url), scaler(nats_url));
     assert_eq!(a.sample().await.unwrap().value, 17.0);
@@ -384,14 +384,14 @@ async fn dropping_the_scalers_stops_the_watcher() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let t = parse_trigger(0, "nats-jetstream", &meta, Some(&BTreeMap::new()), None).unwrap();
-        NatsJetStreamScaler::new(clients.clone(), &t.params, t.thresholds).unwrap()
+        NatsJetStreamScaler::new(clients.clone(), NatsJetStreamConfig::try_from(&t.params).unwrap())
     };
     let scalers: Vec<NatsJetStreamScaler> = (0..20).map(|_| scaler()).collect();
     let stats = clients.watcher_stats();
     assert_eq!((stats.watchers, stats.triggers, stats.running), (1, 20, 1));
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let stats = clients.watcher_stats();
-    let ticks = (3.2 / ebb_scalers::nats_jetstream::scaler::WATCH_TICK.as_secs_f64()) as u64;
+    let ticks = (3.2 / ebb_scalers::nats_jetstream::WATCH_TICK.as_secs_f64()) as u64;
     assert!(
         (ticks.saturating_sub(2)..=ticks + 1).contains(&stats.requests),
         "one /jsz per tick for 20 triggers on one endpoint ({ticks} ticks): {stats:?}"

@@ -1,14 +1,56 @@
-//! The `nats-jetstream` trigger: a consumer's pending plus unacknowledged messages.
+//! The `nats-jetstream` trigger: a JetStream consumer's lag, `num_pending + num_ack_pending`.
 //!
 //! Two ways to read the consumer, chosen by which parameters are set (at least one of the two):
-//! - `natsServerMonitoringEndpoint` (KEDA's way): the monitoring port's `/jsz`, with the consumer's
-//!   leader found and cached in a cluster. Needs `account` or `accountID`.
-//! - `natsServerURL` (ebb's addition, e.g. `nats://user:password@nats:4222`): the JetStream API's
-//!   consumer info over the client port, which asks the consumer's leader for this one consumer
-//!   instead of the whole account. The account is the one of the connection's credentials, so
-//!   `account`/`accountID` are not needed. Wins when both are set.
+//! - `natsServerMonitoringEndpoint` (KEDA's way): the monitoring port's
+//!   `GET http(s)://<endpoint>/jsz?acc=<account>&config=true&consumers=true`, the consumer looked
+//!   up under account → stream → consumer. Needs `account` or `accountID`; `useHttps` picks https.
+//!   In a cluster (`meta_cluster.cluster_size > 1`) only the consumer's leader reports correct
+//!   numbers, so its monitoring endpoint is found as KEDA finds it (through `/varz`) and cached
+//!   until it stops leading.
+//! - `natsServerURL` (ebb's addition, e.g. `nats://user:password@nats:4222` or
+//!   `nats://token@nats:4222`): the JetStream API's consumer info
+//!   (`$JS.API.CONSUMER.INFO.<stream>.<consumer>`) over the client port, which asks the consumer's
+//!   leader for this one consumer instead of the whole account. The account is the one of the
+//!   connection's credentials, so `account`/`accountID` are not needed. Wins when both are set.
+//!
+//! # Cold activation
+//!
+//! Monitoring triggers share one `/jsz` watcher per (endpoint, account). While it has triggers
+//! it reads `/jsz` every 0.5 s ([`crate::ACTIVITY_WATCH_TICK`]) and flips a trigger's
+//! [`Scaler::activity_changes`](crate::Scaler::activity_changes) channel when its activity
+//! changes, so a ScaledObject at zero polls within about a second of its first message instead
+//! of at its next `pollingInterval` tick. Cost: 1 + (leader nodes) requests per tick per endpoint
+//! and account, whatever the number of triggers. `natsServerURL` triggers stay poll-only: the
+//! JetStream API has no per-server batch (`CONSUMER.LIST` is per stream).
+//!
+//! # Where things are
+//!
+//! - `config`: [`NatsJetStreamConfig`], the trigger's typed settings, built once from its
+//!   parameters (the only reader of parameters by name besides the declaration below).
+//! - `jsz`: the monitoring JSON (`/jsz`, `/varz`) and the lag and activity it gives (pure).
+//! - `leaders`: reading the lag through the monitoring port; finding and caching the leader.
+//! - `connections`: the JetStream API path: pooled NATS connections and consumer info.
+//! - `watch`: the `/jsz` activity watchers and a trigger's registration with one.
+//! - `scaler`: [`NatsJetStreamScaler`] and the per-factory [`NatsJetStreamClients`].
+//!
+//! Errors never show credentials: URLs are shown with `user:password@` masked.
 
-pub mod scaler;
+mod config;
+mod connections;
+mod jsz;
+mod leaders;
+mod scaler;
+#[cfg(test)]
+mod testing;
+mod watch;
+
+use crate::common::errors::error_chain;
+use std::sync::{Mutex, MutexGuard};
+
+pub use config::{ConfigProblem, NatsJetStreamConfig, NatsJetStreamConfigError};
+pub use jsz::{ConsumerLag, JszConsumer, JszView, MonitoringDocError, jsz_activity, read_jsz};
+pub use scaler::{NatsJetStreamClients, NatsJetStreamScaler};
+pub use watch::{WATCH_TICK, WatcherStats};
 
 use crate::params::{META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds};
 
@@ -90,17 +132,23 @@ pub fn build(
     factory: &crate::ScalerFactory,
     trigger: &crate::registry::ParsedTrigger,
 ) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
-    use crate::metrics_api::scaler::MetricsApiClient;
+    use crate::metrics_api::MetricsApiClient;
     use std::sync::Arc;
     let http = factory.shared(|o| MetricsApiClient::new(o.http_timeout).map(Arc::new));
     let http = Result::clone(&http)?;
-    let clients = factory.shared(|o| scaler::NatsJetStreamClients::new(http, o.http_timeout));
-    Ok(Arc::new(scaler::NatsJetStreamScaler::new(
+    let clients = factory.shared(|o| NatsJetStreamClients::new(http, o.http_timeout));
+    Ok(Arc::new(NatsJetStreamScaler::new(
         clients,
-        &trigger.params,
-        trigger.thresholds,
-    )?))
+        NatsJetStreamConfig::try_from(&trigger.params)?,
+    )))
 }
+
+/// Locks `m`. Every critical section in this folder is one map or channel call, so a poisoned
+/// lock still guards consistent data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 
 #[cfg(test)]
 mod tests {
