@@ -21,8 +21,8 @@
 //! - **Stale during a re-list.** Until `InitDone`, readers see the contents from before the watch
 //!   broke, including objects deleted meanwhile; a watch error on its own changes nothing.
 //! - **Memory.** Only the projected value, the key and the lookup key are kept per object — never
-//!   the object. During a re-list the buffer holds a second projected copy, so the peak is twice
-//!   the steady size.
+//!   the object; the key is allocated once per object and each distinct lookup key once. During a
+//!   re-list the buffer holds a second projected copy, so the peak is twice the steady size.
 //! - **Local writes are provisional.** [`WatchIndex::record_local`] stands until the next event for
 //!   that object; a re-list that was already under way may bring back the value it listed.
 //! - **Keys.** Objects are keyed by namespace (empty for cluster-scoped kinds) and name; an object
@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -56,18 +56,19 @@ pub trait Projection<K>: Send + Sync {
     fn lookup(&self, obj: &K) -> Option<Self::Lookup>;
 }
 
-/// One kept object: its value and the lookup key it is filed under.
-#[derive(Debug, Clone)]
+/// One kept object: its value and the lookup key it is filed under (shared with `by_lookup`).
+#[derive(Debug)]
 struct Entry<V, L> {
     value: V,
-    lookup: Option<L>,
+    lookup: Option<Arc<L>>,
 }
 
-/// The contents of an index: values by key, and keys by lookup.
+/// The contents of an index: values by key, and keys by lookup. Each key and each distinct lookup
+/// key is allocated once and shared (`Arc`) between the two maps.
 #[derive(Debug)]
 struct Contents<V, L> {
-    entries: HashMap<ObjectKey, Entry<V, L>>,
-    by_lookup: HashMap<L, BTreeSet<ObjectKey>>,
+    entries: HashMap<Arc<ObjectKey>, Entry<V, L>>,
+    by_lookup: HashMap<Arc<L>, BTreeSet<Arc<ObjectKey>>>,
 }
 
 impl<V, L> Default for Contents<V, L> {
@@ -79,19 +80,26 @@ impl<V, L> Default for Contents<V, L> {
     }
 }
 
-impl<V, L: Clone + Eq + Hash> Contents<V, L> {
+impl<V, L: Eq + Hash> Contents<V, L> {
     fn insert(&mut self, key: ObjectKey, value: V, lookup: Option<L>) {
-        let old = self.entries.remove(&key);
-        let old_lookup = old.and_then(|e| e.lookup);
-        if old_lookup != lookup {
-            if let Some(old) = &old_lookup {
-                self.unlink(old, &key);
-            }
-            if let Some(new) = &lookup {
-                self.by_lookup.entry(new.clone()).or_default().insert(key.clone());
-            }
+        if let Some(entry) = self.entries.get_mut(&key)
+            && entry.lookup.as_deref() == lookup.as_ref()
+        {
+            entry.value = value;
+            return;
         }
+        self.remove(&key);
+        let key = Arc::new(key);
+        let lookup = lookup.map(|l| self.link(l, key.clone()));
         self.entries.insert(key, Entry { value, lookup });
+    }
+
+    /// Sets the value of a kept object (keeping its lookup), or keeps a new one without a lookup.
+    fn set_value(&mut self, key: ObjectKey, value: V) {
+        match self.entries.get_mut(&key) {
+            Some(entry) => entry.value = value,
+            None => self.insert(key, value, None),
+        }
     }
 
     fn remove(&mut self, key: &ObjectKey) {
@@ -101,6 +109,16 @@ impl<V, L: Clone + Eq + Hash> Contents<V, L> {
         {
             self.unlink(&lookup, key);
         }
+    }
+
+    /// Files `key` under `lookup`; returns the shared lookup key.
+    fn link(&mut self, lookup: L, key: Arc<ObjectKey>) -> Arc<L> {
+        let shared = match self.by_lookup.get_key_value(&lookup) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::new(lookup),
+        };
+        self.by_lookup.entry(shared.clone()).or_default().insert(key);
+        shared
     }
 
     fn unlink(&mut self, lookup: &L, key: &ObjectKey) {
@@ -191,10 +209,7 @@ impl<K: Resource, P: Projection<K>> WatchIndex<K, P> {
     /// Records a value this process just wrote for `namespace/name`, ahead of the watch event
     /// that will confirm it (the object keeps its lookup key; an unknown one gets none).
     pub fn record_local(&self, namespace: &str, name: &str, value: P::Value) {
-        let k = key(namespace, name);
-        let mut live = self.write();
-        let lookup = live.entries.get(&k).and_then(|e| e.lookup.clone());
-        live.insert(k, value, lookup);
+        self.write().set_value(key(namespace, name), value);
     }
 
     /// Feeds one watch event: `Apply`/`Delete` take effect at once; `Init`, `InitApply` and
@@ -258,7 +273,7 @@ impl<K, P: Projection<K>> WatchIndex<K, P> {
         self.read()
             .by_lookup
             .get(lookup)
-            .map(|set| set.iter().cloned().collect())
+            .map(|set| set.iter().map(|k| ObjectKey::clone(k)).collect())
             .unwrap_or_default()
     }
 
@@ -269,7 +284,7 @@ impl<K, P: Projection<K>> WatchIndex<K, P> {
             .get(lookup)
             .into_iter()
             .flatten()
-            .filter_map(|k| live.entries.get(k).map(|e| e.value.clone()))
+            .filter_map(|k| live.entries.get(&**k).map(|e| e.value.clone()))
             .collect()
     }
 
