@@ -304,15 +304,6 @@ pub async fn discover_hpa(client: &Client) -> HpaApi {
     }
 }
 
-/// Namespace, name and scale target name of a ScaledObject, for the [`TargetIndex`].
-fn locate_scaled_object(so: &ScaledObject) -> Option<(String, String, String)> {
-    Some((
-        so.metadata.namespace.clone()?,
-        so.metadata.name.clone()?,
-        so.spec.scale_target_ref.name.clone(),
-    ))
-}
-
 async fn run_controller(
     client: Client,
     options: &OperatorOptions,
@@ -361,7 +352,7 @@ async fn run_controller(
             .modify(|so: &mut ScaledObject| so.metadata.managed_fields = None)
             .inspect_ok({
                 let index = so_targets.clone();
-                move |event| index.observe(event, locate_scaled_object)
+                move |event| index.observe(event)
             }),
     )
     .applied_objects();

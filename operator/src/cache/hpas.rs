@@ -1,21 +1,21 @@
 //! The operator's cache of HPAs, fed by a watch: only what conflict checks and drift detection
 //! read (name, owner references, and the labels, owner references and spec as one compact JSON
-//! text), plus an index by scale target.
+//! text), filed by scale target. It is a [`WatchIndex`] with the [`CompactHpa`] projection, so
+//! a re-list is swapped in whole and the by-target lookup always agrees with the records.
 //!
 //! A full `DynamicObject` costs about 9 KB per HPA as a JSON tree (the API server fills in the
 //! whole `behavior`); the compact text is about a tenth of that, which matters at 10,000 objects.
 //! The text is parsed again only when a reconcile compares it with the desired HPA.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use serde_json::{Value as Json, json};
-use tokio::sync::watch;
 
-use crate::cache::target_index::TargetIndex;
+use crate::cache::index::{Projection, WatchIndex};
+use crate::cache::target_index::TargetKey;
 
 /// What the operator keeps of one HPA.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,112 +51,67 @@ impl CachedHpa {
     }
 }
 
-type Key = (String, String);
+/// How the HPA cache keeps an HPA: as a [`CachedHpa`], filed under its scale target.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CompactHpa;
 
-/// The cache; share it as `Arc<HpaCache>`.
-#[derive(Debug)]
-pub struct HpaCache {
-    live: Mutex<HashMap<Key, Arc<CachedHpa>>>,
-    relist: Mutex<Option<HashMap<Key, Arc<CachedHpa>>>>,
-    by_target: TargetIndex,
-    synced: watch::Sender<bool>,
-}
+impl Projection<DynamicObject> for CompactHpa {
+    type Value = Arc<CachedHpa>;
+    type Lookup = TargetKey;
 
-impl Default for HpaCache {
-    fn default() -> Self {
-        Self {
-            live: Mutex::default(),
-            relist: Mutex::default(),
-            by_target: TargetIndex::default(),
-            synced: watch::channel(false).0,
-        }
+    fn value(&self, hpa: &DynamicObject) -> Arc<CachedHpa> {
+        Arc::new(CachedHpa::from_object(hpa))
+    }
+
+    /// `(namespace, spec.scaleTargetRef.name)`.
+    fn lookup(&self, hpa: &DynamicObject) -> Option<TargetKey> {
+        let ns = hpa.metadata.namespace.clone()?;
+        let target = hpa.data["spec"]["scaleTargetRef"]["name"].as_str()?;
+        Some((ns, target.to_string()))
     }
 }
 
-fn key_of(hpa: &DynamicObject) -> Option<Key> {
-    Some((hpa.metadata.namespace.clone()?, hpa.metadata.name.clone()?))
-}
-
-fn locate(hpa: &DynamicObject) -> Option<(String, String, String)> {
-    let (ns, name) = key_of(hpa)?;
-    let target = hpa.data["spec"]["scaleTargetRef"]["name"].as_str()?.to_string();
-    Some((ns, name, target))
+/// The cache; share it as `Arc<HpaCache>`.
+#[derive(Debug, Default)]
+pub struct HpaCache {
+    index: WatchIndex<DynamicObject, CompactHpa>,
 }
 
 impl HpaCache {
     /// The HPA `ns/name`.
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<CachedHpa>> {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        self.index.get(ns, name)
     }
 
-    /// The HPAs in `ns` whose scale target is named `target` (any kind: callers check it).
+    /// The HPAs in `ns` whose scale target is named `target` (any kind: callers check it), in
+    /// name order.
     pub fn targeting(&self, ns: &str, target: &str) -> Vec<Arc<CachedHpa>> {
-        self.by_target
-            .candidates(ns, target)
-            .into_iter()
-            .filter_map(|name| self.get(ns, &name))
-            .collect()
+        self.index.values_under(&(ns.to_string(), target.to_string()))
     }
 
     /// Number of cached HPAs.
     pub fn len(&self) -> usize {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.index.len()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.index.is_empty()
     }
 
     /// Resolves once the first list is complete.
     pub async fn wait_until_synced(&self) {
-        let mut rx = self.synced.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        self.index.wait_until_synced().await;
     }
 
-    /// Feeds one watch event.
+    /// Feeds one watch event (a re-list is swapped in whole when complete).
     pub fn observe(&self, event: &watcher::Event<DynamicObject>) {
-        self.by_target.observe(event, locate);
-        match event {
-            watcher::Event::Apply(o) => {
-                if let Some(k) = key_of(o) {
-                    self.lock_live().insert(k, Arc::new(CachedHpa::from_object(o)));
-                }
-            }
-            watcher::Event::Delete(o) => {
-                if let Some(k) = key_of(o) {
-                    self.lock_live().remove(&k);
-                }
-            }
-            watcher::Event::Init => {
-                *self.relist.lock().unwrap_or_else(PoisonError::into_inner) = Some(HashMap::new());
-            }
-            watcher::Event::InitApply(o) => {
-                if let (Some(k), Some(map)) = (
-                    key_of(o),
-                    self.relist
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .as_mut(),
-                ) {
-                    map.insert(k, Arc::new(CachedHpa::from_object(o)));
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(map) = self.relist.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                    *self.lock_live() = map;
-                }
-                self.synced.send_replace(true);
-            }
-        }
+        self.index.observe(event);
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<CachedHpa>>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The underlying index, to feed it directly ([`WatchIndex::apply`], `delete`, `reset`).
+    pub fn index(&self) -> &WatchIndex<DynamicObject, CompactHpa> {
+        &self.index
     }
 }
 
@@ -212,5 +167,43 @@ mod tests {
         assert!(cache.targeting("shop", "web").is_empty());
         assert!(cache.get("shop", "a").is_none());
         assert_eq!(cache.get("shop", "b").unwrap().name, "b");
+    }
+
+    #[test]
+    fn apply_delete_and_reset_keep_records_and_the_target_lookup_together() {
+        let cache = HpaCache::default();
+        cache.index().apply(&hpa("a", "web"));
+        cache.index().apply(&hpa("b", "web"));
+        cache.index().apply(&hpa("c", "api"));
+        assert_eq!(cache.targeting("shop", "web").len(), 2);
+        assert!(
+            cache.targeting("other", "web").is_empty(),
+            "lookups stay in their namespace"
+        );
+        cache.index().delete(&hpa("a", "web"));
+        assert_eq!(cache.targeting("shop", "web")[0].name, "b");
+        // A re-list in which "b" vanished and "c" moved to "web".
+        cache.index().reset(&[hpa("c", "web"), hpa("d", "api")]);
+        assert!(cache.get("shop", "b").is_none());
+        let names: Vec<String> = cache
+            .targeting("shop", "web")
+            .iter()
+            .map(|h| h.name.clone())
+            .collect();
+        assert_eq!(names, ["c"]);
+        assert_eq!(cache.targeting("shop", "api")[0].name, "d");
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_relist_in_progress_leaves_the_old_records_readable() {
+        let cache = HpaCache::default();
+        cache.observe(&watcher::Event::Apply(hpa("old", "web")));
+        cache.observe(&watcher::Event::Init);
+        cache.observe(&watcher::Event::InitApply(hpa("new", "web")));
+        assert_eq!(cache.targeting("shop", "web")[0].name, "old");
+        cache.observe(&watcher::Event::InitDone);
+        assert!(cache.get("shop", "old").is_none());
+        assert_eq!(cache.targeting("shop", "web")[0].name, "new");
     }
 }

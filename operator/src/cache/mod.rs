@@ -1,5 +1,9 @@
-//! Watch-fed caches the reconciler reads instead of the API server: HPAs in a compact form
-//! ([`hpas`]) and which objects point at which scale target ([`target_index`]).
+//! Watch-fed caches the operator reads instead of the API server, all built on one generic
+//! [`index::WatchIndex`] (apply/delete/reset, re-lists swapped in whole): HPAs in a compact form
+//! filed by scale target ([`hpas`]), ScaledObjects by scale target ([`target_index`]), and the
+//! replica counts of Deployments and StatefulSets ([`workloads`]).
 
 pub mod hpas;
+pub mod index;
 pub mod target_index;
+pub mod workloads;

@@ -1,176 +1,119 @@
-//! Which objects point at which workload: ScaledObjects by their `scaleTargetRef`, HPAs by theirs.
+//! Which ScaledObjects point at which workload, by their `scaleTargetRef`.
 //!
-//! Conflict checks ("is another ScaledObject or a foreign HPA already scaling this Deployment?")
-//! ask this index for the few candidates in the target's namespace with the target's name, instead
-//! of scanning every cached object on every reconcile (quadratic at thousands of objects). The
-//! index is fed from the same watch streams as the caches ([`TargetIndex::observe`]); candidates
-//! are then checked against the cached objects themselves (kind, group, ownership).
+//! Conflict checks ("is another ScaledObject already scaling this Deployment?") ask this index for
+//! the few candidates in the target's namespace with the target's name, instead of scanning every
+//! cached object on every reconcile (quadratic at thousands of objects). It is a [`WatchIndex`]
+//! fed from the ScaledObject watch ([`TargetIndex::observe`]) that keeps nothing per object but
+//! its target; candidates are then checked against the controller's store (kind, group, age).
+//! HPAs are filed by target the same way, inside [`crate::cache::hpas`].
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
-
+use ebb_crds::ScaledObject;
 use kube::runtime::watcher;
 
-/// `(namespace, name)`.
-type Key = (String, String);
+use crate::cache::index::{Projection, WatchIndex};
 
-#[derive(Debug, Default)]
-struct State {
-    /// (namespace, target name) → names of the objects pointing at it.
-    by_target: HashMap<Key, BTreeSet<String>>,
-    /// (namespace, object name) → its target name.
-    target_of: HashMap<Key, String>,
-}
+/// A scale target as the indexes file it: `(namespace, target name)`, any kind (callers check it).
+pub type TargetKey = (String, String);
 
-impl State {
-    fn apply(&mut self, ns: &str, name: &str, target: &str) {
-        let key = (ns.to_string(), name.to_string());
-        if let Some(old) = self.target_of.get(&key) {
-            if old == target {
-                return;
-            }
-            let old = old.clone();
-            self.unlink(ns, name, &old);
-        }
-        self.by_target
-            .entry((ns.to_string(), target.to_string()))
-            .or_default()
-            .insert(name.to_string());
-        self.target_of.insert(key, target.to_string());
-    }
+/// Keeps nothing of a ScaledObject but files it under `(namespace, scaleTargetRef.name)`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScaleTargetOf;
 
-    fn delete(&mut self, ns: &str, name: &str) {
-        if let Some(old) = self.target_of.remove(&(ns.to_string(), name.to_string())) {
-            self.unlink(ns, name, &old);
-        }
-    }
+impl Projection<ScaledObject> for ScaleTargetOf {
+    type Value = ();
+    type Lookup = TargetKey;
 
-    fn unlink(&mut self, ns: &str, name: &str, target: &str) {
-        let tkey = (ns.to_string(), target.to_string());
-        if let Some(set) = self.by_target.get_mut(&tkey) {
-            set.remove(name);
-            if set.is_empty() {
-                self.by_target.remove(&tkey);
-            }
-        }
+    fn value(&self, _: &ScaledObject) {}
+
+    fn lookup(&self, so: &ScaledObject) -> Option<TargetKey> {
+        Some((
+            so.metadata.namespace.clone()?,
+            so.spec.scale_target_ref.name.clone(),
+        ))
     }
 }
 
-/// An index from scale targets to the objects that point at them. Cheap to share (`Arc`).
+/// An index from scale targets to the ScaledObjects that point at them. Cheap to share (`Arc`).
 #[derive(Debug, Default)]
 pub struct TargetIndex {
-    live: Mutex<State>,
-    /// Built during a watch (re)list, swapped in when the list is complete.
-    relist: Mutex<Option<State>>,
+    index: WatchIndex<ScaledObject, ScaleTargetOf>,
 }
 
 impl TargetIndex {
-    /// Records that `ns/name` points at the target named `target` (replacing what it pointed at).
-    pub fn apply(&self, ns: &str, name: &str, target: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .apply(ns, name, target);
-    }
-
-    /// Forgets `ns/name`.
-    pub fn delete(&self, ns: &str, name: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .delete(ns, name);
-    }
-
-    /// Names of the objects in `ns` that point at a target named `target`.
+    /// Names of the ScaledObjects in `ns` that point at a target named `target`, in name order.
     pub fn candidates(&self, ns: &str, target: &str) -> Vec<String> {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_target
-            .get(&(ns.to_string(), target.to_string()))
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
+        self.index
+            .keys_under(&(ns.to_string(), target.to_string()))
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect()
     }
 
-    /// Feeds one watch event; `locate` gives an object's namespace, name and target name (`None`
-    /// for objects without a target, which are then only forgotten).
-    pub fn observe<K>(
-        &self,
-        event: &watcher::Event<K>,
-        locate: impl Fn(&K) -> Option<(String, String, String)>,
-    ) {
-        match event {
-            watcher::Event::Apply(o) => match locate(o) {
-                Some((ns, name, target)) => self.apply(&ns, &name, &target),
-                None => self.forget_located(o, &locate),
-            },
-            watcher::Event::Delete(o) => self.forget_located(o, &locate),
-            watcher::Event::Init => {
-                *self.relist.lock().unwrap_or_else(PoisonError::into_inner) = Some(State::default());
-            }
-            watcher::Event::InitApply(o) => {
-                if let Some((ns, name, target)) = locate(o)
-                    && let Some(state) = self
-                        .relist
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .as_mut()
-                {
-                    state.apply(&ns, &name, &target);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(state) = self.relist.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                    *self.live.lock().unwrap_or_else(PoisonError::into_inner) = state;
-                }
-            }
-        }
+    /// Feeds one watch event (a re-list is swapped in whole when complete).
+    pub fn observe(&self, event: &watcher::Event<ScaledObject>) {
+        self.index.observe(event);
     }
 
-    fn forget_located<K>(&self, o: &K, locate: &impl Fn(&K) -> Option<(String, String, String)>) {
-        if let Some((ns, name, _)) = locate(o) {
-            self.delete(&ns, &name);
-        }
+    /// The underlying index, to feed it directly ([`WatchIndex::apply`], `delete`, `reset`).
+    pub fn index(&self) -> &WatchIndex<ScaledObject, ScaleTargetOf> {
+        &self.index
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use watcher::Event;
 
-    type Obj = (&'static str, &'static str, &'static str);
-
-    fn locate(o: &Obj) -> Option<(String, String, String)> {
-        Some((o.0.to_string(), o.1.to_string(), o.2.to_string()))
+    fn so(ns: &str, name: &str, target: &str) -> ScaledObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"scaleTargetRef": {"name": target}, "triggers": []}
+        }))
+        .unwrap()
     }
 
     #[test]
     fn finds_every_object_on_a_target_and_follows_changes() {
         let index = TargetIndex::default();
-        index.apply("a", "so-1", "web");
-        index.apply("a", "so-2", "web");
-        index.apply("b", "so-3", "web");
+        index.index().apply(&so("a", "so-1", "web"));
+        index.index().apply(&so("a", "so-2", "web"));
+        index.index().apply(&so("b", "so-3", "web"));
         assert_eq!(index.candidates("a", "web"), ["so-1", "so-2"]);
         assert_eq!(index.candidates("b", "web"), ["so-3"]);
-        index.apply("a", "so-1", "api");
+        index.index().apply(&so("a", "so-1", "api"));
         assert_eq!(index.candidates("a", "web"), ["so-2"]);
         assert_eq!(index.candidates("a", "api"), ["so-1"]);
-        index.delete("a", "so-2");
+        index.index().delete(&so("a", "so-2", "web"));
         assert!(index.candidates("a", "web").is_empty());
-        index.delete("a", "never-seen");
+        index.index().delete(&so("a", "never-seen", "web"));
     }
 
     #[test]
     fn a_relist_replaces_the_index_only_when_complete() {
         let index = TargetIndex::default();
-        index.observe(&watcher::Event::Apply(("a", "old", "web")), locate);
-        index.observe(&watcher::Event::Init, locate);
-        index.observe(&watcher::Event::InitApply(("a", "new", "web")), locate);
+        index.observe(&Event::Apply(so("a", "old", "web")));
+        index.observe(&Event::Init);
+        index.observe(&Event::InitApply(so("a", "new", "web")));
         // Until the list is done the old view answers.
         assert_eq!(index.candidates("a", "web"), ["old"]);
-        index.observe(&watcher::Event::InitDone, locate);
+        index.observe(&Event::InitDone);
         assert_eq!(index.candidates("a", "web"), ["new"]);
-        index.observe(&watcher::Event::Delete(("a", "new", "web")), locate);
+        index.observe(&Event::Delete(so("a", "new", "web")));
         assert!(index.candidates("a", "web").is_empty());
+    }
+
+    #[test]
+    fn reset_drops_objects_that_vanished() {
+        let index = TargetIndex::default();
+        index.index().apply(&so("a", "gone", "web"));
+        index.index().apply(&so("a", "kept", "web"));
+        index
+            .index()
+            .reset(&[so("a", "kept", "api"), so("a", "added", "web")]);
+        assert_eq!(index.candidates("a", "web"), ["added"]);
+        assert_eq!(index.candidates("a", "api"), ["kept"]);
+        assert!(index.index().get("a", "gone").is_none());
     }
 }

@@ -1,16 +1,15 @@
 //! Scale targets: any kind with a `/scale` subresource, found through discovery. Replica counts of
-//! Deployments and StatefulSets come from a watch-fed index (no GET per poll); other kinds are read
-//! through `/scale`. Writes always go through `/scale`.
+//! Deployments and StatefulSets come from the watch-fed [`WorkloadIndex`] (no GET per poll); other
+//! kinds are read through `/scale`. Writes always go through `/scale`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use kube::{Client, Resource};
 use serde_json::json;
+
+use crate::cache::workloads::{Replicas, WorkloadIndex};
 
 /// A scale target could not be resolved, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +73,6 @@ impl TargetRef {
         let gvk = gvk_of(&self.api_version, &self.kind);
         ApiResource::from_gvk_with_plural(&gvk, &self.plural)
     }
-    fn indexed_kind(&self) -> Option<IndexedKind> {
-        match (self.api_version.as_str(), self.kind.as_str()) {
-            ("apps/v1", "Deployment") => Some(IndexedKind::Deployment),
-            ("apps/v1", "StatefulSet") => Some(IndexedKind::StatefulSet),
-            _ => None,
-        }
-    }
 }
 
 fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
@@ -88,60 +80,24 @@ fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     GroupVersionKind::gvk(group, version, kind)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum IndexedKind {
-    Deployment,
-    StatefulSet,
-}
-
-type IndexKey = (IndexedKind, String, String);
-
-/// Replica counts of Deployments and StatefulSets, kept current by watches.
-#[derive(Default)]
-struct ReplicaIndex {
-    replicas: HashMap<IndexKey, i32>,
-    synced: HashMap<IndexedKind, bool>,
-}
-
 /// Resolves, reads and writes scale targets.
 #[derive(Clone)]
 pub struct Targets {
     client: Client,
     kinds: Arc<Mutex<HashMap<(String, String), ApiResource>>>,
-    index: Arc<Mutex<ReplicaIndex>>,
+    workloads: Arc<WorkloadIndex>,
 }
 
 impl Targets {
     /// Creates the target accessor and starts the Deployment/StatefulSet watches (in `namespace`, or
     /// cluster-wide). The watches end when the returned handles are aborted or the runtime stops.
     pub fn start(client: Client, namespace: Option<&str>) -> (Targets, Vec<tokio::task::JoinHandle<()>>) {
+        let (workloads, handles) = WorkloadIndex::start(client.clone(), namespace);
         let targets = Targets {
-            client: client.clone(),
+            client,
             kinds: Arc::default(),
-            index: Arc::default(),
+            workloads,
         };
-        let deployments: Api<Deployment> = match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let statefulsets: Api<StatefulSet> = match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client),
-        };
-        let handles = vec![
-            tokio::spawn(index_loop(
-                targets.index.clone(),
-                IndexedKind::Deployment,
-                deployments,
-                |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            )),
-            tokio::spawn(index_loop(
-                targets.index.clone(),
-                IndexedKind::StatefulSet,
-                statefulsets,
-                |s: &StatefulSet| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            )),
-        ];
         (targets, handles)
     }
 
@@ -189,17 +145,13 @@ impl Targets {
 
     /// The target's replica count (`spec.replicas`).
     pub async fn replicas(&self, target: &TargetRef) -> Result<i32, TargetError> {
-        if let Some(kind) = target.indexed_kind() {
-            let index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-            if index.synced.get(&kind).copied().unwrap_or(false) {
-                return match index
-                    .replicas
-                    .get(&(kind, target.namespace.clone(), target.name.clone()))
-                {
-                    Some(r) => Ok(*r),
-                    None => Err(self.not_found(target)),
-                };
-            }
+        match self
+            .workloads
+            .replicas(&target.api_version, &target.kind, &target.namespace, &target.name)
+        {
+            Replicas::Known(r) => return Ok(r),
+            Replicas::Absent => return Err(self.not_found(target)),
+            Replicas::NotWatched => {}
         }
         let scale = self
             .api(target)
@@ -216,13 +168,14 @@ impl Targets {
             .patch_scale(&target.name, &PatchParams::default(), &patch)
             .await
             .map_err(|e| self.api_error(target, e))?;
-        if let Some(kind) = target.indexed_kind() {
-            // The watch will confirm; until then the poll loop must not act on the old count.
-            let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-            index
-                .replicas
-                .insert((kind, target.namespace.clone(), target.name.clone()), replicas);
-        }
+        // The watch will confirm; until then the poll loop must not act on the old count.
+        self.workloads.record_write(
+            &target.api_version,
+            &target.kind,
+            &target.namespace,
+            &target.name,
+            replicas,
+        );
         Ok(())
     }
 
@@ -247,46 +200,6 @@ impl Targets {
                 name: target.name.clone(),
                 source: e,
             },
-        }
-    }
-}
-
-async fn index_loop<K>(
-    index: Arc<Mutex<ReplicaIndex>>,
-    kind: IndexedKind,
-    api: Api<K>,
-    replicas: fn(&K) -> i32,
-) where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    let key = |o: &K| {
-        (
-            kind,
-            o.meta().namespace.clone().unwrap_or_default(),
-            o.meta().name.clone().unwrap_or_default(),
-        )
-    };
-    let mut fresh: HashMap<IndexKey, i32> = HashMap::new();
-    let mut stream = watcher::watcher(api, watcher::Config::default().any_semantic()).boxed();
-    while let Some(event) = stream.next().await {
-        let Ok(event) = event else { continue }; // the watcher retries with backoff by itself
-        let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
-        match event {
-            Event::Apply(o) => {
-                index.replicas.insert(key(&o), replicas(&o));
-            }
-            Event::Delete(o) => {
-                index.replicas.remove(&key(&o));
-            }
-            Event::Init => fresh.clear(),
-            Event::InitApply(o) => {
-                fresh.insert(key(&o), replicas(&o));
-            }
-            Event::InitDone => {
-                index.replicas.retain(|k, _| k.0 != kind);
-                index.replicas.extend(fresh.drain());
-                index.synced.insert(kind, true);
-            }
         }
     }
 }
