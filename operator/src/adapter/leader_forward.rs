@@ -38,8 +38,8 @@ impl LeaderForwarder {
         lease_name: &str,
         own_url: String,
         token_file: PathBuf,
-    ) -> Result<Self, String> {
-        let http = MetricsApiClient::new(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    ) -> Result<Self, ebb_scalers::ScalerError> {
+        let http = MetricsApiClient::new(Duration::from_secs(5))?;
         Ok(LeaderForwarder {
             leases: Api::namespaced(client, lease_namespace),
             lease_name: lease_name.to_string(),

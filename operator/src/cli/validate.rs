@@ -15,6 +15,7 @@ use ebb_crds::{
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 use crate::compile::inputs::{self as trigger_inputs, Lookup, ObjectSource};
+use crate::compile::triggers::compile;
 use kube::CustomResourceExt;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -356,15 +357,11 @@ fn check_scaled_object(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_string());
-    for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        // The same resolution the operator runs against the cluster, over the files given.
-        let inputs = futures::executor::block_on(trigger_inputs::resolve(
-            bundle,
-            &namespace,
-            &so.spec.scale_target_ref,
-            trigger,
-        ));
-        let at = format!("spec.triggers[{index}]");
+    // The same compilation the operator runs against the cluster, over the files given.
+    let compiled = futures::executor::block_on(compile(bundle, &namespace, so));
+    for (trigger, compiled) in so.spec.triggers.iter().zip(compiled) {
+        let inputs = &compiled.inputs;
+        let at = compiled.field();
         for missing in &inputs.missing {
             if options.strict {
                 report.problems.push(Problem {
@@ -383,25 +380,19 @@ fn check_scaled_object(
                 message: error.clone(),
             });
         }
-        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws) && trigger.type_ != "aws-sqs-queue"
+        let aws_types = aws_identity_types();
+        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws)
+            && !aws_types.contains(&trigger.type_.as_str())
         {
             report.warnings.push(format!(
-                "{at}.authenticationRef: podIdentity aws is only used by aws-sqs-queue triggers; {} ignores it",
+                "{at}.authenticationRef: podIdentity aws is only used by {} triggers; {} ignores it",
+                aws_types.join(" and "),
                 trigger.type_
             ));
         }
-        let parsed = ebb_scalers::parse_trigger(
-            index,
-            &trigger.type_,
-            &trigger.metadata,
-            inputs.auth_params.as_ref(),
-            inputs.env.as_ref(),
-        );
-        match parsed {
-            Ok(mut parsed) => {
-                for name in inputs.sensitive_params(trigger) {
-                    parsed.params.mark_secret(&name);
-                }
+        report.warnings.extend(compiled.warnings().iter().map(|w| format!("spec.{w}")));
+        match &compiled.parsed {
+            Ok(parsed) => {
                 report.warnings.extend(
                     parsed
                         .params
@@ -410,15 +401,15 @@ fn check_scaled_object(
                         .map(|w| format!("{at}.metadata.{w}")),
                 );
                 report.triggers.push(TriggerReport {
-                    index,
+                    index: compiled.index,
                     type_: trigger.type_.clone(),
-                    metric_name: Some(parsed.metric_name),
+                    metric_name: Some(parsed.metric_name.clone()),
                     params: Some(parsed.params.redacted_json()),
                     pod_identity: inputs.pod_identity,
                 });
             }
             Err(e) => {
-                for pe in e.errors {
+                for pe in &e.errors {
                     let field = if pe.param == "type" {
                         format!("{at}.type")
                     } else {
@@ -428,7 +419,7 @@ fn check_scaled_object(
                     report.problems.push(Problem { field, message });
                 }
                 report.triggers.push(TriggerReport {
-                    index,
+                    index: compiled.index,
                     type_: trigger.type_.clone(),
                     metric_name: None,
                     params: None,
@@ -437,6 +428,14 @@ fn check_scaled_object(
             }
         }
     }
+}
+
+/// The trigger types that read AWS credentials (their declaration has an `awsRegion`
+/// parameter), and so are the ones `podIdentity: aws` serves.
+fn aws_identity_types() -> Vec<&'static str> {
+    ebb_scalers::supported_types()
+        .filter(|t| ebb_scalers::declaration(t).is_some_and(|d| d.param("awsRegion").is_some()))
+        .collect()
 }
 
 /// The objects of a bundle that triggers may reference: Secrets, ConfigMaps, TriggerAuthentications,
