@@ -25,10 +25,10 @@ use crate::adapter::metric_cache::MetricCache;
 use crate::adapter::provider::{CacheProvider, LeaderState};
 use crate::cache::hpas::HpaCache;
 use crate::cache::target_index::TargetIndex;
+use crate::context::{HpaApi, Shared};
 use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
 use crate::reconcile::hpa::HpaVersion;
-use crate::context::{HpaApi, Shared};
 use crate::reconcile::{error_policy, reconcile};
 use crate::scale::targets::Targets;
 use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, DelegatedAuth, MetricsAdapter, TlsSource};
@@ -118,9 +118,7 @@ pub async fn run(
     options: OperatorOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let config = Config::infer()
-        .await
-        .map_err(RunError::Config)?;
+    let config = Config::infer().await.map_err(RunError::Config)?;
     let metrics = Arc::new(OperatorMetrics::new());
     let client = client_with_limits(
         config,

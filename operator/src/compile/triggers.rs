@@ -157,7 +157,10 @@ spec:
         assert!(w[0].starts_with("triggers[0]: "), "{w:?}");
         assert!(warnings(r#"{host: "http://h/", queueName: q}"#).is_empty());
         assert!(warnings(r#"{host: "amqp://h/", protocol: http, queueName: q}"#).is_empty());
-        assert_eq!(warnings(r#"{hostFromEnv: X, protocol: amqp, queueName: q}"#).len(), 1);
+        assert_eq!(
+            warnings(r#"{hostFromEnv: X, protocol: amqp, queueName: q}"#).len(),
+            1
+        );
     }
 
     #[test]
@@ -177,8 +180,15 @@ spec:
         let t = compiled(yaml);
         assert!(t[0].usable().is_none());
         let p0 = t[0].problem().unwrap();
-        assert!(p0.starts_with("spec.triggers[0] (metrics-api): targetValue"), "{p0}");
-        assert!(t[1].problem().unwrap().starts_with("spec.triggers[1] (nope): type"));
+        assert!(
+            p0.starts_with("spec.triggers[0] (metrics-api): targetValue"),
+            "{p0}"
+        );
+        assert!(
+            t[1].problem()
+                .unwrap()
+                .starts_with("spec.triggers[1] (nope): type")
+        );
         let ok = compiled(&yaml.replace("\"-1\"", "\"5\""));
         let parsed = ok[0].usable().expect("parses");
         assert_eq!(parsed.metric_name, "s0-metrics-api-v");

@@ -169,7 +169,10 @@ mod tests {
             "Deployment ns/w is already scaled by ScaledObject a"
         );
         // The older one is not blocked by the newer one.
-        assert_eq!(check(&older, &target(), &[me.clone(), older.clone()], &[]), Ok(None));
+        assert_eq!(
+            check(&older, &target(), &[me.clone(), older.clone()], &[]),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -192,7 +195,11 @@ mod tests {
 
         let mut adopting = (*me).clone();
         adopting.metadata.annotations = Some(
-            [(annotations::TRANSFER_HPA_OWNERSHIP.to_string(), "true".to_string())].into(),
+            [(
+                annotations::TRANSFER_HPA_OWNERSHIP.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
         );
         assert_eq!(
             check(&adopting, &target(), &[], std::slice::from_ref(&foreign)),

@@ -80,7 +80,11 @@ pub fn needs_finalizer(so: &ScaledObject) -> bool {
 }
 
 /// Deletion, the finalizer when [`needs_finalizer`] says so, then [`apply::apply`].
-async fn dispatch(so: Arc<ScaledObject>, shared: &Arc<Shared>, api: &Api<ScaledObject>) -> Result<Action, Error> {
+async fn dispatch(
+    so: Arc<ScaledObject>,
+    shared: &Arc<Shared>,
+    api: &Api<ScaledObject>,
+) -> Result<Action, Error> {
     let has = so.finalizers().iter().any(|f| f == FINALIZER);
     if so.meta().deletion_timestamp.is_some() {
         if has {

@@ -243,10 +243,11 @@ pub fn plan(f: &Facts) -> Plan {
             .map(|f| f.failure_threshold.max(1) as u32),
         warnings: triggers.map(|t| t.warnings.clone()).unwrap_or_default(),
     };
-    let owned_hpa = f
-        .live_hpa
-        .as_ref()
-        .filter(|h| h.owner_references.iter().any(|o| Some(&o.uid) == so.uid().as_ref()));
+    let owned_hpa = f.live_hpa.as_ref().filter(|h| {
+        h.owner_references
+            .iter()
+            .any(|o| Some(&o.uid) == so.uid().as_ref())
+    });
     let delete_owned = || match owned_hpa {
         Some(_) => HpaStep::Delete {
             name: hpa_name.clone(),
@@ -474,7 +475,10 @@ mod tests {
             panic!("{:?}", p.hpa)
         };
         assert_eq!(name, "ebb-hpa-x");
-        assert_eq!(desired["spec"]["metrics"][0]["external"]["metric"]["name"], "s0-t-v");
+        assert_eq!(
+            desired["spec"]["metrics"][0]["external"]["metric"]["name"],
+            "s0-t-v"
+        );
         let LoopStep::Run(settings) = &p.scale_loop else {
             panic!("{:?}", p.scale_loop)
         };
@@ -515,7 +519,10 @@ mod tests {
     fn invalid_stops_the_loop_deletes_the_owned_hpa_and_warns_once() {
         let so = object(json!({}), json!(null));
         let mut f = Facts::new(&so, HpaVersion::V2, None);
-        f.triggers = Some(Err(InvalidTriggers(vec!["spec.triggers[0] (t): bad".into(), "two".into()])));
+        f.triggers = Some(Err(InvalidTriggers(vec![
+            "spec.triggers[0] (t): bad".into(),
+            "two".into(),
+        ])));
         let p = plan(&f);
         assert_eq!(
             p.view.readiness,
@@ -564,7 +571,10 @@ mod tests {
         let Some(Blocked::Invalid(m)) = f.blocked() else {
             panic!("not blocked")
         };
-        assert!(m.starts_with("metadata.annotations.autoscaling.ebb.dev/paused-replicas"), "{m}");
+        assert!(
+            m.starts_with("metadata.annotations.autoscaling.ebb.dev/paused-replicas"),
+            "{m}"
+        );
         // The triggers that compiled still name their metrics.
         f.triggers = Some(Ok(trigger_facts()));
         assert_eq!(plan(&f).view.metric_names, ["s0-t-v"]);
@@ -622,7 +632,9 @@ mod tests {
         }));
         f.current_replicas = None;
         let p = plan(&f);
-        assert!(matches!(p.view.readiness, Readiness::Conflict(ref m) if m.contains("HorizontalPodAutoscaler theirs")));
+        assert!(
+            matches!(p.view.readiness, Readiness::Conflict(ref m) if m.contains("HorizontalPodAutoscaler theirs"))
+        );
         assert_eq!(p.scale_loop, LoopStep::Stop);
 
         let mut f = usable(&so);
@@ -640,10 +652,12 @@ mod tests {
             json!(null),
         );
         let mut f = usable(&so);
-        f.live_hpa = Some(cached(&json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        f.live_hpa = Some(cached(
+            &json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": "ebb-hpa-x", "ownerReferences": [
                 {"apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "name": "x", "uid": "u-x"}]},
-            "spec": {}})));
+            "spec": {}}),
+        ));
         let p = plan(&f);
         assert!(p.view.paused);
         assert_eq!(p.view.paused_replicas, Some(1));
@@ -657,7 +671,10 @@ mod tests {
         let LoopStep::Run(settings) = &p.scale_loop else {
             panic!("{:?}", p.scale_loop)
         };
-        assert!(!settings.force_activation, "force-activation does not apply while paused");
+        assert!(
+            !settings.force_activation,
+            "force-activation does not apply while paused"
+        );
         assert_eq!(settings.pause.paused_replicas, Some(1));
         assert_eq!(
             p.events,

@@ -51,13 +51,21 @@ pub fn apply_body(status: &ScaledObjectStatus) -> Json {
 
 /// Composes the status of `namespace/name` from `book` and applies it if it changed; on success
 /// the book remembers it as written. A ScaledObject that is gone is not an error.
-pub async fn write(client: &Client, namespace: &str, name: &str, book: &mut StatusBook) -> Result<(), kube::Error> {
+pub async fn write(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    book: &mut StatusBook,
+) -> Result<(), kube::Error> {
     let Some(next) = book.pending(Timestamp::now()) else {
         return Ok(());
     };
     let api: Api<ScaledObject> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch_status(name, &params, &Patch::Apply(apply_body(&next))).await {
+    match api
+        .patch_status(name, &params, &Patch::Apply(apply_body(&next)))
+        .await
+    {
         Ok(_) => {
             book.written = Some(next);
             Ok(())
