@@ -10,12 +10,14 @@
 //! - [`cache`]: watch-fed caches and indexes (HPAs, which object points at which target).
 //! - [`adapter`]: the glue to the embedded metrics adapter (poll cache, provider, leader forwarding).
 //! - [`infra`]: the Kubernetes client's limits and request counting, metrics and health endpoints.
+//! - [`context`]: the state the reconciler, the scale loops and the adapter share.
 //! - [`run`]: `ebb operator`, the wiring of all of the above under leader election.
 
 pub mod adapter;
 pub mod cache;
 pub mod cli;
 pub mod compile;
+pub mod context;
 pub mod infra;
 pub mod reconcile;
 pub mod run;

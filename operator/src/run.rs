@@ -25,12 +25,13 @@ use crate::adapter::metric_cache::MetricCache;
 use crate::adapter::provider::{CacheProvider, LeaderState};
 use crate::cache::hpas::HpaCache;
 use crate::cache::target_index::TargetIndex;
+use crate::context::{HpaApi, Shared};
 use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
 use crate::reconcile::hpa::HpaVersion;
-use crate::reconcile::{HpaApi, Shared, error_policy, reconcile};
+use crate::reconcile::{error_policy, reconcile};
 use crate::scale::targets::Targets;
-use ebb_metrics_adapter::{AdapterConfig, DelegatedAuth, MetricsAdapter, TlsSource};
+use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, DelegatedAuth, MetricsAdapter, TlsSource};
 
 /// Settings of `ebb operator`.
 #[derive(Debug, Clone)]
@@ -79,13 +80,13 @@ pub struct AdapterOptions {
 pub enum RunError {
     /// No usable kubeconfig or in-cluster config.
     #[error("kubernetes config: {0}")]
-    Config(String),
+    Config(#[source] kube::config::InferConfigError),
     /// The client could not be built.
     #[error(transparent)]
     Client(#[from] ClientLimitsError),
     /// The CRDs are not installed.
     #[error("cannot list ScaledObjects ({0}); are the CRDs installed? `ebb crds | kubectl apply -f -`")]
-    CrdMissing(kube::Error),
+    CrdMissing(#[source] kube::Error),
     /// The health port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -95,12 +96,18 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics adapter's delegated authentication could not be set up.
+    #[error("metrics adapter: {0}")]
+    AdapterAuth(#[source] AuthError),
     /// The metrics adapter could not start.
     #[error("metrics adapter: {0}")]
-    Adapter(String),
+    Adapter(#[source] AdapterError),
+    /// The client that forwards a standby's metric requests to the leader could not be built.
+    #[error("metrics adapter: cannot set up forwarding to the leader")]
+    Forwarder(#[source] ebb_scalers::common::tls::TlsError),
     /// Leader election failed.
     #[error("leader election: {0}")]
-    Lease(String),
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
     /// The Lease was lost: the process should restart as a standby.
     #[error("lost the leader Lease")]
     LostLeadership,
@@ -111,9 +118,7 @@ pub async fn run(
     options: OperatorOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let config = Config::infer()
-        .await
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let config = Config::infer().await.map_err(RunError::Config)?;
     let metrics = Arc::new(OperatorMetrics::new());
     let client = client_with_limits(
         config,
@@ -152,7 +157,7 @@ pub async fn run(
                 a.advertise_url.clone(),
                 a.forward_token_file.clone(),
             )
-            .map_err(RunError::Adapter)?,
+            .map_err(RunError::Forwarder)?,
         )),
     };
     let adapter = match &options.metrics_adapter {
@@ -176,7 +181,7 @@ pub async fn run(
         .with_grace(options.lease_duration.div_ceil(3).max(1))
         .build()
         .await
-        .map_err(|e| RunError::Lease(e.to_string()))?;
+        .map_err(RunError::Lease)?;
     let (mut leader, lease_task) = lease.watch().await;
     let _ = ready_tx.send(true);
     tracing::info!(identity = %options.identity, lease = %options.lease_name, "waiting for leadership");
@@ -249,7 +254,7 @@ async fn start_adapter(
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let auth = DelegatedAuth::from_kube(client.clone())
         .await
-        .map_err(|e| RunError::Adapter(e.to_string()))?;
+        .map_err(RunError::AdapterAuth)?;
     let tls = match &options.cert_and_key {
         Some((cert, key)) => TlsSource::Files {
             cert: cert.clone(),
@@ -265,7 +270,7 @@ async fn start_adapter(
         Arc::new(CacheProvider::new(leader, forward)),
     )
     .await
-    .map_err(|e| RunError::Adapter(e.to_string()))?;
+    .map_err(RunError::Adapter)?;
     tracing::info!(addr = %adapter.local_addr(), "metrics adapter listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = adapter.run(stop).await {
@@ -399,14 +404,7 @@ async fn run_controller(
         .drain()
         .collect();
     for (_, slot) in slots {
-        if let Some(handle) = slot
-            .scale_loop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            handle.stop();
-        }
+        slot.stop_loop();
     }
     for w in target_watches {
         w.abort();

@@ -13,7 +13,7 @@ use ebb_metrics_adapter::{MetricValue, ProviderError};
 use ebb_scalers::ScalerError;
 use ebb_scalers::common::http::{HttpsClient, json_get, pooled_client, read_json_body, send};
 use ebb_scalers::common::quantity::parse_quantity;
-use ebb_scalers::common::tls::TlsSettings;
+use ebb_scalers::common::tls::{TlsError, TlsSettings};
 use ebb_scalers::params::mask_userinfo;
 use hyper::header::HeaderValue;
 use hyper::{StatusCode, Uri};
@@ -50,12 +50,10 @@ impl LeaderForwarder {
         lease_name: &str,
         own_url: String,
         token_file: PathBuf,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsError> {
         // The leader's certificate may be self-signed (one per replica): the channel is encrypted
         // and the leader checks our token; we do not verify its certificate.
-        let tls = TlsSettings::verifying(true)
-            .client_config()
-            .map_err(|e| format!("cannot set up TLS for leader forwarding: {e}"))?;
+        let tls = TlsSettings::verifying(true).client_config()?;
         let http = pooled_client(tls, Some(FORWARD_TIMEOUT));
         Ok(LeaderForwarder {
             leases: Api::namespaced(client, lease_namespace),

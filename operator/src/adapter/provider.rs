@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::adapter::leader_forward::LeaderForwarder;
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
-use crate::reconcile::Shared;
+use crate::context::Shared;
 
 /// The leader's shared state, present only while this replica leads.
 pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;

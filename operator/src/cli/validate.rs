@@ -5,16 +5,12 @@
 //! and every trigger's parameters. Objects under KEDA's `keda.sh/v1alpha1` are accepted too, so KEDA
 //! manifests can be checked before migrating.
 
-use std::collections::BTreeMap;
-
 use ebb_crds::validation::{FieldError, validate_spec};
-use ebb_crds::{
-    ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, TriggerAuthenticationSpec,
-    schema_check,
-};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, schema_check};
 
-use crate::compile::inputs::{self as trigger_inputs, Lookup, ObjectSource};
+use crate::cli::bundle::str_at;
+pub use crate::cli::bundle::{BundleObjects, CLUSTER_AUTH_NAMESPACE};
+use crate::compile::triggers::compile;
 use kube::CustomResourceExt;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -188,10 +184,6 @@ impl BundleReport {
     }
 }
 
-fn str_at<'a>(v: &'a Json, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Json::as_str)
-}
-
 /// How `ebb validate` treats references to objects that are not in its input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckOptions {
@@ -356,15 +348,11 @@ fn check_scaled_object(
         .namespace
         .clone()
         .unwrap_or_else(|| "default".to_string());
-    for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        // The same resolution the operator runs against the cluster, over the files given.
-        let inputs = futures::executor::block_on(trigger_inputs::resolve(
-            bundle,
-            &namespace,
-            &so.spec.scale_target_ref,
-            trigger,
-        ));
-        let at = format!("spec.triggers[{index}]");
+    // The same compilation the operator runs against the cluster, over the files given.
+    let compiled = futures::executor::block_on(compile(bundle, &namespace, so));
+    for (trigger, compiled) in so.spec.triggers.iter().zip(compiled) {
+        let inputs = &compiled.inputs;
+        let at = compiled.field();
         for missing in &inputs.missing {
             if options.strict {
                 report.problems.push(Problem {
@@ -383,25 +371,21 @@ fn check_scaled_object(
                 message: error.clone(),
             });
         }
-        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws) && trigger.type_ != "aws-sqs-queue"
+        let aws_types = aws_identity_types();
+        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws)
+            && !aws_types.contains(&trigger.type_.as_str())
         {
             report.warnings.push(format!(
-                "{at}.authenticationRef: podIdentity aws is only used by aws-sqs-queue triggers; {} ignores it",
+                "{at}.authenticationRef: podIdentity aws is only used by {} triggers; {} ignores it",
+                aws_types.join(" and "),
                 trigger.type_
             ));
         }
-        let parsed = ebb_scalers::parse_trigger(
-            index,
-            &trigger.type_,
-            &trigger.metadata,
-            inputs.auth_params.as_ref(),
-            inputs.env.as_ref(),
-        );
-        match parsed {
-            Ok(mut parsed) => {
-                for name in inputs.sensitive_params(trigger) {
-                    parsed.params.mark_secret(&name);
-                }
+        report
+            .warnings
+            .extend(compiled.warnings().iter().map(|w| format!("spec.{w}")));
+        match &compiled.parsed {
+            Ok(parsed) => {
                 report.warnings.extend(
                     parsed
                         .params
@@ -410,15 +394,15 @@ fn check_scaled_object(
                         .map(|w| format!("{at}.metadata.{w}")),
                 );
                 report.triggers.push(TriggerReport {
-                    index,
+                    index: compiled.index,
                     type_: trigger.type_.clone(),
-                    metric_name: Some(parsed.metric_name),
+                    metric_name: Some(parsed.metric_name.clone()),
                     params: Some(parsed.params.redacted_json()),
                     pod_identity: inputs.pod_identity,
                 });
             }
             Err(e) => {
-                for pe in e.errors {
+                for pe in &e.errors {
                     let field = if pe.param == "type" {
                         format!("{at}.type")
                     } else {
@@ -428,7 +412,7 @@ fn check_scaled_object(
                     report.problems.push(Problem { field, message });
                 }
                 report.triggers.push(TriggerReport {
-                    index,
+                    index: compiled.index,
                     type_: trigger.type_.clone(),
                     metric_name: None,
                     params: None,
@@ -439,155 +423,13 @@ fn check_scaled_object(
     }
 }
 
-/// The objects of a bundle that triggers may reference: Secrets, ConfigMaps, TriggerAuthentications,
-/// ClusterTriggerAuthentications and workloads (for their container env).
-#[derive(Default)]
-pub struct BundleObjects {
-    secrets: BTreeMap<(String, String), Result<BTreeMap<String, String>, String>>,
-    config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
-    trigger_auths: BTreeMap<(String, String), TriggerAuthenticationSpec>,
-    cluster_trigger_auths: BTreeMap<String, TriggerAuthenticationSpec>,
-    workloads: BTreeMap<(String, String, String), PodTemplateSpec>,
+/// The trigger types that read AWS credentials (their declaration has an `awsRegion`
+/// parameter), and so are the ones `podIdentity: aws` serves.
+fn aws_identity_types() -> Vec<&'static str> {
+    ebb_scalers::supported_types()
+        .filter(|t| ebb_scalers::declaration(t).is_some_and(|d| d.param("awsRegion").is_some()))
+        .collect()
 }
-
-impl BundleObjects {
-    /// Indexes the documents by kind, namespace and name.
-    pub fn from_documents(docs: &[InputDocument]) -> Self {
-        let mut b = BundleObjects::default();
-        for doc in docs {
-            let v = &doc.value;
-            let kind = str_at(v, "/kind").unwrap_or_default();
-            let api_version = str_at(v, "/apiVersion").unwrap_or_default();
-            let name = str_at(v, "/metadata/name").unwrap_or_default().to_string();
-            let ns = str_at(v, "/metadata/namespace").unwrap_or("default").to_string();
-            let ours = api_version == ebb_crds::API_VERSION || api_version == ebb_crds::KEDA_API_VERSION;
-            match (api_version, kind) {
-                ("v1", "Secret") => {
-                    b.secrets.insert((ns, name), decode_secret_json(v));
-                }
-                ("v1", "ConfigMap") => {
-                    let data = v
-                        .get("data")
-                        .and_then(Json::as_object)
-                        .map(|m| {
-                            m.iter()
-                                .filter_map(|(k, v)| Some((k.clone(), scalar_text(v)?)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    b.config_maps.insert((ns, name), data);
-                }
-                (_, "TriggerAuthentication") if ours => {
-                    if let Ok(spec) = serde_json::from_value(v.get("spec").cloned().unwrap_or_default()) {
-                        b.trigger_auths.insert((ns, name), spec);
-                    }
-                }
-                (_, "ClusterTriggerAuthentication") if ours => {
-                    if let Ok(spec) = serde_json::from_value(v.get("spec").cloned().unwrap_or_default()) {
-                        b.cluster_trigger_auths.insert(name, spec);
-                    }
-                }
-                (av, k)
-                    if av.starts_with("apps/")
-                        && matches!(k, "Deployment" | "StatefulSet" | "ReplicaSet") =>
-                {
-                    if let Some(Ok(t)) = v
-                        .pointer("/spec/template")
-                        .map(|t| serde_json::from_value(t.clone()))
-                    {
-                        b.workloads.insert((ns, k.to_string(), name), t);
-                    }
-                }
-                _ => {}
-            }
-        }
-        b
-    }
-}
-
-/// Renders a YAML scalar as the string Kubernetes would store (numbers and booleans as text).
-fn scalar_text(v: &Json) -> Option<String> {
-    match v {
-        Json::String(s) => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
-        Json::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn decode_secret_json(v: &Json) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for (k, val) in v.get("data").and_then(Json::as_object).into_iter().flatten() {
-        let text = val
-            .as_str()
-            .ok_or_else(|| format!("key {k:?} is not a base64 string"))?;
-        out.insert(k.clone(), trigger_inputs::decode_base64(k, text)?);
-    }
-    for (k, val) in v
-        .get("stringData")
-        .and_then(Json::as_object)
-        .into_iter()
-        .flatten()
-    {
-        out.insert(
-            k.clone(),
-            scalar_text(val).ok_or_else(|| format!("stringData key {k:?} is not text"))?,
-        );
-    }
-    Ok(out)
-}
-
-#[async_trait::async_trait]
-impl ObjectSource for BundleObjects {
-    async fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
-        match self.secrets.get(&(namespace.to_string(), name.to_string())) {
-            Some(Ok(data)) => Lookup::Found(data.clone()),
-            Some(Err(problem)) => Lookup::Unavailable(format!("Secret {namespace}/{name}: {problem}")),
-            None => Lookup::Missing,
-        }
-    }
-    async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
-        self.config_maps
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-            .map_or(Lookup::Missing, Lookup::Found)
-    }
-    async fn trigger_authentication(&self, namespace: &str, name: &str) -> Lookup<TriggerAuthenticationSpec> {
-        self.trigger_auths
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-            .map_or(Lookup::Missing, Lookup::Found)
-    }
-    async fn cluster_trigger_authentication(&self, name: &str) -> Lookup<TriggerAuthenticationSpec> {
-        self.cluster_trigger_auths
-            .get(name)
-            .cloned()
-            .map_or(Lookup::Missing, Lookup::Found)
-    }
-    async fn pod_template(
-        &self,
-        namespace: &str,
-        _api_version: &str,
-        kind: &str,
-        name: &str,
-    ) -> Lookup<PodTemplateSpec> {
-        self.workloads
-            .get(&(namespace.to_string(), kind.to_string(), name.to_string()))
-            .cloned()
-            .map_or(Lookup::Missing, Lookup::Found)
-    }
-    fn cluster_auth_namespace(&self) -> &str {
-        // Offline there is no operator namespace; ClusterTriggerAuthentication secrets are looked up
-        // in the namespace ebb's chart installs into by default.
-        CLUSTER_AUTH_NAMESPACE
-    }
-    fn missing_is_error(&self) -> bool {
-        false
-    }
-}
-
-/// Namespace assumed offline for ClusterTriggerAuthentication Secrets and ConfigMaps.
-pub const CLUSTER_AUTH_NAMESPACE: &str = "ebb-system";
 
 fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
     let Some(annotations) = value.pointer("/metadata/annotations").and_then(Json::as_object) else {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
-use crate::reconcile::{ObjectKey, Shared};
+use crate::context::{ObjectKey, Shared};
 use crate::scale::decision::{
     Activity, LoopMemory, Observation, PauseState, Reason, ScalingSpec, TriggerState, decide,
     fallback_replicas,

@@ -6,6 +6,8 @@
 //! - `health[].numberOfFailures` counts up to the fallback threshold (or 1 without fallback) and then
 //!   stays, so a long outage does not write on every poll; the live count is a Prometheus metric.
 
+pub mod writer;
+
 use std::collections::BTreeMap;
 
 use ebb_crds::conditions::{self, Condition, reason};

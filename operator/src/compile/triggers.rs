@@ -1,0 +1,197 @@
+//! A ScaledObject's triggers, compiled: each trigger's inputs resolved through an
+//! [`ObjectSource`], then parsed by its scaler declaration (typed parameters, metric name,
+//! thresholds), with every parameter whose value came from a Secret marked secret. `ebb validate`
+//! and the reconciler both call [`compile`]; what they do with a trigger that does not compile
+//! differs (a report per field, or one `Ready=False` message).
+
+use ebb_crds::{MetricType, ScaledObject, Trigger};
+use ebb_scalers::TriggerParseError;
+use ebb_scalers::registry::ParsedTrigger;
+
+use crate::compile::inputs::{ObjectSource, ResolvedInputs, resolve};
+
+/// One trigger of a ScaledObject, resolved and parsed.
+#[derive(Debug, Clone)]
+pub struct CompiledTrigger {
+    /// Index in `spec.triggers`.
+    pub index: usize,
+    /// Trigger type, as written.
+    pub trigger_type: String,
+    /// HPA target type of its metric.
+    pub metric_type: MetricType,
+    /// `useCachedMetrics`.
+    pub use_cached_metrics: bool,
+    /// Its resolved inputs: auth params, container env, what is missing or wrong, what is secret.
+    pub inputs: ResolvedInputs,
+    /// The parsed trigger (secret parameters marked), or each parameter problem.
+    pub parsed: Result<ParsedTrigger, TriggerParseError>,
+}
+
+impl CompiledTrigger {
+    /// `spec.triggers[<index>]`, the field path of the trigger.
+    pub fn field(&self) -> String {
+        format!("spec.triggers[{}]", self.index)
+    }
+
+    /// The parsed trigger, when its inputs resolved without error and it parsed.
+    pub fn usable(&self) -> Option<&ParsedTrigger> {
+        if !self.inputs.errors.is_empty() {
+            return None;
+        }
+        self.parsed.as_ref().ok()
+    }
+
+    /// Why the trigger cannot be used, as one line naming the trigger (secret values hidden):
+    /// the input problems when there are any, else the parameter problems.
+    pub fn problem(&self) -> Option<String> {
+        if !self.inputs.errors.is_empty() {
+            return Some(format!(
+                "{} ({}): {}",
+                self.field(),
+                self.trigger_type,
+                self.inputs.errors.join("; ")
+            ));
+        }
+        match &self.parsed {
+            Ok(_) => None,
+            Err(e) => Some(self.inputs.scrub(&format!("spec.{e}"))),
+        }
+    }
+
+    /// Configuration that works but often surprises, from the trigger's declaration, each
+    /// prefixed with `triggers[<index>]: `. Empty when the trigger did not parse.
+    pub fn warnings(&self) -> Vec<String> {
+        match &self.parsed {
+            Ok(parsed) => parsed
+                .warnings()
+                .into_iter()
+                .map(|w| format!("triggers[{}]: {w}", self.index))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Compiles every trigger of `so`, whose objects are looked up in `namespace` through `source`.
+pub async fn compile(source: &dyn ObjectSource, namespace: &str, so: &ScaledObject) -> Vec<CompiledTrigger> {
+    let mut out = Vec::with_capacity(so.spec.triggers.len());
+    for (index, trigger) in so.spec.triggers.iter().enumerate() {
+        let inputs = resolve(source, namespace, &so.spec.scale_target_ref, trigger).await;
+        out.push(compile_one(index, trigger, inputs));
+    }
+    out
+}
+
+/// Parses one trigger from its resolved inputs and marks the parameters that came from a Secret.
+pub fn compile_one(index: usize, trigger: &Trigger, inputs: ResolvedInputs) -> CompiledTrigger {
+    let parsed = ebb_scalers::parse_trigger(
+        index,
+        &trigger.type_,
+        &trigger.metadata,
+        inputs.auth_params.as_ref(),
+        inputs.env.as_ref(),
+    )
+    .map(|mut parsed| {
+        for name in inputs.sensitive_params(trigger) {
+            parsed.params.mark_secret(&name);
+        }
+        parsed
+    });
+    CompiledTrigger {
+        index,
+        trigger_type: trigger.type_.clone(),
+        metric_type: trigger.metric_type,
+        use_cached_metrics: trigger.use_cached_metrics,
+        inputs,
+        parsed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::validate::{BundleObjects, read_documents};
+
+    fn compiled(yaml: &str) -> Vec<CompiledTrigger> {
+        let docs = read_documents("t.yaml", yaml).unwrap();
+        let bundle = BundleObjects::from_documents(&docs);
+        let so: ScaledObject = serde_json::from_value(docs[0].value.clone()).unwrap();
+        futures::executor::block_on(compile(&bundle, "default", &so))
+    }
+
+    fn rabbit(metadata: &str) -> String {
+        format!(
+            r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledObject
+metadata: {{name: x}}
+spec:
+  scaleTargetRef: {{name: w}}
+  triggers:
+  - type: rabbitmq
+    metadata: {metadata}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: w}}
+spec:
+  template:
+    spec:
+      containers:
+      - name: c
+        env:
+        - {{name: X, value: "amqp://h/"}}
+"#
+        )
+    }
+
+    #[test]
+    fn amqp_queue_length_is_warned_about() {
+        let warnings = |metadata: &str| {
+            let t = compiled(&rabbit(metadata));
+            assert!(t[0].problem().is_none(), "{:?}", t[0].problem());
+            t[0].warnings()
+        };
+        let w = warnings(r#"{host: "amqp://h/", queueName: q}"#);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("triggers[0]: "), "{w:?}");
+        assert!(warnings(r#"{host: "http://h/", queueName: q}"#).is_empty());
+        assert!(warnings(r#"{host: "amqp://h/", protocol: http, queueName: q}"#).is_empty());
+        assert_eq!(
+            warnings(r#"{hostFromEnv: X, protocol: amqp, queueName: q}"#).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn problems_name_the_trigger_and_hide_secrets() {
+        let yaml = r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledObject
+metadata: {name: x}
+spec:
+  scaleTargetRef: {name: w}
+  triggers:
+  - type: metrics-api
+    metadata: {url: "http://s/", valueLocation: v, targetValue: "-1"}
+  - type: nope
+    metadata: {}
+"#;
+        let t = compiled(yaml);
+        assert!(t[0].usable().is_none());
+        let p0 = t[0].problem().unwrap();
+        assert!(
+            p0.starts_with("spec.triggers[0] (metrics-api): targetValue"),
+            "{p0}"
+        );
+        assert!(
+            t[1].problem()
+                .unwrap()
+                .starts_with("spec.triggers[1] (nope): type")
+        );
+        let ok = compiled(&yaml.replace("\"-1\"", "\"5\""));
+        let parsed = ok[0].usable().expect("parses");
+        assert_eq!(parsed.metric_name, "s0-metrics-api-v");
+        assert_eq!(parsed.thresholds.target, 5.0);
+    }
+}

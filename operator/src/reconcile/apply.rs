@@ -1,0 +1,301 @@
+//! The reconciler's executor: it makes the lookups ([`observe`]: compiling the triggers and
+//! building their scalers, resolving the target, conflicts, the replica count, the live HPA),
+//! asks [`plan::plan`] what to do, and does it (HPA apply or delete, the scale loop, Events, the
+//! status). [`cleanup`] undoes ebb's work when an object with a finalizer is deleted.
+
+use std::sync::{Arc, PoisonError};
+
+use ebb_crds::ScaledObject;
+use ebb_crds::conditions;
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use crate::compile::cluster_objects::ClusterObjects;
+use crate::compile::triggers::compile;
+use crate::context::{ObjectKey, ObjectSlot, Shared};
+use crate::reconcile::hpa::HpaMetric;
+use crate::reconcile::plan::{self, Facts, HpaStep, InvalidTriggers, LoopSettings, LoopStep, TriggerFacts};
+use crate::reconcile::{Error, conflicts};
+use crate::scale::decision::{LoopMemory, ScalingSpec, restore_on_delete};
+use crate::scale::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
+use crate::scale::targets::TargetError;
+use crate::status::condition_status;
+use crate::status::writer::FIELD_MANAGER;
+
+/// `namespace/name` of a ScaledObject.
+pub fn key_of(so: &ScaledObject) -> ObjectKey {
+    (so.namespace().unwrap_or_default(), so.name_any())
+}
+
+/// One reconcile pass over a live (not deleted) ScaledObject.
+pub async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
+    let key = key_of(&so);
+    let slot = shared.slot(&key);
+    {
+        let mut book = slot.status.lock().await;
+        if book.written.is_none() {
+            book.written = so.status.clone();
+        }
+    }
+    let remembered = *slot
+        .original_replicas
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let (facts, triggers) = observe(&so, shared, remembered).await;
+    let plan = plan::plan(&facts);
+    if let Some(n) = plan.remember_original {
+        *slot
+            .original_replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(n);
+    }
+    // The reconciler's view goes into the status book before a loop starts, so that the loop's
+    // first poll writes the whole status at once (one write for a new object, not two).
+    {
+        let mut book = slot.status.lock().await;
+        book.reconcile = Some(plan.view);
+        if plan.clear_loop_view {
+            book.loop_view = None;
+        }
+    }
+    let mut loop_polls_now = false;
+    match plan.scale_loop {
+        LoopStep::Run(settings) => {
+            apply_hpa(shared, &key.0, plan.hpa).await?;
+            let cfg = loop_config(&so, key.clone(), settings, triggers);
+            loop_polls_now = ensure_loop(shared, &slot, &so, cfg);
+        }
+        LoopStep::Stop => {
+            slot.stop_loop();
+            apply_hpa(shared, &key.0, plan.hpa).await?;
+        }
+    }
+    for e in plan.events {
+        shared.event(&so, e.type_, e.reason, e.note).await;
+    }
+    // Status: written here unless the loop is about to poll and write it anyway.
+    if !loop_polls_now {
+        shared.write_status(&key).await?;
+    }
+    Ok(Action::requeue(plan.requeue))
+}
+
+/// Makes the lookups in order, each only while nothing blocks the object yet. Returns the facts
+/// and, when the triggers compiled, their scalers for the loop.
+async fn observe<'a>(
+    so: &'a ScaledObject,
+    shared: &Shared,
+    remembered: Option<i32>,
+) -> (Facts<'a>, Vec<LoopTrigger>) {
+    let mut facts = Facts::new(so, shared.hpa.version, remembered);
+    let mut loop_triggers = Vec::new();
+    if plan::spec_problem(so).is_none() {
+        facts.triggers = Some(build_triggers(so, shared).await.map(|(t, l)| {
+            loop_triggers = l;
+            t
+        }));
+    }
+    let ns = so.namespace().unwrap_or_default();
+    if facts.blocked().is_none() {
+        let r = &so.spec.scale_target_ref;
+        let target = shared
+            .targets
+            .resolve(&ns, r.api_version_or_default(), r.kind_or_default(), &r.name)
+            .await;
+        facts.target = Some(target);
+    }
+    if facts.blocked().is_none()
+        && let Some(Ok(target)) = &facts.target
+    {
+        facts.conflict = Some(conflicts::detect(shared, so, target));
+        if facts.blocked().is_none() && facts.known_original().is_none() {
+            facts.current_replicas = Some(shared.targets.replicas(target).await);
+        }
+    }
+    facts.live_hpa = shared.hpas.get(&ns, &facts.hpa_name());
+    (facts, loop_triggers)
+}
+
+/// Compiles every trigger (the same path as `ebb validate`, over the cluster) and builds its
+/// scaler. Problems name the trigger index, type and parameter, never a secret value.
+async fn build_triggers(
+    so: &ScaledObject,
+    shared: &Shared,
+) -> Result<(TriggerFacts, Vec<LoopTrigger>), InvalidTriggers> {
+    let source = ClusterObjects {
+        client: shared.client.clone(),
+        cluster_auth_namespace: shared.cluster_auth_namespace.clone(),
+    };
+    let compiled = compile(&source, &so.namespace().unwrap_or_default(), so).await;
+    let mut facts = TriggerFacts::default();
+    let mut triggers = Vec::new();
+    let mut problems = Vec::new();
+    for c in &compiled {
+        if let Some(problem) = c.problem() {
+            problems.push(problem);
+            continue;
+        }
+        let Some(parsed) = c.usable() else { continue };
+        match shared.scalers.build(parsed) {
+            Ok(scaler) => {
+                facts.metrics.push(HpaMetric {
+                    name: parsed.metric_name.clone(),
+                    target: parsed.thresholds.target,
+                    metric_type: c.metric_type,
+                });
+                facts.warnings.extend(c.warnings());
+                triggers.push(LoopTrigger {
+                    metric_name: parsed.metric_name.clone(),
+                    scaler,
+                    thresholds: parsed.thresholds,
+                    use_cached_metrics: c.use_cached_metrics,
+                });
+            }
+            Err(e) => problems.push(
+                c.inputs
+                    .scrub(&format!("{} ({}): {e}", c.field(), c.trigger_type)),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok((facts, triggers))
+    } else {
+        Err(InvalidTriggers(problems))
+    }
+}
+
+/// Applies (server-side, forced) or deletes the HPA as planned.
+async fn apply_hpa(shared: &Shared, ns: &str, step: HpaStep) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), ns, &shared.hpa.resource);
+    match step {
+        HpaStep::Leave => Ok(()),
+        HpaStep::Apply { name, desired } => {
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+            Ok(())
+        }
+        HpaStep::Delete { name } => match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+fn loop_config(so: &ScaledObject, key: ObjectKey, s: LoopSettings, triggers: Vec<LoopTrigger>) -> LoopConfig {
+    LoopConfig {
+        key,
+        uid: so.uid().unwrap_or_default(),
+        created: creation_time(so),
+        spec: ScalingSpec::from_spec(&so.spec),
+        triggers,
+        target: s.target,
+        pause: s.pause,
+        force_activation: s.force_activation,
+        polling_interval: s.polling_interval,
+        fingerprint: s.fingerprint,
+    }
+}
+
+fn creation_time(so: &ScaledObject) -> Timestamp {
+    so.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now)
+}
+
+/// Starts the object's loop or hands it the new config; true when the loop will poll (and write
+/// the status) at once: a new loop without a start-up delay, or a changed config.
+fn ensure_loop(shared: &Arc<Shared>, slot: &Arc<ObjectSlot>, so: &ScaledObject, cfg: LoopConfig) -> bool {
+    let mut current = slot.scale_loop.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = current.as_ref()
+        && !handle.is_finished()
+    {
+        return handle.update(cfg);
+    }
+    let memory = LoopMemory {
+        last_active: initial_last_active(so),
+        consecutive_failures: 0,
+    };
+    let immediate = first_delay(shared.started.elapsed(), &cfg).is_zero();
+    *current = Some(LoopHandle::spawn(shared.clone(), cfg, memory));
+    immediate
+}
+
+/// Where the cooldown starts after a restart or failover: the status' lastActiveTime, or now when
+/// the object was active (conservative: a new leader never scales in early).
+fn initial_last_active(so: &ScaledObject) -> Option<Timestamp> {
+    let status = so.status.as_ref();
+    if condition_status(status, conditions::ACTIVE) == Some("True") {
+        return Some(Timestamp::now());
+    }
+    status
+        .and_then(|s| s.last_active_time.as_deref())
+        .and_then(|t| t.parse().ok())
+}
+
+/// Undoes ebb's work for an object being deleted: stops its loop, deletes the HPA it owns,
+/// restores the original replica count when asked to, and forgets the object.
+pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
+    let key = key_of(&so);
+    let slot = shared.slot(&key);
+    slot.stop_loop();
+    let restore = so
+        .spec
+        .advanced
+        .as_ref()
+        .is_some_and(|a| a.restore_to_original_replica_count);
+    let original = so.status.as_ref().and_then(|s| s.original_replica_count).or(*slot
+        .original_replicas
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner));
+    let hpa_name = so
+        .status
+        .as_ref()
+        .and_then(|s| s.hpa_name.clone())
+        .unwrap_or_else(|| so.hpa_name());
+    let uid = so.uid().unwrap_or_default();
+    let owned = shared
+        .hpas
+        .get(&key.0, &hpa_name)
+        .is_some_and(|h| h.owner_references.iter().any(|o| o.uid == uid));
+    if owned {
+        apply_hpa(shared, &key.0, HpaStep::Delete { name: hpa_name }).await?;
+    }
+    if restore && let Some(original) = original {
+        let r = &so.spec.scale_target_ref;
+        match shared
+            .targets
+            .resolve(&key.0, r.api_version_or_default(), r.kind_or_default(), &r.name)
+            .await
+        {
+            Ok(target) => {
+                let current = shared.targets.replicas(&target).await.ok();
+                if let Some(n) = restore_on_delete(true, Some(original), current.unwrap_or(-1)) {
+                    shared.targets.set_replicas(&target, n).await?;
+                    shared.metrics.scale_action("restore");
+                    shared
+                        .event(
+                            &so,
+                            EventType::Normal,
+                            "ReplicasRestored",
+                            format!("restored {} to {n} replicas", r.name),
+                        )
+                        .await;
+                }
+            }
+            Err(TargetError::NotFound { .. } | TargetError::UnknownKind { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    shared.forget(&key);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,224 @@
+//! Conflict detection: another ScaledObject (created earlier, or at the same time with a smaller
+//! name) or an HPA that ebb does not own already scales the target. [`check`] is pure over what
+//! the caches hold; [`detect`] looks the candidates up in the watch-fed indexes and calls it.
+
+use std::sync::Arc;
+
+use ebb_crds::ScaledObject;
+use ebb_crds::annotations::{self, flag};
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::cache::hpas::CachedHpa;
+use crate::context::Shared;
+use crate::reconcile::hpa::targets as hpa_targets;
+use crate::scale::targets::TargetRef;
+
+/// Someone else already scales the target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// An older ScaledObject points at the same target.
+    #[error("{target} is already scaled by ScaledObject {other}")]
+    ScaledObject {
+        /// `Kind namespace/name` of the target.
+        target: String,
+        /// The other ScaledObject's name.
+        other: String,
+    },
+    /// An HPA ebb does not own scales the target, and adopting it is not allowed.
+    #[error(
+        "{target} is already scaled by HorizontalPodAutoscaler {hpa}; set annotation {}: \"true\" to adopt it",
+        annotations::TRANSFER_HPA_OWNERSHIP
+    )]
+    ForeignHpa {
+        /// `Kind namespace/name` of the target.
+        target: String,
+        /// The HPA's name.
+        hpa: String,
+    },
+}
+
+/// Looks up the ScaledObjects and HPAs pointing at `target` and [`check`]s them.
+pub fn detect(shared: &Shared, so: &ScaledObject, target: &TargetRef) -> Result<Option<String>, Conflict> {
+    let others: Vec<Arc<ScaledObject>> = shared
+        .so_targets
+        .candidates(&target.namespace, &target.name)
+        .into_iter()
+        .filter_map(|name| {
+            shared
+                .so_store
+                .get(&ObjectRef::new(&name).within(&target.namespace))
+        })
+        .collect();
+    let hpas = shared.hpas.targeting(&target.namespace, &target.name);
+    check(so, target, &others, &hpas)
+}
+
+/// Whether `so` may scale `target`, given the other ScaledObjects and the HPAs that may point at
+/// it. `Ok(Some(name))`: adopt the HPA `name` (`transfer-hpa-ownership`), `Ok(None)`: use the
+/// default HPA name.
+pub fn check(
+    so: &ScaledObject,
+    target: &TargetRef,
+    others: &[Arc<ScaledObject>],
+    hpas: &[Arc<CachedHpa>],
+) -> Result<Option<String>, Conflict> {
+    let described = format!("{} {}/{}", target.kind, target.namespace, target.name);
+    let me = (so.metadata.creation_timestamp.clone(), so.name_any());
+    for other in others {
+        if other.uid() == so.uid()
+            || other.namespace() != so.namespace()
+            || other.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let r = &other.spec.scale_target_ref;
+        let same = r.name == target.name
+            && r.kind_or_default() == target.kind
+            && group(r.api_version_or_default()) == group(&target.api_version);
+        if same && (other.metadata.creation_timestamp.clone(), other.name_any()) < me {
+            return Err(Conflict::ScaledObject {
+                target: described,
+                other: other.name_any(),
+            });
+        }
+    }
+    let my_uid = so.uid().unwrap_or_default();
+    let transfer = flag(
+        so.metadata.annotations.as_ref(),
+        annotations::TRANSFER_HPA_OWNERSHIP,
+    );
+    for hpa in hpas {
+        if !hpa_targets(&hpa.drift_view(), &target.api_version, &target.kind, &target.name) {
+            continue;
+        }
+        if hpa.owner_references.iter().any(|o| o.uid == my_uid) {
+            // An HPA adopted through transfer-hpa-ownership keeps its own name.
+            let adopted = hpa.name != so.hpa_name() && transfer;
+            return Ok(adopted.then(|| hpa.name.clone()));
+        }
+        if hpa.owner_references.iter().any(|o| o.kind == "ScaledObject") {
+            continue; // the ScaledObject check above names it
+        }
+        if transfer {
+            return Ok(Some(hpa.name.clone()));
+        }
+        return Err(Conflict::ForeignHpa {
+            target: described,
+            hpa: hpa.name.clone(),
+        });
+    }
+    Ok(None)
+}
+
+fn group(api_version: &str) -> &str {
+    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::DynamicObject;
+    use serde_json::json;
+
+    fn so(name: &str, uid: &str, created: &str, target: &str) -> Arc<ScaledObject> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": name, "namespace": "ns", "uid": uid, "creationTimestamp": created},
+                "spec": {"scaleTargetRef": {"name": target}, "triggers": [{"type": "t", "metadata": {}}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn target() -> TargetRef {
+        TargetRef {
+            namespace: "ns".into(),
+            name: "w".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+        }
+    }
+
+    fn hpa(name: &str, owner: Option<(&str, &str)>) -> Arc<CachedHpa> {
+        let owners: Vec<_> = owner
+            .into_iter()
+            .map(|(kind, uid)| json!({"apiVersion": "ebb.dev/v1alpha1", "kind": kind, "name": "o", "uid": uid}))
+            .collect();
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": owners},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"}}
+        }))
+        .unwrap();
+        Arc::new(CachedHpa::from_object(&obj))
+    }
+
+    const T1: &str = "2024-01-01T00:00:00Z";
+    const T2: &str = "2024-01-02T00:00:00Z";
+
+    #[test]
+    fn an_older_scaled_object_wins() {
+        let me = so("b", "u-b", T2, "w");
+        let older = so("a", "u-a", T1, "w");
+        let e = check(&me, &target(), &[older.clone(), me.clone()], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Deployment ns/w is already scaled by ScaledObject a"
+        );
+        // The older one is not blocked by the newer one.
+        assert_eq!(
+            check(&older, &target(), &[me.clone(), older.clone()], &[]),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn same_age_the_smaller_name_wins_and_other_targets_do_not_count() {
+        let a = so("a", "u-a", T1, "w");
+        let b = so("b", "u-b", T1, "w");
+        assert!(check(&b, &target(), std::slice::from_ref(&a), &[]).is_err());
+        assert_eq!(check(&a, &target(), std::slice::from_ref(&b), &[]), Ok(None));
+        let elsewhere = so("a", "u-a", T1, "other");
+        assert_eq!(check(&b, &target(), &[elsewhere], &[]), Ok(None));
+    }
+
+    #[test]
+    fn a_foreign_hpa_conflicts_unless_adoption_is_allowed() {
+        let me = so("b", "u-b", T1, "w");
+        let foreign = hpa("theirs", None);
+        let e = check(&me, &target(), &[], std::slice::from_ref(&foreign)).unwrap_err();
+        assert!(matches!(e, Conflict::ForeignHpa { ref hpa, .. } if hpa == "theirs"));
+        assert!(e.to_string().contains("transfer-hpa-ownership"), "{e}");
+
+        let mut adopting = (*me).clone();
+        adopting.metadata.annotations = Some(
+            [(
+                annotations::TRANSFER_HPA_OWNERSHIP.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            check(&adopting, &target(), &[], std::slice::from_ref(&foreign)),
+            Ok(Some("theirs".into()))
+        );
+        // Once adopted (owned by us), it keeps its name.
+        let adopted = hpa("theirs", Some(("ScaledObject", "u-b")));
+        assert_eq!(
+            check(&adopting, &target(), &[], &[adopted]),
+            Ok(Some("theirs".into()))
+        );
+    }
+
+    #[test]
+    fn own_hpa_and_other_scaled_objects_hpas_are_not_conflicts() {
+        let me = so("b", "u-b", T1, "w");
+        let own = hpa(&me.hpa_name(), Some(("ScaledObject", "u-b")));
+        assert_eq!(check(&me, &target(), &[], &[own]), Ok(None));
+        let others = hpa("x", Some(("ScaledObject", "u-other")));
+        assert_eq!(check(&me, &target(), &[], &[others]), Ok(None));
+    }
+}
