@@ -349,3 +349,387 @@ fn metric_key(config: &LoopConfig, metric: &str) -> MetricKey {
         metric: metric.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use ebb_crds::{Fallback, FallbackBehavior};
+    use ebb_scalers::{MetricTarget, ScalerError, TriggerSample};
+
+    use super::*;
+    use crate::adapter::metric_cache::MetricCache;
+    use crate::infra::telemetry::OperatorMetrics;
+    use crate::scale::outcome::{Activity, EventKind, EventNote};
+    use crate::scale::targets::TargetError;
+
+    /// A scaler that answers what the test last told it to.
+    struct FakeScaler {
+        answer: Mutex<Result<TriggerSample, ScalerError>>,
+        samples: AtomicUsize,
+    }
+
+    impl FakeScaler {
+        fn new() -> Arc<Self> {
+            Arc::new(FakeScaler {
+                answer: Mutex::new(Ok(TriggerSample {
+                    value: 0.0,
+                    active: false,
+                })),
+                samples: AtomicUsize::new(0),
+            })
+        }
+        fn answer(&self, value: f64, active: bool) {
+            *self.answer.lock().unwrap() = Ok(TriggerSample { value, active });
+        }
+        fn fail(&self) {
+            *self.answer.lock().unwrap() =
+                Err(ScalerError::unreachable("http://source", "connection refused"));
+        }
+    }
+
+    #[async_trait]
+    impl Scaler for FakeScaler {
+        fn trigger_type(&self) -> &'static str {
+            "fake"
+        }
+        fn metric_target(&self) -> MetricTarget {
+            MetricTarget { target_value: 10.0 }
+        }
+        async fn sample(&self) -> Result<TriggerSample, ScalerError> {
+            self.samples.fetch_add(1, Ordering::SeqCst);
+            self.answer.lock().unwrap().clone()
+        }
+    }
+
+    /// A target whose replica count lives in memory; records every write.
+    struct FakeTarget {
+        replicas: Mutex<i32>,
+        writes: Mutex<Vec<i32>>,
+        unreadable: AtomicBool,
+    }
+
+    #[async_trait]
+    impl TargetReplicas for FakeTarget {
+        async fn replicas(&self, target: &TargetRef) -> Result<i32, TargetError> {
+            if self.unreadable.load(Ordering::SeqCst) {
+                return Err(TargetError::NotFound {
+                    kind: target.kind.clone(),
+                    namespace: target.namespace.clone(),
+                    name: target.name.clone(),
+                });
+            }
+            Ok(*self.replicas.lock().unwrap())
+        }
+        async fn set_replicas(&self, _target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+            *self.replicas.lock().unwrap() = replicas;
+            self.writes.lock().unwrap().push(replicas);
+            Ok(())
+        }
+    }
+
+    struct FakeHost {
+        target: FakeTarget,
+        now: Mutex<Timestamp>,
+        exists: AtomicBool,
+        cache: MetricCache,
+        events: Mutex<Vec<EventNote>>,
+        statuses: Mutex<Vec<LoopView>>,
+        telemetry: OperatorMetrics,
+    }
+
+    #[async_trait]
+    impl LoopHost for FakeHost {
+        type Targets = FakeTarget;
+        fn targets(&self) -> &FakeTarget {
+            &self.target
+        }
+        fn now(&self) -> Timestamp {
+            *self.now.lock().unwrap()
+        }
+        fn object_exists(&self, _key: &ObjectKey) -> bool {
+            self.exists.load(Ordering::SeqCst)
+        }
+        fn forget(&self, key: &ObjectKey) {
+            self.cache.remove_object(&key.0, &key.1);
+        }
+        fn put_metric(&self, key: MetricKey, metric: CachedMetric) {
+            self.cache.put(key, metric);
+        }
+        async fn record_event(&self, _reference: &ObjectReference, event: &EventNote) {
+            self.events.lock().unwrap().push(event.clone());
+        }
+        async fn report_status(&self, _key: &ObjectKey, view: LoopView) {
+            self.statuses.lock().unwrap().push(view);
+        }
+        fn telemetry(&self) -> &OperatorMetrics {
+            &self.telemetry
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn host(replicas: i32) -> FakeHost {
+        FakeHost {
+            target: FakeTarget {
+                replicas: Mutex::new(replicas),
+                writes: Mutex::default(),
+                unreadable: AtomicBool::new(false),
+            },
+            now: Mutex::new(t(0)),
+            exists: AtomicBool::new(true),
+            cache: MetricCache::default(),
+            events: Mutex::default(),
+            statuses: Mutex::default(),
+            telemetry: OperatorMetrics::new(),
+        }
+    }
+
+    impl FakeHost {
+        fn at(&self, secs: i64) -> &Self {
+            *self.now.lock().unwrap() = t(secs);
+            self
+        }
+        fn writes(&self) -> Vec<i32> {
+            self.target.writes.lock().unwrap().clone()
+        }
+        fn reasons(&self) -> Vec<&'static str> {
+            self.events.lock().unwrap().iter().map(|e| e.reason).collect()
+        }
+        fn last_status(&self) -> LoopView {
+            self.statuses.lock().unwrap().last().cloned().expect("a status")
+        }
+        fn cached(&self) -> Option<CachedMetric> {
+            self.cache.get(&MetricKey {
+                namespace: "ns".into(),
+                scaled_object: "so".into(),
+                metric: "s0-fake".into(),
+            })
+        }
+    }
+
+    /// min 0, max 10, cooldown 300 s, created at t(0), one trigger with target 10.
+    fn config(scaler: Arc<FakeScaler>) -> LoopConfig {
+        LoopConfig {
+            key: ("ns".into(), "so".into()),
+            uid: "uid-1".into(),
+            created: t(0),
+            spec: ScalingSpec {
+                min: 0,
+                max: 10,
+                idle: None,
+                cooldown: Duration::from_secs(300),
+                initial_cooldown: Duration::ZERO,
+                fallback: None,
+            },
+            triggers: vec![LoopTrigger {
+                metric_name: "s0-fake".into(),
+                scaler,
+                thresholds: Thresholds {
+                    target: 10.0,
+                    activation: 0.0,
+                },
+                use_cached_metrics: false,
+            }],
+            target: TargetRef {
+                namespace: "ns".into(),
+                name: "web".into(),
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                plural: "deployments".into(),
+            },
+            pause: PauseState::default(),
+            force_activation: false,
+            polling_interval: Duration::from_secs(1),
+            fingerprint: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_active_sample_activates_from_zero() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler);
+        let h = host(0);
+        let mut memory = TickMemory::default();
+        tick(h.at(5), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![1]);
+        assert_eq!(h.reasons(), vec!["Activated"]);
+        assert_eq!(
+            h.events.lock().unwrap()[0].note,
+            "scaled Deployment web from 0 to 1 replicas"
+        );
+        let cached = h.cached().expect("the sample is served");
+        assert_eq!((cached.value, cached.failed), (7.0, false));
+        let status = h.last_status();
+        assert_eq!(
+            (status.activity, status.last_active),
+            (Activity::Active, Some(t(5)))
+        );
+        // Active at 1: the HPA owns the count, nothing more to write.
+        tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn scales_to_zero_only_after_the_cooldown() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler.clone());
+        let h = host(3);
+        let mut memory = TickMemory::default();
+        tick(h.at(100), &cfg, &mut memory).await;
+        scaler.answer(0.0, false);
+        tick(h.at(200), &cfg, &mut memory).await;
+        tick(h.at(399), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), Vec::<i32>::new(), "inside the cooldown");
+        assert_eq!(h.last_status().activity, Activity::Inactive { in_cooldown: true });
+        tick(h.at(400), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![0]);
+        assert_eq!(h.reasons(), vec!["ScaledToZero"]);
+        assert_eq!(h.last_status().last_active, Some(t(100)));
+    }
+
+    #[tokio::test]
+    async fn a_failing_trigger_with_fallback_writes_and_serves_the_fallback() {
+        let scaler = FakeScaler::new();
+        scaler.fail();
+        let mut cfg = config(scaler.clone());
+        cfg.spec.fallback = Some(Fallback {
+            failure_threshold: 2,
+            replicas: 3,
+            behavior: FallbackBehavior::Static,
+        });
+        let h = host(1);
+        let mut memory = TickMemory::default();
+        tick(h.at(1), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), Vec::<i32>::new(), "below the threshold");
+        assert_eq!(h.reasons(), vec!["TriggerFailing"]);
+        assert_eq!(h.events.lock().unwrap()[0].kind, EventKind::Warning);
+        assert!(h.cached().is_none(), "no value to serve yet");
+        tick(h.at(2), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![3]);
+        assert_eq!(
+            h.reasons(),
+            vec!["TriggerFailing", "FallbackEngaged", "FallbackReplicas"]
+        );
+        // The HPA sees 3 replicas × the target of 10.
+        let cached = h.cached().expect("the fallback value is served");
+        assert_eq!((cached.value, cached.failed), (30.0, true));
+        let status = h.last_status();
+        assert!(status.fallback);
+        assert_eq!(status.triggers[0].failures, 2);
+        assert!(
+            status.triggers[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("connection refused")
+        );
+        scaler.answer(4.0, true);
+        tick(h.at(3), &cfg, &mut memory).await;
+        assert_eq!(
+            h.reasons()[3..],
+            ["TriggerRecovered", "FallbackCleared"],
+            "recovery"
+        );
+        assert_eq!(h.cached().map(|c| (c.value, c.failed)), Some((4.0, false)));
+        assert!(!h.last_status().fallback);
+    }
+
+    #[tokio::test]
+    async fn a_failing_trigger_without_fallback_never_scales_in() {
+        let scaler = FakeScaler::new();
+        scaler.fail();
+        let cfg = config(scaler);
+        let h = host(4);
+        let mut memory = TickMemory::from(LoopMemory {
+            last_active: Some(t(0)),
+            consecutive_failures: 0,
+        });
+        for secs in [1_000, 10_000, 100_000] {
+            tick(h.at(secs), &cfg, &mut memory).await;
+        }
+        assert_eq!(h.writes(), Vec::<i32>::new());
+        assert_eq!(
+            h.reasons(),
+            vec!["TriggerFailing"],
+            "one Event per failure, not per poll"
+        );
+        let status = h.last_status();
+        assert_eq!((status.activity, status.fallback), (Activity::Unknown, false));
+        assert_eq!(status.triggers[0].failures, 3);
+    }
+
+    #[tokio::test]
+    async fn paused_holds_and_does_not_sample() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let mut cfg = config(scaler.clone());
+        cfg.pause.paused = true;
+        let h = host(0);
+        let mut memory = TickMemory::default();
+        tick(h.at(1), &cfg, &mut memory).await;
+        tick(h.at(2), &cfg, &mut memory).await;
+        assert_eq!(
+            h.writes(),
+            Vec::<i32>::new(),
+            "an active trigger does not unpause"
+        );
+        assert_eq!(scaler.samples.load(Ordering::SeqCst), 0);
+        assert_eq!(h.last_status().activity, Activity::Paused);
+        // paused-replicas holds its count.
+        cfg.pause.paused_replicas = Some(2);
+        tick(h.at(3), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![2]);
+        assert_eq!(h.reasons(), vec!["PausedReplicas"]);
+        tick(h.at(4), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_target_still_feeds_the_poll_cache_but_decides_nothing() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler);
+        let h = host(0);
+        h.target.unreadable.store(true, Ordering::SeqCst);
+        let mut memory = TickMemory::default();
+        tick(h.at(1), &cfg, &mut memory).await;
+        assert_eq!(h.cached().map(|c| c.value), Some(7.0));
+        assert!(h.writes().is_empty() && h.statuses.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_loop_ends_itself_when_its_object_is_gone() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let h = Arc::new(host(0));
+        let handle = LoopHandle::start(h.clone(), config(scaler), LoopMemory::default(), Duration::ZERO);
+        // The first tick happens at once and activates.
+        for _ in 0..200 {
+            if !h.writes().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(h.writes(), vec![1]);
+        h.exists.store(false, Ordering::SeqCst);
+        handle.update(LoopConfig {
+            fingerprint: 2,
+            ..config(FakeScaler::new())
+        });
+        for _ in 0..200 {
+            if handle.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(handle.is_finished());
+        assert!(h.cached().is_none(), "forgotten");
+    }
+}
