@@ -1,6 +1,8 @@
-//! What one tick of the scale loop does, as data: [`crate::scale::decision::decide`] returns an
-//! [`Outcome`] and the loop executes it (the `/scale` write, poll-cache values, Events), reporting
-//! the [`Transitions`] it names.
+//! What one tick of the scale loop decides, as data: the replica [`Decision`] (with its
+//! [`Activity`] and [`Reason`]), and the whole [`Outcome`] that
+//! [`crate::scale::decision::decide`] returns and the loop executes — the `/scale` write
+//! ([`ReplicaWrite`]), the values the metrics adapter serves ([`MetricWrite`], the HPA fallback
+//! value included), the Events to record ([`EventNote`]) and what changed ([`Transitions`]).
 
 /// Whether the object is active, for the `Active` condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
