@@ -1,6 +1,9 @@
 //! The scale loop's decisions, as pure functions: activation (0→1), scale to idle or zero after the
-//! cooldown, fallback, pause precedence and the replica floor. No I/O: the loop feeds in what it
-//! observed and writes `/scale` only when [`Decision::write_replicas`] says so.
+//! cooldown, fallback, pause precedence and the replica floor, and everything that follows from
+//! them in one tick. No I/O: the loop samples the triggers and reads the target's replica count,
+//! hands both to [`decide`], and executes the returned [`Outcome`] — the `/scale` write, the values
+//! the metrics adapter serves (the HPA fallback value included), the Events to record and the
+//! transitions to report.
 //!
 //! Rules (KEDA's, with its known bugs fixed):
 //! 1. `paused-replicas: N` holds N; `paused` freezes replicas. Both win over everything else.
@@ -10,6 +13,8 @@
 //! 4. A failing trigger is *unknown*, never *inactive*: errors never start a scale-down.
 //! 5. Every trigger inactive for `cooldownPeriod` since the last activity (or, before any activity,
 //!    `initialCooldownPeriod` since creation) → `idleReplicaCount`, or 0 when `minReplicaCount` is 0.
+//!    A push-capable trigger that was active at the last poll and is inactive now stopped being
+//!    active just before this poll: the cooldown starts now, not at the last periodic poll.
 //! 6. `minReplicaCount ≥ 1` is a floor; `maxReplicaCount` a ceiling; `paused-scale-in/out` block
 //!    that direction.
 
@@ -17,6 +22,10 @@ use std::time::Duration;
 
 use ebb_crds::{Fallback, FallbackBehavior};
 use jiff::Timestamp;
+
+use crate::scale::outcome::{
+    Activity, Decision, EventKind, EventNote, MetricWrite, Outcome, Reason, ReplicaWrite, TriggerTransition,
+};
 
 /// What one trigger said in one poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +80,14 @@ impl ScalingSpec {
             None => None,
         }
     }
+    /// Whether `failures` consecutive failed polls engage the fallback (never without one).
+    pub fn fallback_engaged(&self, failures: u32) -> bool {
+        failures > 0
+            && self
+                .fallback
+                .as_ref()
+                .is_some_and(|f| failures >= f.failure_threshold.max(1) as u32)
+    }
 }
 
 /// Pause annotations, already read.
@@ -87,19 +104,83 @@ pub struct PauseState {
 }
 
 impl PauseState {
-    /// Whether the object is paused as a whole (the HPA is removed while so).
+    /// Whether the object is paused as a whole (the HPA is removed, and triggers are not
+    /// sampled, while so).
     pub fn is_paused(&self) -> bool {
         self.paused || self.paused_replicas.is_some()
     }
 }
 
-/// What the loop remembers between polls of one ScaledObject.
+/// What the loop remembers of one ScaledObject between polls; all a new loop needs to start from
+/// (the rest of [`TickMemory`] starts empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoopMemory {
     /// Last time a trigger was seen active.
     pub last_active: Option<Timestamp>,
     /// Polls in a row in which a trigger failed.
     pub consecutive_failures: u32,
+}
+
+/// What the loop remembers of one trigger between polls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TriggerMemory {
+    /// Consecutive failed polls of this trigger.
+    pub failures: u32,
+    /// The last error, while the trigger fails (never contains secrets).
+    pub error: Option<String>,
+    /// Whether the last poll saw it active.
+    pub was_active: bool,
+}
+
+/// Everything [`decide`] keeps between ticks of one loop.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TickMemory {
+    /// The object's memory (activity time, failure count).
+    pub object: LoopMemory,
+    /// Per trigger, in the config's order (resized when the triggers change).
+    pub triggers: Vec<TriggerMemory>,
+    /// The activity at the last decision, for [`crate::scale::outcome::Transitions::activity`].
+    pub activity: Option<Activity>,
+    /// Whether the object was paused at the last decision, for [`crate::scale::outcome::Transitions::pause`].
+    pub paused: Option<bool>,
+}
+
+impl From<LoopMemory> for TickMemory {
+    fn from(object: LoopMemory) -> Self {
+        TickMemory {
+            object,
+            ..TickMemory::default()
+        }
+    }
+}
+
+/// One trigger's result in one poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollResult {
+    /// The source answered.
+    Sampled {
+        /// The metric value.
+        value: f64,
+        /// Above the activation threshold.
+        active: bool,
+    },
+    /// The source could not be read; the message never contains secrets.
+    Failed(String),
+    /// Not sampled (the object is paused).
+    Skipped,
+}
+
+/// One trigger as [`decide`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerPoll<'a> {
+    /// Its metric name (Events name it).
+    pub metric_name: &'a str,
+    /// Its HPA target value (the fallback value the adapter serves is replicas × target).
+    pub target: f64,
+    /// Whether its scaler pushes activity changes between polls.
+    pub pushes_activity: bool,
+    /// This poll's result.
+    pub result: PollResult,
 }
 
 /// Everything one decision needs.
@@ -111,70 +192,178 @@ pub struct Observation<'a> {
     pub created: Timestamp,
     /// Its scaling spec.
     pub spec: &'a ScalingSpec,
-    /// The target's current replica count.
-    pub current: i32,
-    /// Each trigger's state in this poll.
-    pub triggers: &'a [TriggerState],
+    /// The target's current replica count; `None` when it could not be read (then only the
+    /// triggers' part of the outcome is decided).
+    pub current: Option<i32>,
+    /// Each trigger's poll, in the config's order.
+    pub triggers: &'a [TriggerPoll<'a>],
     /// `force-activation`.
     pub force_activation: bool,
     /// Pause annotations.
     pub pause: PauseState,
+    /// The target as Events name it, e.g. `Deployment web`.
+    pub target: &'a str,
 }
 
-/// Whether the object is active, for the `Active` condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activity {
-    /// A trigger is active (or activation is forced).
-    Active,
-    /// Every trigger is inactive; `in_cooldown` while the cooldown has not run out.
-    Inactive {
-        /// The cooldown is still running.
-        in_cooldown: bool,
-    },
-    /// A trigger failed and none is active: activity is unknown.
-    Unknown,
-    /// Paused: triggers are not consulted.
-    Paused,
+/// Updates the memory with this poll and decides everything the loop does. Call once per poll.
+pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
+    let mut out = Outcome::default();
+    let states = assess_triggers(obs, memory, &mut out);
+    let Some(current) = obs.current else {
+        return out;
+    };
+    let was_fallback = obs.spec.fallback_engaged(memory.object.consecutive_failures);
+    let decision = replica_rule(obs, current, &states, &mut memory.object);
+    if decision.fallback {
+        // The HPA reads the fallback too: failing triggers report fallback replicas × target.
+        let replicas = obs
+            .spec
+            .fallback
+            .as_ref()
+            .map(|f| fallback_replicas(f, current))
+            .unwrap_or(current);
+        for (i, poll) in obs.triggers.iter().enumerate() {
+            if matches!(poll.result, PollResult::Failed(_)) {
+                out.metrics.push(MetricWrite {
+                    trigger: i,
+                    value: replicas as f64 * poll.target,
+                    failed: true,
+                });
+            }
+        }
+    }
+    let paused = obs.pause.is_paused();
+    if decision.fallback != was_fallback && !paused {
+        out.transitions.fallback = Some(decision.fallback);
+        out.events.push(if decision.fallback {
+            warning(
+                "FallbackEngaged",
+                "triggers keep failing: fallback replicas apply".to_string(),
+            )
+        } else {
+            normal(
+                "FallbackCleared",
+                "triggers recovered: fallback cleared".to_string(),
+            )
+        });
+    }
+    if memory.paused.is_some_and(|was| was != paused) {
+        out.transitions.pause = Some(paused);
+    }
+    memory.paused = Some(paused);
+    if memory.activity != Some(decision.activity) {
+        out.transitions.activity = Some(decision.activity);
+    }
+    memory.activity = Some(decision.activity);
+    out.write = decision
+        .write_replicas
+        .map(|n| replica_write(current, n, decision.reason, obs.target));
+    out.replicas = Some(decision);
+    out
 }
 
-/// Why the decision is what it is (for Events, logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// `paused-replicas` holds a count.
-    PausedReplicas,
-    /// `paused` freezes replicas.
-    Paused,
-    /// The fallback count applies.
-    Fallback,
-    /// A trigger became active at 0 or idle replicas.
-    Activate,
-    /// Below `minReplicaCount`.
-    RaiseToMin,
-    /// Cooldown over, scaling to idle or zero.
-    Deactivate,
-    /// Nothing for ebb to do (the HPA owns 1↔N).
-    Steady,
-    /// A change was wanted but the direction is paused.
-    DirectionPaused,
+fn normal(reason: &'static str, note: String) -> EventNote {
+    EventNote {
+        kind: EventKind::Normal,
+        reason,
+        note,
+    }
 }
 
-/// The outcome of one poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Write `/scale` to this count (always different from the current count).
-    pub write_replicas: Option<i32>,
-    /// Activity for the `Active` condition.
-    pub activity: Activity,
-    /// Whether the fallback is engaged.
-    pub fallback: bool,
-    /// Why.
-    pub reason: Reason,
+fn warning(reason: &'static str, note: String) -> EventNote {
+    EventNote {
+        kind: EventKind::Warning,
+        reason,
+        note,
+    }
 }
 
-/// Updates the loop memory with this poll and decides. Call once per poll.
-pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
-    let any_active = obs.triggers.contains(&TriggerState::Active);
-    let any_failed = obs.triggers.contains(&TriggerState::Failed);
+/// Per trigger: its memory, its failing/recovered transition and Event, the sampled value for the
+/// poll cache, and the push-capable deactivation that starts the cooldown. Returns the states of
+/// the sampled triggers.
+fn assess_triggers(obs: &Observation<'_>, memory: &mut TickMemory, out: &mut Outcome) -> Vec<TriggerState> {
+    memory
+        .triggers
+        .resize(obs.triggers.len(), TriggerMemory::default());
+    let mut states = Vec::with_capacity(obs.triggers.len());
+    for (i, (poll, mem)) in obs.triggers.iter().zip(memory.triggers.iter_mut()).enumerate() {
+        let was_failing = mem.error.is_some();
+        let state = match &poll.result {
+            PollResult::Skipped => None,
+            PollResult::Sampled { value, active } => {
+                mem.failures = 0;
+                mem.error = None;
+                out.metrics.push(MetricWrite {
+                    trigger: i,
+                    value: *value,
+                    failed: false,
+                });
+                if was_failing {
+                    out.transitions.triggers.push((i, TriggerTransition::Recovered));
+                    out.events.push(normal(
+                        "TriggerRecovered",
+                        format!("trigger {} recovered", poll.metric_name),
+                    ));
+                }
+                Some(if *active {
+                    TriggerState::Active
+                } else {
+                    TriggerState::Inactive
+                })
+            }
+            PollResult::Failed(message) => {
+                mem.failures = mem.failures.saturating_add(1);
+                if !was_failing {
+                    out.transitions.triggers.push((i, TriggerTransition::Failing));
+                    out.events.push(warning(
+                        "TriggerFailing",
+                        format!("trigger {} failing: {message}", poll.metric_name),
+                    ));
+                }
+                mem.error = Some(message.clone());
+                Some(TriggerState::Failed)
+            }
+        };
+        if mem.was_active && state == Some(TriggerState::Inactive) && poll.pushes_activity {
+            memory.object.last_active = Some(obs.now);
+        }
+        mem.was_active = state == Some(TriggerState::Active);
+        states.extend(state);
+    }
+    states
+}
+
+/// The `/scale` write of a decision, with its metric label and Event.
+fn replica_write(from: i32, replicas: i32, reason: Reason, target: &str) -> ReplicaWrite {
+    let (action, event_reason) = match reason {
+        Reason::Activate => ("activate", "Activated"),
+        Reason::Deactivate if replicas == 0 => ("deactivate", "ScaledToZero"),
+        Reason::Deactivate => ("deactivate", "ScaledToIdle"),
+        Reason::Fallback => ("fallback", "FallbackReplicas"),
+        Reason::PausedReplicas => ("pause", "PausedReplicas"),
+        _ => ("floor", "ScaledToMin"),
+    };
+    ReplicaWrite {
+        from,
+        replicas,
+        action,
+        event: normal(
+            event_reason,
+            format!("scaled {target} from {from} to {replicas} replicas"),
+        ),
+    }
+}
+
+/// The replica rules (see the module docs) for the sampled trigger states; updates the object's
+/// failure count and last activity.
+fn replica_rule(
+    obs: &Observation<'_>,
+    current: i32,
+    states: &[TriggerState],
+    memory: &mut LoopMemory,
+) -> Decision {
+    let any_active = states.contains(&TriggerState::Active);
+    let any_failed = states.contains(&TriggerState::Failed);
     // Failures are counted once per poll, however many triggers failed.
     memory.consecutive_failures = if any_failed {
         memory.consecutive_failures.saturating_add(1)
@@ -185,7 +374,6 @@ pub fn decide(obs: &Observation<'_>, memory: &mut LoopMemory) -> Decision {
         memory.last_active = Some(obs.now);
     }
     let spec = obs.spec;
-    let current = obs.current;
     let change = |target: i32, reason: Reason, activity: Activity, fallback: bool| {
         let write_replicas = (target != current).then_some(target);
         Decision {
@@ -309,6 +497,7 @@ pub fn restore_on_delete(restore: bool, original: Option<i32>, current: i32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scale::outcome::Transitions;
     use TriggerState::*;
     use proptest::prelude::*;
 
@@ -327,34 +516,94 @@ mod tests {
         }
     }
 
+    const NAMES: [&str; 4] = ["s0-a", "s1-b", "s2-c", "s3-d"];
+
+    /// Polls with these states: an active trigger reads 5, an inactive one 0; each has target 10.
+    fn polls(states: &[TriggerState]) -> Vec<TriggerPoll<'static>> {
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| TriggerPoll {
+                metric_name: NAMES[i % NAMES.len()],
+                target: 10.0,
+                pushes_activity: false,
+                result: match s {
+                    Active => PollResult::Sampled {
+                        value: 5.0,
+                        active: true,
+                    },
+                    Inactive => PollResult::Sampled {
+                        value: 0.0,
+                        active: false,
+                    },
+                    Failed => PollResult::Failed("boom".into()),
+                },
+            })
+            .collect()
+    }
+
+    fn observe<'a>(
+        spec: &'a ScalingSpec,
+        now: i64,
+        current: i32,
+        triggers: &'a [TriggerPoll<'a>],
+        force_activation: bool,
+        pause: PauseState,
+    ) -> Observation<'a> {
+        Observation {
+            now: t(now),
+            created: t(0),
+            spec,
+            current: Some(current),
+            triggers,
+            force_activation,
+            pause,
+            target: "Deployment w",
+        }
+    }
+
+    fn memory(last_active: Option<Timestamp>) -> TickMemory {
+        TickMemory::from(LoopMemory {
+            last_active,
+            consecutive_failures: 0,
+        })
+    }
+
+    fn outcome(
+        spec: &ScalingSpec,
+        now: i64,
+        current: i32,
+        triggers: &[TriggerState],
+        memory: &mut TickMemory,
+    ) -> Outcome {
+        let p = polls(triggers);
+        decide(
+            &observe(spec, now, current, &p, false, PauseState::default()),
+            memory,
+        )
+    }
+
     fn run(
         spec: &ScalingSpec,
         now: i64,
         current: i32,
         triggers: &[TriggerState],
-        memory: &mut LoopMemory,
+        memory: &mut TickMemory,
     ) -> Decision {
-        let obs = Observation {
-            now: t(now),
-            created: t(0),
-            spec,
-            current,
-            triggers,
-            force_activation: false,
-            pause: PauseState::default(),
-        };
-        decide(&obs, memory)
+        outcome(spec, now, current, triggers, memory)
+            .replicas
+            .expect("a decision when the count is known")
     }
 
     #[test]
     fn activates_from_zero_to_min_or_one() {
-        let mut m = LoopMemory::default();
+        let mut m = TickMemory::default();
         assert_eq!(
             run(&spec(0, 10, None), 10, 0, &[Inactive, Active], &mut m).write_replicas,
             Some(1)
         );
-        assert_eq!(m.last_active, Some(t(10)));
-        let mut m = LoopMemory::default();
+        assert_eq!(m.object.last_active, Some(t(10)));
+        let mut m = TickMemory::default();
         assert_eq!(
             run(&spec(3, 10, Some(0)), 10, 0, &[Active], &mut m).write_replicas,
             Some(3)
@@ -369,23 +618,16 @@ mod tests {
     #[test]
     fn activation_equal_to_threshold_is_the_scalers_business_force_activation_is_ours() {
         let s = spec(0, 10, None);
-        let mut m = LoopMemory::default();
-        let obs = Observation {
-            now: t(5),
-            created: t(0),
-            spec: &s,
-            current: 0,
-            triggers: &[Inactive],
-            force_activation: true,
-            pause: PauseState::default(),
-        };
-        assert_eq!(decide(&obs, &mut m).write_replicas, Some(1));
+        let mut m = TickMemory::default();
+        let p = polls(&[Inactive]);
+        let obs = observe(&s, 5, 0, &p, true, PauseState::default());
+        assert_eq!(decide(&obs, &mut m).write.map(|w| w.replicas), Some(1));
     }
 
     #[test]
     fn scales_to_zero_only_after_the_cooldown() {
         let s = spec(0, 10, None);
-        let mut m = LoopMemory::default();
+        let mut m = TickMemory::default();
         run(&s, 100, 0, &[Active], &mut m);
         let d = run(&s, 200, 2, &[Inactive], &mut m);
         assert_eq!(
@@ -399,10 +641,7 @@ mod tests {
     #[test]
     fn idle_replica_count_is_the_inactive_target() {
         let s = spec(2, 10, Some(1));
-        let mut m = LoopMemory {
-            last_active: Some(t(0)),
-            consecutive_failures: 0,
-        };
+        let mut m = memory(Some(t(0)));
         assert_eq!(run(&s, 1000, 5, &[Inactive], &mut m).write_replicas, Some(1));
         // Active again at idle: back to min.
         assert_eq!(run(&s, 1001, 1, &[Active], &mut m).write_replicas, Some(2));
@@ -412,7 +651,7 @@ mod tests {
     fn initial_cooldown_applies_before_any_activity() {
         let mut s = spec(0, 10, None);
         s.initial_cooldown = Duration::from_secs(60);
-        let mut m = LoopMemory::default();
+        let mut m = TickMemory::default();
         assert_eq!(run(&s, 30, 3, &[Inactive], &mut m).write_replicas, None);
         assert_eq!(run(&s, 61, 3, &[Inactive], &mut m).write_replicas, Some(0));
     }
@@ -420,22 +659,16 @@ mod tests {
     #[test]
     fn errors_never_scale_in() {
         let s = spec(0, 10, None);
-        let mut m = LoopMemory {
-            last_active: Some(t(0)),
-            consecutive_failures: 0,
-        };
+        let mut m = memory(Some(t(0)));
         let d = run(&s, 10_000, 3, &[Inactive, Failed], &mut m);
         assert_eq!((d.write_replicas, d.activity), (None, Activity::Unknown));
-        assert_eq!(m.consecutive_failures, 1);
+        assert_eq!(m.object.consecutive_failures, 1);
     }
 
     #[test]
     fn min_above_zero_is_a_floor() {
         let s = spec(2, 10, None);
-        let mut m = LoopMemory {
-            last_active: Some(t(0)),
-            consecutive_failures: 0,
-        };
+        let mut m = memory(Some(t(0)));
         assert_eq!(run(&s, 10_000, 2, &[Inactive], &mut m).write_replicas, None);
         let d = run(&s, 10_001, 0, &[Inactive], &mut m);
         assert_eq!((d.write_replicas, d.reason), (Some(2), Reason::RaiseToMin));
@@ -449,7 +682,7 @@ mod tests {
             replicas: 4,
             behavior: FallbackBehavior::Static,
         });
-        let mut m = LoopMemory::default();
+        let mut m = TickMemory::default();
         assert_eq!(run(&s, 1, 0, &[Failed], &mut m).write_replicas, None);
         assert_eq!(run(&s, 2, 0, &[Failed, Failed], &mut m).write_replicas, None);
         let d = run(&s, 3, 0, &[Failed], &mut m);
@@ -459,7 +692,7 @@ mod tests {
         );
         // Recovery clears the counter and the fallback.
         let d = run(&s, 4, 4, &[Active], &mut m);
-        assert_eq!((d.fallback, m.consecutive_failures), (false, 0));
+        assert_eq!((d.fallback, m.object.consecutive_failures), (false, 0));
     }
 
     #[test]
@@ -497,55 +730,46 @@ mod tests {
             replicas: 4,
             behavior: FallbackBehavior::Static,
         });
-        let mut m = LoopMemory::default();
+        let mut m = TickMemory::default();
         let both = PauseState {
             paused_replicas: Some(2),
             paused: true,
             ..Default::default()
         };
-        let obs = |pause, triggers: &'static [TriggerState]| Observation {
-            now: t(1),
-            created: t(0),
-            spec: &s,
-            current: 0,
-            triggers,
-            force_activation: false,
-            pause,
-        };
-        assert_eq!(decide(&obs(both, &[Failed]), &mut m).write_replicas, Some(2));
+        let failed = polls(&[Failed]);
+        let active = polls(&[Active]);
+        let d = |o: &Observation<'_>, m: &mut TickMemory| decide(o, m).replicas.unwrap();
+        assert_eq!(
+            d(&observe(&s, 1, 0, &failed, false, both), &mut m).write_replicas,
+            Some(2)
+        );
         let paused = PauseState {
             paused: true,
             ..Default::default()
         };
-        assert_eq!(decide(&obs(paused, &[Active]), &mut m).write_replicas, None);
+        assert_eq!(
+            d(&observe(&s, 1, 0, &active, false, paused), &mut m).write_replicas,
+            None
+        );
         let no_out = PauseState {
             scale_out_paused: true,
             ..Default::default()
         };
-        let d = decide(&obs(no_out, &[Active]), &mut m);
+        let d = d(&observe(&s, 1, 0, &active, false, no_out), &mut m);
         assert_eq!((d.write_replicas, d.reason), (None, Reason::DirectionPaused));
     }
 
     #[test]
     fn scale_in_pause_blocks_scale_to_zero() {
         let s = spec(0, 10, None);
-        let mut m = LoopMemory {
-            last_active: Some(t(0)),
-            consecutive_failures: 0,
+        let mut m = memory(Some(t(0)));
+        let p = polls(&[Inactive]);
+        let pause = PauseState {
+            scale_in_paused: true,
+            ..Default::default()
         };
-        let obs = Observation {
-            now: t(10_000),
-            created: t(0),
-            spec: &s,
-            current: 3,
-            triggers: &[Inactive],
-            force_activation: false,
-            pause: PauseState {
-                scale_in_paused: true,
-                ..Default::default()
-            },
-        };
-        assert_eq!(decide(&obs, &mut m).write_replicas, None);
+        let obs = observe(&s, 10_000, 3, &p, false, pause);
+        assert_eq!(decide(&obs, &mut m).write, None);
     }
 
     #[test]
@@ -582,11 +806,11 @@ mod tests {
                       last_active in proptest::option::of(0i64..2000), now in 0i64..4000,
                       failures in 0u32..6, force in any::<bool>(),
                       pause in (proptest::option::of(0i32..20), any::<bool>(), any::<bool>(), any::<bool>()))
-            -> (ScalingSpec, i32, Vec<TriggerState>, LoopMemory, i64, bool, PauseState) {
+            -> (ScalingSpec, i32, Vec<TriggerState>, TickMemory, i64, bool, PauseState) {
             let idle = idle_off.and_then(|o| (min - o >= 0).then_some(min - o));
             let mut s = spec(min, (min + extra).max(1), idle);
             s.fallback = fallback;
-            let memory = LoopMemory { last_active: last_active.map(t), consecutive_failures: failures };
+            let memory = TickMemory::from(LoopMemory { last_active: last_active.map(t), consecutive_failures: failures });
             let pause = PauseState { paused_replicas: pause.0, paused: pause.1, scale_in_paused: pause.2, scale_out_paused: pause.3 };
             (s, current, triggers, memory, now, force, pause)
         }
@@ -595,8 +819,11 @@ mod tests {
     proptest! {
         #[test]
         fn invariants((s, current, triggers, mut memory, now, force, pause) in scenario()) {
-            let obs = Observation { now: t(now), created: t(0), spec: &s, current, triggers: &triggers, force_activation: force, pause };
-            let d = decide(&obs, &mut memory);
+            let p = polls(&triggers);
+            let obs = observe(&s, now, current, &p, force, pause);
+            let out = decide(&obs, &mut memory);
+            let d = out.replicas.expect("a decision when the count is known");
+            prop_assert_eq!(out.write.as_ref().map(|w| w.replicas), d.write_replicas);
             let any_failed = triggers.contains(&Failed);
             if let Some(n) = pause.paused_replicas {
                 prop_assert_eq!(d.write_replicas, (n != current).then_some(n));
@@ -620,9 +847,233 @@ mod tests {
                 if pause.scale_in_paused { prop_assert!(n > current); }
             }
             if triggers.contains(&Active) || force {
-                prop_assert_eq!(memory.last_active, Some(t(now)));
+                prop_assert_eq!(memory.object.last_active, Some(t(now)));
             }
-            prop_assert_eq!(memory.consecutive_failures == 0, !any_failed);
+            prop_assert_eq!(memory.object.consecutive_failures == 0, !any_failed);
+        }
+    }
+
+    fn with_fallback(threshold: i32, replicas: i32) -> ScalingSpec {
+        let mut s = spec(0, 10, None);
+        s.fallback = Some(Fallback {
+            failure_threshold: threshold,
+            replicas,
+            behavior: FallbackBehavior::Static,
+        });
+        s
+    }
+
+    fn reasons(out: &Outcome) -> Vec<&'static str> {
+        out.events.iter().map(|e| e.reason).collect()
+    }
+
+    #[test]
+    fn trigger_failing_and_recovered_are_reported_once() {
+        let s = spec(0, 10, None);
+        let mut m = TickMemory::default();
+        let out = outcome(&s, 1, 1, &[Active, Failed], &mut m);
+        assert_eq!(out.transitions.triggers, vec![(1, TriggerTransition::Failing)]);
+        assert_eq!(
+            out.events,
+            vec![EventNote {
+                kind: EventKind::Warning,
+                reason: "TriggerFailing",
+                note: "trigger s1-b failing: boom".into(),
+            }]
+        );
+        assert_eq!(m.triggers[1].failures, 1);
+        assert_eq!(m.triggers[1].error.as_deref(), Some("boom"));
+        // Still failing: no second Event, the count goes on.
+        let out = outcome(&s, 2, 1, &[Active, Failed], &mut m);
+        assert!(out.events.is_empty() && out.transitions.triggers.is_empty());
+        assert_eq!(m.triggers[1].failures, 2);
+        let out = outcome(&s, 3, 1, &[Active, Inactive], &mut m);
+        assert_eq!(out.transitions.triggers, vec![(1, TriggerTransition::Recovered)]);
+        assert_eq!(reasons(&out), vec!["TriggerRecovered"]);
+        assert_eq!(out.events[0].note, "trigger s1-b recovered");
+        assert_eq!((m.triggers[1].failures, m.triggers[1].error.clone()), (0, None));
+    }
+
+    #[test]
+    fn sampled_values_go_to_the_poll_cache_failed_ones_do_not() {
+        let s = spec(0, 10, None);
+        let mut m = TickMemory::default();
+        let out = outcome(&s, 1, 1, &[Active, Failed, Inactive], &mut m);
+        assert_eq!(
+            out.metrics,
+            vec![
+                MetricWrite {
+                    trigger: 0,
+                    value: 5.0,
+                    failed: false
+                },
+                MetricWrite {
+                    trigger: 2,
+                    value: 0.0,
+                    failed: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn fallback_engages_serves_its_value_and_clears() {
+        let s = with_fallback(2, 4);
+        let mut m = TickMemory::default();
+        let out = outcome(&s, 1, 1, &[Failed, Active], &mut m);
+        assert_eq!(out.transitions.fallback, None);
+        assert!(out.metrics.iter().all(|w| !w.failed), "below the threshold");
+        let out = outcome(&s, 2, 1, &[Failed, Active], &mut m);
+        assert_eq!(out.transitions.fallback, Some(true));
+        assert_eq!(reasons(&out), vec!["FallbackEngaged"]);
+        assert_eq!(out.events[0].kind, EventKind::Warning);
+        // The failing trigger reports 4 replicas × its target of 10 to the HPA.
+        assert!(out.metrics.contains(&MetricWrite {
+            trigger: 0,
+            value: 40.0,
+            failed: true
+        }));
+        let w = out.write.expect("fallback writes 4");
+        assert_eq!(
+            (w.from, w.replicas, w.action, w.event.reason),
+            (1, 4, "fallback", "FallbackReplicas")
+        );
+        assert_eq!(w.event.note, "scaled Deployment w from 1 to 4 replicas");
+        // Engaged and still failing: no new Event.
+        let out = outcome(&s, 3, 4, &[Failed, Active], &mut m);
+        assert!(out.events.is_empty() && out.transitions.fallback.is_none());
+        let out = outcome(&s, 4, 4, &[Active, Active], &mut m);
+        assert_eq!(out.transitions.fallback, Some(false));
+        assert_eq!(reasons(&out), vec!["TriggerRecovered", "FallbackCleared"]);
+        assert!(out.metrics.iter().all(|w| !w.failed));
+    }
+
+    #[test]
+    fn scale_events_name_the_reason() {
+        let s = spec(0, 10, None);
+        let mut m = TickMemory::default();
+        let w = outcome(&s, 100, 0, &[Active], &mut m).write.unwrap();
+        assert_eq!(
+            (w.action, w.event.reason, w.replicas),
+            ("activate", "Activated", 1)
+        );
+        assert_eq!(w.event.kind, EventKind::Normal);
+        let w = outcome(&s, 1000, 3, &[Inactive], &mut m).write.unwrap();
+        assert_eq!(
+            (w.action, w.event.reason, w.replicas),
+            ("deactivate", "ScaledToZero", 0)
+        );
+        let idle = spec(2, 10, Some(1));
+        let w = outcome(&idle, 2000, 3, &[Inactive], &mut m).write.unwrap();
+        assert_eq!(w.event.reason, "ScaledToIdle");
+        let floor = spec(2, 10, None);
+        let w = outcome(&floor, 2001, 0, &[Inactive], &mut m).write.unwrap();
+        assert_eq!((w.action, w.event.reason), ("floor", "ScaledToMin"));
+    }
+
+    #[test]
+    fn an_unknown_count_decides_only_the_triggers() {
+        let s = with_fallback(1, 4);
+        let mut m = memory(Some(t(0)));
+        let p = polls(&[Failed, Active]);
+        let mut obs = observe(&s, 10, 0, &p, false, PauseState::default());
+        obs.current = None;
+        let out = decide(&obs, &mut m);
+        assert_eq!((out.replicas, out.write.clone()), (None, None));
+        assert_eq!(reasons(&out), vec!["TriggerFailing"]);
+        assert_eq!(out.metrics.len(), 1, "the sampled value only, no fallback value");
+        assert_eq!(m.object, memory(Some(t(0))).object, "the object's memory waits");
+        assert_eq!(m.triggers[0].failures, 1);
+    }
+
+    #[test]
+    fn a_pushed_deactivation_starts_the_cooldown_now() {
+        let s = spec(0, 10, None);
+        let sample = |active: bool, pushes_activity: bool| TriggerPoll {
+            metric_name: "s0-a",
+            target: 1.0,
+            pushes_activity,
+            result: PollResult::Sampled { value: 0.0, active },
+        };
+        for pushes in [true, false] {
+            let mut m = TickMemory::default();
+            let active = [sample(true, pushes)];
+            decide(&observe(&s, 10, 1, &active, false, PauseState::default()), &mut m);
+            let inactive = [sample(false, pushes)];
+            decide(
+                &observe(&s, 50, 1, &inactive, false, PauseState::default()),
+                &mut m,
+            );
+            let expected = if pushes { t(50) } else { t(10) };
+            assert_eq!(m.object.last_active, Some(expected), "pushes: {pushes}");
+        }
+    }
+
+    #[test]
+    fn paused_skips_triggers_and_reports_pause_transitions() {
+        let s = with_fallback(1, 4);
+        let mut m = TickMemory::default();
+        let out = outcome(&s, 1, 2, &[Failed], &mut m);
+        assert_eq!(
+            out.transitions.pause, None,
+            "nothing to compare with at the first tick"
+        );
+        assert_eq!(out.transitions.activity, Some(Activity::Unknown));
+        assert_eq!(out.transitions.fallback, Some(true));
+        let skipped = [TriggerPoll {
+            result: PollResult::Skipped,
+            ..polls(&[Failed]).remove(0)
+        }];
+        let paused = PauseState {
+            paused: true,
+            ..Default::default()
+        };
+        let out = decide(&observe(&s, 2, 2, &skipped, false, paused), &mut m);
+        assert_eq!(out.transitions.pause, Some(true));
+        assert_eq!(out.transitions.activity, Some(Activity::Paused));
+        // The fallback is not announced as cleared while paused, and nothing is served for it.
+        assert_eq!((out.transitions.fallback, out.write.clone()), (None, None));
+        assert!(out.events.is_empty() && out.metrics.is_empty());
+        // The trigger's health is kept as last seen.
+        assert_eq!(m.triggers[0].error.as_deref(), Some("boom"));
+        let out = outcome(&s, 3, 2, &[Active], &mut m);
+        assert_eq!(out.transitions.pause, Some(false));
+        assert_eq!(out.transitions.activity, Some(Activity::Active));
+        let out = outcome(&s, 4, 2, &[Active], &mut m);
+        assert_eq!(out.transitions, Transitions::default());
+    }
+
+    proptest! {
+        #[test]
+        fn the_outcome_follows_the_decision((s, current, triggers, mut memory, now, force, pause) in scenario()) {
+            let before = memory.clone();
+            let p = polls(&triggers);
+            let obs = observe(&s, now, current, &p, force, pause);
+            let out = decide(&obs, &mut memory);
+            let d = out.replicas.unwrap();
+            // Every sampled value goes to the poll cache, fallback values only while engaged and
+            // only for failing triggers.
+            for (i, state) in triggers.iter().enumerate() {
+                let written: Vec<&MetricWrite> = out.metrics.iter().filter(|w| w.trigger == i).collect();
+                match state {
+                    Failed if d.fallback => {
+                        let f = fallback_replicas(s.fallback.as_ref().unwrap(), current);
+                        let expected = MetricWrite { trigger: i, value: f as f64 * 10.0, failed: true };
+                        prop_assert_eq!(written, vec![&expected]);
+                    }
+                    Failed => prop_assert!(written.is_empty()),
+                    _ if pause.is_paused() => {}
+                    _ => prop_assert_eq!(written.len(), 1),
+                }
+            }
+            // One failing Event per trigger that newly fails (the memory starts without errors).
+            let failing = out.events.iter().filter(|e| e.reason == "TriggerFailing").count();
+            prop_assert_eq!(failing, triggers.iter().filter(|t| **t == Failed).count());
+            let was = s.fallback_engaged(before.object.consecutive_failures);
+            let fallback_event = out.events.iter().any(|e| e.reason.starts_with("Fallback"));
+            prop_assert_eq!(fallback_event, d.fallback != was && !pause.is_paused());
+            prop_assert_eq!(out.transitions.activity, Some(d.activity));
+            prop_assert_eq!(memory.triggers.len(), triggers.len());
         }
     }
 }

@@ -1,6 +1,9 @@
-//! Scaling one object: the per-object loop ([`scale_loop`]), its pure decisions ([`decision`]) and
+//! Scaling one object: the per-object loop, a thin executor ([`scale_loop`]) behind small I/O seams
+//! ([`io`]); its pure decisions ([`decision`]) and what one tick does, as data ([`outcome`]); and
 //! reading and writing the target's replicas ([`targets`]).
 
 pub mod decision;
+pub mod io;
+pub mod outcome;
 pub mod scale_loop;
 pub mod targets;

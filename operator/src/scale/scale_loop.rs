@@ -1,8 +1,14 @@
-//! One scale loop per ScaledObject: a tokio task (not a thread) that polls the triggers every
-//! `pollingInterval`, feeds the poll cache, asks [`crate::scale::decision::decide`] what to do, writes
-//! `/scale` when told to, and reports status changes. After an operator start the first ticks are
-//! spread over the polling interval so that thousands of objects do not poll in the same instant;
-//! an object created later polls at once. A config change (spec or annotations) polls at once too.
+//! One scale loop per ScaledObject: a tokio task (not a thread) that ticks every `pollingInterval`.
+//! A tick samples the triggers (not while paused), reads the target's replica count, asks
+//! [`decide`] for the whole outcome and executes it: poll-cache values (the HPA fallback value
+//! included), Events, the `/scale` write, the status. The loop decides nothing itself; its I/O goes
+//! through the seams of [`crate::scale::io`], so a tick runs in unit tests against fakes.
+//!
+//! After an operator start the first ticks are spread over the polling interval so that thousands
+//! of objects do not poll in the same instant; an object created later polls at once. A config
+//! change (spec or annotations) polls at once too, and so does a push-capable trigger whose
+//! activity channel flips (a cold activation does not wait for the next tick). A loop whose
+//! object is gone ends itself.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -13,16 +19,16 @@ use ebb_scalers::Thresholds;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::EventType;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::{ObjectKey, Shared};
 use crate::scale::decision::{
-    Activity, LoopMemory, Observation, PauseState, Reason, ScalingSpec, TriggerState, decide,
-    fallback_replicas,
+    LoopMemory, Observation, PauseState, PollResult, ScalingSpec, TickMemory, TriggerPoll, decide,
 };
+use crate::scale::io::{LoopHost, TargetReplicas};
+use crate::scale::outcome::{Decision, Outcome};
 use crate::scale::targets::TargetRef;
 use crate::status::{LoopView, TriggerHealth};
 
@@ -69,11 +75,21 @@ pub struct LoopHandle {
 }
 
 impl LoopHandle {
-    /// Starts a loop.
+    /// Starts a loop on the operator's shared state, its first tick delayed by [`first_delay`].
     pub fn spawn(shared: Arc<Shared>, config: LoopConfig, memory: LoopMemory) -> LoopHandle {
         let delay = first_delay(shared.started.elapsed(), &config);
+        LoopHandle::start(shared, config, memory, delay)
+    }
+
+    /// Starts a loop on any host, its first tick after `delay`.
+    pub fn start<H: LoopHost>(
+        host: Arc<H>,
+        config: LoopConfig,
+        memory: LoopMemory,
+        delay: Duration,
+    ) -> LoopHandle {
         let (tx, rx) = watch::channel(Arc::new(config));
-        let task = tokio::spawn(run(shared, rx, memory, delay));
+        let task = tokio::spawn(run(host, rx, TickMemory::from(memory), delay));
         LoopHandle { task, config: tx }
     }
 
@@ -115,10 +131,10 @@ pub fn first_delay(since_start: Duration, config: &LoopConfig) -> Duration {
     Duration::from_millis(h.finish() % interval_ms)
 }
 
-async fn run(
-    shared: Arc<Shared>,
+async fn run<H: LoopHost>(
+    host: Arc<H>,
     mut rx: watch::Receiver<Arc<LoopConfig>>,
-    mut memory: LoopMemory,
+    mut memory: TickMemory,
     delay: Duration,
 ) {
     if !delay.is_zero() {
@@ -135,34 +151,19 @@ async fn run(
             _ = any_change(&mut pushes) => {}
         }
     }
-    let mut failures: Vec<u32> = Vec::new();
-    let mut errors: Vec<Option<String>> = Vec::new();
-    let mut was_active: Vec<bool> = Vec::new();
     let mut next = Instant::now();
     loop {
         let config = rx.borrow_and_update().clone();
         // Objects without a finalizer vanish without a last reconcile: the loop ends itself.
-        if !shared.object_exists(&config.key) {
-            shared.forget(&config.key);
+        if !host.object_exists(&config.key) {
+            host.forget(&config.key);
             return;
         }
-        failures.resize(config.triggers.len(), 0);
-        errors.resize(config.triggers.len(), None);
-        was_active.resize(config.triggers.len(), false);
-        shared
-            .metrics
+        host.telemetry()
             .observe_lateness(Instant::now().saturating_duration_since(next));
-        // Boxed: an idle loop then holds a pointer, not the whole poll's state (thousands of
+        // Boxed: an idle loop then holds a pointer, not the whole tick's state (thousands of
         // idle loops would otherwise each keep several kilobytes).
-        Box::pin(poll_once(
-            &shared,
-            &config,
-            &mut memory,
-            &mut failures,
-            &mut errors,
-            &mut was_active,
-        ))
-        .await;
+        Box::pin(tick(&*host, &config, &mut memory)).await;
         next += config.polling_interval;
         let now = Instant::now();
         if next < now {
@@ -211,198 +212,133 @@ fn object_ref(config: &LoopConfig) -> ObjectReference {
     }
 }
 
-async fn poll_once(
-    shared: &Shared,
-    config: &LoopConfig,
-    memory: &mut LoopMemory,
-    failures: &mut [u32],
-    errors: &mut [Option<String>],
-    was_active: &mut [bool],
-) {
-    let oref = object_ref(config);
+/// One tick: samples, reads the replica count, decides and executes the outcome.
+pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickMemory) {
     // Sources are not consulted while paused; paused-replicas still needs the current count.
-    let paused = config.pause.is_paused();
-    let hard_timeout = config.polling_interval.max(Duration::from_secs(5));
-    let results = if paused {
-        Vec::new()
+    let results = if config.pause.is_paused() {
+        vec![PollResult::Skipped; config.triggers.len()]
     } else {
-        join_all(config.triggers.iter().map(|t| async move {
-            let start = Instant::now();
-            let r = match tokio::time::timeout(hard_timeout, t.scaler.sample()).await {
-                Ok(r) => r.map_err(|e| (e.kind(), e.to_string())),
-                Err(_) => Err(("timeout", format!("no answer within {hard_timeout:?}"))),
-            };
-            (r, start.elapsed())
-        }))
-        .await
+        sample(host, config).await
     };
-    let mut states = Vec::with_capacity(results.len());
-    let now = Instant::now();
-    for (i, ((result, took), trigger)) in results.into_iter().zip(&config.triggers).enumerate() {
-        let was_failing = errors[i].is_some();
-        match result {
-            Ok(sample) => {
-                shared
-                    .metrics
-                    .observe_poll(trigger.scaler.trigger_type(), took, None);
-                states.push(if sample.active {
-                    TriggerState::Active
-                } else {
-                    TriggerState::Inactive
-                });
-                failures[i] = 0;
-                errors[i] = None;
-                shared.cache.put(
-                    metric_key(config, &trigger.metric_name),
-                    CachedMetric {
-                        value: sample.value,
-                        at: now,
-                        failed: false,
-                    },
-                );
-                if was_failing {
-                    let note = format!("trigger {} recovered", trigger.metric_name);
-                    shared
-                        .event_for(&oref, EventType::Normal, "TriggerRecovered", note)
-                        .await;
-                }
-            }
-            Err((kind, message)) => {
-                shared
-                    .metrics
-                    .observe_poll(trigger.scaler.trigger_type(), took, Some(kind));
-                states.push(TriggerState::Failed);
-                failures[i] = failures[i].saturating_add(1);
-                if !was_failing {
-                    let note = format!("trigger {} failing: {message}", trigger.metric_name);
-                    shared
-                        .event_for(&oref, EventType::Warning, "TriggerFailing", note)
-                        .await;
-                }
-                errors[i] = Some(message);
-            }
-        }
-    }
-    // A push-capable trigger that was active at the last poll and is inactive now stopped being
-    // active when its channel flipped, just before this poll: the cooldown starts now, not at
-    // the last periodic poll.
-    for (i, trigger) in config.triggers.iter().enumerate() {
-        let active = states.get(i) == Some(&TriggerState::Active);
-        if was_active[i]
-            && states.get(i) == Some(&TriggerState::Inactive)
-            && trigger.scaler.activity_changes().is_some()
-        {
-            memory.last_active = Some(Timestamp::now());
-        }
-        was_active[i] = active;
-    }
-    let current = match shared.targets.replicas(&config.target).await {
-        Ok(c) => c,
+    let sampled_at = Instant::now();
+    let current = match host.targets().replicas(&config.target).await {
+        Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(scaled_object = %config.key.1, namespace = %config.key.0, error = %e, "cannot read replicas");
-            return;
+            None
         }
     };
-    let was_fallback = memory.consecutive_failures > 0
-        && config
-            .spec
-            .fallback
-            .as_ref()
-            .is_some_and(|f| memory.consecutive_failures >= f.failure_threshold.max(1) as u32);
+    let polls: Vec<TriggerPoll<'_>> = config
+        .triggers
+        .iter()
+        .zip(results)
+        .map(|(t, result)| TriggerPoll {
+            metric_name: &t.metric_name,
+            target: t.thresholds.target,
+            pushes_activity: t.scaler.activity_changes().is_some(),
+            result,
+        })
+        .collect();
+    let target = format!("{} {}", config.target.kind, config.target.name);
     let obs = Observation {
-        now: Timestamp::now(),
+        now: host.now(),
         created: config.created,
         spec: &config.spec,
         current,
-        triggers: &states,
+        triggers: &polls,
         force_activation: config.force_activation,
         pause: config.pause,
+        target: &target,
     };
-    let decision = decide(&obs, memory);
-    if decision.fallback {
-        // The HPA reads the fallback too: failing triggers report fallback replicas × target.
-        let replicas = config
-            .spec
-            .fallback
-            .as_ref()
-            .map(|f| fallback_replicas(f, current))
-            .unwrap_or(current);
-        for (i, trigger) in config.triggers.iter().enumerate() {
-            if errors[i].is_some() {
-                shared.cache.put(
-                    metric_key(config, &trigger.metric_name),
-                    CachedMetric {
-                        value: replicas as f64 * trigger.thresholds.target,
-                        at: now,
-                        failed: true,
-                    },
-                );
-            }
-        }
-    }
-    if decision.fallback != was_fallback && !paused {
-        let (type_, reason, note) = if decision.fallback {
-            (
-                EventType::Warning,
-                "FallbackEngaged",
-                "triggers keep failing: fallback replicas apply".to_string(),
-            )
-        } else {
-            (
-                EventType::Normal,
-                "FallbackCleared",
-                "triggers recovered: fallback cleared".to_string(),
-            )
+    let outcome = decide(&obs, memory);
+    execute(host, config, memory, outcome, sampled_at).await;
+}
+
+/// Samples every trigger at once, each within a hard timeout, and counts the polls.
+async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
+    let hard_timeout = config.polling_interval.max(Duration::from_secs(5));
+    join_all(config.triggers.iter().map(|t| async move {
+        let start = Instant::now();
+        let result = match tokio::time::timeout(hard_timeout, t.scaler.sample()).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err((e.kind(), e.to_string())),
+            Err(_) => Err(("timeout", format!("no answer within {hard_timeout:?}"))),
         };
-        shared.event_for(&oref, type_, reason, note).await;
+        let error_kind = result.as_ref().err().map(|(kind, _)| *kind);
+        host.telemetry()
+            .observe_poll(t.scaler.trigger_type(), start.elapsed(), error_kind);
+        match result {
+            Ok(s) => PollResult::Sampled {
+                value: s.value,
+                active: s.active,
+            },
+            Err((_, message)) => PollResult::Failed(message),
+        }
+    }))
+    .await
+}
+
+/// Executes a tick's outcome, in the order [`Outcome`] names.
+async fn execute<H: LoopHost>(
+    host: &H,
+    config: &LoopConfig,
+    memory: &TickMemory,
+    outcome: Outcome,
+    sampled_at: Instant,
+) {
+    for w in &outcome.metrics {
+        let metric = CachedMetric {
+            value: w.value,
+            at: sampled_at,
+            failed: w.failed,
+        };
+        host.put_metric(
+            metric_key(config, &config.triggers[w.trigger].metric_name),
+            metric,
+        );
     }
-    if let Some(n) = decision.write_replicas {
-        match shared.targets.set_replicas(&config.target, n).await {
+    let oref = object_ref(config);
+    for event in &outcome.events {
+        host.record_event(&oref, event).await;
+    }
+    let t = &outcome.transitions;
+    if t.activity.is_some() || t.pause.is_some() {
+        tracing::debug!(scaled_object = %config.key.1, namespace = %config.key.0, activity = ?t.activity, paused = ?t.pause, "transition");
+    }
+    if let Some(w) = &outcome.write {
+        match host.targets().set_replicas(&config.target, w.replicas).await {
             Ok(()) => {
-                let (action, reason) = match decision.reason {
-                    Reason::Activate => ("activate", "Activated"),
-                    Reason::Deactivate if n == 0 => ("deactivate", "ScaledToZero"),
-                    Reason::Deactivate => ("deactivate", "ScaledToIdle"),
-                    Reason::Fallback => ("fallback", "FallbackReplicas"),
-                    Reason::PausedReplicas => ("pause", "PausedReplicas"),
-                    _ => ("floor", "ScaledToMin"),
-                };
-                shared.metrics.scale_action(action);
-                let note = format!(
-                    "scaled {} {} from {current} to {n} replicas",
-                    config.target.kind, config.target.name
-                );
-                tracing::info!(scaled_object = %config.key.1, namespace = %config.key.0, from = current, to = n, reason, "scaled");
-                shared.event_for(&oref, EventType::Normal, reason, note).await;
+                host.telemetry().scale_action(w.action);
+                tracing::info!(scaled_object = %config.key.1, namespace = %config.key.0, from = w.from, to = w.replicas, reason = w.event.reason, "scaled");
+                host.record_event(&oref, &w.event).await;
             }
             Err(e) => {
                 tracing::warn!(scaled_object = %config.key.1, namespace = %config.key.0, error = %e, "cannot write /scale");
             }
         }
     }
-    let view = LoopView {
-        activity: if paused {
-            Activity::Paused
-        } else {
-            decision.activity
-        },
+    if let Some(decision) = &outcome.replicas {
+        host.report_status(&config.key, loop_view(config, decision, memory))
+            .await;
+    }
+}
+
+/// The loop's part of the status after a decision.
+fn loop_view(config: &LoopConfig, decision: &Decision, memory: &TickMemory) -> LoopView {
+    LoopView {
+        activity: decision.activity,
         fallback: decision.fallback,
-        last_active: memory.last_active,
+        last_active: memory.object.last_active,
         triggers: config
             .triggers
             .iter()
-            .enumerate()
-            .map(|(i, t)| TriggerHealth {
+            .zip(&memory.triggers)
+            .map(|(t, m)| TriggerHealth {
                 metric_name: t.metric_name.clone(),
-                failures: failures[i],
-                error: errors[i].clone(),
+                failures: m.failures,
+                error: m.error.clone(),
             })
             .collect(),
-    };
-    let slot = shared.slot(&config.key);
-    slot.status.lock().await.loop_view = Some(view);
-    if let Err(e) = shared.write_status(&config.key).await {
-        tracing::warn!(scaled_object = %config.key.1, namespace = %config.key.0, error = %e, "cannot write status");
     }
 }
 
@@ -411,5 +347,389 @@ fn metric_key(config: &LoopConfig, metric: &str) -> MetricKey {
         namespace: config.key.0.clone(),
         scaled_object: config.key.1.clone(),
         metric: metric.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use ebb_crds::{Fallback, FallbackBehavior};
+    use ebb_scalers::{MetricTarget, ScalerError, TriggerSample};
+
+    use super::*;
+    use crate::adapter::metric_cache::MetricCache;
+    use crate::infra::telemetry::OperatorMetrics;
+    use crate::scale::outcome::{Activity, EventKind, EventNote};
+    use crate::scale::targets::TargetError;
+
+    /// A scaler that answers what the test last told it to.
+    struct FakeScaler {
+        answer: Mutex<Result<TriggerSample, ScalerError>>,
+        samples: AtomicUsize,
+    }
+
+    impl FakeScaler {
+        fn new() -> Arc<Self> {
+            Arc::new(FakeScaler {
+                answer: Mutex::new(Ok(TriggerSample {
+                    value: 0.0,
+                    active: false,
+                })),
+                samples: AtomicUsize::new(0),
+            })
+        }
+        fn answer(&self, value: f64, active: bool) {
+            *self.answer.lock().unwrap() = Ok(TriggerSample { value, active });
+        }
+        fn fail(&self) {
+            *self.answer.lock().unwrap() =
+                Err(ScalerError::unreachable("http://source", "connection refused"));
+        }
+    }
+
+    #[async_trait]
+    impl Scaler for FakeScaler {
+        fn trigger_type(&self) -> &'static str {
+            "fake"
+        }
+        fn metric_target(&self) -> MetricTarget {
+            MetricTarget { target_value: 10.0 }
+        }
+        async fn sample(&self) -> Result<TriggerSample, ScalerError> {
+            self.samples.fetch_add(1, Ordering::SeqCst);
+            self.answer.lock().unwrap().clone()
+        }
+    }
+
+    /// A target whose replica count lives in memory; records every write.
+    struct FakeTarget {
+        replicas: Mutex<i32>,
+        writes: Mutex<Vec<i32>>,
+        unreadable: AtomicBool,
+    }
+
+    #[async_trait]
+    impl TargetReplicas for FakeTarget {
+        async fn replicas(&self, target: &TargetRef) -> Result<i32, TargetError> {
+            if self.unreadable.load(Ordering::SeqCst) {
+                return Err(TargetError::NotFound {
+                    kind: target.kind.clone(),
+                    namespace: target.namespace.clone(),
+                    name: target.name.clone(),
+                });
+            }
+            Ok(*self.replicas.lock().unwrap())
+        }
+        async fn set_replicas(&self, _target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+            *self.replicas.lock().unwrap() = replicas;
+            self.writes.lock().unwrap().push(replicas);
+            Ok(())
+        }
+    }
+
+    struct FakeHost {
+        target: FakeTarget,
+        now: Mutex<Timestamp>,
+        exists: AtomicBool,
+        cache: MetricCache,
+        events: Mutex<Vec<EventNote>>,
+        statuses: Mutex<Vec<LoopView>>,
+        telemetry: OperatorMetrics,
+    }
+
+    #[async_trait]
+    impl LoopHost for FakeHost {
+        type Targets = FakeTarget;
+        fn targets(&self) -> &FakeTarget {
+            &self.target
+        }
+        fn now(&self) -> Timestamp {
+            *self.now.lock().unwrap()
+        }
+        fn object_exists(&self, _key: &ObjectKey) -> bool {
+            self.exists.load(Ordering::SeqCst)
+        }
+        fn forget(&self, key: &ObjectKey) {
+            self.cache.remove_object(&key.0, &key.1);
+        }
+        fn put_metric(&self, key: MetricKey, metric: CachedMetric) {
+            self.cache.put(key, metric);
+        }
+        async fn record_event(&self, _reference: &ObjectReference, event: &EventNote) {
+            self.events.lock().unwrap().push(event.clone());
+        }
+        async fn report_status(&self, _key: &ObjectKey, view: LoopView) {
+            self.statuses.lock().unwrap().push(view);
+        }
+        fn telemetry(&self) -> &OperatorMetrics {
+            &self.telemetry
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn host(replicas: i32) -> FakeHost {
+        FakeHost {
+            target: FakeTarget {
+                replicas: Mutex::new(replicas),
+                writes: Mutex::default(),
+                unreadable: AtomicBool::new(false),
+            },
+            now: Mutex::new(t(0)),
+            exists: AtomicBool::new(true),
+            cache: MetricCache::default(),
+            events: Mutex::default(),
+            statuses: Mutex::default(),
+            telemetry: OperatorMetrics::new(),
+        }
+    }
+
+    impl FakeHost {
+        fn at(&self, secs: i64) -> &Self {
+            *self.now.lock().unwrap() = t(secs);
+            self
+        }
+        fn writes(&self) -> Vec<i32> {
+            self.target.writes.lock().unwrap().clone()
+        }
+        fn reasons(&self) -> Vec<&'static str> {
+            self.events.lock().unwrap().iter().map(|e| e.reason).collect()
+        }
+        fn last_status(&self) -> LoopView {
+            self.statuses.lock().unwrap().last().cloned().expect("a status")
+        }
+        fn cached(&self) -> Option<CachedMetric> {
+            self.cache.get(&MetricKey {
+                namespace: "ns".into(),
+                scaled_object: "so".into(),
+                metric: "s0-fake".into(),
+            })
+        }
+    }
+
+    /// min 0, max 10, cooldown 300 s, created at t(0), one trigger with target 10.
+    fn config(scaler: Arc<FakeScaler>) -> LoopConfig {
+        LoopConfig {
+            key: ("ns".into(), "so".into()),
+            uid: "uid-1".into(),
+            created: t(0),
+            spec: ScalingSpec {
+                min: 0,
+                max: 10,
+                idle: None,
+                cooldown: Duration::from_secs(300),
+                initial_cooldown: Duration::ZERO,
+                fallback: None,
+            },
+            triggers: vec![LoopTrigger {
+                metric_name: "s0-fake".into(),
+                scaler,
+                thresholds: Thresholds {
+                    target: 10.0,
+                    activation: 0.0,
+                },
+                use_cached_metrics: false,
+            }],
+            target: TargetRef {
+                namespace: "ns".into(),
+                name: "web".into(),
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                plural: "deployments".into(),
+            },
+            pause: PauseState::default(),
+            force_activation: false,
+            polling_interval: Duration::from_secs(1),
+            fingerprint: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_active_sample_activates_from_zero() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler);
+        let h = host(0);
+        let mut memory = TickMemory::default();
+        tick(h.at(5), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![1]);
+        assert_eq!(h.reasons(), vec!["Activated"]);
+        assert_eq!(
+            h.events.lock().unwrap()[0].note,
+            "scaled Deployment web from 0 to 1 replicas"
+        );
+        let cached = h.cached().expect("the sample is served");
+        assert_eq!((cached.value, cached.failed), (7.0, false));
+        let status = h.last_status();
+        assert_eq!(
+            (status.activity, status.last_active),
+            (Activity::Active, Some(t(5)))
+        );
+        // Active at 1: the HPA owns the count, nothing more to write.
+        tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn scales_to_zero_only_after_the_cooldown() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler.clone());
+        let h = host(3);
+        let mut memory = TickMemory::default();
+        tick(h.at(100), &cfg, &mut memory).await;
+        scaler.answer(0.0, false);
+        tick(h.at(200), &cfg, &mut memory).await;
+        tick(h.at(399), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), Vec::<i32>::new(), "inside the cooldown");
+        assert_eq!(h.last_status().activity, Activity::Inactive { in_cooldown: true });
+        tick(h.at(400), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![0]);
+        assert_eq!(h.reasons(), vec!["ScaledToZero"]);
+        assert_eq!(h.last_status().last_active, Some(t(100)));
+    }
+
+    #[tokio::test]
+    async fn a_failing_trigger_with_fallback_writes_and_serves_the_fallback() {
+        let scaler = FakeScaler::new();
+        scaler.fail();
+        let mut cfg = config(scaler.clone());
+        cfg.spec.fallback = Some(Fallback {
+            failure_threshold: 2,
+            replicas: 3,
+            behavior: FallbackBehavior::Static,
+        });
+        let h = host(1);
+        let mut memory = TickMemory::default();
+        tick(h.at(1), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), Vec::<i32>::new(), "below the threshold");
+        assert_eq!(h.reasons(), vec!["TriggerFailing"]);
+        assert_eq!(h.events.lock().unwrap()[0].kind, EventKind::Warning);
+        assert!(h.cached().is_none(), "no value to serve yet");
+        tick(h.at(2), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![3]);
+        assert_eq!(
+            h.reasons(),
+            vec!["TriggerFailing", "FallbackEngaged", "FallbackReplicas"]
+        );
+        // The HPA sees 3 replicas × the target of 10.
+        let cached = h.cached().expect("the fallback value is served");
+        assert_eq!((cached.value, cached.failed), (30.0, true));
+        let status = h.last_status();
+        assert!(status.fallback);
+        assert_eq!(status.triggers[0].failures, 2);
+        assert!(
+            status.triggers[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("connection refused")
+        );
+        scaler.answer(4.0, true);
+        tick(h.at(3), &cfg, &mut memory).await;
+        assert_eq!(
+            h.reasons()[3..],
+            ["TriggerRecovered", "FallbackCleared"],
+            "recovery"
+        );
+        assert_eq!(h.cached().map(|c| (c.value, c.failed)), Some((4.0, false)));
+        assert!(!h.last_status().fallback);
+    }
+
+    #[tokio::test]
+    async fn a_failing_trigger_without_fallback_never_scales_in() {
+        let scaler = FakeScaler::new();
+        scaler.fail();
+        let cfg = config(scaler);
+        let h = host(4);
+        let mut memory = TickMemory::from(LoopMemory {
+            last_active: Some(t(0)),
+            consecutive_failures: 0,
+        });
+        for secs in [1_000, 10_000, 100_000] {
+            tick(h.at(secs), &cfg, &mut memory).await;
+        }
+        assert_eq!(h.writes(), Vec::<i32>::new());
+        assert_eq!(
+            h.reasons(),
+            vec!["TriggerFailing"],
+            "one Event per failure, not per poll"
+        );
+        let status = h.last_status();
+        assert_eq!((status.activity, status.fallback), (Activity::Unknown, false));
+        assert_eq!(status.triggers[0].failures, 3);
+    }
+
+    #[tokio::test]
+    async fn paused_holds_and_does_not_sample() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let mut cfg = config(scaler.clone());
+        cfg.pause.paused = true;
+        let h = host(0);
+        let mut memory = TickMemory::default();
+        tick(h.at(1), &cfg, &mut memory).await;
+        tick(h.at(2), &cfg, &mut memory).await;
+        assert_eq!(
+            h.writes(),
+            Vec::<i32>::new(),
+            "an active trigger does not unpause"
+        );
+        assert_eq!(scaler.samples.load(Ordering::SeqCst), 0);
+        assert_eq!(h.last_status().activity, Activity::Paused);
+        // paused-replicas holds its count.
+        cfg.pause.paused_replicas = Some(2);
+        tick(h.at(3), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![2]);
+        assert_eq!(h.reasons(), vec!["PausedReplicas"]);
+        tick(h.at(4), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_target_still_feeds_the_poll_cache_but_decides_nothing() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler);
+        let h = host(0);
+        h.target.unreadable.store(true, Ordering::SeqCst);
+        let mut memory = TickMemory::default();
+        tick(h.at(1), &cfg, &mut memory).await;
+        assert_eq!(h.cached().map(|c| c.value), Some(7.0));
+        assert!(h.writes().is_empty() && h.statuses.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_loop_ends_itself_when_its_object_is_gone() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let h = Arc::new(host(0));
+        let handle = LoopHandle::start(h.clone(), config(scaler), LoopMemory::default(), Duration::ZERO);
+        // The first tick happens at once and activates.
+        for _ in 0..200 {
+            if !h.writes().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(h.writes(), vec![1]);
+        h.exists.store(false, Ordering::SeqCst);
+        handle.update(LoopConfig {
+            fingerprint: 2,
+            ..config(FakeScaler::new())
+        });
+        for _ in 0..200 {
+            if handle.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(handle.is_finished());
+        assert!(h.cached().is_none(), "forgotten");
     }
 }

@@ -14,7 +14,7 @@ use ebb_crds::conditions::{self, Condition, reason};
 use ebb_crds::{HealthStatus, MetricHealth, ScaledObjectStatus};
 use jiff::Timestamp;
 
-use crate::scale::decision::Activity;
+use crate::scale::outcome::Activity;
 
 /// Whether the object can be acted on, as the reconciler found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
