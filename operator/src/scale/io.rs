@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
+use crate::context::{ObjectKey, Shared};
 use crate::infra::telemetry::OperatorMetrics;
-use crate::reconcile::{ObjectKey, Shared};
 use crate::scale::outcome::{EventKind, EventNote};
 use crate::scale::targets::{TargetError, TargetRef, Targets};
 use crate::status::LoopView;

@@ -78,7 +78,7 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scale::decision::Activity;
+    use crate::scale::outcome::Activity;
     use crate::status::{Readiness, TriggerHealth};
 
     fn reconcile_view() -> ReconcileView {

@@ -149,7 +149,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
