@@ -7,7 +7,8 @@
 //!   finalizer, starting the object's scale loop.
 //! - [`scale`]: the per-object scale loop, its pure decisions and the `/scale` reads and writes.
 //! - [`status`]: the status a user sees, composed purely and written only on change.
-//! - [`cache`]: watch-fed caches and indexes (HPAs, which object points at which target).
+//! - [`cache`]: watch-fed caches on one generic index (HPAs, workloads' replicas, which object
+//!   points at which target).
 //! - [`adapter`]: the glue to the embedded metrics adapter (poll cache, provider, leader forwarding).
 //! - [`infra`]: the Kubernetes client's limits and request counting, metrics and health endpoints.
 //! - [`context`]: the state the reconciler, the scale loops and the adapter share.
