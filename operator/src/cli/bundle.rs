@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value as Json;
 
 use crate::cli::validate::InputDocument;
-use crate::compile::inputs::{self as trigger_inputs, Lookup, ObjectSource};
+use crate::compile::inputs::{self as trigger_inputs, Lookup, ObjectSource, SecretDecodeError};
 
 /// The text at a JSON pointer, when it is a string.
 pub(crate) fn str_at<'a>(v: &'a Json, pointer: &str) -> Option<&'a str> {
@@ -20,7 +20,7 @@ pub(crate) fn str_at<'a>(v: &'a Json, pointer: &str) -> Option<&'a str> {
 /// ClusterTriggerAuthentications and workloads (for their container env).
 #[derive(Default)]
 pub struct BundleObjects {
-    secrets: BTreeMap<(String, String), Result<BTreeMap<String, String>, String>>,
+    secrets: BTreeMap<(String, String), Result<BTreeMap<String, String>, SecretDecodeError>>,
     config_maps: BTreeMap<(String, String), BTreeMap<String, String>>,
     trigger_auths: BTreeMap<(String, String), TriggerAuthenticationSpec>,
     cluster_trigger_auths: BTreeMap<String, TriggerAuthenticationSpec>,
@@ -92,12 +92,12 @@ fn scalar_text(v: &Json) -> Option<String> {
     }
 }
 
-fn decode_secret_json(v: &Json) -> Result<BTreeMap<String, String>, String> {
+fn decode_secret_json(v: &Json) -> Result<BTreeMap<String, String>, SecretDecodeError> {
     let mut out = BTreeMap::new();
     for (k, val) in v.get("data").and_then(Json::as_object).into_iter().flatten() {
         let text = val
             .as_str()
-            .ok_or_else(|| format!("key {k:?} is not a base64 string"))?;
+            .ok_or_else(|| SecretDecodeError::NotAString(k.clone()))?;
         out.insert(k.clone(), trigger_inputs::decode_base64(k, text)?);
     }
     for (k, val) in v
@@ -108,7 +108,7 @@ fn decode_secret_json(v: &Json) -> Result<BTreeMap<String, String>, String> {
     {
         out.insert(
             k.clone(),
-            scalar_text(val).ok_or_else(|| format!("stringData key {k:?} is not text"))?,
+            scalar_text(val).ok_or_else(|| SecretDecodeError::StringDataNotText(k.clone()))?,
         );
     }
     Ok(out)

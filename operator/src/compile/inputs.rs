@@ -371,15 +371,32 @@ async fn workload_env(
     Some((vars, secret_vars))
 }
 
+/// Why a Secret's value cannot be used; names the key, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretDecodeError {
+    /// The value is not text.
+    #[error("key {0:?} is not UTF-8 text")]
+    NotUtf8(String),
+    /// The value is not base64 (a `data` entry in a manifest).
+    #[error("key {0:?} is not valid base64")]
+    NotBase64(String),
+    /// The value is not a string at all (a `data` entry in a manifest).
+    #[error("key {0:?} is not a base64 string")]
+    NotAString(String),
+    /// A `stringData` entry in a manifest is not a scalar.
+    #[error("stringData key {0:?} is not text")]
+    StringDataNotText(String),
+}
+
 /// Decodes a Secret's `data` (base64) and `stringData`; a key that is not valid base64 or UTF-8 is
 /// an error naming the key (never the value).
 pub fn decode_secret(
     data: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
     string_data: Option<&BTreeMap<String, String>>,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, SecretDecodeError> {
     let mut out = BTreeMap::new();
     for (k, v) in data.into_iter().flatten() {
-        let text = String::from_utf8(v.0.clone()).map_err(|_| format!("key {k:?} is not UTF-8 text"))?;
+        let text = String::from_utf8(v.0.clone()).map_err(|_| SecretDecodeError::NotUtf8(k.clone()))?;
         out.insert(k.clone(), text);
     }
     for (k, v) in string_data.into_iter().flatten() {
@@ -389,9 +406,9 @@ pub fn decode_secret(
 }
 
 /// Decodes base64 text as a Secret's `data` value is written in YAML.
-pub fn decode_base64(key: &str, text: &str) -> Result<String, String> {
+pub fn decode_base64(key: &str, text: &str) -> Result<String, SecretDecodeError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|_| format!("key {key:?} is not valid base64"))?;
-    String::from_utf8(bytes).map_err(|_| format!("key {key:?} is not UTF-8 text"))
+        .map_err(|_| SecretDecodeError::NotBase64(key.to_string()))?;
+    String::from_utf8(bytes).map_err(|_| SecretDecodeError::NotUtf8(key.to_string()))
 }
