@@ -19,10 +19,11 @@ use lapin::{AsyncTcpStream, Channel, Connection, ConnectionProperties};
 
 use super::address::BrokerAddress;
 use super::clients::{RabbitMqClients, lock};
-use super::errors::{error_chain, scrub};
+use super::errors::scrub;
 use super::tls::TlsSettings;
 use super::watch::WatchState;
 use crate::ScalerError;
+use crate::common::errors::error_chain;
 
 /// How many idle channels one pooled AMQP connection keeps for reuse.
 pub const MAX_IDLE_CHANNELS: usize = 4;
@@ -188,13 +189,7 @@ impl AmqpTarget {
 }
 
 /// Why one AMQP step failed, sorted for the [`ScalerError`] kinds.
-pub(super) fn amqp_error(
-    clients: &RabbitMqClients,
-    target: &AmqpTarget,
-    shown: &str,
-    step: &str,
-    e: &lapin::Error,
-) -> ScalerError {
+pub(super) fn amqp_error(target: &AmqpTarget, shown: &str, step: &str, e: &lapin::Error) -> ScalerError {
     let mut message = scrub(&format!("{step}: {}", error_chain(e)), &target.secrets);
     match e.kind() {
         // 403 ACCESS_REFUSED: wrong credentials, or no permission on the vhost or queue.
@@ -206,7 +201,7 @@ pub(super) fn amqp_error(
         | lapin::ErrorKind::MissingHeartbeatError
         | lapin::ErrorKind::RuntimeShutdownError(_) => {
             if let Some((_, settings)) = &target.tls
-                && let Some(problem) = clients.roots_problem(settings)
+                && let Some(problem) = settings.roots_problem()
             {
                 message.push_str(&format!(" ({problem})"));
             }
@@ -308,7 +303,6 @@ mod tests {
 
     #[test]
     fn amqp_errors_are_scrubbed_and_sorted() {
-        let clients = RabbitMqClients::default();
         let target = AmqpTarget {
             uri: AMQPUri::default(),
             tls: None,
@@ -317,7 +311,7 @@ mod tests {
         };
         let shown = "amqp://<redacted>@h:5672/%2F";
         let io: lapin::Error = io::Error::other("refused for guest:hunter2").into();
-        let e = amqp_error(&clients, &target, shown, "cannot connect", &io);
+        let e = amqp_error(&target, shown, "cannot connect", &io);
         assert_eq!(e.kind(), "unreachable");
         let text = format!("{e} {e:?}");
         assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
@@ -326,19 +320,13 @@ mod tests {
             lapin::protocol::AMQPError::from_id(403, "ACCESS_REFUSED - Login was refused".into()).unwrap(),
         )
         .into();
-        assert_eq!(
-            amqp_error(&clients, &target, shown, "x", &refused).kind(),
-            "unauthorized"
-        );
+        assert_eq!(amqp_error(&target, shown, "x", &refused).kind(), "unauthorized");
         let missing: lapin::Error = lapin::ErrorKind::ProtocolError(
             lapin::protocol::AMQPError::from_id(404, "NOT_FOUND - no queue 'q'".into()).unwrap(),
         )
         .into();
         assert!(is_not_found(&missing));
-        assert_eq!(
-            amqp_error(&clients, &target, shown, "x", &missing).kind(),
-            "bad_response"
-        );
+        assert_eq!(amqp_error(&target, shown, "x", &missing).kind(), "bad_response");
         assert_eq!(
             scrub("a hunter2 b hunter2", &["hunter2".into(), String::new()]),
             "a <redacted> b <redacted>"

@@ -4,29 +4,27 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use hyper::Uri;
-use rustls::crypto::CryptoProvider;
 
 use super::amqp::{AmqpKey, AmqpSlot};
-use super::management::{HttpClient, HttpTarget, http_client};
-use super::tls::{NativeRoots, TlsSettings, client_config, load_native_roots};
+use super::management::HttpTarget;
+use super::tls::TlsSettings;
 use super::watch::{HttpWatchKey, HttpWatcher, WATCH_TICK, WatchCounters, WatchState, WatcherStats};
 use crate::ScalerError;
+use crate::common::http::{HttpsClient, pooled_client};
 
 /// The clients shared by every rabbitmq trigger of a factory: pooled AMQP connections and HTTP
 /// clients (see the [folder's overview](super)).
 pub struct RabbitMqClients {
     /// Timeout of one HTTP request without `timeout`, and of one AMQP sample (dial included).
     pub(super) default_timeout: Duration,
-    provider: Arc<CryptoProvider>,
-    native_roots: OnceLock<NativeRoots>,
     /// TLS client configurations by settings (shared by AMQP and HTTP).
     tls_configs: Mutex<HashMap<TlsSettings, Arc<rustls::ClientConfig>>>,
     /// HTTP clients by TLS settings; each keeps its own connection pool.
-    http_clients: Mutex<HashMap<TlsSettings, HttpClient>>,
+    http_clients: Mutex<HashMap<TlsSettings, HttpsClient>>,
     /// AMQP connection slots by identity; a slot lives while a scaler holds it.
     pub(super) amqp_slots: Mutex<HashMap<AmqpKey, Weak<AmqpSlot>>>,
     /// Management watchers by listing identity; a watcher lives while a scaler holds it.
@@ -43,8 +41,6 @@ impl RabbitMqClients {
     pub fn new(default_timeout: Duration) -> Self {
         Self {
             default_timeout,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-            native_roots: OnceLock::new(),
             tls_configs: Mutex::new(HashMap::new()),
             http_clients: Mutex::new(HashMap::new()),
             amqp_slots: Mutex::new(HashMap::new()),
@@ -144,11 +140,7 @@ impl RabbitMqClients {
         if let Some(config) = lock(&self.tls_configs).get(settings) {
             return Ok(config.clone());
         }
-        let config = Arc::new(client_config(
-            &self.provider,
-            || self.native_roots.get_or_init(load_native_roots),
-            settings,
-        )?);
+        let config = Arc::new(settings.client_config()?);
         Ok(lock(&self.tls_configs)
             .entry(settings.clone())
             .or_insert(config)
@@ -156,12 +148,12 @@ impl RabbitMqClients {
     }
 
     /// The HTTP client for these settings, created once and shared.
-    pub(super) fn http_client(&self, settings: &TlsSettings) -> Result<HttpClient, ScalerError> {
+    pub(super) fn http_client(&self, settings: &TlsSettings) -> Result<HttpsClient, ScalerError> {
         if let Some(client) = lock(&self.http_clients).get(settings) {
             return Ok(client.clone());
         }
         let tls = (*self.tls_config(settings)?).clone();
-        let client = http_client(tls);
+        let client = pooled_client(tls, None);
         Ok(lock(&self.http_clients)
             .entry(settings.clone())
             .or_insert(client)
@@ -178,14 +170,6 @@ impl RabbitMqClients {
         let slot = Arc::new(AmqpSlot::default());
         slots.insert(key, Arc::downgrade(&slot));
         slot
-    }
-
-    /// A note for errors of verified TLS connections when the system has no root certificates.
-    pub(super) fn roots_problem(&self, settings: &TlsSettings) -> Option<&str> {
-        if settings.unsafe_ssl || settings.ca.is_some() {
-            return None;
-        }
-        self.native_roots.get().and_then(|r| r.problem.as_deref())
     }
 }
 

@@ -209,7 +209,7 @@ impl RabbitMqScaler {
             if connection_failed(e, &pooled) {
                 target.slot.discard(&pooled);
             }
-            amqp_error(&self.clients, target, &self.shown, step, e)
+            amqp_error(target, &self.shown, step, e)
         };
         let channel = pooled
             .channel()
@@ -242,7 +242,7 @@ impl RabbitMqScaler {
         let tls = target.tls.as_ref().map(|(config, _)| config);
         let pooled = slot_connection(&target.slot, &target.uri, tls, self.clients.default_timeout)
             .await
-            .map_err(|e| amqp_error(&self.clients, target, &self.shown, "cannot connect", &e))?;
+            .map_err(|e| amqp_error(target, &self.shown, "cannot connect", &e))?;
         target.slot.dialled.store(true, Ordering::Relaxed);
         Ok(pooled)
     }
@@ -263,7 +263,7 @@ impl RabbitMqScaler {
             }
         };
         let roots = if target.uri.scheme_str() == Some("https") {
-            self.clients.roots_problem(&target.tls)
+            target.tls.roots_problem()
         } else {
             None
         };
