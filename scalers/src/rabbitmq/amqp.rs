@@ -21,7 +21,7 @@ use super::address::BrokerAddress;
 use super::clients::{RabbitMqClients, lock};
 use super::errors::scrub;
 use super::tls::TlsSettings;
-use super::watch::WatchState;
+use super::watch::QueueWatcher;
 use crate::ScalerError;
 use crate::common::errors::error_chain;
 
@@ -39,21 +39,32 @@ pub(super) struct AmqpKey {
     tls: Option<TlsSettings>,
 }
 
-/// One pooled AMQP connection identity: the connection, once dialled, and the lock that makes
-/// concurrent samplers dial once.
-#[derive(Default)]
+/// One pooled AMQP connection identity: the connection, once dialled, the lock that makes
+/// concurrent samplers dial once, and the connection's activity watcher.
 pub(super) struct AmqpSlot {
     current: Mutex<Option<Arc<PooledConnection>>>,
     dialing: tokio::sync::Mutex<()>,
     /// Whether a sample has dialled the connection once (the watcher dials again only then).
     pub(super) dialled: AtomicBool,
     /// The triggers whose queues the connection's watcher reads.
-    pub(super) watch: Mutex<WatchState>,
+    pub(super) watch: Arc<QueueWatcher>,
     /// What the watcher dials with (the URI holds the credentials; never printed).
     pub(super) dial: Mutex<Option<(AMQPUri, Option<Arc<rustls::ClientConfig>>)>>,
 }
 
 impl AmqpSlot {
+    /// An empty slot (nothing dialled) whose watcher makes a round every `watch_tick` (zero:
+    /// never).
+    pub(super) fn new(watch_tick: Duration) -> Self {
+        Self {
+            current: Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
+            dialled: AtomicBool::new(false),
+            watch: QueueWatcher::new(watch_tick),
+            dial: Mutex::new(None),
+        }
+    }
+
     /// The connection if it is open; a failed one is dropped (closed) here.
     pub(super) fn live(&self) -> Option<Arc<PooledConnection>> {
         let mut current = lock(&self.current);
@@ -307,7 +318,7 @@ mod tests {
             uri: AMQPUri::default(),
             tls: None,
             secrets: vec!["hunter2".into()],
-            slot: Arc::new(AmqpSlot::default()),
+            slot: Arc::new(AmqpSlot::new(crate::rabbitmq::WATCH_TICK)),
         };
         let shown = "amqp://<redacted>@h:5672/%2F";
         let io: lapin::Error = io::Error::other("refused for guest:hunter2").into();

@@ -7,12 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use hyper::Uri;
-
 use super::amqp::{AmqpKey, AmqpSlot};
 use super::management::HttpTarget;
 use super::tls::TlsSettings;
-use super::watch::{HttpWatchKey, HttpWatcher, WATCH_TICK, WatchCounters, WatchState, WatcherStats};
+use super::watch::{HttpWatchKey, QueueWatcher, WATCH_TICK, WatchCounters, WatcherStats};
 use crate::ScalerError;
 use crate::common::http::{HttpsClient, pooled_client};
 
@@ -28,7 +26,7 @@ pub struct RabbitMqClients {
     /// AMQP connection slots by identity; a slot lives while a scaler holds it.
     pub(super) amqp_slots: Mutex<HashMap<AmqpKey, Weak<AmqpSlot>>>,
     /// Management watchers by listing identity; a watcher lives while a scaler holds it.
-    http_watchers: Mutex<HashMap<HttpWatchKey, Weak<HttpWatcher>>>,
+    http_watchers: Mutex<HashMap<HttpWatchKey, Weak<QueueWatcher>>>,
     /// The counters every watcher of these pools adds to.
     pub(super) watch_counters: Arc<WatchCounters>,
     /// How often a watcher makes a round; zero disables the watchers.
@@ -59,55 +57,42 @@ impl RabbitMqClients {
 
     /// What the activity watchers are doing now.
     pub fn watcher_stats(&self) -> WatcherStats {
-        let mut stats = WatcherStats {
+        let http: Vec<Arc<QueueWatcher>> = lock(&self.http_watchers)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let amqp: Vec<Arc<QueueWatcher>> = lock(&self.amqp_slots)
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|slot| slot.watch.clone())
+            .collect();
+        let with_triggers =
+            |watchers: &[Arc<QueueWatcher>]| watchers.iter().filter(|w| w.trigger_count() > 0).count();
+        let all = || http.iter().chain(&amqp);
+        WatcherStats {
+            http_watchers: with_triggers(&http),
+            amqp_watchers: with_triggers(&amqp),
+            triggers: all().map(|w| w.trigger_count()).sum(),
+            running: all().filter(|w| w.is_running()).count(),
             rounds: self.watch_counters.rounds.load(Ordering::Relaxed),
             requests: self.watch_counters.requests.load(Ordering::Relaxed),
-            ..WatcherStats::default()
-        };
-        let mut count = |state: &Mutex<WatchState>| {
-            let state = lock(state);
-            stats.triggers += state.triggers.len();
-            stats.running += usize::from(state.running);
-            !state.triggers.is_empty()
-        };
-        let http: Vec<Arc<HttpWatcher>> = lock(&self.http_watchers)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let slots: Vec<Arc<AmqpSlot>> = lock(&self.amqp_slots)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let http_watchers = http.iter().filter(|w| count(&w.state)).count();
-        let amqp_watchers = slots.iter().filter(|s| count(&s.watch)).count();
-        WatcherStats {
-            http_watchers,
-            amqp_watchers,
-            ..stats
         }
     }
 
-    /// The management watcher listing `target`'s vhost, created on first use.
-    pub(super) fn http_watcher(&self, target: &HttpTarget, listing: Uri, shown: &str) -> Arc<HttpWatcher> {
+    /// The management watcher of `listing` (a vhost listing request: URL, authorization, TLS
+    /// settings), created on first use.
+    pub(super) fn http_watcher(&self, listing: &HttpTarget) -> Arc<QueueWatcher> {
         let key: HttpWatchKey = (
-            listing.to_string(),
-            target.authorization.as_ref().map(|a| a.as_bytes().to_vec()),
-            target.tls.clone(),
+            listing.uri.to_string(),
+            listing.authorization.as_ref().map(|a| a.as_bytes().to_vec()),
+            listing.tls.clone(),
         );
         let mut watchers = lock(&self.http_watchers);
         if let Some(w) = watchers.get(&key).and_then(Weak::upgrade) {
             return w;
         }
         watchers.retain(|_, w| w.strong_count() > 0);
-        let w = Arc::new(HttpWatcher {
-            target: HttpTarget {
-                uri: listing,
-                timeout: self.default_timeout,
-                ..target.clone()
-            },
-            shown: shown.to_string(),
-            state: Mutex::new(WatchState::default()),
-        });
+        let w = QueueWatcher::new(self.watch_tick);
         watchers.insert(key, Arc::downgrade(&w));
         w
     }
@@ -167,7 +152,7 @@ impl RabbitMqClients {
             return slot;
         }
         slots.retain(|_, slot| slot.strong_count() > 0);
-        let slot = Arc::new(AmqpSlot::default());
+        let slot = Arc::new(AmqpSlot::new(self.watch_tick));
         slots.insert(key, Arc::downgrade(&slot));
         slot
     }
