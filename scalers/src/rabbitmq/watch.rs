@@ -298,7 +298,7 @@ pub(super) enum Watch {
         /// The trigger's registration.
         registration: Registration<WatchSpec>,
         /// The listing request (what a [`ListingRound`] sends).
-        target: HttpTarget,
+        target: Box<HttpTarget>,
         /// The broker address, credentials masked.
         shown: String,
     },
@@ -321,11 +321,11 @@ impl Watch {
         shown: &str,
         spec: WatchSpec,
     ) -> Self {
-        let target = HttpTarget {
+        let target = Box::new(HttpTarget {
             uri: listing,
             timeout: clients.default_timeout,
             ..target.clone()
-        };
+        });
         let registration = clients.http_watcher(&target).register(spec);
         Watch::Listing {
             registration,
@@ -358,7 +358,7 @@ impl Watch {
                 target,
                 shown,
             } => registration.watcher().ensure_running(|| ListingRound {
-                target: target.clone(),
+                target: (**target).clone(),
                 shown: shown.clone(),
                 counters,
             }),
