@@ -34,7 +34,7 @@ use crate::common::activity::{
 pub const WATCH_TICK: Duration = crate::ACTIVITY_WATCH_TICK;
 
 /// Counters of the monitoring activity watchers of a
-/// [`NatsJetStreamClients`](super::NatsJetStreamClients).
+/// [`NatsJetStreamClients`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WatcherStats {
     /// Watchers alive (one per monitoring endpoint and account with a scaler holding it).

@@ -4,12 +4,12 @@
 //! changes. Registration, backoff and channels are
 //! [`common::activity`](crate::common::activity)'s; this file holds the two rounds.
 //!
-//! - **Management API** ([`ListingRound`]): one watcher per (host, credentials, TLS settings,
+//! - **Management API** (`ListingRound`): one watcher per (host, credentials, TLS settings,
 //!   vhost) lists the vhost's queues in one request per tick (`/api/queues/<vhost>?columns=`
 //!   [`LISTING_COLUMNS`]) for every mode. The statistics themselves lag the broker by up to its
 //!   `collect_statistics_interval` (5 s by default). `useRegex` triggers stay poll-only (the
 //!   broker matches the regex).
-//! - **AMQP** ([`AmqpRound`]): one watcher per pooled connection makes one passive
+//! - **AMQP** (`AmqpRound`): one watcher per pooled connection makes one passive
 //!   `queue.declare` per distinct watched queue each tick over one channel of that connection (no
 //!   extra connection). It starts reading once a poll has dialled the connection, and redials a
 //!   failed one after that. A queue whose declare fails (the broker then closes the channel) is
