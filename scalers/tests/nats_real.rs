@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use ebb_scalers::metrics_api::scaler::MetricsApiClient;
+use ebb_scalers::metrics_api::MetricsApiClient;
 use ebb_scalers::nats_jetstream::{NatsJetStreamClients, NatsJetStreamConfig, NatsJetStreamScaler};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory, TriggerSample};

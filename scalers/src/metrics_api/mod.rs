@@ -74,7 +74,7 @@ pub fn build(
     trigger: &crate::registry::ParsedTrigger,
 ) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
     use std::sync::Arc;
-    let client = factory.shared(|o| scaler::MetricsApiClient::new(o.http_timeout).map(Arc::new));
+    let client = factory.shared(|o| MetricsApiClient::new(o.http_timeout).map(Arc::new));
     Ok(Arc::new(scaler::MetricsApiScaler::new(
         Result::clone(&client)?,
         &trigger.params,

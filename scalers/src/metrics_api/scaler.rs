@@ -10,12 +10,8 @@ use super::config::MetricsApiConfig;
 use crate::params::{ParsedParams, Thresholds};
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
-// The paths other modules used before the split (`nats_jetstream`, `rabbitmq`, `scalers/tests`).
-pub use super::client::MAX_BODY_BYTES;
-pub use super::client::{Endpoint, MetricsApiClient};
-pub use super::value::{ValueError, lookup, value_at};
-pub(crate) use crate::common::http::read_json_body;
-pub use crate::common::quantity::parse_quantity;
+use super::client::{Endpoint, MetricsApiClient};
+use super::value::value_at;
 
 /// One metrics-api trigger: where to poll, where the value is, and the thresholds.
 pub struct MetricsApiScaler {

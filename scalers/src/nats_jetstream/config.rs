@@ -11,7 +11,7 @@ use std::fmt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::ScalerError;
-use crate::metrics_api::scaler::Endpoint;
+use crate::metrics_api::Endpoint;
 use crate::params::{ParsedParams, Thresholds, mask_userinfo};
 
 /// Characters left as they are in the `acc=` query value.

@@ -18,7 +18,7 @@ use super::connections::NatsConnections;
 use super::jsz::ConsumerLag;
 use super::leaders::{LeaderCache, monitoring_lag};
 use super::watch::{JszWatchers, Registration, WATCH_TICK, WatcherStats};
-use crate::metrics_api::scaler::{Endpoint, MetricsApiClient};
+use crate::metrics_api::{Endpoint, MetricsApiClient};
 use crate::params::mask_userinfo;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::config::NatsJetStreamConfig;
 use super::lock;
 use super::scaler::{NatsJetStreamClients, NatsJetStreamScaler};
-use crate::metrics_api::scaler::MetricsApiClient;
+use crate::metrics_api::MetricsApiClient;
 use crate::params::tests_support::parse_meta;
 
 /// A `/jsz` answer as nats-server 2.9 gives it, trimmed to a realistic subset.

@@ -19,10 +19,11 @@ use lapin::{AsyncTcpStream, Channel, Connection, ConnectionProperties};
 
 use super::address::BrokerAddress;
 use super::clients::{RabbitMqClients, lock};
-use super::errors::{error_chain, scrub};
+use super::errors::scrub;
 use super::tls::TlsSettings;
-use super::watch::WatchState;
+use super::watch::QueueWatcher;
 use crate::ScalerError;
+use crate::common::errors::error_chain;
 
 /// How many idle channels one pooled AMQP connection keeps for reuse.
 pub const MAX_IDLE_CHANNELS: usize = 4;
@@ -38,21 +39,32 @@ pub(super) struct AmqpKey {
     tls: Option<TlsSettings>,
 }
 
-/// One pooled AMQP connection identity: the connection, once dialled, and the lock that makes
-/// concurrent samplers dial once.
-#[derive(Default)]
+/// One pooled AMQP connection identity: the connection, once dialled, the lock that makes
+/// concurrent samplers dial once, and the connection's activity watcher.
 pub(super) struct AmqpSlot {
     current: Mutex<Option<Arc<PooledConnection>>>,
     dialing: tokio::sync::Mutex<()>,
     /// Whether a sample has dialled the connection once (the watcher dials again only then).
     pub(super) dialled: AtomicBool,
     /// The triggers whose queues the connection's watcher reads.
-    pub(super) watch: Mutex<WatchState>,
+    pub(super) watch: Arc<QueueWatcher>,
     /// What the watcher dials with (the URI holds the credentials; never printed).
     pub(super) dial: Mutex<Option<(AMQPUri, Option<Arc<rustls::ClientConfig>>)>>,
 }
 
 impl AmqpSlot {
+    /// An empty slot (nothing dialled) whose watcher makes a round every `watch_tick` (zero:
+    /// never).
+    pub(super) fn new(watch_tick: Duration) -> Self {
+        Self {
+            current: Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
+            dialled: AtomicBool::new(false),
+            watch: QueueWatcher::new(watch_tick),
+            dial: Mutex::new(None),
+        }
+    }
+
     /// The connection if it is open; a failed one is dropped (closed) here.
     pub(super) fn live(&self) -> Option<Arc<PooledConnection>> {
         let mut current = lock(&self.current);
@@ -188,13 +200,7 @@ impl AmqpTarget {
 }
 
 /// Why one AMQP step failed, sorted for the [`ScalerError`] kinds.
-pub(super) fn amqp_error(
-    clients: &RabbitMqClients,
-    target: &AmqpTarget,
-    shown: &str,
-    step: &str,
-    e: &lapin::Error,
-) -> ScalerError {
+pub(super) fn amqp_error(target: &AmqpTarget, shown: &str, step: &str, e: &lapin::Error) -> ScalerError {
     let mut message = scrub(&format!("{step}: {}", error_chain(e)), &target.secrets);
     match e.kind() {
         // 403 ACCESS_REFUSED: wrong credentials, or no permission on the vhost or queue.
@@ -206,7 +212,7 @@ pub(super) fn amqp_error(
         | lapin::ErrorKind::MissingHeartbeatError
         | lapin::ErrorKind::RuntimeShutdownError(_) => {
             if let Some((_, settings)) = &target.tls
-                && let Some(problem) = clients.roots_problem(settings)
+                && let Some(problem) = settings.roots_problem()
             {
                 message.push_str(&format!(" ({problem})"));
             }
@@ -308,16 +314,15 @@ mod tests {
 
     #[test]
     fn amqp_errors_are_scrubbed_and_sorted() {
-        let clients = RabbitMqClients::default();
         let target = AmqpTarget {
             uri: AMQPUri::default(),
             tls: None,
             secrets: vec!["hunter2".into()],
-            slot: Arc::new(AmqpSlot::default()),
+            slot: Arc::new(AmqpSlot::new(crate::rabbitmq::WATCH_TICK)),
         };
         let shown = "amqp://<redacted>@h:5672/%2F";
         let io: lapin::Error = io::Error::other("refused for guest:hunter2").into();
-        let e = amqp_error(&clients, &target, shown, "cannot connect", &io);
+        let e = amqp_error(&target, shown, "cannot connect", &io);
         assert_eq!(e.kind(), "unreachable");
         let text = format!("{e} {e:?}");
         assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
@@ -326,19 +331,13 @@ mod tests {
             lapin::protocol::AMQPError::from_id(403, "ACCESS_REFUSED - Login was refused".into()).unwrap(),
         )
         .into();
-        assert_eq!(
-            amqp_error(&clients, &target, shown, "x", &refused).kind(),
-            "unauthorized"
-        );
+        assert_eq!(amqp_error(&target, shown, "x", &refused).kind(), "unauthorized");
         let missing: lapin::Error = lapin::ErrorKind::ProtocolError(
             lapin::protocol::AMQPError::from_id(404, "NOT_FOUND - no queue 'q'".into()).unwrap(),
         )
         .into();
         assert!(is_not_found(&missing));
-        assert_eq!(
-            amqp_error(&clients, &target, shown, "x", &missing).kind(),
-            "bad_response"
-        );
+        assert_eq!(amqp_error(&target, shown, "x", &missing).kind(), "bad_response");
         assert_eq!(
             scrub("a hunter2 b hunter2", &["hunter2".into(), String::new()]),
             "a <redacted> b <redacted>"

@@ -4,33 +4,29 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use hyper::Uri;
-use rustls::crypto::CryptoProvider;
-
 use super::amqp::{AmqpKey, AmqpSlot};
-use super::management::{HttpClient, HttpTarget, http_client};
-use super::tls::{NativeRoots, TlsSettings, client_config, load_native_roots};
-use super::watch::{HttpWatchKey, HttpWatcher, WATCH_TICK, WatchCounters, WatchState, WatcherStats};
+use super::management::HttpTarget;
+use super::tls::TlsSettings;
+use super::watch::{HttpWatchKey, QueueWatcher, WATCH_TICK, WatchCounters, WatcherStats};
 use crate::ScalerError;
+use crate::common::http::{HttpsClient, pooled_client};
 
 /// The clients shared by every rabbitmq trigger of a factory: pooled AMQP connections and HTTP
 /// clients (see the [folder's overview](super)).
 pub struct RabbitMqClients {
     /// Timeout of one HTTP request without `timeout`, and of one AMQP sample (dial included).
     pub(super) default_timeout: Duration,
-    provider: Arc<CryptoProvider>,
-    native_roots: OnceLock<NativeRoots>,
     /// TLS client configurations by settings (shared by AMQP and HTTP).
     tls_configs: Mutex<HashMap<TlsSettings, Arc<rustls::ClientConfig>>>,
     /// HTTP clients by TLS settings; each keeps its own connection pool.
-    http_clients: Mutex<HashMap<TlsSettings, HttpClient>>,
+    http_clients: Mutex<HashMap<TlsSettings, HttpsClient>>,
     /// AMQP connection slots by identity; a slot lives while a scaler holds it.
     pub(super) amqp_slots: Mutex<HashMap<AmqpKey, Weak<AmqpSlot>>>,
     /// Management watchers by listing identity; a watcher lives while a scaler holds it.
-    http_watchers: Mutex<HashMap<HttpWatchKey, Weak<HttpWatcher>>>,
+    http_watchers: Mutex<HashMap<HttpWatchKey, Weak<QueueWatcher>>>,
     /// The counters every watcher of these pools adds to.
     pub(super) watch_counters: Arc<WatchCounters>,
     /// How often a watcher makes a round; zero disables the watchers.
@@ -43,8 +39,6 @@ impl RabbitMqClients {
     pub fn new(default_timeout: Duration) -> Self {
         Self {
             default_timeout,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-            native_roots: OnceLock::new(),
             tls_configs: Mutex::new(HashMap::new()),
             http_clients: Mutex::new(HashMap::new()),
             amqp_slots: Mutex::new(HashMap::new()),
@@ -63,55 +57,42 @@ impl RabbitMqClients {
 
     /// What the activity watchers are doing now.
     pub fn watcher_stats(&self) -> WatcherStats {
-        let mut stats = WatcherStats {
+        let http: Vec<Arc<QueueWatcher>> = lock(&self.http_watchers)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let amqp: Vec<Arc<QueueWatcher>> = lock(&self.amqp_slots)
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|slot| slot.watch.clone())
+            .collect();
+        let with_triggers =
+            |watchers: &[Arc<QueueWatcher>]| watchers.iter().filter(|w| w.trigger_count() > 0).count();
+        let all = || http.iter().chain(&amqp);
+        WatcherStats {
+            http_watchers: with_triggers(&http),
+            amqp_watchers: with_triggers(&amqp),
+            triggers: all().map(|w| w.trigger_count()).sum(),
+            running: all().filter(|w| w.is_running()).count(),
             rounds: self.watch_counters.rounds.load(Ordering::Relaxed),
             requests: self.watch_counters.requests.load(Ordering::Relaxed),
-            ..WatcherStats::default()
-        };
-        let mut count = |state: &Mutex<WatchState>| {
-            let state = lock(state);
-            stats.triggers += state.triggers.len();
-            stats.running += usize::from(state.running);
-            !state.triggers.is_empty()
-        };
-        let http: Vec<Arc<HttpWatcher>> = lock(&self.http_watchers)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let slots: Vec<Arc<AmqpSlot>> = lock(&self.amqp_slots)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let http_watchers = http.iter().filter(|w| count(&w.state)).count();
-        let amqp_watchers = slots.iter().filter(|s| count(&s.watch)).count();
-        WatcherStats {
-            http_watchers,
-            amqp_watchers,
-            ..stats
         }
     }
 
-    /// The management watcher listing `target`'s vhost, created on first use.
-    pub(super) fn http_watcher(&self, target: &HttpTarget, listing: Uri, shown: &str) -> Arc<HttpWatcher> {
+    /// The management watcher of `listing` (a vhost listing request: URL, authorization, TLS
+    /// settings), created on first use.
+    pub(super) fn http_watcher(&self, listing: &HttpTarget) -> Arc<QueueWatcher> {
         let key: HttpWatchKey = (
-            listing.to_string(),
-            target.authorization.as_ref().map(|a| a.as_bytes().to_vec()),
-            target.tls.clone(),
+            listing.uri.to_string(),
+            listing.authorization.as_ref().map(|a| a.as_bytes().to_vec()),
+            listing.tls.clone(),
         );
         let mut watchers = lock(&self.http_watchers);
         if let Some(w) = watchers.get(&key).and_then(Weak::upgrade) {
             return w;
         }
         watchers.retain(|_, w| w.strong_count() > 0);
-        let w = Arc::new(HttpWatcher {
-            target: HttpTarget {
-                uri: listing,
-                timeout: self.default_timeout,
-                ..target.clone()
-            },
-            shown: shown.to_string(),
-            state: Mutex::new(WatchState::default()),
-        });
+        let w = QueueWatcher::new(self.watch_tick);
         watchers.insert(key, Arc::downgrade(&w));
         w
     }
@@ -144,11 +125,7 @@ impl RabbitMqClients {
         if let Some(config) = lock(&self.tls_configs).get(settings) {
             return Ok(config.clone());
         }
-        let config = Arc::new(client_config(
-            &self.provider,
-            || self.native_roots.get_or_init(load_native_roots),
-            settings,
-        )?);
+        let config = Arc::new(settings.client_config()?);
         Ok(lock(&self.tls_configs)
             .entry(settings.clone())
             .or_insert(config)
@@ -156,12 +133,12 @@ impl RabbitMqClients {
     }
 
     /// The HTTP client for these settings, created once and shared.
-    pub(super) fn http_client(&self, settings: &TlsSettings) -> Result<HttpClient, ScalerError> {
+    pub(super) fn http_client(&self, settings: &TlsSettings) -> Result<HttpsClient, ScalerError> {
         if let Some(client) = lock(&self.http_clients).get(settings) {
             return Ok(client.clone());
         }
         let tls = (*self.tls_config(settings)?).clone();
-        let client = http_client(tls);
+        let client = pooled_client(tls, None);
         Ok(lock(&self.http_clients)
             .entry(settings.clone())
             .or_insert(client)
@@ -175,17 +152,9 @@ impl RabbitMqClients {
             return slot;
         }
         slots.retain(|_, slot| slot.strong_count() > 0);
-        let slot = Arc::new(AmqpSlot::default());
+        let slot = Arc::new(AmqpSlot::new(self.watch_tick));
         slots.insert(key, Arc::downgrade(&slot));
         slot
-    }
-
-    /// A note for errors of verified TLS connections when the system has no root certificates.
-    pub(super) fn roots_problem(&self, settings: &TlsSettings) -> Option<&str> {
-        if settings.unsafe_ssl || settings.ca.is_some() {
-            return None;
-        }
-        self.native_roots.get().and_then(|r| r.problem.as_deref())
     }
 }
 

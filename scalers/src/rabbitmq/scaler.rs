@@ -20,7 +20,7 @@ use super::clients::{RabbitMqClients, lock};
 use super::config::RabbitMqConfig;
 use super::management::{HttpTarget, http_get_json};
 use super::stats::{Mode, Operation, QueueStats, evaluate, queue_stats_from_json, regex_stats_from_json};
-use super::watch::{Registration, WatchSpec, Watcher};
+use super::watch::{Watch, WatchSpec};
 use crate::params::Thresholds;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
@@ -35,7 +35,7 @@ pub struct RabbitMqScaler {
     clients: Arc<RabbitMqClients>,
     /// The registration with the watcher that pushes activity changes (AMQP, and management
     /// without `useRegex`).
-    registration: Option<Registration>,
+    watch: Option<Watch>,
     access: Access,
     /// The broker address, credentials masked.
     shown: String,
@@ -103,14 +103,14 @@ impl RabbitMqScaler {
             exclude_unacknowledged,
             activation: thresholds.activation,
         };
-        let registration = match &access {
+        let watch = match &access {
             Access::Amqp(target) => {
                 let mut dial = lock(&target.slot.dial);
                 if dial.is_none() {
                     *dial = Some((target.uri.clone(), target.tls.as_ref().map(|(c, _)| c.clone())));
                 }
                 drop(dial);
-                Some(Watcher::Amqp(target.slot.clone()))
+                Some(Watch::amqp(target.slot.clone(), spec))
             }
             // A regex is matched by the broker (Erlang's re): left to the polls.
             Access::Http(_) if use_regex => None,
@@ -118,13 +118,12 @@ impl RabbitMqScaler {
                 let listing = address.listing_url().parse::<Uri>().map_err(|e| {
                     ScalerError::InvalidConfig(format!("rabbitmq: {shown} gives no valid request URI ({e})"))
                 })?;
-                Some(Watcher::Http(clients.http_watcher(target, listing, &shown)))
+                Some(Watch::listing(&clients, target, listing, &shown, spec))
             }
-        }
-        .map(|watcher| Registration::new(watcher, spec));
+        };
         let scaler = Self {
             clients,
-            registration,
+            watch,
             access,
             shown,
             protocol,
@@ -144,8 +143,8 @@ impl RabbitMqScaler {
 
     /// Starts the watcher's task if it is not running (and a runtime is at hand).
     fn ensure_watching(&self) {
-        if let Some(r) = &self.registration {
-            r.ensure_running(&self.clients);
+        if let Some(w) = &self.watch {
+            w.ensure_running(&self.clients);
         }
     }
 
@@ -209,7 +208,7 @@ impl RabbitMqScaler {
             if connection_failed(e, &pooled) {
                 target.slot.discard(&pooled);
             }
-            amqp_error(&self.clients, target, &self.shown, step, e)
+            amqp_error(target, &self.shown, step, e)
         };
         let channel = pooled
             .channel()
@@ -242,7 +241,7 @@ impl RabbitMqScaler {
         let tls = target.tls.as_ref().map(|(config, _)| config);
         let pooled = slot_connection(&target.slot, &target.uri, tls, self.clients.default_timeout)
             .await
-            .map_err(|e| amqp_error(&self.clients, target, &self.shown, "cannot connect", &e))?;
+            .map_err(|e| amqp_error(target, &self.shown, "cannot connect", &e))?;
         target.slot.dialled.store(true, Ordering::Relaxed);
         Ok(pooled)
     }
@@ -263,7 +262,7 @@ impl RabbitMqScaler {
             }
         };
         let roots = if target.uri.scheme_str() == Some("https") {
-            self.clients.roots_problem(&target.tls)
+            target.tls.roots_problem()
         } else {
             None
         };
@@ -301,9 +300,9 @@ impl Scaler for RabbitMqScaler {
     }
 
     async fn sample(&self) -> Result<TriggerSample, ScalerError> {
-        if let Some(r) = &self.registration {
-            self.ensure_watching();
-            lock(&r.seen).borrow_and_update();
+        if let Some(w) = &self.watch {
+            w.ensure_running(&self.clients);
+            w.mark_seen();
         }
         let stats = self.queue_stats().await?;
         Ok(evaluate(
@@ -315,9 +314,9 @@ impl Scaler for RabbitMqScaler {
     }
 
     fn activity_changes(&self) -> Option<watch::Receiver<bool>> {
-        let r = self.registration.as_ref()?;
-        self.ensure_watching();
-        Some(lock(&r.seen).clone())
+        let w = self.watch.as_ref()?;
+        w.ensure_running(&self.clients);
+        Some(w.changes())
     }
 }
 

@@ -1,18 +1,14 @@
 //! TLS for AMQP and the management API: the [`TlsSettings`] of a trigger (`tls`, `ca`, `cert`,
-//! `key`, `unsafeSsl`) and the rustls client configuration built from them (rustls with ring,
-//! the system's roots plus an optional CA bundle, an optional client certificate).
+//! `key`, `unsafeSsl`), checked here, and their translation to the shared
+//! [`common::tls`](crate::common::tls) settings that build the rustls client configuration (the
+//! system's roots plus an optional CA bundle, or any certificate; an optional client
+//! certificate).
 
 use std::fmt;
-use std::sync::Arc;
-
-use rustls::RootCertStore;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::address::BrokerAddress;
 use crate::ScalerError;
-use crate::common::tls::AcceptAnyCertificate;
+use crate::common::tls::{ClientCert, TlsSettings as ClientTlsSettings, Trust};
 
 /// The TLS settings of a connection (also the key of the shared clients). Holds key material:
 /// never printed.
@@ -104,79 +100,73 @@ impl TlsSettings {
             client_auth,
         })
     }
-}
 
-/// The system's root certificates, loaded once, and why none could be, if none could.
-pub(super) struct NativeRoots {
-    pub(super) store: Arc<RootCertStore>,
-    pub(super) problem: Option<String>,
-}
-
-/// Loads the system's root certificates (once per [`RabbitMqClients`](super::RabbitMqClients)).
-pub(super) fn load_native_roots() -> NativeRoots {
-    let mut store = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _unparsable) = store.add_parsable_certificates(native.certs);
-    let problem = (added == 0).then(|| {
-        let mut note = "no trusted root certificates were found in the system store".to_string();
-        if let Some(e) = native.errors.first() {
-            note.push_str(&format!(" ({e})"));
+    /// The client TLS settings these trigger settings stand for: the system's roots plus `ca`,
+    /// or any certificate with `unsafeSsl`; the client certificate when given; no ALPN.
+    pub(super) fn client_settings(&self) -> ClientTlsSettings {
+        let trust = match (&self.unsafe_ssl, &self.ca) {
+            (true, _) => Trust::AnyCertificate,
+            (false, Some(ca)) => Trust::SystemAnd(ca.clone()),
+            (false, None) => Trust::System,
+        };
+        ClientTlsSettings {
+            trust,
+            client_cert: self.client_auth.as_ref().map(|(cert_pem, key_pem)| ClientCert {
+                cert_pem: cert_pem.clone(),
+                key_pem: key_pem.clone(),
+            }),
+            alpn: Vec::new(),
         }
-        note
-    });
-    NativeRoots {
-        store: Arc::new(store),
-        problem,
+    }
+
+    /// Builds the rustls client configuration for these settings (see
+    /// [`common::tls`](crate::common::tls)); a problem with the PEM material is an
+    /// [`ScalerError::InvalidConfig`] that never quotes a key.
+    pub(super) fn client_config(&self) -> Result<rustls::ClientConfig, ScalerError> {
+        self.client_settings()
+            .client_config()
+            .map_err(|e| ScalerError::InvalidConfig(format!("rabbitmq TLS: {e}")))
+    }
+
+    /// A note for errors of verified connections when these settings rely on the system's roots
+    /// alone and the system has none.
+    pub(super) fn roots_problem(&self) -> Option<&'static str> {
+        self.client_settings().roots_problem()
     }
 }
 
-/// Builds the rustls client configuration for `settings`; `native_roots` is called only when the
-/// server certificate is verified.
-pub(super) fn client_config<'a>(
-    provider: &Arc<CryptoProvider>,
-    native_roots: impl FnOnce() -> &'a NativeRoots,
-    settings: &TlsSettings,
-) -> Result<rustls::ClientConfig, ScalerError> {
-    let invalid = |what: String| ScalerError::InvalidConfig(format!("rabbitmq TLS: {what}"));
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(format!("cannot set up TLS ({e})")))?;
-    let builder = if settings.unsafe_ssl {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider.clone())))
-    } else {
-        let mut roots = (*native_roots().store).clone();
-        if let Some(ca) = &settings.ca {
-            let certs = CertificateDer::pem_slice_iter(ca.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| invalid("ca is not a PEM certificate bundle".into()))?;
-            if certs.is_empty() {
-                return Err(invalid("ca holds no PEM certificate".into()));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_settings_follow_unsafe_ssl_ca_and_cert() {
+        let trust = |unsafe_ssl, ca: Option<&str>| {
+            TlsSettings {
+                unsafe_ssl,
+                ca: ca.map(str::to_string),
+                client_auth: None,
             }
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(invalid("no certificate in ca could be used".into()));
-            }
+            .client_settings()
+            .trust
+        };
+        assert_eq!(trust(false, None), Trust::System);
+        assert_eq!(trust(false, Some("ca")), Trust::SystemAnd("ca".into()));
+        assert_eq!(trust(true, Some("ca")), Trust::AnyCertificate);
+        let with_cert = TlsSettings {
+            unsafe_ssl: true,
+            ca: None,
+            client_auth: Some(("c".into(), "k".into())),
         }
-        builder.with_root_certificates(roots)
-    };
-    match &settings.client_auth {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| invalid("cert is not a PEM certificate".into()))?;
-            if chain.is_empty() {
-                return Err(invalid("cert holds no PEM certificate".into()));
-            }
-            // The key's own parse error is not shown: it could quote key material.
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
-                invalid("key is not an unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)".into())
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| invalid(format!("cert and key cannot be used together ({e})")))
-        }
+        .client_settings();
+        assert_eq!(
+            with_cert.client_cert,
+            Some(ClientCert {
+                cert_pem: "c".into(),
+                key_pem: "k".into()
+            })
+        );
+        assert!(with_cert.alpn.is_empty());
+        assert_eq!(trust(true, None), Trust::AnyCertificate);
     }
 }

@@ -1,24 +1,27 @@
 //! Cold activation: watchers that read the registered triggers' queues every
 //! [`WATCH_TICK`] (0.5 s, [`crate::ACTIVITY_WATCH_TICK`]) and flip their
 //! [`Scaler::activity_changes`](crate::Scaler::activity_changes) channels when the activity
-//! changes.
+//! changes. Registration, backoff and channels are
+//! [`common::activity`](crate::common::activity)'s; this file holds the two rounds.
 //!
-//! - **Management API**: one [`HttpWatcher`] per (host, credentials, TLS settings, vhost) lists the
-//!   vhost's queues in one request per tick (`/api/queues/<vhost>?columns=` [`LISTING_COLUMNS`])
-//!   for every mode. The statistics themselves lag the broker by up to its
+//! - **Management API** (`ListingRound`): one watcher per (host, credentials, TLS settings,
+//!   vhost) lists the vhost's queues in one request per tick (`/api/queues/<vhost>?columns=`
+//!   [`LISTING_COLUMNS`]) for every mode. The statistics themselves lag the broker by up to its
 //!   `collect_statistics_interval` (5 s by default). `useRegex` triggers stay poll-only (the
 //!   broker matches the regex).
-//! - **AMQP**: one watcher per pooled connection makes one passive `queue.declare` per distinct
-//!   watched queue each tick over one channel of that connection (no extra connection). It starts
-//!   reading once a poll has dialled the connection, and redials a failed one after that. A queue
-//!   whose declare fails (the broker then closes the channel) is skipped for 5 s.
+//! - **AMQP** (`AmqpRound`): one watcher per pooled connection makes one passive
+//!   `queue.declare` per distinct watched queue each tick over one channel of that connection (no
+//!   extra connection). It starts reading once a poll has dialled the connection, and redials a
+//!   failed one after that. A queue whose declare fails (the broker then closes the channel) is
+//!   skipped for 5 s.
 //!
 //! A failed or inconclusive read flips nothing (errors are the polls' to report); after failures a
-//! watcher backs off up to 5 s. A watcher with no trigger left ends its task.
+//! watcher backs off up to [`MAX_BACKOFF`](crate::common::activity::MAX_BACKOFF). A watcher with
+//! no trigger left ends its task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use lapin::Channel;
@@ -26,19 +29,20 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
 use serde_json::Value as Json;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::amqp::{AmqpSlot, connection_failed, slot_connection};
 use super::clients::{RabbitMqClients, lock};
 use super::management::{HttpTarget, http_get_json};
 use super::stats::{Mode, QueueStats, evaluate, queue_stats_from_json};
 use super::tls::TlsSettings;
+use crate::common::activity::{
+    ActivityRound, ActivityWatcher, Registration, RoundInput, RoundReport, TriggerId,
+};
 
 /// How often a watcher reads its queues while it has triggers. See
 /// [`crate::ACTIVITY_WATCH_TICK`].
 pub const WATCH_TICK: Duration = crate::ACTIVITY_WATCH_TICK;
-
-/// The longest pause between watcher rounds after failed rounds.
-const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long the AMQP watcher leaves a queue alone after its passive declare failed (not found,
 /// access refused): each such failure costs the broker closing the channel.
@@ -75,9 +79,9 @@ pub fn index_listing(listing: &Json) -> Option<HashMap<&str, &Json>> {
         .collect()
 }
 
-/// The activity of `queue` in an indexed listing, exactly as [`Scaler::sample`] computes it from
-/// the queue's own statistics ([`queue_stats_from_json`], then [`evaluate`]); `None` when the
-/// listing cannot tell (queue not listed, statistics not collected yet).
+/// The activity of `queue` in an indexed listing, exactly as [`Scaler::sample`](crate::Scaler::sample)
+/// computes it from the queue's own statistics ([`queue_stats_from_json`], then [`evaluate`]);
+/// `None` when the listing cannot tell (queue not listed, statistics not collected yet).
 pub fn listed_activity(
     index: &HashMap<&str, &Json>,
     queue: &str,
@@ -89,8 +93,43 @@ pub fn listed_activity(
     Some(evaluate(mode, &stats, exclude_unacknowledged, activation).active)
 }
 
+/// The activity of the triggers in `specs` that a listing tells about; `None` when the document
+/// is not a queue listing.
+fn listing_activity(listing: &Json, specs: &[(TriggerId, WatchSpec)]) -> Option<Vec<(TriggerId, bool)>> {
+    let index = index_listing(listing)?;
+    Some(
+        specs
+            .iter()
+            .filter_map(|(id, s)| {
+                listed_activity(&index, &s.queue, s.mode, s.exclude_unacknowledged, s.activation)
+                    .map(|active| (*id, active))
+            })
+            .collect(),
+    )
+}
+
+/// The activity of the triggers in `specs` whose queue's ready count is in `counts` (an AMQP
+/// round's passive declares), computed as an AMQP sample does.
+fn declared_activity(
+    counts: &HashMap<&str, u32>,
+    specs: &[(TriggerId, WatchSpec)],
+) -> Vec<(TriggerId, bool)> {
+    specs
+        .iter()
+        .filter_map(|(id, s)| {
+            let ready = f64::from(*counts.get(s.queue.as_str())?);
+            let stats = QueueStats {
+                messages: ready,
+                messages_ready: ready,
+                ..QueueStats::default()
+            };
+            Some((*id, evaluate(s.mode, &stats, false, s.activation).active))
+        })
+        .collect()
+}
+
 /// What a watcher needs of one registered trigger.
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct WatchSpec {
     /// The queue's name.
     pub(super) queue: String,
@@ -102,62 +141,8 @@ pub(super) struct WatchSpec {
     pub(super) activation: f64,
 }
 
-/// The triggers of one watcher and whether its task runs (set and cleared under the lock, so
-/// that a registration racing with the task's end starts a new task).
-#[derive(Default)]
-pub(super) struct WatchState {
-    next_id: u64,
-    pub(super) running: bool,
-    pub(super) triggers: HashMap<u64, (WatchSpec, watch::Sender<bool>)>,
-}
-
-impl WatchState {
-    fn register(&mut self, spec: WatchSpec) -> (u64, watch::Receiver<bool>) {
-        self.next_id += 1;
-        let (sender, receiver) = watch::channel(false);
-        self.triggers.insert(self.next_id, (spec, sender));
-        (self.next_id, receiver)
-    }
-
-    /// A runtime to spawn the task on, when it should start now.
-    fn start(&mut self) -> Option<tokio::runtime::Handle> {
-        if self.running || self.triggers.is_empty() {
-            return None;
-        }
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        self.running = true;
-        Some(runtime)
-    }
-
-    /// Marks the task stopped when no trigger is left.
-    fn finish_if_idle(&mut self) -> bool {
-        if self.triggers.is_empty() {
-            self.running = false;
-            return true;
-        }
-        false
-    }
-
-    fn specs(&self) -> Vec<(u64, WatchSpec)> {
-        self.triggers
-            .iter()
-            .map(|(id, (spec, _))| (*id, spec.clone()))
-            .collect()
-    }
-
-    /// Flips the channels whose activity changed.
-    fn publish(&self, results: &[(u64, bool)]) {
-        for (id, active) in results {
-            if let Some((_, sender)) = self.triggers.get(id) {
-                sender.send_if_modified(|current| {
-                    let changed = *current != *active;
-                    *current = *active;
-                    changed
-                });
-            }
-        }
-    }
-}
+/// The triggers of one watcher (a management listing or a pooled AMQP connection).
+pub(super) type QueueWatcher = ActivityWatcher<WatchSpec>;
 
 /// The watchers' shared counters.
 #[derive(Default)]
@@ -170,257 +155,230 @@ pub(super) struct WatchCounters {
 /// Holds credentials: never printed.
 pub(super) type HttpWatchKey = (String, Option<Vec<u8>>, TlsSettings);
 
-/// Lists one vhost's queues every tick for all its registered (non-regex) management triggers.
-pub(super) struct HttpWatcher {
-    pub(super) target: HttpTarget,
+/// A management watcher's round: one listing of the vhost's queues for all its registered
+/// (non-regex) triggers.
+pub(super) struct ListingRound {
+    /// The listing request (its timeout is the factory's default).
+    target: HttpTarget,
     /// The broker address, credentials masked.
-    pub(super) shown: String,
-    pub(super) state: Mutex<WatchState>,
+    shown: String,
+    counters: Arc<WatchCounters>,
 }
 
-fn pause_after(failures: u32, tick: Duration) -> Duration {
-    tick.saturating_mul(1 << failures.min(3))
-        .min(tick.max(WATCH_MAX_BACKOFF))
-}
+impl ActivityRound for ListingRound {
+    type Spec = WatchSpec;
 
-/// A management watcher's task: a listing every tick while triggers are registered.
-async fn http_watch_loop(watcher: Weak<HttpWatcher>, counters: Arc<WatchCounters>, tick: Duration) {
-    let mut failures: u32 = 0;
-    loop {
-        let Some(w) = watcher.upgrade() else {
-            return;
-        };
-        if lock(&w.state).finish_if_idle() {
-            return;
-        }
-        let specs = lock(&w.state).specs();
-        let (target, shown) = (w.target.clone(), w.shown.clone());
-        // Not held during the request: dropping the last scaler frees the watcher at once.
-        drop(w);
-        counters.rounds.fetch_add(1, Ordering::Relaxed);
-        counters.requests.fetch_add(1, Ordering::Relaxed);
+    async fn round(&mut self, input: RoundInput<WatchSpec>) -> RoundReport {
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let listing = tokio::time::timeout(
-            target.timeout,
-            http_get_json(&target, &shown, || "vhost not found".to_string(), None),
+            self.target.timeout,
+            http_get_json(&self.target, &self.shown, || "vhost not found".to_string(), None),
         )
         .await;
-        let ok = match listing {
-            Ok(Ok(doc)) => match index_listing(&doc) {
-                Some(index) => {
-                    let results: Vec<(u64, bool)> = specs
-                        .iter()
-                        .filter_map(|(id, s)| {
-                            listed_activity(&index, &s.queue, s.mode, s.exclude_unacknowledged, s.activation)
-                                .map(|active| (*id, active))
-                        })
-                        .collect();
-                    if let Some(w) = watcher.upgrade() {
-                        lock(&w.state).publish(&results);
-                    }
-                    true
-                }
-                None => false,
+        // Errors flip nothing: the polls report them.
+        match listing {
+            Ok(Ok(doc)) => match listing_activity(&doc, &input.specs) {
+                Some(activity) => RoundReport::succeeded(activity),
+                None => RoundReport::failed(Vec::new()),
             },
-            // Errors flip nothing: the polls report them.
-            _ => false,
-        };
-        failures = if ok { 0 } else { failures.saturating_add(1) };
-        tokio::time::sleep(pause_after(failures, tick)).await;
+            _ => RoundReport::failed(Vec::new()),
+        }
     }
 }
 
-/// An AMQP connection's watcher task: one passive `queue.declare` per watched queue every tick,
-/// over one channel of the shared connection.
-async fn amqp_watch_loop(
+/// An AMQP connection watcher's round: one passive `queue.declare` per watched queue, over one
+/// channel of the shared connection.
+pub(super) struct AmqpRound {
+    /// Not held strongly: dropping the last scaler closes the connection at once.
     slot: Weak<AmqpSlot>,
     counters: Arc<WatchCounters>,
+    /// The bound of the redial and of each AMQP step.
     timeout: Duration,
-    tick: Duration,
-) {
-    let mut failures: u32 = 0;
-    let mut retry_at: HashMap<String, tokio::time::Instant> = HashMap::new();
-    loop {
-        let Some(s) = slot.upgrade() else {
-            return;
-        };
-        if lock(&s.watch).finish_if_idle() {
-            return;
-        }
-        drop(s);
-        failures = if amqp_round(&slot, &counters, timeout, &mut retry_at).await {
-            0
-        } else {
-            failures.saturating_add(1)
-        };
-        tokio::time::sleep(pause_after(failures, tick)).await;
-    }
+    /// Queues left alone until then after a failed declare.
+    retry_at: HashMap<String, Instant>,
 }
 
-/// One AMQP watcher round. False when the connection or a channel failed.
-async fn amqp_round(
-    slot: &Weak<AmqpSlot>,
-    counters: &WatchCounters,
-    timeout: Duration,
-    retry_at: &mut HashMap<String, tokio::time::Instant>,
-) -> bool {
-    let Some(s) = slot.upgrade() else {
-        return true;
-    };
-    let specs = lock(&s.watch).specs();
-    let pooled = match s.live() {
-        Some(pooled) => pooled,
-        // Never dialled: the first poll dials (nothing is dialled before the first sample).
-        None if !s.dialled.load(Ordering::Relaxed) => return true,
-        None => {
-            let Some((uri, tls)) = lock(&s.dial).clone() else {
-                return false;
-            };
-            match tokio::time::timeout(timeout, slot_connection(&s, &uri, tls.as_ref(), timeout)).await {
-                Ok(Ok(pooled)) => pooled,
-                _ => return false,
-            }
-        }
-    };
-    // Not held during the requests: dropping the last scaler closes the connection at once.
-    drop(s);
-    counters.rounds.fetch_add(1, Ordering::Relaxed);
-    let now = tokio::time::Instant::now();
-    retry_at.retain(|_, at| *at > now);
-    let mut queues: Vec<&str> = specs.iter().map(|(_, s)| s.queue.as_str()).collect();
-    queues.sort_unstable();
-    queues.dedup();
-    let mut counts: HashMap<&str, u32> = HashMap::new();
-    let mut channel: Option<Channel> = None;
-    let mut ok = true;
-    for queue in queues {
-        if retry_at.contains_key(queue) {
-            continue;
-        }
-        let Ok(name) = ShortString::try_new(queue) else {
-            continue;
+impl ActivityRound for AmqpRound {
+    type Spec = WatchSpec;
+
+    async fn round(&mut self, input: RoundInput<WatchSpec>) -> RoundReport {
+        let timeout = self.timeout;
+        let Some(s) = self.slot.upgrade() else {
+            return RoundReport::succeeded(Vec::new());
         };
-        let ch = match channel.take() {
-            Some(ch) if ch.status().connected() => ch,
-            _ => match tokio::time::timeout(timeout, pooled.channel()).await {
-                Ok(Ok(ch)) => ch,
-                _ => {
+        let pooled = match s.live() {
+            Some(pooled) => pooled,
+            // Never dialled: the first poll dials (nothing is dialled before the first sample).
+            None if !s.dialled.load(Ordering::Relaxed) => return RoundReport::succeeded(Vec::new()),
+            None => {
+                let Some((uri, tls)) = lock(&s.dial).clone() else {
+                    return RoundReport::failed(Vec::new());
+                };
+                match tokio::time::timeout(timeout, slot_connection(&s, &uri, tls.as_ref(), timeout)).await {
+                    Ok(Ok(pooled)) => pooled,
+                    _ => return RoundReport::failed(Vec::new()),
+                }
+            }
+        };
+        // Not held during the requests: dropping the last scaler closes the connection at once.
+        drop(s);
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        self.retry_at.retain(|_, at| *at > now);
+        let mut queues: Vec<&str> = input.specs.iter().map(|(_, s)| s.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        let mut channel: Option<Channel> = None;
+        let mut ok = true;
+        for queue in queues {
+            if self.retry_at.contains_key(queue) {
+                continue;
+            }
+            let Ok(name) = ShortString::try_new(queue) else {
+                continue;
+            };
+            let ch = match channel.take() {
+                Some(ch) if ch.status().connected() => ch,
+                _ => match tokio::time::timeout(timeout, pooled.channel()).await {
+                    Ok(Ok(ch)) => ch,
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                },
+            };
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            match tokio::time::timeout(timeout, ch.queue_declare(name, options, FieldTable::default())).await
+            {
+                Ok(Ok(q)) => {
+                    counts.insert(queue, q.message_count());
+                    channel = Some(ch);
+                }
+                Ok(Err(e)) if connection_failed(&e, &pooled) => {
+                    if let Some(s) = self.slot.upgrade() {
+                        s.discard(&pooled);
+                    }
                     ok = false;
                     break;
                 }
-            },
-        };
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        match tokio::time::timeout(timeout, ch.queue_declare(name, options, FieldTable::default())).await {
-            Ok(Ok(q)) => {
-                counts.insert(queue, q.message_count());
-                channel = Some(ch);
-            }
-            Ok(Err(e)) if connection_failed(&e, &pooled) => {
-                if let Some(s) = slot.upgrade() {
-                    s.discard(&pooled);
+                // The broker closed the channel (not found, refused): leave the queue alone a while.
+                Ok(Err(_)) => {
+                    self.retry_at.insert(queue.to_string(), now + AMQP_QUEUE_RETRY);
                 }
-                ok = false;
-                break;
-            }
-            // The broker closed the channel (not found, refused): leave the queue alone a while.
-            Ok(Err(_)) => {
-                retry_at.insert(queue.to_string(), now + AMQP_QUEUE_RETRY);
-            }
-            // The channel's state is unknown: it is dropped.
-            Err(_) => {
-                ok = false;
-                break;
+                // The channel's state is unknown: it is dropped.
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
             }
         }
+        if let Some(ch) = channel {
+            pooled.give_back(ch);
+        }
+        let activity = declared_activity(&counts, &input.specs);
+        if ok {
+            RoundReport::succeeded(activity)
+        } else {
+            RoundReport::failed(activity)
+        }
     }
-    if let Some(ch) = channel {
-        pooled.give_back(ch);
-    }
-    let results: Vec<(u64, bool)> = specs
-        .iter()
-        .filter_map(|(id, s)| {
-            let ready = f64::from(*counts.get(s.queue.as_str())?);
-            let stats = QueueStats {
-                messages: ready,
-                messages_ready: ready,
-                ..QueueStats::default()
-            };
-            Some((*id, evaluate(s.mode, &stats, false, s.activation).active))
-        })
-        .collect();
-    if let Some(s) = slot.upgrade() {
-        lock(&s.watch).publish(&results);
-    }
-    ok
 }
 
-/// Where a scaler is registered for activity pushes.
-pub(super) enum Watcher {
-    /// The management watcher of the trigger's vhost listing.
-    Http(Arc<HttpWatcher>),
-    /// The watcher of the trigger's pooled AMQP connection.
-    Amqp(Arc<AmqpSlot>),
+/// A scaler's place in its watcher (unregistered when dropped), and what starts that watcher's
+/// task.
+pub(super) enum Watch {
+    /// Registered with the management watcher of the trigger's vhost listing.
+    Listing {
+        /// The trigger's registration.
+        registration: Registration<WatchSpec>,
+        /// The listing request (what a [`ListingRound`] sends).
+        target: Box<HttpTarget>,
+        /// The broker address, credentials masked.
+        shown: String,
+    },
+    /// Registered with the watcher of the trigger's pooled AMQP connection.
+    Amqp {
+        /// The trigger's registration.
+        registration: Registration<WatchSpec>,
+        /// The pooled connection the watcher reads over.
+        slot: Arc<AmqpSlot>,
+    },
 }
 
-impl Watcher {
-    fn state(&self) -> &Mutex<WatchState> {
+impl Watch {
+    /// Registers a management trigger with the watcher of `listing` (a listing request like
+    /// `target`, bounded by the factory's default timeout).
+    pub(super) fn listing(
+        clients: &RabbitMqClients,
+        target: &HttpTarget,
+        listing: hyper::Uri,
+        shown: &str,
+        spec: WatchSpec,
+    ) -> Self {
+        let target = Box::new(HttpTarget {
+            uri: listing,
+            timeout: clients.default_timeout,
+            ..target.clone()
+        });
+        let registration = clients.http_watcher(&target).register(spec);
+        Watch::Listing {
+            registration,
+            target,
+            shown: shown.to_string(),
+        }
+    }
+
+    /// Registers an AMQP trigger with its pooled connection's watcher.
+    pub(super) fn amqp(slot: Arc<AmqpSlot>, spec: WatchSpec) -> Self {
+        Watch::Amqp {
+            registration: slot.watch.register(spec),
+            slot,
+        }
+    }
+
+    fn registration(&self) -> &Registration<WatchSpec> {
         match self {
-            Watcher::Http(w) => &w.state,
-            Watcher::Amqp(s) => &s.watch,
-        }
-    }
-}
-
-/// A scaler's place in its watcher; unregisters when the scaler is dropped.
-pub(super) struct Registration {
-    watcher: Watcher,
-    id: u64,
-    /// The activity channel as of the scaler's last sample (marked seen when a sample starts, so
-    /// that a flip during or after it still wakes the caller).
-    pub(super) seen: Mutex<watch::Receiver<bool>>,
-}
-
-impl Registration {
-    /// Registers a trigger with `watcher`; its activity channel starts at inactive.
-    pub(super) fn new(watcher: Watcher, spec: WatchSpec) -> Self {
-        let (id, seen) = lock(watcher.state()).register(spec);
-        Self {
-            watcher,
-            id,
-            seen: Mutex::new(seen),
+            Watch::Listing { registration, .. } | Watch::Amqp { registration, .. } => registration,
         }
     }
 
     /// Starts the watcher's task if it is not running, the watchers are enabled and a runtime is
     /// at hand.
     pub(super) fn ensure_running(&self, clients: &RabbitMqClients) {
-        let tick = clients.watch_tick;
-        if tick.is_zero() {
-            return;
-        }
-        let Some(runtime) = lock(self.watcher.state()).start() else {
-            return;
-        };
         let counters = clients.watch_counters.clone();
-        match &self.watcher {
-            Watcher::Http(w) => runtime.spawn(http_watch_loop(Arc::downgrade(w), counters, tick)),
-            Watcher::Amqp(slot) => runtime.spawn(amqp_watch_loop(
-                Arc::downgrade(slot),
+        match self {
+            Watch::Listing {
+                registration,
+                target,
+                shown,
+            } => registration.watcher().ensure_running(|| ListingRound {
+                target: (**target).clone(),
+                shown: shown.clone(),
                 counters,
-                clients.default_timeout,
-                tick,
-            )),
+            }),
+            Watch::Amqp { registration, slot } => registration.watcher().ensure_running(|| AmqpRound {
+                slot: Arc::downgrade(slot),
+                counters,
+                timeout: clients.default_timeout,
+                retry_at: HashMap::new(),
+            }),
         };
     }
-}
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        lock(self.watcher.state()).triggers.remove(&self.id);
+    /// Marks the current activity seen (when a sample starts).
+    pub(super) fn mark_seen(&self) {
+        self.registration().mark_seen();
+    }
+
+    /// A receiver that wakes on the next activity change after the last sample.
+    pub(super) fn changes(&self) -> watch::Receiver<bool> {
+        self.registration().changes()
     }
 }
 
@@ -489,6 +447,49 @@ mod tests {
         assert_eq!(
             address("http://u:p@h:15672/path/vh").listing_url(),
             format!("http://h:15672/path/api/queues/vh?columns={LISTING_COLUMNS}")
+        );
+    }
+
+    fn spec(queue: &str, mode: Mode, activation: f64) -> WatchSpec {
+        WatchSpec {
+            queue: queue.to_string(),
+            mode,
+            exclude_unacknowledged: false,
+            activation,
+        }
+    }
+
+    #[test]
+    fn a_listing_tells_only_about_listed_queues_with_statistics() {
+        let specs = vec![
+            (1, spec("busy", Mode::QueueLength, 0.0)),
+            (2, spec("busy", Mode::QueueLength, 5.0)),
+            (3, spec("missing", Mode::QueueLength, 0.0)),
+            (4, spec("fresh", Mode::QueueLength, 0.0)),
+        ];
+        let listing = json!([
+            {"name": "busy", "messages": 3, "messages_ready": 3},
+            {"name": "fresh"},
+        ]);
+        assert_eq!(
+            listing_activity(&listing, &specs),
+            Some(vec![(1, true), (2, false)])
+        );
+        assert_eq!(listing_activity(&json!({"error": "x"}), &specs), None);
+    }
+
+    #[test]
+    fn declared_counts_are_ready_messages_against_the_activation() {
+        let specs = vec![
+            (1, spec("a", Mode::QueueLength, 0.0)),
+            (2, spec("a", Mode::QueueLength, 2.0)),
+            (3, spec("b", Mode::QueueLength, 0.0)),
+            (4, spec("skipped", Mode::QueueLength, 0.0)),
+        ];
+        let counts = HashMap::from([("a", 2), ("b", 0)]);
+        assert_eq!(
+            declared_activity(&counts, &specs),
+            [(1, true), (2, false), (3, false)]
         );
     }
 }
