@@ -14,6 +14,7 @@ use super::cluster::Cluster;
 use super::config::ClusterConfig;
 use super::wire::{ConnectOptions, WireCounters};
 use crate::ScalerError;
+use crate::common::errors::error_chain;
 
 /// Settings of a [`KafkaClusters`] pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,16 +161,9 @@ impl KafkaClusters {
         }
         let tls = match &identity.tls {
             None => None,
-            Some(t) => Some(
-                super::tls::client_config(
-                    t.ca.as_deref(),
-                    t.cert.as_deref(),
-                    t.key.as_deref(),
-                    t.key_password.as_deref(),
-                    t.unsafe_ssl,
-                )
-                .map_err(|e| ScalerError::InvalidConfig(e.to_string()))?,
-            ),
+            Some(t) => {
+                Some(super::tls::client_config(t).map_err(|e| ScalerError::InvalidConfig(error_chain(&e)))?)
+            }
         };
         let options = &self.inner.options;
         let connect = ConnectOptions {
