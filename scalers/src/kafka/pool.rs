@@ -23,7 +23,7 @@ pub struct KafkaOptions {
     pub request_timeout: Duration,
     /// How often each cluster client makes a round while it has triggers. Default
     /// [`crate::ACTIVITY_WATCH_TICK`] (0.5 s); zero
-    /// disables the ticker (rounds are then made by [`Scaler::sample`] only, and
+    /// disables the activity watcher's task (rounds are then made by [`Scaler::sample`] only, and
     /// [`Scaler::activity_changes`] never fires).
     pub tick: Duration,
     /// A snapshot older than this makes [`Scaler::sample`] run a round itself. Default 2 s.
@@ -109,7 +109,7 @@ const COUNTED_KEYS: &[ApiKey] = &[
 ];
 
 impl KafkaClusters {
-    /// An empty pool. Needs no async runtime (the tickers start with the first sample or
+    /// An empty pool. Needs no async runtime (the watchers' tasks start with the first sample or
     /// subscription inside one).
     pub fn new(options: KafkaOptions) -> Self {
         Self {
