@@ -202,3 +202,56 @@ impl ActivityRound for KafkaRound {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::config::KafkaConfig;
+    use crate::kafka::pool::KafkaClusters;
+    use crate::params::tests_support::parse_with;
+
+    /// An address nothing listens on (a port just released).
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        addr
+    }
+
+    #[tokio::test]
+    async fn failed_rounds_back_off_flip_nothing_and_the_task_stops_without_triggers() {
+        let ms = Duration::from_millis;
+        let clusters = KafkaClusters::new(KafkaOptions {
+            tick: ms(100),
+            request_timeout: ms(200),
+            ..KafkaOptions::default()
+        });
+        let addr = closed_port();
+        let meta = [
+            ("bootstrapServers", addr.as_str()),
+            ("consumerGroup", "g"),
+            ("topic", "t"),
+        ];
+        let config = KafkaConfig::try_from(&parse_with(&crate::kafka::DECL, &meta, &[]).unwrap()).unwrap();
+        let cluster = clusters.cluster(&config.cluster).unwrap();
+        let registration = cluster.register(Arc::new(config.trigger));
+        assert!(cluster.watcher.is_running(), "registering starts the task");
+        let changes = registration.changes();
+        tokio::time::sleep(ms(1_000)).await;
+        // Every round fails (nothing listens): rounds at 0, 200, 600 ms (then 1,400), not every
+        // 100 ms.
+        let rounds = clusters.stats().rounds;
+        assert!((2..=5).contains(&rounds), "{rounds} rounds");
+        let snap = cluster.current(Some(&registration)).expect("rounds publish");
+        assert!(snap.failure.is_some());
+        assert!(!changes.has_changed().unwrap(), "failed rounds flip nothing");
+        drop(registration);
+        assert_eq!(cluster.trigger_count(), 0);
+        tokio::time::sleep(ms(1_500)).await;
+        assert!(!cluster.watcher.is_running(), "no trigger left: the task ends");
+        let after = clusters.stats().rounds;
+        tokio::time::sleep(ms(300)).await;
+        assert_eq!(clusters.stats().rounds, after);
+        assert!(cluster.engine.lock().await.conns.is_empty());
+    }
+}
