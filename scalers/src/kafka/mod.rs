@@ -27,17 +27,18 @@
 //!
 //! # Cold activation within a tick
 //!
-//! Each cluster client runs its own ticker: one round every half second (by default) for the whole
-//! cluster, whatever the number of triggers, kept as a snapshot. [`crate::Scaler::sample`] reads the
-//! snapshot (making a round only when it is older than two ticks or predates the trigger), so the
-//! operator's polls add no broker load. After each round the ticker recomputes every trigger's
-//! activity (lag including persistent lag > `activationLagThreshold`) and flips the trigger's
-//! [`crate::Scaler::activity_changes`] channel when it changed: the operator's scale loop then polls at
-//! once, so a ScaledObject at zero notices its first message about one tick after it is written,
-//! at a fleet-wide cost of (leaders + coordinators) requests per tick. A ticker whose cluster
-//! has no trigger left stops and closes its connections; after failed rounds it backs off (up to
-//! 5 s). The channel handed out is synchronised with the last sample: a flip that happened after
-//! the snapshot the operator last saw still wakes it.
+//! Each cluster client runs one [`crate::common::activity::ActivityWatcher`] task: one round
+//! every half second (by default) for the whole cluster, whatever the number of triggers, kept as
+//! a snapshot. [`crate::Scaler::sample`] reads the snapshot (making a round only when it is older
+//! than two ticks or predates the trigger; the task then skips its own round if that one is less
+//! than half a tick old), so the operator's polls add no broker load. After each round the client
+//! recomputes every trigger's activity (lag including persistent lag > `activationLagThreshold`)
+//! and flips the trigger's [`crate::Scaler::activity_changes`] channel when it changed: the
+//! operator's scale loop then polls at once, so a ScaledObject at zero notices its first message
+//! about one tick after it is written, at a fleet-wide cost of (leaders + coordinators) requests
+//! per tick. The task stops and closes the connections when the cluster has no trigger left;
+//! after failed rounds it backs off (up to 5 s). The channel handed out is synchronised with the
+//! last sample: a flip that happened after the snapshot the operator last saw still wakes it.
 //!
 //! # Semantics
 //!
@@ -48,7 +49,7 @@
 //!
 //! This file declares the trigger's parameters (KEDA's names and defaults). [`config`] turns the
 //! parsed parameters into a typed [`KafkaConfig`] once; [`scaler`] is one trigger, [`pool`] the
-//! cluster clients shared by triggers, `cluster` one cluster's client (registry, snapshot, ticker,
+//! cluster clients shared by triggers, `cluster` one cluster's client (its watcher, snapshot and
 //! rounds). [`plan`] and [`lag`] are pure; [`wire`], [`sasl`] and [`tls`] speak the protocol.
 
 pub mod config;

@@ -14,6 +14,7 @@ use super::cluster::Cluster;
 use super::config::ClusterConfig;
 use super::wire::{ConnectOptions, WireCounters};
 use crate::ScalerError;
+use crate::common::errors::error_chain;
 
 /// Settings of a [`KafkaClusters`] pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +23,7 @@ pub struct KafkaOptions {
     pub request_timeout: Duration,
     /// How often each cluster client makes a round while it has triggers. Default
     /// [`crate::ACTIVITY_WATCH_TICK`] (0.5 s); zero
-    /// disables the ticker (rounds are then made by [`Scaler::sample`] only, and
+    /// disables the activity watcher's task (rounds are then made by [`Scaler::sample`] only, and
     /// [`Scaler::activity_changes`] never fires).
     pub tick: Duration,
     /// A snapshot older than this makes [`Scaler::sample`] run a round itself. Default 2 s.
@@ -108,7 +109,7 @@ const COUNTED_KEYS: &[ApiKey] = &[
 ];
 
 impl KafkaClusters {
-    /// An empty pool. Needs no async runtime (the tickers start with the first sample or
+    /// An empty pool. Needs no async runtime (the watchers' tasks start with the first sample or
     /// subscription inside one).
     pub fn new(options: KafkaOptions) -> Self {
         Self {
@@ -160,16 +161,9 @@ impl KafkaClusters {
         }
         let tls = match &identity.tls {
             None => None,
-            Some(t) => Some(
-                super::tls::client_config(
-                    t.ca.as_deref(),
-                    t.cert.as_deref(),
-                    t.key.as_deref(),
-                    t.key_password.as_deref(),
-                    t.unsafe_ssl,
-                )
-                .map_err(|e| ScalerError::InvalidConfig(e.to_string()))?,
-            ),
+            Some(t) => {
+                Some(super::tls::client_config(t).map_err(|e| ScalerError::InvalidConfig(error_chain(&e)))?)
+            }
         };
         let options = &self.inner.options;
         let connect = ConnectOptions {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, TriggerRegistration};
 use super::config::{KafkaConfig, TriggerSpec};
 use super::lag::LagSummary;
 use super::pool::KafkaClusters;
@@ -41,25 +41,13 @@ struct Persistence {
     latest: HashMap<(String, i32), i64>,
 }
 
-/// Unregisters the trigger from its cluster when the scaler is dropped.
-struct Registration {
-    cluster: Arc<Cluster>,
-    id: u64,
-    generation: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.cluster.unregister(self.id);
-    }
-}
-
 /// One kafka trigger: reads its lag from its cluster client's snapshot.
 pub struct KafkaScaler {
-    registration: Registration,
+    cluster: Arc<Cluster>,
+    /// The trigger's place in its cluster's watcher (unregisters on drop) and its activity.
+    registration: TriggerRegistration,
     spec: Arc<TriggerSpec>,
     target: f64,
-    seen: Mutex<watch::Receiver<bool>>,
     persistence: Mutex<Persistence>,
 }
 
@@ -73,16 +61,12 @@ impl KafkaScaler {
         let target = trigger.lag_threshold as f64;
         let spec = Arc::new(trigger);
         let cluster = clusters.cluster(&cluster)?;
-        let ticket = cluster.register(spec.clone());
+        let registration = cluster.register(spec.clone());
         Ok(KafkaScaler {
-            registration: Registration {
-                cluster,
-                id: ticket.id,
-                generation: ticket.generation,
-            },
+            cluster,
+            registration,
             spec,
             target,
-            seen: Mutex::new(ticket.activity),
             persistence: Mutex::new(Persistence::default()),
         })
     }
@@ -94,14 +78,14 @@ impl KafkaScaler {
 
     /// Polls with the detail (lag, desired replicas, value, activity).
     pub async fn sample_detailed(&self) -> Result<KafkaSample, ScalerError> {
-        let cluster = &self.registration.cluster;
-        cluster.ensure_ticker();
+        let cluster = &self.cluster;
+        cluster.ensure_watching();
         let bound = cluster.sample_timeout();
-        tokio::time::timeout(bound, cluster.fresh_snapshot(self.registration.generation))
+        tokio::time::timeout(bound, cluster.fresh_snapshot(self.registration.generation()))
             .await
             .map_err(|_| ScalerError::timeout(&cluster.endpoint, bound))?;
         let snap = cluster
-            .current(Some(&self.seen))
+            .current(Some(&self.registration))
             .ok_or_else(|| ScalerError::bad_response(&cluster.endpoint, "no snapshot"))?;
         let offsets = super::cluster::snapshot::offsets_for(&self.spec, &snap, &cluster.endpoint)?;
         let policy = self.spec.lag_policy;
@@ -136,7 +120,7 @@ impl KafkaScaler {
 impl fmt::Debug for KafkaScaler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaScaler")
-            .field("cluster", &self.registration.cluster.endpoint)
+            .field("cluster", &self.cluster.endpoint)
             .field("spec", &self.spec)
             .finish_non_exhaustive()
     }
@@ -168,8 +152,8 @@ impl Scaler for KafkaScaler {
     }
 
     fn activity_changes(&self) -> Option<watch::Receiver<bool>> {
-        self.registration.cluster.ensure_ticker();
-        Some(self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        self.cluster.ensure_watching();
+        Some(self.registration.changes())
     }
 }
 

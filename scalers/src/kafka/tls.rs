@@ -1,11 +1,14 @@
-//! TLS settings of a kafka cluster connection (`tls: enable` with `ca`, `cert`, `key`,
-//! `unsafeSsl`), built on rustls with the ring provider only.
+//! TLS of a kafka cluster connection (`tls: enable` with `ca`, `cert`, `key`, `unsafeSsl`): maps
+//! the trigger's settings onto [`common::tls::TlsSettings`](crate::common::tls::TlsSettings)
+//! (trust only `ca` when given, else the system's roots; any certificate with `unsafeSsl`),
+//! rejects `keyPassword`, and names the server to verify from a broker address.
 
-use crate::common::tls::AcceptAnyCertificate;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
+
+use super::config::TlsSettings;
+use crate::common::tls::{self as common_tls, ClientCert, Trust};
 
 /// Why the TLS settings of a kafka cluster cannot be used. Never quotes a key.
 #[derive(Debug, thiserror::Error)]
@@ -15,96 +18,48 @@ pub enum TlsError {
         "kafka: encrypted client keys (keyPassword) are not supported yet; give an unencrypted PKCS#8, PKCS#1 or SEC1 key"
     )]
     EncryptedKey,
-    /// rustls refused the protocol versions.
-    #[error("kafka: cannot set up TLS: {0}")]
-    Setup(#[source] rustls::Error),
-    /// `ca` or `cert` is not PEM.
-    #[error("kafka: {part} is not valid PEM: {source}")]
-    Pem {
-        /// `ca` or `cert`.
-        part: &'static str,
-        /// The PEM parser's complaint.
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    /// `ca` or `cert` holds no certificate.
-    #[error("kafka: {0} holds no PEM certificate")]
-    NoCertificate(&'static str),
-    /// A `ca` certificate cannot be a trust anchor.
-    #[error("kafka: ca certificate rejected: {0}")]
-    CaRejected(#[source] rustls::Error),
-    /// `key` is not a PEM private key.
-    #[error("kafka: key is not a PEM private key (PKCS#8, PKCS#1 or SEC1)")]
-    Key,
-    /// `cert` and `key` do not match.
-    #[error("kafka: cert and key do not form a client identity: {0}")]
-    Identity(#[source] rustls::Error),
     /// Only one of `cert` and `key` is given.
     #[error("kafka: cert and key must be given together")]
     CertWithoutKey,
+    /// The certificates or key cannot be made into a client configuration.
+    #[error("kafka: {0}")]
+    Settings(#[source] common_tls::TlsError),
     /// The host of a broker address is neither an IP address nor a DNS name.
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(String),
 }
 
-/// Builds the client TLS configuration. `ca`, `cert` and `key` are PEM text (as in KEDA's
-/// TriggerAuthentication); without `ca` the system's roots are trusted. An encrypted key
-/// (`keyPassword`) is not supported yet. Errors never quote the key.
-pub fn client_config(
-    ca: Option<&str>,
-    cert: Option<&str>,
-    key: Option<&str>,
-    key_password: Option<&str>,
-    unsafe_ssl: bool,
-) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    if key_password.is_some() {
+/// The shared TLS settings for a kafka cluster's `tls: enable` settings: with `unsafeSsl` any
+/// certificate, else only `ca` when given, else the system's roots; `cert` and `key` together
+/// as the client certificate. An encrypted key (`keyPassword`) is not supported yet.
+pub fn settings(tls: &TlsSettings) -> Result<common_tls::TlsSettings, TlsError> {
+    if tls.key_password.is_some() {
         return Err(TlsError::EncryptedKey);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Setup)?;
-    let builder = if unsafe_ssl {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca {
-            Some(ca) => {
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|source| TlsError::Pem { part: "ca", source })?;
-                if certs.is_empty() {
-                    return Err(TlsError::NoCertificate("ca"));
-                }
-                for c in certs {
-                    roots.add(c).map_err(TlsError::CaRejected)?;
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(native.certs);
-            }
-        }
-        builder.with_root_certificates(roots)
+    let trust = match (&tls.ca, tls.unsafe_ssl) {
+        (_, true) => Trust::AnyCertificate,
+        (Some(ca), false) => Trust::Only(ca.clone()),
+        (None, false) => Trust::System,
     };
-    let config = match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|source| TlsError::Pem { part: "cert", source })?;
-            if chain.is_empty() {
-                return Err(TlsError::NoCertificate("cert"));
-            }
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| TlsError::Key)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(TlsError::Identity)?
-        }
-        (None, None) => builder.with_no_client_auth(),
+    let client_cert = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some(ClientCert {
+            cert_pem: cert.clone(),
+            key_pem: key.clone(),
+        }),
+        (None, None) => None,
         _ => return Err(TlsError::CertWithoutKey),
     };
+    Ok(common_tls::TlsSettings {
+        trust,
+        client_cert,
+        alpn: Vec::new(),
+    })
+}
+
+/// Builds the client TLS configuration of a kafka cluster (see [`settings`]). `ca`, `cert` and
+/// `key` are PEM text (as in KEDA's TriggerAuthentication). Errors never quote the key.
+pub fn client_config(tls: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let config = settings(tls)?.client_config().map_err(TlsError::Settings)?;
     Ok(Arc::new(config))
 }
 
@@ -128,6 +83,23 @@ pub fn host_of(addr: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client_config(
+        ca: Option<&str>,
+        cert: Option<&str>,
+        key: Option<&str>,
+        key_password: Option<&str>,
+        unsafe_ssl: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        super::client_config(&TlsSettings {
+            ca: owned(ca),
+            cert: owned(cert),
+            key: owned(key),
+            key_password: owned(key_password),
+            unsafe_ssl,
+        })
+    }
 
     #[test]
     fn hosts() {
@@ -159,5 +131,43 @@ mod tests {
         assert!(client_config(None, Some("x"), None, None, true).is_err());
         assert!(client_config(None, None, None, None, true).is_ok());
         assert!(client_config(None, None, None, None, false).is_ok());
+    }
+
+    #[test]
+    fn settings_map_trust_and_client_certificate() {
+        let base = TlsSettings {
+            ca: Some("CA".into()),
+            cert: None,
+            key: None,
+            key_password: None,
+            unsafe_ssl: false,
+        };
+        assert_eq!(settings(&base).unwrap().trust, Trust::Only("CA".into()));
+        let unsafe_ssl = TlsSettings {
+            unsafe_ssl: true,
+            ..base.clone()
+        };
+        assert_eq!(settings(&unsafe_ssl).unwrap().trust, Trust::AnyCertificate);
+        let system = TlsSettings {
+            ca: None,
+            cert: Some("C".into()),
+            key: Some("K".into()),
+            ..base.clone()
+        };
+        let s = settings(&system).unwrap();
+        assert_eq!(s.trust, Trust::System);
+        assert_eq!(
+            s.client_cert,
+            Some(ClientCert {
+                cert_pem: "C".into(),
+                key_pem: "K".into()
+            })
+        );
+        assert!(s.alpn.is_empty());
+        let key_only = TlsSettings {
+            key: Some("K".into()),
+            ..base
+        };
+        assert!(matches!(settings(&key_only), Err(TlsError::CertWithoutKey)));
     }
 }

@@ -31,7 +31,6 @@ pub(super) struct Engine {
     pub(super) meta_dirty: bool,
     pub(super) coordinators: HashMap<String, i32>,
     pub(super) discovered: HashMap<String, BTreeSet<String>>,
-    pub(super) failed_rounds: u32,
 }
 
 /// Kafka error codes after which metadata (leaders) must be fetched again.

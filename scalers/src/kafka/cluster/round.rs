@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 
 use super::brokers::{COORDINATOR_ERRORS, Engine, METADATA_ERRORS};
 use super::snapshot::{GroupOffsets, Snapshot};
-use super::{Cluster, error_name};
+use super::{Cluster, Triggers, error_name};
 use crate::ScalerError;
 use crate::kafka::plan::{
     GroupFetch, RoundPlan, WatchSet, list_offsets_request, offset_fetch_requests, plan_round,
@@ -22,11 +22,12 @@ use crate::kafka::plan::{
 use crate::kafka::wire::{ConnectOptions, Connection, WireCounters, WireError};
 
 impl Cluster {
-    /// One round: metadata and coordinators when needed, then the batched offset requests.
-    pub(super) async fn round(&self, engine: &mut Engine) -> Snapshot {
+    /// One round over `triggers`: metadata and coordinators when needed, then the batched
+    /// offset requests. The snapshot covers `triggers.generation`.
+    pub(super) async fn round(&self, engine: &mut Engine, triggers: Triggers) -> Snapshot {
         self.shared.rounds.fetch_add(1, Ordering::Relaxed);
-        let (generation, watches) = self.watches();
-        let set = WatchSet::of(&watches);
+        let generation = triggers.generation;
+        let set = WatchSet::of(triggers.specs.iter().map(|(_, spec)| &spec.watch));
         engine
             .discovered
             .retain(|g, _| set.groups.get(g).is_some_and(|w| w.all_topics));

@@ -14,7 +14,7 @@ use crate::kafka::lag::{LagPolicy, LagSummary, is_active, partition_lag};
 pub(crate) struct Snapshot {
     /// When the round ended.
     pub taken: Instant,
-    /// The registry generation the round covered (triggers registered up to it are in).
+    /// The watcher generation the round covered (triggers registered up to it are in).
     pub generation: u64,
     /// Nothing could be learned (e.g. no broker reachable for metadata).
     pub failure: Option<ScalerError>,
@@ -24,7 +24,7 @@ pub(crate) struct Snapshot {
     pub log_end: HashMap<(String, i32), Result<i64, ScalerError>>,
     /// Committed offsets per group.
     pub groups: HashMap<String, Result<GroupOffsets, ScalerError>>,
-    /// Whether a broker could not be reached or answered garbage (for the ticker's backoff).
+    /// Whether a broker could not be reached or answered garbage (for the watcher's backoff).
     pub wire_errors: usize,
 }
 
