@@ -1,4 +1,4 @@
-//! The reconciler's executor: it makes the lookups ([`observe`]: compiling the triggers and
+//! The reconciler's executor: it makes the lookups (`observe`: compiling the triggers and
 //! building their scalers, resolving the target, conflicts, the replica count, the live HPA),
 //! asks [`plan::plan`] what to do, and does it (HPA apply or delete, the scale loop, Events, the
 //! status). [`cleanup`] undoes ebb's work when an object with a finalizer is deleted.

@@ -23,10 +23,10 @@ pub struct KafkaOptions {
     pub request_timeout: Duration,
     /// How often each cluster client makes a round while it has triggers. Default
     /// [`crate::ACTIVITY_WATCH_TICK`] (0.5 s); zero
-    /// disables the activity watcher's task (rounds are then made by [`Scaler::sample`] only, and
-    /// [`Scaler::activity_changes`] never fires).
+    /// disables the activity watcher's task (rounds are then made by [`crate::Scaler::sample`] only, and
+    /// [`crate::Scaler::activity_changes`] never fires).
     pub tick: Duration,
-    /// A snapshot older than this makes [`Scaler::sample`] run a round itself. Default 2 s.
+    /// A snapshot older than this makes [`crate::Scaler::sample`] run a round itself. Default 2 s.
     pub snapshot_max_age: Duration,
     /// Metadata of the watched topics is fetched again at least this often (new partitions).
     /// Default 60 s.
