@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::scaler::CredentialsDigest;
-use crate::params::ParsedParams;
+use crate::params::{ConfigErrors, ParsedParams};
 
 /// The queue as configured in `queueURL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,15 +97,7 @@ pub enum ConfigProblem {
 }
 
 /// Every reason parsed parameters make no [`SqsConfig`], found at once.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("aws-sqs-queue: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError(pub Vec<ConfigProblem>);
-
-impl From<ConfigError> for crate::ScalerError {
-    fn from(e: ConfigError) -> Self {
-        crate::ScalerError::InvalidConfig(e.to_string())
-    }
-}
+pub type ConfigError = ConfigErrors<ConfigProblem>;
 
 impl TryFrom<&ParsedParams> for SqsConfig {
     type Error = ConfigError;
@@ -173,17 +165,17 @@ impl TryFrom<&ParsedParams> for SqsConfig {
                 keys,
                 role_arn: p.str("awsRoleArn").map(str::to_string),
             }),
-            _ => Err(ConfigError(problems)),
+            _ => Err(ConfigErrors {
+                trigger_type: "aws-sqs-queue",
+                problems,
+            }),
         }
     }
 }
 
 /// `value`, noting a [`ConfigProblem::Missing`] when there is none.
 fn need<T>(problems: &mut Vec<ConfigProblem>, name: &'static str, value: Option<T>) -> Option<T> {
-    if value.is_none() {
-        problems.push(ConfigProblem::Missing(name));
-    }
-    value
+    crate::params::config_errors::need(problems, value, || ConfigProblem::Missing(name))
 }
 
 #[cfg(test)]
@@ -246,7 +238,7 @@ mod tests {
     fn every_problem_is_reported() {
         let e = SqsConfig::try_from(&ParsedParams::default()).unwrap_err();
         assert_eq!(
-            e.0,
+            e.problems,
             [
                 ConfigProblem::Missing("queueURL"),
                 ConfigProblem::Missing("queueLength"),

@@ -8,8 +8,7 @@ use super::lag::{CapPolicy, LagPolicy, OffsetResetPolicy};
 use super::plan::Watch;
 use super::sasl::Mechanism;
 use super::wire::SaslCredentials;
-use crate::ScalerError;
-use crate::params::ParsedParams;
+use crate::params::{ConfigErrors, ParsedParams};
 
 /// One kafka trigger's settings: the cluster it reads and what it reads there.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,12 +62,7 @@ pub struct TriggerSpec {
 }
 
 /// Every problem found while converting a trigger's parameters into a [`KafkaConfig`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kafka: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct KafkaConfigError {
-    /// Each problem found.
-    pub problems: Vec<ConfigProblem>,
-}
+pub type KafkaConfigError = ConfigErrors<ConfigProblem>;
 
 /// One problem with one parameter. Never quotes a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,12 +106,6 @@ impl ConfigProblem {
             Self::LagThreshold => "lagThreshold",
             Self::UnsupportedSasl(_) => "sasl",
         }
-    }
-}
-
-impl From<KafkaConfigError> for ScalerError {
-    fn from(e: KafkaConfigError) -> Self {
-        ScalerError::InvalidConfig(e.to_string())
     }
 }
 
@@ -348,6 +336,7 @@ impl TryFrom<&ParsedParams> for KafkaConfig {
             Ok(KafkaConfig { cluster, trigger })
         } else {
             Err(KafkaConfigError {
+                trigger_type: "kafka",
                 problems: reader.problems,
             })
         }
@@ -416,6 +405,7 @@ impl fmt::Debug for TlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ScalerError;
     use crate::params::tests_support::parse_with;
 
     fn params(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> ParsedParams {

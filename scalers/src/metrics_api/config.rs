@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::params::{ParsedParams, mask_userinfo};
+use crate::params::{ConfigErrors, ParsedParams, mask_userinfo};
 
 /// How the fetched document is read (`format`); only JSON is supported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +53,7 @@ pub enum ConfigProblem {
 }
 
 /// Every reason parsed parameters make no [`MetricsApiConfig`], found at once.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("metrics-api: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError(pub Vec<ConfigProblem>);
-
-impl From<ConfigError> for crate::ScalerError {
-    fn from(e: ConfigError) -> Self {
-        crate::ScalerError::InvalidConfig(e.to_string())
-    }
-}
+pub type ConfigError = ConfigErrors<ConfigProblem>;
 
 impl TryFrom<&ParsedParams> for MetricsApiConfig {
     type Error = ConfigError;
@@ -109,17 +101,17 @@ impl TryFrom<&ParsedParams> for MetricsApiConfig {
                 format,
                 unsafe_ssl,
             }),
-            _ => Err(ConfigError(problems)),
+            _ => Err(ConfigErrors {
+                trigger_type: "metrics-api",
+                problems,
+            }),
         }
     }
 }
 
 /// `value`, noting a [`ConfigProblem::Missing`] when there is none.
 fn need<T>(problems: &mut Vec<ConfigProblem>, name: &'static str, value: Option<T>) -> Option<T> {
-    if value.is_none() {
-        problems.push(ConfigProblem::Missing(name));
-    }
-    value
+    crate::params::config_errors::need(problems, value, || ConfigProblem::Missing(name))
 }
 
 #[cfg(test)]
@@ -168,7 +160,7 @@ mod tests {
     fn every_missing_parameter_is_reported() {
         let e = MetricsApiConfig::try_from(&ParsedParams::default()).unwrap_err();
         assert_eq!(
-            e.0,
+            e.problems,
             [
                 ConfigProblem::Missing("url"),
                 ConfigProblem::Missing("valueLocation"),

@@ -68,15 +68,22 @@ fn metric_detail(p: &ParsedParams) -> String {
     format!("metrics-api-{}", p.str("valueLocation").unwrap_or("value"))
 }
 
+/// The factory's one HTTP client for metrics-api triggers and NATS monitoring requests, created
+/// on first use with the factory's HTTP timeout.
+pub fn shared_client(
+    factory: &crate::ScalerFactory,
+) -> Result<std::sync::Arc<MetricsApiClient>, crate::ScalerError> {
+    let client = factory.shared(|o| MetricsApiClient::new(o.http_timeout).map(std::sync::Arc::new));
+    Result::clone(&client)
+}
+
 /// Builds a metrics-api scaler on the factory's shared HTTP client (see [`crate::registry`]).
 pub fn build(
     factory: &crate::ScalerFactory,
     trigger: &crate::registry::ParsedTrigger,
 ) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
-    use std::sync::Arc;
-    let client = factory.shared(|o| MetricsApiClient::new(o.http_timeout).map(Arc::new));
-    Ok(Arc::new(scaler::MetricsApiScaler::new(
-        Result::clone(&client)?,
+    Ok(std::sync::Arc::new(scaler::MetricsApiScaler::new(
+        shared_client(factory)?,
         &trigger.params,
         trigger.thresholds,
     )?))

@@ -12,7 +12,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::ScalerError;
 use crate::metrics_api::Endpoint;
-use crate::params::{ParsedParams, Thresholds, mask_userinfo};
+use crate::params::{ConfigErrors, ParsedParams, Thresholds, mask_userinfo};
 
 /// Characters left as they are in the `acc=` query value.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -197,23 +197,7 @@ pub enum ConfigProblem {
 
 /// Every problem found converting one trigger's parameters, shown as
 /// `nats-jetstream: <problem>; <problem>…`.
-#[derive(Debug, thiserror::Error)]
-#[error("nats-jetstream: {}", join(.problems))]
-pub struct NatsJetStreamConfigError {
-    /// The problems, in parameter order (at least one).
-    pub problems: Vec<ConfigProblem>,
-}
-
-fn join(problems: &[ConfigProblem]) -> String {
-    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    texts.join("; ")
-}
-
-impl From<NatsJetStreamConfigError> for ScalerError {
-    fn from(e: NatsJetStreamConfigError) -> Self {
-        ScalerError::InvalidConfig(e.to_string())
-    }
-}
+pub type NatsJetStreamConfigError = ConfigErrors<ConfigProblem>;
 
 impl TryFrom<&ParsedParams> for NatsJetStreamConfig {
     type Error = NatsJetStreamConfigError;
@@ -251,7 +235,10 @@ impl TryFrom<&ParsedParams> for NatsJetStreamConfig {
                 consumer,
                 thresholds: Thresholds { target, activation },
             }),
-            _ => Err(NatsJetStreamConfigError { problems }),
+            _ => Err(NatsJetStreamConfigError {
+                trigger_type: "nats-jetstream",
+                problems,
+            }),
         }
     }
 }

@@ -132,12 +132,9 @@ pub fn build(
     factory: &crate::ScalerFactory,
     trigger: &crate::registry::ParsedTrigger,
 ) -> Result<std::sync::Arc<dyn crate::Scaler>, crate::ScalerError> {
-    use crate::metrics_api::MetricsApiClient;
-    use std::sync::Arc;
-    let http = factory.shared(|o| MetricsApiClient::new(o.http_timeout).map(Arc::new));
-    let http = Result::clone(&http)?;
+    let http = crate::metrics_api::shared_client(factory)?;
     let clients = factory.shared(|o| NatsJetStreamClients::new(http, o.http_timeout));
-    Ok(Arc::new(NatsJetStreamScaler::new(
+    Ok(std::sync::Arc::new(NatsJetStreamScaler::new(
         clients,
         NatsJetStreamConfig::try_from(&trigger.params)?,
     )))

@@ -11,6 +11,9 @@ mod decl;
 mod parser;
 mod values;
 
+pub mod config_errors;
+
+pub use config_errors::ConfigErrors;
 pub use decl::{
     AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, META_ENV, Param, ParamType, Rule, ScalerDecl, Source,
     Thresholds, no_warnings,

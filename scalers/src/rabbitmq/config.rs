@@ -4,7 +4,6 @@
 //! conversion reports every problem at once ([`RabbitMqConfigError`]). Declared defaults are
 //! already applied by the parser, so none is restated here.
 
-use std::fmt;
 use std::time::Duration;
 
 use lapin::types::ShortString;
@@ -13,8 +12,7 @@ use super::address::{AddressError, BrokerAddress};
 use super::stats::{Mode, Operation};
 use super::tls::{TlsError, TlsRequest, TlsSettings};
 use super::{Protocol, UnknownScheme, amqp_rule_errors, protocol};
-use crate::ScalerError;
-use crate::params::{ParamError, ParsedParams, Thresholds};
+use crate::params::{ConfigErrors, ParamError, ParsedParams, Thresholds};
 
 /// A rabbitmq trigger's configuration, resolved from its parsed parameters.
 ///
@@ -85,36 +83,14 @@ pub enum ConfigProblem {
 }
 
 /// Every problem found in a rabbitmq trigger's parameters.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct RabbitMqConfigError {
-    /// The problems, in the order found (never empty).
-    pub problems: Vec<ConfigProblem>,
-}
-
-impl fmt::Display for RabbitMqConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("rabbitmq: ")?;
-        for (i, problem) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
-}
+pub type RabbitMqConfigError = ConfigErrors<ConfigProblem>;
 
 impl From<ConfigProblem> for RabbitMqConfigError {
     fn from(problem: ConfigProblem) -> Self {
         Self {
+            trigger_type: "rabbitmq",
             problems: vec![problem],
         }
-    }
-}
-
-impl From<RabbitMqConfigError> for ScalerError {
-    fn from(e: RabbitMqConfigError) -> Self {
-        ScalerError::InvalidConfig(e.to_string())
     }
 }
 
@@ -226,7 +202,10 @@ impl TryFrom<&ParsedParams> for RabbitMqConfig {
                 timeout,
                 tls,
             }),
-            _ => Err(RabbitMqConfigError { problems }),
+            _ => Err(RabbitMqConfigError {
+                trigger_type: "rabbitmq",
+                problems,
+            }),
         }
     }
 }
@@ -266,6 +245,7 @@ fn protocol_mismatch(protocol: Protocol, address: &BrokerAddress) -> Option<Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ScalerError;
     use crate::params::tests_support::parse_with;
 
     fn config(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> Result<RabbitMqConfig, RabbitMqConfigError> {
