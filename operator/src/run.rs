@@ -323,8 +323,8 @@ async fn run_controller(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &hpa.resource),
         None => Api::all_with(client.clone(), &hpa.resource),
     };
-    // The HPA cache serves conflict checks and drift detection; the controller watches HPAs it
-    // owns separately (kube-runtime's shared-stream API is still unstable).
+    // The HPA cache serves conflict checks and drift detection (every HPA, for foreign ones); the
+    // controller's trigger stream of the HPAs it owns feeds it too (below).
     let so_targets = Arc::new(TargetIndex::default());
     let hpas = Arc::new(HpaCache::default());
     let hpa_watch = tokio::spawn({
@@ -384,12 +384,25 @@ async fn run_controller(
         cluster_auth_namespace: options.lease_namespace.clone(),
     });
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
+    // The owned-HPA watch that triggers reconciles first puts what it saw into the HPA cache, so
+    // the drift check of the reconcile it triggers never reads an older HPA than the one that
+    // triggered it (the cache's own watch above may deliver the same event later).
+    let owned_hpas = watcher::watcher(
+        hpa_api,
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
+    )
+    .default_backoff()
+    .inspect({
+        let hpas = shared.hpas.clone();
+        move |event| {
+            if let Ok(watcher::Event::Apply(hpa) | watcher::Event::InitApply(hpa)) = event {
+                hpas.index().apply(hpa);
+            }
+        }
+    })
+    .touched_objects();
     controller
-        .owns_with(
-            hpa_api,
-            hpa.resource.clone(),
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
-        )
+        .owns_stream_with(owned_hpas, hpa.resource.clone())
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, shared.clone())
