@@ -170,8 +170,15 @@ async fn activation_within_2s_hpa_and_back_to_zero_after_cooldown() {
         "scaled in before the cooldown ran out"
     );
     s.wait_replicas("worker", 0, Duration::from_secs(10)).await;
-    s.wait_condition("worker", "Active", "False", Duration::from_secs(5))
-        .await;
+    // Active=False was already written when the cooldown began (reason ScalerCooldown); the
+    // write that ends it (reason ScalerNotActive) follows the scale-in, so wait for that one.
+    wait_for("Active=False after the cooldown", Duration::from_secs(5), || async {
+        s.condition("worker", "Active")
+            .await
+            .filter(|c| c.0 == "False" && c.1 == "ScalerNotActive")
+    })
+    .await
+    .unwrap();
     // Steady state: no status writes while nothing changes.
     let rv = s.so_api().get("worker").await.unwrap().metadata.resource_version;
     tokio::time::sleep(Duration::from_secs(3)).await;
