@@ -21,6 +21,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+say "images for the test node (release ebb, the Kafka consumer), imported into its containerd"
+tests/env/images.sh
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

@@ -35,7 +35,7 @@ pub fn hpa_resource(v2: bool) -> ApiResource {
     )
 }
 
-/// A paused Deployment at 0 replicas named `name`.
+/// A paused Deployment at 0 replicas named `name` (its pods, if any, would match no node).
 pub fn parked_deployment(name: &str) -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -45,7 +45,8 @@ pub fn parked_deployment(name: &str) -> Deployment {
             "paused": true,
             "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}},
-                         "spec": {"containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]}}
+                         "spec": {"nodeSelector": {"ebb.test/no-such-node": "true"},
+                                  "containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]}}
         }
     }))
     .expect("deployment json")

@@ -32,13 +32,16 @@ BIN_HYBRID=$K/modern-hybrid/bin
 K8S_DEB=1.20.5+really1.20.2-1.1+deb12u1
 PATCH_DIR=$TE_DIR/kube-hybrid
 # bump the rN suffix when the recipe changes, so `install` rebuilds
-STAMP_PLAIN="kubernetes $K8S_DEB reflect2-1.0.2 r1"
-STAMP_HYBRID="$STAMP_PLAIN hybrid-r1 $(cat "$PATCH_DIR"/*.go 2>/dev/null | md5sum | cut -c1-12)"
+STAMP_BASE="kubernetes $K8S_DEB reflect2-1.0.2 r1"
+# r2: the plain build also makes the node's kubelet, kube-scheduler and kube-proxy (tests/env/node.sh)
+STAMP_PLAIN="$STAMP_BASE node-r2"
+STAMP_HYBRID="$STAMP_BASE hybrid-r1 $(cat "$PATCH_DIR"/*.go 2>/dev/null | md5sum | cut -c1-12)"
 STAMP_APIEXT="apiextensions-apiserver from sid golang-k8s-apiextensions-apiserver-dev r1"
 ETCD_PORT=2379
 ETCD_PEER_PORT=2380
 API_PORT=6443
 APIEXT_PORT=6445
+NODE_GATEWAY=10.244.0.1   # node.sh's bridge: pods reach the API server there (in its certificate)
 KCM_PORT=10257
 ALL_PORTS="$ETCD_PORT $ETCD_PEER_PORT $API_PORT $APIEXT_PORT $KCM_PORT"
 PROCS="etcd kube-apiserver apiextensions-apiserver kube-controller-manager"
@@ -58,7 +61,10 @@ debian_security_mirror() {
   echo "${m:-$(debian_mirror)-security}"
 }
 
-have_plain() { stamp_ok kube-plain "$STAMP_PLAIN" && [ -x "$BIN_PLAIN/kube-apiserver" ] && [ -x "$BIN_PLAIN/kube-controller-manager" ]; }
+have_plain() {
+  stamp_ok kube-plain "$STAMP_PLAIN" && [ -x "$BIN_PLAIN/kube-apiserver" ] && [ -x "$BIN_PLAIN/kube-controller-manager" ] \
+    && [ -x "$BIN_PLAIN/kubelet" ] && [ -x "$BIN_PLAIN/kube-scheduler" ] && [ -x "$BIN_PLAIN/kube-proxy" ]
+}
 have_hybrid_k8s() {
   stamp_ok kube-modern-hybrid "$STAMP_HYBRID" && [ -x "$BIN_HYBRID/kube-apiserver" ] && [ -x "$BIN_HYBRID/kube-controller-manager" ]
 }
@@ -103,10 +109,13 @@ extract_source() {
   ln -sfn ../../.. "$SRC/.go/src/k8s.io/kubernetes"
 }
 
-# make_k8s GIT_VERSION OUT_DIR: build kube-apiserver + kube-controller-manager from $SRC.
+# make_k8s GIT_VERSION OUT_DIR [EXTRA_CMDS]: build kube-apiserver + kube-controller-manager (and the
+# commands named in EXTRA_CMDS, e.g. "kubelet kube-scheduler") from $SRC.
 # The Makefile runs the code generators (openapi-gen etc.) first; a plain `go build` fails without them.
 make_k8s() {
-  local version=$1 out=$2
+  local version=$1 out=$2 extra=${3:-}
+  local cmds="kube-apiserver kube-controller-manager $extra" what="" c
+  for c in $cmds; do what="$what cmd/$c"; done
   cat > "$K/version.env" <<VER
 KUBE_GIT_COMMIT='faecb196815e248d3ecfb03c680a4507229c2a56'
 KUBE_GIT_TREE_STATE='clean'
@@ -116,8 +125,8 @@ KUBE_GIT_MINOR='20'
 VER
   mkdir -p "$K/home" "$out"
   (cd "$SRC" && env GOPATH="$SRC/.go" GOCACHE="$K/gocache" HOME="$K/home" GOPROXY=off GOFLAGS= CGO_ENABLED=0 \
-    KUBE_GIT_VERSION_FILE="$K/version.env" make WHAT="cmd/kube-apiserver cmd/kube-controller-manager")
-  cp "$SRC/_output/bin/kube-apiserver" "$SRC/_output/bin/kube-controller-manager" "$out/"
+    KUBE_GIT_VERSION_FILE="$K/version.env" make WHAT="${what# }")
+  for c in $cmds; do cp "$SRC/_output/bin/$c" "$out/"; done
 }
 
 build_plain() {
@@ -126,7 +135,8 @@ build_plain() {
   extract_source
   log "source ready after $(since "$t0")s; compiling (takes minutes)"
   rm -rf "$BIN_PLAIN"
-  make_k8s v1.20.2 "$BIN_PLAIN"
+  # the node (tests/env/node.sh) runs these three whatever the API server flavour
+  make_k8s v1.20.2 "$BIN_PLAIN" "kubelet kube-scheduler kube-proxy"
   "$BIN_PLAIN/kube-apiserver" --version
 }
 
@@ -363,10 +373,12 @@ make_certs() {
     local client='extendedKeyUsage=clientAuth'
     ca ca kubernetes-ca
     ca front-proxy-ca front-proxy-ca   # the aggregator's client identity towards extension API servers
-    leaf apiserver /CN=kube-apiserver ca "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+    leaf apiserver /CN=kube-apiserver ca "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:$NODE_GATEWAY,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth"
     leaf admin "/O=system:masters/CN=kubernetes-admin" ca "$client"
     leaf kcm /CN=system:kube-controller-manager ca "$client"
+    # the API server towards the node's kubelet (logs, exec)
+    leaf kubelet-client /CN=kube-apiserver-kubelet-client ca "$client"
     leaf front-proxy-client /CN=front-proxy-client front-proxy-ca "$client"
     # modern-hybrid: the aggregator checks the external server's cert for <service>.<namespace>.svc
     leaf apiext /CN=apiextensions-modern ca "subjectAltName=DNS:apiextensions-modern.kube-system.svc,DNS:localhost,IP:127.0.0.1
@@ -441,13 +453,18 @@ start_flavor() {
     # mandatory in 1.20
     --service-account-issuer=https://kubernetes.default.svc.cluster.local
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
-    --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC --allow-privileged=true
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true
+    # Node: the node's kubelet (tests/env/node.sh) reads only what its own pods use
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+    --kubelet-client-certificate="$PKI/kubelet-client.crt" --kubelet-client-key="$PKI/kubelet-client.key"
+    --kubelet-preferred-address-types=InternalIP
     # aggregation layer (external metrics APIService): the front-proxy client cert and the headers it sets
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group
     --requestheader-extra-headers-prefix=X-Remote-Extra-
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key"
-    # the "kubernetes" Endpoints may not hold a loopback address: don't reconcile it
+    # the "kubernetes" Endpoints may not hold a loopback address: don't reconcile it (node.sh points it
+    # at its relay on the bridge gateway, through which pods reach this server)
     --endpoint-reconciler-type=none
     --profiling=false --v=1
   )

@@ -7,13 +7,14 @@
 #   tests/env/testenv.sh status         running or not, pid, port of each component
 #   tests/env/testenv.sh env            print the path of the env file (KEY=VALUE lines)
 #
-# Components: kube (etcd + kube-apiserver + kube-controller-manager), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto).
+# Components: kube (etcd + kube-apiserver + kube-controller-manager), node (containerd, kubelet, kube-scheduler,
+# kube-proxy, CNI bridge; started after kube), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto).
 # Cache and state: ${EBB_TESTENV_HOME:-$HOME/.cache/ebb-testenv}. Everything binds 127.0.0.1 only.
 set -euo pipefail
 COMPONENT=testenv
 . "$(dirname "$0")/lib.sh"
 
-ALL_COMPONENTS="kube kafka rabbitmq nats sqs"
+ALL_COMPONENTS="kube node kafka rabbitmq nats sqs"
 # Debian packages the Rust build needs (rdkafka's cmake build, libcurl, openssl, zlib)
 BUILD_PACKAGES="cmake libcurl4-openssl-dev pkg-config libssl-dev zlib1g-dev build-essential"
 ENV_FILE=$TE_RUN/env
@@ -71,6 +72,17 @@ write_env() {
       echo "EBB_KUBE_APIEXTENSIONS_VERSION=$(cat "$k/apiextensions-version" 2>/dev/null)"
       echo "EBB_PKI_DIR=$k/pki"
     fi
+    # a node runs pods: tests that need one read EBB_NODE (empty: none)
+    if [[ " $* " == *" node "* ]]; then
+      echo "EBB_NODE=ebb-node"
+      echo "EBB_NODE_CONTAINERD_SOCK=$TE_RUN/node/containerd/containerd.sock"
+      echo "EBB_NODE_POD_CIDR=10.244.0.0/24"
+      # the bridge gateway: a host address pods reach (a test's private broker can listen there)
+      echo "EBB_NODE_GATEWAY=10.244.0.1"
+      echo "EBB_NODE_API_URL=https://10.244.0.1:6443"
+    else
+      echo "EBB_NODE="
+    fi
     echo "EBB_KAFKA_BOOTSTRAP=127.0.0.1:9092"
     # the broker binary (kafka.sh), for tests that start a private broker of their own
     echo "EBB_TANSU_BIN=$TE_HOME/kafka/tansu-sqlite/bin/tansu"
@@ -95,8 +107,12 @@ cmd_up() {
   cmd_down quiet || true
   mkdir -p "$TE_RUN"
   log "starting: $comps"
+  # the node registers with the API server: it starts once everything else is up
+  local first="" node=""
+  for c in $comps; do if [ "$c" = node ]; then node=node; else first="$first $c"; fi; done
+  [ -z "$node" ] || [[ " $comps " == *" kube "* ]] || die "node needs kube: up kube node"
   # shellcheck disable=SC2086
-  if ! run_parallel start $comps; then
+  if ! { run_parallel start $first && { [ -z "$node" ] || run_parallel start node; }; }; then
     if [ -n "${EBB_TESTENV_KEEP_ON_FAILURE:-}" ]; then
       log "EBB_TESTENV_KEEP_ON_FAILURE set: leaving the started components running"
     else
@@ -117,7 +133,7 @@ cmd_down() {
   # shellcheck disable=SC2086
   if [ -n "$quiet" ]; then run_parallel stop $ALL_COMPONENTS 2>/dev/null || true
   else run_parallel stop $ALL_COMPONENTS || true; fi
-  for c in 2379 2380 6443 6445 10257 9092 5672 15672 25672 4369 4222 8222 4566; do
+  for c in 2379 2380 6443 6445 10257 11250 11248 10259 10256 10249 9092 5672 15672 25672 4369 4222 8222 4566; do
     [ -n "$(port_holder $c)" ] && held="$held $c"
   done
   if [ -n "$held" ]; then

@@ -2,17 +2,19 @@
 //! kube-apiserver and kube-controller-manager and a Kafka-protocol broker (Tansu). ebb does 0↔1
 //! itself; the HPA it owns does 1↔N from the metrics ebb serves through the aggregation layer.
 //!
-//! The cluster has no nodes, so the consumer's pods stay Pending: the demo consumes in their
-//! place, committing the group's offsets at a rate proportional to the Deployment's replica count.
-//! Run through `tests/demo.sh` (or, with the environment up,
+//! The consumers are real pods on the test node (`ebb.test/kafka-consumer:dev`, an rdkafka consumer
+//! that takes [`PROCESS_DELAY_MS`] per message and commits it): they start, drain the topic and
+//! go away. Nothing commits offsets in their place. The broker is a private Tansu on the node's
+//! bridge gateway, which both the pods and ebb reach.
+//! Run through `tests/demo.sh` (or, with the environment and the images up,
 //! `EBB_TESTENV_FILE=$(tests/env/testenv.sh env) cargo run -p ebb-tests --example demo`).
 
 use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
-use ebb_tests::kafka::{KafkaAdmin, unique_name};
-use ebb_tests::objects::deployment;
+use ebb_tests::kafka::{KafkaAdmin, TansuBroker, unique_name};
 use ebb_tests::operator::OperatorProcess;
+use ebb_tests::pods::{self, KAFKA_CONSUMER_IMAGE};
 use ebb_tests::{TestEnv, install_crds, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
@@ -26,8 +28,8 @@ const PARTITIONS: i32 = 6;
 const LAG_THRESHOLD: i64 = 20;
 /// The burst produced at once.
 const BURST: usize = 200;
-/// Messages each (simulated) replica consumes per second.
-const PER_REPLICA_PER_SECOND: i64 = 1;
+/// Time each consumer spends on one message: 4 per second per pod.
+const PROCESS_DELAY_MS: u64 = 250;
 /// `pollingInterval` and `cooldownPeriod` of the ScaledObject, in seconds.
 const POLLING_INTERVAL: i64 = 5;
 const COOLDOWN: i64 = 10;
@@ -47,53 +49,11 @@ fn desired(lag: i64) -> i64 {
     ((lag + LAG_THRESHOLD - 1) / LAG_THRESHOLD).min(PARTITIONS as i64)
 }
 
-/// The consumer the pods would be: `replicas × rate` messages this second, each from the
-/// partition with the most lag (as a group's members would share them), committed at once.
-struct StandInConsumer {
-    group: String,
-    topic: String,
-    committed: Vec<i64>,
-}
-
-impl StandInConsumer {
-    async fn consume(&mut self, admin: &mut KafkaAdmin, replicas: i32) -> Result<i64, Error> {
-        let ends = admin.end_offsets(&self.topic, PARTITIONS).await?;
-        let mut budget = PER_REPLICA_PER_SECOND * replicas.max(0) as i64;
-        let mut taken = 0;
-        while budget > 0 {
-            let Some((p, lag)) = ends
-                .iter()
-                .zip(&self.committed)
-                .map(|(end, c)| end - c)
-                .enumerate()
-                .max_by_key(|(_, lag)| *lag)
-            else {
-                break;
-            };
-            if lag <= 0 {
-                break;
-            }
-            self.committed[p] += 1;
-            budget -= 1;
-            taken += 1;
-        }
-        if taken > 0 {
-            let offsets: Vec<(i32, i64)> = self
-                .committed
-                .iter()
-                .enumerate()
-                .map(|(p, c)| (p as i32, *c))
-                .collect();
-            admin.commit(&self.group, &self.topic, &offsets).await?;
-        }
-        Ok(taken)
-    }
-}
-
 /// What the timeline saw, for the summary.
 #[derive(Default)]
 struct Seen {
     activated: Option<f64>,
+    first_ready: Option<f64>,
     peak: i32,
     peak_at: f64,
     drained: Option<f64>,
@@ -104,40 +64,34 @@ async fn timeline(
     client: &kube::Client,
     ns: &str,
     admin: &mut KafkaAdmin,
-    consumer: &mut StandInConsumer,
+    group: &str,
+    topic: &str,
 ) -> Result<Seen, Error> {
-    println!("     time    lag  desired  replicas");
+    println!("     time    lag  desired  replicas  ready");
     let start = Instant::now();
     let produced = start.elapsed();
-    admin.produce(&consumer.topic, PARTITIONS, BURST).await?;
+    admin.produce(topic, PARTITIONS, BURST).await?;
     println!(
         "  [{:>5.1}s]  burst: {BURST} messages produced over {PARTITIONS} partitions (in {} ms)",
         produced.as_secs_f64(),
         (start.elapsed() - produced).as_millis()
     );
     let mut seen = Seen::default();
-    let mut last: Option<(i64, i32)> = None;
+    let mut last: Option<(i64, i32, usize)> = None;
     let mut printed = Instant::now();
-    let mut next_consume = Instant::now() + Duration::from_secs(1);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
         let now = start.elapsed().as_secs_f64();
         let replicas = scale_replicas(client, ns).await?;
-        if Instant::now() >= next_consume {
-            next_consume += Duration::from_secs(1);
-            consumer.consume(admin, replicas).await?;
-        }
-        let lag: i64 = admin
-            .lag(&consumer.group, &consumer.topic, PARTITIONS)
-            .await?
-            .iter()
-            .sum();
-        // A line when the desired or actual count changes, and every 3 s while the lag moves.
+        let ready = pods::ready_count(client, ns, "app=consumer").await?;
+        let lag: i64 = admin.lag(group, topic, PARTITIONS).await?.iter().sum();
+        // A line when a count changes, and every 3 s while the lag moves.
         let changed = match last {
             None => true,
-            Some((l, r)) => {
+            Some((l, r, p)) => {
                 r != replicas
+                    || p != ready
                     || desired(l) != desired(lag)
                     || (l != lag && printed.elapsed() >= Duration::from_secs(3))
             }
@@ -145,7 +99,7 @@ async fn timeline(
         if changed {
             printed = Instant::now();
             let note = match last {
-                Some((_, before)) if before != replicas => {
+                Some((_, before, _)) if before != replicas => {
                     let who = if before == 0 {
                         "ebb activates the consumer"
                     } else if replicas == 0 {
@@ -155,14 +109,19 @@ async fn timeline(
                     };
                     format!("{before} → {replicas}: {who}")
                 }
+                Some((_, _, before)) if before < ready => format!("a consumer pod is ready ({ready})"),
+                Some((_, _, before)) if before > ready => format!("a consumer pod stopped ({ready} ready)"),
                 _ => String::new(),
             };
-            let bar = "■".repeat(replicas.max(0) as usize);
+            let bar = "■".repeat(ready);
             println!(
-                "  [{now:>5.1}s] {lag:>5} {:>6} {replicas:>7}  {bar:<10} {note}",
+                "  [{now:>5.1}s] {lag:>5} {:>6} {replicas:>7} {ready:>6}  {bar:<10} {note}",
                 desired(lag)
             );
-            last = Some((lag, replicas));
+            last = Some((lag, replicas, ready));
+        }
+        if ready > 0 && seen.first_ready.is_none() {
+            seen.first_ready = Some(now);
         }
         if replicas > 0 && seen.activated.is_none() {
             seen.activated = Some(now);
@@ -174,7 +133,7 @@ async fn timeline(
         if lag == 0 && seen.activated.is_some() && seen.drained.is_none() {
             seen.drained = Some(now);
         }
-        if lag == 0 && replicas == 0 && seen.activated.is_some() {
+        if lag == 0 && replicas == 0 && ready == 0 && seen.activated.is_some() {
             seen.parked = Some(now);
             return Ok(seen);
         }
@@ -184,9 +143,8 @@ async fn timeline(
     }
 }
 
-async fn run(env: &TestEnv, ns: &str, operator_addr: &str) -> Result<(), Error> {
+async fn run(env: &TestEnv, ns: &str, operator_addr: &str, bootstrap: &str) -> Result<(), Error> {
     let client = env.client.clone();
-    let bootstrap = env.var("EBB_KAFKA_BOOTSTRAP")?.to_string();
     let mut admin = KafkaAdmin::connect(&bootstrap).await?;
     let topic = unique_name("orders");
     let group = unique_name("orders-consumer");
@@ -195,7 +153,21 @@ async fn run(env: &TestEnv, ns: &str, operator_addr: &str) -> Result<(), Error> 
     admin.commit(&group, &topic, &zeros).await?;
     println!("Kafka (Tansu at {bootstrap}): topic {topic}, {PARTITIONS} partitions; consumer group {group}");
 
-    deployment(&client, ns, "consumer", 0).await?;
+    let consumer: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "consumer"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "consumer"}},
+                 "template": {"metadata": {"labels": {"app": "consumer"}}, "spec": {
+                     "terminationGracePeriodSeconds": 10,
+                     "containers": [{"name": "consumer", "image": KAFKA_CONSUMER_IMAGE,
+                                     "imagePullPolicy": "Never",
+                                     "env": [{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": bootstrap},
+                                             {"name": "KAFKA_TOPIC", "value": topic},
+                                             {"name": "KAFKA_GROUP", "value": group},
+                                             {"name": "PROCESS_DELAY_MS", "value": PROCESS_DELAY_MS.to_string()}]}]}}}
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &consumer)
+        .await?;
     let so: ScaledObject = serde_json::from_value(json!({
         "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "consumer"},
         "spec": {"scaleTargetRef": {"name": "consumer"}, "pollingInterval": POLLING_INTERVAL,
@@ -232,22 +204,19 @@ async fn run(env: &TestEnv, ns: &str, operator_addr: &str) -> Result<(), Error> 
     );
     println!("ebb's metrics adapter serves external.metrics.k8s.io on {operator_addr}\n");
     println!(
-        "NOTE: this cluster has no nodes, so the consumer's pods stay Pending and never run.\n      \
-         This demo consumes in their place: every second it commits {PER_REPLICA_PER_SECOND} \
-         message per replica the\n      Deployment has (0 replicas: nothing is consumed).\n      \
+        "The consumers are real pods on the test node ({KAFKA_CONSUMER_IMAGE}, rdkafka): each takes \
+         {PROCESS_DELAY_MS} ms\n  per message and commits it.\n  \
          desired = min(ceil(lag / {LAG_THRESHOLD}), {PARTITIONS} partitions); replicas = the \
-         Deployment's /scale.\n"
+         Deployment's /scale; ready = consumer pods Running and Ready.\n"
     );
 
-    let mut consumer = StandInConsumer {
-        group,
-        topic,
-        committed: vec![0; PARTITIONS as usize],
-    };
-    let seen = timeline(&client, ns, &mut admin, &mut consumer).await?;
+    let seen = timeline(&client, ns, &mut admin, &group, &topic).await?;
     println!();
     if let Some(a) = seen.activated {
         println!("0 → 1 within {a:.1} s of the burst (ebb, woken by the Kafka client's activity signal)");
+    }
+    if let Some(r) = seen.first_ready {
+        println!("first consumer pod ready at {r:.1} s (its start on this node)");
     }
     println!(
         "peak {} replicas at {:.1} s: ceil({BURST} / {LAG_THRESHOLD}) = {} wanted, capped at the \
@@ -291,6 +260,13 @@ async fn main() -> Result<(), Error> {
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");
+    pods::require_node(&env)?;
+    // A broker of the demo's own on the node's bridge gateway: pods and ebb both reach it there.
+    let broker = TansuBroker::start_on(
+        std::path::Path::new(env.var("EBB_TANSU_BIN")?),
+        env.var("EBB_NODE_GATEWAY")?,
+    )
+    .await?;
     let operator = OperatorProcess::start(&env, &ns.name, "demo", &["--metrics-adapter-addr", &addr]).await?;
     let result = match ebb_tests::adapter::register(&client, &ns.name, port).await {
         Ok(()) => {
@@ -299,7 +275,7 @@ async fn main() -> Result<(), Error> {
                  metrics adapter",
                 ebb_tests::adapter::APISERVICE
             );
-            run(&env, &ns.name, &addr).await
+            run(&env, &ns.name, &addr, &broker.addr).await
         }
         Err(e) => Err(e.into()),
     };

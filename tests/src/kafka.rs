@@ -378,13 +378,13 @@ impl KafkaAdmin {
     }
 }
 
-/// A private Tansu broker (SQLite storage) for one test, on a free loopback port with its own data
+/// A private Tansu broker (SQLite storage) for one test, on a free port with its own data
 /// dir, so the test can stop it (a real broker outage) while the shared broker keeps serving every
 /// other test. Starting it again on the same port and data dir keeps its topics, records and
 /// committed offsets. The process is killed and the data dir removed when this is dropped (the dir
 /// is kept, with the broker's log, when the test panics).
 pub struct TansuBroker {
-    /// `127.0.0.1:<port>`: the bootstrap and advertised address.
+    /// `<ip>:<port>`: the bootstrap and advertised address.
     pub addr: String,
     bin: PathBuf,
     dir: PathBuf,
@@ -395,15 +395,21 @@ impl TansuBroker {
     /// Starts `bin` (the test environment's `EBB_TANSU_BIN`) on a free loopback port with a fresh
     /// data dir under the system temp dir, and waits until it answers ApiVersions.
     pub async fn start(bin: &Path) -> Result<TansuBroker, KafkaError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(bin, "127.0.0.1").await
+    }
+
+    /// Like [`TansuBroker::start`], on a free port of `ip`, which it also advertises: on the test
+    /// node's bridge gateway (`10.244.0.1`) both pods and host processes reach it.
+    pub async fn start_on(bin: &Path, ip: &str) -> Result<TansuBroker, KafkaError> {
+        let port = std::net::TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
-            .map_err(|e| KafkaError::Broker(format!("no free loopback port: {e}")))?
+            .map_err(|e| KafkaError::Broker(format!("no free port on {ip}: {e}")))?
             .port();
         let dir = std::env::temp_dir().join(unique_name("ebb-tansu"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| KafkaError::Broker(format!("cannot create {}: {e}", dir.display())))?;
         let mut broker = TansuBroker {
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("{ip}:{port}"),
             bin: bin.to_path_buf(),
             dir,
             child: None,

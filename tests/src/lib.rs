@@ -239,6 +239,7 @@ where
 
 pub mod kafka;
 pub mod nats;
+pub mod pods;
 pub mod sqs;
 
 /// A metrics-api source served by the test: `GET /` returns `{"queue": {"depth": N}}`, or HTTP 500
@@ -439,7 +440,8 @@ pub mod objects {
 
     use super::HarnessError;
 
-    /// Creates a Deployment with `replicas` (its pods stay Pending: the test cluster has no nodes).
+    /// Creates a Deployment with `replicas` whose pods stay Pending: their node selector matches no
+    /// node, so tests of replica counts cost no containers (tests of real pods use `ebb_tests::pods`).
     pub async fn deployment(
         client: &kube::Client,
         ns: &str,
@@ -453,7 +455,8 @@ pub mod objects {
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": name}},
                 "template": {"metadata": {"labels": {"app": name}},
-                             "spec": {"containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]}}
+                             "spec": {"nodeSelector": {"ebb.test/no-such-node": "true"},
+                                      "containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]}}
             }
         }))
         .expect("deployment json");

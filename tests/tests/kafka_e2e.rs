@@ -1,8 +1,11 @@
 //! The kafka trigger end to end: `ebb operator` with its embedded metrics adapter behind the real
 //! API server's aggregation layer, the real kube-controller-manager's HPA (1↔N), ebb (0↔1), and the
 //! test environment's Tansu broker. A consumer Deployment at 0 replicas reads a 6-partition topic
-//! with `lagThreshold: 5`; the test produces and commits offsets itself (the cluster has no nodes,
-//! so no consumer pod ever runs).
+//! with `lagThreshold: 5`. Two tests control the lag exactly: they produce and commit offsets
+//! themselves, and the Deployment's pods stay Pending. The real-consumer test runs
+//! `ebb.test/kafka-consumer:dev` pods (rdkafka, `tests/src/bin/kafka-consumer.rs`) on the test node
+//! against a private broker on the node's bridge gateway: the pods consume and commit, nothing
+//! commits in their place.
 //!
 //! The outage test runs a private Tansu broker of its own ([`ebb_tests::kafka::TansuBroker`], SQLite
 //! storage, the test environment's `EBB_TANSU_BIN`) and stops the process mid-test, then starts it
@@ -20,10 +23,11 @@ use ebb_crds::ScaledObject;
 use ebb_tests::kafka::{KafkaAdmin, TansuBroker, unique_name};
 use ebb_tests::objects::deployment;
 use ebb_tests::operator::OperatorProcess;
+use ebb_tests::pods::{self, KAFKA_CONSUMER_IMAGE};
 use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -380,4 +384,123 @@ async fn broker_outage_engages_fallback_and_scaling_resumes_after_it() {
     s.wait_replicas(0, Duration::from_secs(60)).await;
     s.finish().await;
     broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_consumers_drain_a_burst_zero_to_n_and_back_to_zero() {
+    let _serial = LOCK.lock().await;
+    let env = TestEnv::load().await.unwrap();
+    pods::require_node(&env).unwrap();
+    // The broker listens on the node's bridge gateway, which host processes (the test, ebb) and
+    // pods all reach, and advertises that address.
+    let bin = env.var("EBB_TANSU_BIN").unwrap().to_string();
+    let gateway = env.var("EBB_NODE_GATEWAY").unwrap().to_string();
+    let mut broker = TansuBroker::start_on(Path::new(&bin), &gateway).await.unwrap();
+    let mut s = Setup::start("e2e-kafka-pods", Some(&broker.addr)).await;
+    // The worker becomes a real consumer: each message takes it 100 ms, then it commits.
+    let template = json!({"spec": {"template": {"spec": {
+        "nodeSelector": null,
+        "terminationGracePeriodSeconds": 10,
+        "containers": [{"name": "worker", "image": KAFKA_CONSUMER_IMAGE, "imagePullPolicy": "Never",
+            "env": [{"name": "KAFKA_BOOTSTRAP_SERVERS", "value": s.bootstrap},
+                    {"name": "KAFKA_TOPIC", "value": s.topic},
+                    {"name": "KAFKA_GROUP", "value": s.group},
+                    {"name": "PROCESS_DELAY_MS", "value": "100"}]}]}}}});
+    Api::<Deployment>::namespaced(s.client(), &s.ns.name)
+        .patch("worker", &PatchParams::default(), &Patch::Merge(template))
+        .await
+        .unwrap();
+    s.create_so(json!({})).await;
+    assert_eq!(scale_replicas(&s.client(), &s.ns.name).await, Some(0));
+
+    // A burst of 300: lag 300 wants ceil(300/5) = 60, capped at the 6 partitions.
+    let sampler = Sampler::start(s.client(), &s.ns.name);
+    let produced = Instant::now();
+    s.admin.produce(&s.topic, PARTITIONS, 300).await.unwrap();
+    s.wait_replicas(1, Duration::from_secs(10)).await;
+    let activated = produced.elapsed();
+    let first_pod = wait_for("a consumer pod ready", Duration::from_secs(60), || async {
+        (pods::ready_count(&s.client(), &s.ns.name, "app=worker")
+            .await
+            .ok()?
+            >= 1)
+            .then_some(())
+    })
+    .await;
+    let pod_ready = produced.elapsed();
+    first_pod.unwrap_or_else(|e| panic!("{e}; pods: {}", describe_pods(&s).await));
+    // The HPA adds consumers while the lag lasts: at least two pods run at once.
+    let many = wait_for(
+        "two or more consumer pods ready",
+        Duration::from_secs(60),
+        || async {
+            let n = pods::ready_count(&s.client(), &s.ns.name, "app=worker")
+                .await
+                .ok()?;
+            (n >= 2).then_some(n)
+        },
+    )
+    .await;
+    let most_ready = match many {
+        Ok(n) => n,
+        Err(e) => panic!("{e}; pods: {}", describe_pods(&s).await),
+    };
+
+    // They consume everything and commit it: the group's lag reaches 0 with no help.
+    let drained = wait_for("the group's lag at 0", Duration::from_secs(120), || async {
+        let mut admin = KafkaAdmin::connect(&s.bootstrap).await.ok()?;
+        let lag = admin.lag(&s.group, &s.topic, PARTITIONS).await.ok()?;
+        (lag.iter().sum::<i64>() == 0).then_some(())
+    })
+    .await;
+    drained.unwrap_or_else(|e| panic!("{e}; pods: {}", describe_pods(&s).await));
+    let drained_after = produced.elapsed();
+    let ends = s.admin.end_offsets(&s.topic, PARTITIONS).await.unwrap();
+    let committed = s.admin.committed(&s.group, &s.topic, PARTITIONS).await.unwrap();
+    assert_eq!(ends.iter().sum::<i64>(), 300);
+    let ends: Vec<Option<i64>> = ends.into_iter().map(Some).collect();
+    assert_eq!(committed, ends, "committed offsets = log ends");
+
+    // ebb parks the consumers at 0 after the cooldown, and their pods go away.
+    s.wait_replicas(0, Duration::from_secs(90)).await;
+    wait_for("every consumer pod gone", Duration::from_secs(60), || async {
+        pods::list(&s.client(), &s.ns.name, "app=worker")
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let samples = sampler.stop();
+    let max = samples.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    eprintln!(
+        "300 messages: 1 replica after {activated:?}, first consumer ready after {pod_ready:?}, \
+         {most_ready} ready at once, lag 0 after {drained_after:?}; replicas: {}",
+        transitions(&samples)
+    );
+    assert!(max >= 2 && max <= PARTITIONS, "{}", transitions(&samples));
+    s.finish().await;
+    broker.stop().await;
+}
+
+/// One line per pod of the worker: name, phase and why it waits (for failure messages).
+async fn describe_pods(s: &Setup) -> String {
+    match pods::list(&s.client(), &s.ns.name, "app=worker").await {
+        Ok(list) => list
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}{}",
+                    p.metadata.name.as_deref().unwrap_or("?"),
+                    pods::phase(p),
+                    pods::waiting_reason(p)
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("cannot list: {e}"),
+    }
 }

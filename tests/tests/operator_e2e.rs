@@ -172,11 +172,15 @@ async fn activation_within_2s_hpa_and_back_to_zero_after_cooldown() {
     s.wait_replicas("worker", 0, Duration::from_secs(10)).await;
     // Active=False was already written when the cooldown began (reason ScalerCooldown); the
     // write that ends it (reason ScalerNotActive) follows the scale-in, so wait for that one.
-    wait_for("Active=False after the cooldown", Duration::from_secs(5), || async {
-        s.condition("worker", "Active")
-            .await
-            .filter(|c| c.0 == "False" && c.1 == "ScalerNotActive")
-    })
+    wait_for(
+        "Active=False after the cooldown",
+        Duration::from_secs(5),
+        || async {
+            s.condition("worker", "Active")
+                .await
+                .filter(|c| c.0 == "False" && c.1 == "ScalerNotActive")
+        },
+    )
     .await
     .unwrap();
     // Steady state: no status writes while nothing changes.
