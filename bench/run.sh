@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency creation_burst fleet)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency pod_start_latency creation_burst fleet)
 
 if ! tests/env/testenv.sh env >/dev/null 2>&1; then
   tests/env/testenv.sh install
@@ -17,6 +17,8 @@ fi
 cargo build --release -q --bin ebb -p ebb-operator
 cargo build --release -q -p ebb-bench
 export EBB_BIN="$PWD/target/release/ebb"
+# pod_start_latency runs the real consumer on the test node: its image goes into the node's containerd
+if [[ " ${scenarios[*]} " == *" pod_start_latency "* ]]; then tests/env/images.sh kafka-consumer; fi
 for scenario in "${scenarios[@]}"; do
   echo "== $scenario"
   "target/release/$scenario"

@@ -428,7 +428,9 @@ async fn real_consumers_drain_a_burst_zero_to_n_and_back_to_zero() {
     })
     .await;
     let pod_ready = produced.elapsed();
-    first_pod.unwrap_or_else(|e| panic!("{e}; pods: {}", describe_pods(&s).await));
+    if let Err(e) = first_pod {
+        panic!("{e}; pods: {}", describe_pods(&s).await);
+    }
     // The HPA adds consumers while the lag lasts: at least two pods run at once.
     let many = wait_for(
         "two or more consumer pods ready",
@@ -453,7 +455,9 @@ async fn real_consumers_drain_a_burst_zero_to_n_and_back_to_zero() {
         (lag.iter().sum::<i64>() == 0).then_some(())
     })
     .await;
-    drained.unwrap_or_else(|e| panic!("{e}; pods: {}", describe_pods(&s).await));
+    if let Err(e) = drained {
+        panic!("{e}; pods: {}", describe_pods(&s).await);
+    }
     let drained_after = produced.elapsed();
     let ends = s.admin.end_offsets(&s.topic, PARTITIONS).await.unwrap();
     let committed = s.admin.committed(&s.group, &s.topic, PARTITIONS).await.unwrap();
