@@ -38,7 +38,9 @@ for image in $wanted; do
   archives+=("$OUT/$image.tar")
   log "$image: $(du -h "$OUT/$image.tar" | cut -f1) in $(since "$t0")s"
 done
-if "$TE_DIR/node.sh" status 2>/dev/null | grep -q 'running .* containerd'; then
+# (status into a variable first: `grep -q` would end the pipe early and pipefail would see SIGPIPE)
+status=$("$TE_DIR/node.sh" status 2>/dev/null || true)
+if grep -q 'running .* containerd' <<<"$status"; then
   "$TE_DIR/node.sh" import "${archives[@]}"
 else
   log "the node is not running: import later with tests/env/node.sh import ${archives[*]}"
