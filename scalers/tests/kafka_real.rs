@@ -17,21 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use ebb_scalers::kafka::wire::{ConnectOptions, Connection, WireCounters};
 use ebb_scalers::kafka::{KafkaClusters, KafkaConfig, KafkaOptions, KafkaSample, KafkaScaler};
 use ebb_scalers::parse_trigger;
 use ebb_scalers::{Scaler, ScalerError, ScalerFactory};
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, GroupId, OffsetCommitRequest, ProduceRequest, TopicName,
-    create_topics_request::CreatableTopic,
-    offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
-    produce_request::{PartitionProduceData, TopicProduceData},
-};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use ebb_tests::kafka::KafkaAdmin;
+use kafka_protocol::messages::ApiKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -45,158 +35,50 @@ fn bootstrap() -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Producing and committing, over ebb's own protocol connection
+// Producing and committing: the shared test admin, failing the test on errors
 // ---------------------------------------------------------------------------------------------
 
-struct Admin {
-    conn: Connection,
-}
+/// [`KafkaAdmin`] (`ebb_tests::kafka`) with every error a test failure.
+struct Admin(KafkaAdmin);
 
 impl Admin {
     async fn connect(addr: &str) -> Admin {
-        let options = ConnectOptions {
-            timeout: Duration::from_secs(10),
-            tls: None,
-            sasl: None,
-            client_id: "ebb-test".into(),
-        };
-        let conn = Connection::connect(addr, &options, Arc::new(WireCounters::default()))
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the broker at {addr}: {e}"));
-        Admin { conn }
+        Admin(
+            KafkaAdmin::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to the broker at {addr}: {e}")),
+        )
     }
 
     async fn create_topic(&mut self, name: &str, partitions: i32) {
-        let version = self.conn.version::<CreateTopicsRequest>(1).expect("CreateTopics");
-        let request = CreateTopicsRequest::default()
-            .with_timeout_ms(10_000)
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(name.into())))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1),
-            ]);
-        let response = self
-            .conn
-            .request(&request, version)
+        self.0
+            .create_topic(name, partitions)
             .await
-            .expect("CreateTopics answer");
-        for t in &response.topics {
-            assert_eq!(t.error_code, 0, "CreateTopics {name}: error {}", t.error_code);
-        }
+            .unwrap_or_else(|e| panic!("CreateTopics {name}: {e}"));
     }
 
     /// Produces `n` records to one partition as one record batch, in one request; returns the
-    /// base offset the broker gave the batch (its records take `base..base + n`).
+    /// base offset the batch got (its records take `base..base + n`).
     async fn produce(&mut self, topic: &str, partition: i32, n: usize) -> i64 {
-        let version = self.conn.version::<ProduceRequest>(3).expect("Produce");
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder starts a new batch whenever `offset - sequence` changes; the batch's
-                // base sequence stays -1 (no idempotent producer).
-                sequence: i as i32 - 1,
-                timestamp: 0,
-                key: None,
-                value: Some(Bytes::from(format!("m{i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut batch = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut batch,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encode a record batch");
-        let batches = RecordBatchDecoder::decode_batch_info(&mut batch.clone().freeze()).expect("batch info");
-        assert_eq!(
-            batches.iter().map(|b| b.record_count).collect::<Vec<_>>(),
-            vec![n as i32],
-            "one batch of {n} records"
-        );
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.into())))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(batch.freeze())),
-                    ]),
-            ]);
-        let response = self
-            .conn
-            .request(&request, version)
+        let ends = self
+            .0
+            .end_offsets(topic, partition + 1)
             .await
-            .expect("Produce answer");
-        let mut base = None;
-        for t in &response.responses {
-            for p in &t.partition_responses {
-                assert_eq!(
-                    p.error_code, 0,
-                    "Produce {topic}/{partition}: error {}",
-                    p.error_code
-                );
-                base = Some(p.base_offset);
-            }
-        }
-        base.unwrap_or_else(|| panic!("Produce {topic}/{partition}: no answer for the partition"))
+            .unwrap_or_else(|e| panic!("ListOffsets {topic}: {e}"));
+        let values: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        self.0
+            .produce_batch(topic, partition, &values)
+            .await
+            .unwrap_or_else(|e| panic!("Produce {topic}/{partition}: {e}"));
+        ends[partition as usize]
     }
 
     /// Commits `offsets` (partition → offset) of `topic` for `group` (standalone commit).
     async fn commit(&mut self, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-        let version = self
-            .conn
-            .version::<OffsetCommitRequest>(2)
-            .expect("OffsetCommit")
-            .min(8);
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.into())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::from_static_str(""))
-            .with_retention_time_ms(-1)
-            .with_topics(vec![
-                OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.into())))
-                    .with_partitions(
-                        offsets
-                            .iter()
-                            .map(|(p, o)| {
-                                OffsetCommitRequestPartition::default()
-                                    .with_partition_index(*p)
-                                    .with_committed_offset(*o)
-                                    .with_committed_leader_epoch(-1)
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let response = self
-            .conn
-            .request(&request, version)
+        self.0
+            .commit(group, topic, offsets)
             .await
-            .expect("OffsetCommit answer");
-        for t in &response.topics {
-            for p in &t.partitions {
-                assert_eq!(
-                    p.error_code, 0,
-                    "OffsetCommit {group} {topic}/{}: error {}",
-                    p.partition_index, p.error_code
-                );
-            }
-        }
+            .unwrap_or_else(|e| panic!("OffsetCommit {group} {topic}: {e}"));
     }
 }
 
