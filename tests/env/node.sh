@@ -281,10 +281,20 @@ c_stop() {
   stop_pidfile "$D/containerd.pid" 10
   # shims outlive containerd (they are re-parented); only ours name our socket
   pkill -KILL -f "containerd-shim.* -address $SOCK" 2>/dev/null || true
-  if pidfile_alive "$D/kube-proxy.pid"; then
+  if [ -f "$D/kube-proxy.pid" ]; then
     stop_pidfile "$D/kube-proxy.pid" 5
     "$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
+  # --cleanup leaves its canary and mark chains (empty, unreferenced): remove every KUBE-* chain
+  local table chain
+  for table in filter nat mangle; do
+    for chain in $(iptables -w 5 -t $table -S 2>/dev/null | awk '/^-N KUBE-/ { print $2 }'); do
+      iptables -w 5 -t $table -F "$chain" 2>/dev/null || true
+    done
+    for chain in $(iptables -w 5 -t $table -S 2>/dev/null | awk '/^-N KUBE-/ { print $2 }'); do
+      iptables -w 5 -t $table -X "$chain" 2>/dev/null || true
+    done
+  done
   stop_pidfile "$D/socat.pid" 5
   # the bridge and the veths of pods that are gone
   ip link del "$BRIDGE" 2>/dev/null || true
