@@ -145,7 +145,7 @@ async fn timeline(
 
 async fn run(env: &TestEnv, ns: &str, operator_addr: &str, bootstrap: &str) -> Result<(), Error> {
     let client = env.client.clone();
-    let mut admin = KafkaAdmin::connect(&bootstrap).await?;
+    let mut admin = KafkaAdmin::connect(bootstrap).await?;
     let topic = unique_name("orders");
     let group = unique_name("orders-consumer");
     admin.create_topic(&topic, PARTITIONS).await?;
