@@ -135,3 +135,16 @@ pub async fn log(client: &kube::Client, ns: &str, name: &str) -> Result<String, 
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     Ok(api.logs(name, &LogParams::default()).await?)
 }
+
+/// Waits until no pod in `ns` matches `selector` (scaled in, deleted and terminated).
+pub async fn wait_gone(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+    timeout: Duration,
+) -> Result<(), HarnessError> {
+    wait_for(&format!("every pod {selector} in {ns} gone"), timeout, || async {
+        list(client, ns, selector).await.ok()?.is_empty().then_some(())
+    })
+    .await
+}

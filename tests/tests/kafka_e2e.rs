@@ -467,15 +467,9 @@ async fn real_consumers_drain_a_burst_zero_to_n_and_back_to_zero() {
 
     // ebb parks the consumers at 0 after the cooldown, and their pods go away.
     s.wait_replicas(0, Duration::from_secs(90)).await;
-    wait_for("every consumer pod gone", Duration::from_secs(60), || async {
-        pods::list(&s.client(), &s.ns.name, "app=worker")
-            .await
-            .ok()?
-            .is_empty()
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    pods::wait_gone(&s.client(), &s.ns.name, "app=worker", Duration::from_secs(60))
+        .await
+        .unwrap();
     let samples = sampler.stop();
     let max = samples.iter().map(|(_, r)| *r).max().unwrap_or(0);
     eprintln!(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ebb_tests::pods::{self, BUSYBOX_IMAGE, EBB_IMAGE};
-use ebb_tests::{TestEnv, install_crds, wait_for};
+use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -14,10 +14,14 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-async fn env() -> TestEnv {
+/// The environment (which must have a node) and a namespace of the test's own whose default
+/// ServiceAccount can run pods.
+async fn setup(prefix: &str) -> (TestEnv, TestNamespace) {
     let env = TestEnv::load().await.unwrap();
     pods::require_node(&env).unwrap();
-    env
+    let ns = env.namespace(prefix).await.unwrap();
+    pods::wait_service_account(&env.client, &ns.name).await.unwrap();
+    (env, ns)
 }
 
 fn pod(name: &str, labels: Value, image: &str, command: Value) -> Pod {
@@ -35,9 +39,7 @@ fn pod(name: &str, labels: Value, image: &str, command: Value) -> Pod {
 
 #[tokio::test]
 async fn a_pod_runs_and_its_log_can_be_read() {
-    let env = env().await;
-    let ns = env.namespace("node-log").await.unwrap();
-    pods::wait_service_account(&env.client, &ns.name).await.unwrap();
+    let (env, ns) = setup("node-log").await;
     let api: Api<Pod> = Api::namespaced(env.client.clone(), &ns.name);
     let p = pod(
         "hello",
@@ -76,9 +78,7 @@ async fn a_pod_runs_and_its_log_can_be_read() {
 
 #[tokio::test]
 async fn a_service_reaches_a_pod() {
-    let env = env().await;
-    let ns = env.namespace("node-svc").await.unwrap();
-    pods::wait_service_account(&env.client, &ns.name).await.unwrap();
+    let (env, ns) = setup("node-svc").await;
     let api: Api<Pod> = Api::namespaced(env.client.clone(), &ns.name);
     let web = pod(
         "web",
@@ -139,8 +139,7 @@ async fn a_service_reaches_a_pod() {
 
 #[tokio::test]
 async fn pods_of_a_deployment_scaled_to_zero_are_deleted() {
-    let env = env().await;
-    let ns = env.namespace("node-scale").await.unwrap();
+    let (env, ns) = setup("node-scale").await;
     let d: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "sleeper"},
@@ -173,15 +172,9 @@ async fn pods_of_a_deployment_scaled_to_zero_are_deleted() {
         )
         .await
         .unwrap();
-    wait_for("every pod gone", Duration::from_secs(60), || async {
-        pods::list(&env.client, &ns.name, "app=sleeper")
-            .await
-            .ok()?
-            .is_empty()
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    pods::wait_gone(&env.client, &ns.name, "app=sleeper", Duration::from_secs(60))
+        .await
+        .unwrap();
     ns.delete().await.unwrap();
 }
 
@@ -191,10 +184,8 @@ async fn pods_of_a_deployment_scaled_to_zero_are_deleted() {
 /// this tests connectivity; the chart's RBAC is tested with the chart.)
 #[tokio::test]
 async fn ebb_runs_in_a_pod_and_reaches_the_api_server_through_the_kubernetes_service() {
-    let env = env().await;
+    let (env, ns) = setup("node-ebb").await;
     install_crds(&env.client).await.unwrap();
-    let ns = env.namespace("node-ebb").await.unwrap();
-    pods::wait_service_account(&env.client, &ns.name).await.unwrap();
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": format!("ebb-test-{}", ns.name)},

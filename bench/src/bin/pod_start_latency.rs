@@ -134,14 +134,7 @@ async fn one_sample(client: &kube::Client, ns: &str, bootstrap: &str, i: usize) 
     sos.delete(&name, &DeleteParams::default()).await?;
     deployments.delete(&name, &DeleteParams::default()).await?;
     // Wait for the pod to go, so that it does not load the next sample.
-    wait_for("the sample's pods gone", Duration::from_secs(60), || async {
-        pods::list(client, ns, &selector)
-            .await
-            .ok()?
-            .is_empty()
-            .then_some(())
-    })
-    .await?;
+    pods::wait_gone(client, ns, &selector, Duration::from_secs(60)).await?;
     Ok(sample)
 }
 
