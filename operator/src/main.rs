@@ -89,8 +89,9 @@ struct OperatorArgs {
     /// DNS names for the self-signed certificate (comma-separated).
     #[arg(long, value_delimiter = ',')]
     metrics_adapter_dns_names: Vec<String>,
-    /// URL at which other replicas reach this adapter (default: https://$POD_IP:<port>, or
-    /// https://127.0.0.1:<port> outside a pod). Standbys forward metric requests to the leader's.
+    /// URL at which other replicas reach this adapter (default: `https://$POD_IP:PORT`, PORT being
+    /// the adapter's, or `https://127.0.0.1:PORT` outside a pod). Standbys forward metric requests
+    /// to the leader's.
     #[arg(long)]
     metrics_adapter_advertise_url: Option<String>,
     /// Bearer token a standby presents to the leader's adapter.
