@@ -251,7 +251,7 @@ c_start() {
     --config="$D/kubelet/config.yaml" --kubeconfig="$D/kubelet.kubeconfig" \
     --container-runtime=remote --container-runtime-endpoint="unix://$SOCK" --runtime-request-timeout=2m \
     --root-dir="$D/kubelet" --cert-dir="$D/kubelet/pki" --volume-plugin-dir="$D/kubelet/volume-plugins" \
-    --hostname-override=$NODE --node-ip=$GATEWAY --v=1
+    --hostname-override=$NODE --node-ip=$GATEWAY --v=2
   start_bg "$D/kube-scheduler.pid" "$D/log/kube-scheduler.log" "$KBIN/kube-scheduler" \
     --kubeconfig="$D/kube-scheduler.kubeconfig" --authentication-kubeconfig="$D/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig="$D/kube-scheduler.kubeconfig" \

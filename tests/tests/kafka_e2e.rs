@@ -467,9 +467,12 @@ async fn real_consumers_drain_a_burst_zero_to_n_and_back_to_zero() {
 
     // ebb parks the consumers at 0 after the cooldown, and their pods go away.
     s.wait_replicas(0, Duration::from_secs(90)).await;
-    pods::wait_gone(&s.client(), &s.ns.name, "app=worker", Duration::from_secs(60))
-        .await
-        .unwrap();
+    // (Each pod gets SIGTERM, leaves the group and exits; the kubelet then tears the sandbox
+    // down and deletes the pod object. Usually seconds; generous on a loaded 2-core machine.)
+    let gone = pods::wait_gone(&s.client(), &s.ns.name, "app=worker", Duration::from_secs(120)).await;
+    if let Err(e) = gone {
+        panic!("{e}; pods: {}", describe_pods(&s).await);
+    }
     let samples = sampler.stop();
     let max = samples.iter().map(|(_, r)| *r).max().unwrap_or(0);
     eprintln!(
@@ -489,9 +492,14 @@ async fn describe_pods(s: &Setup) -> String {
             .iter()
             .map(|p| {
                 format!(
-                    "{} {}{}",
+                    "{} {}{}{}",
                     p.metadata.name.as_deref().unwrap_or("?"),
                     pods::phase(p),
+                    if p.metadata.deletion_timestamp.is_some() {
+                        " (terminating)"
+                    } else {
+                        ""
+                    },
                     pods::waiting_reason(p)
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default()
