@@ -894,6 +894,8 @@ async fn zero_to_n_and_back<B: Broker>() {
     broker.consume(BACKLOG).await;
     let took = consumed.elapsed();
     case.wait_replicas(0).await;
+    // The history is fed by a watch, which may lag the read that saw 0.
+    case.wait_seen(0, from).await;
     eprintln!(
         "[{}] consumed {BACKLOG} in {took:?}; back to 0 after {:?}",
         case.ns.name,
