@@ -8,13 +8,14 @@
 #   tests/env/testenv.sh env            print the path of the env file (KEY=VALUE lines)
 #
 # Components: kube (etcd + kube-apiserver + kube-controller-manager), node (containerd, kubelet, kube-scheduler,
-# kube-proxy, CNI bridge; started after kube), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto).
+# kube-proxy, CNI bridge; started after kube), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto),
+# tools (helm and kubectl binaries for the chart tests; nothing runs).
 # Cache and state: ${EBB_TESTENV_HOME:-$HOME/.cache/ebb-testenv}. Everything binds 127.0.0.1 only.
 set -euo pipefail
 COMPONENT=testenv
 . "$(dirname "$0")/lib.sh"
 
-ALL_COMPONENTS="kube node kafka rabbitmq nats sqs"
+ALL_COMPONENTS="kube node kafka rabbitmq nats sqs tools"
 # Debian packages the Rust build needs (rdkafka's cmake build, libcurl, openssl, zlib)
 BUILD_PACKAGES="cmake libcurl4-openssl-dev pkg-config libssl-dev zlib1g-dev build-essential"
 ENV_FILE=$TE_RUN/env
@@ -92,6 +93,10 @@ write_env() {
     echo "EBB_NATS_MONITORING=127.0.0.1:8222"
     echo "EBB_SQS_ENDPOINT=http://127.0.0.1:4566"
     echo "EBB_AWS_REGION=us-east-1"
+    if [[ " $* " == *" tools "* ]]; then
+      echo "EBB_HELM=$TE_HOME/tools/bin/helm"
+      echo "EBB_KUBECTL=$TE_HOME/tools/bin/kubectl"
+    fi
     echo "EBB_TESTENV_COMPONENTS=$(echo "$*" | tr ' ' ,)"
   } > "$tmp"
   mv "$tmp" "$ENV_FILE"
