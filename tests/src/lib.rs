@@ -44,6 +44,14 @@ pub enum HarnessError {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// A command-line tool (helm, kubectl) failed.
+    #[error("`{command}` failed: {output}")]
+    Command {
+        /// The command line (no secrets: credentials are passed in files).
+        command: String,
+        /// Its exit status and standard error.
+        output: String,
+    },
 }
 
 /// Path of the env file written by `testenv.sh up`.
@@ -237,6 +245,8 @@ where
     }
 }
 
+pub mod helm;
+pub mod identity;
 pub mod kafka;
 pub mod nats;
 pub mod pods;
@@ -555,6 +565,69 @@ pub mod adapter {
             ok.then_some(())
         })
         .await
+    }
+
+    /// An exclusive lock on `apiservice.lock` next to the env file, held while a test owns the
+    /// APIService: serialises the test processes that take it (nextest's `apiservice` test group
+    /// only serialises within one run). Processes that do not take it are waited out by
+    /// [`wait_until_free`].
+    pub async fn lock() -> std::fs::File {
+        let path = crate::env_file().with_file_name("apiservice.lock");
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+            file.lock()
+                .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+            file
+        })
+        .await
+        .expect("the lock task does not panic")
+    }
+
+    /// Where the external-metrics APIService points: `(namespace, port)`.
+    pub async fn owner(client: &kube::Client) -> Option<(String, i32)> {
+        let api: Api<APIService> = Api::all(client.clone());
+        let service = api.get_opt(APISERVICE).await.ok()??.spec?.service?;
+        Some((service.namespace?, service.port?))
+    }
+
+    /// Other processes (another `cargo nextest` run, `tests/demo.sh`) register the same
+    /// cluster-wide APIService and take it over while they run. Waits (up to 3 min, then goes
+    /// ahead) until nobody serves it: absent, or left behind by a process that is gone (nothing
+    /// listens on its port on loopback).
+    pub async fn wait_until_free(client: &kube::Client) {
+        let announced = std::sync::Mutex::new(String::new());
+        let free = wait_for(
+            "the external-metrics APIService is free",
+            Duration::from_secs(180),
+            || async {
+                let Some((namespace, port)) = owner(client).await else {
+                    return Some(());
+                };
+                let port = u16::try_from(port).ok()?;
+                match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    Ok(_) => {
+                        let mut last = announced
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if *last != namespace {
+                            eprintln!("waiting: the APIService is in use by namespace {namespace}");
+                            *last = namespace;
+                        }
+                        None
+                    }
+                    Err(_) => Some(()),
+                }
+            },
+        )
+        .await;
+        if let Err(e) = free {
+            eprintln!("{e}; taking the APIService over");
+        }
     }
 
     /// Removes the APIService (best effort).

@@ -23,14 +23,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use ebb_crds::{HealthStatus, ScaledObject, TriggerAuthentication};
-use ebb_tests::adapter::APISERVICE;
+use ebb_tests::adapter as apiservice;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -570,66 +569,6 @@ impl History {
     }
 }
 
-/// An exclusive lock on `apiservice.lock` next to the env file, held while a test owns the
-/// APIService: serialises the test processes that take it (nextest's test group and [`LOCK`] only
-/// serialise within one run). Other binaries do not take it yet, hence also
-/// [`wait_until_apiservice_free`].
-async fn lock_apiservice() -> std::fs::File {
-    let path = ebb_tests::env_file().with_file_name("apiservice.lock");
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-        file.lock()
-            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
-        file
-    })
-    .await
-    .unwrap()
-}
-
-/// Where the external-metrics APIService points: `(namespace, port)`.
-async fn apiservice_owner(client: &Client) -> Option<(String, i32)> {
-    let api: Api<APIService> = Api::all(client.clone());
-    let service = api.get_opt(APISERVICE).await.ok()??.spec?.service?;
-    Some((service.namespace?, service.port?))
-}
-
-/// Other processes (another `cargo nextest` run, `tests/demo.sh`) register the same cluster-wide
-/// APIService and take it over while they run. Wait (up to 3 min, then go ahead) until nobody
-/// serves it: absent, or left behind by a process that is gone (nothing listens on its port).
-async fn wait_until_apiservice_free(client: &Client) {
-    let announced = Mutex::new(String::new());
-    let free = wait_for(
-        "the external-metrics APIService is free",
-        Duration::from_secs(180),
-        || async {
-            let Some((namespace, port)) = apiservice_owner(client).await else {
-                return Some(());
-            };
-            let port = u16::try_from(port).ok()?;
-            match TcpStream::connect(("127.0.0.1", port)).await {
-                Ok(_) => {
-                    let mut last = announced.lock().unwrap();
-                    if *last != namespace {
-                        eprintln!("waiting: the APIService is in use by namespace {namespace}");
-                        *last = namespace;
-                    }
-                    None
-                }
-                Err(_) => Some(()),
-            }
-        },
-    )
-    .await;
-    if let Err(e) = free {
-        eprintln!("{e}; taking the APIService over");
-    }
-}
-
 struct Case {
     env: TestEnv,
     ns: TestNamespace,
@@ -645,12 +584,12 @@ impl Case {
     /// Deployment at 0 whose replica counts are recorded.
     async fn start(prefix: &str) -> Case {
         let serial = LOCK.lock().await;
-        let apiservice_lock = lock_apiservice().await;
+        let apiservice_lock = apiservice::lock().await;
         let started = Instant::now();
         let env = TestEnv::load().await.unwrap();
         install_crds(&env.client).await.unwrap();
         let ns = env.namespace(prefix).await.unwrap();
-        wait_until_apiservice_free(&env.client).await;
+        apiservice::wait_until_free(&env.client).await;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
@@ -691,7 +630,7 @@ impl Case {
     /// What went on, for a failure message: the replica counts seen and whether another process
     /// took the APIService over (the HPA then reads nothing from this test's operator).
     async fn diagnose(&self) -> String {
-        let owner = match apiservice_owner(&self.client()).await {
+        let owner = match apiservice::owner(&self.client()).await {
             Some((ns, _)) if ns == self.ns.name => "this test's".to_string(),
             Some((ns, port)) => {
                 format!("ANOTHER PROCESS'S (namespace {ns}, port {port}: it was registered over this test's)")
