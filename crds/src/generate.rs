@@ -162,7 +162,8 @@ mod committed_yaml {
     #[test]
     fn committed_crd_yaml_is_up_to_date() {
         let crds_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let chart_dir = crds_dir.join("../charts/ebb/crds");
+        // The chart renders its CRDs from files/crds/ (templates/crds.yaml), so that upgrades update them.
+        let chart_dir = crds_dir.join("../charts/ebb/files/crds");
         for (dir, crd) in all_crds()
             .into_iter()
             .flat_map(|c| [(crds_dir, c.clone()), (chart_dir.as_path(), c)])
@@ -171,7 +172,7 @@ mod committed_yaml {
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 committed == to_yaml(&crd).unwrap(),
-                "{} is stale: run `cargo run -- crds --write crds/` and `--write charts/ebb/crds/`, then commit",
+                "{} is stale: run `cargo run -- crds --write crds/` and `--write charts/ebb/files/crds/`, then commit",
                 path.display()
             );
         }
