@@ -2,7 +2,8 @@
 //! library the operator embeds.
 //!
 //! It owns the HTTPS endpoint the API server's aggregator proxies HPA metric requests to: TLS
-//! (rustls, ring, TLS 1.2+, ALPN `h2`/`http/1.1`, certificate from files or self-signed), the
+//! (rustls, ring, TLS 1.2+, ALPN `h2`/`http/1.1`, certificate from files, self-signed, or a
+//! [`ReloadableCert`] replaced at run time), the
 //! discovery documents, the `ExternalMetricValueList` replies and Kubernetes `Status` errors,
 //! label-selector parsing, and delegated authentication/authorization (front-proxy headers,
 //! client certificates, TokenReview, SubjectAccessReview, with short caches). It owns no metric
@@ -56,7 +57,7 @@ pub use auth::{
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
 pub use provider::{MetricProvider, MetricValue, ProviderError};
 pub use server::{AdapterConfig, MetricsAdapter};
-pub use tls::TlsSource;
+pub use tls::{ReloadableCert, TlsSource};
 
 /// The selector label naming the ScaledObject a metric belongs to (the HPA ebb creates puts
 /// it in every external metric's `selector`).

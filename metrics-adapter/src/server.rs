@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, UserInfo};
 use crate::provider::{MetricProvider, ProviderError};
 use crate::selector::Selector;
-use crate::tls::{ServingCert, TlsSource};
+use crate::tls::{ReloadableCert, TlsSource};
 use crate::types::{self, ExternalMetricValue, ExternalMetricValueList, GROUP, VERSION};
 use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
 
@@ -63,6 +63,7 @@ pub struct MetricsAdapter {
     local_addr: SocketAddr,
     acceptor: TlsAcceptor,
     serving_chain: Vec<CertificateDer<'static>>,
+    cert: Arc<ReloadableCert>,
     state: Arc<State>,
     handshake_timeout: Duration,
     shutdown_grace: Duration,
@@ -109,9 +110,12 @@ impl MetricsAdapter {
         provider: Arc<dyn MetricProvider>,
     ) -> Result<Self, AdapterError> {
         let local_addr = listener.local_addr().map_err(AdapterError::Io)?;
-        let cert = ServingCert::load(&config.tls)?;
-        let serving_chain = cert.chain.clone();
-        let tls = crate::tls::server_config(cert, &auth.config().all_client_roots())?;
+        let cert = match &config.tls {
+            TlsSource::Reloadable(cert) => cert.clone(),
+            other => Arc::new(ReloadableCert::from_source(other)?),
+        };
+        let serving_chain = cert.chain();
+        let tls = crate::tls::server_config(cert.clone(), &auth.config().all_client_roots())?;
         let state = State {
             apis: to_json(&types::api_group_list())?,
             api_group: to_json(&types::api_group())?,
@@ -125,6 +129,7 @@ impl MetricsAdapter {
             local_addr,
             acceptor: TlsAcceptor::from(tls),
             serving_chain,
+            cert,
             state: Arc::new(state),
             handshake_timeout: config.handshake_timeout,
             shutdown_grace: config.shutdown_grace,
@@ -136,10 +141,17 @@ impl MetricsAdapter {
         self.local_addr
     }
 
-    /// The serving certificate chain (leaf first), e.g. for an APIService `caBundle` when it
-    /// was self-signed.
+    /// The serving certificate chain (leaf first) when the adapter was bound, e.g. for an
+    /// APIService `caBundle` when it was self-signed (empty if a [`TlsSource::Reloadable`] was
+    /// still empty then).
     pub fn serving_certificates(&self) -> &[CertificateDer<'static>] {
         &self.serving_chain
+    }
+
+    /// The holder of the serving certificate: replacing its contents changes the certificate of
+    /// the next handshakes.
+    pub fn serving_cert(&self) -> &Arc<ReloadableCert> {
+        &self.cert
     }
 
     /// Serves until `shutdown` completes, then stops accepting and gives open connections

@@ -133,6 +133,12 @@ impl Shared {
             .is_some()
     }
 
+    /// Whether the watch of ScaledObjects has delivered its first complete list.
+    pub fn objects_listed(&self) -> bool {
+        use futures::FutureExt as _;
+        matches!(self.so_store.wait_until_ready().now_or_never(), Some(Ok(())))
+    }
+
     /// Publishes an Event about a ScaledObject; failures are logged, never fatal.
     pub async fn event(&self, so: &ScaledObject, type_: EventType, reason: &str, note: String) {
         self.event_for(&so.object_ref(&()), type_, reason, note).await;

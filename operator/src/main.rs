@@ -3,9 +3,12 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use ebb_operator::adapter::certs::files::CertFiles;
+use ebb_operator::adapter::certs::{CertMode, CertOptions};
 use ebb_operator::cli::validate::{CheckOptions, check_documents_with, read_documents};
 
 /// ebb: an event-driven autoscaler for Kubernetes.
@@ -80,15 +83,45 @@ struct OperatorArgs {
     /// Serve the external.metrics.k8s.io adapter (HTTPS) on this address, e.g. 0.0.0.0:6443.
     #[arg(long)]
     metrics_adapter_addr: Option<std::net::SocketAddr>,
-    /// Serving certificate of the adapter (PEM); a self-signed one is generated when absent.
+    /// Operator-managed certificates: the Secret, in the operator's namespace, holding the
+    /// adapter's CA and serving certificate (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`). Created
+    /// with a new CA when absent, re-read every 30 s, renewed by the leader.
+    #[arg(long, conflicts_with_all = ["metrics_adapter_cert", "metrics_adapter_key"])]
+    metrics_adapter_cert_secret: Option<String>,
+    /// With --metrics-adapter-cert-secret: the APIService (e.g.
+    /// `v1beta1.external.metrics.k8s.io`) whose `spec.caBundle` the leader keeps equal to the CA.
+    #[arg(long)]
+    metrics_adapter_apiservice: Option<String>,
+    /// Mounted certificates: the serving certificate chain (PEM), re-read when it changes.
+    /// Without it and without --metrics-adapter-cert-secret every replica generates its own
+    /// self-signed certificate (development only: standbys cannot verify the leader).
     #[arg(long, requires = "metrics_adapter_key")]
     metrics_adapter_cert: Option<std::path::PathBuf>,
-    /// Private key of the adapter's serving certificate (PEM).
+    /// Private key of the adapter's serving certificate (PEM), re-read when it changes.
     #[arg(long, requires = "metrics_adapter_cert")]
     metrics_adapter_key: Option<std::path::PathBuf>,
-    /// DNS names for the self-signed certificate (comma-separated).
+    /// With --metrics-adapter-cert: the CA bundle (PEM) standbys verify the leader's certificate
+    /// with, re-read when it changes (default: the system's roots).
+    #[arg(long, requires = "metrics_adapter_cert")]
+    metrics_adapter_ca: Option<std::path::PathBuf>,
+    /// DNS names of the adapter's serving certificate (comma-separated), e.g.
+    /// `ebb-metrics.ebb-system.svc`; standbys verify the leader's certificate for the first one.
     #[arg(long, value_delimiter = ',')]
     metrics_adapter_dns_names: Vec<String>,
+    /// Seconds between re-reads of the certificate Secret (default 30) or files (default 10).
+    #[arg(long, hide = true)]
+    metrics_adapter_cert_refresh_seconds: Option<u64>,
+    /// The Deployment (in the operator's namespace) that owns the certificate Secret and the
+    /// leader Lease, so deleting it deletes them.
+    #[arg(long)]
+    owner_deployment: Option<String>,
+    /// Log filter (tracing `EnvFilter` directives, e.g. `info,kube=warn,ebb_operator=debug`).
+    /// Default (also when empty): `RUST_LOG` when set, else `info,kube=warn`.
+    #[arg(long, env = "EBB_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Log format: `text` or `json` (one JSON object per line).
+    #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// URL at which other replicas reach this adapter (default: `https://$POD_IP:PORT`, PORT being
     /// the adapter's, or `https://127.0.0.1:PORT` outside a pod). Standbys forward metric requests
     /// to the leader's.
@@ -97,6 +130,15 @@ struct OperatorArgs {
     /// Bearer token a standby presents to the leader's adapter.
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
     metrics_forward_token_file: std::path::PathBuf,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -177,23 +219,74 @@ fn crds(write: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn operator(args: OperatorArgs) -> Result<()> {
-    tracing_subscriber::fmt()
+/// Installs the log subscriber: `level` (else `RUST_LOG`, else `info,kube=warn`) in `format`.
+fn init_logging(level: Option<String>, format: LogFormat) -> Result<()> {
+    let directives = level
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "info,kube=warn".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .with_context(|| format!("invalid log level {directives:?}"))?;
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
-        )
-        .init();
-    let identity = args.identity.unwrap_or_else(|| {
+        .with_env_filter(filter);
+    match format {
+        // Colours only on a terminal: a container's log is a file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+    Ok(())
+}
+
+/// How the adapter's certificates are managed, from the flags.
+fn cert_mode(args: &OperatorArgs, own_namespace: &str) -> CertMode {
+    if let Some(name) = &args.metrics_adapter_cert_secret {
+        return CertMode::Secret {
+            namespace: own_namespace.to_string(),
+            name: name.clone(),
+            apiservice: args.metrics_adapter_apiservice.clone(),
+        };
+    }
+    match (&args.metrics_adapter_cert, &args.metrics_adapter_key) {
+        (Some(cert), Some(key)) => CertMode::Files(CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.metrics_adapter_ca.clone(),
+        }),
+        _ => CertMode::SelfSigned,
+    }
+}
+
+fn operator(args: OperatorArgs) -> Result<()> {
+    init_logging(args.log_level.clone(), args.log_format)?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "ebb".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
     let lease_namespace = args
         .lease_namespace
+        .clone()
         .or_else(|| args.namespace.clone())
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_string());
+    let own_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| lease_namespace.clone());
+    let mode = cert_mode(&args, &own_namespace);
+    if args.metrics_adapter_apiservice.is_some() && !matches!(mode, CertMode::Secret { .. }) {
+        tracing::warn!(
+            "--metrics-adapter-apiservice only applies with --metrics-adapter-cert-secret; ignored"
+        );
+    }
+    let refresh = Duration::from_secs(args.metrics_adapter_cert_refresh_seconds.unwrap_or(match mode {
+        CertMode::Files(_) => 10,
+        _ => 30,
+    }));
     let options = ebb_operator::run::OperatorOptions {
         namespace: args.namespace,
         qps: args.kube_api_qps,
@@ -201,6 +294,8 @@ fn operator(args: OperatorArgs) -> Result<()> {
         health_addr: args.health_addr,
         lease_name: args.lease_name,
         lease_namespace,
+        own_namespace,
+        owner_deployment: args.owner_deployment,
         identity,
         lease_duration: args.lease_duration,
         concurrency: args.concurrency,
@@ -209,8 +304,11 @@ fn operator(args: OperatorArgs) -> Result<()> {
             let host = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".to_string());
             ebb_operator::run::AdapterOptions {
                 listen,
-                cert_and_key: args.metrics_adapter_cert.zip(args.metrics_adapter_key),
-                dns_names: args.metrics_adapter_dns_names,
+                certs: CertOptions {
+                    mode,
+                    dns_names: args.metrics_adapter_dns_names,
+                    refresh: refresh.max(Duration::from_secs(1)),
+                },
                 advertise_url: args
                     .metrics_adapter_advertise_url
                     .unwrap_or_else(|| format!("https://{host}:{}", listen.port())),

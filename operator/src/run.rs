@@ -20,13 +20,16 @@ use kube::{Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
-use crate::adapter::leader_forward::LeaderForwarder;
+use crate::adapter::certs::{self, AdapterTls, CertError, CertOptions};
+use crate::adapter::leader_forward::{ForwarderOptions, LeaderForwarder};
 use crate::adapter::metric_cache::MetricCache;
 use crate::adapter::provider::{CacheProvider, LeaderState};
+use crate::adapter::readiness::{ReadinessSources, keep_ready};
 use crate::cache::hpas::HpaCache;
 use crate::cache::target_index::TargetIndex;
 use crate::context::{HpaApi, Shared};
 use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
+use crate::infra::owner::{deployment_owner, own_lease};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
 use crate::reconcile::hpa::HpaVersion;
 use crate::reconcile::{error_policy, reconcile};
@@ -48,6 +51,10 @@ pub struct OperatorOptions {
     pub lease_name: String,
     /// Lease namespace.
     pub lease_namespace: String,
+    /// The operator's own namespace (of the certificate Secret and the owner Deployment).
+    pub own_namespace: String,
+    /// The Deployment (in `own_namespace`) that owns the certificate Secret and the Lease.
+    pub owner_deployment: Option<String>,
     /// This replica's identity in the Lease.
     pub identity: String,
     /// Lease duration in seconds.
@@ -65,10 +72,8 @@ pub struct OperatorOptions {
 pub struct AdapterOptions {
     /// HTTPS listen address.
     pub listen: SocketAddr,
-    /// Serving certificate and key (PEM files); a self-signed pair is generated when absent.
-    pub cert_and_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    /// DNS names of the self-signed certificate (e.g. the Service name).
-    pub dns_names: Vec<String>,
+    /// The serving certificate: its mode, names and refresh interval.
+    pub certs: CertOptions,
     /// URL at which other replicas reach this adapter (advertised on the Lease while leading).
     pub advertise_url: String,
     /// Bearer token a standby presents when it forwards a request to the leader.
@@ -102,9 +107,9 @@ pub enum RunError {
     /// The metrics adapter could not start.
     #[error("metrics adapter: {0}")]
     Adapter(#[source] AdapterError),
-    /// The client that forwards a standby's metric requests to the leader could not be built.
-    #[error("metrics adapter: cannot set up forwarding to the leader")]
-    Forwarder(#[source] ebb_scalers::common::tls::TlsError),
+    /// The adapter's certificates or the verification of the leader's could not be set up.
+    #[error("metrics adapter: certificates")]
+    Certs(#[source] CertError),
     /// Leader election failed.
     #[error("leader election: {0}")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
@@ -147,32 +152,62 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let leader_state: LeaderState = LeaderState::default();
-    let forwarder = match &options.metrics_adapter {
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let owner = match &options.owner_deployment {
+        Some(name) => deployment_owner(&client, &options.own_namespace, name).await,
         None => None,
-        Some(a) => Some(Arc::new(
-            LeaderForwarder::new(
-                client.clone(),
-                &options.lease_namespace,
-                &options.lease_name,
-                a.advertise_url.clone(),
-                a.forward_token_file.clone(),
-            )
-            .map_err(RunError::Forwarder)?,
-        )),
     };
-    let adapter = match &options.metrics_adapter {
-        None => None,
-        Some(a) => Some(
-            start_adapter(
+    // Owner references only reach objects of the owner's namespace.
+    let lease_owner = owner
+        .clone()
+        .filter(|_| options.lease_namespace == options.own_namespace);
+    let mut background = Vec::new();
+    let (adapter, adapter_parts) = match &options.metrics_adapter {
+        None => (None, None),
+        Some(a) => {
+            let tls = Arc::new(AdapterTls::new(&a.certs).map_err(RunError::Certs)?);
+            if !tls.trust.verifies() {
+                tracing::warn!(
+                    "metrics adapter: self-signed certificate (development mode); standbys do not verify \
+                     the leader's certificate. Use --metrics-adapter-cert-secret or --metrics-adapter-cert \
+                     in production"
+                );
+            }
+            background.push(tokio::spawn(certs::maintain(
+                tls.clone(),
+                a.certs.clone(),
+                client.clone(),
+                owner.clone(),
+                leading_rx.clone(),
+            )));
+            let forwarder = Arc::new(
+                LeaderForwarder::new(
+                    client.clone(),
+                    ForwarderOptions {
+                        lease_namespace: options.lease_namespace.clone(),
+                        lease_name: options.lease_name.clone(),
+                        identity: options.identity.clone(),
+                        own_url: a.advertise_url.clone(),
+                        token_file: a.forward_token_file.clone(),
+                        owner: lease_owner.clone(),
+                    },
+                    &tls.trust,
+                )
+                .map_err(RunError::Certs)?,
+            );
+            let served = start_adapter(
                 &client,
                 a,
+                &tls,
                 leader_state.clone(),
                 forwarder.clone(),
                 wait_true(stop_rx.clone()),
             )
-            .await?,
-        ),
+            .await?;
+            (Some(served), Some((tls, forwarder)))
+        }
     };
+    let forwarder = adapter_parts.as_ref().map(|(_, f)| f.clone());
 
     let lease = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
         .with_namespace(&options.lease_namespace)
@@ -183,7 +218,15 @@ pub async fn run(
         .await
         .map_err(RunError::Lease)?;
     let (mut leader, lease_task) = lease.watch().await;
-    let _ = ready_tx.send(true);
+    background.push(tokio::spawn(keep_ready(
+        ReadinessSources {
+            identity: options.identity.clone(),
+            leading: leading_rx.clone(),
+            leader_state: leader_state.clone(),
+            adapter: adapter_parts,
+        },
+        ready_tx,
+    )));
     tracing::info!(identity = %options.identity, lease = %options.lease_name, "waiting for leadership");
 
     let mut stop = stop_rx.clone();
@@ -201,10 +244,15 @@ pub async fn run(
         Some(()) => {
             tracing::info!(identity = %options.identity, "leading: starting the controller");
             metrics.set_leader(true);
-            if let Some(f) = &forwarder
-                && let Err(e) = f.advertise().await
+            let _ = leading_tx.send(true);
+            if let Some(f) = &forwarder {
+                if let Err(e) = f.advertise().await {
+                    tracing::warn!(error = %e, "cannot advertise the metrics adapter on the Lease");
+                }
+            } else if let Some(owner) = &lease_owner
+                && let Err(e) = own_lease(&client, &options.lease_namespace, &options.lease_name, owner).await
             {
-                tracing::warn!(error = %e, "cannot advertise the metrics adapter on the Lease");
+                tracing::warn!(error = %e, "cannot set the Lease's owner reference");
             }
             let (lost_tx, lost_rx) = watch::channel(false);
             let mut leader_watch = leader.clone();
@@ -226,6 +274,7 @@ pub async fn run(
             )
             .await;
             metrics.set_leader(false);
+            let _ = leading_tx.send(false);
             match watchdog.await {
                 Ok(true) => Err(RunError::LostLeadership),
                 _ => Ok(()),
@@ -238,6 +287,9 @@ pub async fn run(
         tracing::warn!(error = %e, "releasing the Lease failed");
     }
     health.abort();
+    for task in background {
+        task.abort();
+    }
     if let Some(adapter) = adapter {
         let _ = tokio::time::timeout(Duration::from_secs(6), adapter).await;
     }
@@ -248,26 +300,18 @@ pub async fn run(
 async fn start_adapter(
     client: &Client,
     options: &AdapterOptions,
+    tls: &AdapterTls,
     leader: LeaderState,
-    forward: Option<Arc<LeaderForwarder>>,
+    forward: Arc<LeaderForwarder>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let auth = DelegatedAuth::from_kube(client.clone())
         .await
         .map_err(RunError::AdapterAuth)?;
-    let tls = match &options.cert_and_key {
-        Some((cert, key)) => TlsSource::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        None => TlsSource::SelfSigned {
-            dns_names: options.dns_names.clone(),
-        },
-    };
     let adapter = MetricsAdapter::bind(
-        AdapterConfig::new(options.listen, tls),
+        AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
         Arc::new(auth),
-        Arc::new(CacheProvider::new(leader, forward)),
+        Arc::new(CacheProvider::new(leader, Some(forward))),
     )
     .await
     .map_err(RunError::Adapter)?;

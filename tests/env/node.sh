@@ -10,7 +10,7 @@
 # mounted over /run, /var/lib and /var/log (containerd, CNI and kubelet hard-code paths there); the kubelet
 # joins that namespace, so volume mounts are seen by both. Nothing of the host's /run, /var/lib or /var/log
 # is written. Host-side changes, all undone by `stop`: the ebb0 bridge and its veths, kube-proxy's KUBE-*
-# iptables chains, net.ipv4.ip_forward (restored), a socat relay 10.244.0.1:6443 -> 127.0.0.1:6443 (the
+# iptables chains, the EBB-SERVICE-GUARD chain (rejects untranslated Service IPs), net.ipv4.ip_forward (restored), a socat relay 10.244.0.1:6443 -> 127.0.0.1:6443 (the
 # test API server binds 127.0.0.1 only; the relay is the `kubernetes` Service's endpoint). Traffic goes
 # only to loopback and to pod addresses in network namespaces this script creates.
 set -euo pipefail
@@ -26,6 +26,8 @@ NODE=ebb-node
 BRIDGE=ebb0
 GATEWAY=10.244.0.1
 POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.0.0.0/24               # kube.sh's --service-cluster-ip-range
+GUARD=EBB-SERVICE-GUARD                # filter chain: Service IPs that kube-proxy has not translated
 API_PORT=6443
 KUBELET_PORT=11250
 KUBELET_HEALTHZ=11248
@@ -232,6 +234,16 @@ c_start() {
   ip link add "$BRIDGE" type bridge 2>/dev/null || true
   ip addr replace "$GATEWAY/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # A connection to a Service IP that kube-proxy has not (yet) translated would leave through the
+  # default route, and this machine's network answers any address (HTTP 404 on :443); the API
+  # server's aggregator then keeps that connection alive and never reaches the Service. In a cluster
+  # such a connection fails and is retried: make it fail here too (translated packets carry the pod
+  # address by the filter hook and pass).
+  iptables -w 5 -N "$GUARD" 2>/dev/null || iptables -w 5 -F "$GUARD"
+  iptables -w 5 -A "$GUARD" -d "$SERVICE_CIDR" -p tcp -j REJECT --reject-with tcp-reset
+  iptables -w 5 -A "$GUARD" -d "$SERVICE_CIDR" -j REJECT
+  iptables -w 5 -C OUTPUT -j "$GUARD" 2>/dev/null || iptables -w 5 -I OUTPUT -j "$GUARD"
+  iptables -w 5 -C FORWARD -j "$GUARD" 2>/dev/null || iptables -w 5 -I FORWARD -j "$GUARD"
   start_bg "$D/socat.pid" "$D/log/socat.log" \
     socat "TCP-LISTEN:$API_PORT,bind=$GATEWAY,reuseaddr,fork" "TCP:127.0.0.1:$API_PORT"
   write_kubernetes_endpoints || { log "could not write the kubernetes Endpoints"; return 1; }
@@ -295,6 +307,10 @@ c_stop() {
       iptables -w 5 -t $table -X "$chain" 2>/dev/null || true
     done
   done
+  while iptables -w 5 -D OUTPUT -j "$GUARD" 2>/dev/null; do :; done
+  while iptables -w 5 -D FORWARD -j "$GUARD" 2>/dev/null; do :; done
+  iptables -w 5 -F "$GUARD" 2>/dev/null || true
+  iptables -w 5 -X "$GUARD" 2>/dev/null || true
   stop_pidfile "$D/socat.pid" 5
   # the bridge and the veths of pods that are gone
   ip link del "$BRIDGE" 2>/dev/null || true

@@ -46,6 +46,21 @@ fn served(m: &CachedMetric) -> MetricValue {
     }
 }
 
+/// The answer for an object with neither a scale loop nor a cached value. A leader that took over
+/// moments ago has not listed (or not yet reconciled) every object: that is a 503, which the HPA
+/// retries, not a 404 — only an object absent from a complete list is unknown.
+fn without_loop(listed: bool, exists: bool) -> ProviderError {
+    if !listed {
+        ProviderError::Unavailable(
+            "this replica has just become the leader and has not listed ScaledObjects yet".into(),
+        )
+    } else if exists {
+        ProviderError::Unavailable("the ScaledObject has no running scale loop yet".into())
+    } else {
+        ProviderError::UnknownScaledObject
+    }
+}
+
 #[async_trait::async_trait]
 impl MetricProvider for CacheProvider {
     async fn metric(
@@ -68,10 +83,14 @@ impl MetricProvider for CacheProvider {
             scaled_object: scaled_object.to_string(),
             metric: metric.to_lowercase(),
         };
-        let Some(config) = shared.loop_config(&(namespace.to_string(), scaled_object.to_string())) else {
+        let object = (namespace.to_string(), scaled_object.to_string());
+        let Some(config) = shared.loop_config(&object) else {
             return match shared.cache.get(&key) {
                 Some(m) => Ok(served(&m)),
-                None => Err(ProviderError::UnknownScaledObject),
+                None => Err(without_loop(
+                    shared.objects_listed(),
+                    shared.object_exists(&object),
+                )),
             };
         };
         let Some(trigger) = config.triggers.iter().find(|t| t.metric_name == key.metric) else {
@@ -123,5 +142,23 @@ impl MetricProvider for CacheProvider {
                 None => Err(ProviderError::Unavailable(e.to_string())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_leader_answers_unavailable_until_it_knows_the_object() {
+        assert!(matches!(
+            without_loop(false, false),
+            ProviderError::Unavailable(_)
+        ));
+        assert!(matches!(without_loop(true, true), ProviderError::Unavailable(_)));
+        assert!(matches!(
+            without_loop(true, false),
+            ProviderError::UnknownScaledObject
+        ));
     }
 }
