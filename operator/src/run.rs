@@ -17,7 +17,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, Config};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
 use crate::adapter::certs::{self, AdapterTls, CertError, CertOptions};
@@ -29,6 +28,7 @@ use crate::cache::hpas::HpaCache;
 use crate::cache::target_index::TargetIndex;
 use crate::context::{HpaApi, Shared};
 use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
+use crate::infra::leadership::{LeaseSettings, elect};
 use crate::infra::owner::{deployment_owner, own_lease};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
 use crate::reconcile::hpa::HpaVersion;
@@ -209,15 +209,17 @@ pub async fn run(
     };
     let forwarder = adapter_parts.as_ref().map(|(_, f)| f.clone());
 
-    let lease = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
-        .with_namespace(&options.lease_namespace)
-        .with_identity(&options.identity)
-        .with_duration(options.lease_duration)
-        .with_grace(options.lease_duration.div_ceil(3).max(1))
-        .build()
-        .await
-        .map_err(RunError::Lease)?;
-    let (mut leader, lease_task) = lease.watch().await;
+    let (mut leader, lease_task) = elect(
+        client.clone(),
+        LeaseSettings {
+            name: options.lease_name.clone(),
+            namespace: options.lease_namespace.clone(),
+            identity: options.identity.clone(),
+            duration: options.lease_duration,
+        },
+    )
+    .await
+    .map_err(RunError::Lease)?;
     background.push(tokio::spawn(keep_ready(
         ReadinessSources {
             identity: options.identity.clone(),

@@ -248,6 +248,7 @@ where
 pub mod helm;
 pub mod identity;
 pub mod kafka;
+pub mod metrics_api;
 pub mod nats;
 pub mod pods;
 pub mod sqs;

@@ -10,7 +10,8 @@
 //!
 //! One test walks the life of a release (each step needs the one before): install; the real HPA
 //! scales real Kafka consumers 1→N; a standby answers metric reads with the leader's values over
-//! verified TLS; the leader pod is deleted and the other replica takes over within the lease
+//! verified TLS; a new serving certificate in the Secret is served without a restart; the leader
+//! pod is deleted and the other replica takes over within the lease
 //! duration; `helm upgrade` rolls out; `helm uninstall` leaves nothing but the CRDs.
 //!
 //! The external-metrics APIService is cluster-wide: this binary is in nextest's `apiservice` test
@@ -25,6 +26,7 @@ use ebb_tests::adapter::{self as apiservice, APISERVICE};
 use ebb_tests::helm::{Tool, chart_dir};
 use ebb_tests::identity::Identity;
 use ebb_tests::kafka::{KafkaAdmin, TansuBroker};
+use ebb_tests::metrics_api::{metric_path, read_metric, replica_client};
 use ebb_tests::pods::{self, KAFKA_CONSUMER_IMAGE};
 use ebb_tests::{TestEnv, TestNamespace, install_crds, objects, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,11 +34,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
     PostParams,
 };
-use kube::{Client, Config};
 use serde_json::{Value, json};
 
 /// The release name (not `ebb`: the other tests' fixed names start with `ebb-`).
@@ -70,6 +72,7 @@ async fn installed_chart_scales_consumers_fails_over_upgrades_and_uninstalls_cle
 
     scale_consumers_one_to_n(&r, &w).await;
     standby_answers_with_the_leaders_values(&r, &w).await;
+    serving_certificate_rotates_without_restart(&r, &w).await;
     leader_loss(&mut r, &w).await;
     upgrade_rolls_out(&r, &w).await;
     uninstall_leaves_only_the_crds(&r).await;
@@ -252,36 +255,6 @@ async fn adopt_crds(admin: &Client, ns: &str) {
     }
 }
 
-fn metric_path(ns: &str, so: &str, metric: &str) -> String {
-    format!(
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=scaledobject.ebb.dev%2Fname%3D{so}"
-    )
-}
-
-/// GETs an external metric list and returns its first item's value.
-async fn read_metric(client: &Client, path: &str) -> Result<i64, String> {
-    let request = http::Request::get(path)
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    let text = client.request_text(request).await.map_err(|e| e.to_string())?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-    let value = doc["items"][0]["value"]
-        .as_str()
-        .ok_or_else(|| format!("no value in {text}"))?;
-    quantity(value).ok_or_else(|| format!("not a whole quantity: {value}"))
-}
-
-/// A whole-number quantity ("7", "7000m", "2k").
-fn quantity(q: &str) -> Option<i64> {
-    if let Some(milli) = q.strip_suffix('m') {
-        return milli.parse::<i64>().ok().map(|m| m / 1000);
-    }
-    if let Some(kilo) = q.strip_suffix('k') {
-        return kilo.parse::<i64>().ok().map(|k| k * 1000);
-    }
-    q.parse().ok()
-}
-
 /// The queue consumers and the objects that scale them, in the work namespace.
 struct Workloads {
     admin_kafka: String,
@@ -445,14 +418,8 @@ async fn scale_consumers_one_to_n(r: &Release, w: &Workloads) {
     assert!(seen.is_some(), "the HPA's status carries the metric it read: {h}");
 }
 
-/// A client that talks to one ebb pod's adapter directly, verifying its certificate against the
-/// CA in the chart's certificate Secret for the metrics Service's DNS name.
-async fn pod_adapter_client(r: &Release, pod: &Pod, token: &str) -> Client {
-    let ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("pod IP");
+/// The chart's CA (PEM) and the name the aggregator verifies replicas for.
+async fn trust(r: &Release) -> (Vec<u8>, String) {
     let secret = Api::<Secret>::namespaced(r.admin.clone(), &r.ns)
         .get(&format!("{RELEASE}-certs"))
         .await
@@ -471,37 +438,19 @@ async fn pod_adapter_client(r: &Release, pod: &Pod, token: &str) -> Client {
         .spec
         .and_then(|s| s.service)
         .expect("the APIService names a Service");
-    let server_name = format!("{}.{}.svc", service.name.unwrap_or_default(), r.ns);
-    let ca_der = pem_to_der(&ca);
-    let mut config = Config::new(format!("https://{ip}:6443").parse().unwrap());
-    config.root_cert = Some(ca_der);
-    config.tls_server_name = Some(server_name);
-    config.auth_info.token = Some(token.to_string().into());
-    Client::try_from(config).unwrap()
+    (ca, format!("{}.{}.svc", service.name.unwrap_or_default(), r.ns))
 }
 
-/// DER certificates of a PEM bundle.
-fn pem_to_der(pem: &[u8]) -> Vec<Vec<u8>> {
-    use base64::Engine;
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (line.trim(), &mut current) {
-            ("-----BEGIN CERTIFICATE-----", _) => current = Some(String::new()),
-            ("-----END CERTIFICATE-----", Some(b64)) => {
-                out.push(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64.as_bytes())
-                        .expect("PEM body"),
-                );
-                current = None;
-            }
-            (body, Some(b64)) => b64.push_str(body),
-            _ => {}
-        }
-    }
-    out
+/// A client that talks to one ebb pod's adapter directly, verifying its certificate against the
+/// chart's CA for `server_name` (default: the metrics Service's DNS name).
+async fn pod_adapter_client(r: &Release, pod: &Pod, token: &str, server_name: Option<&str>) -> Client {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP");
+    let (ca, service_name) = trust(r).await;
+    replica_client(&ip, 6443, &ca, server_name.unwrap_or(&service_name), token)
 }
 
 /// The standby answers a metric read with the leader's value (it forwards with its own token,
@@ -519,8 +468,16 @@ async fn standby_answers_with_the_leaders_values(r: &Release, w: &Workloads) {
         .find(|p| p.metadata.name.as_deref() == Some(leader.as_str()))
         .expect("the leader's pod");
     let path = metric_path(&r.work_ns, "parked", &w.parked_metric);
-    let via_standby = read_metric(&pod_adapter_client(r, standby, &r.reader.token).await, &path).await;
-    let via_leader = read_metric(&pod_adapter_client(r, leading, &r.reader.token).await, &path).await;
+    let via_standby = read_metric(
+        &pod_adapter_client(r, standby, &r.reader.token, None).await,
+        &path,
+    )
+    .await;
+    let via_leader = read_metric(
+        &pod_adapter_client(r, leading, &r.reader.token, None).await,
+        &path,
+    )
+    .await;
     assert_eq!(
         via_standby, via_leader,
         "the standby answers with the leader's value"
@@ -535,7 +492,11 @@ async fn standby_answers_with_the_leaders_values(r: &Release, w: &Workloads) {
     let stranger = Identity::service_account(&env, &r.work_ns, "stranger", None)
         .await
         .unwrap();
-    let refused = read_metric(&pod_adapter_client(r, standby, &stranger.token).await, &path).await;
+    let refused = read_metric(
+        &pod_adapter_client(r, standby, &stranger.token, None).await,
+        &path,
+    )
+    .await;
     assert!(
         refused
             .as_ref()
@@ -547,6 +508,105 @@ async fn standby_answers_with_the_leaders_values(r: &Release, w: &Workloads) {
         "standby {} answered {PARKED_VALUE} like leader {leader}",
         standby.metadata.name.as_deref().unwrap_or("?")
     );
+}
+
+/// A name only the rotated serving certificate holds.
+const ROTATED_NAME: &str = "rotated.ebb.test";
+
+/// The serving certificate in the Secret is replaced by another one from the same CA (as a
+/// renewal does): every replica serves it within a refresh interval, without a restart, and the
+/// API server keeps reading metrics.
+async fn serving_certificate_rotates_without_restart(r: &Release, w: &Workloads) {
+    let secrets: Api<Secret> = Api::namespaced(r.admin.clone(), &r.ns);
+    let name = format!("{RELEASE}-certs");
+    let mut secret = secrets.get(&name).await.unwrap();
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |k: &str| {
+        String::from_utf8(
+            data.get(k)
+                .unwrap_or_else(|| panic!("{k} in the Secret"))
+                .0
+                .clone(),
+        )
+        .unwrap()
+    };
+    let ca_key = rcgen::KeyPair::from_pem(&text("ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&text("ca.crt"), ca_key).unwrap();
+    // The names the operator asks for (its --metrics-adapter-dns-names), plus one of our own.
+    let pods = r.pods().await;
+    let args = pods[0].spec.as_ref().unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap_or_default();
+    let mut names: Vec<String> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-adapter-dns-names="))
+        .expect("the chart passes the DNS names")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    names.push(ROTATED_NAME.to_string());
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let year = 1970
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 31_557_600;
+    let year = i32::try_from(year).unwrap();
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + 2, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let mut data = data;
+    data.insert("tls.crt".into(), k8s_openapi::ByteString(cert.pem().into_bytes()));
+    data.insert(
+        "tls.key".into(),
+        k8s_openapi::ByteString(key.serialize_pem().into_bytes()),
+    );
+    secret.data = Some(data);
+    secrets
+        .replace(&name, &PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let replaced = Instant::now();
+
+    let before: Vec<(String, i32)> = pods.iter().map(restarts).collect();
+    for pod in &pods {
+        let client = pod_adapter_client(r, pod, &r.reader.token, Some(ROTATED_NAME)).await;
+        let path = metric_path(&r.work_ns, "parked", &w.parked_metric);
+        let served = wait_for(
+            "the rotated certificate served",
+            Duration::from_secs(75),
+            || async { read_metric(&client, &path).await.ok() },
+        )
+        .await;
+        if let Err(e) = served {
+            panic!("{e} by {:?}; {}", pod.metadata.name, r.describe().await);
+        }
+    }
+    let after: Vec<(String, i32)> = r.pods().await.iter().map(restarts).collect();
+    assert_eq!(before, after, "same pods, no restart");
+    assert_eq!(
+        r.metric_via_apiserver("parked", &w.parked_metric).await,
+        Ok(PARKED_VALUE)
+    );
+    eprintln!(
+        "rotated serving certificate served by both replicas after {:?}",
+        replaced.elapsed()
+    );
+}
+
+/// A pod's name and its container's restart count.
+fn restarts(p: &Pod) -> (String, i32) {
+    let count = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map_or(0, |c| c.restart_count);
+    (p.metadata.name.clone().unwrap_or_default(), count)
 }
 
 /// Reads a metric through the API server every 250 ms until stopped; records each failure.
@@ -597,6 +657,13 @@ impl Reader {
 /// within the lease duration, and metric reads fail for no longer than that.
 async fn leader_loss(r: &mut Release, w: &Workloads) {
     let old = r.leader().await.expect("a leader");
+    let standby = r
+        .pods()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .find(|n| *n != old)
+        .expect("a standby");
     let reader = Reader::start(
         r.reader.client.clone(),
         metric_path(&r.work_ns, "parked", &w.parked_metric),
@@ -607,6 +674,19 @@ async fn leader_loss(r: &mut Release, w: &Workloads) {
         .delete(&old, &DeleteParams::default())
         .await
         .unwrap();
+    // The old leader releases the Lease when it gets SIGTERM; the standby takes it at once (not
+    // the replacement pod, and not a lease duration later).
+    let new = wait_for("a new leader", LEASE, || async {
+        r.leader().await.filter(|l| *l != old)
+    })
+    .await;
+    let led_after = deleted.elapsed();
+    let new = match new {
+        Ok(new) => new,
+        Err(e) => panic!("{e}; {}", r.describe().await),
+    };
+    assert_eq!(new, standby, "the standby leads");
+    // Work for an object at zero arrives once the old leader is gone: the new one activates it.
     let mut admin = KafkaAdmin::connect(&w.admin_kafka).await.unwrap();
     admin.produce("wake", 1, 3).await.unwrap();
     let activated = wait_for("`wake` activated to 1", Duration::from_secs(60), || async {
@@ -617,18 +697,12 @@ async fn leader_loss(r: &mut Release, w: &Workloads) {
     if let Err(e) = activated {
         panic!("{e}; {}", r.describe().await);
     }
-    let new = wait_for("a new leader", Duration::from_secs(60), || async {
-        r.leader().await.filter(|l| *l != old)
-    })
-    .await
-    .unwrap();
-    let led_after = deleted.elapsed();
     // The replacement pod comes up as the new standby.
     r.wait_ready_pods(2, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (longest_failure, reads) = reader.stop();
     eprintln!(
-        "leader {old} deleted: {new} leads after {led_after:?}, `wake` 0 → 1 after {activated_after:?}; \
+        "leader {old} deleted: standby {new} leads after {led_after:?}, `wake` 0 → 1 after {activated_after:?}; \
          longest metric-read failure {longest_failure:?} over {reads} reads"
     );
     assert!(
@@ -729,7 +803,7 @@ async fn uninstall_leaves_only_the_crds(r: &Release) {
         .unwrap_or_else(|e| panic!("{e}"));
     // Pods terminate (grace period) and the garbage collector follows owner references: wait.
     let started = Instant::now();
-    let left = wait_for("nothing of the release left", Duration::from_secs(90), || async {
+    let left = wait_for("nothing of the release left", Duration::from_secs(150), || async {
         leftovers(r).await.is_empty().then_some(())
     })
     .await;
