@@ -201,6 +201,7 @@ pub async fn run(
                 &tls,
                 leader_state.clone(),
                 forwarder.clone(),
+                metrics.clone(),
                 wait_true(stop_rx.clone()),
             )
             .await?;
@@ -305,6 +306,7 @@ async fn start_adapter(
     tls: &AdapterTls,
     leader: LeaderState,
     forward: Arc<LeaderForwarder>,
+    metrics: Arc<OperatorMetrics>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let auth = DelegatedAuth::from_kube(client.clone())
@@ -313,7 +315,7 @@ async fn start_adapter(
     let adapter = MetricsAdapter::bind(
         AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
         Arc::new(auth),
-        Arc::new(CacheProvider::new(leader, Some(forward))),
+        Arc::new(CacheProvider::new(leader, Some(forward)).with_metrics(metrics)),
     )
     .await
     .map_err(RunError::Adapter)?;

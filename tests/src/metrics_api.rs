@@ -53,6 +53,21 @@ pub fn replica_client(ip: &str, port: u16, ca_pem: &[u8], server_name: &str, tok
     Client::try_from(config).expect("a client for the replica")
 }
 
+/// The value of the Prometheus sample `series` (name and labels exactly as exposed) in an ebb
+/// replica's `/metrics` at `addr` (plain HTTP, the health port); `None` when absent.
+pub async fn prometheus_sample(addr: &str, series: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

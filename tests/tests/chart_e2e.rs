@@ -26,7 +26,7 @@ use ebb_tests::adapter::{self as apiservice, APISERVICE};
 use ebb_tests::helm::{Tool, chart_dir};
 use ebb_tests::identity::Identity;
 use ebb_tests::kafka::{KafkaAdmin, TansuBroker};
-use ebb_tests::metrics_api::{metric_path, read_metric, replica_client};
+use ebb_tests::metrics_api::{metric_path, prometheus_sample, read_metric, replica_client};
 use ebb_tests::pods::{self, KAFKA_CONSUMER_IMAGE};
 use ebb_tests::{TestEnv, TestNamespace, install_crds, objects, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -488,6 +488,28 @@ async fn standby_answers_with_the_leaders_values(r: &Release, w: &Workloads) {
         Ok(PARKED_VALUE)
     );
 
+    // The HPA controller's reads come through the Service, so they reach the standby too, which
+    // forwards them to the leader.
+    let standby_ip = standby
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("pod IP");
+    let forwarded = wait_for(
+        "the standby forwards HPA reads",
+        Duration::from_secs(30),
+        || async {
+            let series = r#"ebb_metric_requests_total{answered_by="forwarded",result="ok"}"#;
+            prometheus_sample(&format!("{standby_ip}:8080"), series)
+                .await
+                .filter(|n| *n > 0.0)
+        },
+    )
+    .await;
+    if let Err(e) = forwarded {
+        panic!("{e}; {}", r.describe().await);
+    }
+
     let env = TestEnv::load().await.unwrap();
     let stranger = Identity::service_account(&env, &r.work_ns, "stranger", None)
         .await
@@ -803,9 +825,11 @@ async fn uninstall_leaves_only_the_crds(r: &Release) {
         .unwrap_or_else(|e| panic!("{e}"));
     // Pods terminate (grace period) and the garbage collector follows owner references: wait.
     let started = Instant::now();
-    let left = wait_for("nothing of the release left", Duration::from_secs(150), || async {
-        leftovers(r).await.is_empty().then_some(())
-    })
+    let left = wait_for(
+        "nothing of the release left",
+        Duration::from_secs(150),
+        || async { leftovers(r).await.is_empty().then_some(()) },
+    )
     .await;
     if left.is_err() {
         panic!("left after uninstall: {:?}", leftovers(r).await);

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use crate::adapter::leader_forward::LeaderForwarder;
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::Shared;
+use crate::infra::telemetry::OperatorMetrics;
 
 /// The leader's shared state, present only while this replica leads.
 pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;
@@ -20,6 +21,7 @@ pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;
 pub struct CacheProvider {
     leader: LeaderState,
     forward: Option<Arc<LeaderForwarder>>,
+    metrics: Option<Arc<OperatorMetrics>>,
     refreshing: Mutex<HashMap<MetricKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -30,8 +32,46 @@ impl CacheProvider {
         CacheProvider {
             leader,
             forward,
+            metrics: None,
             refreshing: Mutex::default(),
         }
+    }
+}
+
+impl CacheProvider {
+    /// Counts every answer in `metrics` (`ebb_metric_requests_total`).
+    pub fn with_metrics(mut self, metrics: Arc<OperatorMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The answer, from the leader's cache or forwarded to the leader.
+    async fn answer(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        metric: &str,
+    ) -> (Result<MetricValue, ProviderError>, &'static str) {
+        let shared = self.leader.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(shared) = shared else {
+            return match &self.forward {
+                Some(f) => (
+                    f.forward(namespace, scaled_object, &metric.to_lowercase()).await,
+                    "forwarded",
+                ),
+                None => (
+                    Err(ProviderError::Unavailable(
+                        "this ebb replica is on standby; the leader serves metrics".into(),
+                    )),
+                    "standby",
+                ),
+            };
+        };
+        (
+            self.leader_answer(&shared, namespace, scaled_object, metric)
+                .await,
+            "leader",
+        )
     }
 }
 
@@ -69,15 +109,23 @@ impl MetricProvider for CacheProvider {
         scaled_object: &str,
         metric: &str,
     ) -> Result<MetricValue, ProviderError> {
-        let shared = self.leader.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(shared) = shared else {
-            return match &self.forward {
-                Some(f) => f.forward(namespace, scaled_object, &metric.to_lowercase()).await,
-                None => Err(ProviderError::Unavailable(
-                    "this ebb replica is on standby; the leader serves metrics".into(),
-                )),
-            };
-        };
+        let (result, answered_by) = self.answer(namespace, scaled_object, metric).await;
+        if let Some(m) = &self.metrics {
+            m.observe_metric_request(answered_by, result.is_ok());
+        }
+        result
+    }
+}
+
+impl CacheProvider {
+    /// The leader's answer: the poll cache, or one fresh sample when it is too old.
+    async fn leader_answer(
+        &self,
+        shared: &Arc<Shared>,
+        namespace: &str,
+        scaled_object: &str,
+        metric: &str,
+    ) -> Result<MetricValue, ProviderError> {
         let key = MetricKey {
             namespace: namespace.to_string(),
             scaled_object: scaled_object.to_string(),

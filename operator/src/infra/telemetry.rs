@@ -17,6 +17,7 @@
 //! | `ebb_scaled_objects` | gauge | — |
 //! | `ebb_poll_lateness_seconds` | histogram | — |
 //! | `ebb_kube_requests_total` | counter | `verb`, `resource` |
+//! | `ebb_metric_requests_total` | counter | `answered_by` (`leader`/`forwarded`/`standby`), `result` |
 //!
 //! Label values such as the error `kind` must come from a small fixed set (an enum's name, not an
 //! error message): every distinct value is a new time series.
@@ -104,6 +105,12 @@ struct KubeRequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricRequestLabels {
+    answered_by: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     error: String,
 }
@@ -128,6 +135,7 @@ pub struct OperatorMetrics {
     scaled_objects: Gauge,
     poll_lateness: Histogram,
     kube_requests: Family<KubeRequestLabels, Counter>,
+    metric_requests: Family<MetricRequestLabels, Counter>,
 }
 
 impl Default for OperatorMetrics {
@@ -219,6 +227,14 @@ impl OperatorMetrics {
             kube_requests.clone(),
         );
 
+        let metric_requests = Family::<MetricRequestLabels, Counter>::default();
+        registry.register(
+            "metric_requests",
+            "External metric requests this replica answered: from its cache (leader), forwarded \
+             to the leader (standby), or refused (standby without a leader), by result",
+            metric_requests.clone(),
+        );
+
         Self {
             registry,
             polls,
@@ -231,6 +247,7 @@ impl OperatorMetrics {
             scaled_objects,
             poll_lateness,
             kube_requests,
+            metric_requests,
         }
     }
 
@@ -283,6 +300,15 @@ impl OperatorMetrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one external metric request: who answered (`leader`, `forwarded`, `standby`) and
+    /// whether a value went back.
+    pub fn observe_metric_request(&self, answered_by: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.metric_requests
+            .get_or_create(&MetricRequestLabels { answered_by, result })
+            .inc();
     }
 
     /// Sets the leader gauge to 1 (`true`) or 0.
@@ -662,6 +688,25 @@ mod tests {
         // … families appear with their first series (prometheus-client skips empty families).
         assert!(!body.contains("ebb_polls"), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[test]
+    fn metric_requests_are_counted_by_who_answered() {
+        let m = OperatorMetrics::new();
+        m.observe_metric_request("forwarded", true);
+        m.observe_metric_request("forwarded", true);
+        m.observe_metric_request("standby", false);
+        let body = m.encode();
+        assert!(
+            body.lines()
+                .any(|l| l == r#"ebb_metric_requests_total{answered_by="forwarded",result="ok"} 2"#),
+            "{body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l == r#"ebb_metric_requests_total{answered_by="standby",result="error"} 1"#),
+            "{body}"
+        );
     }
 
     #[test]
