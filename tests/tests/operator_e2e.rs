@@ -549,16 +549,21 @@ async fn a_foreign_hpa_blocks_until_ownership_is_transferred() {
     })
     .await
     .unwrap();
-    assert_eq!(
+    // The status names the adopted HPA (written after the HPA itself: wait for it).
+    let named = wait_for("status.hpaName = legacy-hpa", Duration::from_secs(10), || async {
+        let status = s.so_api().get("worker").await.ok()?.status?;
+        (status.hpa_name.as_deref() == Some("legacy-hpa")).then_some(())
+    })
+    .await;
+    assert!(
+        named.is_ok(),
+        "{:?}",
         s.so_api()
             .get("worker")
             .await
-            .unwrap()
-            .status
-            .unwrap()
-            .hpa_name
-            .as_deref(),
-        Some("legacy-hpa")
+            .ok()
+            .and_then(|o| o.status)
+            .map(|st| st.hpa_name)
     );
     s.finish().await;
 }
