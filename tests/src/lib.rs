@@ -556,7 +556,13 @@ pub mod adapter {
         }));
         let apiservices: Api<APIService> = Api::all(client.clone());
         create_or_replace(&apiservices, apiservice).await?;
-        wait_for("APIService Available", Duration::from_secs(60), || async {
+        wait_available(client, Duration::from_secs(60)).await
+    }
+
+    /// Waits until the external metrics APIService reports `Available: True`.
+    pub async fn wait_available(client: &kube::Client, within: Duration) -> Result<(), HarnessError> {
+        let apiservices: Api<APIService> = Api::all(client.clone());
+        wait_for("APIService Available", within, || async {
             let a = apiservices.get(APISERVICE).await.ok()?;
             let ok = a
                 .status?

@@ -147,19 +147,7 @@ impl Release {
             installer,
             helm,
         };
-        let available = wait_for("APIService Available", Duration::from_secs(120), || async {
-            let a = Api::<APIService>::all(r.admin.clone())
-                .get(APISERVICE)
-                .await
-                .ok()?;
-            let ok = a
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True");
-            ok.then_some(())
-        })
-        .await;
+        let available = apiservice::wait_available(&r.admin, Duration::from_secs(120)).await;
         if let Err(e) = available {
             panic!("{e}; {}", r.describe().await);
         }

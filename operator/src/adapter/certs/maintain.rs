@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::files::{CertFiles, FileContents, changed};
 use super::secret::{KubeSecret, SecretApi, SecretContents, get_or_create, renew_if_needed};
-use super::{AdapterTls, CertMode, CertOptions, apiservice};
+use super::{AdapterTls, CertError, CertMode, CertOptions, apiservice};
 
 /// Longest wait between two attempts to read or create the Secret at start-up.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -100,19 +100,23 @@ fn now() -> i64 {
 }
 
 impl SecretKeeper {
+    /// The Secret, created (CA and serving certificate) when absent.
+    async fn read_or_create(&self) -> Result<Secret, CertError> {
+        get_or_create(
+            &self.api,
+            &self.namespace,
+            &self.name,
+            &self.dns_names,
+            self.owner.as_ref(),
+            now(),
+        )
+        .await
+    }
+
     async fn run(mut self, mut leading: watch::Receiver<bool>, every: Duration) {
         let mut backoff = Duration::from_secs(1);
         let secret = loop {
-            match get_or_create(
-                &self.api,
-                &self.namespace,
-                &self.name,
-                &self.dns_names,
-                self.owner.as_ref(),
-                now(),
-            )
-            .await
-            {
+            match self.read_or_create().await {
                 Ok(secret) => break secret,
                 Err(e) => {
                     tracing::warn!(
@@ -184,16 +188,7 @@ impl SecretKeeper {
     async fn lead(&mut self, current: Option<Secret>) {
         let secret = match current {
             Some(s) => s,
-            None => match get_or_create(
-                &self.api,
-                &self.namespace,
-                &self.name,
-                &self.dns_names,
-                self.owner.as_ref(),
-                now(),
-            )
-            .await
-            {
+            None => match self.read_or_create().await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %error_chain(&e), "metrics adapter: cannot read or create the certificate Secret");
