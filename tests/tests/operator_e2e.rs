@@ -184,12 +184,15 @@ async fn activation_within_2s_hpa_and_back_to_zero_after_cooldown() {
     .await
     .unwrap();
     // Steady state: no status writes while nothing changes.
-    let rv = s.so_api().get("worker").await.unwrap().metadata.resource_version;
+    let before = s.so_api().get("worker").await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = s.so_api().get("worker").await.unwrap();
     assert_eq!(
-        s.so_api().get("worker").await.unwrap().metadata.resource_version,
-        rv,
-        "status written in steady state"
+        after.metadata.resource_version,
+        before.metadata.resource_version,
+        "status written in steady state:\nbefore {}\nafter  {}",
+        serde_json::to_string(&before.status).unwrap(),
+        serde_json::to_string(&after.status).unwrap()
     );
     // Someone edits the HPA by hand: ebb puts it back.
     let gvk_version = hpa.types.as_ref().unwrap().api_version.clone();
@@ -565,6 +568,13 @@ async fn a_foreign_hpa_blocks_until_ownership_is_transferred() {
             .and_then(|o| o.status)
             .map(|st| st.hpa_name)
     );
+    // The adopted HPA is the only one: an HPA ebb made for the object before the foreign one
+    // reached its cache is deleted.
+    wait_for("no second HPA on the worker", Duration::from_secs(10), || async {
+        s.hpa("ebb-hpa-worker").await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
     s.finish().await;
 }
 

@@ -61,6 +61,9 @@ pub async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action
             book.loop_view = None;
         }
     }
+    for name in plan.delete_stale_hpas {
+        apply_hpa(shared, &key.0, HpaStep::Delete { name }).await?;
+    }
     let mut loop_polls_now = false;
     match plan.scale_loop {
         LoopStep::Run(settings) => {
@@ -116,7 +119,31 @@ async fn observe<'a>(
         }
     }
     facts.live_hpa = shared.hpas.get(&ns, &facts.hpa_name());
+    facts.owned_hpas = owned_hpas(so, shared);
     (facts, loop_triggers)
+}
+
+/// The HPAs `so` owns, from the cache: those on its target and the one its status names.
+fn owned_hpas(so: &ScaledObject, shared: &Shared) -> Vec<String> {
+    let ns = so.namespace().unwrap_or_default();
+    let uid = so.uid().unwrap_or_default();
+    let mut owned: Vec<String> = shared
+        .hpas
+        .targeting(&ns, &so.spec.scale_target_ref.name)
+        .iter()
+        .filter(|h| conflicts::owned_by(h, &uid))
+        .map(|h| h.name.clone())
+        .collect();
+    if let Some(named) = so.status.as_ref().and_then(|s| s.hpa_name.as_ref())
+        && !owned.contains(named)
+        && shared
+            .hpas
+            .get(&ns, named)
+            .is_some_and(|h| conflicts::owned_by(&h, &uid))
+    {
+        owned.push(named.clone());
+    }
+    owned
 }
 
 /// Compiles every trigger (the same path as `ebb validate`, over the cluster) and builds its
@@ -257,18 +284,8 @@ pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Acti
         .original_replicas
         .lock()
         .unwrap_or_else(PoisonError::into_inner));
-    let hpa_name = so
-        .status
-        .as_ref()
-        .and_then(|s| s.hpa_name.clone())
-        .unwrap_or_else(|| so.hpa_name());
-    let uid = so.uid().unwrap_or_default();
-    let owned = shared
-        .hpas
-        .get(&key.0, &hpa_name)
-        .is_some_and(|h| h.owner_references.iter().any(|o| o.uid == uid));
-    if owned {
-        apply_hpa(shared, &key.0, HpaStep::Delete { name: hpa_name }).await?;
+    for name in owned_hpas(&so, shared) {
+        apply_hpa(shared, &key.0, HpaStep::Delete { name }).await?;
     }
     if restore && let Some(original) = original {
         let r = &so.spec.scale_target_ref;

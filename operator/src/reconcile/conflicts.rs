@@ -36,6 +36,14 @@ pub enum Conflict {
         /// The HPA's name.
         hpa: String,
     },
+    /// The HPA name ebb would use is taken by an HPA it does not own (it scales something else).
+    #[error(
+        "HorizontalPodAutoscaler {hpa} already exists and is not owned by this ScaledObject; set another spec.advanced.horizontalPodAutoscalerConfig.name"
+    )]
+    NameTaken {
+        /// The HPA's name.
+        hpa: String,
+    },
 }
 
 /// Looks up the ScaledObjects and HPAs pointing at `target` and [`check`]s them.
@@ -88,27 +96,47 @@ pub fn check(
         so.metadata.annotations.as_ref(),
         annotations::TRANSFER_HPA_OWNERSHIP,
     );
-    for hpa in hpas {
-        if !hpa_targets(&hpa.drift_view(), &target.api_version, &target.kind, &target.name) {
-            continue;
-        }
-        if hpa.owner_references.iter().any(|o| o.uid == my_uid) {
-            // An HPA adopted through transfer-hpa-ownership keeps its own name.
-            let adopted = hpa.name != so.hpa_name() && transfer;
-            return Ok(adopted.then(|| hpa.name.clone()));
-        }
-        if hpa.owner_references.iter().any(|o| o.kind == "ScaledObject") {
-            continue; // the ScaledObject check above names it
-        }
-        if transfer {
-            return Ok(Some(hpa.name.clone()));
-        }
-        return Err(Conflict::ForeignHpa {
+    let on_target: Vec<&CachedHpa> = hpas
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|h| hpa_targets(&h.drift_view(), &target.api_version, &target.kind, &target.name))
+        .collect();
+    // The whole list is read, in name order, so that the answer does not depend on which HPA the
+    // cache happens to list first (ebb's own HPA and a foreign one can both be there, when the
+    // foreign one reached the cache after ebb created its own).
+    if transfer
+        && let Some(adopted) = on_target
+            .iter()
+            .find(|h| owned_by(h, &my_uid) && h.name != so.hpa_name())
+    {
+        // An HPA adopted through transfer-hpa-ownership keeps its own name.
+        return Ok(Some(adopted.name.clone()));
+    }
+    let foreign = on_target
+        .iter()
+        .find(|h| !owned_by(h, &my_uid) && !owned_by_ebb(h));
+    match foreign {
+        Some(hpa) if transfer => Ok(Some(hpa.name.clone())),
+        Some(hpa) => Err(Conflict::ForeignHpa {
             target: described,
             hpa: hpa.name.clone(),
-        });
+        }),
+        // Another ebb ScaledObject's HPA: the ScaledObject check above names its owner.
+        None => Ok(None),
     }
-    Ok(None)
+}
+
+/// Whether the ScaledObject with `uid` owns `hpa`.
+pub fn owned_by(hpa: &CachedHpa, uid: &str) -> bool {
+    hpa.owner_references.iter().any(|o| o.uid == uid)
+}
+
+/// Whether some ebb ScaledObject owns `hpa`. A KEDA ScaledObject (`keda.sh`) is foreign: two
+/// controllers must not scale one workload.
+fn owned_by_ebb(hpa: &CachedHpa) -> bool {
+    hpa.owner_references
+        .iter()
+        .any(|o| o.kind == "ScaledObject" && group(&o.api_version) == ebb_crds::GROUP)
 }
 
 fn group(api_version: &str) -> &str {
@@ -143,9 +171,13 @@ mod tests {
     }
 
     fn hpa(name: &str, owner: Option<(&str, &str)>) -> Arc<CachedHpa> {
+        owned_hpa(name, owner.map(|(kind, uid)| ("ebb.dev/v1alpha1", kind, uid)))
+    }
+
+    fn owned_hpa(name: &str, owner: Option<(&str, &str, &str)>) -> Arc<CachedHpa> {
         let owners: Vec<_> = owner
             .into_iter()
-            .map(|(kind, uid)| json!({"apiVersion": "ebb.dev/v1alpha1", "kind": kind, "name": "o", "uid": uid}))
+            .map(|(api_version, kind, uid)| json!({"apiVersion": api_version, "kind": kind, "name": "o", "uid": uid}))
             .collect();
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
@@ -220,5 +252,49 @@ mod tests {
         assert_eq!(check(&me, &target(), &[], &[own]), Ok(None));
         let others = hpa("x", Some(("ScaledObject", "u-other")));
         assert_eq!(check(&me, &target(), &[], &[others]), Ok(None));
+    }
+
+    fn adopting(me: &ScaledObject) -> ScaledObject {
+        let mut adopting = me.clone();
+        adopting.metadata.annotations = Some(
+            [(
+                annotations::TRANSFER_HPA_OWNERSHIP.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        adopting
+    }
+
+    #[test]
+    fn a_foreign_hpa_next_to_our_own_is_found_whatever_the_order() {
+        // ebb created its HPA before the foreign one reached the cache: both target the workload.
+        let me = so("b", "u-b", T1, "w");
+        let own = hpa(&me.hpa_name(), Some(("ScaledObject", "u-b")));
+        let foreign = hpa("legacy", None);
+        for hpas in [[own.clone(), foreign.clone()], [foreign.clone(), own.clone()]] {
+            let e = check(&me, &target(), &[], &hpas).unwrap_err();
+            assert!(matches!(e, Conflict::ForeignHpa { ref hpa, .. } if hpa == "legacy"));
+            assert_eq!(
+                check(&adopting(&me), &target(), &[], &hpas),
+                Ok(Some("legacy".into()))
+            );
+        }
+        // Adopted (now ours too): it stays the one, whichever is listed first.
+        let adopted = hpa("legacy", Some(("ScaledObject", "u-b")));
+        for hpas in [[own.clone(), adopted.clone()], [adopted.clone(), own.clone()]] {
+            assert_eq!(
+                check(&adopting(&me), &target(), &[], &hpas),
+                Ok(Some("legacy".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn an_hpa_owned_by_a_keda_scaled_object_is_foreign() {
+        let me = so("b", "u-b", T1, "w");
+        let keda = owned_hpa("keda-hpa-w", Some(("keda.sh/v1alpha1", "ScaledObject", "u-k")));
+        let e = check(&me, &target(), &[], &[keda]).unwrap_err();
+        assert!(matches!(e, Conflict::ForeignHpa { ref hpa, .. } if hpa == "keda-hpa-w"));
     }
 }

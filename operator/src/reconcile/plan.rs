@@ -20,7 +20,7 @@ use kube::runtime::events::EventType;
 use serde_json::Value as Json;
 
 use crate::cache::hpas::CachedHpa;
-use crate::reconcile::conflicts::Conflict;
+use crate::reconcile::conflicts::{Conflict, owned_by};
 use crate::reconcile::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply};
 use crate::scale::decision::PauseState;
 use crate::scale::targets::{TargetError, TargetRef};
@@ -69,6 +69,8 @@ pub struct Facts<'a> {
     pub hpa_version: HpaVersion,
     /// The live HPA named [`Facts::hpa_name`], from the HPA cache.
     pub live_hpa: Option<Arc<CachedHpa>>,
+    /// The names of the HPAs this object owns (on its target, or named in its status).
+    pub owned_hpas: Vec<String>,
 }
 
 impl<'a> Facts<'a> {
@@ -83,6 +85,7 @@ impl<'a> Facts<'a> {
             remembered_original,
             hpa_version,
             live_hpa: None,
+            owned_hpas: Vec::new(),
         }
     }
 
@@ -107,6 +110,16 @@ impl<'a> Facts<'a> {
         }
         if let Some(Err(e)) = &self.current_replicas {
             return failed(e.to_string());
+        }
+        if let Some(live) = &self.live_hpa
+            && !owned_by(live, &self.so.uid().unwrap_or_default())
+            && !matches!(&self.conflict, Some(Ok(Some(adopted))) if *adopted == live.name)
+        {
+            // Never apply onto an HPA ebb does not own and was not asked to adopt.
+            let taken = Conflict::NameTaken {
+                hpa: live.name.clone(),
+            };
+            return Some(Blocked::Conflict(taken.to_string()));
         }
         None
     }
@@ -198,6 +211,9 @@ pub struct Plan {
     pub remember_original: Option<i32>,
     /// The HPA.
     pub hpa: HpaStep,
+    /// HPAs this object owns besides [`Plan::hpa`]'s, to delete (left over from a rename or an
+    /// adoption).
+    pub delete_stale_hpas: Vec<String>,
     /// The scale loop.
     pub scale_loop: LoopStep,
     /// Events on transitions (pause, unpause, newly blocked).
@@ -243,11 +259,10 @@ pub fn plan(f: &Facts) -> Plan {
             .map(|f| f.failure_threshold.max(1) as u32),
         warnings: triggers.map(|t| t.warnings.clone()).unwrap_or_default(),
     };
-    let owned_hpa = f.live_hpa.as_ref().filter(|h| {
-        h.owner_references
-            .iter()
-            .any(|o| Some(&o.uid) == so.uid().as_ref())
-    });
+    let owned_hpa = f
+        .live_hpa
+        .as_ref()
+        .filter(|h| owned_by(h, &so.uid().unwrap_or_default()));
     let delete_owned = || match owned_hpa {
         Some(_) => HpaStep::Delete {
             name: hpa_name.clone(),
@@ -295,6 +310,7 @@ pub fn plan(f: &Facts) -> Plan {
         },
         view,
         hpa,
+        delete_stale_hpas: f.owned_hpas.iter().filter(|n| **n != hpa_name).cloned().collect(),
         scale_loop,
     }
 }
@@ -643,6 +659,47 @@ mod tests {
         let p = plan(&f);
         assert_eq!(p.view.hpa_name.as_deref(), Some("theirs"));
         assert!(matches!(p.hpa, HpaStep::Apply { ref name, .. } if name == "theirs"));
+    }
+
+    #[test]
+    fn an_hpa_of_the_same_name_that_ebb_does_not_own_is_never_applied_onto() {
+        let so = object(json!({}), json!(null));
+        let mut f = usable(&so);
+        f.live_hpa = Some(cached(&json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "ebb-hpa-x"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "other"}}
+        })));
+        let p = plan(&f);
+        assert!(
+            matches!(p.view.readiness, Readiness::Conflict(ref m) if m.contains("ebb-hpa-x") && m.contains("horizontalPodAutoscalerConfig.name")),
+            "{:?}",
+            p.view.readiness
+        );
+        assert_eq!(p.hpa, HpaStep::Leave);
+        assert_eq!(p.scale_loop, LoopStep::Stop);
+        // Adopting that very HPA is allowed.
+        f.conflict = Some(Ok(Some("ebb-hpa-x".into())));
+        assert!(matches!(plan(&f).hpa, HpaStep::Apply { ref name, .. } if name == "ebb-hpa-x"));
+    }
+
+    #[test]
+    fn owned_hpas_other_than_the_one_in_use_are_deleted() {
+        let so = object(json!({}), json!(null));
+        let mut f = usable(&so);
+        f.conflict = Some(Ok(Some("legacy".into())));
+        f.owned_hpas = vec!["ebb-hpa-x".into(), "legacy".into()];
+        let p = plan(&f);
+        assert_eq!(p.view.hpa_name.as_deref(), Some("legacy"));
+        assert_eq!(p.delete_stale_hpas, ["ebb-hpa-x"]);
+        // Blocked: the one in use goes through the HPA step, the rest as stale.
+        f.conflict = Some(Err(Conflict::ForeignHpa {
+            target: "Deployment ns/w".into(),
+            hpa: "legacy".into(),
+        }));
+        f.owned_hpas = vec!["ebb-hpa-x".into(), "renamed-before".into()];
+        let p = plan(&f);
+        assert_eq!(p.delete_stale_hpas, ["renamed-before"]);
     }
 
     #[test]
