@@ -27,7 +27,7 @@ pub mod registry;
 
 pub use factory::{FactoryOptions, ScalerFactory};
 pub use params::{ParamError, ParsedParams, ScalerDecl, Thresholds, TriggerInput, TriggerParseError};
-pub use registry::{ScalerKind, declaration, parse_trigger, supported_types};
+pub use registry::{ScalerKind, TriggerContext, declaration, parse_trigger, supported_types};
 
 use std::time::Duration;
 
@@ -116,6 +116,15 @@ pub enum ScalerError {
     /// The trigger's parameters cannot be used to build a client.
     #[error("invalid scaler configuration: {0}")]
     InvalidConfig(String),
+    /// ebb would not read the answer now: its in-flight byte budget or the namespace's concurrency
+    /// limit is used up. The next poll tries again.
+    #[error("not reading {} now: {message}", mask_userinfo(.endpoint))]
+    Overloaded {
+        /// The endpoint, credentials masked.
+        endpoint: String,
+        /// Which limit is used up.
+        message: String,
+    },
 }
 
 impl ScalerError {
@@ -143,6 +152,14 @@ impl ScalerError {
         }
     }
 
+    /// An [`ScalerError::Overloaded`], with the endpoint's credentials masked.
+    pub fn overloaded(endpoint: &str, message: impl Into<String>) -> Self {
+        Self::Overloaded {
+            endpoint: mask_userinfo(endpoint),
+            message: message.into(),
+        }
+    }
+
     /// A [`ScalerError::Timeout`], with the endpoint's credentials masked.
     pub fn timeout(endpoint: &str, after: Duration) -> Self {
         Self::Timeout {
@@ -152,7 +169,7 @@ impl ScalerError {
     }
 
     /// A short, stable label for metrics (e.g. a Prometheus `reason` label): `unreachable`,
-    /// `bad_response`, `unauthorized`, `timeout`, `unsupported` or `invalid_config`.
+    /// `bad_response`, `unauthorized`, `timeout`, `unsupported`, `invalid_config` or `overloaded`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unreachable { .. } => "unreachable",
@@ -161,6 +178,7 @@ impl ScalerError {
             Self::Timeout { .. } => "timeout",
             Self::Unsupported { .. } => "unsupported",
             Self::InvalidConfig(_) => "invalid_config",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 }
@@ -255,6 +273,7 @@ mod tests {
                 trigger_type: "kafka".into(),
             },
             ScalerError::InvalidConfig("x".into()),
+            ScalerError::overloaded("http://h", "x"),
         ]
         .iter()
         .map(ScalerError::kind)
@@ -267,7 +286,8 @@ mod tests {
                 "unauthorized",
                 "timeout",
                 "unsupported",
-                "invalid_config"
+                "invalid_config",
+                "overloaded"
             ]
         );
     }

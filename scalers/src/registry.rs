@@ -77,6 +77,19 @@ pub struct ParsedTrigger {
     pub metric_name: String,
     /// Its HPA target and activation threshold.
     pub thresholds: crate::params::Thresholds,
+    /// What the operator knows about the trigger beyond its parameters (empty offline).
+    pub context: TriggerContext,
+}
+
+/// What a trigger's scaler needs to know about its object beyond the parameters: set by the
+/// operator after [`parse_trigger`], empty (the default) offline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriggerContext {
+    /// The ScaledObject's namespace: per-namespace limits (metrics-api) count against it.
+    pub namespace: Option<String>,
+    /// The trigger's authentication sets `podIdentity.provider: aws`: only then may an AWS
+    /// trigger without keys use the operator's own (ambient) AWS credentials.
+    pub aws_pod_identity: bool,
 }
 
 impl ParsedTrigger {
@@ -123,6 +136,7 @@ pub fn parse_trigger(
         params,
         metric_name,
         thresholds,
+        context: TriggerContext::default(),
     })
 }
 

@@ -4,7 +4,7 @@
 //! and the reconciler both call [`compile`]; what they do with a trigger that does not compile
 //! differs (a report per field, or one `Ready=False` message).
 
-use ebb_crds::{MetricType, ScaledObject, Trigger};
+use ebb_crds::{MetricType, PodIdentityProvider, ScaledObject, Trigger};
 use ebb_scalers::TriggerParseError;
 use ebb_scalers::registry::ParsedTrigger;
 
@@ -77,7 +77,11 @@ pub async fn compile(source: &dyn ObjectSource, namespace: &str, so: &ScaledObje
     let mut out = Vec::with_capacity(so.spec.triggers.len());
     for (index, trigger) in so.spec.triggers.iter().enumerate() {
         let inputs = resolve(source, namespace, &so.spec.scale_target_ref, trigger).await;
-        out.push(compile_one(index, trigger, inputs));
+        let mut compiled = compile_one(index, trigger, inputs);
+        if let Ok(parsed) = &mut compiled.parsed {
+            parsed.context.namespace = Some(namespace.to_string());
+        }
+        out.push(compiled);
     }
     out
 }
@@ -95,6 +99,8 @@ pub fn compile_one(index: usize, trigger: &Trigger, inputs: ResolvedInputs) -> C
         for name in inputs.sensitive_params(trigger) {
             parsed.params.mark_secret(&name);
         }
+        // Only an explicit `podIdentity.provider: aws` lets an AWS trigger use ebb's own identity.
+        parsed.context.aws_pod_identity = inputs.pod_identity == Some(PodIdentityProvider::Aws);
         parsed
     });
     CompiledTrigger {
@@ -193,5 +199,36 @@ spec:
         let parsed = ok[0].usable().expect("parses");
         assert_eq!(parsed.metric_name, "s0-metrics-api-v");
         assert_eq!(parsed.thresholds.target, 5.0);
+    }
+
+    #[test]
+    fn the_pod_identity_and_the_namespace_reach_the_scaler() {
+        let yaml = |provider: &str| {
+            format!(
+                r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledObject
+metadata: {{name: x}}
+spec:
+  scaleTargetRef: {{name: w}}
+  triggers:
+  - type: aws-sqs-queue
+    metadata: {{queueURL: q, awsRegion: eu-west-1}}
+    authenticationRef: {{name: aws}}
+---
+apiVersion: ebb.dev/v1alpha1
+kind: TriggerAuthentication
+metadata: {{name: aws}}
+spec:
+  podIdentity: {{provider: {provider}}}
+"#
+            )
+        };
+        let with = compiled(&yaml("aws"));
+        let parsed = with[0].usable().expect("parses");
+        assert!(parsed.context.aws_pod_identity);
+        assert_eq!(parsed.context.namespace.as_deref(), Some("default"));
+        let without = compiled(&yaml("none"));
+        assert!(!without[0].usable().expect("parses").context.aws_pod_identity);
     }
 }
