@@ -53,6 +53,7 @@
 //! rounds). [`plan`] and [`lag`] are pure; [`wire`], [`sasl`] and [`tls`] speak the protocol.
 
 pub mod config;
+pub mod frame;
 pub mod lag;
 pub mod plan;
 pub mod pool;

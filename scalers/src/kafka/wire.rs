@@ -17,13 +17,14 @@ use kafka_protocol::messages::{
     SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use super::frame::read_frame;
 use super::sasl::{Mechanism, ScramClient, plain_message};
+use crate::common::budget::ByteBudget;
 
-/// The largest response frame accepted (Kafka's default `socket.request.max.bytes` is 100 MiB).
-pub const MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+pub use super::frame::MAX_FRAME_BYTES;
 
 /// What went wrong on a connection. Never carries a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +47,9 @@ pub enum WireError {
     /// The TLS handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The answer was not read: the process-wide in-flight byte budget is used up.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// SASL credentials of a connection. `Debug` hides the password.
@@ -164,6 +168,8 @@ pub struct Connection {
     correlation: i32,
     versions: HashMap<i16, (i16, i16)>,
     counters: Arc<WireCounters>,
+    /// What response frames in flight may hold, shared with every other scaler.
+    budget: ByteBudget,
     _open: OpenGuard,
 }
 
@@ -226,6 +232,7 @@ impl Connection {
             versions: HashMap::new(),
             _open: OpenGuard(counters.clone()),
             counters: counters.clone(),
+            budget: ByteBudget::global().clone(),
         };
         conn.negotiate_versions().await?;
         if let Some(sasl) = &options.sasl {
@@ -375,14 +382,9 @@ impl Connection {
         self.io.flush().await.map_err(io_error)?;
         self.counters.count_request(R::KEY);
 
-        let size = self.io.read_i32().await.map_err(io_error)?;
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|s| *s >= 4 && *s <= MAX_FRAME_BYTES)
-            .ok_or_else(|| WireError::Protocol(format!("bad response size {size}")))?;
-        let mut frame = vec![0u8; size];
-        self.io.read_exact(&mut frame).await.map_err(io_error)?;
-        let mut frame = Bytes::from(frame);
+        // Reserved from the byte budget until the response is decoded.
+        let read = read_frame(&mut self.io, MAX_FRAME_BYTES, &self.budget).await?;
+        let mut frame = read.bytes.clone();
         let response_header = ResponseHeader::decode(
             &mut frame,
             <R::Response as HeaderVersion>::header_version(version),
@@ -424,6 +426,7 @@ mod tests {
     };
     use kafka_protocol::protocol::decode_request_header_from_buffer;
     use ring::{digest, hmac, pbkdf2};
+    use tokio::io::AsyncReadExt as _;
     use tokio::net::TcpListener;
 
     const SALT: &[u8] = b"fake-broker-salt";

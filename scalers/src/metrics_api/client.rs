@@ -6,8 +6,15 @@
 //! client, and so KEDA, does) and masked wherever the URL is shown.
 //!
 //! When several triggers poll the same URL at the same moment, one request is in flight and every
-//! caller gets its parsed document (keyed by URL, credentials and `unsafeSsl`); nothing is cached
-//! once that request is over.
+//! caller gets its body (keyed by URL, credentials, `unsafeSsl` and cap); nothing is cached once
+//! that request is over.
+//!
+//! The URLs are the tenants' own, so what one answer may cost is bounded three ways: its body is
+//! capped ([`MAX_BODY_BYTES`] for metrics-api, [`NATS_MAX_BODY_BYTES`] for NATS monitoring) and
+//! read into its bytes only (each caller walks them to its value, no tree is built); the bytes are
+//! reserved from the process-wide [`ByteBudget`] before they are read; and a namespace has at most
+//! [`PER_NAMESPACE_IN_FLIGHT`] metrics-api requests in flight ([`NamespaceSlots`]), so one
+//! tenant's many triggers cannot take the whole budget.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,19 +26,37 @@ use hyper::StatusCode;
 use hyper::Uri;
 use hyper::header::HeaderValue;
 use serde_json::Value as Json;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::ScalerError;
-use crate::common::http::{HttpsClient, json_get, pooled_client, read_json_body, send};
+use crate::common::budget::ByteBudget;
+use crate::common::http::{
+    BoundedBody, HttpsClient, json_get, parse_json, pooled_client, read_body_bounded, send,
+};
+use crate::common::pool::WeakPool;
 use crate::common::tls::TlsSettings;
 
-/// The largest response body read; a larger one is a [`ScalerError::BadResponse`].
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// The largest metrics-api response body read (1 MiB); a larger one is a
+/// [`ScalerError::BadResponse`], and reading stops there. A metrics endpoint answers with one
+/// number somewhere in a small document: the ones KEDA's docs and users show are well under
+/// 10 KiB, so 1 MiB leaves a hundredfold margin while 48 such answers fit in the
+/// [`ByteBudget`].
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-type FetchResult = Result<Arc<Json>, ScalerError>;
-/// Single-flight key: the full URL (credentials included: they may change the answer) and whether
-/// certificates are verified.
-type FlightKey = (String, bool);
+/// The largest NATS monitoring answer read (8 MiB): `/jsz?acc=<account>&consumers=true&config=true`
+/// lists every stream and consumer of one account at about 1.5 KiB a consumer (with its config),
+/// so 8 MiB holds some 5,000 consumers; `/varz` is a few KiB.
+pub const NATS_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many metrics-api requests one namespace may have in flight at once; more wait for a slot
+/// up to half the request timeout (so a poll that got a slot late still has time for its
+/// request), then fail with [`ScalerError::Overloaded`].
+pub const PER_NAMESPACE_IN_FLIGHT: usize = 8;
+
+type FetchResult = Result<Arc<BoundedBody>, ScalerError>;
+/// Single-flight key: the full URL (credentials included: they may change the answer), whether
+/// certificates are verified, and the cap.
+type FlightKey = (String, bool, usize);
 
 /// The HTTP side shared by every metrics-api trigger of a factory: the pooled clients and the
 /// requests in flight.
@@ -43,7 +68,25 @@ pub struct MetricsApiClient {
     /// errors of verified HTTPS requests.
     roots_problem: Option<&'static str>,
     in_flight: Mutex<HashMap<FlightKey, Arc<OnceCell<FetchResult>>>>,
+    /// What bodies in flight may hold, shared with every other scaler.
+    budget: ByteBudget,
+    /// Each namespace's metrics-api slots, while one of its scalers lives.
+    namespaces: WeakPool<String, Semaphore>,
+    /// Slots per namespace.
+    per_namespace: usize,
 }
+
+/// A namespace's share of metrics-api requests in flight, held by each of its scalers.
+#[derive(Debug, Clone)]
+pub struct NamespaceSlots {
+    namespace: String,
+    slots: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// A slot taken from a namespace's [`NamespaceSlots`], given back when dropped.
+#[derive(Debug)]
+pub struct NamespaceSlot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl MetricsApiClient {
     /// Creates the clients. `timeout` bounds each request: connect, response and whole body.
@@ -62,7 +105,18 @@ impl MetricsApiClient {
             unverified: client(TlsSettings::verifying(true))?,
             timeout,
             in_flight: Mutex::new(HashMap::new()),
+            budget: ByteBudget::global().clone(),
+            namespaces: WeakPool::new(),
+            per_namespace: PER_NAMESPACE_IN_FLIGHT,
         })
+    }
+
+    /// Uses `budget` instead of the process-wide one and `per_namespace` slots per namespace
+    /// (for tests).
+    pub fn with_limits(mut self, budget: ByteBudget, per_namespace: usize) -> Self {
+        self.budget = budget;
+        self.per_namespace = per_namespace;
+        self
     }
 
     /// The timeout of one request.
@@ -70,14 +124,60 @@ impl MetricsApiClient {
         self.timeout
     }
 
-    /// GETs `endpoint` and parses the body as JSON. Concurrent calls for the same endpoint share
-    /// one request and its result.
-    pub async fn fetch_json(&self, endpoint: &Endpoint) -> Result<Arc<Json>, ScalerError> {
-        let key: FlightKey = (endpoint.raw.clone(), endpoint.unsafe_ssl);
+    /// The slots of `namespace`, shared by its scalers while one of them lives.
+    pub fn namespace_slots(&self, namespace: &str) -> NamespaceSlots {
+        let limit = self.per_namespace;
+        NamespaceSlots {
+            namespace: namespace.to_string(),
+            slots: self
+                .namespaces
+                .get_or_insert_with(namespace.to_string(), || Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// How many namespaces have a live scaler holding their slots.
+    pub fn namespace_count(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    /// Takes one of the namespace's slots, waiting for one up to half the request timeout; then
+    /// fails with [`ScalerError::Overloaded`] naming the namespace and the limit.
+    pub async fn enter(&self, slots: &NamespaceSlots, shown: &str) -> Result<NamespaceSlot, ScalerError> {
+        let waiting = slots.slots.clone().acquire_owned();
+        let patience = self.timeout / 2;
+        match tokio::time::timeout(patience, waiting).await {
+            Ok(Ok(permit)) => Ok(NamespaceSlot(permit)),
+            _ => Err(ScalerError::overloaded(
+                shown,
+                format!(
+                    "namespace {:?} already has {} metrics-api requests in flight (the limit per \
+                     namespace); none finished within {patience:?}",
+                    slots.namespace, slots.limit
+                ),
+            )),
+        }
+    }
+
+    /// GETs `endpoint` and parses the body (at most `limit` bytes) as a JSON tree. For trusted
+    /// shapes read whole (NATS monitoring); prefer [`MetricsApiClient::fetch`] and a typed read.
+    pub async fn fetch_json(&self, endpoint: &Endpoint, limit: usize) -> Result<Json, ScalerError> {
+        let body = self.fetch(endpoint, limit).await?;
+        parse_json(body.bytes(), &endpoint.shown)
+    }
+
+    /// GETs `endpoint` and returns its body of at most `limit` bytes, reserved from the byte
+    /// budget while the returned value lives. Concurrent calls for the same endpoint share one
+    /// request and its result.
+    pub async fn fetch(&self, endpoint: &Endpoint, limit: usize) -> Result<Arc<BoundedBody>, ScalerError> {
+        let key: FlightKey = (endpoint.raw.clone(), endpoint.unsafe_ssl, limit);
         let flight = self.flights().entry(key.clone()).or_default().clone();
         // The first caller runs the request; the others wait for its result. If that caller is
         // dropped mid-request, a waiting one takes over.
-        let result = flight.get_or_init(|| self.fetch_once(endpoint)).await.clone();
+        let result = flight
+            .get_or_init(|| self.fetch_once(endpoint, limit))
+            .await
+            .clone();
         // Done: forget the flight so the next poll makes a fresh request (no caching).
         let mut flights = self.flights();
         if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
@@ -93,14 +193,14 @@ impl MetricsApiClient {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn fetch_once(&self, endpoint: &Endpoint) -> FetchResult {
-        match tokio::time::timeout(self.timeout, self.request(endpoint)).await {
+    async fn fetch_once(&self, endpoint: &Endpoint, limit: usize) -> FetchResult {
+        match tokio::time::timeout(self.timeout, self.request(endpoint, limit)).await {
             Ok(result) => result.map(Arc::new),
             Err(_elapsed) => Err(ScalerError::timeout(&endpoint.shown, self.timeout)),
         }
     }
 
-    async fn request(&self, endpoint: &Endpoint) -> Result<Json, ScalerError> {
+    async fn request(&self, endpoint: &Endpoint, limit: usize) -> Result<BoundedBody, ScalerError> {
         let shown = endpoint.shown.as_str();
         let (client, roots_problem) = if endpoint.unsafe_ssl {
             (&self.unverified, None)
@@ -121,7 +221,7 @@ impl MetricsApiClient {
                 format!("HTTP status {status}, expected 2xx"),
             ));
         }
-        read_json_body(response.into_body(), MAX_BODY_BYTES, shown).await
+        read_body_bounded(response.into_body(), limit, &self.budget, shown).await
     }
 }
 
@@ -131,6 +231,7 @@ impl fmt::Debug for MetricsApiClient {
             .field("timeout", &self.timeout)
             .field("roots_problem", &self.roots_problem)
             .field("in_flight", &self.flights().len())
+            .field("namespaces", &self.namespaces.len())
             .finish_non_exhaustive()
     }
 }
@@ -266,5 +367,213 @@ mod tests {
             let text = Endpoint::parse(bad, false).unwrap_err().to_string();
             assert!(!text.contains("secret"), "{text}");
         }
+    }
+
+    use crate::Scaler as _;
+    use crate::common::budget::ByteBudget;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    /// What the test server answers.
+    #[derive(Clone)]
+    enum Reply {
+        /// A chunked body of spaces, streamed until 1 GiB or until the client goes away.
+        Endless,
+        /// This JSON document with its Content-Length.
+        Json(Arc<String>),
+        /// Nothing, for ten seconds.
+        Hang,
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        requests: AtomicUsize,
+        written: AtomicUsize,
+    }
+
+    const GIB: usize = 1024 * 1024 * 1024;
+
+    async fn server(reply: Reply) -> (String, Arc<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Seen::default());
+        let counting = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (reply, seen) = (reply.clone(), counting.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    seen.requests.fetch_add(1, Ordering::SeqCst);
+                    match reply {
+                        Reply::Hang => tokio::time::sleep(Duration::from_secs(10)).await,
+                        Reply::Json(doc) => {
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", doc.len());
+                            let _ = stream.write_all(head.as_bytes()).await;
+                            let _ = stream.write_all(doc.as_bytes()).await;
+                        }
+                        Reply::Endless => {
+                            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                            if stream.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let mut chunk = b"10000\r\n".to_vec();
+                            chunk.extend(std::iter::repeat_n(b' ', 0x10000));
+                            chunk.extend_from_slice(b"\r\n");
+                            while seen.written.load(Ordering::SeqCst) < GIB {
+                                if stream.write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                                seen.written.fetch_add(0x10000, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (base, seen)
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_refused_near_the_cap_without_being_buffered() {
+        let (base, seen) = server(Reply::Endless).await;
+        let budget = ByteBudget::new(64 * 1024 * 1024);
+        let client = MetricsApiClient::new(Duration::from_secs(10))
+            .unwrap()
+            .with_limits(budget.clone(), 8);
+        let endpoint = Endpoint::parse(&format!("{base}/m"), false).unwrap();
+        let started = std::time::Instant::now();
+        let e = client.fetch(&endpoint, MAX_BODY_BYTES).await.unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, ScalerError::BadResponse { .. }), "{text}");
+        assert!(text.contains("larger than 1048576 bytes"), "{text}");
+        // The client read one frame past the cap at most, then stopped.
+        let read: usize = text
+            .split("stopped reading after ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(read <= MAX_BODY_BYTES + 0x10000, "read {read}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(budget.free(), budget.total(), "the reservation is given back");
+        // The server could write only what the cap and the sockets' buffers took, far from 1 GiB.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let written = seen.written.load(Ordering::SeqCst);
+        assert!(
+            written < MAX_BODY_BYTES + 32 * 1024 * 1024,
+            "server wrote {written}"
+        );
+        eprintln!("over-cap body: client read {read} bytes, server wrote {written} before the close");
+    }
+
+    fn scaler_for(
+        client: &Arc<MetricsApiClient>,
+        url: &str,
+        namespace: &str,
+    ) -> crate::metrics_api::MetricsApiScaler {
+        let params = crate::params::tests_support::parse_meta(
+            &crate::metrics_api::DECL,
+            &[("url", url), ("valueLocation", "v"), ("targetValue", "1")],
+        )
+        .unwrap();
+        let thresholds = crate::params::Thresholds {
+            target: 1.0,
+            activation: 0.0,
+        };
+        crate::metrics_api::MetricsApiScaler::new(client.clone(), &params, thresholds, namespace).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_document_over_one_mib_is_refused_and_one_under_it_is_read() {
+        // 1.5 MiB of padding before the value: a real metrics answer is never that large.
+        let padding = "x".repeat(MAX_BODY_BYTES / 2 * 3);
+        let (base, _) = server(Reply::Json(Arc::new(format!(r#"{{"pad":"{padding}","v":7}}"#)))).await;
+        let client = Arc::new(MetricsApiClient::new(Duration::from_secs(5)).unwrap());
+        let e = scaler_for(&client, &format!("{base}/big"), "a")
+            .sample()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+        let (base, _) = server(Reply::Json(Arc::new(r#"{"deep":[[[{}]]],"v":"2k"}"#.to_string()))).await;
+        let sample = scaler_for(&client, &format!("{base}/small"), "a")
+            .sample()
+            .await
+            .unwrap();
+        assert_eq!(sample.value, 2000.0);
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_budget_fails_fast() {
+        let budget = ByteBudget::new(MAX_BODY_BYTES);
+        let client = MetricsApiClient::new(Duration::from_secs(5))
+            .unwrap()
+            .with_limits(budget.clone(), 8);
+        // Other answers in flight hold all but 100 bytes of the budget.
+        let _held = budget.try_reserve(MAX_BODY_BYTES - 100).unwrap();
+        let (base, _) = server(Reply::Json(Arc::new(r#"{"v":1}"#.to_string()))).await;
+        let small = Endpoint::parse(&format!("{base}/small"), false).unwrap();
+        // An announced length that fits is read.
+        assert!(client.fetch(&small, MAX_BODY_BYTES).await.is_ok());
+        let (base, _) = server(Reply::Endless).await;
+        let endless = Endpoint::parse(&format!("{base}/endless"), false).unwrap();
+        let started = std::time::Instant::now();
+        // No announced length: the whole cap is reserved first, and it is not free.
+        let e = client.fetch(&endless, MAX_BODY_BYTES).await.unwrap_err();
+        assert!(matches!(e, ScalerError::Overloaded { .. }), "{e}");
+        assert!(e.to_string().contains("budget is exhausted"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
+        assert_eq!(budget.free(), 100);
+    }
+
+    #[tokio::test]
+    async fn the_per_namespace_limit_holds() {
+        let (base, seen) = server(Reply::Hang).await;
+        let client = Arc::new(
+            MetricsApiClient::new(Duration::from_millis(400))
+                .unwrap()
+                .with_limits(ByteBudget::new(64 * 1024 * 1024), 2),
+        );
+        // Three triggers of namespace a and one of b, on distinct URLs (no shared flight).
+        let a: Vec<_> = (0..3)
+            .map(|i| scaler_for(&client, &format!("{base}/a{i}"), "a"))
+            .collect();
+        let b = scaler_for(&client, &format!("{base}/b"), "b");
+        assert_eq!(client.namespace_count(), 2);
+        let (ra, rb) = tokio::join!(
+            futures::future::join_all(a.iter().map(|s| s.sample())),
+            b.sample()
+        );
+        let overloaded: Vec<_> = ra
+            .iter()
+            .filter_map(|r| match r {
+                Err(e @ ScalerError::Overloaded { .. }) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(overloaded.len(), 1, "{ra:?}");
+        assert!(
+            overloaded[0].contains("namespace \"a\" already has 2 metrics-api requests in flight"),
+            "{}",
+            overloaded[0]
+        );
+        assert!(
+            matches!(rb, Err(ScalerError::Timeout { .. })),
+            "b is not limited by a: {rb:?}"
+        );
+        assert_eq!(seen.requests.load(Ordering::SeqCst), 3, "two of a's, one of b's");
+        drop((a, b));
+        assert_eq!(
+            client.namespace_count(),
+            0,
+            "a namespace's slots go with its last scaler"
+        );
     }
 }

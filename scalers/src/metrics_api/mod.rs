@@ -10,7 +10,9 @@ pub mod config;
 pub mod scaler;
 pub mod value;
 
-pub use client::{Endpoint, MAX_BODY_BYTES, MetricsApiClient};
+pub use client::{
+    Endpoint, MAX_BODY_BYTES, MetricsApiClient, NATS_MAX_BODY_BYTES, NamespaceSlots, PER_NAMESPACE_IN_FLIGHT,
+};
 pub use config::{ConfigError, ConfigProblem, Format, MetricsApiConfig};
 pub use scaler::MetricsApiScaler;
 pub use value::{ValueError, lookup, value_at};
@@ -86,6 +88,7 @@ pub fn build(
         shared_client(factory)?,
         &trigger.params,
         trigger.thresholds,
+        trigger.context.namespace.as_deref().unwrap_or_default(),
     )?))
 }
 

@@ -2,6 +2,8 @@
 //! [`MetricsApiClient`] and reads one number from it at `valueLocation` ([`value_at`]).
 //!
 //! The trigger's parameters become a [`MetricsApiConfig`] once, in [`MetricsApiScaler::new`].
+//! Each sample takes one of its namespace's slots ([`NamespaceSlots`]) for the request, and
+//! reads the value from the body's text without building the document ([`value_at`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,13 +12,14 @@ use super::config::MetricsApiConfig;
 use crate::params::{ParsedParams, Thresholds};
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
-use super::client::{Endpoint, MetricsApiClient};
+use super::client::{Endpoint, MAX_BODY_BYTES, MetricsApiClient, NamespaceSlots};
 use super::value::value_at;
 
 /// One metrics-api trigger: where to poll, where the value is, and the thresholds.
 pub struct MetricsApiScaler {
     client: Arc<MetricsApiClient>,
     endpoint: Endpoint,
+    slots: NamespaceSlots,
     value_location: String,
     target_value: f64,
     activation_target_value: f64,
@@ -24,14 +27,17 @@ pub struct MetricsApiScaler {
 
 impl MetricsApiScaler {
     /// Builds the scaler from the trigger's parsed parameters (see [`crate::metrics_api`]) and its
-    /// thresholds (target and activation, as [`crate::registry::ParsedTrigger::thresholds`]).
+    /// thresholds (target and activation, as [`crate::registry::ParsedTrigger::thresholds`]);
+    /// its requests count against `namespace`'s slots.
     pub fn new(
         client: Arc<MetricsApiClient>,
         params: &ParsedParams,
         thresholds: Thresholds,
+        namespace: &str,
     ) -> Result<Self, ScalerError> {
         let config = MetricsApiConfig::try_from(params)?;
         Ok(Self {
+            slots: client.namespace_slots(namespace),
             client,
             endpoint: Endpoint::parse(&config.url, config.unsafe_ssl)?,
             value_location: config.value_location,
@@ -70,9 +76,13 @@ impl Scaler for MetricsApiScaler {
     }
 
     async fn sample(&self) -> Result<TriggerSample, ScalerError> {
-        let doc = self.client.fetch_json(&self.endpoint).await?;
-        let value = value_at(&doc, &self.value_location)
-            .map_err(|e| ScalerError::bad_response(self.endpoint.shown(), e.to_string()))?;
+        let shown = self.endpoint.shown();
+        let _slot = self.client.enter(&self.slots, shown).await?;
+        let body = self.client.fetch(&self.endpoint, MAX_BODY_BYTES).await?;
+        let text = std::str::from_utf8(body.bytes())
+            .map_err(|_| ScalerError::bad_response(shown, "response is not UTF-8 text"))?;
+        let value = value_at(text, &self.value_location)
+            .map_err(|e| ScalerError::bad_response(shown, e.to_string()))?;
         Ok(TriggerSample::with_activation(
             value,
             self.activation_target_value,
@@ -101,7 +111,7 @@ mod tests {
             target: 3.0,
             activation: 0.0,
         };
-        let scaler = MetricsApiScaler::new(client, &params, thresholds).unwrap();
+        let scaler = MetricsApiScaler::new(client, &params, thresholds, "team-a").unwrap();
         let debug = format!("{scaler:?}");
         assert!(!debug.contains("hunter2") && !debug.contains("user"), "{debug}");
         assert_eq!(scaler.metric_target().target_value, 3.0);

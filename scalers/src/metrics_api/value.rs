@@ -2,9 +2,19 @@
 //! (`queue.depth`; a whole-number segment indexes an array: `items.0.count`), which may be a JSON
 //! number or a string holding a number or a Kubernetes quantity (`"10"`, `"1.5"`, `"500m"`,
 //! `"2Ki"`), as in KEDA.
+//!
+//! The path is walked over the document's text in one pass per segment: at each level only the
+//! matching member or item is kept (as its raw text), every other one is skipped as it is
+//! parsed, and the value found is read as a [`Leaf`]. No tree of the document is built, so the
+//! memory a tenant's document costs is its bytes (capped at
+//! [`MAX_BODY_BYTES`](super::MAX_BODY_BYTES)), whatever its shape.
 
-use serde_json::Value as Json;
+use std::fmt;
 
+use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::common::json_leaf::{Leaf, LeafVisitor, truncated};
 use crate::common::quantity::parse_quantity;
 
 /// Why no number could be read at a `valueLocation`.
@@ -28,6 +38,12 @@ pub enum ValueError {
         /// What is there, e.g. `a boolean`, `the string "abc"`.
         found: String,
     },
+    /// The document is not valid JSON.
+    #[error("{problem}")]
+    NotJson {
+        /// What is wrong, without quoting the document.
+        problem: String,
+    },
     /// The number there is not finite.
     #[error("valueLocation {path:?} points to {value}, which is not a finite number")]
     NotFinite {
@@ -38,10 +54,102 @@ pub enum ValueError {
     },
 }
 
-/// The JSON value at a dotted `path` (`a.b`, array indices as whole-number segments: `items.0.n`).
-/// Never panics, whatever the document or path.
-pub fn lookup<'a>(doc: &'a Json, path: &str) -> Result<&'a Json, ValueError> {
-    let mut current = doc;
+/// What one step of a path finds at one level.
+enum Step<'de> {
+    /// The member or item named by the segment, as raw text.
+    Found(&'de RawValue),
+    /// An object without that key.
+    NoKey,
+    /// An array of this many items, too short for the index.
+    OutOfRange(usize, usize),
+    /// An array, and the segment is not an index.
+    NotAnIndex,
+    /// Not a container: the value itself.
+    Leaf(Leaf),
+}
+
+/// Visits one level, keeping only the member or item `segment` names (the last one, when an
+/// object repeats a key, as a parsed tree would) and skipping the rest as it is parsed.
+struct StepVisitor<'p> {
+    segment: &'p str,
+}
+
+impl<'de> Visitor<'de> for StepVisitor<'_> {
+    type Value = Step<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Step<'de>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.segment {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found.map_or(Step::NoKey, Step::Found))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Step<'de>, A::Error> {
+        let index = array_index(self.segment);
+        let (mut n, mut found) = (0usize, None);
+        loop {
+            if index == Some(n) {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(item) => found = Some(item),
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(match (index, found) {
+            (_, Some(item)) => Step::Found(item),
+            (Some(i), None) => Step::OutOfRange(i, n),
+            (None, _) => Step::NotAnIndex,
+        })
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Step<'de>, E> {
+        LeafVisitor.visit_bool(v).map(Step::Leaf)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Step<'de>, E> {
+        LeafVisitor.visit_i64(v).map(Step::Leaf)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Step<'de>, E> {
+        LeafVisitor.visit_u64(v).map(Step::Leaf)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Step<'de>, E> {
+        LeafVisitor.visit_f64(v).map(Step::Leaf)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Step<'de>, E> {
+        LeafVisitor.visit_str(v).map(Step::Leaf)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Step<'de>, E> {
+        Ok(Step::Leaf(Leaf::Null))
+    }
+}
+
+fn not_json(e: &serde_json::Error) -> ValueError {
+    ValueError::NotJson {
+        problem: crate::common::http::json_problem(e),
+    }
+}
+
+/// Parses `text` (one JSON value) with `visitor`, requiring nothing after it.
+fn visit<'de, V: Visitor<'de>>(text: &'de str, visitor: V) -> Result<V::Value, ValueError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = de.deserialize_any(visitor).map_err(|e| not_json(&e))?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
+}
+
+/// The value at a dotted `path` in the JSON document `doc`, read as a [`Leaf`] (a whole-number
+/// segment indexes an array). Never panics, whatever the document or path; a document that is
+/// not JSON is [`ValueError::NotJson`].
+pub fn lookup(doc: &str, path: &str) -> Result<Leaf, ValueError> {
+    let mut current: &str = doc;
     let mut walked = String::new();
     for segment in path.split('.') {
         let here = if walked.is_empty() {
@@ -49,31 +157,30 @@ pub fn lookup<'a>(doc: &'a Json, path: &str) -> Result<&'a Json, ValueError> {
         } else {
             format!("{walked:?}")
         };
-        let next = match current {
-            Json::Object(map) => map
-                .get(segment)
-                .ok_or_else(|| format!("no key {segment:?} in the object at {here}")),
-            Json::Array(items) => match array_index(segment) {
-                Some(i) => items.get(i).ok_or_else(|| {
-                    format!(
-                        "index {i} is out of range for the array at {here} ({} items)",
-                        items.len()
-                    )
-                }),
-                None => Err(format!("{segment:?} is not an index into the array at {here}")),
-            },
-            other => Err(format!("{here} is {}, which has no {segment:?}", describe(other))),
+        let problem = match visit(current, StepVisitor { segment })? {
+            Step::Found(raw) => {
+                current = raw.get();
+                None
+            }
+            Step::NoKey => Some(format!("no key {segment:?} in the object at {here}")),
+            Step::OutOfRange(i, n) => Some(format!(
+                "index {i} is out of range for the array at {here} ({n} items)"
+            )),
+            Step::NotAnIndex => Some(format!("{segment:?} is not an index into the array at {here}")),
+            Step::Leaf(leaf) => Some(format!("{here} is {}, which has no {segment:?}", leaf.describe())),
         };
-        current = next.map_err(|problem| ValueError::Missing {
-            path: path.to_string(),
-            problem,
-        })?;
+        if let Some(problem) = problem {
+            return Err(ValueError::Missing {
+                path: path.to_string(),
+                problem,
+            });
+        }
         if !walked.is_empty() {
             walked.push('.');
         }
         walked.push_str(segment);
     }
-    Ok(current)
+    visit(current, LeafVisitor)
 }
 
 fn array_index(segment: &str) -> Option<usize> {
@@ -83,49 +190,29 @@ fn array_index(segment: &str) -> Option<usize> {
     segment.parse().ok()
 }
 
-/// The number at `path`: a JSON number, or a string holding a number or a Kubernetes quantity.
-pub fn value_at(doc: &Json, path: &str) -> Result<f64, ValueError> {
+/// The number at `path` in the JSON document `doc`: a JSON number, or a string holding a number
+/// or a Kubernetes quantity.
+pub fn value_at(doc: &str, path: &str) -> Result<f64, ValueError> {
     let value = lookup(doc, path)?;
     let not_finite = |shown: String| ValueError::NotFinite {
         path: path.to_string(),
         value: shown,
     };
-    match value {
-        Json::Number(n) => match n.as_f64() {
-            Some(v) if v.is_finite() => Ok(v),
-            _ => Err(not_finite(n.to_string())),
-        },
-        Json::String(s) => match parse_quantity(s) {
+    match &value {
+        Leaf::Number(n) if n.is_finite() => Ok(*n),
+        Leaf::Number(n) => Err(not_finite(n.to_string())),
+        Leaf::String(s) => match parse_quantity(s) {
             Some(v) if v.is_finite() => Ok(v),
             Some(_) => Err(not_finite(format!("{:?}", truncated(s)))),
             None => Err(ValueError::NotNumeric {
                 path: path.to_string(),
-                found: describe(value),
+                found: value.describe(),
             }),
         },
         other => Err(ValueError::NotNumeric {
             path: path.to_string(),
-            found: describe(other),
+            found: other.describe(),
         }),
-    }
-}
-
-fn describe(value: &Json) -> String {
-    match value {
-        Json::Null => "null".to_string(),
-        Json::Bool(b) => format!("a boolean ({b})"),
-        Json::Number(n) => format!("the number {n}"),
-        Json::String(s) => format!("the string {:?}", truncated(s)),
-        Json::Array(a) => format!("an array ({} items)", a.len()),
-        Json::Object(_) => "an object".to_string(),
-    }
-}
-
-fn truncated(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_string(),
     }
 }
 
@@ -133,7 +220,11 @@ fn truncated(s: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
+
+    fn value_at(doc: &Json, path: &str) -> Result<f64, ValueError> {
+        super::value_at(&doc.to_string(), path)
+    }
 
     #[test]
     fn dotted_paths_and_indices() {
@@ -220,7 +311,7 @@ mod tests {
         // Any document, any path: a value or an error, never a panic.
         #[test]
         fn lookup_never_panics(doc in arbitrary_json(), path in "[a-c0-3.]{0,12}|.{0,16}") {
-            let _ = lookup(&doc, &path);
+            let _ = lookup(&doc.to_string(), &path);
             match value_at(&doc, &path) {
                 Ok(v) => prop_assert!(v.is_finite()),
                 Err(e) => prop_assert!(e.to_string().starts_with("valueLocation ")),
@@ -244,7 +335,9 @@ mod tests {
                     Err(_) => json!({ segment.as_str(): doc }),
                 };
             }
-            prop_assert_eq!(value_at(&doc, &segments.join(".")), Ok(value));
+            // The document is read back from its text: equal within serde_json's parsing precision.
+            let found = value_at(&doc, &segments.join(".")).unwrap();
+            prop_assert!((found - value).abs() <= value.abs() * 1e-15, "{} vs {}", found, value);
         }
     }
 }

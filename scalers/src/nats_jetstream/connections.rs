@@ -4,17 +4,21 @@
 //! The server routes the request to the consumer's leader, and the answer is about this one
 //! consumer rather than the whole account. async-nats reconnects a pooled connection by itself; a
 //! failed first connect leaves the pool entry empty, so the next poll tries again.
+//!
+//! Each trigger holds its connection's slot ([`NatsConnections::slot`]); the pool keeps only a
+//! weak reference ([`WeakPool`]), so the connection closes with the last trigger using it: an
+//! object deleted, or rebuilt after a credential rotation (a new key), leaves no connection behind.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
 use super::config::{NatsAuth, NatsServer};
+use super::error_chain;
 use super::jsz::ConsumerLag;
-use super::{error_chain, lock};
 use crate::ScalerError;
+use crate::common::pool::WeakPool;
 
 impl NatsServer {
     /// The pool key: the URL and a digest of the credentials (never the credentials).
@@ -43,11 +47,14 @@ fn digest(parts: &[&str]) -> [u8; 32] {
     out
 }
 
-/// One NATS connection per server URL + credentials, made on first use; `timeout` bounds a
-/// connect and each JetStream request.
+/// A connection shared by the triggers of one server URL + credentials, made on first use.
+pub(super) type ConnectionSlot = OnceCell<async_nats::Client>;
+
+/// One NATS connection per server URL + credentials while a trigger uses it, made on first use;
+/// `timeout` bounds a connect and each JetStream request.
 pub(super) struct NatsConnections {
     timeout: Duration,
-    pool: Mutex<HashMap<NatsKey, Arc<OnceCell<async_nats::Client>>>>,
+    pool: WeakPool<NatsKey, ConnectionSlot>,
 }
 
 impl NatsConnections {
@@ -55,33 +62,43 @@ impl NatsConnections {
     pub(super) fn new(timeout: Duration) -> Self {
         Self {
             timeout,
-            pool: Mutex::new(HashMap::new()),
+            pool: WeakPool::new(),
         }
     }
 
-    /// How many connections (server URL + credentials) are pooled.
+    /// How many connections (server URL + credentials) are in use by a trigger.
     pub(super) fn len(&self) -> usize {
-        lock(&self.pool).len()
+        self.pool.len()
     }
 
-    async fn client(&self, server: &NatsServer) -> Result<async_nats::Client, ScalerError> {
-        let cell = lock(&self.pool).entry(server.key()).or_default().clone();
+    /// The slot of `server`'s connection, for a trigger to hold while it lives.
+    pub(super) fn slot(&self, server: &NatsServer) -> Arc<ConnectionSlot> {
+        self.pool.get_or_insert_with(server.key(), OnceCell::new)
+    }
+
+    async fn client(
+        &self,
+        slot: &ConnectionSlot,
+        server: &NatsServer,
+    ) -> Result<async_nats::Client, ScalerError> {
         // A failed connect leaves the cell empty: the next poll tries again.
-        cell.get_or_try_init(|| connect(server, self.timeout))
+        slot.get_or_try_init(|| connect(server, self.timeout))
             .await
             .cloned()
     }
 
-    /// The lag of `stream`/`consumer` from the JetStream API of `server`.
+    /// The lag of `stream`/`consumer` from the JetStream API of `server`, over `slot`'s
+    /// connection.
     pub(super) async fn consumer_lag(
         &self,
+        slot: &ConnectionSlot,
         server: &NatsServer,
         stream: &str,
         consumer: &str,
     ) -> Result<ConsumerLag, ScalerError> {
         use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
         let timeout = self.timeout;
-        let client = self.client(server).await?;
+        let client = self.client(slot, server).await?;
         let mut context = async_nats::jetstream::new(client);
         context.set_timeout(timeout);
         let handle = context
@@ -148,4 +165,36 @@ async fn connect(server: &NatsServer, timeout: Duration) -> Result<async_nats::C
             _ => ScalerError::unreachable(&server.url, message),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(password: &str) -> NatsServer {
+        NatsServer {
+            url: "nats://127.0.0.1:4222".into(),
+            auth: NatsAuth::UserPassword("ebb".into(), password.into()),
+        }
+    }
+
+    #[test]
+    fn a_rotated_credentials_old_connection_goes_away() {
+        let pool = NatsConnections::new(Duration::from_secs(1));
+        let old = pool.slot(&server("before"));
+        let shared = pool.slot(&server("before"));
+        assert!(Arc::ptr_eq(&old, &shared), "one connection per URL + credentials");
+        let watch_old = Arc::downgrade(&old);
+        // The trigger is rebuilt with the rotated password, then the old scaler is dropped.
+        let new = pool.slot(&server("after"));
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(pool.len(), 2);
+        drop((old, shared));
+        assert!(watch_old.upgrade().is_none(), "the old connection is dropped");
+        assert_eq!(pool.len(), 1);
+        let _again = pool.slot(&server("after"));
+        assert_eq!(pool.pool.remembered(), 1, "the old key is forgotten");
+        drop((new, _again));
+        assert_eq!(pool.len(), 0, "no trigger, no connection");
+    }
 }

@@ -14,11 +14,11 @@ use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use super::config::{ConsumerSource, NatsJetStreamConfig};
-use super::connections::NatsConnections;
+use super::connections::{ConnectionSlot, NatsConnections};
 use super::jsz::ConsumerLag;
 use super::leaders::{LeaderCache, monitoring_lag};
 use super::watch::{JszWatchers, Registration, WATCH_TICK, WatcherStats};
-use crate::metrics_api::{Endpoint, MetricsApiClient};
+use crate::metrics_api::{Endpoint, MetricsApiClient, NATS_MAX_BODY_BYTES};
 use crate::params::mask_userinfo;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
@@ -67,14 +67,14 @@ impl NatsJetStreamClients {
     }
 
     /// GETs a monitoring URL through the shared HTTP client.
-    pub(super) async fn get_json(&self, url: &str) -> Result<Arc<Json>, ScalerError> {
+    pub(super) async fn get_json(&self, url: &str) -> Result<Json, ScalerError> {
         let endpoint = Endpoint::parse(url, false).map_err(|_| {
             ScalerError::InvalidConfig(format!(
                 "nats-jetstream: {} is not a valid monitoring URL",
                 mask_userinfo(url)
             ))
         })?;
-        self.http.fetch_json(&endpoint).await
+        self.http.fetch_json(&endpoint, NATS_MAX_BODY_BYTES).await
     }
 }
 
@@ -93,6 +93,8 @@ pub struct NatsJetStreamScaler {
     pub(super) clients: Arc<NatsJetStreamClients>,
     /// Monitoring triggers: the registration with the endpoint's activity watcher.
     registration: Option<Registration>,
+    /// JetStream API triggers: this trigger's hold on its pooled connection.
+    connection: Option<Arc<ConnectionSlot>>,
     source: ConsumerSource,
     stream: String,
     consumer: String,
@@ -123,9 +125,14 @@ impl NatsJetStreamScaler {
             )),
             ConsumerSource::JetStream(_) => None,
         };
+        let connection = match &source {
+            ConsumerSource::JetStream(server) => Some(clients.connections.slot(server)),
+            ConsumerSource::Monitoring(_) => None,
+        };
         Self {
             clients,
             registration,
+            connection,
             source,
             stream,
             consumer,
@@ -141,9 +148,13 @@ impl NatsJetStreamScaler {
                 monitoring_lag(&self.clients, m, &self.stream, &self.consumer).await
             }
             ConsumerSource::JetStream(server) => {
+                let slot = match &self.connection {
+                    Some(slot) => slot.clone(),
+                    None => self.clients.connections.slot(server),
+                };
                 self.clients
                     .connections
-                    .consumer_lag(server, &self.stream, &self.consumer)
+                    .consumer_lag(&slot, server, &self.stream, &self.consumer)
                     .await
             }
         }

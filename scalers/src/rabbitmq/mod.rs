@@ -72,11 +72,14 @@ pub mod watch;
 pub use amqp::MAX_IDLE_CHANNELS;
 pub use clients::RabbitMqClients;
 pub use config::{ConfigProblem, RabbitMqConfig, RabbitMqConfigError};
-pub use management::MAX_BODY_BYTES;
+pub use management::{
+    LISTED_QUEUE_BYTES, MAX_LISTING_BYTES, QUEUE_MAX_BODY_BYTES, WATCH_LISTING_MAX_BODY_BYTES,
+    regex_listing_cap,
+};
 pub use scaler::RabbitMqScaler;
 pub use stats::{
-    Mode, Operation, QueueStats, StatsError, aggregate, evaluate, queue_stats_from_json,
-    regex_stats_from_json,
+    MessageStats, Mode, Operation, QueueDoc, QueueListing, QueueStats, RateDetails, StatsError, aggregate,
+    evaluate, queue_stats, regex_stats,
 };
 pub use watch::{LISTING_COLUMNS, WATCH_TICK, WatcherStats, index_listing, listed_activity};
 

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use hyper::Uri;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
-use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use super::Protocol;
@@ -18,8 +17,8 @@ use super::amqp::{
 };
 use super::clients::{RabbitMqClients, lock};
 use super::config::RabbitMqConfig;
-use super::management::{HttpTarget, http_get_json};
-use super::stats::{Mode, Operation, QueueStats, evaluate, queue_stats_from_json, regex_stats_from_json};
+use super::management::{HttpTarget, QUEUE_MAX_BODY_BYTES, http_get_typed, regex_listing_cap};
+use super::stats::{Mode, Operation, QueueDoc, QueueListing, QueueStats, evaluate, queue_stats, regex_stats};
 use super::watch::{Watch, WatchSpec};
 use crate::params::Thresholds;
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
@@ -182,11 +181,13 @@ impl RabbitMqScaler {
                 })
             }
             Access::Http(target) => {
-                let doc = self.fetch(target).await?;
                 let stats = if self.use_regex {
-                    regex_stats_from_json(&doc, self.operation, self.page_size)
+                    let limit = regex_listing_cap(self.page_size);
+                    let listing: QueueListing = self.fetch(target, limit).await?;
+                    regex_stats(&listing, self.operation, self.page_size)
                 } else {
-                    queue_stats_from_json(&doc)
+                    let doc: QueueDoc = self.fetch(target, QUEUE_MAX_BODY_BYTES).await?;
+                    queue_stats(&doc)
                 };
                 stats.map_err(|problem| ScalerError::bad_response(&self.shown, problem.to_string()))
             }
@@ -246,14 +247,22 @@ impl RabbitMqScaler {
         Ok(pooled)
     }
 
-    async fn fetch(&self, target: &HttpTarget) -> Result<Json, ScalerError> {
-        match tokio::time::timeout(target.timeout, self.request(target)).await {
+    async fn fetch<T: serde::de::DeserializeOwned>(
+        &self,
+        target: &HttpTarget,
+        limit: usize,
+    ) -> Result<T, ScalerError> {
+        match tokio::time::timeout(target.timeout, self.request(target, limit)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(ScalerError::timeout(&self.shown, target.timeout)),
         }
     }
 
-    async fn request(&self, target: &HttpTarget) -> Result<Json, ScalerError> {
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        target: &HttpTarget,
+        limit: usize,
+    ) -> Result<T, ScalerError> {
         let not_found = || {
             if self.use_regex {
                 format!("vhost {:?} not found", self.vhost)
@@ -266,7 +275,7 @@ impl RabbitMqScaler {
         } else {
             None
         };
-        http_get_json(target, &self.shown, not_found, roots).await
+        http_get_typed(target, &self.shown, not_found, roots, limit).await
     }
 }
 

@@ -1,10 +1,15 @@
 //! Queue statistics and the value maths: the [`Mode`]s and [`Operation`]s, [`QueueStats`] read
-//! from management API JSON, and [`evaluate`], which turns statistics into a metric value and an
-//! activity exactly as KEDA does. Pure: no I/O.
+//! from management API answers, and [`evaluate`], which turns statistics into a metric value and
+//! an activity exactly as KEDA does. Pure: no I/O.
+//!
+//! Answers are decoded into [`QueueDoc`] and [`QueueListing`], which name only the fields ebb
+//! reads: the rest of a queue object (`consumer_details`, `garbage_collection`, arguments, ...)
+//! is skipped as it is parsed, never built.
 
-use serde_json::Value as Json;
+use serde::Deserialize;
 
 use crate::TriggerSample;
+use crate::common::json_leaf::{Leaf, present};
 
 /// What the rabbitmq trigger measures (`mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,36 +231,85 @@ pub enum StatsError {
     NoneCollected(usize),
 }
 
+/// A management API queue object: only the fields ebb reads. A field that is there (even
+/// `null`) is `Some`; a missing one is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct QueueDoc {
+    /// `name`.
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<Leaf>,
+    /// `messages`: ready plus unacknowledged.
+    #[serde(default, deserialize_with = "present")]
+    pub messages: Option<Leaf>,
+    /// `messages_ready`.
+    #[serde(default, deserialize_with = "present")]
+    pub messages_ready: Option<Leaf>,
+    /// `message_stats` (absent until the queue has traffic).
+    #[serde(default)]
+    pub message_stats: Option<MessageStats>,
+}
+
+impl QueueDoc {
+    /// The queue's name, when it is a string.
+    pub fn name(&self) -> Option<&str> {
+        match &self.name {
+            Some(Leaf::String(name)) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// A queue's `message_stats`: the two rates ebb reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct MessageStats {
+    /// `publish_details`.
+    #[serde(default)]
+    pub publish_details: Option<RateDetails>,
+    /// `deliver_get_details`.
+    #[serde(default)]
+    pub deliver_get_details: Option<RateDetails>,
+}
+
+/// A `*_details` object: its `rate`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RateDetails {
+    /// `rate`, messages per second.
+    #[serde(default, deserialize_with = "present")]
+    pub rate: Option<Leaf>,
+}
+
+/// A `useRegex` listing (`{"items": [...], "page_count": n}`): only the fields ebb reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct QueueListing {
+    /// `page_count`.
+    #[serde(default, deserialize_with = "present")]
+    pub page_count: Option<Leaf>,
+    /// `items`: the queues on this page.
+    #[serde(default)]
+    pub items: Option<Vec<QueueDoc>>,
+}
+
 /// Reads one queue's statistics from a management API queue object.
 ///
 /// `messages` and `messages_ready` must be numbers (RabbitMQ omits them until it has collected
 /// the queue's first statistics: that is an error, not a zero); missing rates are 0.
-pub fn queue_stats_from_json(queue: &Json) -> Result<QueueStats, StatsError> {
-    let Json::Object(fields) = queue else {
-        return Err(StatsError::NotAnObject);
-    };
-    let queue = fields
-        .get("name")
-        .and_then(Json::as_str)
-        .map(|n| format!(" of queue {n:?}"))
-        .unwrap_or_default();
-    let number = |field: String, value: &Json| -> Result<f64, StatsError> {
+pub fn queue_stats(doc: &QueueDoc) -> Result<QueueStats, StatsError> {
+    let queue = doc.name().map(|n| format!(" of queue {n:?}")).unwrap_or_default();
+    let number = |field: String, value: &Leaf| -> Result<f64, StatsError> {
         match value {
-            Json::Number(n) => n
-                .as_f64()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| StatsError::NotFinite {
-                    field: field.clone(),
-                    queue: queue.clone(),
-                }),
+            Leaf::Number(n) if n.is_finite() => Ok(*n),
+            Leaf::Number(_) => Err(StatsError::NotFinite {
+                field,
+                queue: queue.clone(),
+            }),
             _ => Err(StatsError::NotANumber {
                 field,
                 queue: queue.clone(),
             }),
         }
     };
-    let count = |field: &str| -> Result<f64, StatsError> {
-        match fields.get(field) {
+    let count = |field: &str, value: &Option<Leaf>| -> Result<f64, StatsError> {
+        match value {
             Some(value) => number(field.to_string(), value),
             None => Err(StatsError::NotCollected {
                 field: field.to_string(),
@@ -263,52 +317,55 @@ pub fn queue_stats_from_json(queue: &Json) -> Result<QueueStats, StatsError> {
             }),
         }
     };
-    let rate = |detail: &str| -> Result<f64, StatsError> {
-        let found = fields
-            .get("message_stats")
-            .and_then(|s| s.get(detail))
-            .and_then(|d| d.get("rate"));
-        match found {
-            None | Some(Json::Null) => Ok(0.0),
+    let rate = |detail: &str, details: Option<&RateDetails>| -> Result<f64, StatsError> {
+        match details.and_then(|d| d.rate.as_ref()) {
+            None | Some(Leaf::Null) => Ok(0.0),
             Some(value) => number(format!("message_stats.{detail}.rate"), value),
         }
     };
+    let stats = doc.message_stats.as_ref();
     Ok(QueueStats {
-        messages: count("messages")?,
-        messages_ready: count("messages_ready")?,
-        publish_rate: rate("publish_details")?,
-        deliver_get_rate: rate("deliver_get_details")?,
+        messages: count("messages", &doc.messages)?,
+        messages_ready: count("messages_ready", &doc.messages_ready)?,
+        publish_rate: rate("publish_details", stats.and_then(|s| s.publish_details.as_ref()))?,
+        deliver_get_rate: rate(
+            "deliver_get_details",
+            stats.and_then(|s| s.deliver_get_details.as_ref()),
+        )?,
     })
 }
 
-/// Reads and combines the queues of a `useRegex` listing (`{"items": [...], "page_count": n}`).
-/// More than one page is an error (as in KEDA): raise `pageSize`. Queues whose statistics
-/// RabbitMQ has not collected yet (created in the last seconds) are left out; if that is every
-/// matched queue, it is an error. No matched queue gives zeros.
-pub fn regex_stats_from_json(
-    listing: &Json,
+/// Reads and combines the queues of a `useRegex` listing. More than one page is an error (as in
+/// KEDA): raise `pageSize`. Queues whose statistics RabbitMQ has not collected yet (created in
+/// the last seconds) are left out; if that is every matched queue, it is an error. No matched
+/// queue gives zeros.
+pub fn regex_stats(
+    listing: &QueueListing,
     operation: Operation,
     page_size: i64,
 ) -> Result<QueueStats, StatsError> {
-    let page_count = listing.get("page_count").and_then(Json::as_i64).unwrap_or(1);
+    let page_count = match listing.page_count {
+        Some(Leaf::Number(n)) if n.fract() == 0.0 => n as i64,
+        _ => 1,
+    };
     if page_count > 1 {
         return Err(StatsError::TooManyPages {
             page_count,
             page_size,
         });
     }
-    let Some(items) = listing.get("items").and_then(Json::as_array) else {
+    let Some(items) = &listing.items else {
         return Err(StatsError::NoItems);
     };
     // A queue created moments ago has no counts yet: it is left out (it can hold few messages),
     // unless every matched queue is in that state.
-    let collected: Vec<&Json> = items.iter().filter(|q| q.get("messages").is_some()).collect();
+    let collected: Vec<&QueueDoc> = items.iter().filter(|q| q.messages.is_some()).collect();
     if collected.is_empty() && !items.is_empty() {
         return Err(StatsError::NoneCollected(items.len()));
     }
     let queues = collected
         .into_iter()
-        .map(queue_stats_from_json)
+        .map(queue_stats)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(aggregate(operation, &queues))
 }
@@ -316,7 +373,17 @@ pub fn regex_stats_from_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
+
+    fn queue_stats_from_json(doc: &Json) -> Result<QueueStats, StatsError> {
+        let doc = QueueDoc::deserialize(doc).map_err(|_| StatsError::NotAnObject)?;
+        queue_stats(&doc)
+    }
+
+    fn regex_stats_from_json(doc: &Json, op: Operation, page_size: i64) -> Result<QueueStats, StatsError> {
+        let listing = QueueListing::deserialize(doc).map_err(|_| StatsError::NotAnObject)?;
+        regex_stats(&listing, op, page_size)
+    }
 
     fn stats(messages: f64, ready: f64, publish: f64, deliver: f64) -> QueueStats {
         QueueStats {

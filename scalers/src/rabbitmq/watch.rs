@@ -27,14 +27,13 @@ use std::time::Duration;
 use lapin::Channel;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{FieldTable, ShortString};
-use serde_json::Value as Json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::amqp::{AmqpSlot, connection_failed, slot_connection};
 use super::clients::{RabbitMqClients, lock};
-use super::management::{HttpTarget, http_get_json};
-use super::stats::{Mode, QueueStats, evaluate, queue_stats_from_json};
+use super::management::{HttpTarget, WATCH_LISTING_MAX_BODY_BYTES, http_get_typed};
+use super::stats::{Mode, QueueDoc, QueueStats, evaluate, queue_stats};
 use super::tls::TlsSettings;
 use crate::common::activity::{
     ActivityRound, ActivityWatcher, Registration, RoundInput, RoundReport, TriggerId,
@@ -69,33 +68,32 @@ pub struct WatcherStats {
     pub requests: u64,
 }
 
-/// Indexes a management API queue listing (`/api/queues/<vhost>`, a JSON array of queue
-/// objects) by queue name; `None` when it is not such a listing.
-pub fn index_listing(listing: &Json) -> Option<HashMap<&str, &Json>> {
-    listing
-        .as_array()?
-        .iter()
-        .map(|q| Some((q.get("name")?.as_str()?, q)))
-        .collect()
+/// Indexes a management API queue listing (`/api/queues/<vhost>`, an array of queue objects) by
+/// queue name; `None` when a listed queue has no name (not such a listing).
+pub fn index_listing(listing: &[QueueDoc]) -> Option<HashMap<&str, &QueueDoc>> {
+    listing.iter().map(|q| Some((q.name()?, q))).collect()
 }
 
 /// The activity of `queue` in an indexed listing, exactly as [`Scaler::sample`](crate::Scaler::sample)
-/// computes it from the queue's own statistics ([`queue_stats_from_json`], then [`evaluate`]);
+/// computes it from the queue's own statistics ([`queue_stats`], then [`evaluate`]);
 /// `None` when the listing cannot tell (queue not listed, statistics not collected yet).
 pub fn listed_activity(
-    index: &HashMap<&str, &Json>,
+    index: &HashMap<&str, &QueueDoc>,
     queue: &str,
     mode: Mode,
     exclude_unacknowledged: bool,
     activation: f64,
 ) -> Option<bool> {
-    let stats = queue_stats_from_json(index.get(queue)?).ok()?;
+    let stats = queue_stats(index.get(queue)?).ok()?;
     Some(evaluate(mode, &stats, exclude_unacknowledged, activation).active)
 }
 
 /// The activity of the triggers in `specs` that a listing tells about; `None` when the document
 /// is not a queue listing.
-fn listing_activity(listing: &Json, specs: &[(TriggerId, WatchSpec)]) -> Option<Vec<(TriggerId, bool)>> {
+fn listing_activity(
+    listing: &[QueueDoc],
+    specs: &[(TriggerId, WatchSpec)],
+) -> Option<Vec<(TriggerId, bool)>> {
     let index = index_listing(listing)?;
     Some(
         specs
@@ -173,7 +171,13 @@ impl ActivityRound for ListingRound {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let listing = tokio::time::timeout(
             self.target.timeout,
-            http_get_json(&self.target, &self.shown, || "vhost not found".to_string(), None),
+            http_get_typed::<Vec<QueueDoc>>(
+                &self.target,
+                &self.shown,
+                || "vhost not found".to_string(),
+                None,
+                WATCH_LISTING_MAX_BODY_BYTES,
+            ),
         )
         .await;
         // Errors flip nothing: the polls report them.
@@ -386,7 +390,12 @@ impl Watch {
 mod tests {
     use super::*;
     use crate::rabbitmq::address::BrokerAddress;
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
+
+    /// A listing decoded as the watcher decodes it; `None` when it is not an array of queues.
+    fn docs(listing: &Json) -> Option<Vec<QueueDoc>> {
+        serde_json::from_value(listing.clone()).ok()
+    }
 
     fn address(host: &str) -> BrokerAddress {
         BrokerAddress::parse(host, None, None, None).unwrap()
@@ -403,7 +412,8 @@ mod tests {
             {"name": "publishing", "messages": 0, "messages_ready": 0,
              "message_stats": {"publish_details": {"rate": 2.5}, "deliver_get_details": {"rate": 0.0}}},
         ]);
-        let index = index_listing(&listing).unwrap();
+        let decoded = docs(&listing).unwrap();
+        let index = index_listing(&decoded).unwrap();
         let q = Mode::QueueLength;
         assert_eq!(listed_activity(&index, "empty", q, false, 0.0), Some(false));
         assert_eq!(listed_activity(&index, "one", q, false, 0.0), Some(true));
@@ -438,12 +448,13 @@ mod tests {
                 Mode::ExpectedQueueConsumptionTime,
             ] {
                 let name = doc["name"].as_str().unwrap();
-                let polled = evaluate(mode, &queue_stats_from_json(doc).unwrap(), false, 0.0).active;
+                let own: QueueDoc = serde_json::from_value(doc.clone()).unwrap();
+                let polled = evaluate(mode, &queue_stats(&own).unwrap(), false, 0.0).active;
                 assert_eq!(listed_activity(&index, name, mode, false, 0.0), Some(polled));
             }
         }
-        assert!(index_listing(&json!({"items": []})).is_none());
-        assert!(index_listing(&json!([{"messages": 1}])).is_none());
+        assert!(docs(&json!({"items": []})).is_none());
+        assert!(index_listing(&docs(&json!([{"messages": 1}])).unwrap()).is_none());
         assert_eq!(
             address("http://u:p@h:15672/path/vh").listing_url(),
             format!("http://h:15672/path/api/queues/vh?columns={LISTING_COLUMNS}")
@@ -472,10 +483,10 @@ mod tests {
             {"name": "fresh"},
         ]);
         assert_eq!(
-            listing_activity(&listing, &specs),
+            listing_activity(&docs(&listing).unwrap(), &specs),
             Some(vec![(1, true), (2, false)])
         );
-        assert_eq!(listing_activity(&json!({"error": "x"}), &specs), None);
+        assert!(docs(&json!({"error": "x"})).is_none());
     }
 
     #[test]

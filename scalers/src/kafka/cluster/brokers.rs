@@ -55,6 +55,7 @@ impl Cluster {
             WireError::Timeout(after) => ScalerError::timeout(&endpoint, after),
             WireError::Io(m) | WireError::Tls(m) => ScalerError::unreachable(&endpoint, m),
             WireError::Auth(m) => ScalerError::unauthorized(&endpoint, m),
+            WireError::Overloaded(m) => ScalerError::overloaded(&endpoint, m),
             e @ (WireError::Protocol(_) | WireError::Unsupported(_)) => {
                 ScalerError::bad_response(&endpoint, e.to_string())
             }
