@@ -195,8 +195,10 @@ mod tests {
         for (ty, meta) in cases {
             let meta: BTreeMap<String, String> =
                 meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let trigger = crate::parse_trigger(0, ty, &meta, Some(&BTreeMap::new()), None)
+            let mut trigger = crate::parse_trigger(0, ty, &meta, Some(&BTreeMap::new()), None)
                 .unwrap_or_else(|e| panic!("{ty}: {e}"));
+            // aws-sqs-queue without keys needs the pod identity.
+            trigger.context.aws_pod_identity = true;
             let scaler = factory.build(&trigger).unwrap_or_else(|e| panic!("{ty}: {e}"));
             assert_eq!(scaler.trigger_type(), ty);
         }

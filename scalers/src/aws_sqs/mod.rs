@@ -6,7 +6,10 @@
 pub mod config;
 pub mod scaler;
 
-pub use config::{ConfigError, ConfigProblem, IdentityOwner, QueueRef, SqsConfig, StaticKeys};
+pub use config::{
+    ConfigError, ConfigProblem, IdentityOwner, QueueRef, SqsConfig, SqsCredentials, StaticKeys,
+    credentials_rule,
+};
 pub use scaler::{AttributeError, SqsClients, SqsScaler};
 
 use crate::params::{
@@ -117,6 +120,7 @@ pub fn build(
         clients,
         &trigger.params,
         trigger.thresholds,
+        trigger.context.aws_pod_identity,
     )?))
 }
 

@@ -9,13 +9,17 @@
 //! trigger (then cached). `awsEndpoint` overrides the SQS endpoint (LocalStack, moto, VPC
 //! endpoints); STS, used for `awsRoleArn`, keeps its regional endpoint, as in KEDA.
 //!
-//! Credentials: static keys from the auth params (`awsAccessKeyID` or `awsAccessKeyId`,
-//! `awsSecretAccessKey`, optional `awsSessionToken`), else the default AWS provider chain (pod
-//! identity: web identity token, container or instance metadata, environment, profile). With
-//! `awsRoleArn`, those credentials assume that role through STS.
+//! Credentials ([`SqsCredentials`], decided by [`credentials_rule`](super::credentials_rule)):
+//! static keys from the auth params (`awsAccessKeyID` or `awsAccessKeyId`, `awsSecretAccessKey`,
+//! optional `awsSessionToken`); or, only when the trigger's authentication sets
+//! `podIdentity.provider: aws` and no `awsEndpoint`, the default AWS provider chain (web identity
+//! token, container or instance metadata, environment, profile). A trigger with neither is
+//! invalid. With `awsRoleArn`, those credentials assume that role through STS.
 //!
-//! One SDK client per (region, endpoint, credentials, role) is shared by every trigger of a
-//! factory; the pool is keyed by a SHA-256 digest of the credentials, never by the credentials.
+//! One SDK client per (region, endpoint, credentials, role) is shared by the triggers that use it
+//! and dropped with the last of them (a [`WeakPool`]: an object deleted or rebuilt with rotated
+//! keys leaves no client behind); the pool is keyed by a SHA-256 digest of the credentials, never
+//! by the credentials.
 //! All SDK clients share one HTTP client: aws-smithy-http-client's hyper 1 client with rustls on
 //! the ring provider and the system's root certificates. Each attempt is bounded by the factory's
 //! HTTP timeout; a whole call (with the SDK's standard retries) by twice that.
@@ -25,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -36,8 +40,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use tokio::sync::OnceCell;
 
-use super::config::{QueueRef, SqsConfig, StaticKeys};
+use super::config::{QueueRef, SqsConfig, SqsCredentials, StaticKeys};
 use crate::common::errors::error_chain;
+use crate::common::pool::WeakPool;
 use crate::params::{ParsedParams, Thresholds};
 use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 
@@ -100,12 +105,16 @@ impl ClientSpec {
     }
 }
 
-/// What every aws-sqs-queue trigger of a factory shares: one HTTP client and one SDK client per
-/// (region, endpoint, credentials, role).
+/// An SDK client shared by the triggers of one (region, endpoint, credentials, role), made on
+/// first use.
+type SharedSdkClient = OnceCell<aws_sdk_sqs::Client>;
+
+/// What every aws-sqs-queue trigger of a factory shares: one HTTP client, and one SDK client per
+/// (region, endpoint, credentials, role) while a trigger uses it.
 pub struct SqsClients {
     http: SharedHttpClient,
     timeout: Duration,
-    pool: Mutex<HashMap<ClientKey, Arc<OnceCell<aws_sdk_sqs::Client>>>>,
+    pool: WeakPool<ClientKey, SharedSdkClient>,
 }
 
 impl SqsClients {
@@ -119,23 +128,23 @@ impl SqsClients {
         Self {
             http,
             timeout,
-            pool: Mutex::new(HashMap::new()),
+            pool: WeakPool::new(),
         }
     }
 
-    /// How many SDK clients are pooled.
+    /// How many SDK client slots are in use by at least one trigger (made or not yet).
     pub fn client_count(&self) -> usize {
-        self.lock().len()
+        self.pool.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, Arc<OnceCell<aws_sdk_sqs::Client>>>> {
-        // Every critical section is one map call, so a poisoned map is still consistent.
-        self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The shared slot of `spec`'s client; the trigger keeps it, and it is dropped with the last
+    /// trigger holding it.
+    fn slot(&self, spec: &ClientSpec) -> Arc<SharedSdkClient> {
+        self.pool.get_or_insert_with(spec.key(), OnceCell::new)
     }
 
-    async fn client(&self, spec: &ClientSpec) -> aws_sdk_sqs::Client {
-        let cell = self.lock().entry(spec.key()).or_default().clone();
-        cell.get_or_init(|| self.make_client(spec)).await.clone()
+    async fn client(&self, slot: &SharedSdkClient, spec: &ClientSpec) -> aws_sdk_sqs::Client {
+        slot.get_or_init(|| self.make_client(spec)).await.clone()
     }
 
     async fn make_client(&self, spec: &ClientSpec) -> aws_sdk_sqs::Client {
@@ -266,6 +275,8 @@ const AUTH_CODES: &[&str] = &[
 pub struct SqsScaler {
     clients: Arc<SqsClients>,
     spec: ClientSpec,
+    /// This trigger's hold on its shared SDK client.
+    sdk: Arc<SharedSdkClient>,
     queue: Queue,
     attributes: Vec<QueueAttributeName>,
     target: f64,
@@ -273,14 +284,16 @@ pub struct SqsScaler {
 }
 
 impl SqsScaler {
-    /// Builds the scaler from the trigger's parsed parameters (see [`crate::aws_sqs`]) and its
-    /// thresholds. Makes no request (needs no async runtime).
+    /// Builds the scaler from the trigger's parsed parameters (see [`crate::aws_sqs`]), its
+    /// thresholds, and whether its authentication sets `podIdentity.provider: aws` (which alone
+    /// allows the operator's own credentials). Makes no request (needs no async runtime).
     pub fn new(
         clients: Arc<SqsClients>,
         params: &ParsedParams,
         thresholds: Thresholds,
+        aws_pod_identity: bool,
     ) -> Result<Self, ScalerError> {
-        let config = SqsConfig::try_from(params)?;
+        let config = SqsConfig::read(params, aws_pod_identity)?;
         let queue = match config.queue {
             QueueRef::Url(url) => Queue::Url(url),
             QueueRef::Name(name) => Queue::Name {
@@ -288,14 +301,20 @@ impl SqsScaler {
                 url: OnceCell::new(),
             },
         };
+        let keys = match config.credentials {
+            SqsCredentials::Static(keys) => Some(keys),
+            SqsCredentials::PodIdentity => None,
+        };
+        let spec = ClientSpec {
+            region: config.region,
+            endpoint: config.endpoint,
+            keys,
+            role_arn: config.role_arn,
+        };
         Ok(Self {
+            sdk: clients.slot(&spec),
             clients,
-            spec: ClientSpec {
-                region: config.region,
-                endpoint: config.endpoint,
-                keys: config.keys,
-                role_arn: config.role_arn,
-            },
+            spec,
             queue,
             attributes: requested_attributes(config.scale_on_in_flight, config.scale_on_delayed),
             target: thresholds.target,
@@ -341,7 +360,7 @@ impl SqsScaler {
 
     /// Counts the queue's messages once: the sum of the requested attributes.
     pub async fn count(&self) -> Result<u64, ScalerError> {
-        let client = self.clients.client(&self.spec).await;
+        let client = self.clients.client(&self.sdk, &self.spec).await;
         let url = self.queue_url(&client).await?;
         let out = client
             .get_queue_attributes()
@@ -538,10 +557,39 @@ mod tests {
         );
     }
 
+    /// A scaler whose authentication sets `podIdentity.provider: aws`.
     fn scaler(meta: &[(&str, &str)], auth: &[(&str, &str)], clients: &Arc<SqsClients>) -> SqsScaler {
+        try_scaler(meta, auth, clients, true).unwrap()
+    }
+
+    fn try_scaler(
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+        clients: &Arc<SqsClients>,
+        aws_pod_identity: bool,
+    ) -> Result<SqsScaler, ScalerError> {
         let params = parse_with(&crate::aws_sqs::DECL, meta, auth).unwrap();
         let thresholds = (crate::aws_sqs::DECL.thresholds)(&params);
-        SqsScaler::new(clients.clone(), &params, thresholds).unwrap()
+        SqsScaler::new(clients.clone(), &params, thresholds, aws_pod_identity)
+    }
+
+    #[test]
+    fn no_keys_without_pod_identity_is_a_config_error() {
+        let clients = Arc::new(SqsClients::new(Duration::from_secs(1)));
+        let meta = [("queueURL", "q"), ("awsRegion", "us-east-1")];
+        let e = try_scaler(&meta, &[], &clients, false).unwrap_err();
+        assert!(matches!(e, ScalerError::InvalidConfig(_)), "{e}");
+        assert!(e.to_string().contains("no AWS credentials"), "{e}");
+        let redirected = [
+            ("queueURL", "q"),
+            ("awsRegion", "us-east-1"),
+            ("awsEndpoint", "http://127.0.0.1:9"),
+        ];
+        let e = try_scaler(&redirected, &[], &clients, true).unwrap_err();
+        assert!(e.to_string().contains("awsEndpoint cannot be set"), "{e}");
+        assert_eq!(clients.client_count(), 0, "no client for a refused trigger");
+        let keys = [("awsAccessKeyID", "AKID"), ("awsSecretAccessKey", "secret")];
+        assert!(try_scaler(&redirected, &keys, &clients, false).is_ok());
     }
 
     #[test]
@@ -665,9 +713,44 @@ mod tests {
             &clients,
         );
         for s in [&a, &b, &c] {
-            let _ = clients.client(&s.spec).await;
+            let _ = clients.client(&s.sdk, &s.spec).await;
         }
         assert_eq!(clients.client_count(), 2);
+        assert!(Arc::ptr_eq(&a.sdk, &b.sdk));
+        drop(a);
+        assert_eq!(clients.client_count(), 2, "b still uses the client");
+        drop(b);
+        assert_eq!(clients.client_count(), 1, "an unused client is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_keys_old_client_goes_away() {
+        let clients = Arc::new(SqsClients::new(Duration::from_secs(1)));
+        let meta = [("queueURL", "q"), ("awsRegion", "us-east-1")];
+        let old = scaler(
+            &meta,
+            &[("awsAccessKeyID", "AKID"), ("awsSecretAccessKey", "before")],
+            &clients,
+        );
+        let _ = clients.client(&old.sdk, &old.spec).await;
+        let watch_old = Arc::downgrade(&old.sdk);
+        // The reconciler builds the trigger again with the new keys, then drops the old scaler.
+        let new = scaler(
+            &meta,
+            &[("awsAccessKeyID", "AKID"), ("awsSecretAccessKey", "after")],
+            &clients,
+        );
+        drop(old);
+        assert!(watch_old.upgrade().is_none(), "the old SDK client is dropped");
+        let _ = clients.client(&new.sdk, &new.spec).await;
+        assert_eq!(clients.client_count(), 1);
+        // The next trigger built forgets the old key.
+        let _also_new = scaler(
+            &meta,
+            &[("awsAccessKeyID", "AKID"), ("awsSecretAccessKey", "after")],
+            &clients,
+        );
+        assert_eq!(clients.pool.remembered(), 1, "the old key is forgotten");
     }
 
     #[tokio::test]
