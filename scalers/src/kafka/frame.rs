@@ -104,7 +104,7 @@ mod tests {
     async fn an_oversized_frame_is_refused_before_it_is_read() {
         let budget = ByteBudget::new(u32::MAX as usize);
         // A 17 MiB announcement: refused on its size, nothing allocated or reserved.
-        let announced = i32::try_from(17 * 1024 * 1024).unwrap();
+        let announced: i32 = 17 * 1024 * 1024;
         let wire = framed(announced, b"xx");
         let e = read_frame(&mut wire.as_slice(), MAX_FRAME_BYTES, &budget)
             .await
