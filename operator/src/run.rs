@@ -27,7 +27,7 @@ use crate::adapter::readiness::{ReadinessSources, keep_ready};
 use crate::cache::hpas::HpaCache;
 use crate::cache::target_index::TargetIndex;
 use crate::context::{HpaApi, Shared};
-use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
+use crate::infra::client_limits::{ClientLimitsError, Clients};
 use crate::infra::leadership::{LeaseSettings, elect};
 use crate::infra::owner::{deployment_owner, own_lease};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
@@ -125,12 +125,13 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let config = Config::infer().await.map_err(RunError::Config)?;
     let metrics = Arc::new(OperatorMetrics::new());
-    let client = client_with_limits(
+    let clients = Clients::new(
         config,
         options.qps,
         options.burst,
         Some(metrics.kube_request_recorder()),
     )?;
+    let client = clients.controller.clone();
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
     so_api
         .list(&ListParams::default().limit(1))
@@ -196,7 +197,7 @@ pub async fn run(
                 .map_err(RunError::Certs)?,
             );
             let served = start_adapter(
-                &client,
+                &clients.auth,
                 a,
                 &tls,
                 leader_state.clone(),
@@ -211,7 +212,7 @@ pub async fn run(
     let forwarder = adapter_parts.as_ref().map(|(_, f)| f.clone());
 
     let (mut leader, lease_task) = elect(
-        client.clone(),
+        clients.lease.clone(),
         LeaseSettings {
             name: options.lease_name.clone(),
             namespace: options.lease_namespace.clone(),
