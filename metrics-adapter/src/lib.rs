@@ -51,12 +51,13 @@ use std::sync::Arc;
 
 pub use auth::{
     AUTH_CONFIG_MAP_NAME, AUTH_CONFIG_MAP_NAMESPACE, AUTHENTICATED_GROUP, AccessReviewer, AuthConfig,
-    AuthError, DEFAULT_CACHE_TTL, Decision, DelegatedAuth, MASTERS_GROUP, METRIC_VERB, RequestAttributes,
-    TokenReviewer, UserInfo, certificates_from_pem,
+    AuthError, AuthLimits, CacheTtls, DEFAULT_ALLOWED_TTL, DEFAULT_DENIED_TTL, Decision, DelegatedAuth,
+    MASTERS_GROUP, METRIC_VERB, RequestAttributes, ThrottleScope, Throttled, TokenReviewer, UserInfo,
+    certificates_from_pem,
 };
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
 pub use provider::{MetricProvider, MetricValue, ProviderError};
-pub use server::{AdapterConfig, MetricsAdapter};
+pub use server::{AdapterConfig, DEFAULT_MAX_CONNECTION_AGE, MetricsAdapter};
 pub use tls::{ReloadableCert, TlsSource};
 
 /// The selector label naming the ScaledObject a metric belongs to (the HPA ebb creates puts

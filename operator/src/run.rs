@@ -301,6 +301,7 @@ pub async fn run(
 }
 
 /// Starts the metrics adapter; every replica serves it, answering from the leader's cache.
+/// `client` (the auth client) makes its reviews and follows the API server's auth settings.
 async fn start_adapter(
     client: &Client,
     options: &AdapterOptions,
@@ -310,21 +311,29 @@ async fn start_adapter(
     metrics: Arc<OperatorMetrics>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
-    let auth = DelegatedAuth::from_kube(client.clone())
-        .await
-        .map_err(RunError::AdapterAuth)?;
+    let auth = Arc::new(
+        DelegatedAuth::from_kube(client.clone())
+            .await
+            .map_err(RunError::AdapterAuth)?,
+    );
+    // CA rotations and header changes in the API server's settings take effect without a restart.
+    let follow = tokio::spawn(auth.clone().follow_config(client.clone()));
     let adapter = MetricsAdapter::bind(
         AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
-        Arc::new(auth),
+        auth,
         Arc::new(CacheProvider::new(leader, Some(forward)).with_metrics(metrics)),
     )
     .await
-    .map_err(RunError::Adapter)?;
+    .map_err(|e| {
+        follow.abort();
+        RunError::Adapter(e)
+    })?;
     tracing::info!(addr = %adapter.local_addr(), "metrics adapter listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = adapter.run(stop).await {
             tracing::error!(error = %e, "metrics adapter stopped");
         }
+        follow.abort();
     }))
 }
 

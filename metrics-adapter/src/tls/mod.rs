@@ -9,17 +9,23 @@
 //! CA itself after the handshake ([`crate::auth`]), and a request over a connection whose
 //! certificate verified against neither gets 401. The handshake still proves that the client
 //! holds the certificate's key.
+//!
+//! The CAs come from the API server's settings, which can change while the adapter runs:
+//! [`Acceptors`] rebuilds the configuration when they do, so the next handshakes request
+//! certificates for the new CAs.
 
 pub(crate) mod reloadable;
 pub(crate) mod source;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+
+use tokio_rustls::TlsAcceptor;
 
 use crate::AdapterError;
 pub use reloadable::ReloadableCert;
@@ -44,6 +50,44 @@ pub(crate) fn server_config(
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The TLS acceptor for new connections, rebuilt when the client CAs change (they come with a
+/// generation number that changes with them).
+pub(crate) struct Acceptors {
+    cert: Arc<ReloadableCert>,
+    current: Mutex<(u64, TlsAcceptor)>,
+}
+
+impl Acceptors {
+    /// An acceptor serving `cert` and requesting client certificates for `roots`.
+    pub(crate) fn new(
+        cert: Arc<ReloadableCert>,
+        generation: u64,
+        roots: &[CertificateDer<'static>],
+    ) -> Result<Self, AdapterError> {
+        let acceptor = TlsAcceptor::from(server_config(cert.clone(), roots)?);
+        Ok(Self {
+            cert,
+            current: Mutex::new((generation, acceptor)),
+        })
+    }
+
+    /// The acceptor for CAs `roots` of `generation`: the current one, or a new one when the
+    /// generation changed (if the new one cannot be built, the current one stays, with a warning).
+    pub(crate) fn get(&self, generation: u64, roots: &[CertificateDer<'static>]) -> TlsAcceptor {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != generation {
+            match server_config(self.cert.clone(), roots) {
+                Ok(config) => *current = (generation, TlsAcceptor::from(config)),
+                Err(error) => {
+                    tracing::warn!(%error, "new client CAs not usable for TLS; keeping the previous ones");
+                    current.0 = generation;
+                }
+            }
+        }
+        current.1.clone()
+    }
 }
 
 /// Requests a client certificate, accepts any (or none), and checks the handshake signature.

@@ -551,7 +551,11 @@ mod tests {
         assert!(poll_fn(|cx| Poll::Ready(holder.poll_ready(cx))).await.is_ready());
         // A second one waits for the next token (one second), and is dropped while waiting.
         let mut waiter = svc.clone();
-        assert!(poll_fn(|cx| Poll::Ready(waiter.poll_ready(cx))).await.is_pending());
+        assert!(
+            poll_fn(|cx| Poll::Ready(waiter.poll_ready(cx)))
+                .await
+                .is_pending()
+        );
         drop(waiter);
         drop(holder);
         // Both tokens are back: the next request goes at once.
