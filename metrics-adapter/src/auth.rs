@@ -387,11 +387,11 @@ impl DelegatedAuth {
             return Ok(None);
         };
         let key = digest(|d| field(d, token.as_bytes()));
-        let user = match self.token_cache.get(&key, Instant::now()) {
+        let user = match self.token_cache.get(&key, clock()) {
             Some(user) => user,
             None => {
                 self.budget
-                    .take(&Source::Address(peer.remote), Instant::now())
+                    .take(&Source::Address(peer.remote), clock())
                     .map_err(AuthError::Throttled)?;
                 let user = self.tokens.review(token).await?;
                 let ttl = if user.is_some() {
@@ -399,7 +399,7 @@ impl DelegatedAuth {
                 } else {
                     self.ttls.denied
                 };
-                self.token_cache.insert(key, user.clone(), ttl, Instant::now());
+                self.token_cache.insert(key, user.clone(), ttl, clock());
                 user
             }
         };
@@ -419,7 +419,7 @@ impl DelegatedAuth {
             return Ok(Decision::Allow);
         }
         let key = access_key(user, attributes);
-        if let Some(decision) = self.access_cache.get(&key, Instant::now()) {
+        if let Some(decision) = self.access_cache.get(&key, clock()) {
             return Ok(decision);
         }
         let source = if peer.identity.front_proxy_cn.is_some() {
@@ -427,16 +427,13 @@ impl DelegatedAuth {
         } else {
             Source::Address(peer.remote)
         };
-        self.budget
-            .take(&source, Instant::now())
-            .map_err(AuthError::Throttled)?;
+        self.budget.take(&source, clock()).map_err(AuthError::Throttled)?;
         let decision = self.access.review(user, attributes).await?;
         let ttl = match decision {
             Decision::Allow => self.ttls.allowed,
             Decision::Deny { .. } => self.ttls.denied,
         };
-        self.access_cache
-            .insert(key, decision.clone(), ttl, Instant::now());
+        self.access_cache.insert(key, decision.clone(), ttl, clock());
         Ok(decision)
     }
 }
@@ -486,6 +483,11 @@ fn user_from_request_headers(state: &AuthState, headers: &HeaderMap) -> Option<U
         }
     }
     Some(user)
+}
+
+/// The time for the caches and the budget (tokio's clock, so tests can pause it).
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// The bearer token of an `Authorization: Bearer <token>` header.
@@ -703,26 +705,39 @@ mod tests {
         assert_eq!(*access.calls.lock().expect("lock"), ["hpa"]);
     }
 
-    #[test]
-    fn decisions_outlive_the_hpa_sync_period_and_denials_are_shorter() {
+    #[tokio::test(start_paused = true)]
+    async fn decisions_outlive_the_hpa_sync_period_and_denials_are_shorter() {
         let (auth, tokens, access) = auth_with(AuthConfig::default(), AuthLimits::default());
-        assert!(DEFAULT_ALLOWED_TTL >= Duration::from_secs(60));
-        assert!(DEFAULT_DENIED_TTL < DEFAULT_ALLOWED_TTL);
-        assert!(DEFAULT_DENIED_TTL > Duration::from_secs(15));
         let peer = auth.classify_peer(None, from(1));
-        // The same answers, four HPA sync periods in a row: one review each.
+        // The HPA reads every 15 s for a minute; a bogus token comes along each time.
         for _ in 0..4 {
             let user = auth
                 .authenticate(&peer, &bearer("good"))
-                .now_or_never()
-                .expect("ready")
+                .await
                 .expect("ok")
                 .expect("user");
-            let _ = auth.authorize(&peer, &user, &metric()).now_or_never();
-            let _ = auth.authenticate(&peer, &bearer("garbage")).now_or_never();
+            assert!(matches!(
+                auth.authorize(&peer, &user, &metric()).await,
+                Ok(Decision::Allow)
+            ));
+            assert!(matches!(
+                auth.authenticate(&peer, &bearer("garbage")).await,
+                Ok(None)
+            ));
+            tokio::time::sleep(Duration::from_secs(15)).await;
         }
-        assert_eq!(tokens.calls.load(Ordering::SeqCst), 2);
+        // One review each for the good token and its decision; the denial (30 s) twice.
         assert_eq!(access.calls.lock().expect("lock").len(), 1);
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 3);
+        // After two minutes the allowed entries are reviewed again.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let user = auth
+            .authenticate(&peer, &bearer("good"))
+            .await
+            .expect("ok")
+            .expect("user");
+        let _ = auth.authorize(&peer, &user, &metric()).await;
+        assert_eq!(access.calls.lock().expect("lock").len(), 2);
     }
 
     struct TestCa {

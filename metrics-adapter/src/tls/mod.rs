@@ -157,3 +157,72 @@ impl ClientCertVerifier for OptionalClientCert {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    /// Whether the server saw a client certificate in one handshake through `acceptor`, with a
+    /// client holding `client_chain` and its key.
+    async fn sees_client_cert(
+        acceptor: TlsAcceptor,
+        server_root: &CertificateDer<'static>,
+        client_chain: Vec<CertificateDer<'static>>,
+        client_key: PrivateKeyDer<'static>,
+    ) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server_root.clone()).expect("root");
+        let client =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_client_auth_cert(client_chain, client_key)
+                .expect("client cert");
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let tls = acceptor.accept(server_io).await.expect("accept");
+            tls.get_ref().1.peer_certificates().is_some()
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let _client = connector
+            .connect(ServerName::try_from("localhost").expect("name"), client_io)
+            .await
+            .expect("connect");
+        server.await.expect("server")
+    }
+
+    #[tokio::test]
+    async fn new_client_cas_are_requested_from_the_next_handshake() {
+        let serving = Arc::new(ReloadableCert::empty());
+        serving.set_self_signed(&[]).expect("serving cert");
+        let server_root = serving.chain()[0].clone();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.distinguished_name.push(DnType::CommonName, "client-ca");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca = ca_params.self_signed(&ca_key).expect("CA").der().clone();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+        leaf.distinguished_name.push(DnType::CommonName, "alice");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf_key = KeyPair::generate().expect("key");
+        let leaf = leaf.signed_by(&leaf_key, &issuer).expect("leaf").der().clone();
+        let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+
+        let acceptors = Acceptors::new(serving, 0, &[]).expect("acceptors");
+        // No client CA yet: no certificate is requested.
+        let first = acceptors.get(0, &[]);
+        assert!(!sees_client_cert(first, &server_root, vec![leaf.clone()], key()).await);
+        // The CAs change (a new generation): the next handshake requests one.
+        let second = acceptors.get(1, std::slice::from_ref(&ca));
+        assert!(sees_client_cert(second, &server_root, vec![leaf.clone()], key()).await);
+        // Same generation: the same configuration is kept.
+        let third = acceptors.get(1, &[]);
+        assert!(sees_client_cert(third, &server_root, vec![leaf], key()).await);
+    }
+}
