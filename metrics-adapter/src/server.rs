@@ -2,7 +2,6 @@
 
 mod connection;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,14 +9,14 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails, Time};
 use rustls::pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{
@@ -29,6 +28,7 @@ use crate::selector::Selector;
 use crate::tls::{Acceptors, ReloadableCert, TlsSource};
 use crate::types::{self, ExternalMetricValue, ExternalMetricValueList, GROUP, VERSION};
 use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
+use connection::Connection;
 
 type Body = Full<Bytes>;
 
@@ -234,58 +234,6 @@ fn to_json(value: &impl serde::Serialize) -> Result<Bytes, AdapterError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .map_err(AdapterError::Serialize)
-}
-
-struct Connection {
-    acceptor: tokio_rustls::TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    state: Arc<State>,
-    handshake_timeout: Duration,
-    /// When this connection is asked to close (`None`: only at shutdown).
-    max_age: Option<Duration>,
-    /// How long a connection asked to close may take.
-    grace: Duration,
-}
-
-impl Connection {
-    async fn serve(self, tcp: TcpStream, remote: SocketAddr, stopping: watch::Receiver<bool>) {
-        let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%remote, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        let peer = Arc::new(
-            self.state
-                .auth
-                .classify_peer(tls.get_ref().1.peer_certificates(), remote.ip()),
-        );
-        let state = self.state;
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let state = state.clone();
-            let peer = peer.clone();
-            // The body is never read: every route is a GET.
-            let (parts, _body) = request.into_parts();
-            async move { Ok::<_, Infallible>(state.respond(&peer, &parts).await) }
-        });
-        let connection = self.builder.serve_connection(TokioIo::new(tls), service);
-        match connection::drive(connection, self.max_age, self.grace, stopping).await {
-            (_, Err(error)) => tracing::debug!(%remote, %error, "connection closed with an error"),
-            (connection::Ended::MaxAge, Ok(())) => {
-                tracing::debug!(%remote, "connection closed at its maximum age");
-            }
-            (connection::Ended::Forced, Ok(())) => {
-                tracing::debug!(%remote, "connection dropped: still open after the grace period");
-            }
-            (_, Ok(())) => {}
-        }
-    }
 }
 
 /// An error reply: a Kubernetes `Status` with its HTTP code.

@@ -5,10 +5,74 @@
 //! reconnects and its certificate is checked again in a new handshake. The same graceful close
 //! happens at shutdown. A connection still open `grace` after being asked is dropped.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use super::State;
+
+/// One accepted connection and what serving it needs.
+pub(super) struct Connection {
+    pub(super) acceptor: tokio_rustls::TlsAcceptor,
+    pub(super) builder: Arc<auto::Builder<TokioExecutor>>,
+    pub(super) state: Arc<State>,
+    pub(super) handshake_timeout: Duration,
+    /// When this connection is asked to close (`None`: only at shutdown).
+    pub(super) max_age: Option<Duration>,
+    /// How long a connection asked to close may take.
+    pub(super) grace: Duration,
+}
+
+impl Connection {
+    /// TLS handshake, then HTTP until the connection ends (see [`drive`]).
+    pub(super) async fn serve(self, tcp: TcpStream, remote: SocketAddr, stopping: watch::Receiver<bool>) {
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%remote, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let peer = Arc::new(
+            self.state
+                .auth
+                .classify_peer(tls.get_ref().1.peer_certificates(), remote.ip()),
+        );
+        let state = self.state;
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let state = state.clone();
+            let peer = peer.clone();
+            // The body is never read: every route is a GET.
+            let (parts, _body) = request.into_parts();
+            async move { Ok::<_, Infallible>(state.respond(&peer, &parts).await) }
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(tls), service);
+        match drive(connection, self.max_age, self.grace, stopping).await {
+            (_, Err(error)) => tracing::debug!(%remote, %error, "connection closed with an error"),
+            (Ended::MaxAge, Ok(())) => {
+                tracing::debug!(%remote, "connection closed at its maximum age");
+            }
+            (Ended::Forced, Ok(())) => {
+                tracing::debug!(%remote, "connection dropped: still open after the grace period");
+            }
+            (_, Ok(())) => {}
+        }
+    }
+}
 
 /// How a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
