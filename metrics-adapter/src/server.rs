@@ -256,13 +256,16 @@ impl ApiError {
         }
     }
 
-    /// The reply to a failed review: throttled reviews answer at once with 429 (the source's
-    /// share is spent) or 503 (the adapter's budget is spent) and a `Retry-After`; other
-    /// failures answer `otherwise`.
-    fn from_review(error: &AuthError, otherwise: impl FnOnce() -> Self) -> Self {
+    /// The reply to a failed review (`stage`: authentication or authorization): throttled
+    /// reviews answer at once with 429 (the source's share is spent) or 503 (the adapter's
+    /// budget is spent) and a `Retry-After`, logged at debug level only (a flood must not flood
+    /// the log); other failures are warned about and answer `otherwise`.
+    fn from_review(error: &AuthError, stage: &str, otherwise: impl FnOnce() -> Self) -> Self {
         let AuthError::Throttled(throttled) = error else {
+            tracing::warn!(%error, "{stage} failed");
             return otherwise();
         };
+        tracing::debug!(%error, "{stage} refused");
         let (code, reason) = match throttled.scope {
             ThrottleScope::Source => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             ThrottleScope::Global => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
@@ -409,8 +412,11 @@ impl State {
             Ok(Some(user)) => user,
             Ok(None) => return Err(ApiError::unauthorized()),
             Err(error) => {
-                tracing::warn!(%error, "authentication failed");
-                return Err(ApiError::from_review(&error, ApiError::unauthorized));
+                return Err(ApiError::from_review(
+                    &error,
+                    "authentication",
+                    ApiError::unauthorized,
+                ));
             }
         };
         if method != Method::GET {
@@ -432,8 +438,7 @@ impl State {
             Ok(Decision::Allow) => {}
             Ok(Decision::Deny { reason }) => return Err(forbidden(&user, &attributes, &reason)),
             Err(error) => {
-                tracing::warn!(%error, "authorization failed");
-                return Err(ApiError::from_review(&error, || {
+                return Err(ApiError::from_review(&error, "authorization", || {
                     ApiError::internal(format!("authorization failed: {error}"))
                 }));
             }
@@ -613,15 +618,28 @@ mod tests {
                 retry_after: Duration::from_millis(1_200),
             })
         };
-        let global =
-            ApiError::from_review(&throttled(ThrottleScope::Global), ApiError::unauthorized).response();
+        let global = ApiError::from_review(
+            &throttled(ThrottleScope::Global),
+            "authentication",
+            ApiError::unauthorized,
+        )
+        .response();
         assert_eq!(global.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(global.headers()[http::header::RETRY_AFTER], "2");
-        let source =
-            ApiError::from_review(&throttled(ThrottleScope::Source), ApiError::unauthorized).response();
+        let source = ApiError::from_review(
+            &throttled(ThrottleScope::Source),
+            "authorization",
+            ApiError::unauthorized,
+        )
+        .response();
         assert_eq!(source.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(source.headers()[http::header::RETRY_AFTER], "2");
-        let other = ApiError::from_review(&AuthError::Review("x".into()), ApiError::unauthorized).response();
+        let other = ApiError::from_review(
+            &AuthError::Review("x".into()),
+            "authentication",
+            ApiError::unauthorized,
+        )
+        .response();
         assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
         assert!(other.headers().get(http::header::RETRY_AFTER).is_none());
     }
