@@ -43,8 +43,8 @@ pub struct AdapterConfig {
     pub request_timeout: Duration,
     /// Longest time for the TLS handshake, and for reading an HTTP/1 request's headers.
     pub handshake_timeout: Duration,
-    /// How long in-flight connections may finish after shutdown is signalled, or after they
-    /// reached `max_connection_age`.
+    /// How long in-flight connections may finish after shutdown is signalled (after they reached
+    /// `max_connection_age`: at least `request_timeout`).
     pub shutdown_grace: Duration,
     /// Age at which a connection is asked to close (less a random tenth), so a client
     /// certificate is checked again in a new handshake at least that often; `None`: never.
@@ -206,7 +206,8 @@ impl MetricsAdapter {
                             max_age: self
                                 .max_connection_age
                                 .map(|age| connection::close_after(age, connection::random_u16())),
-                            grace: self.shutdown_grace,
+                            // Long enough for a request in flight when the age is reached.
+                            grace: self.shutdown_grace.max(self.state.request_timeout),
                         };
                         connections.spawn(connection.serve(tcp, remote, stopping.clone()));
                     }
