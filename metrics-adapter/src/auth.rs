@@ -11,19 +11,43 @@
 //!
 //! Every authenticated user also gets the group `system:authenticated`. Authorization goes
 //! through [`AccessReviewer`] (a SubjectAccessReview), except for the group `system:masters`,
-//! which is always allowed; decisions are cached. Both caches keep entries
-//! [`DEFAULT_CACHE_TTL`] (10 s) by default, keyed by SHA-256 digests so that no token is kept.
+//! which is always allowed; decisions are cached.
+//!
+//! Both caches keep an authenticated token or an allowed decision [`DEFAULT_ALLOWED_TTL`]
+//! (2 min, well over the HPA's 15 s sync period) and an unknown token or a denial
+//! [`DEFAULT_DENIED_TTL`] (30 s), at most 10,000 entries each, least recently used out first
+//! ([`cache`]); keys are SHA-256 digests, so no token is kept. Reviews not answered from a cache
+//! spend a budget ([`budget`]): a global rate and a smaller one per source (the client's address;
+//! for requests through the front proxy, the user it vouches for). A review over budget is not
+//! sent and the request fails at once ([`AuthError::Throttled`]: 503, or 429 for a source over
+//! its share), so bogus tokens never queue ahead of anything.
+//!
+//! The configuration ([`AuthConfig`], the API server's `extension-apiserver-authentication`
+//! ConfigMap) can be replaced while serving ([`DelegatedAuth::reload`],
+//! [`DelegatedAuth::follow_config`]); client certificates are then verified again against the
+//! new CAs, and an expired one stops counting on open connections too ([`peer`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+mod budget;
+mod cache;
+mod config;
+mod peer;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::HeaderMap;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
+
+pub use budget::{AuthLimits, ThrottleScope, Throttled};
+use budget::{Budget, Source};
+pub use cache::CacheTtls;
+use cache::{CACHE_CAPACITY, Key, ReviewCache};
+pub use config::{AuthConfig, certificates_from_pem};
+pub(crate) use peer::PeerCertificate;
+use peer::{CertIdentity, Verifiers};
 
 /// Namespace of the ConfigMap the API server publishes its client-authentication settings in.
 pub const AUTH_CONFIG_MAP_NAMESPACE: &str = "kube-system";
@@ -33,13 +57,13 @@ pub const AUTH_CONFIG_MAP_NAME: &str = "extension-apiserver-authentication";
 pub const MASTERS_GROUP: &str = "system:masters";
 /// The group added to every authenticated user.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
-/// How long authentication and authorization results are cached by default (allow and deny).
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long an authenticated token or an allowed decision is cached by default.
+pub const DEFAULT_ALLOWED_TTL: Duration = Duration::from_secs(120);
+/// How long an unknown token or a denied decision is cached by default.
+pub const DEFAULT_DENIED_TTL: Duration = Duration::from_secs(30);
 /// The verb the metric endpoint is authorized for. The request has no object name, so the API
 /// server's request info (and so `k8s.io/apiserver`) calls it `list`.
 pub const METRIC_VERB: &str = "list";
-
-const CACHE_CAPACITY: usize = 10_000;
 
 /// Errors of authentication configuration and of the review calls.
 #[derive(Debug, thiserror::Error)]
@@ -53,90 +77,9 @@ pub enum AuthError {
     /// A review could not be completed (the message never contains a token).
     #[error("review failed: {0}")]
     Review(String),
-}
-
-/// Client-authentication settings of the API server (the `extension-apiserver-authentication`
-/// ConfigMap). An empty CA list disables the corresponding authenticator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// CAs for client certificates authenticating as themselves (`client-ca-file`).
-    pub client_ca: Vec<CertificateDer<'static>>,
-    /// CAs for the front proxy's client certificate (`requestheader-client-ca-file`).
-    pub requestheader_ca: Vec<CertificateDer<'static>>,
-    /// CNs the front proxy's certificate may have; empty = any (`requestheader-allowed-names`).
-    pub requestheader_allowed_names: Vec<String>,
-    /// Headers carrying the user name, first non-empty wins (`requestheader-username-headers`).
-    pub requestheader_username_headers: Vec<String>,
-    /// Headers carrying groups, all values (`requestheader-group-headers`).
-    pub requestheader_group_headers: Vec<String>,
-    /// Prefixes of headers carrying extra attributes (`requestheader-extra-headers-prefix`).
-    pub requestheader_extra_headers_prefix: Vec<String>,
-}
-
-impl Default for AuthConfig {
-    /// No CAs, and the header names kube-apiserver is usually configured with (`X-Remote-User`,
-    /// `X-Remote-Group`, `X-Remote-Extra-`).
-    fn default() -> Self {
-        Self {
-            client_ca: Vec::new(),
-            requestheader_ca: Vec::new(),
-            requestheader_allowed_names: Vec::new(),
-            requestheader_username_headers: vec!["X-Remote-User".to_owned()],
-            requestheader_group_headers: vec!["X-Remote-Group".to_owned()],
-            requestheader_extra_headers_prefix: vec!["X-Remote-Extra-".to_owned()],
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Reads the configuration from the data of the `extension-apiserver-authentication`
-    /// ConfigMap. Missing keys are empty (as in `k8s.io/apiserver`).
-    pub fn from_config_map_data(data: &BTreeMap<String, String>) -> Result<Self, AuthError> {
-        let text = |key: &str| data.get(key).map(String::as_str).unwrap_or("");
-        let list = |key: &str| -> Result<Vec<String>, AuthError> {
-            let raw = text(key).trim();
-            if raw.is_empty() {
-                return Ok(Vec::new());
-            }
-            serde_json::from_str(raw)
-                .map_err(|e| AuthError::InvalidConfig(format!("{key}: expected a JSON list of strings: {e}")))
-        };
-        Ok(Self {
-            client_ca: certificates_from_pem(text("client-ca-file"))
-                .map_err(|e| AuthError::InvalidConfig(format!("client-ca-file: {e}")))?,
-            requestheader_ca: certificates_from_pem(text("requestheader-client-ca-file"))
-                .map_err(|e| AuthError::InvalidConfig(format!("requestheader-client-ca-file: {e}")))?,
-            requestheader_allowed_names: list("requestheader-allowed-names")?,
-            requestheader_username_headers: list("requestheader-username-headers")?,
-            requestheader_group_headers: list("requestheader-group-headers")?,
-            requestheader_extra_headers_prefix: list("requestheader-extra-headers-prefix")?,
-        })
-    }
-
-    /// Reads `kube-system/extension-apiserver-authentication` through `client` (needs the
-    /// `extension-apiserver-authentication-reader` Role).
-    pub async fn load(client: kube::Client) -> Result<Self, AuthError> {
-        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-            kube::Api::namespaced(client, AUTH_CONFIG_MAP_NAMESPACE);
-        let config_map = api.get(AUTH_CONFIG_MAP_NAME).await?;
-        Self::from_config_map_data(&config_map.data.unwrap_or_default())
-    }
-
-    /// All CAs a client certificate may chain to (requestheader and client CAs).
-    pub fn all_client_roots(&self) -> Vec<CertificateDer<'static>> {
-        self.requestheader_ca
-            .iter()
-            .chain(&self.client_ca)
-            .cloned()
-            .collect()
-    }
-}
-
-/// Parses every `CERTIFICATE` block of a PEM bundle (other blocks are skipped).
-pub fn certificates_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, AuthError> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AuthError::InvalidConfig(format!("PEM: {e}")))
+    /// A review was needed but the review budget is spent; nothing was sent.
+    #[error("too many authentication reviews ({:?} limit); retry after {:?}", .0.scope, .0.retry_after)]
+    Throttled(Throttled),
 }
 
 /// An authenticated user.
@@ -222,80 +165,79 @@ pub trait AccessReviewer: Send + Sync + 'static {
     async fn review(&self, user: &UserInfo, attributes: &RequestAttributes) -> Result<Decision, AuthError>;
 }
 
-/// What a connection's client certificate proves, computed once per connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct PeerCertificate {
-    /// The CN of a certificate chaining to the requestheader CA.
-    front_proxy_cn: Option<String>,
-    /// The user of a certificate chaining to the client CA (CN, O).
-    client_user: Option<UserInfo>,
-}
-
-/// The adapter's authenticator and authorizer: [`AuthConfig`], a [`TokenReviewer`] and an
-/// [`AccessReviewer`], with caches.
-pub struct DelegatedAuth {
+/// One configuration in force: the settings, their verifiers, and a generation number that
+/// changes with every reload.
+struct AuthState {
+    generation: u64,
     config: AuthConfig,
     /// `requestheader_extra_headers_prefix`, lower-cased (header names are lower-case in `http`).
     extra_prefixes: Vec<String>,
-    requestheader_verifier: Option<Arc<dyn ClientCertVerifier>>,
-    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
-    tokens: Arc<dyn TokenReviewer>,
-    access: Arc<dyn AccessReviewer>,
-    token_cache: TtlCache<Option<UserInfo>>,
-    access_cache: TtlCache<Decision>,
+    verifiers: Verifiers,
 }
 
-impl std::fmt::Debug for DelegatedAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DelegatedAuth")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-fn verifier_for(roots: &[CertificateDer<'static>]) -> Result<Option<Arc<dyn ClientCertVerifier>>, AuthError> {
-    if roots.is_empty() {
-        return Ok(None);
-    }
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store
-            .add(root.clone())
-            .map_err(|e| AuthError::InvalidConfig(format!("CA certificate: {e}")))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
-        .build()
-        .map(Some)
-        .map_err(|e| AuthError::InvalidConfig(format!("CA certificates: {e}")))
-}
-
-impl DelegatedAuth {
-    /// Builds the authenticator/authorizer. Fails if a CA certificate is unusable.
-    pub fn new(
-        config: AuthConfig,
-        tokens: Arc<dyn TokenReviewer>,
-        access: Arc<dyn AccessReviewer>,
-    ) -> Result<Self, AuthError> {
+impl AuthState {
+    fn new(config: AuthConfig, generation: u64) -> Result<Self, AuthError> {
         Ok(Self {
-            requestheader_verifier: verifier_for(&config.requestheader_ca)?,
-            client_verifier: verifier_for(&config.client_ca)?,
+            generation,
+            verifiers: Verifiers::new(&config)?,
             extra_prefixes: config
                 .requestheader_extra_headers_prefix
                 .iter()
                 .map(|p| p.to_ascii_lowercase())
                 .collect(),
             config,
+        })
+    }
+}
+
+/// The adapter's authenticator and authorizer: an [`AuthConfig`] (replaceable while serving, see
+/// [`reload`](Self::reload)), a [`TokenReviewer`] and an [`AccessReviewer`], with bounded caches
+/// and a review budget ([`AuthLimits`]).
+pub struct DelegatedAuth {
+    state: RwLock<Arc<AuthState>>,
+    tokens: Arc<dyn TokenReviewer>,
+    access: Arc<dyn AccessReviewer>,
+    ttls: CacheTtls,
+    token_cache: ReviewCache<Option<UserInfo>>,
+    access_cache: ReviewCache<Decision>,
+    budget: Budget,
+}
+
+impl std::fmt::Debug for DelegatedAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegatedAuth")
+            .field("config", &self.current().config)
+            .field("ttls", &self.ttls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DelegatedAuth {
+    /// Builds the authenticator/authorizer with the default cache TTLs and [`AuthLimits`]. Fails
+    /// if a CA certificate is unusable.
+    pub fn new(
+        config: AuthConfig,
+        tokens: Arc<dyn TokenReviewer>,
+        access: Arc<dyn AccessReviewer>,
+    ) -> Result<Self, AuthError> {
+        Ok(Self {
+            state: RwLock::new(Arc::new(AuthState::new(config, 0)?)),
             tokens,
             access,
-            token_cache: TtlCache::new(DEFAULT_CACHE_TTL),
-            access_cache: TtlCache::new(DEFAULT_CACHE_TTL),
+            ttls: CacheTtls {
+                allowed: DEFAULT_ALLOWED_TTL,
+                denied: DEFAULT_DENIED_TTL,
+            },
+            token_cache: ReviewCache::new(CACHE_CAPACITY),
+            access_cache: ReviewCache::new(CACHE_CAPACITY),
+            budget: Budget::new(AuthLimits::default()),
         })
     }
 
     /// The cluster-backed setup: the `extension-apiserver-authentication` ConfigMap, TokenReview
     /// and SubjectAccessReview through `client` (RBAC: `system:auth-delegator` and the
-    /// `extension-apiserver-authentication-reader` Role in `kube-system`).
+    /// `extension-apiserver-authentication-reader` Role in `kube-system`). Keep the ConfigMap
+    /// followed with [`follow_config`](Self::follow_config).
     pub async fn from_kube(client: kube::Client) -> Result<Self, AuthError> {
         let config = AuthConfig::load(client.clone()).await?;
         Self::new(
@@ -305,132 +247,171 @@ impl DelegatedAuth {
         )
     }
 
-    /// Sets how long token reviews and access decisions are cached (0 disables the caches).
-    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.token_cache = TtlCache::new(ttl);
-        self.access_cache = TtlCache::new(ttl);
+    /// Sets one TTL for every cached review result (0 disables the caches).
+    pub fn with_cache_ttl(self, ttl: Duration) -> Self {
+        self.with_cache_ttls(CacheTtls::uniform(ttl))
+    }
+
+    /// Sets how long allowed and denied review results are cached.
+    pub fn with_cache_ttls(mut self, ttls: CacheTtls) -> Self {
+        self.ttls = ttls;
         self
     }
 
-    /// The configuration in use.
-    pub fn config(&self) -> &AuthConfig {
-        &self.config
+    /// Sets the review budget (default [`AuthLimits::default`]).
+    pub fn with_limits(mut self, limits: AuthLimits) -> Self {
+        self.budget = Budget::new(limits);
+        self
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> AuthConfig {
+        self.current().config.clone()
+    }
+
+    /// Changes with every configuration that [`reload`](Self::reload) puts in force.
+    pub fn generation(&self) -> u64 {
+        self.current().generation
+    }
+
+    /// Puts `config` in force for the next requests (connections opened before verify their
+    /// client certificate again against the new CAs). Returns whether anything changed; an
+    /// unusable configuration is refused and the current one stays.
+    pub fn reload(&self, config: AuthConfig) -> Result<bool, AuthError> {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if state.config == config {
+            return Ok(false);
+        }
+        *state = Arc::new(AuthState::new(config, state.generation.wrapping_add(1))?);
+        Ok(true)
+    }
+
+    /// Follows the `extension-apiserver-authentication` ConfigMap through `client` (a watch,
+    /// re-established with backoff) and reloads every change, so a CA rotation or new header
+    /// names take effect without a restart. Runs until dropped.
+    pub async fn follow_config(self: Arc<Self>, client: kube::Client) {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, AUTH_CONFIG_MAP_NAMESPACE);
+        let config = watcher::Config::default().fields(&format!("metadata.name={AUTH_CONFIG_MAP_NAME}"));
+        let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(config_map) => match self.apply_config_map(&config_map.data.unwrap_or_default()) {
+                    Ok(true) => tracing::info!(
+                        generation = self.generation(),
+                        "API server authentication settings reloaded"
+                    ),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "API server authentication settings not reloaded; keeping the previous ones");
+                    }
+                },
+                Err(error) => tracing::warn!(%error, "watching the API server authentication settings"),
+            }
+        }
+    }
+
+    /// Reloads from the data of the `extension-apiserver-authentication` ConfigMap
+    /// ([`AuthConfig::from_config_map_data`], then [`reload`](Self::reload)).
+    pub fn apply_config_map(&self, data: &BTreeMap<String, String>) -> Result<bool, AuthError> {
+        self.reload(AuthConfig::from_config_map_data(data)?)
+    }
+
+    fn current(&self) -> Arc<AuthState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The CAs a client certificate may chain to, and the generation they belong to.
+    pub(crate) fn client_roots(&self) -> (u64, Vec<CertificateDer<'static>>) {
+        let state = self.current();
+        (state.generation, state.config.all_client_roots())
     }
 
     /// Verifies the connection's client certificate chain against each CA, once per connection.
-    pub(crate) fn classify_peer(&self, chain: Option<&[CertificateDer<'_>]>) -> PeerCertificate {
-        let Some((end_entity, intermediates)) = chain.and_then(<[_]>::split_first) else {
-            return PeerCertificate::default();
-        };
-        let now = UnixTime::now();
-        let verifies = |verifier: &Option<Arc<dyn ClientCertVerifier>>| {
-            verifier
-                .as_ref()
-                .is_some_and(|v| v.verify_client_cert(end_entity, intermediates, now).is_ok())
-        };
-        let front_proxy = verifies(&self.requestheader_verifier);
-        let client = verifies(&self.client_verifier);
-        if !front_proxy && !client {
-            tracing::debug!("client certificate does not chain to a trusted CA; ignored");
-            return PeerCertificate::default();
-        }
-        let Some((cn, orgs)) = subject_names(end_entity) else {
-            tracing::debug!("client certificate subject unreadable; ignored");
-            return PeerCertificate::default();
-        };
+    pub(crate) fn classify_peer(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+        remote: IpAddr,
+    ) -> PeerCertificate {
+        let state = self.current();
+        let chain: Vec<CertificateDer<'static>> = chain
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect();
         PeerCertificate {
-            front_proxy_cn: front_proxy.then(|| cn.clone()),
-            client_user: (client && !cn.is_empty()).then(|| UserInfo::new(cn, orgs)),
+            remote,
+            identity: state.verifiers.classify(&chain, UnixTime::now()),
+            generation: state.generation,
+            chain,
         }
     }
 
-    /// Authenticates a request: `Ok(None)` when no authenticator recognizes it.
+    /// What the peer's certificate proves now, under the configuration in force.
+    fn cert_identity(&self, state: &AuthState, peer: &PeerCertificate) -> CertIdentity {
+        let now = UnixTime::now();
+        let identity = if peer.generation == state.generation {
+            peer.identity.clone()
+        } else {
+            state.verifiers.classify(&peer.chain, now)
+        };
+        identity.at(now)
+    }
+
+    /// Authenticates a request: `Ok(None)` when no authenticator recognizes it;
+    /// [`AuthError::Throttled`] when a TokenReview would be needed and the budget is spent.
     pub(crate) async fn authenticate(
         &self,
         peer: &PeerCertificate,
         headers: &HeaderMap,
     ) -> Result<Option<UserInfo>, AuthError> {
-        if let Some(cn) = &peer.front_proxy_cn {
-            let allowed = self.config.requestheader_allowed_names.is_empty()
-                || self.config.requestheader_allowed_names.iter().any(|n| n == cn);
+        let state = self.current();
+        let identity = self.cert_identity(&state, peer);
+        if let Some(cn) = &identity.front_proxy_cn {
+            let allowed = state.config.requestheader_allowed_names.is_empty()
+                || state.config.requestheader_allowed_names.iter().any(|n| n == cn);
             if allowed {
-                if let Some(user) = self.user_from_request_headers(headers) {
+                if let Some(user) = user_from_request_headers(&state, headers) {
                     return Ok(Some(user.with_authenticated_group()));
                 }
             } else {
                 tracing::debug!(cn = %cn, "front-proxy certificate CN not in requestheader-allowed-names");
             }
         }
-        if let Some(user) = &peer.client_user {
-            return Ok(Some(user.clone().with_authenticated_group()));
+        if let Some(user) = identity.client_user {
+            return Ok(Some(user.with_authenticated_group()));
         }
         let Some(token) = bearer_token(headers) else {
             return Ok(None);
         };
         let key = digest(|d| field(d, token.as_bytes()));
-        let user = match self.token_cache.get(&key) {
+        let user = match self.token_cache.get(&key, clock()) {
             Some(user) => user,
             None => {
+                self.budget
+                    .take(&Source::Address(peer.remote), clock())
+                    .map_err(AuthError::Throttled)?;
                 let user = self.tokens.review(token).await?;
-                self.token_cache.insert(key, user.clone());
+                let ttl = if user.is_some() {
+                    self.ttls.allowed
+                } else {
+                    self.ttls.denied
+                };
+                self.token_cache.insert(key, user.clone(), ttl, clock());
                 user
             }
         };
         Ok(user.map(UserInfo::with_authenticated_group))
     }
 
-    fn user_from_request_headers(&self, headers: &HeaderMap) -> Option<UserInfo> {
-        let username = self
-            .config
-            .requestheader_username_headers
-            .iter()
-            .find_map(|name| {
-                headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find(|v| !v.is_empty())
-            })?;
-        let mut user = UserInfo {
-            username: username.to_owned(),
-            ..UserInfo::default()
-        };
-        for name in &self.config.requestheader_group_headers {
-            user.groups.extend(
-                headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-        if !self.extra_prefixes.is_empty() {
-            for (name, value) in headers {
-                // Header names are lower-case in `http`.
-                let Some(suffix) = self
-                    .extra_prefixes
-                    .iter()
-                    .find_map(|p| name.as_str().strip_prefix(p.as_str()))
-                else {
-                    continue;
-                };
-                let Ok(value) = value.to_str() else { continue };
-                if value.is_empty() {
-                    continue;
-                }
-                let key = percent_encoding::percent_decode_str(suffix)
-                    .decode_utf8_lossy()
-                    .to_lowercase();
-                user.extra.entry(key).or_default().push(value.to_owned());
-            }
-        }
-        Some(user)
-    }
-
-    /// Authorizes `user` for `attributes`; `system:masters` is always allowed.
+    /// Authorizes `user` (authenticated on `peer`'s connection) for `attributes`;
+    /// `system:masters` is always allowed. [`AuthError::Throttled`] when a SubjectAccessReview
+    /// would be needed and the budget is spent.
     pub(crate) async fn authorize(
         &self,
+        peer: &PeerCertificate,
         user: &UserInfo,
         attributes: &RequestAttributes,
     ) -> Result<Decision, AuthError> {
@@ -438,13 +419,75 @@ impl DelegatedAuth {
             return Ok(Decision::Allow);
         }
         let key = access_key(user, attributes);
-        if let Some(decision) = self.access_cache.get(&key) {
+        if let Some(decision) = self.access_cache.get(&key, clock()) {
             return Ok(decision);
         }
+        let source = if peer.identity.front_proxy_cn.is_some() {
+            Source::ProxiedUser(user.username.clone())
+        } else {
+            Source::Address(peer.remote)
+        };
+        self.budget.take(&source, clock()).map_err(AuthError::Throttled)?;
         let decision = self.access.review(user, attributes).await?;
-        self.access_cache.insert(key, decision.clone());
+        let ttl = match decision {
+            Decision::Allow => self.ttls.allowed,
+            Decision::Deny { .. } => self.ttls.denied,
+        };
+        self.access_cache.insert(key, decision.clone(), ttl, clock());
         Ok(decision)
     }
+}
+
+/// The user the front proxy's headers name (header names from `state`'s configuration).
+fn user_from_request_headers(state: &AuthState, headers: &HeaderMap) -> Option<UserInfo> {
+    let config = &state.config;
+    let username = config.requestheader_username_headers.iter().find_map(|name| {
+        headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| !v.is_empty())
+    })?;
+    let mut user = UserInfo {
+        username: username.to_owned(),
+        ..UserInfo::default()
+    };
+    for name in &config.requestheader_group_headers {
+        user.groups.extend(
+            headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if !state.extra_prefixes.is_empty() {
+        for (name, value) in headers {
+            // Header names are lower-case in `http`.
+            let Some(suffix) = state
+                .extra_prefixes
+                .iter()
+                .find_map(|p| name.as_str().strip_prefix(p.as_str()))
+            else {
+                continue;
+            };
+            let Ok(value) = value.to_str() else { continue };
+            if value.is_empty() {
+                continue;
+            }
+            let key = percent_encoding::percent_decode_str(suffix)
+                .decode_utf8_lossy()
+                .to_lowercase();
+            user.extra.entry(key).or_default().push(value.to_owned());
+        }
+    }
+    Some(user)
+}
+
+/// The time for the caches and the budget (tokio's clock, so tests can pause it).
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// The bearer token of an `Authorization: Bearer <token>` header.
@@ -455,27 +498,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(char::is_whitespace))
         .then_some(token)
 }
-
-/// CN (first, possibly empty) and O values of a certificate's subject.
-fn subject_names(der: &CertificateDer<'_>) -> Option<(String, Vec<String>)> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
-    let subject = cert.subject();
-    let cn = subject
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let orgs = subject
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok())
-        .map(str::to_owned)
-        .collect();
-    Some((cn, orgs))
-}
-
-type Key = [u8; 32];
 
 fn digest(f: impl FnOnce(&mut ring::digest::Context)) -> Key {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
@@ -527,56 +549,332 @@ fn access_key(user: &UserInfo, attributes: &RequestAttributes) -> Key {
     })
 }
 
-/// A small TTL map; the lock is never held across an await.
-struct TtlCache<V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<Key, (Instant, V)>>,
-}
-
-impl<V: Clone> TtlCache<V> {
-    fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: &Key) -> Option<V> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries
-            .get(key)
-            .filter(|(expires, _)| *expires > Instant::now())
-            .map(|(_, v)| v.clone())
-    }
-
-    fn insert(&self, key: Key, value: V) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= CACHE_CAPACITY {
-            entries.retain(|_, (expires, _)| *expires > now);
-            if entries.len() >= CACHE_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (now + self.ttl, value));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+
+    /// A token reviewer knowing one token, counting its calls.
+    #[derive(Default)]
+    struct Tokens {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl TokenReviewer for Tokens {
+        async fn review(&self, token: &str) -> Result<Option<UserInfo>, AuthError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok((token == "good").then(|| UserInfo::new("hpa", ["system:serviceaccounts"])))
+        }
+    }
+
+    /// An access reviewer allowing one user, recording its calls.
+    #[derive(Default)]
+    struct Access {
+        calls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl AccessReviewer for Access {
+        async fn review(&self, user: &UserInfo, _: &RequestAttributes) -> Result<Decision, AuthError> {
+            self.calls.lock().expect("lock").push(user.username.clone());
+            Ok(if user.username == "hpa" {
+                Decision::Allow
+            } else {
+                Decision::Deny {
+                    reason: String::new(),
+                }
+            })
+        }
+    }
+
+    fn auth_with(config: AuthConfig, limits: AuthLimits) -> (DelegatedAuth, Arc<Tokens>, Arc<Access>) {
+        let tokens = Arc::new(Tokens::default());
+        let access = Arc::new(Access::default());
+        let auth = DelegatedAuth::new(config, tokens.clone(), access.clone())
+            .expect("auth")
+            .with_limits(limits);
+        (auth, tokens, access)
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        headers
+    }
+
+    fn from(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn metric() -> RequestAttributes {
+        RequestAttributes::Resource {
+            namespace: "default".into(),
+            resource: "s0-kafka".into(),
+            verb: METRIC_VERB.into(),
+        }
+    }
+
+    fn throttled_scope<T: std::fmt::Debug>(result: Result<T, AuthError>) -> ThrottleScope {
+        match result {
+            Err(AuthError::Throttled(t)) => t.scope,
+            other => panic!("expected throttling, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_exhausted_budget_fails_at_once_without_a_review() {
+        let limits = AuthLimits {
+            qps: 1.0,
+            burst: 3,
+            per_source_qps: 1.0,
+            per_source_burst: 3,
+        };
+        let (auth, tokens, _) = auth_with(AuthConfig::default(), limits);
+        for n in 0..3 {
+            let peer = auth.classify_peer(None, from(n));
+            let user = auth
+                .authenticate(&peer, &bearer(&format!("garbage-{n}")))
+                .now_or_never();
+            assert!(matches!(user, Some(Ok(None))), "{user:?}");
+        }
+        // The budget is spent: the next review is refused on the first poll, without a call.
+        let peer = auth.classify_peer(None, from(9));
+        let refused = auth
+            .authenticate(&peer, &bearer("good"))
+            .now_or_never()
+            .expect("answers at once");
+        assert_eq!(throttled_scope(refused), ThrottleScope::Global);
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 3);
+        // A cached answer needs no budget.
+        let peer = auth.classify_peer(None, from(0));
+        let cached = auth.authenticate(&peer, &bearer("garbage-0")).now_or_never();
+        assert!(matches!(cached, Some(Ok(None))));
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn one_source_cannot_spend_the_budget() {
+        let limits = AuthLimits {
+            qps: 100.0,
+            burst: 100,
+            per_source_qps: 1.0,
+            per_source_burst: 5,
+        };
+        let (auth, tokens, access) = auth_with(AuthConfig::default(), limits);
+        let flood = auth.classify_peer(None, from(66));
+        let mut refused = 0;
+        for n in 0..50 {
+            match auth
+                .authenticate(&flood, &bearer(&format!("garbage-{n}")))
+                .now_or_never()
+            {
+                Some(Ok(None)) => {}
+                Some(result) => {
+                    assert_eq!(throttled_scope(result), ThrottleScope::Source);
+                    refused += 1;
+                }
+                None => panic!("a review waited"),
+            }
+        }
+        assert_eq!(refused, 45);
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 5);
+        // Another source is served: its token and its access review.
+        let hpa = auth.classify_peer(None, from(1));
+        let user = auth
+            .authenticate(&hpa, &bearer("good"))
+            .now_or_never()
+            .expect("ready")
+            .expect("ok")
+            .expect("user");
+        let decision = auth
+            .authorize(&hpa, &user, &metric())
+            .now_or_never()
+            .expect("ready");
+        assert!(matches!(decision, Ok(Decision::Allow)));
+        assert_eq!(*access.calls.lock().expect("lock"), ["hpa"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn decisions_outlive_the_hpa_sync_period_and_denials_are_shorter() {
+        let (auth, tokens, access) = auth_with(AuthConfig::default(), AuthLimits::default());
+        let peer = auth.classify_peer(None, from(1));
+        // The HPA reads every 15 s for a minute; a bogus token comes along each time.
+        for _ in 0..4 {
+            let user = auth
+                .authenticate(&peer, &bearer("good"))
+                .await
+                .expect("ok")
+                .expect("user");
+            assert!(matches!(
+                auth.authorize(&peer, &user, &metric()).await,
+                Ok(Decision::Allow)
+            ));
+            assert!(matches!(
+                auth.authenticate(&peer, &bearer("garbage")).await,
+                Ok(None)
+            ));
+            tokio::time::sleep(Duration::from_secs(15)).await;
+        }
+        // One review each for the good token and its decision; the denial (30 s) twice.
+        assert_eq!(access.calls.lock().expect("lock").len(), 1);
+        assert_eq!(tokens.calls.load(Ordering::SeqCst), 3);
+        // After two minutes the allowed entries are reviewed again.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let user = auth
+            .authenticate(&peer, &bearer("good"))
+            .await
+            .expect("ok")
+            .expect("user");
+        let _ = auth.authorize(&peer, &user, &metric()).await;
+        assert_eq!(access.calls.lock().expect("lock").len(), 2);
+    }
+
+    struct TestCa {
+        cert: CertificateDer<'static>,
+        pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl TestCa {
+        fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+            let key = KeyPair::generate().expect("key");
+            let cert = params.self_signed(&key).expect("CA");
+            Self {
+                cert: cert.der().clone(),
+                pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        fn client(&self, cn: &str, org: &str) -> CertificateDer<'static> {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.distinguished_name.push(DnType::OrganizationName, org);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let key = KeyPair::generate().expect("key");
+            params
+                .signed_by(&key, &self.issuer)
+                .expect("signed")
+                .der()
+                .clone()
+        }
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn user_of(auth: &DelegatedAuth, peer: &PeerCertificate, headers: &HeaderMap) -> Option<String> {
+        auth.authenticate(peer, headers)
+            .now_or_never()
+            .expect("no review")
+            .expect("ok")
+            .map(|u| u.username)
+    }
+
+    #[test]
+    fn a_changed_config_map_changes_what_is_accepted() {
+        let old_ca = TestCa::new("client-ca-1");
+        let new_ca = TestCa::new("client-ca-2");
+        let alice = new_ca.client("alice", "team");
+        let (auth, _, _) = auth_with(AuthConfig::default(), AuthLimits::default());
+        assert_eq!(
+            auth.apply_config_map(&data(&[("client-ca-file", &old_ca.pem)]))
+                .ok(),
+            Some(true)
+        );
+        let generation = auth.generation();
+        let open = auth.classify_peer(Some(std::slice::from_ref(&alice)), from(1));
+        assert_eq!(
+            user_of(&auth, &open, &HeaderMap::new()),
+            None,
+            "not signed by the CA in force"
+        );
+
+        // The CA rotates: both CAs, then only the new one.
+        let both = format!("{}{}", old_ca.pem, new_ca.pem);
+        assert_eq!(
+            auth.apply_config_map(&data(&[("client-ca-file", &both)])).ok(),
+            Some(true)
+        );
+        assert_ne!(auth.generation(), generation);
+        assert_eq!(
+            user_of(&auth, &open, &HeaderMap::new()).as_deref(),
+            Some("alice"),
+            "the open connection is verified again"
+        );
+        let fresh = auth.classify_peer(Some(std::slice::from_ref(&alice)), from(1));
+        assert_eq!(
+            user_of(&auth, &fresh, &HeaderMap::new()).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            auth.client_roots().1,
+            vec![old_ca.cert.clone(), new_ca.cert.clone()]
+        );
+        assert_eq!(
+            auth.apply_config_map(&data(&[("client-ca-file", &both)])).ok(),
+            Some(false),
+            "same content, nothing to do"
+        );
+
+        // Back to the old CA only: alice's certificate stops counting on every connection.
+        assert_eq!(
+            auth.apply_config_map(&data(&[("client-ca-file", &old_ca.pem)]))
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(user_of(&auth, &fresh, &HeaderMap::new()), None);
+
+        // An unusable ConfigMap is refused and the configuration in force stays.
+        let bad = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(auth.apply_config_map(&data(&[("client-ca-file", bad)])).is_err());
+        assert_eq!(auth.config().client_ca, vec![old_ca.cert.clone()]);
+    }
+
+    #[test]
+    fn a_changed_config_map_changes_the_front_proxy_settings() {
+        let proxy_ca = TestCa::new("front-proxy-ca");
+        let proxy = proxy_ca.client("front-proxy-client", "");
+        let (auth, _, _) = auth_with(AuthConfig::default(), AuthLimits::default());
+        let settings = |user_header: &str, allowed: &str| {
+            data(&[
+                ("requestheader-client-ca-file", &proxy_ca.pem),
+                ("requestheader-username-headers", user_header),
+                ("requestheader-allowed-names", allowed),
+            ])
+        };
+        auth.apply_config_map(&settings(r#"["X-Remote-User"]"#, r#"["front-proxy-client"]"#))
+            .expect("reload");
+        let peer = auth.classify_peer(Some(std::slice::from_ref(&proxy)), from(1));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-user", http::HeaderValue::from_static("bob"));
+        assert_eq!(user_of(&auth, &peer, &headers), None);
+        auth.apply_config_map(&settings(r#"["X-Forwarded-User"]"#, r#"["front-proxy-client"]"#))
+            .expect("reload");
+        assert_eq!(user_of(&auth, &peer, &headers).as_deref(), Some("bob"));
+        auth.apply_config_map(&settings(r#"["X-Forwarded-User"]"#, r#"["other-proxy"]"#))
+            .expect("reload");
+        assert_eq!(user_of(&auth, &peer, &headers), None, "CN no longer allowed");
+    }
 
     #[test]
     fn bearer_parsing() {
@@ -610,33 +908,6 @@ mod tests {
     }
 
     #[test]
-    fn config_map_data() {
-        let data: BTreeMap<String, String> = [
-            ("requestheader-allowed-names", r#"["front-proxy-client"]"#),
-            ("requestheader-username-headers", r#"["X-Remote-User"]"#),
-            ("requestheader-group-headers", r#"["X-Remote-Group"]"#),
-            ("requestheader-extra-headers-prefix", r#"["X-Remote-Extra-"]"#),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let config = AuthConfig::from_config_map_data(&data).expect("config");
-        assert_eq!(config.requestheader_allowed_names, vec!["front-proxy-client"]);
-        assert_eq!(config.requestheader_username_headers, vec!["X-Remote-User"]);
-        assert!(config.client_ca.is_empty());
-
-        let mut bad = data.clone();
-        bad.insert("requestheader-allowed-names".into(), "front-proxy-client".into());
-        assert!(AuthConfig::from_config_map_data(&bad).is_err());
-        let mut bad = data;
-        bad.insert(
-            "client-ca-file".into(),
-            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".into(),
-        );
-        assert!(AuthConfig::from_config_map_data(&bad).is_err());
-    }
-
-    #[test]
     fn cache_keys_distinguish_fields() {
         let a = UserInfo::new("ab", ["c"]);
         let b = UserInfo::new("a", ["bc"]);
@@ -646,17 +917,5 @@ mod tests {
         };
         assert_ne!(access_key(&a, &attrs), access_key(&b, &attrs));
         assert_eq!(access_key(&a, &attrs), access_key(&a.clone(), &attrs));
-    }
-
-    #[test]
-    fn ttl_cache_expires() {
-        let cache = TtlCache::new(Duration::from_millis(20));
-        cache.insert([1; 32], 5u8);
-        assert_eq!(cache.get(&[1; 32]), Some(5));
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(cache.get(&[1; 32]), None);
-        let off = TtlCache::new(Duration::ZERO);
-        off.insert([1; 32], 5u8);
-        assert_eq!(off.get(&[1; 32]), None);
     }
 }

@@ -6,7 +6,8 @@
 //! [`ReloadableCert`] replaced at run time), the
 //! discovery documents, the `ExternalMetricValueList` replies and Kubernetes `Status` errors,
 //! label-selector parsing, and delegated authentication/authorization (front-proxy headers,
-//! client certificates, TokenReview, SubjectAccessReview, with short caches). It owns no metric
+//! client certificates, TokenReview, SubjectAccessReview, with bounded caches and a review
+//! budget that fails fast; the API server's auth settings are followed and reloaded). It owns no metric
 //! values: every answer comes from a [`MetricProvider`] (the operator's poll cache), and it
 //! caches nothing but auth decisions.
 //!
@@ -34,7 +35,8 @@
 //!
 //! Errors are `Status` objects: 400 malformed selector or selector without the ScaledObject
 //! label, 401 no identity, 403 denied, 404 unknown path/ScaledObject/metric, 503 provider
-//! unavailable, 504 request timeout, 500 authorization backend failure.
+//! unavailable, 504 request timeout, 500 authorization backend failure, 503 (review budget
+//! spent) and 429 (the caller's share of it spent) with a `Retry-After`.
 
 mod auth;
 mod kube_review;
@@ -51,12 +53,13 @@ use std::sync::Arc;
 
 pub use auth::{
     AUTH_CONFIG_MAP_NAME, AUTH_CONFIG_MAP_NAMESPACE, AUTHENTICATED_GROUP, AccessReviewer, AuthConfig,
-    AuthError, DEFAULT_CACHE_TTL, Decision, DelegatedAuth, MASTERS_GROUP, METRIC_VERB, RequestAttributes,
-    TokenReviewer, UserInfo, certificates_from_pem,
+    AuthError, AuthLimits, CacheTtls, DEFAULT_ALLOWED_TTL, DEFAULT_DENIED_TTL, Decision, DelegatedAuth,
+    MASTERS_GROUP, METRIC_VERB, RequestAttributes, ThrottleScope, Throttled, TokenReviewer, UserInfo,
+    certificates_from_pem,
 };
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
 pub use provider::{MetricProvider, MetricValue, ProviderError};
-pub use server::{AdapterConfig, MetricsAdapter};
+pub use server::{AdapterConfig, DEFAULT_MAX_CONNECTION_AGE, MetricsAdapter};
 pub use tls::{ReloadableCert, TlsSource};
 
 /// The selector label naming the ScaledObject a metric belongs to (the HPA ebb creates puts

@@ -1,6 +1,7 @@
 //! The HTTPS server: accept loop, connection handling, routing and the request handlers.
 
-use std::convert::Infallible;
+mod connection;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,23 +9,26 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails, Time};
 use rustls::pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::auth::{Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, UserInfo};
+use crate::auth::{
+    AuthError, Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, ThrottleScope,
+    UserInfo,
+};
 use crate::provider::{MetricProvider, ProviderError};
 use crate::selector::Selector;
-use crate::tls::{ReloadableCert, TlsSource};
+use crate::tls::{Acceptors, ReloadableCert, TlsSource};
 use crate::types::{self, ExternalMetricValue, ExternalMetricValueList, GROUP, VERSION};
 use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
+use connection::Connection;
 
 type Body = Full<Bytes>;
 
@@ -39,13 +43,21 @@ pub struct AdapterConfig {
     pub request_timeout: Duration,
     /// Longest time for the TLS handshake, and for reading an HTTP/1 request's headers.
     pub handshake_timeout: Duration,
-    /// How long in-flight connections may finish after shutdown is signalled.
+    /// How long in-flight connections may finish after shutdown is signalled (after they reached
+    /// `max_connection_age`: at least `request_timeout`).
     pub shutdown_grace: Duration,
+    /// Age at which a connection is asked to close (less a random tenth), so a client
+    /// certificate is checked again in a new handshake at least that often; `None`: never.
+    pub max_connection_age: Option<Duration>,
 }
 
+/// The default [`AdapterConfig::max_connection_age`].
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(10 * 60);
+
 impl AdapterConfig {
-    /// Defaults (10 s request timeout, 10 s handshake and header timeout, 5 s grace) for an
-    /// address and certificate source.
+    /// Defaults (10 s request timeout, 10 s handshake and header timeout, 5 s grace,
+    /// connections closed after [`DEFAULT_MAX_CONNECTION_AGE`]) for an address and certificate
+    /// source.
     pub fn new(listen: SocketAddr, tls: TlsSource) -> Self {
         Self {
             listen,
@@ -53,6 +65,7 @@ impl AdapterConfig {
             request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
         }
     }
 }
@@ -61,12 +74,13 @@ impl AdapterConfig {
 pub struct MetricsAdapter {
     listener: TcpListener,
     local_addr: SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptors: Arc<Acceptors>,
     serving_chain: Vec<CertificateDer<'static>>,
     cert: Arc<ReloadableCert>,
     state: Arc<State>,
     handshake_timeout: Duration,
     shutdown_grace: Duration,
+    max_connection_age: Option<Duration>,
 }
 
 impl std::fmt::Debug for MetricsAdapter {
@@ -115,7 +129,8 @@ impl MetricsAdapter {
             other => Arc::new(ReloadableCert::from_source(other)?),
         };
         let serving_chain = cert.chain();
-        let tls = crate::tls::server_config(cert.clone(), &auth.config().all_client_roots())?;
+        let (generation, roots) = auth.client_roots();
+        let acceptors = Acceptors::new(cert.clone(), generation, &roots)?;
         let state = State {
             apis: to_json(&types::api_group_list())?,
             api_group: to_json(&types::api_group())?,
@@ -127,12 +142,13 @@ impl MetricsAdapter {
         Ok(Self {
             listener,
             local_addr,
-            acceptor: TlsAcceptor::from(tls),
+            acceptors: Arc::new(acceptors),
             serving_chain,
             cert,
             state: Arc::new(state),
             handshake_timeout: config.handshake_timeout,
             shutdown_grace: config.shutdown_grace,
+            max_connection_age: config.max_connection_age,
         })
     }
 
@@ -155,7 +171,7 @@ impl MetricsAdapter {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and gives open connections
-    /// `shutdown_grace` to finish.
+    /// `shutdown_grace` to finish. Connections are closed gracefully at their maximum age.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AdapterError> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -170,7 +186,7 @@ impl MetricsAdapter {
             .keep_alive_timeout(Duration::from_secs(20))
             .max_concurrent_streams(250);
         let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
+        let (stop, stopping) = watch::channel(false);
         let mut connections = tokio::task::JoinSet::new();
         tracing::info!(addr = %self.local_addr, "metrics adapter serving HTTPS");
         let mut shutdown = std::pin::pin!(shutdown);
@@ -181,13 +197,19 @@ impl MetricsAdapter {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, remote)) => {
+                        let (generation, roots) = self.state.auth.client_roots();
                         let connection = Connection {
-                            acceptor: self.acceptor.clone(),
+                            acceptor: self.acceptors.get(generation, &roots),
                             builder: builder.clone(),
                             state: self.state.clone(),
                             handshake_timeout: self.handshake_timeout,
+                            max_age: self
+                                .max_connection_age
+                                .map(|age| connection::close_after(age, connection::random_u16())),
+                            // Long enough for a request in flight when the age is reached.
+                            grace: self.shutdown_grace.max(self.state.request_timeout),
                         };
-                        connections.spawn(connection.serve(tcp, remote, graceful.watcher()));
+                        connections.spawn(connection.serve(tcp, remote, stopping.clone()));
                     }
                     Err(error) => {
                         // E.g. out of file descriptors: back off instead of spinning.
@@ -199,10 +221,9 @@ impl MetricsAdapter {
         }
         drop(self.listener);
         tracing::info!("metrics adapter shutting down");
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let _ = stop.send(true);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.shutdown_grace, drained).await.is_err() {
             tracing::warn!("connections still open after the shutdown grace period; dropping them");
         }
         connections.shutdown().await;
@@ -216,49 +237,14 @@ fn to_json(value: &impl serde::Serialize) -> Result<Bytes, AdapterError> {
         .map_err(AdapterError::Serialize)
 }
 
-struct Connection {
-    acceptor: TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    state: Arc<State>,
-    handshake_timeout: Duration,
-}
-
-impl Connection {
-    async fn serve(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
-        let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%remote, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        let peer = Arc::new(self.state.auth.classify_peer(tls.get_ref().1.peer_certificates()));
-        let state = self.state;
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let state = state.clone();
-            let peer = peer.clone();
-            // The body is never read: every route is a GET.
-            let (parts, _body) = request.into_parts();
-            async move { Ok::<_, Infallible>(state.respond(&peer, &parts).await) }
-        });
-        let connection = self.builder.serve_connection(TokioIo::new(tls), service);
-        if let Err(error) = watcher.watch(connection).await {
-            tracing::debug!(%remote, %error, "connection closed with an error");
-        }
-    }
-}
-
 /// An error reply: a Kubernetes `Status` with its HTTP code.
 #[derive(Debug)]
 struct ApiError {
     code: StatusCode,
     reason: &'static str,
     message: String,
+    /// Seconds after which to try again (`Retry-After`), for throttled requests.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -267,6 +253,32 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The reply to a failed review (`stage`: authentication or authorization): throttled
+    /// reviews answer at once with 429 (the source's share is spent) or 503 (the adapter's
+    /// budget is spent) and a `Retry-After`, logged at debug level only (a flood must not flood
+    /// the log); other failures are warned about and answer `otherwise`.
+    fn from_review(error: &AuthError, stage: &str, otherwise: impl FnOnce() -> Self) -> Self {
+        let AuthError::Throttled(throttled) = error else {
+            tracing::warn!(%error, "{stage} failed");
+            return otherwise();
+        };
+        tracing::debug!(%error, "{stage} refused");
+        let (code, reason) = match throttled.scope {
+            ThrottleScope::Source => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+            ThrottleScope::Global => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+        };
+        let seconds = throttled.retry_after.as_secs() + u64::from(throttled.retry_after.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(
+                code,
+                reason,
+                "too many authentication requests, please try again later",
+            )
         }
     }
 
@@ -289,7 +301,10 @@ impl ApiError {
     fn response(&self) -> Response<Body> {
         let status = Status {
             code: Some(i32::from(self.code.as_u16())),
-            details: None,
+            details: self.retry_after.map(|seconds| StatusDetails {
+                retry_after_seconds: i32::try_from(seconds).ok(),
+                ..StatusDetails::default()
+            }),
             message: Some(self.message.clone()),
             metadata: ListMeta::default(),
             reason: Some(self.reason.to_owned()),
@@ -299,7 +314,13 @@ impl ApiError {
         let body = serde_json::to_vec(&status).map(Bytes::from).unwrap_or_else(|_| {
             Bytes::from_static(br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure"}"#)
         });
-        json_response(self.code, body)
+        let mut response = json_response(self.code, body);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -392,8 +413,11 @@ impl State {
             Ok(Some(user)) => user,
             Ok(None) => return Err(ApiError::unauthorized()),
             Err(error) => {
-                tracing::warn!(%error, "authentication failed");
-                return Err(ApiError::unauthorized());
+                return Err(ApiError::from_review(
+                    &error,
+                    "authentication",
+                    ApiError::unauthorized,
+                ));
             }
         };
         if method != Method::GET {
@@ -411,12 +435,13 @@ impl State {
                 verb: "get".to_owned(),
             },
         };
-        match self.auth.authorize(&user, &attributes).await {
+        match self.auth.authorize(peer, &user, &attributes).await {
             Ok(Decision::Allow) => {}
             Ok(Decision::Deny { reason }) => return Err(forbidden(&user, &attributes, &reason)),
             Err(error) => {
-                tracing::warn!(%error, "authorization failed");
-                return Err(ApiError::internal(format!("authorization failed: {error}")));
+                return Err(ApiError::from_review(&error, "authorization", || {
+                    ApiError::internal(format!("authorization failed: {error}"))
+                }));
             }
         }
         match route {
@@ -583,6 +608,41 @@ mod tests {
         assert_eq!(Route::parse("/openapi/v2"), Route::NotFound);
         assert_eq!(Route::parse("/"), Route::NotFound);
         assert_eq!(Route::parse(""), Route::NotFound);
+    }
+
+    #[test]
+    fn throttled_reviews_answer_503_or_429_with_retry_after() {
+        use crate::auth::Throttled;
+        let throttled = |scope| {
+            AuthError::Throttled(Throttled {
+                scope,
+                retry_after: Duration::from_millis(1_200),
+            })
+        };
+        let global = ApiError::from_review(
+            &throttled(ThrottleScope::Global),
+            "authentication",
+            ApiError::unauthorized,
+        )
+        .response();
+        assert_eq!(global.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(global.headers()[http::header::RETRY_AFTER], "2");
+        let source = ApiError::from_review(
+            &throttled(ThrottleScope::Source),
+            "authorization",
+            ApiError::unauthorized,
+        )
+        .response();
+        assert_eq!(source.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(source.headers()[http::header::RETRY_AFTER], "2");
+        let other = ApiError::from_review(
+            &AuthError::Review("x".into()),
+            "authentication",
+            ApiError::unauthorized,
+        )
+        .response();
+        assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+        assert!(other.headers().get(http::header::RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::adapter::readiness::{ReadinessSources, keep_ready};
 use crate::cache::hpas::HpaCache;
 use crate::cache::target_index::TargetIndex;
 use crate::context::{HpaApi, Shared};
-use crate::infra::client_limits::{ClientLimitsError, client_with_limits};
+use crate::infra::client_limits::{ClientLimitsError, Clients};
 use crate::infra::leadership::{LeaseSettings, elect};
 use crate::infra::owner::{deployment_owner, own_lease};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
@@ -125,12 +125,13 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let config = Config::infer().await.map_err(RunError::Config)?;
     let metrics = Arc::new(OperatorMetrics::new());
-    let client = client_with_limits(
+    let clients = Clients::new(
         config,
         options.qps,
         options.burst,
         Some(metrics.kube_request_recorder()),
     )?;
+    let client = clients.controller.clone();
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
     so_api
         .list(&ListParams::default().limit(1))
@@ -196,7 +197,7 @@ pub async fn run(
                 .map_err(RunError::Certs)?,
             );
             let served = start_adapter(
-                &client,
+                &clients.auth,
                 a,
                 &tls,
                 leader_state.clone(),
@@ -211,7 +212,7 @@ pub async fn run(
     let forwarder = adapter_parts.as_ref().map(|(_, f)| f.clone());
 
     let (mut leader, lease_task) = elect(
-        client.clone(),
+        clients.lease.clone(),
         LeaseSettings {
             name: options.lease_name.clone(),
             namespace: options.lease_namespace.clone(),
@@ -300,6 +301,7 @@ pub async fn run(
 }
 
 /// Starts the metrics adapter; every replica serves it, answering from the leader's cache.
+/// `client` (the auth client) makes its reviews and follows the API server's auth settings.
 async fn start_adapter(
     client: &Client,
     options: &AdapterOptions,
@@ -309,21 +311,29 @@ async fn start_adapter(
     metrics: Arc<OperatorMetrics>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
-    let auth = DelegatedAuth::from_kube(client.clone())
-        .await
-        .map_err(RunError::AdapterAuth)?;
+    let auth = Arc::new(
+        DelegatedAuth::from_kube(client.clone())
+            .await
+            .map_err(RunError::AdapterAuth)?,
+    );
+    // CA rotations and header changes in the API server's settings take effect without a restart.
+    let follow = tokio::spawn(auth.clone().follow_config(client.clone()));
     let adapter = MetricsAdapter::bind(
         AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
-        Arc::new(auth),
+        auth,
         Arc::new(CacheProvider::new(leader, Some(forward)).with_metrics(metrics)),
     )
     .await
-    .map_err(RunError::Adapter)?;
+    .map_err(|e| {
+        follow.abort();
+        RunError::Adapter(e)
+    })?;
     tracing::info!(addr = %adapter.local_addr(), "metrics adapter listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = adapter.run(stop).await {
             tracing::error!(error = %e, "metrics adapter stopped");
         }
+        follow.abort();
     }))
 }
 

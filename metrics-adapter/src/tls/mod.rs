@@ -9,17 +9,23 @@
 //! CA itself after the handshake ([`crate::auth`]), and a request over a connection whose
 //! certificate verified against neither gets 401. The handshake still proves that the client
 //! holds the certificate's key.
+//!
+//! The CAs come from the API server's settings, which can change while the adapter runs:
+//! [`Acceptors`] rebuilds the configuration when they do, so the next handshakes request
+//! certificates for the new CAs.
 
 pub(crate) mod reloadable;
 pub(crate) mod source;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+
+use tokio_rustls::TlsAcceptor;
 
 use crate::AdapterError;
 pub use reloadable::ReloadableCert;
@@ -44,6 +50,44 @@ pub(crate) fn server_config(
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The TLS acceptor for new connections, rebuilt when the client CAs change (they come with a
+/// generation number that changes with them).
+pub(crate) struct Acceptors {
+    cert: Arc<ReloadableCert>,
+    current: Mutex<(u64, TlsAcceptor)>,
+}
+
+impl Acceptors {
+    /// An acceptor serving `cert` and requesting client certificates for `roots`.
+    pub(crate) fn new(
+        cert: Arc<ReloadableCert>,
+        generation: u64,
+        roots: &[CertificateDer<'static>],
+    ) -> Result<Self, AdapterError> {
+        let acceptor = TlsAcceptor::from(server_config(cert.clone(), roots)?);
+        Ok(Self {
+            cert,
+            current: Mutex::new((generation, acceptor)),
+        })
+    }
+
+    /// The acceptor for CAs `roots` of `generation`: the current one, or a new one when the
+    /// generation changed (if the new one cannot be built, the current one stays, with a warning).
+    pub(crate) fn get(&self, generation: u64, roots: &[CertificateDer<'static>]) -> TlsAcceptor {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != generation {
+            match server_config(self.cert.clone(), roots) {
+                Ok(config) => *current = (generation, TlsAcceptor::from(config)),
+                Err(error) => {
+                    tracing::warn!(%error, "new client CAs not usable for TLS; keeping the previous ones");
+                    current.0 = generation;
+                }
+            }
+        }
+        current.1.clone()
+    }
 }
 
 /// Requests a client certificate, accepts any (or none), and checks the handshake signature.
@@ -111,5 +155,74 @@ impl ClientCertVerifier for OptionalClientCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    /// Whether the server saw a client certificate in one handshake through `acceptor`, with a
+    /// client holding `client_chain` and its key.
+    async fn sees_client_cert(
+        acceptor: TlsAcceptor,
+        server_root: &CertificateDer<'static>,
+        client_chain: Vec<CertificateDer<'static>>,
+        client_key: PrivateKeyDer<'static>,
+    ) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server_root.clone()).expect("root");
+        let client =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_client_auth_cert(client_chain, client_key)
+                .expect("client cert");
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let tls = acceptor.accept(server_io).await.expect("accept");
+            tls.get_ref().1.peer_certificates().is_some()
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let _client = connector
+            .connect(ServerName::try_from("localhost").expect("name"), client_io)
+            .await
+            .expect("connect");
+        server.await.expect("server")
+    }
+
+    #[tokio::test]
+    async fn new_client_cas_are_requested_from_the_next_handshake() {
+        let serving = Arc::new(ReloadableCert::empty());
+        serving.set_self_signed(&[]).expect("serving cert");
+        let server_root = serving.chain()[0].clone();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.distinguished_name.push(DnType::CommonName, "client-ca");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca = ca_params.self_signed(&ca_key).expect("CA").der().clone();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+        leaf.distinguished_name.push(DnType::CommonName, "alice");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf_key = KeyPair::generate().expect("key");
+        let leaf = leaf.signed_by(&leaf_key, &issuer).expect("leaf").der().clone();
+        let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+
+        let acceptors = Acceptors::new(serving, 0, &[]).expect("acceptors");
+        // No client CA yet: no certificate is requested.
+        let first = acceptors.get(0, &[]);
+        assert!(!sees_client_cert(first, &server_root, vec![leaf.clone()], key()).await);
+        // The CAs change (a new generation): the next handshake requests one.
+        let second = acceptors.get(1, std::slice::from_ref(&ca));
+        assert!(sees_client_cert(second, &server_root, vec![leaf.clone()], key()).await);
+        // Same generation: the same configuration is kept.
+        let third = acceptors.get(1, &[]);
+        assert!(sees_client_cert(third, &server_root, vec![leaf], key()).await);
     }
 }

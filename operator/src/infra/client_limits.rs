@@ -13,7 +13,13 @@
 //!
 //! The limit sits outside kube's own stack (auth, TLS, tracing, base URI, retries): a request
 //! takes one token however many times kube's retry policy resends it, and a watch takes one token
-//! when it starts, as in client-go.
+//! when it starts, as in client-go. A token reserved by a service that is dropped before its
+//! request goes out is given back to the bucket.
+//!
+//! [`Clients`] keeps the traffic that must not wait apart: the Lease has its own client with no
+//! limit (a busy controller can never delay a renewal), and so have the metrics adapter's
+//! TokenReviews and SubjectAccessReviews (the adapter budgets those itself and answers 503 at
+//! once when its budget is spent, instead of queueing them ahead of the controller's calls).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -68,6 +74,35 @@ pub fn client_with_limits(
     Ok(builder.build())
 }
 
+/// The operator's Kubernetes clients, one per kind of traffic; each has its own connections.
+#[derive(Clone)]
+pub struct Clients {
+    /// Reconciles, watches, scale loops, status, Events, certificates: behind the QPS bucket.
+    pub controller: kube::Client,
+    /// Leader election only: no limit, so renewals never queue behind controller calls.
+    pub lease: kube::Client,
+    /// The metrics adapter's reviews and its watch of the API server's authentication
+    /// ConfigMap: not behind the controller's bucket (the adapter's own budget fails fast).
+    pub auth: kube::Client,
+}
+
+impl Clients {
+    /// Builds the three clients from one configuration: only `controller` gets the `qps`/`burst`
+    /// bucket. `recorder` hears of the requests of all three.
+    pub fn new(
+        config: kube::Config,
+        qps: f32,
+        burst: u32,
+        recorder: Option<RequestRecorder>,
+    ) -> Result<Self, ClientLimitsError> {
+        Ok(Self {
+            controller: client_with_limits(config.clone(), qps, burst, recorder.clone())?,
+            lease: client_with_limits(config.clone(), 0.0, 0, recorder.clone())?,
+            auth: client_with_limits(config, 0.0, 0, recorder)?,
+        })
+    }
+}
+
 /// A token bucket kept as a theoretical arrival time; pure, the caller passes the clock.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -113,6 +148,15 @@ impl TokenBucket {
         self.full_at = Some(next);
         next.saturating_duration_since(now)
             .saturating_sub(self.burst_window())
+    }
+
+    /// Gives back one token taken by [`reserve`](Self::reserve) whose request never went (the
+    /// next reservation gets it).
+    pub fn release(&mut self, now: Instant) {
+        self.full_at = self
+            .full_at
+            .and_then(|t| t.checked_sub(self.interval))
+            .filter(|t| *t > now);
     }
 
     /// Whole tokens free at `now` (at most `burst`), without taking one.
@@ -207,6 +251,18 @@ impl<S> TokenBucketService<S> {
     }
 }
 
+impl<S> Drop for TokenBucketService<S> {
+    /// A token reserved (waited for or held) by a service whose request never goes is returned.
+    fn drop(&mut self) {
+        if !matches!(self.state, State::Idle) {
+            self.bucket
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .release(Instant::now());
+        }
+    }
+}
+
 impl<S: Clone> Clone for TokenBucketService<S> {
     /// The clone shares the bucket but not a token this service holds.
     fn clone(&self) -> Self {
@@ -251,7 +307,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // `call` without a successful `poll_ready` breaks the `Service` contract; the request
         // still counts against the bucket but is not delayed (and this does not panic).
-        if !matches!(self.state, State::Permitted) {
+        if matches!(self.state, State::Idle) {
             self.reserve();
         }
         self.state = State::Idle;
@@ -463,6 +519,116 @@ mod tests {
         // Two tokens are gone; the next polite request waits for the second refill.
         send(&mut svc, 3).await;
         assert_eq!(start.elapsed(), ms(20));
+    }
+
+    #[test]
+    fn release_gives_the_last_token_back() {
+        let mut bucket = TokenBucket::new(100.0, 2).expect("valid");
+        let t0 = Instant::now();
+        assert_eq!(bucket.reserve(t0), Duration::ZERO);
+        assert_eq!(bucket.reserve(t0), Duration::ZERO);
+        assert_eq!(bucket.available(t0), 0);
+        bucket.release(t0);
+        assert_eq!(bucket.available(t0), 1);
+        assert_eq!(bucket.reserve(t0), Duration::ZERO);
+        // Releasing more than was taken leaves a full bucket, never more.
+        for _ in 0..5 {
+            bucket.release(t0);
+        }
+        assert_eq!(bucket.available(t0), 2);
+        let waits: Vec<Duration> = (0..3).map(|_| bucket.reserve(t0)).collect();
+        assert_eq!(waits, [0, 0, 10].map(ms));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_request_returns_its_token() {
+        let recorder = Recorder::default();
+        let layer = TokenBucketLayer::new(1.0, 1).expect("valid").expect("enabled");
+        let svc = layer.layer(recorder.clone());
+        let start = Instant::now();
+        // A request takes the only token, then is dropped before it is sent.
+        let mut holder = svc.clone();
+        assert!(poll_fn(|cx| Poll::Ready(holder.poll_ready(cx))).await.is_ready());
+        // A second one waits for the next token (one second), and is dropped while waiting.
+        let mut waiter = svc.clone();
+        assert!(
+            poll_fn(|cx| Poll::Ready(waiter.poll_ready(cx)))
+                .await
+                .is_pending()
+        );
+        drop(waiter);
+        drop(holder);
+        // Both tokens are back: the next request goes at once.
+        let mut svc = svc;
+        send(&mut svc, 1).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(recorder.calls.lock().expect("not poisoned").len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_while_waiting_takes_no_second_token() {
+        let recorder = Recorder::default();
+        let layer = TokenBucketLayer::new(1.0, 1).expect("valid").expect("enabled");
+        let mut svc = layer.layer(recorder.clone());
+        let start = Instant::now();
+        send(&mut svc, 1).await;
+        // Reserve the next token (a one-second wait), then call without waiting.
+        assert!(poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await.is_pending());
+        let Ok(_) = svc.call(2).await;
+        // Only two tokens are gone: the third request waits two intervals, not three.
+        send(&mut svc, 3).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    /// The Lease and auth clients are not behind the controller's bucket.
+    #[tokio::test]
+    async fn the_lease_client_is_not_the_throttled_one() {
+        let (addr, server) = ok_server().await;
+        let url: hyper::Uri = format!("http://{addr}").parse().expect("url");
+        // One token, refilled every 10 s: the controller's second request would wait 10 s.
+        let clients = Clients::new(kube::Config::new(url), 0.1, 1, None).expect("clients");
+        let get = |client: &kube::Client| {
+            let client = client.clone();
+            async move {
+                let req = hyper::Request::get("/apis/coordination.k8s.io/v1/namespaces/a/leases/l")
+                    .body(Vec::new())
+                    .expect("request");
+                client.request_text(req).await.expect("response")
+            }
+        };
+        get(&clients.controller).await;
+        let unthrottled = tokio::time::timeout(ms(2_000), async {
+            for _ in 0..5 {
+                get(&clients.lease).await;
+                get(&clients.auth).await;
+            }
+        });
+        assert!(unthrottled.await.is_ok(), "the Lease and auth clients waited");
+        let throttled = tokio::time::timeout(ms(500), get(&clients.controller)).await;
+        assert!(throttled.is_err(), "the controller client is limited");
+        server.abort();
+    }
+
+    /// A local HTTP server answering `{"ok":true}` to everything.
+    async fn ok_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        use http_body_util::Full;
+        use hyper::body::{Bytes, Incoming};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(|_: hyper::Request<Incoming>| {
+                    ready(Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"{\"ok\":true}"),
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        (addr, server)
     }
 
     /// The limit in front of a real `kube::Client` stack (kube's `Buffer` and request path).
