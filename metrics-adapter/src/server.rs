@@ -357,24 +357,47 @@ impl Route {
             [g] if *g == GROUP => Route::Group,
             [g, v] if *g == GROUP && *v == VERSION => Route::Version,
             [g, v, "namespaces", ns, metric] if *g == GROUP && *v == VERSION => {
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8()
-                        .map(|s| s.into_owned())
-                };
-                match (decode(ns), decode(metric)) {
-                    (Ok(namespace), Ok(metric)) if !namespace.is_empty() && !metric.is_empty() => {
-                        Route::Metric {
-                            namespace,
-                            metric: metric.to_lowercase(),
-                        }
-                    }
+                match (metric_namespace(ns), metric_resource(metric)) {
+                    (Some(namespace), Some(metric)) => Route::Metric { namespace, metric },
                     _ => Route::BadPath,
                 }
             }
             _ => Route::NotFound,
         }
     }
+}
+
+/// The longest metric name accepted (a path segment and an RBAC resource name; ebb's are ≤ 200).
+const MAX_METRIC_NAME: usize = 253;
+
+/// The namespace of a metric path segment: percent-decoded, and a DNS-1123 label (what a
+/// namespace name is), so it can name no other path (`/`, `..`, `%2F`) nor carry anything else.
+fn metric_namespace(segment: &str) -> Option<String> {
+    let name = percent_encoding::percent_decode_str(segment).decode_utf8().ok()?;
+    let bytes = name.as_bytes();
+    let inner_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let ends_ok = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    (bytes.len() <= 63 && inner_ok && ends_ok(bytes.first()) && ends_ok(bytes.last()))
+        .then(|| name.into_owned())
+}
+
+/// The metric name of a path segment: percent-decoded, lower-cased (as the API server does), and
+/// made of what metric names are made of (ebb's `[a-z0-9-]`, KEDA's also `.` and `_`), starting
+/// and ending with a letter or digit: never `/`, `.`, `..`, a control character or non-ASCII.
+fn metric_resource(segment: &str) -> Option<String> {
+    let name = percent_encoding::percent_decode_str(segment).decode_utf8().ok()?;
+    if name.is_empty() || name.len() > MAX_METRIC_NAME || !name.is_ascii() {
+        return None;
+    }
+    let name = name.to_ascii_lowercase();
+    let bytes = name.as_bytes();
+    let inner_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'));
+    let ends_ok = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    (inner_ok && ends_ok(bytes.first()) && ends_ok(bytes.last())).then_some(name)
 }
 
 fn is_health(path: &str) -> bool {
@@ -605,9 +628,110 @@ mod tests {
             Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/a/%FF"),
             Route::BadPath
         );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/team-a/s0-rabbitmq-my_queue.v1"),
+            Route::Metric {
+                namespace: "team-a".into(),
+                metric: "s0-rabbitmq-my_queue.v1".into()
+            }
+        );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0%2Dkafka"),
+            Route::Metric {
+                namespace: "default".into(),
+                metric: "s0-kafka".into()
+            }
+        );
         assert_eq!(Route::parse("/openapi/v2"), Route::NotFound);
         assert_eq!(Route::parse("/"), Route::NotFound);
         assert_eq!(Route::parse(""), Route::NotFound);
+    }
+
+    /// Finding 12: a namespace or metric segment that decodes to another path (or to anything a
+    /// namespace or metric name cannot be) is a 400, so it never reaches the provider (nor the
+    /// leader's URL through forwarding).
+    #[test]
+    fn traversal_and_odd_names_are_bad_paths() {
+        let metric = |ns: &str, m: &str| {
+            Route::parse(&format!(
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{m}"
+            ))
+        };
+        let long_ns = "a".repeat(64);
+        let long_metric = "m".repeat(MAX_METRIC_NAME + 1);
+        let bad_namespaces = [
+            "team-b%2Fs0-kafka", // an encoded slash
+            "team-b%2fs0-kafka",
+            "..",     // dot segments
+            "%2E%2E", // encoded dots
+            "%2e%2e",
+            ".",
+            "%2E",
+            "team-a%2F..%2Fteam-b",
+            "%00", // control characters
+            "team%0Aa",
+            "team%20a",
+            "Team-A", // not a DNS-1123 label
+            "-a",
+            "a-",
+            "a.b",
+            "a_b",
+            "%C3%A9quipe", // unicode
+            "%E2%80%AEa",
+            long_ns.as_str(), // too long
+            "%",              // bad escapes
+            "%zz",
+        ];
+        for ns in bad_namespaces {
+            assert_eq!(metric(ns, "s0-kafka"), Route::BadPath, "namespace {ns:?}");
+        }
+        assert_eq!(
+            metric(&"a".repeat(63), "s0-kafka"),
+            Route::Metric {
+                namespace: "a".repeat(63),
+                metric: "s0-kafka".into()
+            }
+        );
+        let bad_metrics = [
+            "s0%2F..%2F..%2Fnamespaces%2Fteam-b%2Fs0-kafka",
+            "%2F",
+            "..",
+            "%2E%2E",
+            "%2e",
+            ".",
+            ".hidden",
+            "s0-kafka.",
+            "s0%3Fx%3D1", // ? and =
+            "s0%23frag",  // #
+            "s0%00",
+            "s0%7F",
+            "s0%09kafka",
+            "s0%20kafka",
+            "s%C3%98-kafka", // unicode (upper and lower case)
+            "%C4%B0",        // 'İ', whose lower case is two characters
+            "s0-k%C3%A4fka",
+            long_metric.as_str(),
+            "%FF",
+        ];
+        for m in bad_metrics {
+            assert_eq!(metric("default", m), Route::BadPath, "metric {m:?}");
+        }
+        assert_eq!(
+            metric("default", &"m".repeat(MAX_METRIC_NAME)),
+            Route::Metric {
+                namespace: "default".into(),
+                metric: "m".repeat(MAX_METRIC_NAME)
+            }
+        );
+        // An empty segment is no metric route at all.
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces//s0-kafka"),
+            Route::BadPath
+        );
+        assert_eq!(
+            Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/"),
+            Route::NotFound
+        );
     }
 
     #[test]

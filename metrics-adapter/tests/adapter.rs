@@ -1010,3 +1010,43 @@ async fn shutdown_does_not_wait_for_stuck_connections() {
         started.elapsed()
     );
 }
+
+/// Finding 12: a namespace or metric segment that decodes to another path is a 400 and never
+/// reaches the provider (whose forwarder would otherwise put it into the leader's URL); a normal
+/// request still works.
+#[tokio::test]
+async fn traversal_in_namespace_or_metric_is_refused_before_the_provider() {
+    let h = Harness::start().await;
+    let client = h.front_proxy();
+    let selector = "?labelSelector=scaledobject.ebb.dev%2Fname%3Dorders";
+    let base = "/apis/external.metrics.k8s.io/v1beta1/namespaces";
+    let long = "x".repeat(300);
+    let paths = [
+        format!("{base}/team-a%2F..%2Fdefault/s0-kafka-orders{selector}"),
+        format!("{base}/default/..%2F..%2Fnamespaces%2Fdefault%2Fs0-kafka-orders{selector}"),
+        format!("{base}/default/s0-kafka-orders%2F..{selector}"),
+        format!("{base}/%2E%2E/s0-kafka-orders{selector}"),
+        format!("{base}/default/%2e%2e{selector}"),
+        format!("{base}/default/s0%00{selector}"),
+        format!("{base}/d%C3%A9fault/s0-kafka-orders{selector}"),
+        format!("{base}/default/{long}{selector}"),
+        format!("{base}//s0-kafka-orders{selector}"),
+    ];
+    for path in &paths {
+        let reply = client.get_with(path, AGGREGATOR).await;
+        let message = reply.status_object(400, "BadRequest");
+        assert!(
+            message.contains("invalid namespace or metric name"),
+            "{path}: {message}"
+        );
+    }
+    assert!(
+        h.provider.calls.lock().expect("lock").is_empty(),
+        "no bad path reaches the provider"
+    );
+    let reply = client
+        .get_with(&format!("{base}/default/s0-kafka-orders{selector}"), AGGREGATOR)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    h.shutdown().await;
+}

@@ -65,10 +65,13 @@ struct OperatorArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "ebb-operator")]
     lease_name: String,
-    /// Namespace of the Lease (default: the watched namespace, else POD_NAMESPACE, else `default`).
+    /// Namespace of the Lease (default: the operator's namespace, POD_NAMESPACE or the pod's
+    /// service-account namespace; outside a pod the watched namespace, else `default`). It never
+    /// follows --namespace in a pod: whoever may edit the Lease decides who leads.
     #[arg(long)]
     lease_namespace: Option<String>,
-    /// Identity in the Lease (default: POD_NAME, else hostname-pid).
+    /// Identity in the Lease (default: POD_NAME, else hostname-pid). With the metrics adapter it
+    /// must be the pod's name: standbys find the leader as the Pod the Lease holder names.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Lease duration in seconds: a standby takes over within this time when the leader dies.
@@ -122,12 +125,10 @@ struct OperatorArgs {
     /// Log format: `text` or `json` (one JSON object per line).
     #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// URL at which other replicas reach this adapter (default: `https://$POD_IP:PORT`, PORT being
-    /// the adapter's, or `https://127.0.0.1:PORT` outside a pod). Standbys forward metric requests
-    /// to the leader's.
-    #[arg(long)]
-    metrics_adapter_advertise_url: Option<String>,
-    /// Bearer token a standby presents to the leader's adapter.
+    /// Service-account token naming the ServiceAccount the operator runs as (its `sub` claim).
+    /// Standbys forward metric requests to the leader's Pod IP (the Lease holder's Pod, at this
+    /// replica's --metrics-adapter-addr port) with short-lived tokens of that ServiceAccount for
+    /// the audience `ebb-leader-forward`, and the leader accepts forwarded requests only from it.
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
     metrics_forward_token_file: std::path::PathBuf,
 }
@@ -270,13 +271,23 @@ fn operator(args: OperatorArgs) -> Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "ebb".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .or_else(|| args.namespace.clone())
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".to_string());
-    let own_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| lease_namespace.clone());
+    let pod_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok())
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty());
+    let (own_namespace, lease_namespace) = namespaces(
+        args.lease_namespace.clone(),
+        pod_namespace,
+        args.namespace.as_deref(),
+    );
+    if lease_namespace != own_namespace {
+        tracing::warn!(
+            lease_namespace = %lease_namespace,
+            operator_namespace = %own_namespace,
+            "the leader Lease is outside the operator's namespace: whoever may edit it decides who leads"
+        );
+    }
     let mode = cert_mode(&args, &own_namespace);
     if args.metrics_adapter_apiservice.is_some() && !matches!(mode, CertMode::Secret { .. }) {
         tracing::warn!(
@@ -300,25 +311,37 @@ fn operator(args: OperatorArgs) -> Result<()> {
         lease_duration: args.lease_duration,
         concurrency: args.concurrency,
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
-        metrics_adapter: args.metrics_adapter_addr.map(|listen| {
-            let host = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".to_string());
-            ebb_operator::run::AdapterOptions {
+        metrics_adapter: args
+            .metrics_adapter_addr
+            .map(|listen| ebb_operator::run::AdapterOptions {
                 listen,
                 certs: CertOptions {
                     mode,
                     dns_names: args.metrics_adapter_dns_names,
                     refresh: refresh.max(Duration::from_secs(1)),
                 },
-                advertise_url: args
-                    .metrics_adapter_advertise_url
-                    .unwrap_or_else(|| format!("https://{host}:{}", listen.port())),
                 forward_token_file: args.metrics_forward_token_file,
-            }
-        }),
+            }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(ebb_operator::run::run(options, shutdown_signal()))?;
     Ok(())
+}
+
+/// Where a pod's service-account namespace is mounted.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The operator's namespace and the Lease's, from `--lease-namespace`, the pod's namespace (when
+/// in a pod) and `--namespace`. In a pod both default to the pod's namespace, whatever the watched
+/// namespace (a tenant's namespace must not decide who leads); outside a pod (development, the
+/// host-process tests) to the watched namespace, else `default`.
+fn namespaces(lease_flag: Option<String>, pod: Option<String>, watched: Option<&str>) -> (String, String) {
+    let own = pod
+        .or_else(|| lease_flag.clone())
+        .or_else(|| watched.map(str::to_string))
+        .unwrap_or_else(|| "default".to_string());
+    let lease = lease_flag.unwrap_or_else(|| own.clone());
+    (own, lease)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -335,4 +358,39 @@ async fn shutdown_signal() {
         }
     }
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_a_pod_the_lease_stays_in_the_operators_namespace() {
+        let ns = |flag: Option<&str>, pod: Option<&str>, watched: Option<&str>| {
+            namespaces(flag.map(str::to_string), pod.map(str::to_string), watched)
+        };
+        let both = |own: &str, lease: &str| (own.to_string(), lease.to_string());
+        // watchNamespace mode in a pod: the Lease does not follow the tenant's namespace.
+        assert_eq!(
+            ns(None, Some("ebb-system"), Some("team-a")),
+            both("ebb-system", "ebb-system")
+        );
+        assert_eq!(
+            ns(None, Some("ebb-system"), None),
+            both("ebb-system", "ebb-system")
+        );
+        // An explicit flag wins (main warns when it leaves the operator's namespace).
+        assert_eq!(
+            ns(Some("ebb-system"), Some("ebb-system"), Some("team-a")),
+            both("ebb-system", "ebb-system")
+        );
+        assert_eq!(
+            ns(Some("elsewhere"), Some("ebb-system"), None),
+            both("ebb-system", "elsewhere")
+        );
+        // Outside a pod: the flag, else the watched namespace, else `default`.
+        assert_eq!(ns(Some("ops"), None, Some("team-a")), both("ops", "ops"));
+        assert_eq!(ns(None, None, Some("team-a")), both("team-a", "team-a"));
+        assert_eq!(ns(None, None, None), both("default", "default"));
+    }
 }

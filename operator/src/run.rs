@@ -20,6 +20,7 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 
 use crate::adapter::certs::{self, AdapterTls, CertError, CertOptions};
+use crate::adapter::forward_token::delegated_auth;
 use crate::adapter::leader_forward::{ForwarderOptions, LeaderForwarder};
 use crate::adapter::metric_cache::MetricCache;
 use crate::adapter::provider::{CacheProvider, LeaderState};
@@ -34,7 +35,7 @@ use crate::infra::telemetry::{OperatorMetrics, serve_health};
 use crate::reconcile::hpa::HpaVersion;
 use crate::reconcile::{error_policy, reconcile};
 use crate::scale::targets::Targets;
-use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, DelegatedAuth, MetricsAdapter, TlsSource};
+use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, MetricsAdapter, TlsSource};
 
 /// Settings of `ebb operator`.
 #[derive(Debug, Clone)]
@@ -74,9 +75,8 @@ pub struct AdapterOptions {
     pub listen: SocketAddr,
     /// The serving certificate: its mode, names and refresh interval.
     pub certs: CertOptions,
-    /// URL at which other replicas reach this adapter (advertised on the Lease while leading).
-    pub advertise_url: String,
-    /// Bearer token a standby presents when it forwards a request to the leader.
+    /// The service-account token file naming the ServiceAccount this replica runs as (standbys
+    /// forward with tokens of it; the leader accepts forwarded requests only from it).
     pub forward_token_file: std::path::PathBuf,
 }
 
@@ -187,10 +187,10 @@ pub async fn run(
                     ForwarderOptions {
                         lease_namespace: options.lease_namespace.clone(),
                         lease_name: options.lease_name.clone(),
+                        pod_namespace: options.own_namespace.clone(),
                         identity: options.identity.clone(),
-                        own_url: a.advertise_url.clone(),
+                        adapter_port: a.listen.port(),
                         token_file: a.forward_token_file.clone(),
-                        owner: lease_owner.clone(),
                     },
                     &tls.trust,
                 )
@@ -209,7 +209,6 @@ pub async fn run(
             (Some(served), Some((tls, forwarder)))
         }
     };
-    let forwarder = adapter_parts.as_ref().map(|(_, f)| f.clone());
 
     let (mut leader, lease_task) = elect(
         clients.lease.clone(),
@@ -224,7 +223,6 @@ pub async fn run(
     .map_err(RunError::Lease)?;
     background.push(tokio::spawn(keep_ready(
         ReadinessSources {
-            identity: options.identity.clone(),
             leading: leading_rx.clone(),
             leader_state: leader_state.clone(),
             adapter: adapter_parts,
@@ -249,11 +247,7 @@ pub async fn run(
             tracing::info!(identity = %options.identity, "leading: starting the controller");
             metrics.set_leader(true);
             let _ = leading_tx.send(true);
-            if let Some(f) = &forwarder {
-                if let Err(e) = f.advertise().await {
-                    tracing::warn!(error = %e, "cannot advertise the metrics adapter on the Lease");
-                }
-            } else if let Some(owner) = &lease_owner
+            if let Some(owner) = &lease_owner
                 && let Err(e) = own_lease(&client, &options.lease_namespace, &options.lease_name, owner).await
             {
                 tracing::warn!(error = %e, "cannot set the Lease's owner reference");
@@ -312,7 +306,7 @@ async fn start_adapter(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let auth = Arc::new(
-        DelegatedAuth::from_kube(client.clone())
+        delegated_auth(client.clone(), forward.service_account())
             .await
             .map_err(RunError::AdapterAuth)?,
     );

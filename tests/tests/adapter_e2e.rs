@@ -1,7 +1,7 @@
 //! The metrics adapter behind the real API server's aggregation layer: the real
 //! kube-controller-manager's HPA controller scales a Deployment 1↔N from ebb's metrics, and ebb
-//! does 0↔1. The API server reaches the standby replica, which forwards to the leader. The
-//! APIService is cluster-wide, so this is the only test that registers it.
+//! does 0↔1. (A standby forwarding to the leader needs pods: `chart_e2e`.) The APIService is
+//! cluster-wide, so this is the only test that registers it.
 
 use std::time::{Duration, Instant};
 
@@ -20,64 +20,26 @@ async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
     let ns = env.namespace("e2e-adapter").await.unwrap();
     let client = env.client.clone();
 
-    // Two replicas: the leader polls and serves; the API server is pointed at the standby, which
-    // must forward to the leader (presenting a bearer token the leader's adapter reviews).
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (leader_port, standby_port) = (free_port(), free_port());
-    let token_file = std::env::temp_dir().join(format!("{}-token", ns.name));
-    std::fs::write(&token_file, env.var("EBB_KUBE_TOKEN").unwrap()).unwrap();
-    let token_arg = token_file.display().to_string();
-    let leader_addr = format!("127.0.0.1:{leader_port}");
-    let standby_addr = format!("127.0.0.1:{standby_port}");
-    let leader = OperatorProcess::start(
-        &env,
-        &ns.name,
-        "op-leader",
-        &[
-            "--metrics-adapter-addr",
-            &leader_addr,
-            "--metrics-forward-token-file",
-            &token_arg,
-        ],
-    )
-    .await
-    .unwrap();
+    // One replica, behind the aggregator. Forwarding from a standby needs pods (the standby finds
+    // the leader as the Pod the Lease holder names, and forwards with a TokenRequest token of the
+    // operator's ServiceAccount): `chart_e2e` covers it with the chart's real pods.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let leader = OperatorProcess::start(&env, &ns.name, "op-leader", &["--metrics-adapter-addr", &addr])
+        .await
+        .unwrap();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns.name);
-    let advertised = wait_for(
-        "leader advertises its adapter",
-        Duration::from_secs(30),
-        || async {
-            let lease = leases.get_opt("ebb-operator").await.ok()??;
-            lease
-                .metadata
-                .annotations?
-                .get("ebb.dev/metrics-adapter-endpoint")
-                .cloned()
-        },
-    )
+    wait_for("the operator leads", Duration::from_secs(30), || async {
+        let lease = leases.get_opt("ebb-operator").await.ok()??;
+        (lease.spec?.holder_identity? == "op-leader").then_some(())
+    })
     .await
     .unwrap();
-    assert_eq!(advertised, format!("https://127.0.0.1:{leader_port}"));
-    let standby = OperatorProcess::start(
-        &env,
-        &ns.name,
-        "op-standby",
-        &[
-            "--metrics-adapter-addr",
-            &standby_addr,
-            "--metrics-forward-token-file",
-            &token_arg,
-        ],
-    )
-    .await
-    .unwrap();
-    ebb_tests::adapter::register(&client, &ns.name, standby_port)
+    ebb_tests::adapter::register(&client, &ns.name, port)
         .await
         .unwrap();
 
@@ -147,8 +109,6 @@ async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
     at(0, 60).await;
 
     ebb_tests::adapter::unregister(&client).await;
-    standby.terminate().await;
     leader.terminate().await;
-    std::fs::remove_file(&token_file).ok();
     ns.delete().await.unwrap();
 }

@@ -1,9 +1,10 @@
 //! The operator's side of the embedded metrics adapter: the poll cache the scale loops fill
 //! ([`metric_cache`]), the provider that answers HPA requests from it ([`provider`]), forwarding
-//! from a standby to the leader ([`leader_forward`]), the adapter's certificates ([`certs`]) and
-//! the replica's readiness ([`readiness`]).
+//! from a standby to the leader ([`leader_forward`]) with its own credentials ([`forward_token`]),
+//! the adapter's certificates ([`certs`]) and the replica's readiness ([`readiness`]).
 
 pub mod certs;
+pub mod forward_token;
 pub mod leader_forward;
 pub mod metric_cache;
 pub mod provider;

@@ -2,22 +2,22 @@
 //!
 //! - The leader: once its controller runs (and, with the adapter, a serving certificate is
 //!   loaded).
-//! - A standby with the adapter: while it has a serving certificate and the Lease is held, not
-//!   expired, by *another* identity that advertised an endpoint other than this replica's (the
-//!   standby forwards there).
+//! - A standby with the adapter: while it has a serving certificate and it finds a leader to
+//!   forward to: the Lease held, not expired, by *another* identity whose Pod, in the operator's
+//!   namespace and running as its ServiceAccount, has an IP (see `leader_forward`).
 //! - A standby without the adapter: always (it serves nothing the Service routes to).
 //!
 //! [`assess`] is the rule, pure; [`keep_ready`] re-evaluates it every two seconds (and when
-//! leadership changes), reading the Lease through the forwarder's two-second cache.
+//! leadership changes), finding the leader through the forwarder's two-second cache.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::adapter::certs::AdapterTls;
-use crate::adapter::leader_forward::{LeaderForwarder, LeaseView};
+use crate::adapter::leader_forward::{LeaderForwarder, NoLeader};
 use crate::adapter::provider::LeaderState;
 
 /// How often readiness is re-evaluated.
@@ -25,7 +25,7 @@ pub const READINESS_TICK: Duration = Duration::from_secs(2);
 
 /// What readiness depends on.
 #[derive(Debug, Clone)]
-pub struct ReadinessInputs<'a> {
+pub struct ReadinessInputs {
     /// Whether this replica serves the metrics adapter.
     pub adapter: bool,
     /// Whether the adapter has a serving certificate.
@@ -34,14 +34,9 @@ pub struct ReadinessInputs<'a> {
     pub leading: bool,
     /// Whether its controller runs (the leader's shared state is published).
     pub controller_started: bool,
-    /// The Lease as last read (standbys with the adapter).
-    pub lease: Option<&'a LeaseView>,
-    /// This replica's identity.
-    pub identity: &'a str,
-    /// This replica's advertised adapter URL.
-    pub own_url: &'a str,
-    /// Now.
-    pub now: Timestamp,
+    /// Where the leader is, as the forwarder last found it (standbys with the adapter; `None`:
+    /// not looked up).
+    pub leader: Option<Result<SocketAddr, NoLeader>>,
 }
 
 /// Why a replica is not ready.
@@ -53,16 +48,13 @@ pub enum NotReady {
     /// The leader's controller is not running yet.
     #[error("leading, but the controller has not started yet")]
     ControllerStarting,
-    /// No live Lease holder other than this replica.
-    #[error("standby: no live leader holds the Lease")]
-    NoLeader,
-    /// The leader has not advertised its adapter (or the endpoint is this replica's own).
-    #[error("standby: the leader has not advertised its metrics adapter yet")]
-    NoLeaderEndpoint,
+    /// No leader to forward to.
+    #[error("standby: {0}")]
+    NoLeader(#[source] NoLeader),
 }
 
 /// Whether the replica is ready, or why not.
-pub fn assess(i: &ReadinessInputs<'_>) -> Result<(), NotReady> {
+pub fn assess(i: &ReadinessInputs) -> Result<(), NotReady> {
     if i.adapter && !i.cert_loaded {
         return Err(NotReady::NoCertificate);
     }
@@ -76,21 +68,15 @@ pub fn assess(i: &ReadinessInputs<'_>) -> Result<(), NotReady> {
     if !i.adapter {
         return Ok(());
     }
-    let lease = i.lease.ok_or(NotReady::NoLeader)?;
-    match lease.live_holder(i.now) {
-        Some(holder) if holder != i.identity => {}
-        _ => return Err(NotReady::NoLeader),
-    }
-    match lease.leader_endpoint() {
-        Some(endpoint) if endpoint != i.own_url => Ok(()),
-        _ => Err(NotReady::NoLeaderEndpoint),
+    match i.leader {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(why)) => Err(NotReady::NoLeader(why)),
+        None => Err(NotReady::NoLeader(NoLeader::NoLease)),
     }
 }
 
 /// Where [`keep_ready`] reads its inputs.
 pub struct ReadinessSources {
-    /// This replica's identity.
-    pub identity: String,
     /// True while this replica leads.
     pub leading: watch::Receiver<bool>,
     /// The leader's shared state (published once the controller runs).
@@ -109,26 +95,23 @@ pub async fn keep_ready(mut sources: ReadinessSources, ready: watch::Sender<bool
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some();
-        let (cert_loaded, lease, own_url) = match &sources.adapter {
+        let (cert_loaded, leader) = match &sources.adapter {
             Some((tls, forwarder)) => {
-                let lease = if leading {
+                let leader = if leading {
                     None
                 } else {
-                    forwarder.lease_view().await
+                    Some(forwarder.leader().await)
                 };
-                (tls.serving.is_loaded(), lease, forwarder.own_url().to_owned())
+                (tls.serving.is_loaded(), leader)
             }
-            None => (true, None, String::new()),
+            None => (true, None),
         };
         let verdict = assess(&ReadinessInputs {
             adapter: sources.adapter.is_some(),
             cert_loaded,
             leading,
             controller_started,
-            lease: lease.as_ref(),
-            identity: &sources.identity,
-            own_url: &own_url,
-            now: Timestamp::now(),
+            leader,
         });
         if last != Some(verdict) {
             match verdict {
@@ -151,35 +134,20 @@ pub async fn keep_ready(mut sources: ReadinessSources, ready: watch::Sender<bool
 mod tests {
     use super::*;
 
-    const ME: &str = "ebb-0";
-    const MY_URL: &str = "https://10.0.0.2:6443";
-
-    fn lease(holder: &str, endpoint: Option<&str>) -> LeaseView {
-        LeaseView {
-            holder: Some(holder.to_owned()),
-            renewed: Some(at("2026-01-01T00:00:00Z")),
-            duration_secs: Some(15),
-            endpoint: endpoint.map(str::to_owned),
-            endpoint_identity: Some(holder.to_owned()),
-        }
-    }
-
-    fn at(t: &str) -> Timestamp {
-        t.parse().unwrap()
-    }
-
-    fn inputs(lease: Option<&LeaseView>) -> ReadinessInputs<'_> {
+    fn inputs(leader: Option<Result<SocketAddr, NoLeader>>) -> ReadinessInputs {
         ReadinessInputs {
             adapter: true,
             cert_loaded: true,
             leading: false,
             controller_started: false,
-            lease,
-            identity: ME,
-            own_url: MY_URL,
-            now: at("2026-01-01T00:00:05Z"),
+            leader,
         }
     }
+
+    const LEADER: Option<Result<SocketAddr, NoLeader>> = Some(Ok(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3)),
+        6443,
+    )));
 
     #[test]
     fn the_leader_is_ready_once_its_controller_runs_with_a_certificate() {
@@ -201,33 +169,23 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_is_ready_while_a_live_other_leader_advertises_an_endpoint() {
-        let good = lease("ebb-1", Some("https://10.0.0.3:6443"));
-        assert_eq!(assess(&inputs(Some(&good))), Ok(()));
-        // Expired.
-        let late = ReadinessInputs {
-            now: at("2026-01-01T00:00:20Z"),
-            ..inputs(Some(&good))
-        };
-        assert_eq!(assess(&late), Err(NotReady::NoLeader));
-        // Held by this replica's identity (a restart of the same pod name before takeover).
-        let mine = lease(ME, Some("https://10.0.0.3:6443"));
-        assert_eq!(assess(&inputs(Some(&mine))), Err(NotReady::NoLeader));
-        // No endpoint, or this replica's own.
-        let silent = lease("ebb-1", None);
-        assert_eq!(assess(&inputs(Some(&silent))), Err(NotReady::NoLeaderEndpoint));
-        let own = lease("ebb-1", Some(MY_URL));
-        assert_eq!(assess(&inputs(Some(&own))), Err(NotReady::NoLeaderEndpoint));
-        // Advertised by the previous leader, not the holder.
-        let mut stale = lease("ebb-1", Some("https://10.0.0.9:6443"));
-        stale.endpoint_identity = Some("ebb-9".into());
-        assert_eq!(assess(&inputs(Some(&stale))), Err(NotReady::NoLeaderEndpoint));
-        // Unreadable Lease.
-        assert_eq!(assess(&inputs(None)), Err(NotReady::NoLeader));
+    fn a_standby_is_ready_while_it_finds_a_leader_to_forward_to() {
+        assert_eq!(assess(&inputs(LEADER)), Ok(()));
+        for why in [
+            NoLeader::NoLease,
+            NoLeader::NotHeld,
+            NoLeader::ThisReplica,
+            NoLeader::NoPod,
+            NoLeader::NoPodIp,
+            NoLeader::ForeignPod,
+        ] {
+            assert_eq!(assess(&inputs(Some(Err(why)))), Err(NotReady::NoLeader(why)));
+        }
+        assert_eq!(assess(&inputs(None)), Err(NotReady::NoLeader(NoLeader::NoLease)));
         // No certificate yet.
         let no_cert = ReadinessInputs {
             cert_loaded: false,
-            ..inputs(Some(&good))
+            ..inputs(LEADER)
         };
         assert_eq!(assess(&no_cert), Err(NotReady::NoCertificate));
     }

@@ -38,8 +38,7 @@ pub async fn deployment_owner(client: &Client, namespace: &str, name: &str) -> O
 }
 
 /// Sets the owner reference of the Lease `namespace/name` (a merge patch of
-/// `metadata.ownerReferences`), for a leader that does not advertise an adapter (which sets it
-/// with its advertisement).
+/// `metadata.ownerReferences`), when the replica starts leading.
 pub async fn own_lease(
     client: &Client,
     namespace: &str,
