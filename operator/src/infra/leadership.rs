@@ -661,7 +661,9 @@ mod tests {
         let guard = LeaderGuard::new(timing(15));
         let (tx, rx) = watch::channel(false);
         let start = Instant::now();
-        let held = hold(renewer, &guard, &tx).await;
+        let held = tokio::time::timeout(secs(60.0), hold(renewer, &guard, &tx))
+            .await
+            .expect("ends within a minute");
         (held, start.elapsed(), guard, rx)
     }
 
@@ -682,7 +684,10 @@ mod tests {
         });
         rx.wait_for(|l| *l).await.expect("leads");
         assert!(guard.check().is_ok());
-        rx.wait_for(|l| !*l).await.expect("steps down");
+        tokio::time::timeout(secs(60.0), rx.wait_for(|l| !*l))
+            .await
+            .expect("steps down within a minute")
+            .expect("open");
         // Last success at 3 s: the deadline is 13 s, two seconds before a standby may take over.
         assert_eq!(start.elapsed(), secs(13.0));
         assert_eq!(guard.check(), Err(NotLeading));
@@ -709,7 +714,10 @@ mod tests {
         assert!(guard.is_leading());
         tokio::time::sleep(secs(0.1)).await;
         assert!(!guard.is_leading());
-        assert_eq!(task.await.expect("task"), Held::SteppedDown);
+        let held = tokio::time::timeout(secs(60.0), task)
+            .await
+            .expect("ends within a minute");
+        assert_eq!(held.expect("task"), Held::SteppedDown);
         assert_eq!(start.elapsed(), secs(10.0));
     }
 
