@@ -208,7 +208,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn scale_is_written_only_within_the_renew_deadline() {
         let (host, patches) = shared(LeaderGuard::renewed_now(timing()));
-        host.targets().set_replicas(&web(), 1).await.expect("leading: written");
+        host.targets()
+            .set_replicas(&web(), 1)
+            .await
+            .expect("leading: written");
         assert_eq!(patches.load(Ordering::SeqCst), 1);
         // No renewal for the renew deadline (10 s of a 15 s Lease): nothing reaches the API.
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -235,7 +238,10 @@ mod tests {
             warnings: Vec::new(),
         });
         let refused = host.write_status(&key).await.expect_err("refused");
-        assert!(matches!(refused, crate::status::writer::WriteError::NotLeading(_)));
+        assert!(matches!(
+            refused,
+            crate::status::writer::WriteError::NotLeading(_)
+        ));
         assert_eq!(patches.load(Ordering::SeqCst), 0);
     }
 }
