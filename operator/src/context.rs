@@ -16,8 +16,12 @@ use kube::{Client, Resource};
 
 use crate::adapter::metric_cache::MetricCache;
 use crate::cache::hpas::HpaCache;
+use crate::cache::kinds::KindCache;
 use crate::cache::target_index::TargetIndex;
+use crate::infra::hpa_discovery::HpaRecheck;
+use crate::infra::leadership::LeaderGuard;
 use crate::infra::telemetry::OperatorMetrics;
+use crate::reconcile::RequeueBackoff;
 use crate::reconcile::hpa::HpaVersion;
 use crate::scale::scale_loop::{LoopConfig, LoopHandle};
 use crate::scale::targets::Targets;
@@ -88,6 +92,14 @@ pub struct Shared {
     pub started: Instant,
     /// Namespace of ClusterTriggerAuthentication Secrets and ConfigMaps.
     pub cluster_auth_namespace: String,
+    /// Whether this replica leads now; every write checks it first.
+    pub leader: LeaderGuard,
+    /// Re-discovery of the HPA API after a 404 from it.
+    pub hpa_recheck: Arc<HpaRecheck>,
+    /// Reconcile failures per object, for the requeue backoff.
+    pub requeue: RequeueBackoff,
+    /// Discovery answers per kind (pod templates of `<param>FromEnv`).
+    pub kinds: Arc<KindCache>,
 }
 
 impl Shared {
@@ -159,9 +171,9 @@ impl Shared {
     }
 
     /// Composes the status of an object and writes it if it changed (see [`writer::write`]).
-    pub async fn write_status(&self, key: &ObjectKey) -> Result<(), kube::Error> {
+    pub async fn write_status(&self, key: &ObjectKey) -> Result<(), writer::WriteError> {
         let slot = self.slot(key);
         let mut book = slot.status.lock().await;
-        writer::write(&self.client, &key.0, &key.1, &mut book).await
+        writer::write(&self.client, &self.leader, &key.0, &key.1, &mut book).await
     }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use ebb_operator::adapter::certs::files::CertFiles;
 use ebb_operator::adapter::certs::{CertMode, CertOptions};
 use ebb_operator::cli::validate::{CheckOptions, check_documents_with, read_documents};
+use ebb_operator::infra::leadership::LeaseTiming;
 
 /// ebb: an event-driven autoscaler for Kubernetes.
 #[derive(Parser)]
@@ -74,9 +75,11 @@ struct OperatorArgs {
     /// must be the pod's name: standbys find the leader as the Pod the Lease holder names.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Lease duration in seconds: a standby takes over within this time when the leader dies.
-    #[arg(long, default_value_t = 15)]
-    lease_duration: u64,
+    /// Lease duration in seconds (3 to 3600): a standby takes over within this time when the
+    /// leader dies. The leader renews every fifth of it and stops writing after two thirds of it
+    /// without a successful renewal.
+    #[arg(long, default_value = "15")]
+    lease_duration: LeaseTiming,
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,

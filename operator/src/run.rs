@@ -2,6 +2,8 @@
 //! holds the Lease runs the reconciler and the scale loops (and so writes `/scale`, HPAs, status).
 //! Losing the Lease stops everything and returns an error, so the process restarts cleanly as a
 //! standby; SIGTERM stops everything and releases the Lease so a standby takes over at once.
+//! Start-up calls to the API server are retried with backoff (an outage is waited out, serving
+//! `/healthz`); only a 404 listing ScaledObjects means the CRDs are missing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use ebb_crds::ScaledObject;
 use ebb_scalers::{FactoryOptions, ScalerFactory};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
@@ -26,14 +28,17 @@ use crate::adapter::metric_cache::MetricCache;
 use crate::adapter::provider::{CacheProvider, LeaderState};
 use crate::adapter::readiness::{ReadinessSources, keep_ready};
 use crate::cache::hpas::HpaCache;
+use crate::cache::kinds::KindCache;
 use crate::cache::target_index::TargetIndex;
-use crate::context::{HpaApi, Shared};
+use crate::context::Shared;
+use crate::infra::backoff::WatchBackoff;
 use crate::infra::client_limits::{ClientLimitsError, Clients};
-use crate::infra::leadership::{LeaseSettings, elect};
+use crate::infra::hpa_discovery::{DISCOVERY_BOUND, DiscoveryError, HpaRecheck, discover, hpa_api};
+use crate::infra::leadership::{LeaderGuard, LeaseSettings, LeaseTiming, elect};
 use crate::infra::owner::{deployment_owner, own_lease};
+use crate::infra::startup::{self, crds_missing};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
-use crate::reconcile::hpa::HpaVersion;
-use crate::reconcile::{error_policy, reconcile};
+use crate::reconcile::{RequeueBackoff, error_policy, reconcile};
 use crate::scale::targets::Targets;
 use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, MetricsAdapter, TlsSource};
 
@@ -58,8 +63,8 @@ pub struct OperatorOptions {
     pub owner_deployment: Option<String>,
     /// This replica's identity in the Lease.
     pub identity: String,
-    /// Lease duration in seconds.
-    pub lease_duration: u64,
+    /// Lease duration (validated; the renew deadline and schedule follow from it).
+    pub lease_duration: LeaseTiming,
     /// Reconciles running at once.
     pub concurrency: u16,
     /// Timeout of one HTTP poll of a source.
@@ -89,9 +94,12 @@ pub enum RunError {
     /// The client could not be built.
     #[error(transparent)]
     Client(#[from] ClientLimitsError),
-    /// The CRDs are not installed.
+    /// The CRDs are not installed (listing ScaledObjects answered 404).
     #[error("cannot list ScaledObjects ({0}); are the CRDs installed? `ebb crds | kubectl apply -f -`")]
     CrdMissing(#[source] kube::Error),
+    /// The HPA API could not be discovered.
+    #[error("HPA API discovery: {0}")]
+    HpaDiscovery(#[source] DiscoveryError),
     /// The health port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -132,12 +140,7 @@ pub async fn run(
         Some(metrics.kube_request_recorder()),
     )?;
     let client = clients.controller.clone();
-    let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
-    so_api
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(RunError::CrdMissing)?;
-
+    // Health first: while start-up waits out an API outage, /healthz answers (not ready).
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(options.health_addr)
@@ -152,6 +155,23 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
+    let one = ListParams::default().limit(1);
+    let listed = startup::retry("list ScaledObjects", stop_rx.clone(), crds_missing, || {
+        so_api.list(&one)
+    })
+    .await;
+    match listed {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            health.abort();
+            return Ok(());
+        }
+        Err(e) => {
+            health.abort();
+            return Err(RunError::CrdMissing(e));
+        }
+    }
     let leader_state: LeaderState = LeaderState::default();
     let (leading_tx, leading_rx) = watch::channel(false);
     let owner = match &options.owner_deployment {
@@ -203,24 +223,35 @@ pub async fn run(
                 leader_state.clone(),
                 forwarder.clone(),
                 metrics.clone(),
-                wait_true(stop_rx.clone()),
+                stop_rx.clone(),
             )
             .await?;
             (Some(served), Some((tls, forwarder)))
         }
     };
 
-    let (mut leader, lease_task) = elect(
-        clients.lease.clone(),
-        LeaseSettings {
-            name: options.lease_name.clone(),
-            namespace: options.lease_namespace.clone(),
-            identity: options.identity.clone(),
-            duration: options.lease_duration,
-        },
+    let lease_settings = LeaseSettings {
+        name: options.lease_name.clone(),
+        namespace: options.lease_namespace.clone(),
+        identity: options.identity.clone(),
+        timing: options.lease_duration,
+    };
+    // The Lease has its own unthrottled client: renewals never queue behind controller calls.
+    let elected = startup::retry(
+        "create or read the leader Lease",
+        stop_rx.clone(),
+        |_| false,
+        || elect(clients.lease.clone(), lease_settings.clone()),
     )
     .await
     .map_err(RunError::Lease)?;
+    let Some((mut leader, guard, lease_task)) = elected else {
+        health.abort();
+        for task in background {
+            task.abort();
+        }
+        return Ok(());
+    };
     background.push(tokio::spawn(keep_ready(
         ReadinessSources {
             leading: leading_rx.clone(),
@@ -263,19 +294,35 @@ pub async fn run(
                 let _ = lost_tx.send(true);
                 lost
             });
-            run_controller(
-                client.clone(),
-                &options,
-                metrics.clone(),
-                leader_state.clone(),
-                wait_true(lost_rx),
-            )
-            .await;
+            // A changed HPA API (a 404 from it, then another version discovered) restarts the
+            // controller on the served version.
+            let ended = loop {
+                match run_controller(
+                    client.clone(),
+                    &options,
+                    metrics.clone(),
+                    leader_state.clone(),
+                    guard.clone(),
+                    lost_rx.clone(),
+                )
+                .await
+                {
+                    Ok(ControllerEnd::HpaApiChanged) if !*lost_rx.borrow() => continue,
+                    Ok(_) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
             metrics.set_leader(false);
             let _ = leading_tx.send(false);
-            match watchdog.await {
-                Ok(true) => Err(RunError::LostLeadership),
-                _ => Ok(()),
+            match ended {
+                Err(e) => {
+                    watchdog.abort();
+                    Err(e)
+                }
+                Ok(()) => match watchdog.await {
+                    Ok(true) => Err(RunError::LostLeadership),
+                    _ => Ok(()),
+                },
             }
         }
     };
@@ -303,13 +350,24 @@ async fn start_adapter(
     leader: LeaderState,
     forward: Arc<LeaderForwarder>,
     metrics: Arc<OperatorMetrics>,
-    stop: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
-    let auth = Arc::new(
-        delegated_auth(client.clone(), forward.service_account())
-            .await
-            .map_err(RunError::AdapterAuth)?,
-    );
+    // Only a kube error other than a 404 is worth waiting out; bad contents are final.
+    let permanent = |e: &AuthError| !matches!(e, AuthError::Kube(k) if !crds_missing(k));
+    let auth = startup::retry(
+        "read the API server's authentication settings",
+        stop.clone(),
+        permanent,
+        || delegated_auth(client.clone(), forward.service_account()),
+    )
+    .await
+    .map_err(RunError::AdapterAuth)?;
+    // (Stopped while waiting: the adapter starts and stops at once.)
+    let stop = wait_true(stop);
+    let Some(auth) = auth else {
+        return Ok(tokio::spawn(async {}));
+    };
+    let auth = Arc::new(auth);
     // CA rotations and header changes in the API server's settings take effect without a restart.
     let follow = tokio::spawn(auth.clone().follow_config(client.clone()));
     let adapter = MetricsAdapter::bind(
@@ -346,19 +404,13 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Which HPA API the cluster serves: autoscaling/v2 when present, else v2beta2.
-pub async fn discover_hpa(client: &Client) -> HpaApi {
-    let v2 = client
-        .list_api_group_resources("autoscaling/v2")
-        .await
-        .map(|l| l.resources.iter().any(|r| r.name == "horizontalpodautoscalers"))
-        .unwrap_or(false);
-    let version = if v2 { HpaVersion::V2 } else { HpaVersion::V2beta2 };
-    let gvk = GroupVersionKind::gvk("autoscaling", version.version(), "HorizontalPodAutoscaler");
-    HpaApi {
-        version,
-        resource: ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers"),
-    }
+/// Why the controller stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum ControllerEnd {
+    /// `stop` turned true.
+    Stopped,
+    /// The cluster serves another HPA version than the one in use: run again.
+    HpaApiChanged,
 }
 
 async fn run_controller(
@@ -366,9 +418,16 @@ async fn run_controller(
     options: &OperatorOptions,
     metrics: Arc<OperatorMetrics>,
     leader_state: LeaderState,
-    stop: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let hpa = discover_hpa(&client).await;
+    leader: LeaderGuard,
+    stop: watch::Receiver<bool>,
+) -> Result<ControllerEnd, RunError> {
+    // Retried with backoff while the API server fails; never a guess.
+    let version = tokio::select! {
+        found = discover(&client, DISCOVERY_BOUND) => found.map_err(RunError::HpaDiscovery)?,
+        () = wait_true(stop.clone()) => return Ok(ControllerEnd::Stopped),
+    };
+    let hpa = hpa_api(version);
+    let hpa_recheck = Arc::new(HpaRecheck::new(version));
     tracing::info!(api = hpa.version.api_version(), "HPA API");
     let (targets, target_watches) = Targets::start(client.clone(), options.namespace.as_deref());
     let hpa_api: Api<DynamicObject> = match options.namespace.as_deref() {
@@ -382,7 +441,7 @@ async fn run_controller(
     let hpa_watch = tokio::spawn({
         let hpas = hpas.clone();
         watcher::watcher(hpa_api.clone(), watcher::Config::default())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .for_each(move |event| {
                 if let Ok(event) = event {
                     hpas.observe(&event);
@@ -405,7 +464,7 @@ async fn run_controller(
     let so_stream = reflector::reflector(
         so_writer,
         watcher::watcher(so_api, watcher::Config::default().any_semantic())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(|so: &mut ScaledObject| so.metadata.managed_fields = None)
             .inspect_ok({
                 let index = so_targets.clone();
@@ -434,6 +493,10 @@ async fn run_controller(
         cache: Arc::new(MetricCache::default()),
         started: Instant::now(),
         cluster_auth_namespace: options.lease_namespace.clone(),
+        leader,
+        hpa_recheck: hpa_recheck.clone(),
+        requeue: RequeueBackoff::default(),
+        kinds: Arc::new(KindCache::default()),
     });
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
     // The owned-HPA watch that triggers reconciles first puts what it saw into the HPA cache, so
@@ -443,7 +506,7 @@ async fn run_controller(
         hpa_api,
         watcher::Config::default().labels("app.kubernetes.io/managed-by=ebb"),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .inspect({
         let hpas = shared.hpas.clone();
         move |event| {
@@ -456,7 +519,15 @@ async fn run_controller(
     controller
         .owns_stream_with(owned_hpas, hpa.resource.clone())
         .with_config(controller::Config::default().concurrency(options.concurrency))
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on({
+            let recheck = hpa_recheck.clone();
+            async move {
+                tokio::select! {
+                    () = wait_true(stop) => {}
+                    () = recheck.changed() => {}
+                }
+            }
+        })
         .run(reconcile, error_policy, shared.clone())
         .for_each(|_| futures::future::ready(()))
         .await;
@@ -475,4 +546,9 @@ async fn run_controller(
         w.abort();
     }
     hpa_watch.abort();
+    Ok(if hpa_recheck.has_changed() {
+        ControllerEnd::HpaApiChanged
+    } else {
+        ControllerEnd::Stopped
+    })
 }

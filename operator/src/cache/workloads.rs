@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::infra::backoff::WatchBackoff;
 use kube::{Api, Client};
 
 use crate::cache::index::{Projection, WatchIndex};
@@ -99,20 +101,21 @@ impl WorkloadIndex {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client),
         };
-        // The watcher retries with backoff by itself; `follow` skips its errors.
+        // kube's watcher retries at once after an error; the backoff spaces the retries (1 s
+        // doubling to 30 s, with jitter). `follow` skips the errors.
         let config = || watcher::Config::default().any_semantic();
         let handles = vec![
             tokio::spawn({
                 let index = index.clone();
                 async move {
-                    let stream = watcher::watcher(deployments, config());
+                    let stream = watcher::watcher(deployments, config()).backoff(WatchBackoff::default());
                     index.deployments.follow(stream).await;
                 }
             }),
             tokio::spawn({
                 let index = index.clone();
                 async move {
-                    let stream = watcher::watcher(statefulsets, config());
+                    let stream = watcher::watcher(statefulsets, config()).backoff(WatchBackoff::default());
                     index.statefulsets.follow(stream).await;
                 }
             }),
@@ -181,6 +184,47 @@ mod tests {
             "spec": {"replicas": replicas, "selector": {}, "template": {}, "serviceName": "s"}
         }))
         .unwrap()
+    }
+
+    /// A client whose every request fails with a 500; counts the requests. After `cap` requests
+    /// it stops answering (so a watcher retrying without pause cannot spin the test forever).
+    fn failing_client(cap: usize) -> (Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        let service = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n > cap {
+                    std::future::pending::<()>().await;
+                }
+                let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd down","reason":"InternalError","code":500}"#;
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(500)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(body.to_vec()))
+                        .expect("response"),
+                )
+            }
+        });
+        (Client::new(service, "default"), count)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watches_back_off_while_the_api_server_fails() {
+        use std::sync::atomic::Ordering;
+        let (client, requests) = failing_client(200);
+        let (_index, handles) = WorkloadIndex::start(client, None);
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        // Two watches, each listing at 0 s and then after 1, 2 and 4 s (±25 %): four lists each
+        // in 10 s. (Without a backoff: a list per poll; with kube's default_backoff, which resets
+        // on the `Init` before each list, one every 0.8 to 1.6 s.)
+        let n = requests.load(Ordering::SeqCst);
+        assert_eq!(n, 8, "{n} requests in 10 s");
+        for h in handles {
+            h.abort();
+        }
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! `ebb validate`, reading Secrets, ConfigMaps, TriggerAuthentications and workloads from the API.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ebb_crds::{ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject};
 
+use crate::cache::kinds::KindCache;
 use crate::compile::inputs::{Lookup, ObjectSource, decode_secret};
 
 /// Looks objects up in the cluster.
@@ -16,6 +18,8 @@ pub struct ClusterObjects {
     pub client: Client,
     /// Namespace of ClusterTriggerAuthentication Secrets and ConfigMaps (the operator's).
     pub cluster_auth_namespace: String,
+    /// Discovery answers per kind, shared across reconciles.
+    pub kinds: Arc<KindCache>,
 }
 
 fn lookup<T>(r: Result<Option<T>, kube::Error>, what: String) -> Lookup<T> {
@@ -79,14 +83,11 @@ impl ObjectSource for ClusterObjects {
         kind: &str,
         name: &str,
     ) -> Lookup<PodTemplateSpec> {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let ar = match kube::discovery::pinned_kind(&self.client, &gvk).await {
-            Ok((ar, _)) => ar,
+        let ar = match self.kinds.resolve(&self.client, api_version, kind).await {
+            Ok(ar) => ar,
             Err(e) => return Lookup::Unavailable(format!("{kind} in {api_version}: {e}")),
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &ApiResource { ..ar });
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
         match lookup(api.get_opt(name).await, format!("{kind} {namespace}/{name}")) {
             Lookup::Found(o) => match o
                 .data

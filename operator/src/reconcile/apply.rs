@@ -155,6 +155,7 @@ async fn build_triggers(
     let source = ClusterObjects {
         client: shared.client.clone(),
         cluster_auth_namespace: shared.cluster_auth_namespace.clone(),
+        kinds: shared.kinds.clone(),
     };
     let compiled = compile(&source, &so.namespace().unwrap_or_default(), so).await;
     let mut facts = TriggerFacts::default();
@@ -197,6 +198,9 @@ async fn build_triggers(
 /// Applies (server-side, forced) or deletes the HPA as planned.
 async fn apply_hpa(shared: &Shared, ns: &str, step: HpaStep) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), ns, &shared.hpa.resource);
+    if !matches!(step, HpaStep::Leave) {
+        shared.leader.check()?;
+    }
     match step {
         HpaStep::Leave => Ok(()),
         HpaStep::Apply { name, desired } => {
@@ -205,7 +209,8 @@ async fn apply_hpa(shared: &Shared, ns: &str, step: HpaStep) -> Result<(), Error
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&desired),
             )
-            .await?;
+            .await
+            .map_err(|e| super::hpa_error(shared, e))?;
             Ok(())
         }
         HpaStep::Delete { name } => match api.delete(&name, &DeleteParams::default()).await {
@@ -297,6 +302,7 @@ pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Acti
             Ok(target) => {
                 let current = shared.targets.replicas(&target).await.ok();
                 if let Some(n) = restore_on_delete(true, Some(original), current.unwrap_or(-1)) {
+                    shared.leader.check()?;
                     shared.targets.set_replicas(&target, n).await?;
                     shared.metrics.scale_action("restore");
                     shared

@@ -12,6 +12,7 @@ use kube::runtime::events::EventType;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::{ObjectKey, Shared};
+use crate::infra::leadership::NotLeading;
 use crate::infra::telemetry::OperatorMetrics;
 use crate::scale::outcome::{EventKind, EventNote};
 use crate::scale::targets::{TargetError, TargetRef, Targets};
@@ -60,11 +61,33 @@ pub trait LoopHost: Send + Sync + 'static {
     fn telemetry(&self) -> &OperatorMetrics;
 }
 
+/// The leader's targets: reads as [`Targets`], and every write first checks that this replica
+/// still leads (a refusal is the write's error, with [`NotLeading`] as its source).
+#[async_trait]
+impl TargetReplicas for Shared {
+    async fn replicas(&self, target: &TargetRef) -> Result<i32, TargetError> {
+        self.targets.replicas(target).await
+    }
+    async fn set_replicas(&self, target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+        self.leader.check().map_err(|e| not_leading(target, e))?;
+        self.targets.set_replicas(target, replicas).await
+    }
+}
+
+fn not_leading(target: &TargetRef, e: NotLeading) -> TargetError {
+    TargetError::Api {
+        kind: target.kind.clone(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+        source: kube::Error::Service(Box::new(e)),
+    }
+}
+
 #[async_trait]
 impl LoopHost for Shared {
-    type Targets = Targets;
-    fn targets(&self) -> &Targets {
-        &self.targets
+    type Targets = Shared;
+    fn targets(&self) -> &Shared {
+        self
     }
     fn now(&self) -> Timestamp {
         Timestamp::now()
@@ -95,5 +118,130 @@ impl LoopHost for Shared {
     }
     fn telemetry(&self) -> &OperatorMetrics {
         &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use ebb_scalers::{FactoryOptions, ScalerFactory};
+    use kube::runtime::events::{Recorder, Reporter};
+
+    use super::*;
+    use crate::adapter::metric_cache::MetricCache;
+    use crate::cache::hpas::HpaCache;
+    use crate::cache::kinds::KindCache;
+    use crate::cache::target_index::TargetIndex;
+    use crate::infra::hpa_discovery::{HpaRecheck, hpa_api};
+    use crate::infra::leadership::{LeaderGuard, LeaseTiming};
+    use crate::reconcile::RequeueBackoff;
+    use crate::reconcile::hpa::HpaVersion;
+
+    /// The operator's shared state over a fake API server that answers every PATCH (counted) with
+    /// a Scale and leaves every other request pending (the workload watches).
+    fn shared(leader: LeaderGuard) -> (Shared, Arc<AtomicUsize>) {
+        let patches = Arc::new(AtomicUsize::new(0));
+        let seen = patches.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let patch = req.method() == http::Method::PATCH;
+            if patch {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            async move {
+                if !patch {
+                    std::future::pending::<()>().await;
+                }
+                let body = br#"{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"web","namespace":"ns"},"spec":{"replicas":1}}"#;
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(body.to_vec()))
+                        .expect("response"),
+                )
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let (targets, _watches) = Targets::start(client.clone(), None);
+        let version = HpaVersion::V2;
+        let shared = Shared {
+            client: client.clone(),
+            targets,
+            scalers: ScalerFactory::new(FactoryOptions {
+                http_timeout: Duration::from_secs(1),
+            }),
+            recorder: Recorder::new(client, Reporter::from("test")),
+            metrics: Arc::new(OperatorMetrics::new()),
+            hpa: hpa_api(version),
+            hpas: Arc::new(HpaCache::default()),
+            so_store: kube::runtime::reflector::store().0,
+            so_targets: Arc::new(TargetIndex::default()),
+            objects: Mutex::new(HashMap::new()),
+            cache: Arc::new(MetricCache::default()),
+            started: std::time::Instant::now(),
+            cluster_auth_namespace: "ebb".into(),
+            leader,
+            hpa_recheck: Arc::new(HpaRecheck::new(version)),
+            requeue: RequeueBackoff::default(),
+            kinds: Arc::new(KindCache::default()),
+        };
+        (shared, patches)
+    }
+
+    fn web() -> TargetRef {
+        TargetRef {
+            namespace: "ns".into(),
+            name: "web".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            plural: "deployments".into(),
+        }
+    }
+
+    fn timing() -> LeaseTiming {
+        LeaseTiming::from_secs(15).expect("valid")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scale_is_written_only_within_the_renew_deadline() {
+        let (host, patches) = shared(LeaderGuard::renewed_now(timing()));
+        host.targets()
+            .set_replicas(&web(), 1)
+            .await
+            .expect("leading: written");
+        assert_eq!(patches.load(Ordering::SeqCst), 1);
+        // No renewal for the renew deadline (10 s of a 15 s Lease): nothing reaches the API.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let refused = host.targets().set_replicas(&web(), 0).await.expect_err("refused");
+        assert!(refused.to_string().contains("not the leader"), "{refused}");
+        assert_eq!(patches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_that_never_renewed_writes_neither_scale_nor_status() {
+        let (host, patches) = shared(LeaderGuard::new(timing()));
+        assert!(host.targets().set_replicas(&web(), 1).await.is_err());
+        let key = ("ns".to_string(), "so".to_string());
+        host.slot(&key).status.lock().await.reconcile = Some(crate::status::ReconcileView {
+            readiness: crate::status::Readiness::Ok,
+            paused: false,
+            paused_replicas: None,
+            hpa_name: None,
+            metric_names: Vec::new(),
+            original_replica_count: None,
+            scale_target_kind: None,
+            generation: None,
+            fallback_threshold: None,
+            warnings: Vec::new(),
+        });
+        let refused = host.write_status(&key).await.expect_err("refused");
+        assert!(matches!(
+            refused,
+            crate::status::writer::WriteError::NotLeading(_)
+        ));
+        assert_eq!(patches.load(Ordering::SeqCst), 0);
     }
 }

@@ -14,6 +14,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value as Json, json};
 
+use crate::infra::leadership::{LeaderGuard, NotLeading};
 use crate::status::{LoopView, ReconcileView, compose};
 
 /// Field manager of every server-side apply ebb makes (HPAs and status).
@@ -49,17 +50,31 @@ pub fn apply_body(status: &ScaledObjectStatus) -> Json {
     })
 }
 
-/// Composes the status of `namespace/name` from `book` and applies it if it changed; on success
-/// the book remembers it as written. A ScaledObject that is gone is not an error.
+/// A status write that failed or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The API server refused or failed the apply.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// This replica does not lead: nothing was written.
+    #[error(transparent)]
+    NotLeading(#[from] NotLeading),
+}
+
+/// Composes the status of `namespace/name` from `book` and applies it if it changed and this
+/// replica leads; on success the book remembers it as written. A ScaledObject that is gone is not
+/// an error.
 pub async fn write(
     client: &Client,
+    leader: &LeaderGuard,
     namespace: &str,
     name: &str,
     book: &mut StatusBook,
-) -> Result<(), kube::Error> {
+) -> Result<(), WriteError> {
     let Some(next) = book.pending(Timestamp::now()) else {
         return Ok(());
     };
+    leader.check()?;
     let api: Api<ScaledObject> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
@@ -71,7 +86,7 @@ pub async fn write(
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
