@@ -185,6 +185,7 @@ async fn build_triggers(
                     metric_name: parsed.metric_name.clone(),
                     scaler,
                     thresholds: parsed.thresholds,
+                    metric_type: c.metric_type,
                     use_cached_metrics: c.use_cached_metrics,
                 });
             }
