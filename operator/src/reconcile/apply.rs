@@ -35,7 +35,7 @@ pub fn key_of(so: &ScaledObject) -> ObjectKey {
 /// One reconcile pass over a live (not deleted) ScaledObject.
 pub async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
     let key = key_of(&so);
-    let slot = shared.slot(&key);
+    let slot = shared.slot_of(&key, &so.uid().unwrap_or_default());
     {
         let mut book = slot.status.lock().await;
         if book.written.is_none() {
@@ -292,7 +292,7 @@ fn restore_target(looked_up: Result<TargetRef, TargetError>) -> Result<Option<Ta
 /// restores the original replica count when asked to, and forgets the object.
 pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
     let key = key_of(&so);
-    let slot = shared.slot(&key);
+    let slot = shared.slot_of(&key, &so.uid().unwrap_or_default());
     slot.stop_loop();
     let restore = so
         .spec
