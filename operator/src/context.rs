@@ -76,7 +76,10 @@ pub fn slot_for(slots: &Slots, key: &ObjectKey, uid: &str) -> (Arc<ObjectSlot>, 
 
 /// Takes out the slots of objects that are gone, or whose object is another incarnation now.
 /// `live` gives the UID of the object a key names, if it exists.
-pub fn take_stale(slots: &Slots, live: impl Fn(&ObjectKey) -> Option<String>) -> Vec<(ObjectKey, Arc<ObjectSlot>)> {
+pub fn take_stale(
+    slots: &Slots,
+    live: impl Fn(&ObjectKey) -> Option<String>,
+) -> Vec<(ObjectKey, Arc<ObjectSlot>)> {
     let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
     let stale: Vec<ObjectKey> = slots
         .iter()
@@ -303,6 +306,9 @@ mod tests {
         let mut left: Vec<String> = slots.lock().unwrap().keys().map(|k| k.1.clone()).collect();
         left.sort();
         assert_eq!(left, ["live", "unknown-uid"]);
-        assert!(take_stale(&slots, live).is_empty(), "a second sweep finds nothing");
+        assert!(
+            take_stale(&slots, live).is_empty(),
+            "a second sweep finds nothing"
+        );
     }
 }

@@ -44,12 +44,12 @@ fn lookup<T>(r: Result<Option<T>, kube::Error>, what: String) -> Lookup<T> {
 impl ObjectSource for ClusterObjects {
     async fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        lookup(api.get_opt(name).await, format!("Secret {namespace}/{name}")).and_then(|s| {
-            match decode_secret(s.data.as_ref(), s.string_data.as_ref()) {
+        lookup(api.get_opt(name).await, format!("Secret {namespace}/{name}")).and_then(
+            |s| match decode_secret(s.data.as_ref(), s.string_data.as_ref()) {
                 Ok(d) => Lookup::Found(d),
                 Err(problem) => Lookup::Unavailable(format!("Secret {namespace}/{name}: {problem}")),
-            }
-        })
+            },
+        )
     }
     async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);

@@ -697,10 +697,12 @@ mod tests {
 
     /// An HPA this object owns, as the cache holds it.
     fn owned_hpa() -> Arc<CachedHpa> {
-        cached(&json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        cached(
+            &json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": "ebb-hpa-x", "ownerReferences": [
                 {"apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "name": "x", "uid": "u-x"}]},
-            "spec": {}}))
+            "spec": {}}),
+        )
     }
 
     fn target_api_error(e: kube::Error) -> TargetError {
@@ -717,8 +719,11 @@ mod tests {
         // A running object (Ready, its HPA live) whose next pass meets a 429, a 5xx or a timeout
         // in any lookup: nothing is planned (no HPA delete, no loop stop, no Ready=False, no
         // Event); the executor returns the error and the pass is retried.
-        let so = object(json!({}), json!({"conditions": [
-            {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": ""}]}));
+        let so = object(
+            json!({}),
+            json!({"conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": ""}]}),
+        );
         let running = |f: &mut Facts| f.live_hpa = Some(owned_hpa());
         let secret_throttled = TransientLookup {
             what: "Secret ns/creds".into(),
@@ -763,7 +768,12 @@ mod tests {
         let p = planned(&f);
         assert!(matches!(p.view.readiness, Readiness::Invalid(ref m) if m.contains("not found")));
         assert_eq!(p.scale_loop, LoopStep::Stop);
-        assert_eq!(p.hpa, HpaStep::Delete { name: "ebb-hpa-x".into() });
+        assert_eq!(
+            p.hpa,
+            HpaStep::Delete {
+                name: "ebb-hpa-x".into()
+            }
+        );
         // The target's kind is not served (discovery 404), or ebb may not read its replicas (403).
         let unserved = |f: &mut Facts| {
             f.target = Some(Err(discovery_error("x.io/v1", "Thing", api_error(404))));
@@ -774,8 +784,17 @@ mod tests {
             f.live_hpa = Some(owned_hpa());
             finding(&mut f);
             let p = planned(&f);
-            assert!(matches!(p.view.readiness, Readiness::Invalid(_)), "{:?}", p.view.readiness);
-            assert_eq!(p.hpa, HpaStep::Delete { name: "ebb-hpa-x".into() });
+            assert!(
+                matches!(p.view.readiness, Readiness::Invalid(_)),
+                "{:?}",
+                p.view.readiness
+            );
+            assert_eq!(
+                p.hpa,
+                HpaStep::Delete {
+                    name: "ebb-hpa-x".into()
+                }
+            );
             assert_eq!(p.scale_loop, LoopStep::Stop);
         }
     }
