@@ -499,6 +499,7 @@ async fn run_controller(
         kinds: Arc::new(KindCache::default()),
     });
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
+    let slot_sweeper = crate::context::spawn_slot_sweeper(&shared, crate::context::SLOT_SWEEP_INTERVAL);
     // The owned-HPA watch that triggers reconciles first puts what it saw into the HPA cache, so
     // the drift check of the reconcile it triggers never reads an older HPA than the one that
     // triggered it (the cache's own watch above may deliver the same event later).
@@ -542,6 +543,7 @@ async fn run_controller(
     for (_, slot) in slots {
         slot.stop_loop();
     }
+    slot_sweeper.abort();
     for w in target_watches {
         w.abort();
     }

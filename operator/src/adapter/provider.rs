@@ -22,7 +22,55 @@ pub struct CacheProvider {
     leader: LeaderState,
     forward: Option<Arc<LeaderForwarder>>,
     metrics: Option<Arc<OperatorMetrics>>,
-    refreshing: Mutex<HashMap<MetricKey, Arc<tokio::sync::Mutex<()>>>>,
+    refreshing: Refreshes,
+}
+
+/// One refresh per metric at a time: requests for a stale metric queue behind the one that
+/// queries the source. An entry lives only while someone holds or waits for it.
+#[derive(Default)]
+struct Refreshes {
+    entries: Mutex<HashMap<MetricKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A claim on a metric's refresh lock; the entry leaves the map with its last claim (dropped
+/// after the refresh, or when a waiting request is cancelled).
+struct Claim<'a> {
+    owner: &'a Refreshes,
+    key: MetricKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Refreshes {
+    fn claim(&self, key: &MetricKey) -> Claim<'_> {
+        let lock = self
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Claim {
+            owner: self,
+            key: key.clone(),
+            lock,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut entries = self.owner.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and this claim's: nobody else holds or waits for it. Claims are
+        // only made under the map's lock, so none can appear meanwhile.
+        if Arc::strong_count(&self.lock) <= 2 {
+            entries.remove(&self.key);
+        }
+    }
 }
 
 impl CacheProvider {
@@ -33,7 +81,7 @@ impl CacheProvider {
             leader,
             forward,
             metrics: None,
-            refreshing: Mutex::default(),
+            refreshing: Refreshes::default(),
         }
     }
 }
@@ -163,14 +211,8 @@ impl CacheProvider {
             return Ok(served(&m));
         }
         // Stale or missing: one query for every request waiting on this metric.
-        let lock = self
-            .refreshing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let _guard = lock.lock().await;
+        let claim = self.refreshing.claim(&key);
+        let _guard = claim.lock.lock().await;
         if let Some(m) = shared.cache.get(&key).filter(fresh) {
             return Ok(served(&m));
         }
@@ -196,6 +238,52 @@ impl CacheProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(metric: &str) -> MetricKey {
+        MetricKey {
+            namespace: "ns".into(),
+            scaled_object: "so".into(),
+            metric: metric.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_entries_leave_with_their_last_claim() {
+        let r = Refreshes::default();
+        {
+            let claim = r.claim(&key("a"));
+            let _held = claim.lock.lock().await;
+            assert_eq!(r.len(), 1);
+        }
+        assert_eq!(r.len(), 0, "a finished refresh leaves nothing behind");
+
+        // A second request waits behind the first; the entry stays until both are done.
+        let first = r.claim(&key("a"));
+        let held = first.lock.lock().await;
+        let second = r.claim(&key("a"));
+        assert!(Arc::ptr_eq(&first.lock, &second.lock));
+        drop(held);
+        drop(first);
+        assert_eq!(r.len(), 1, "the waiting request still needs it");
+        drop(second);
+        assert_eq!(r.len(), 0);
+
+        // A request cancelled while it waits leaves nothing behind either.
+        let first = r.claim(&key("b"));
+        let held = first.lock.lock().await;
+        let waiting = async {
+            let claim = r.claim(&key("b"));
+            let _g = claim.lock.lock().await;
+        };
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), waiting)
+                .await
+                .is_err()
+        );
+        drop(held);
+        drop(first);
+        assert_eq!(r.len(), 0);
+    }
 
     #[test]
     fn a_new_leader_answers_unavailable_until_it_knows_the_object() {

@@ -7,6 +7,7 @@
 //! reported in [`ResolvedInputs::sensitive`] so every output redacts them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use base64::Engine;
 use ebb_crds::{
@@ -21,8 +22,41 @@ pub enum Lookup<T> {
     Found(T),
     /// Not there (in the cluster: does not exist; offline: not among the files given).
     Missing,
-    /// Could not be looked up right now (the message says why; never contains secret values).
+    /// Cannot be used: not allowed, or malformed (the message says why; never contains secret
+    /// values). The object is invalid until this changes.
     Unavailable(String),
+    /// The lookup failed for a reason that may pass: it says nothing about the object.
+    Transient(TransientLookup),
+}
+
+impl<T> Lookup<T> {
+    /// Turns what was found into something else; every other outcome stays as it is.
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> Lookup<U>) -> Lookup<U> {
+        match self {
+            Lookup::Found(v) => f(v),
+            Lookup::Missing => Lookup::Missing,
+            Lookup::Unavailable(m) => Lookup::Unavailable(m),
+            Lookup::Transient(t) => Lookup::Transient(t),
+        }
+    }
+}
+
+/// A lookup that failed for a reason that may pass (throttled, a server error, a timeout, no
+/// connection): nothing is judged by it; the reconcile is retried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("reading {what}: {source}")]
+pub struct TransientLookup {
+    /// The object, e.g. `Secret ns/name`.
+    pub what: String,
+    /// The client error.
+    #[source]
+    pub source: Arc<kube::Error>,
+}
+
+impl PartialEq for TransientLookup {
+    fn eq(&self, other: &Self) -> bool {
+        self.what == other.what && self.source.to_string() == other.source.to_string()
+    }
 }
 
 /// Where objects are looked up.
@@ -65,6 +99,8 @@ pub struct ResolvedInputs {
     pub missing: Vec<String>,
     /// Problems: a referenced object or key is missing (in the cluster) or malformed.
     pub errors: Vec<String>,
+    /// Lookups that failed for a reason that may pass: the inputs are neither valid nor invalid.
+    pub transient: Vec<TransientLookup>,
     /// The pod identity provider, when the authentication sets one.
     pub pod_identity: Option<PodIdentityProvider>,
 }
@@ -141,6 +177,10 @@ pub async fn resolve(
                     out.errors.push(format!("{what}: {m}"));
                     None
                 }
+                Lookup::Transient(t) => {
+                    out.transient.push(t);
+                    None
+                }
             }
         }
     };
@@ -183,6 +223,10 @@ pub async fn resolve(
                 complete = false;
                 out.errors.push(format!("{origin}: {m}"));
             }
+            Lookup::Transient(t) => {
+                complete = false;
+                out.transient.push(t);
+            }
         }
     }
     for (i, r) in spec.config_map_target_ref.iter().enumerate() {
@@ -205,6 +249,10 @@ pub async fn resolve(
                 complete = false;
                 out.errors.push(format!("{origin}: {m}"));
             }
+            Lookup::Transient(t) => {
+                complete = false;
+                out.transient.push(t);
+            }
         }
     }
     for (i, e) in spec.env.iter().enumerate() {
@@ -216,6 +264,7 @@ pub async fn resolve(
                 let r = workload_env(source, namespace, &t, &mut scratch).await;
                 out.missing.extend(scratch.missing);
                 out.errors.extend(scratch.errors);
+                out.transient.extend(scratch.transient);
                 r
             }
             _ => env.clone(),
@@ -269,6 +318,10 @@ async fn workload_env(
             out.errors.push(format!("{what}: {m}"));
             return None;
         }
+        Lookup::Transient(t) => {
+            out.transient.push(t);
+            return None;
+        }
     };
     let containers: Vec<Container> = template.spec.map(|s| s.containers).unwrap_or_default();
     let container = match &target.env_source_container_name {
@@ -301,6 +354,7 @@ async fn workload_env(
                     format!("ConfigMap {namespace}/{} (envFrom of {what})", cm.name),
                 ),
                 Lookup::Unavailable(m) => out.errors.push(m),
+                Lookup::Transient(t) => out.transient.push(t),
             }
         }
         if let Some(sr) = &from.secret_ref {
@@ -317,6 +371,7 @@ async fn workload_env(
                     format!("Secret {namespace}/{} (envFrom of {what})", sr.name),
                 ),
                 Lookup::Unavailable(m) => out.errors.push(m),
+                Lookup::Transient(t) => out.transient.push(t),
             }
         }
     }
@@ -346,6 +401,7 @@ async fn workload_env(
                     format!("Secret {namespace}/{} (env {} of {what})", r.name, var.name),
                 ),
                 Lookup::Unavailable(m) => out.errors.push(m),
+                Lookup::Transient(t) => out.transient.push(t),
             }
         } else if let Some(r) = &from.config_map_key_ref {
             match source.config_map(namespace, &r.name).await {
@@ -365,6 +421,7 @@ async fn workload_env(
                     format!("ConfigMap {namespace}/{} (env {} of {what})", r.name, var.name),
                 ),
                 Lookup::Unavailable(m) => out.errors.push(m),
+                Lookup::Transient(t) => out.transient.push(t),
             }
         }
     }
@@ -411,4 +468,78 @@ pub fn decode_base64(key: &str, text: &str) -> Result<String, SecretDecodeError>
         .decode(text.trim())
         .map_err(|_| SecretDecodeError::NotBase64(key.to_string()))?;
     String::from_utf8(bytes).map_err(|_| SecretDecodeError::NotUtf8(key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A cluster where the TriggerAuthentication `ta` reads the Secrets `flaky` (whose GET fails
+    /// for a reason that may pass) and `s`, and `gone` does not exist.
+    struct Flaky;
+
+    #[async_trait::async_trait]
+    impl ObjectSource for Flaky {
+        async fn secret(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
+            match name {
+                "flaky" => Lookup::Transient(TransientLookup {
+                    what: format!("Secret {namespace}/{name}"),
+                    source: Arc::new(kube::Error::Api(
+                        kube::core::Status::failure("slow down", "TooManyRequests")
+                            .with_code(429)
+                            .boxed(),
+                    )),
+                }),
+                "gone" => Lookup::Missing,
+                _ => Lookup::Found(BTreeMap::from([("k".into(), "v".into())])),
+            }
+        }
+        async fn config_map(&self, _: &str, _: &str) -> Lookup<BTreeMap<String, String>> {
+            Lookup::Missing
+        }
+        async fn trigger_authentication(&self, _: &str, name: &str) -> Lookup<TriggerAuthenticationSpec> {
+            let secret = name.strip_prefix("ta-").unwrap_or("s");
+            Lookup::Found(
+                serde_json::from_value(json!({"secretTargetRef": [
+                    {"parameter": "password", "name": secret, "key": "k"}]}))
+                .unwrap(),
+            )
+        }
+        async fn cluster_trigger_authentication(&self, _: &str) -> Lookup<TriggerAuthenticationSpec> {
+            Lookup::Missing
+        }
+        async fn pod_template(&self, _: &str, _: &str, _: &str, _: &str) -> Lookup<PodTemplateSpec> {
+            Lookup::Missing
+        }
+        fn cluster_auth_namespace(&self) -> &str {
+            "ebb"
+        }
+        fn missing_is_error(&self) -> bool {
+            true
+        }
+    }
+
+    fn resolved(auth: &str) -> ResolvedInputs {
+        let trigger: Trigger = serde_json::from_value(json!({
+            "type": "t", "metadata": {}, "authenticationRef": {"name": auth}}))
+        .unwrap();
+        let target: ScaleTargetRef = serde_json::from_value(json!({"name": "w"})).unwrap();
+        futures::executor::block_on(resolve(&Flaky, "ns", &target, &trigger))
+    }
+
+    #[test]
+    fn a_lookup_that_may_pass_is_neither_an_error_nor_a_value() {
+        let flaky = resolved("ta-flaky");
+        assert_eq!(flaky.transient.len(), 1);
+        assert!(flaky.transient[0].what.contains("Secret ns/flaky"));
+        assert!(flaky.errors.is_empty(), "{:?}", flaky.errors);
+        assert_eq!(flaky.auth_params, None, "incomplete auth params are not used");
+        // A missing Secret is still an error, and a present one a value.
+        let gone = resolved("ta-gone");
+        assert!(gone.transient.is_empty());
+        assert!(gone.errors[0].ends_with("not found"), "{:?}", gone.errors);
+        let fine = resolved("ta-s");
+        assert_eq!(fine.auth_params.unwrap()["password"], "v");
+    }
 }

@@ -8,7 +8,7 @@ use ebb_crds::{MetricType, PodIdentityProvider, ScaledObject, Trigger};
 use ebb_scalers::TriggerParseError;
 use ebb_scalers::registry::ParsedTrigger;
 
-use crate::compile::inputs::{ObjectSource, ResolvedInputs, resolve};
+use crate::compile::inputs::{ObjectSource, ResolvedInputs, TransientLookup, resolve};
 
 /// One trigger of a ScaledObject, resolved and parsed.
 #[derive(Debug, Clone)]
@@ -35,10 +35,16 @@ impl CompiledTrigger {
 
     /// The parsed trigger, when its inputs resolved without error and it parsed.
     pub fn usable(&self) -> Option<&ParsedTrigger> {
-        if !self.inputs.errors.is_empty() {
+        if !self.inputs.errors.is_empty() || !self.inputs.transient.is_empty() {
             return None;
         }
         self.parsed.as_ref().ok()
+    }
+
+    /// The first lookup of its inputs that failed for a reason that may pass: the trigger is then
+    /// neither usable nor invalid (its parameters were parsed without what could not be read).
+    pub fn transient(&self) -> Option<&TransientLookup> {
+        self.inputs.transient.first()
     }
 
     /// Why the trigger cannot be used, as one line naming the trigger (secret values hidden):

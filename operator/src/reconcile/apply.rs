@@ -17,11 +17,13 @@ use crate::compile::cluster_objects::ClusterObjects;
 use crate::compile::triggers::compile;
 use crate::context::{ObjectKey, ObjectSlot, Shared};
 use crate::reconcile::hpa::HpaMetric;
-use crate::reconcile::plan::{self, Facts, HpaStep, InvalidTriggers, LoopSettings, LoopStep, TriggerFacts};
+use crate::reconcile::plan::{
+    self, Facts, HpaStep, InvalidTriggers, LoopSettings, LoopStep, TriggerError, TriggerFacts,
+};
 use crate::reconcile::{Error, conflicts};
 use crate::scale::decision::{LoopMemory, ScalingSpec, restore_on_delete};
 use crate::scale::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
-use crate::scale::targets::TargetError;
+use crate::scale::targets::{TargetError, TargetRef};
 use crate::status::condition_status;
 use crate::status::writer::FIELD_MANAGER;
 
@@ -33,7 +35,7 @@ pub fn key_of(so: &ScaledObject) -> ObjectKey {
 /// One reconcile pass over a live (not deleted) ScaledObject.
 pub async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
     let key = key_of(&so);
-    let slot = shared.slot(&key);
+    let slot = shared.slot_of(&key, &so.uid().unwrap_or_default());
     {
         let mut book = slot.status.lock().await;
         if book.written.is_none() {
@@ -45,7 +47,8 @@ pub async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     let (facts, triggers) = observe(&so, shared, remembered).await;
-    let plan = plan::plan(&facts);
+    // A lookup that failed for a reason that may pass changes nothing: the error retries the pass.
+    let plan = plan::plan(&facts)?;
     if let Some(n) = plan.remember_original {
         *slot
             .original_replicas
@@ -102,7 +105,7 @@ async fn observe<'a>(
         }));
     }
     let ns = so.namespace().unwrap_or_default();
-    if facts.blocked().is_none() {
+    if facts.proceed() {
         let r = &so.spec.scale_target_ref;
         let target = shared
             .targets
@@ -110,11 +113,11 @@ async fn observe<'a>(
             .await;
         facts.target = Some(target);
     }
-    if facts.blocked().is_none()
+    if facts.proceed()
         && let Some(Ok(target)) = &facts.target
     {
         facts.conflict = Some(conflicts::detect(shared, so, target));
-        if facts.blocked().is_none() && facts.known_original().is_none() {
+        if facts.proceed() && facts.known_original().is_none() {
             facts.current_replicas = Some(shared.targets.replicas(target).await);
         }
     }
@@ -147,17 +150,21 @@ fn owned_hpas(so: &ScaledObject, shared: &Shared) -> Vec<String> {
 }
 
 /// Compiles every trigger (the same path as `ebb validate`, over the cluster) and builds its
-/// scaler. Problems name the trigger index, type and parameter, never a secret value.
+/// scaler. Problems name the trigger index, type and parameter, never a secret value. A lookup
+/// that failed for a reason that may pass makes the whole set unsettled, not invalid.
 async fn build_triggers(
     so: &ScaledObject,
     shared: &Shared,
-) -> Result<(TriggerFacts, Vec<LoopTrigger>), InvalidTriggers> {
+) -> Result<(TriggerFacts, Vec<LoopTrigger>), TriggerError> {
     let source = ClusterObjects {
         client: shared.client.clone(),
         cluster_auth_namespace: shared.cluster_auth_namespace.clone(),
         kinds: shared.kinds.clone(),
     };
     let compiled = compile(&source, &so.namespace().unwrap_or_default(), so).await;
+    if let Some(t) = compiled.iter().find_map(|c| c.transient()) {
+        return Err(TriggerError::Transient(t.clone()));
+    }
     let mut facts = TriggerFacts::default();
     let mut triggers = Vec::new();
     let mut problems = Vec::new();
@@ -179,6 +186,7 @@ async fn build_triggers(
                     metric_name: parsed.metric_name.clone(),
                     scaler,
                     thresholds: parsed.thresholds,
+                    metric_type: c.metric_type,
                     use_cached_metrics: c.use_cached_metrics,
                 });
             }
@@ -191,7 +199,7 @@ async fn build_triggers(
     if problems.is_empty() {
         Ok((facts, triggers))
     } else {
-        Err(InvalidTriggers(problems))
+        Err(InvalidTriggers(problems).into())
     }
 }
 
@@ -274,11 +282,22 @@ fn initial_last_active(so: &ScaledObject) -> Option<Timestamp> {
         .and_then(|t| t.parse().ok())
 }
 
+/// Where the original replica count goes back to on deletion: the resolved target; nothing when
+/// the target or its kind is gone (the restore is moot); an error, which keeps the finalizer and
+/// retries, when the lookup failed for a reason that may pass.
+fn restore_target(looked_up: Result<TargetRef, TargetError>) -> Result<Option<TargetRef>, TargetError> {
+    match looked_up {
+        Ok(target) => Ok(Some(target)),
+        Err(TargetError::NotFound { .. } | TargetError::UnknownKind { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Undoes ebb's work for an object being deleted: stops its loop, deletes the HPA it owns,
 /// restores the original replica count when asked to, and forgets the object.
 pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action, Error> {
     let key = key_of(&so);
-    let slot = shared.slot(&key);
+    let slot = shared.slot_of(&key, &so.uid().unwrap_or_default());
     slot.stop_loop();
     let restore = so
         .spec
@@ -294,31 +313,61 @@ pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Acti
     }
     if restore && let Some(original) = original {
         let r = &so.spec.scale_target_ref;
-        match shared
+        let looked_up = shared
             .targets
             .resolve(&key.0, r.api_version_or_default(), r.kind_or_default(), &r.name)
-            .await
-        {
-            Ok(target) => {
-                let current = shared.targets.replicas(&target).await.ok();
-                if let Some(n) = restore_on_delete(true, Some(original), current.unwrap_or(-1)) {
-                    shared.leader.check()?;
-                    shared.targets.set_replicas(&target, n).await?;
-                    shared.metrics.scale_action("restore");
-                    shared
-                        .event(
-                            &so,
-                            EventType::Normal,
-                            "ReplicasRestored",
-                            format!("restored {} to {n} replicas", r.name),
-                        )
-                        .await;
+            .await;
+        // A discovery blip is an error (the finalizer stays and the pass is retried), never a skip.
+        if let Some(target) = restore_target(looked_up)? {
+            let current = shared.targets.replicas(&target).await.ok();
+            if let Some(n) = restore_on_delete(true, Some(original), current.unwrap_or(-1)) {
+                shared.leader.check()?;
+                match shared.targets.set_replicas(&target, n).await {
+                    Ok(()) => {
+                        shared.metrics.scale_action("restore");
+                        shared
+                            .event(
+                                &so,
+                                EventType::Normal,
+                                "ReplicasRestored",
+                                format!("restored {} to {n} replicas", r.name),
+                            )
+                            .await;
+                    }
+                    // Deleted meanwhile: nothing left to restore.
+                    Err(TargetError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            Err(TargetError::NotFound { .. } | TargetError::UnknownKind { .. }) => {}
-            Err(e) => return Err(e.into()),
         }
     }
     shared.forget(&key);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::targets::discovery_error;
+    use crate::scale::targets::tests::{api_error, no_answer};
+
+    #[test]
+    fn a_discovery_blip_at_delete_time_retries_the_restore_instead_of_skipping_it() {
+        for blip in [api_error(503), api_error(429), no_answer()] {
+            let looked_up = Err(discovery_error("apps/v1", "Deployment", blip));
+            assert!(
+                restore_target(looked_up).is_err(),
+                "the finalizer must stay until the target is known"
+            );
+        }
+        // Only a kind the cluster does not serve, or a target that is gone, skips the restore.
+        let unserved = Err(discovery_error("x.io/v1", "Thing", api_error(404)));
+        assert!(matches!(restore_target(unserved), Ok(None)));
+        let gone = Err(TargetError::NotFound {
+            kind: "Deployment".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+        });
+        assert!(matches!(restore_target(gone), Ok(None)));
+    }
 }

@@ -40,6 +40,9 @@ pub enum Error {
     /// The scale target could not be read or written.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// A lookup failed for a reason that may pass; nothing was changed.
+    #[error("lookup failed, nothing changed: {0}")]
+    Unsettled(#[from] plan::Unsettled),
     /// The object has no namespace (cannot happen for a namespaced kind).
     #[error("ScaledObject without namespace")]
     NoNamespace,
@@ -72,6 +75,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Target(_) => "target",
+            Error::Unsettled(_) => "unsettled",
             Error::NoNamespace => "no_namespace",
             Error::NotLeading(_) => "not_leading",
         }

@@ -5,7 +5,10 @@
 //! Events to record and when to look again.
 //!
 //! The lookups are made in order by [`crate::reconcile::apply`], each only while
-//! [`Facts::blocked`] finds nothing wrong yet.
+//! [`Facts::proceed`] says so: nothing blocks the object yet, and no lookup failed for a reason
+//! that may pass. Such a failure (a 429, a 5xx, a timeout: anything but a 404 or a 403) says
+//! nothing about the object, so [`plan`] then plans nothing ([`Unsettled`]): the running loop, the
+//! HPA (with its stabilisation state) and the status stay as they are, and the pass is retried.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use kube::runtime::events::EventType;
 use serde_json::Value as Json;
 
 use crate::cache::hpas::CachedHpa;
+use crate::compile::inputs::TransientLookup;
 use crate::reconcile::conflicts::{Conflict, owned_by};
 use crate::reconcile::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply};
 use crate::scale::decision::PauseState;
@@ -40,6 +44,35 @@ pub enum Blocked {
 #[error("{}", .0.join("; "))]
 pub struct InvalidTriggers(pub Vec<String>);
 
+/// Why the triggers cannot be used now.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TriggerError {
+    /// Some triggers are invalid.
+    #[error(transparent)]
+    Invalid(#[from] InvalidTriggers),
+    /// Reading a trigger's inputs failed for a reason that may pass.
+    #[error(transparent)]
+    Transient(#[from] TransientLookup),
+}
+
+/// A lookup failed for a reason that may pass (throttled, a server error, a timeout, no
+/// connection): the pass changes nothing and is retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unsettled {
+    /// Reading a trigger's inputs (a Secret, ConfigMap, TriggerAuthentication, the workload).
+    #[error(transparent)]
+    Inputs(TransientLookup),
+    /// Resolving the scale target or reading its replica count.
+    #[error(transparent)]
+    Target(TargetError),
+}
+
+/// What stops the lookups.
+enum Finding {
+    Blocked(Blocked),
+    Unsettled(Unsettled),
+}
+
 /// What the compiled triggers tell the plan.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TriggerFacts {
@@ -56,7 +89,7 @@ pub struct Facts<'a> {
     /// The object.
     pub so: &'a ScaledObject,
     /// The compiled triggers (looked up when the spec is valid).
-    pub triggers: Option<Result<TriggerFacts, InvalidTriggers>>,
+    pub triggers: Option<Result<TriggerFacts, TriggerError>>,
     /// The resolved scale target.
     pub target: Option<Result<TargetRef, TargetError>>,
     /// Conflicts: `Ok(Some(name))` adopts the HPA `name`.
@@ -91,25 +124,59 @@ impl<'a> Facts<'a> {
 
     /// The first finding that blocks the object: an annotation problem, else the spec's
     /// problems, the triggers', the target's, a conflict, or failing to read the replica count.
+    /// `None` too when a lookup before the blocking one failed for a reason that may pass.
     pub fn blocked(&self) -> Option<Blocked> {
-        let failed = |text: String| Some(Blocked::Invalid(text));
+        match self.finding()? {
+            Finding::Blocked(b) => Some(b),
+            Finding::Unsettled(_) => None,
+        }
+    }
+
+    /// The first lookup that failed for a reason that may pass, when nothing before it blocks.
+    pub fn unsettled(&self) -> Option<Unsettled> {
+        match self.finding()? {
+            Finding::Unsettled(u) => Some(u),
+            Finding::Blocked(_) => None,
+        }
+    }
+
+    /// Whether the next lookup is worth making: nothing blocks the object and nothing is
+    /// unsettled yet.
+    pub fn proceed(&self) -> bool {
+        self.finding().is_none()
+    }
+
+    /// The findings in lookup order; the first that blocks or is unsettled wins.
+    fn finding(&self) -> Option<Finding> {
+        let failed = |text: String| Some(Finding::Blocked(Blocked::Invalid(text)));
         if let Some(problem) = annotation_problem(self.so) {
             return failed(problem);
         }
         if let Some(problem) = spec_problem(self.so) {
             return failed(problem);
         }
-        if let Some(Err(e)) = &self.triggers {
-            return failed(e.to_string());
+        match &self.triggers {
+            Some(Err(TriggerError::Invalid(e))) => return failed(e.to_string()),
+            Some(Err(TriggerError::Transient(t))) => {
+                return Some(Finding::Unsettled(Unsettled::Inputs(t.clone())));
+            }
+            _ => {}
         }
+        let target_failed = |e: &TargetError| {
+            if e.is_transient() {
+                Some(Finding::Unsettled(Unsettled::Target(e.clone())))
+            } else {
+                failed(e.to_string())
+            }
+        };
         if let Some(Err(e)) = &self.target {
-            return failed(e.to_string());
+            return target_failed(e);
         }
         if let Some(Err(c)) = &self.conflict {
-            return Some(Blocked::Conflict(c.to_string()));
+            return Some(Finding::Blocked(Blocked::Conflict(c.to_string())));
         }
         if let Some(Err(e)) = &self.current_replicas {
-            return failed(e.to_string());
+            return target_failed(e);
         }
         if let Some(live) = &self.live_hpa
             && !owned_by(live, &self.so.uid().unwrap_or_default())
@@ -119,7 +186,7 @@ impl<'a> Facts<'a> {
             let taken = Conflict::NameTaken {
                 hpa: live.name.clone(),
             };
-            return Some(Blocked::Conflict(taken.to_string()));
+            return Some(Finding::Blocked(Blocked::Conflict(taken.to_string())));
         }
         None
     }
@@ -222,8 +289,12 @@ pub struct Plan {
     pub requeue: Duration,
 }
 
-/// Plans one reconcile pass from the facts.
-pub fn plan(f: &Facts) -> Plan {
+/// Plans one reconcile pass from the facts; nothing at all when a lookup failed for a reason that
+/// may pass (the caller retries, and the loop, the HPA and the status stay as they are).
+pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
+    if let Some(unsettled) = f.unsettled() {
+        return Err(unsettled);
+    }
     let so = f.so;
     let pause = pause_state(so);
     let paused = pause.is_paused();
@@ -299,7 +370,7 @@ pub fn plan(f: &Facts) -> Plan {
         }
         None => (delete_owned(), LoopStep::Stop),
     };
-    Plan {
+    Ok(Plan {
         events: events(so, pause, blocked.as_ref()),
         clear_loop_view: blocked.is_some(),
         remember_original: target.and(original),
@@ -312,7 +383,7 @@ pub fn plan(f: &Facts) -> Plan {
         hpa,
         delete_stale_hpas: f.owned_hpas.iter().filter(|n| **n != hpa_name).cloned().collect(),
         scale_loop,
-    }
+    })
 }
 
 /// Events on transitions: paused or unpaused, and newly blocked (not on every pass).
@@ -419,6 +490,8 @@ pub fn fingerprint(so: &ScaledObject) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scale::targets::discovery_error;
+    use crate::scale::targets::tests::{api_error, no_answer};
     use ebb_crds::MetricType;
     use kube::api::DynamicObject;
     use serde_json::json;
@@ -466,6 +539,11 @@ mod tests {
         }
     }
 
+    /// The plan of facts without an unsettled lookup.
+    fn planned(f: &Facts) -> Plan {
+        plan(f).expect("nothing unsettled")
+    }
+
     fn cached(hpa: &Json) -> Arc<CachedHpa> {
         let obj: DynamicObject = serde_json::from_value(hpa.clone()).unwrap();
         Arc::new(CachedHpa::from_object(&obj))
@@ -478,7 +556,7 @@ mod tests {
     #[test]
     fn normal_applies_the_hpa_runs_the_loop_and_remembers_the_count() {
         let so = object(json!({}), json!(null));
-        let p = plan(&usable(&so));
+        let p = planned(&usable(&so));
         assert_eq!(p.view.readiness, Readiness::Ok);
         assert_eq!(p.view.hpa_name.as_deref(), Some("ebb-hpa-x"));
         assert_eq!(p.view.metric_names, ["s0-t-v"]);
@@ -510,25 +588,25 @@ mod tests {
         let so = object(json!({}), json!({"originalReplicaCount": 7}));
         let mut f = usable(&so);
         f.current_replicas = None;
-        assert_eq!(plan(&f).view.original_replica_count, Some(7));
+        assert_eq!(planned(&f).view.original_replica_count, Some(7));
         f.remembered_original = Some(4);
         assert_eq!(f.known_original(), Some(4));
-        assert_eq!(plan(&f).remember_original, Some(4));
+        assert_eq!(planned(&f).remember_original, Some(4));
     }
 
     #[test]
     fn drift_is_reapplied_and_an_unchanged_hpa_left_alone() {
         let so = object(json!({}), json!(null));
         let mut f = usable(&so);
-        let HpaStep::Apply { desired, .. } = plan(&f).hpa else {
+        let HpaStep::Apply { desired, .. } = planned(&f).hpa else {
             panic!("no HPA planned")
         };
         f.live_hpa = Some(cached(&desired));
-        assert_eq!(plan(&f).hpa, HpaStep::Leave);
+        assert_eq!(planned(&f).hpa, HpaStep::Leave);
         let mut edited = desired.clone();
         edited["spec"]["maxReplicas"] = json!(3);
         f.live_hpa = Some(cached(&edited));
-        assert!(matches!(plan(&f).hpa, HpaStep::Apply { .. }));
+        assert!(matches!(planned(&f).hpa, HpaStep::Apply { .. }));
     }
 
     #[test]
@@ -538,8 +616,9 @@ mod tests {
         f.triggers = Some(Err(InvalidTriggers(vec![
             "spec.triggers[0] (t): bad".into(),
             "two".into(),
-        ])));
-        let p = plan(&f);
+        ])
+        .into()));
+        let p = planned(&f);
         assert_eq!(
             p.view.readiness,
             Readiness::Invalid("spec.triggers[0] (t): bad; two".into())
@@ -562,7 +641,7 @@ mod tests {
             "spec": {}});
         f.live_hpa = Some(cached(&owned));
         assert_eq!(
-            plan(&f).hpa,
+            planned(&f).hpa,
             HpaStep::Delete {
                 name: "ebb-hpa-x".into()
             }
@@ -570,20 +649,20 @@ mod tests {
         let mut foreign = owned.clone();
         foreign["metadata"]["ownerReferences"] = json!([]);
         f.live_hpa = Some(cached(&foreign));
-        assert_eq!(plan(&f).hpa, HpaStep::Leave);
+        assert_eq!(planned(&f).hpa, HpaStep::Leave);
 
         // Already Ready=False: no second Event.
         let blocked_before = object(json!({}), ready_false("ScaledObjectCheckFailed"));
         let mut f = Facts::new(&blocked_before, HpaVersion::V2, None);
-        f.triggers = Some(Err(InvalidTriggers(vec!["bad".into()])));
-        assert!(plan(&f).events.is_empty());
+        f.triggers = Some(Err(InvalidTriggers(vec!["bad".into()]).into()));
+        assert!(planned(&f).events.is_empty());
     }
 
     #[test]
     fn an_annotation_problem_overrides_the_other_findings() {
         let so = object(json!({"autoscaling.ebb.dev/paused-replicas": "-1"}), json!(null));
         let mut f = Facts::new(&so, HpaVersion::V2, None);
-        f.triggers = Some(Err(InvalidTriggers(vec!["bad".into()])));
+        f.triggers = Some(Err(InvalidTriggers(vec!["bad".into()]).into()));
         let Some(Blocked::Invalid(m)) = f.blocked() else {
             panic!("not blocked")
         };
@@ -593,7 +672,7 @@ mod tests {
         );
         // The triggers that compiled still name their metrics.
         f.triggers = Some(Ok(trigger_facts()));
-        assert_eq!(plan(&f).view.metric_names, ["s0-t-v"]);
+        assert_eq!(planned(&f).view.metric_names, ["s0-t-v"]);
     }
 
     #[test]
@@ -607,13 +686,117 @@ mod tests {
         }));
         f.conflict = None;
         f.current_replicas = None;
-        let p = plan(&f);
+        let p = planned(&f);
         assert_eq!(
             p.view.readiness,
             Readiness::Invalid("scaleTargetRef: Deployment ns/w not found".into())
         );
         assert_eq!(p.view.scale_target_kind, None);
         assert_eq!(p.scale_loop, LoopStep::Stop);
+    }
+
+    /// An HPA this object owns, as the cache holds it.
+    fn owned_hpa() -> Arc<CachedHpa> {
+        cached(
+            &json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "ebb-hpa-x", "ownerReferences": [
+                {"apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "name": "x", "uid": "u-x"}]},
+            "spec": {}}),
+        )
+    }
+
+    fn target_api_error(e: kube::Error) -> TargetError {
+        TargetError::Api {
+            kind: "Deployment".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+            source: Arc::new(e),
+        }
+    }
+
+    #[test]
+    fn a_lookup_that_may_pass_keeps_the_hpa_the_loop_and_the_status() {
+        // A running object (Ready, its HPA live) whose next pass meets a 429, a 5xx or a timeout
+        // in any lookup: nothing is planned (no HPA delete, no loop stop, no Ready=False, no
+        // Event); the executor returns the error and the pass is retried.
+        let so = object(
+            json!({}),
+            json!({"conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": ""}]}),
+        );
+        let running = |f: &mut Facts| f.live_hpa = Some(owned_hpa());
+        let secret_throttled = TransientLookup {
+            what: "Secret ns/creds".into(),
+            source: Arc::new(api_error(429)),
+        };
+
+        let mut f = usable(&so);
+        running(&mut f);
+        f.triggers = Some(Err(secret_throttled.clone().into()));
+        assert!(!f.proceed(), "no further lookups");
+        assert_eq!(f.blocked(), None);
+        assert!(matches!(plan(&f), Err(Unsettled::Inputs(ref t)) if t.what == "Secret ns/creds"));
+
+        let mut f = usable(&so);
+        running(&mut f);
+        f.target = Some(Err(discovery_error("apps/v1", "Deployment", api_error(503))));
+        assert!(matches!(plan(&f), Err(Unsettled::Target(_))));
+
+        let mut f = usable(&so);
+        running(&mut f);
+        f.current_replicas = Some(Err(target_api_error(no_answer())));
+        assert!(matches!(plan(&f), Err(Unsettled::Target(_))));
+
+        // An invalid finding before the unsettled one still blocks: the annotation is wrong
+        // whatever the Secret holds.
+        let bad = object(json!({"autoscaling.ebb.dev/paused-replicas": "x"}), json!(null));
+        let mut f = Facts::new(&bad, HpaVersion::V2, None);
+        f.triggers = Some(Err(secret_throttled.into()));
+        assert!(matches!(plan(&f), Ok(ref p) if matches!(p.view.readiness, Readiness::Invalid(_))));
+    }
+
+    #[test]
+    fn a_404_or_a_403_still_blocks_and_deletes_the_owned_hpa() {
+        let so = object(json!({}), json!(null));
+        // The Secret is missing: the trigger compiles to a problem (an input error).
+        let mut f = usable(&so);
+        f.live_hpa = Some(owned_hpa());
+        f.triggers = Some(Err(InvalidTriggers(vec![
+            "spec.triggers[0] (t): Secret ns/creds not found".into(),
+        ])
+        .into()));
+        let p = planned(&f);
+        assert!(matches!(p.view.readiness, Readiness::Invalid(ref m) if m.contains("not found")));
+        assert_eq!(p.scale_loop, LoopStep::Stop);
+        assert_eq!(
+            p.hpa,
+            HpaStep::Delete {
+                name: "ebb-hpa-x".into()
+            }
+        );
+        // The target's kind is not served (discovery 404), or ebb may not read its replicas (403).
+        let unserved = |f: &mut Facts| {
+            f.target = Some(Err(discovery_error("x.io/v1", "Thing", api_error(404))));
+        };
+        let forbidden = |f: &mut Facts| f.current_replicas = Some(Err(target_api_error(api_error(403))));
+        for finding in [&unserved as &dyn Fn(&mut Facts), &forbidden] {
+            let mut f = usable(&so);
+            f.live_hpa = Some(owned_hpa());
+            finding(&mut f);
+            let p = planned(&f);
+            assert!(
+                matches!(p.view.readiness, Readiness::Invalid(_)),
+                "{:?}",
+                p.view.readiness
+            );
+            assert_eq!(
+                p.hpa,
+                HpaStep::Delete {
+                    name: "ebb-hpa-x".into()
+                }
+            );
+            assert_eq!(p.scale_loop, LoopStep::Stop);
+        }
     }
 
     #[test]
@@ -625,7 +808,7 @@ mod tests {
             other: "a".into(),
         }));
         f.current_replicas = None;
-        let p = plan(&f);
+        let p = planned(&f);
         assert_eq!(
             p.view.readiness,
             Readiness::Conflict("Deployment ns/w is already scaled by ScaledObject a".into())
@@ -647,7 +830,7 @@ mod tests {
             hpa: "theirs".into(),
         }));
         f.current_replicas = None;
-        let p = plan(&f);
+        let p = planned(&f);
         assert!(
             matches!(p.view.readiness, Readiness::Conflict(ref m) if m.contains("HorizontalPodAutoscaler theirs"))
         );
@@ -656,7 +839,7 @@ mod tests {
         let mut f = usable(&so);
         f.conflict = Some(Ok(Some("theirs".into())));
         assert_eq!(f.hpa_name(), "theirs");
-        let p = plan(&f);
+        let p = planned(&f);
         assert_eq!(p.view.hpa_name.as_deref(), Some("theirs"));
         assert!(matches!(p.hpa, HpaStep::Apply { ref name, .. } if name == "theirs"));
     }
@@ -670,7 +853,7 @@ mod tests {
             "metadata": {"name": "ebb-hpa-x"},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "other"}}
         })));
-        let p = plan(&f);
+        let p = planned(&f);
         assert!(
             matches!(p.view.readiness, Readiness::Conflict(ref m) if m.contains("ebb-hpa-x") && m.contains("horizontalPodAutoscalerConfig.name")),
             "{:?}",
@@ -680,7 +863,7 @@ mod tests {
         assert_eq!(p.scale_loop, LoopStep::Stop);
         // Adopting that very HPA is allowed.
         f.conflict = Some(Ok(Some("ebb-hpa-x".into())));
-        assert!(matches!(plan(&f).hpa, HpaStep::Apply { ref name, .. } if name == "ebb-hpa-x"));
+        assert!(matches!(planned(&f).hpa, HpaStep::Apply { ref name, .. } if name == "ebb-hpa-x"));
     }
 
     #[test]
@@ -689,7 +872,7 @@ mod tests {
         let mut f = usable(&so);
         f.conflict = Some(Ok(Some("legacy".into())));
         f.owned_hpas = vec!["ebb-hpa-x".into(), "legacy".into()];
-        let p = plan(&f);
+        let p = planned(&f);
         assert_eq!(p.view.hpa_name.as_deref(), Some("legacy"));
         assert_eq!(p.delete_stale_hpas, ["ebb-hpa-x"]);
         // Blocked: the one in use goes through the HPA step, the rest as stale.
@@ -698,7 +881,7 @@ mod tests {
             hpa: "legacy".into(),
         }));
         f.owned_hpas = vec!["ebb-hpa-x".into(), "renamed-before".into()];
-        let p = plan(&f);
+        let p = planned(&f);
         assert_eq!(p.delete_stale_hpas, ["renamed-before"]);
     }
 
@@ -715,7 +898,7 @@ mod tests {
                 {"apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "name": "x", "uid": "u-x"}]},
             "spec": {}}),
         ));
-        let p = plan(&f);
+        let p = planned(&f);
         assert!(p.view.paused);
         assert_eq!(p.view.paused_replicas, Some(1));
         assert_eq!(p.view.hpa_name, None);
@@ -746,7 +929,7 @@ mod tests {
             json!({}),
             json!({"conditions": [{"type": "Paused", "status": "True", "reason": "r", "message": "m"}]}),
         );
-        assert_eq!(plan(&usable(&was_paused)).events[0].reason, "Unpaused");
+        assert_eq!(planned(&usable(&was_paused)).events[0].reason, "Unpaused");
     }
 
     #[test]

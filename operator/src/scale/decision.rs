@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use ebb_crds::{Fallback, FallbackBehavior};
+use ebb_crds::{Fallback, FallbackBehavior, MetricType};
 use jiff::Timestamp;
 
 use crate::scale::outcome::{
@@ -175,8 +175,11 @@ pub enum PollResult {
 pub struct TriggerPoll<'a> {
     /// Its metric name (Events name it).
     pub metric_name: &'a str,
-    /// Its HPA target value (the fallback value the adapter serves is replicas × target).
+    /// Its HPA target value (the fallback value the adapter serves derives from it, see
+    /// [`fallback_metric_value`]).
     pub target: f64,
+    /// Its HPA target type.
+    pub metric_type: MetricType,
     /// Whether its scaler pushes activity changes between polls.
     pub pushes_activity: bool,
     /// This poll's result.
@@ -215,18 +218,15 @@ pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
     let was_fallback = obs.spec.fallback_engaged(memory.object.consecutive_failures);
     let decision = replica_rule(obs, current, &states, &mut memory.object);
     if decision.fallback {
-        // The HPA reads the fallback too: failing triggers report fallback replicas × target.
-        let replicas = obs
-            .spec
-            .fallback
-            .as_ref()
-            .map(|f| fallback_replicas(f, current))
-            .unwrap_or(current);
+        // The HPA reads the fallback too: failing triggers report the value whose HPA arithmetic
+        // gives the count ebb sets.
+        let wanted = fallback_count(obs.spec, current);
+        let settled = decision.write_replicas.unwrap_or(current);
         for (i, poll) in obs.triggers.iter().enumerate() {
             if matches!(poll.result, PollResult::Failed(_)) {
                 out.metrics.push(MetricWrite {
                     trigger: i,
-                    value: replicas as f64 * poll.target,
+                    value: fallback_metric_value(poll.metric_type, poll.target, wanted, settled),
                     failed: true,
                 });
             }
@@ -411,12 +411,7 @@ fn replica_rule(
         .as_ref()
         .is_some_and(|f| any_failed && memory.consecutive_failures >= f.failure_threshold.max(1) as u32);
     let (target, reason) = if fallback_engaged {
-        let f = spec
-            .fallback
-            .as_ref()
-            .map(|f| fallback_replicas(f, current))
-            .unwrap_or(current);
-        (f.min(spec.max), Reason::Fallback)
+        (fallback_count(spec, current), Reason::Fallback)
     } else {
         match activity {
             Activity::Active if current == 0 || spec.idle.is_some_and(|idle| current <= idle) => {
@@ -475,6 +470,41 @@ pub fn fallback_replicas(fallback: &Fallback, current: i32) -> i32 {
     }
 }
 
+/// The count the fallback sets: [`fallback_replicas`] within `minReplicaCount` and
+/// `maxReplicaCount` (the bounds [`decide`] applies to every count it writes).
+fn fallback_count(spec: &ScalingSpec, current: i32) -> i32 {
+    let wanted = spec
+        .fallback
+        .as_ref()
+        .map(|f| fallback_replicas(f, current))
+        .unwrap_or(current);
+    wanted.min(spec.max).max(spec.min).min(spec.max.max(spec.min))
+}
+
+/// The value a failing trigger reports to the HPA while the fallback holds, such that the HPA's
+/// arithmetic gives `fallback` replicas, `settled` being the target's count once this tick's
+/// `/scale` write is done (the loop writes the fallback count itself, so normally `fallback`).
+///
+/// With current replicas `N`, value `M`, target `T` and tolerance 0.1, the HPA computes:
+/// - AverageValue: `ceil(M / T)`, independent of `N` (kept at `N` when `M / (T·N)` is within the
+///   tolerance of 1). `M = fallback × T` gives `fallback`, KEDA's value.
+/// - Value: `ceil(ready × M / T)`, where `ready` is the number of *ready pods* the HPA counts
+///   itself, unless `M / T` is within the tolerance of 1, in which case it keeps `N`. A value
+///   proportional to the fallback (KEDA's `fallback × T`, not allowed there for Value metrics)
+///   is multiplied again by the pods, which ran the workload to `maxReplicaCount`; and since
+///   `ready` is unknown to ebb and moves during a scale-up, no value gives `fallback` through that
+///   multiplication reliably. `M = T × fallback / settled` instead: when the count is settled
+///   (`settled == fallback`) that is exactly `T`, a ratio of exactly 1, so the HPA keeps the count
+///   ebb wrote whatever its ready pods. Only while a paused direction keeps ebb from writing does
+///   the ratio differ from 1; the HPA's same direction is disabled then too.
+pub fn fallback_metric_value(metric_type: MetricType, target: f64, fallback: i32, settled: i32) -> f64 {
+    match metric_type {
+        MetricType::AverageValue => fallback as f64 * target,
+        MetricType::Value if fallback == settled => target,
+        MetricType::Value => target * fallback as f64 / settled.max(1) as f64,
+    }
+}
+
 /// Whether scale-in may happen now: `cooldownPeriod` after the last activity, or before any
 /// activity, `initialCooldownPeriod` after creation.
 fn cooldown_over(obs: &Observation<'_>, memory: &LoopMemory) -> bool {
@@ -526,6 +556,7 @@ mod tests {
             .map(|(i, s)| TriggerPoll {
                 metric_name: NAMES[i % NAMES.len()],
                 target: 10.0,
+                metric_type: MetricType::AverageValue,
                 pushes_activity: false,
                 result: match s {
                     Active => PollResult::Sampled {
@@ -948,6 +979,101 @@ mod tests {
         assert!(out.metrics.iter().all(|w| !w.failed));
     }
 
+    /// The HPA's count for one External metric, as kube-controller-manager's replica calculator
+    /// computes it (tolerance 0.1), from the value served and the target (both milli-quantities,
+    /// as the adapter serves them and the HPA holds them), the scale's `spec.replicas` and the
+    /// pods the HPA counts as ready; clamped to the HPA's bounds.
+    fn hpa_desired(
+        metric_type: MetricType,
+        value: f64,
+        target: f64,
+        replicas: i32,
+        ready: i32,
+        (min, max): (i32, i32),
+    ) -> i32 {
+        let milli = |v: f64| (v * 1000.0).round();
+        let (m, t) = (milli(value), milli(target));
+        let within_tolerance = |ratio: f64| (1.0 - ratio).abs() <= 0.1;
+        let desired = match metric_type {
+            MetricType::AverageValue if within_tolerance(m / (t * replicas as f64)) => replicas,
+            MetricType::AverageValue => (m / t).ceil() as i32,
+            MetricType::Value if within_tolerance(m / t) => replicas,
+            MetricType::Value => ((m / t) * ready as f64).ceil() as i32,
+        };
+        desired.clamp(min.max(1), max)
+    }
+
+    /// One tick with an engaged fallback (one failing trigger of target `target`, threshold 1):
+    /// the count the target holds after the tick and the value served for the trigger.
+    fn fallback_tick(s: &ScalingSpec, current: i32, metric_type: MetricType, target: f64) -> (i32, f64) {
+        let p = [TriggerPoll {
+            target,
+            metric_type,
+            ..polls(&[Failed]).remove(0)
+        }];
+        let out = decide(
+            &observe(s, 10, current, &p, false, PauseState::default()),
+            &mut TickMemory::default(),
+        );
+        let settled = out.write.map_or(current, |w| w.replicas);
+        let served = out.metrics.iter().find(|w| w.failed).expect("a fallback value");
+        (settled, served.value)
+    }
+
+    #[test]
+    fn a_value_trigger_in_fallback_holds_the_fallback_count() {
+        // currentReplicas at 3 replicas, target 10, 3 ready pods: KEDA's replicas × target (30)
+        // made a Value HPA want ceil(3 × 30/10) = 9, then 27, … up to maxReplicaCount.
+        let mut s = with_fallback(1, 0);
+        s.max = 50;
+        s.fallback.as_mut().unwrap().behavior = FallbackBehavior::CurrentReplicas;
+        let (settled, value) = fallback_tick(&s, 3, MetricType::Value, 10.0);
+        assert_eq!((settled, value), (3, 10.0));
+        assert_eq!(hpa_desired(MetricType::Value, value, 10.0, 3, 3, (0, 50)), 3);
+        // The same trigger as AverageValue still serves fallback × target.
+        assert_eq!(fallback_tick(&s, 3, MetricType::AverageValue, 10.0), (3, 30.0));
+        // Static 6 from 2 replicas: ebb writes 6 and serves the target itself.
+        s.fallback.as_mut().unwrap().behavior = FallbackBehavior::Static;
+        s.fallback.as_mut().unwrap().replicas = 6;
+        assert_eq!(fallback_tick(&s, 2, MetricType::Value, 10.0), (6, 10.0));
+    }
+
+    #[test]
+    fn fallback_metric_value_for_a_count_not_yet_written() {
+        assert_eq!(fallback_metric_value(MetricType::AverageValue, 2.5, 4, 1), 10.0);
+        assert_eq!(fallback_metric_value(MetricType::Value, 2.5, 4, 4), 2.5);
+        assert_eq!(fallback_metric_value(MetricType::Value, 2.5, 4, 2), 5.0);
+        assert_eq!(fallback_metric_value(MetricType::Value, 2.5, 4, 0), 10.0);
+    }
+
+    proptest! {
+        // Whatever the behavior, bounds, target and the HPA's ready-pod count, the HPA's own
+        // arithmetic on the served fallback value keeps exactly the count ebb set (the fallback
+        // count within min and max), for both metric types.
+        #[test]
+        fn the_hpa_keeps_the_fallback_count(
+            fallback in fallback(), current in 1i32..20, min in 0i32..4, max in 1i32..25,
+            ready_share in 0.0f64..2.0, target in prop_oneof![Just(1.0), Just(10.0), Just(0.5), Just(7.3), Just(250.0)],
+            value_metric: bool,
+        ) {
+            let Some(mut fallback) = fallback else { return Ok(()) };
+            fallback.failure_threshold = 1;
+            let mut s = spec(min, max.max(min), None);
+            s.fallback = Some(fallback.clone());
+            let metric_type = if value_metric { MetricType::Value } else { MetricType::AverageValue };
+            let (settled, value) = fallback_tick(&s, current, metric_type, target);
+            let wanted = fallback_replicas(&fallback, current).clamp(s.min, s.max);
+            prop_assert_eq!(settled, wanted);
+            // At 0 the HPA is idle (ebb owns 0↔1).
+            if settled > 0 {
+                // Ready pods: fewer while new pods start, more during a surge rollout.
+                let ready = (settled as f64 * ready_share).round() as i32;
+                let hpa = hpa_desired(metric_type, value, target, settled, ready, (s.min, s.max));
+                prop_assert_eq!(hpa, settled, "served {} for target {}", value, target);
+            }
+        }
+    }
+
     #[test]
     fn scale_events_name_the_reason() {
         let s = spec(0, 10, None);
@@ -992,6 +1118,7 @@ mod tests {
         let sample = |active: bool, pushes_activity: bool| TriggerPoll {
             metric_name: "s0-a",
             target: 1.0,
+            metric_type: MetricType::AverageValue,
             pushes_activity,
             result: PollResult::Sampled { value: 0.0, active },
         };
@@ -1057,7 +1184,8 @@ mod tests {
                 let written: Vec<&MetricWrite> = out.metrics.iter().filter(|w| w.trigger == i).collect();
                 match state {
                     Failed if d.fallback => {
-                        let f = fallback_replicas(s.fallback.as_ref().unwrap(), current);
+                        // AverageValue: the count the fallback sets (within min and max) × target.
+                        let f = fallback_count(&s, current);
                         let expected = MetricWrite { trigger: i, value: f as f64 * 10.0, failed: true };
                         prop_assert_eq!(written, vec![&expected]);
                     }

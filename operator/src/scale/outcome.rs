@@ -92,8 +92,8 @@ pub struct ReplicaWrite {
 pub struct MetricWrite {
     /// Index of the trigger in the config.
     pub trigger: usize,
-    /// The sampled value, or while fallback is engaged and the trigger fails, fallback replicas ×
-    /// the trigger's target.
+    /// The sampled value, or while fallback is engaged and the trigger fails, the value whose HPA
+    /// arithmetic gives the fallback count ([`crate::scale::decision::fallback_metric_value`]).
     pub value: f64,
     /// Whether the trigger failed in this poll (the value is then the fallback value).
     pub failed: bool,

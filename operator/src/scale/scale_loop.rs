@@ -14,6 +14,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ebb_crds::MetricType;
 use ebb_scalers::Scaler;
 use ebb_scalers::Thresholds;
 use futures::future::join_all;
@@ -40,6 +41,8 @@ pub struct LoopTrigger {
     pub scaler: Arc<dyn Scaler>,
     /// Target and activation threshold.
     pub thresholds: Thresholds,
+    /// The HPA target type of its metric (the fallback value depends on it).
+    pub metric_type: MetricType,
     /// `useCachedMetrics`: the adapter never queries the source for this trigger.
     pub use_cached_metrics: bool,
 }
@@ -235,6 +238,7 @@ pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickM
         .map(|(t, result)| TriggerPoll {
             metric_name: &t.metric_name,
             target: t.thresholds.target,
+            metric_type: t.metric_type,
             pushes_activity: t.scaler.activity_changes().is_some(),
             result,
         })
@@ -533,6 +537,7 @@ mod tests {
                     target: 10.0,
                     activation: 0.0,
                 },
+                metric_type: MetricType::AverageValue,
                 use_cached_metrics: false,
             }],
             target: TargetRef {

@@ -11,18 +11,54 @@ use serde_json::json;
 
 use crate::cache::workloads::{Replicas, WorkloadIndex};
 
+/// How a failed API call reads: a definite answer about the object, or a failure that says
+/// nothing about it and may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// 404, or discovery does not list the kind: the object or its API does not exist.
+    NotFound,
+    /// 403: ebb is not allowed to read or write it.
+    Forbidden,
+    /// Anything else (429, 5xx, timeouts, no connection, an answer that did not decode): retry.
+    Transient,
+}
+
+/// Classifies a failed API call (a discovery call included).
+pub fn classify(e: &kube::Error) -> ApiFailure {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => ApiFailure::NotFound,
+        kube::Error::Api(s) if s.code == 403 => ApiFailure::Forbidden,
+        // Discovery answered, and the group/version does not serve the kind (or is malformed).
+        kube::Error::Discovery(_) => ApiFailure::NotFound,
+        _ => ApiFailure::Transient,
+    }
+}
+
 /// A scale target could not be resolved, read or written.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TargetError {
     /// `apiVersion`/`kind` does not name a resource the cluster serves.
-    #[error("scaleTargetRef: {kind} in {api_version} is not served by the cluster: {message}")]
+    #[error("scaleTargetRef: {kind} in {api_version} is not served by the cluster: {source}")]
     UnknownKind {
         /// `apiVersion`.
         api_version: String,
         /// `kind`.
         kind: String,
         /// Discovery's answer.
-        message: String,
+        #[source]
+        source: Arc<kube::Error>,
+    },
+    /// Discovery failed for a reason that may pass (throttled, a server error, a timeout): the
+    /// kind is neither known nor unknown yet.
+    #[error("scaleTargetRef: discovery of {kind} in {api_version} failed: {source}")]
+    Discovery {
+        /// `apiVersion`.
+        api_version: String,
+        /// `kind`.
+        kind: String,
+        /// The client error.
+        #[source]
+        source: Arc<kube::Error>,
     },
     /// The target object does not exist.
     #[error("scaleTargetRef: {kind} {namespace}/{name} not found")]
@@ -45,8 +81,38 @@ pub enum TargetError {
         name: String,
         /// The client error.
         #[source]
-        source: kube::Error,
+        source: Arc<kube::Error>,
     },
+}
+
+impl TargetError {
+    /// Whether the failure may pass by itself (retry, judge nothing): a discovery failure other
+    /// than "not served", or a call that failed with anything but 404 or 403.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TargetError::Discovery { .. } => true,
+            TargetError::Api { source, .. } => classify(source) == ApiFailure::Transient,
+            TargetError::UnknownKind { .. } | TargetError::NotFound { .. } => false,
+        }
+    }
+}
+
+/// The error of a failed discovery of `kind` in `api_version`: only "not served" (a 404, a kind
+/// the group/version does not list) makes the kind unknown; any other failure is transient.
+pub fn discovery_error(api_version: &str, kind: &str, e: kube::Error) -> TargetError {
+    let (api_version, kind, source) = (api_version.to_string(), kind.to_string(), Arc::new(e));
+    match classify(&source) {
+        ApiFailure::NotFound | ApiFailure::Forbidden => TargetError::UnknownKind {
+            api_version,
+            kind,
+            source,
+        },
+        ApiFailure::Transient => TargetError::Discovery {
+            api_version,
+            kind,
+            source,
+        },
+    }
 }
 
 /// A resolved scale target.
@@ -122,11 +188,7 @@ impl Targets {
                 let gvk = gvk_of(api_version, kind);
                 let (ar, _caps) = kube::discovery::pinned_kind(&self.client, &gvk)
                     .await
-                    .map_err(|e| TargetError::UnknownKind {
-                        api_version: api_version.into(),
-                        kind: kind.into(),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| discovery_error(api_version, kind, e))?;
                 self.kinds
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -198,8 +260,69 @@ impl Targets {
                 kind: target.kind.clone(),
                 namespace: target.namespace.clone(),
                 name: target.name.clone(),
-                source: e,
+                source: Arc::new(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    /// A failed API call with this HTTP status.
+    pub(crate) fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Status::failure("failed", "Reason").with_code(code).boxed())
+    }
+
+    /// A call that never got an answer (a timeout, a refused connection).
+    pub(crate) fn no_answer() -> kube::Error {
+        kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out",
+        )))
+    }
+
+    #[test]
+    fn only_404_and_403_are_answers_about_the_object() {
+        assert_eq!(classify(&api_error(404)), ApiFailure::NotFound);
+        assert_eq!(classify(&api_error(403)), ApiFailure::Forbidden);
+        let missing = kube::Error::Discovery(kube::error::DiscoveryError::MissingKind("X".into()));
+        assert_eq!(classify(&missing), ApiFailure::NotFound);
+        for code in [401, 409, 429, 500, 502, 503, 504] {
+            assert_eq!(classify(&api_error(code)), ApiFailure::Transient, "{code}");
+        }
+        assert_eq!(classify(&no_answer()), ApiFailure::Transient);
+    }
+
+    #[test]
+    fn only_a_kind_discovery_does_not_serve_is_unknown() {
+        let unknown = discovery_error("apps/v1", "Deployment", api_error(404));
+        assert!(matches!(unknown, TargetError::UnknownKind { .. }), "{unknown:?}");
+        assert!(!unknown.is_transient());
+        let missing = kube::Error::Discovery(kube::error::DiscoveryError::MissingKind("X".into()));
+        assert!(matches!(
+            discovery_error("apps/v1", "Nope", missing),
+            TargetError::UnknownKind { .. }
+        ));
+        for e in [api_error(503), api_error(429), no_answer()] {
+            let blip = discovery_error("apps/v1", "Deployment", e);
+            assert!(matches!(blip, TargetError::Discovery { .. }), "{blip:?}");
+            assert!(blip.is_transient());
+        }
+    }
+
+    #[test]
+    fn a_failed_scale_call_is_transient_unless_forbidden() {
+        let api = |e: kube::Error| TargetError::Api {
+            kind: "Deployment".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+            source: Arc::new(e),
+        };
+        assert!(api(api_error(500)).is_transient());
+        assert!(api(no_answer()).is_transient());
+        assert!(!api(api_error(403)).is_transient());
     }
 }
