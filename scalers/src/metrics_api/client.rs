@@ -170,12 +170,30 @@ impl MetricsApiClient {
     /// budget while the returned value lives. Concurrent calls for the same endpoint share one
     /// request and its result.
     pub async fn fetch(&self, endpoint: &Endpoint, limit: usize) -> Result<Arc<BoundedBody>, ScalerError> {
+        self.fetch_within(endpoint, limit, None).await
+    }
+
+    /// [`fetch`](Self::fetch), where the caller that makes the request first takes one of
+    /// `slots` (its namespace's): callers that join a request in flight take none, so one URL
+    /// asked by many triggers costs one slot.
+    pub async fn fetch_within(
+        &self,
+        endpoint: &Endpoint,
+        limit: usize,
+        slots: Option<&NamespaceSlots>,
+    ) -> Result<Arc<BoundedBody>, ScalerError> {
         let key: FlightKey = (endpoint.raw.clone(), endpoint.unsafe_ssl, limit);
         let flight = self.flights().entry(key.clone()).or_default().clone();
         // The first caller runs the request; the others wait for its result. If that caller is
         // dropped mid-request, a waiting one takes over.
         let result = flight
-            .get_or_init(|| self.fetch_once(endpoint, limit))
+            .get_or_init(|| async {
+                let _slot = match slots {
+                    Some(slots) => Some(self.enter(slots, &endpoint.shown).await?),
+                    None => None,
+                };
+                self.fetch_once(endpoint, limit).await
+            })
             .await
             .clone();
         // Done: forget the flight so the next poll makes a fresh request (no caching).
@@ -531,6 +549,25 @@ mod tests {
         assert!(e.to_string().contains("budget is exhausted"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
         assert_eq!(budget.free(), 100);
+    }
+
+    #[tokio::test]
+    async fn triggers_sharing_a_request_share_one_slot() {
+        let (base, seen) = server(Reply::Hang).await;
+        let client = Arc::new(
+            MetricsApiClient::new(Duration::from_millis(400))
+                .unwrap()
+                .with_limits(ByteBudget::new(64 * 1024 * 1024), 1),
+        );
+        // Five triggers of one namespace on one URL: one request, one slot, no one overloaded.
+        let same: Vec<_> = (0..5)
+            .map(|_| scaler_for(&client, &format!("{base}/same"), "a"))
+            .collect();
+        let results = futures::future::join_all(same.iter().map(|s| s.sample())).await;
+        for r in &results {
+            assert!(matches!(r, Err(ScalerError::Timeout { .. })), "{results:?}");
+        }
+        assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -77,8 +77,10 @@ impl Scaler for MetricsApiScaler {
 
     async fn sample(&self) -> Result<TriggerSample, ScalerError> {
         let shown = self.endpoint.shown();
-        let _slot = self.client.enter(&self.slots, shown).await?;
-        let body = self.client.fetch(&self.endpoint, MAX_BODY_BYTES).await?;
+        let body = self
+            .client
+            .fetch_within(&self.endpoint, MAX_BODY_BYTES, Some(&self.slots))
+            .await?;
         let text = std::str::from_utf8(body.bytes())
             .map_err(|_| ScalerError::bad_response(shown, "response is not UTF-8 text"))?;
         let value = value_at(text, &self.value_location)
