@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::{FallbackBehavior, MetricType, ScaledObjectSpec};
+use crate::ScaledObjectSpec;
 
 /// One problem in a spec, located by its field path (for example `spec.triggers[1].name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +58,6 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
             ),
         ));
     }
-    if let Some(fallback) = &spec.fallback {
-        // The HPA can only hold a fallback count through an AverageValue metric (KEDA's rule too).
-        for (i, t) in spec.triggers.iter().enumerate() {
-            if t.metric_type != MetricType::AverageValue && fallback.behavior == FallbackBehavior::Static {
-                errors.push(FieldError::new(
-                    format!("spec.triggers[{i}].metricType"),
-                    "fallback needs metricType AverageValue on every trigger",
-                ));
-            }
-        }
-    }
     let mut names = BTreeSet::new();
     for (i, t) in spec.triggers.iter().enumerate() {
         if let Some(name) = &t.name
@@ -119,7 +108,7 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Fallback, Trigger};
+    use crate::{Fallback, FallbackBehavior, MetricType, Trigger};
     use proptest::prelude::*;
 
     fn spec(min: i32, max: i32, idle: Option<i32>) -> ScaledObjectSpec {
@@ -176,15 +165,19 @@ mod tests {
     }
 
     #[test]
-    fn static_fallback_needs_average_value() {
-        let mut s = spec(0, 3, None);
-        s.triggers[0].metric_type = MetricType::Value;
-        s.fallback = Some(Fallback {
-            failure_threshold: 3,
-            replicas: 2,
-            behavior: FallbackBehavior::Static,
-        });
-        assert_eq!(validate_spec(&s)[0].field, "spec.triggers[0].metricType");
+    fn fallback_is_accepted_on_value_triggers() {
+        // Unlike KEDA, which rejects it: ebb serves target × fallback / replicas for a Value
+        // trigger in fallback, which holds the HPA at exactly the fallback count.
+        for behavior in [FallbackBehavior::Static, FallbackBehavior::CurrentReplicas] {
+            let mut s = spec(0, 3, None);
+            s.triggers[0].metric_type = MetricType::Value;
+            s.fallback = Some(Fallback {
+                failure_threshold: 3,
+                replicas: 2,
+                behavior,
+            });
+            assert!(validate_spec(&s).is_empty(), "{behavior:?}");
+        }
     }
 
     proptest! {
