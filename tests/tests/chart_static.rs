@@ -345,9 +345,9 @@ async fn default_render_meets_the_policy() {
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     let env = r.env_names();
-    assert_eq!(env[..3], ["POD_NAME", "POD_NAMESPACE", "POD_IP"], "{env:?}");
-    let pod_ip = &container["env"][2]["valueFrom"]["fieldRef"]["fieldPath"];
-    assert_eq!(pod_ip, "status.podIP");
+    assert_eq!(env[..2], ["POD_NAME", "POD_NAMESPACE"], "{env:?}");
+    // The leader's address comes from its Pod, never from the environment.
+    assert!(!env.iter().any(|e| e == "POD_IP"), "{env:?}");
     let image = text(&container["image"]);
     let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
     assert_eq!(tag, Chart::app_version(), "image {image}");
