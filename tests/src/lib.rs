@@ -248,9 +248,11 @@ where
 pub mod helm;
 pub mod identity;
 pub mod kafka;
+pub mod leader;
 pub mod metrics_api;
 pub mod nats;
 pub mod pods;
+pub mod relay;
 pub mod sqs;
 
 /// A metrics-api source served by the test: `GET /` returns `{"queue": {"depth": N}}`, or HTTP 500
@@ -380,13 +382,25 @@ pub mod operator {
             identity: &str,
             extra: &[&str],
         ) -> Result<Self, HarnessError> {
+            let kubeconfig = PathBuf::from(env.var("EBB_KUBECONFIG")?);
+            Self::start_with(&kubeconfig, "127.0.0.1:0", namespace, identity, extra).await
+        }
+
+        /// Like [`OperatorProcess::start`], with its own kubeconfig (e.g. through a relay) and
+        /// health address (`/metrics`).
+        pub async fn start_with(
+            kubeconfig: &std::path::Path,
+            health_addr: &str,
+            namespace: &str,
+            identity: &str,
+            extra: &[&str],
+        ) -> Result<Self, HarnessError> {
             let binary = ebb_binary();
             assert!(
                 binary.exists(),
                 "{} not found: run `cargo build --bin ebb` first",
                 binary.display()
             );
-            let kubeconfig = env.var("EBB_KUBECONFIG")?.to_string();
             let log_dir = std::env::temp_dir().join("ebb-e2e-logs");
             std::fs::create_dir_all(&log_dir).ok();
             let log = std::fs::File::create(log_dir.join(format!("{namespace}-{identity}.log"))).ok();
@@ -399,7 +413,7 @@ pub mod operator {
                     "--identity",
                     identity,
                     "--health-addr",
-                    "127.0.0.1:0",
+                    health_addr,
                 ])
                 .args(extra)
                 .env("KUBECONFIG", kubeconfig)
@@ -413,6 +427,11 @@ pub mod operator {
                 child,
                 identity: identity.to_string(),
             })
+        }
+
+        /// Whether the process has exited (its status, if so).
+        pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+            self.child.try_wait().ok().flatten()
         }
 
         /// Kills the process at once (SIGKILL), as a crash would.
