@@ -184,7 +184,13 @@ async fn leader_killed_at_creation_standby_creates_the_hpa() {
     deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
     let pair = f.pair().await;
     f.create_so("worker", json!({}), json!({})).await;
-    let (standby, killed, _) = kill_leader(&f, pair).await;
+    let Pair { leader, standby, .. } = pair;
+    leader.kill().await;
+    let killed = Instant::now();
+    eprintln!(
+        "HPA right after the kill: {} (true means the leader wrote it first)",
+        f.has_hpa("ebb-hpa-worker").await
+    );
     let done = wait_for("HPA and Ready=True", TAKEOVER_BOUND, || async {
         let ready = f.condition("worker", "Ready").await?.0 == "True";
         (ready && f.has_hpa("ebb-hpa-worker").await).then_some(())
