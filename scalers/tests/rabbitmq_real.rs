@@ -560,7 +560,11 @@ async fn triggers_on_one_host_share_one_connection() {
             assert_eq!(r.as_ref().unwrap().value, (i + 1) as f64, "round {round}");
         }
     }
-    assert_eq!(c.amqp_connection_count(), 2, "the samples use their watcher's connection");
+    assert_eq!(
+        c.amqp_connection_count(),
+        2,
+        "the samples use their watcher's connection"
+    );
     assert_eq!(other.sample().await.unwrap().value, 1.0);
     assert_eq!(c.amqp_connection_count(), 2);
     drop(other);
