@@ -551,11 +551,8 @@ async fn triggers_on_one_host_share_one_connection() {
     // The same broker under another name is another connection identity.
     let other_name = env.amqp_url.replace("127.0.0.1", "localhost");
     let other = scaler(&c, &[("host", &other_name), ("queueName", &queues[0])], &[]);
-    assert_eq!(
-        c.amqp_connection_count(),
-        0,
-        "nothing is dialled before the first sample"
-    );
+    // Each identity's watcher dials its one connection without waiting for a sample.
+    wait_for_connections(&c, 2).await;
 
     for round in 0..5 {
         let results = join_all(same_host.iter().map(|s| s.sample()).collect()).await;
@@ -563,7 +560,11 @@ async fn triggers_on_one_host_share_one_connection() {
             assert_eq!(r.as_ref().unwrap().value, (i + 1) as f64, "round {round}");
         }
     }
-    assert_eq!(c.amqp_connection_count(), 1);
+    assert_eq!(
+        c.amqp_connection_count(),
+        2,
+        "the samples use their watcher's connection"
+    );
     assert_eq!(other.sample().await.unwrap().value, 1.0);
     assert_eq!(c.amqp_connection_count(), 2);
     drop(other);
@@ -574,6 +575,19 @@ async fn triggers_on_one_host_share_one_connection() {
     );
     for q in &queues {
         delete(&channel, q).await;
+    }
+}
+
+/// Waits until `c` has `n` AMQP connections open (fails after 5 s with the count seen).
+async fn wait_for_connections(c: &RabbitMqClients, n: usize) {
+    let start = Instant::now();
+    while c.amqp_connection_count() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} AMQP connections, expected {n}",
+            c.amqp_connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -984,6 +998,99 @@ async fn amqp_cold_activation_within_two_seconds() {
     println!("rabbitmq AMQP cold activation (published → activity_changes fired): {took:?}");
 }
 
+/// The first activation after an operator start: the scaler is registered (built, its channel
+/// handed out) but has never sampled, as for a scale loop whose first tick is still spread over
+/// the polling interval. The AMQP watcher dials the shared connection itself and flips the
+/// channel within two seconds of the publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_watcher_wakes_a_trigger_that_never_sampled() {
+    let env = test_env();
+    let conn = connect(&env.amqp_url).await;
+    let channel = conn.create_channel().await.unwrap();
+    let queue = unique("ebb-first");
+    declare(&channel, &queue).await;
+    let c = clients();
+    let s = scaler(&c, &[("host", &env.amqp_url), ("queueName", &queue)], &[]);
+    let mut changes = s.activity_changes().expect("rabbitmq pushes activity");
+    // The watcher reads the empty queue over the one connection it dialled; nothing flips.
+    wait_for_connections(&c, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!changes.has_changed().unwrap(), "nothing published yet");
+    assert!(c.watcher_stats().requests > 0, "the watcher reads the queue");
+
+    let started = Instant::now();
+    publish(&channel, &queue, 1).await;
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .unwrap_or_else(|_| panic!("no flip within 2 s of the publish without a sample"))
+        .unwrap();
+    println!(
+        "rabbitmq AMQP first activation, no sample before (published → flip): {:?}",
+        started.elapsed()
+    );
+    assert!(*changes.borrow_and_update());
+    // The poll confirms it over the same connection.
+    assert!(s.sample().await.unwrap().active);
+    assert_eq!(
+        c.amqp_connection_count(),
+        1,
+        "one connection for watcher and sample"
+    );
+    drop(s);
+    assert_eq!(c.amqp_connection_count(), 0, "closed with its last trigger");
+    delete(&channel, &queue).await;
+}
+
+/// After a failover the new leader's triggers find messages already waiting: the watcher flips
+/// the channel from its first rounds, before any sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_watcher_reports_a_waiting_message_before_any_sample() {
+    let env = test_env();
+    let conn = connect(&env.amqp_url).await;
+    let channel = conn.create_channel().await.unwrap();
+    let queue = unique("ebb-waiting");
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 2).await;
+    let c = clients();
+    let started = Instant::now();
+    let s = scaler(&c, &[("host", &env.amqp_url), ("queueName", &queue)], &[]);
+    let mut changes = s.activity_changes().expect("rabbitmq pushes activity");
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .unwrap_or_else(|_| panic!("a waiting message not reported within 2 s without a sample"))
+        .unwrap();
+    assert!(*changes.borrow_and_update());
+    println!(
+        "rabbitmq AMQP waiting message reported after {:?}",
+        started.elapsed()
+    );
+    delete(&channel, &queue).await;
+}
+
+/// A watcher that cannot dial (wrong password) flips nothing, opens nothing, and backs off
+/// instead of dialling every tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_watcher_that_cannot_dial_backs_off_and_flips_nothing() {
+    let env = test_env();
+    let amqp = url::Url::parse(&env.amqp_url).unwrap();
+    let host = format!(
+        "amqp://guest:{}@{}:{}/%2f",
+        unique("wrong"),
+        amqp.host_str().unwrap(),
+        amqp.port().unwrap()
+    );
+    let c = clients();
+    let s = scaler(&c, &[("host", &host), ("queueName", "any")], &[]);
+    let changes = s.activity_changes().expect("rabbitmq pushes activity");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Rounds start at 0, 1, 3 s (the pause doubles after each failure), not every 0.5 s.
+    let rounds = c.watcher_stats().rounds;
+    assert!((2..=4).contains(&rounds), "{rounds} dial attempts in 3.5 s");
+    assert!(!changes.has_changed().unwrap(), "a failed dial flips nothing");
+    assert_eq!(c.amqp_connection_count(), 0);
+    assert_eq!(c.watcher_stats().requests, 0, "no declare without a connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_cold_activation_within_ten_seconds() {
     let env = test_env();
@@ -1018,8 +1125,8 @@ async fn one_watcher_per_connection_and_vhost_stopped_with_the_scalers() {
         &[],
     );
     assert!(regex.activity_changes().is_none());
-    // The AMQP watcher starts reading once a poll has dialled.
-    scalers[0].sample().await.unwrap();
+    // Both watchers run from the start; the AMQP one dials its connection itself.
+    wait_for_connections(&c, 1).await;
     let stats = c.watcher_stats();
     assert_eq!(
         (

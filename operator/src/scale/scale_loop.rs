@@ -737,4 +737,59 @@ mod tests {
         assert!(handle.is_finished());
         assert!(h.cached().is_none(), "forgotten");
     }
+
+    /// A scaler whose activity channel the test flips (a push-capable trigger).
+    struct PushScaler {
+        inner: Arc<FakeScaler>,
+        activity: tokio::sync::watch::Sender<bool>,
+    }
+
+    #[async_trait]
+    impl Scaler for PushScaler {
+        fn trigger_type(&self) -> &'static str {
+            "fake"
+        }
+        fn metric_target(&self) -> MetricTarget {
+            self.inner.metric_target()
+        }
+        async fn sample(&self) -> Result<TriggerSample, ScalerError> {
+            self.inner.sample().await
+        }
+        fn activity_changes(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+            Some(self.activity.subscribe())
+        }
+    }
+
+    /// After a start the first tick may be a whole interval away; a flip of a push-capable
+    /// trigger's channel polls at once, before that first tick.
+    #[tokio::test]
+    async fn a_flip_before_the_spread_first_tick_polls_at_once() {
+        let inner = FakeScaler::new();
+        let (activity, _) = tokio::sync::watch::channel(false);
+        let scaler = Arc::new(PushScaler {
+            inner: inner.clone(),
+            activity,
+        });
+        let mut cfg = config(FakeScaler::new());
+        cfg.polling_interval = Duration::from_secs(30);
+        cfg.triggers[0].scaler = scaler.clone();
+        let h = Arc::new(host(0));
+        let handle = LoopHandle::start(h.clone(), cfg, LoopMemory::default(), Duration::from_secs(29));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            inner.samples.load(Ordering::SeqCst),
+            0,
+            "the first tick is not due"
+        );
+        inner.answer(1.0, true);
+        scaler.activity.send_replace(true);
+        for _ in 0..200 {
+            if !h.writes().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(h.writes(), vec![1], "activated before the first tick");
+        handle.stop();
+    }
 }

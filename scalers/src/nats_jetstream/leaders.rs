@@ -122,8 +122,8 @@ pub(super) struct CachedLeader {
     pub(super) name: String,
 }
 
-/// The consumer leaders found so far, shared by every trigger of a factory (and read by the
-/// activity watchers, which never look for a leader themselves).
+/// The consumer leaders found so far, shared by every trigger of a factory and its activity
+/// watchers (both find and cache leaders).
 #[derive(Debug, Default)]
 pub(super) struct LeaderCache(pub(super) Mutex<HashMap<LeaderKey, CachedLeader>>);
 
@@ -133,7 +133,8 @@ impl LeaderCache {
         lock(&self.0).get(key).cloned()
     }
 
-    fn set(&self, key: &LeaderKey, leader: CachedLeader) {
+    /// Caches `key`'s leader.
+    pub(super) fn set(&self, key: &LeaderKey, leader: CachedLeader) {
         lock(&self.0).insert(key.clone(), leader);
     }
 
@@ -201,64 +202,124 @@ async fn discover_leader(
     stream: &str,
     consumer: &str,
 ) -> Result<(CachedLeader, ConsumerLag), ScalerError> {
+    let mut found = find_leaders(clients, m, &[(stream, consumer)]).await?;
+    if let Some(leader) = found.leaders.pop().flatten() {
+        return Ok(leader);
+    }
+    let mut message = format!(
+        "leader node not found for consumer {consumer:?} of stream {stream:?} among {} node(s)",
+        found.candidates
+    );
+    if !found.notes.is_empty() {
+        message.push_str(&format!(" ({})", found.notes.join("; ")));
+    }
+    Err(ScalerError::bad_response(&m.url(&m.authority, "/varz"), message))
+}
+
+/// What one sweep of a cluster's nodes found ([`find_leaders`]).
+pub(super) struct FoundLeaders {
+    /// Per wanted consumer (in order): its leader node and the lag that node reports, if found.
+    pub(super) leaders: Vec<Option<(CachedLeader, ConsumerLag)>>,
+    /// How many nodes were candidates.
+    candidates: usize,
+    /// What went wrong with the nodes that could not be read (masked URLs).
+    notes: Vec<String>,
+    /// How many requests the sweep made.
+    pub(super) requests: u64,
+}
+
+/// Finds the leaders of several `(stream, consumer)`s behind `m` in one sweep of the cluster's
+/// nodes (the endpoint's `/varz`, then each node's name and `/jsz` once, stopping when every
+/// consumer is found), as KEDA finds one. Shared by the polls (one consumer) and the activity
+/// watcher (every registered consumer without a cached leader). Fails only when the endpoint's
+/// `/varz` cannot be read.
+pub(super) async fn find_leaders(
+    clients: &NatsJetStreamClients,
+    m: &Monitoring,
+    wanted: &[(&str, &str)],
+) -> Result<FoundLeaders, ScalerError> {
     let varz_url = m.url(&m.authority, "/varz");
     let doc = clients.get_json(&varz_url).await?;
     let varz = read_varz(&doc).map_err(|e| ScalerError::bad_response(&varz_url, error_chain(&e)))?;
     let candidates = m.candidates(&varz);
     let accounts = m.account_names();
+    let mut requests = 1;
+    let mut leaders: Vec<Option<(CachedLeader, ConsumerLag)>> = vec![None; wanted.len()];
     let mut notes = Vec::new();
     for candidate in &candidates {
-        let name = match &candidate.name {
-            Some(name) => name.clone(),
-            None => {
-                let url = m.url(&candidate.authority, "/varz");
-                let named = match clients.get_json(&url).await {
-                    Ok(doc) => read_varz(&doc)
-                        .map(|v| v.server_name)
-                        .map_err(|e| format!("{}: {}", mask_userinfo(&url), error_chain(&e))),
-                    Err(e) => Err(e.to_string()),
-                };
-                match named {
-                    Ok(name) if !name.is_empty() => name,
-                    Ok(_) => {
-                        notes.push(format!("{}: no server_name", mask_userinfo(&url)));
-                        continue;
-                    }
-                    Err(note) => {
-                        notes.push(note);
-                        continue;
-                    }
-                }
+        if leaders.iter().all(Option::is_some) {
+            break;
+        }
+        requests += 1 + u64::from(candidate.name.is_none());
+        let name = match node_name(clients, m, candidate).await {
+            Ok(name) => name,
+            Err(note) => {
+                notes.push(note);
+                continue;
             }
         };
         let url = m.jsz_url(&candidate.authority);
-        let view = match clients.get_json(&url).await {
-            Ok(doc) => read_jsz(&doc, &accounts, stream, consumer)
-                .map_err(|e| format!("{}: {}", mask_userinfo(&url), error_chain(&e))),
-            Err(e) => Err(e.to_string()),
-        };
-        match view {
-            Ok(JszView {
-                consumer: Some(c), ..
-            }) if c.leader.as_deref() == Some(name.as_str()) => {
-                let leader = CachedLeader {
-                    authority: candidate.authority.clone(),
-                    name,
-                };
-                return Ok((leader, c.lag));
+        let doc = match clients.get_json(&url).await {
+            Ok(doc) => doc,
+            Err(e) => {
+                notes.push(e.to_string());
+                continue;
             }
-            Ok(_) => {}
-            Err(note) => notes.push(note),
+        };
+        let mut noted = false;
+        for (slot, (stream, consumer)) in leaders.iter_mut().zip(wanted) {
+            if slot.is_some() {
+                continue;
+            }
+            match read_jsz(&doc, &accounts, stream, consumer) {
+                Ok(JszView {
+                    consumer: Some(c), ..
+                }) if c.leader.as_deref() == Some(name.as_str()) => {
+                    let leader = CachedLeader {
+                        authority: candidate.authority.clone(),
+                        name: name.clone(),
+                    };
+                    *slot = Some((leader, c.lag));
+                }
+                Ok(_) => {}
+                Err(e) if !noted => {
+                    noted = true;
+                    notes.push(format!("{}: {}", mask_userinfo(&url), error_chain(&e)));
+                }
+                Err(_) => {}
+            }
         }
     }
-    let mut message = format!(
-        "leader node not found for consumer {consumer:?} of stream {stream:?} among {} node(s)",
-        candidates.len()
-    );
-    if !notes.is_empty() {
-        message.push_str(&format!(" ({})", notes.join("; ")));
+    Ok(FoundLeaders {
+        leaders,
+        candidates: candidates.len(),
+        notes,
+        requests,
+    })
+}
+
+/// A candidate node's `server_name`: known from the naming pattern, or read from its `/varz`;
+/// a note (masked URL) when it cannot be had.
+async fn node_name(
+    clients: &NatsJetStreamClients,
+    m: &Monitoring,
+    candidate: &Candidate,
+) -> Result<String, String> {
+    if let Some(name) = &candidate.name {
+        return Ok(name.clone());
     }
-    Err(ScalerError::bad_response(&varz_url, message))
+    let url = m.url(&candidate.authority, "/varz");
+    let named = match clients.get_json(&url).await {
+        Ok(doc) => read_varz(&doc)
+            .map(|v| v.server_name)
+            .map_err(|e| format!("{}: {}", mask_userinfo(&url), error_chain(&e))),
+        Err(e) => Err(e.to_string()),
+    };
+    match named {
+        Ok(name) if !name.is_empty() => Ok(name),
+        Ok(_) => Err(format!("{}: no server_name", mask_userinfo(&url))),
+        Err(note) => Err(note),
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! [`crate::ACTIVITY_WATCH_TICK`]; the same query as the polls) and computes each trigger's
 //! activity as the scaler's `sample` does ([`jsz_activity`]); a change flips the trigger's
 //! [`Scaler::activity_changes`](crate::Scaler::activity_changes) channel. In a cluster the numbers
-//! are read from each consumer's leader as the polls cached it (one more request per leader
-//! node); a consumer without a cached leader waits for its poll. A failed or inconclusive read
+//! are read from each consumer's leader as cached by the polls or by the watcher (one more
+//! request per leader node); consumers without a cached leader (e.g. right after a start, before
+//! any poll) are found by the watcher itself in one sweep of the nodes for all of them
+//! ([`find_leaders`]), retried every [`LEADER_SWEEP_RETRY`] while some are not found (or at once
+//! when the registrations change). A failed or inconclusive read
 //! flips nothing (errors are the polls' to report); after failures the watcher backs off up to
 //! [`MAX_BACKOFF`](crate::common::activity::MAX_BACKOFF); with no trigger left its task ends.
 //! The registration, backoff and channels are [`common::activity`](crate::common::activity)'s;
@@ -19,12 +22,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::config::Monitoring;
 use super::jsz::{jsz_activity, read_jsz};
-use super::leaders::leader_key;
+use super::leaders::{find_leaders, leader_key};
 use super::lock;
 use super::scaler::NatsJetStreamClients;
+use crate::TriggerSample;
 use crate::common::activity::{
     ActivityRound, ActivityWatcher, Registration as ActivityRegistration, RoundInput, RoundReport, TriggerId,
 };
@@ -48,6 +53,10 @@ pub struct WatcherStats {
     /// `/jsz` requests made by the watchers so far.
     pub requests: u64,
 }
+
+/// How long a watcher waits before sweeping the nodes again for consumers whose leader it could
+/// not find (unless the registrations change).
+pub const LEADER_SWEEP_RETRY: Duration = Duration::from_secs(5);
 
 /// Key of a monitoring watcher: the endpoint (`scheme://host:port`) and the `acc=` value.
 type WatcherKey = (String, String);
@@ -120,6 +129,9 @@ pub(super) struct JszRound {
     monitoring: Monitoring,
     /// Not held strongly: the clients outlive no scaler because of a watcher.
     clients: Weak<NatsJetStreamClients>,
+    /// After a leader sweep that left consumers unfound: the registrations' generation then, and
+    /// when to sweep again for the same registrations.
+    sweep_again: Option<(u64, Instant)>,
 }
 
 impl ActivityRound for JszRound {
@@ -129,17 +141,28 @@ impl ActivityRound for JszRound {
         let Some(clients) = self.clients.upgrade() else {
             return RoundReport::failed(Vec::new());
         };
-        jsz_round(&clients, &self.monitoring, &input.specs).await
+        jsz_round(&clients, &self.monitoring, &input, &mut self.sweep_again).await
     }
 }
 
-/// One round over `specs`: a failed read of the endpoint learns nothing; a failed read of a
-/// leader node fails the round after what the other nodes told.
+/// Whether a leader sweep may run now for registrations of `generation`, after the last sweep
+/// that left consumers unfound (`sweep_again`).
+fn may_sweep(sweep_again: Option<(u64, Instant)>, generation: u64, now: Instant) -> bool {
+    match sweep_again {
+        None => true,
+        Some((g, at)) => g != generation || now >= at,
+    }
+}
+
+/// One round over the registered triggers: a failed read of the endpoint learns nothing; a
+/// failed read of a leader node, or a failed sweep, fails the round after what the rest told.
 async fn jsz_round(
     clients: &NatsJetStreamClients,
     m: &Monitoring,
-    specs: &[(TriggerId, JszSpec)],
+    input: &RoundInput<JszSpec>,
+    sweep_again: &mut Option<(u64, Instant)>,
 ) -> RoundReport {
+    let specs = &input.specs;
     let counters = &clients.watchers;
     counters.rounds.fetch_add(1, Ordering::Relaxed);
     let fetch = async |authority: &str| {
@@ -163,16 +186,54 @@ async fn jsz_round(
     }
     // Clustered: only the leader's numbers are right; ask each cached leader node once.
     let mut by_node: HashMap<String, Vec<(TriggerId, &JszSpec, String)>> = HashMap::new();
+    let mut unled: Vec<(TriggerId, &JszSpec)> = Vec::new();
     for (id, it) in specs {
-        if let Some(leader) = clients.leaders.get(&leader_key(m, &it.stream, &it.consumer)) {
-            by_node
+        match clients.leaders.get(&leader_key(m, &it.stream, &it.consumer)) {
+            Some(leader) => by_node
                 .entry(leader.authority)
                 .or_default()
-                .push((*id, it, leader.name));
+                .push((*id, it, leader.name)),
+            None => unled.push((*id, it)),
         }
     }
     let mut activity = Vec::new();
     let mut all_ok = true;
+    // No cached leader (no poll yet, or the leader moved): find them here rather than wait for
+    // the polls, whose first one may be a whole polling interval away after a start.
+    let now = Instant::now();
+    if !unled.is_empty() && may_sweep(*sweep_again, input.generation, now) {
+        let mut wanted: Vec<(&str, &str)> = unled
+            .iter()
+            .map(|(_, it)| (it.stream.as_str(), it.consumer.as_str()))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        match find_leaders(clients, m, &wanted).await {
+            Ok(found) => {
+                counters.requests.fetch_add(found.requests, Ordering::Relaxed);
+                let mut lags = HashMap::new();
+                for ((stream, consumer), leader) in wanted.iter().zip(found.leaders) {
+                    if let Some((leader, lag)) = leader {
+                        clients.leaders.set(&leader_key(m, stream, consumer), leader);
+                        lags.insert((*stream, *consumer), lag);
+                    }
+                }
+                for (id, it) in &unled {
+                    if let Some(lag) = lags.get(&(it.stream.as_str(), it.consumer.as_str())) {
+                        let sample = TriggerSample::with_activation(lag.total() as f64, it.activation);
+                        activity.push((*id, sample.active));
+                    }
+                }
+                *sweep_again =
+                    (lags.len() < wanted.len()).then(|| (input.generation, now + LEADER_SWEEP_RETRY));
+            }
+            Err(_) => {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                *sweep_again = Some((input.generation, now + LEADER_SWEEP_RETRY));
+                all_ok = false;
+            }
+        }
+    }
     for (authority, members) in by_node {
         let node_doc = if authority == m.authority {
             doc.clone()
@@ -233,6 +294,7 @@ impl Registration {
         self.inner.watcher().ensure_running(|| JszRound {
             monitoring: self.monitoring.clone(),
             clients: Arc::downgrade(clients),
+            sweep_again: None,
         });
     }
 
@@ -255,22 +317,22 @@ impl Registration {
 mod tests {
     use super::*;
     use crate::Scaler;
-    use crate::nats_jetstream::testing::{FakeCluster, scaler_with};
+    use crate::nats_jetstream::testing::{FakeCluster, cached, scaler_with};
 
     #[tokio::test]
     async fn watcher_reads_each_cached_leader_once_per_round() {
         let cluster = FakeCluster::start(true).await;
         let s = scaler_with(cluster.port, WATCH_TICK);
         let mut changes = s.activity_changes().unwrap();
-        // The poll finds and caches the leader (node 1: 15 + 2 > 16).
+        // The poll (or the watcher's own sweep) finds and caches the leader (node 1: 15 + 2 > 16).
         assert!(s.sample().await.unwrap().active);
-        cluster.take_hits();
-        // The watcher's rounds: the endpoint's /jsz (cluster size) and the leader's.
-        tokio::time::timeout(Duration::from_secs(3), changes.changed())
+        tokio::time::timeout(Duration::from_secs(3), changes.wait_for(|active| *active))
             .await
             .unwrap()
             .unwrap();
-        assert!(*changes.borrow_and_update());
+        cluster.take_hits();
+        // The watcher's rounds: the endpoint's /jsz (cluster size) and the leader's.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         let hits = cluster.take_hits();
         assert!(hits.iter().all(|h| h.1 == "/jsz"), "{hits:?}");
         assert!(hits.contains(&(1, "/jsz".to_string())), "{hits:?}");
@@ -282,5 +344,60 @@ mod tests {
         let clients = s.clients.clone();
         drop(s);
         assert_eq!(clients.watcher_stats().watchers, 0);
+    }
+
+    /// After an operator start the scale loops' first polls are spread over the polling
+    /// interval: in a cluster the watcher finds the consumer's leader itself, so an object at zero
+    /// is woken without waiting for its first poll.
+    #[tokio::test]
+    async fn watcher_finds_the_leader_before_any_poll() {
+        let cluster = FakeCluster::start(true).await;
+        let s = scaler_with(cluster.port, WATCH_TICK);
+        let mut changes = s.activity_changes().unwrap();
+        tokio::time::timeout(Duration::from_secs(2), changes.changed())
+            .await
+            .expect("the watcher reports the leader's numbers without a poll")
+            .unwrap();
+        assert!(*changes.borrow_and_update(), "the leader's 15 + 2 > 16");
+        assert_eq!(cached(&s), Some(format!("nats-1 127.0.0.2:{}", cluster.port)));
+        // The poll finds the leader the watcher cached: one request, to the leader.
+        cluster.take_hits();
+        assert!(s.sample().await.unwrap().active);
+        let hits = cluster.take_hits();
+        assert!(hits.contains(&(1, "/jsz".to_string())), "{hits:?}");
+        assert!(!hits.iter().any(|h| h.1 == "/varz"), "no new sweep: {hits:?}");
+    }
+
+    /// A consumer whose leader cannot be found (mid-election) is swept for again only after
+    /// [`LEADER_SWEEP_RETRY`], not every tick, and nothing flips.
+    #[tokio::test]
+    async fn an_unfound_leader_is_swept_for_again_only_after_the_retry() {
+        let cluster = FakeCluster::start(true).await;
+        cluster.set(|c| c.leader = None);
+        let s = scaler_with(cluster.port, WATCH_TICK);
+        let changes = s.activity_changes().unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let hits = cluster.take_hits();
+        let sweeps = hits.iter().filter(|h| *h == &(0, "/varz".to_string())).count();
+        // One sweep asks node 0's /varz twice: as the endpoint (the node list) and as a node.
+        assert_eq!(sweeps, 2, "{hits:?}");
+        let rounds = hits.iter().filter(|h| *h == &(0, "/jsz".to_string())).count();
+        assert!(rounds >= 4, "the rounds go on: {hits:?}");
+        assert!(!changes.has_changed().unwrap());
+        assert_eq!(cached(&s), None);
+        assert!(LEADER_SWEEP_RETRY > Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn sweeps_wait_for_the_retry_unless_the_registrations_changed() {
+        let now = Instant::now();
+        assert!(may_sweep(None, 3, now));
+        let later = now + LEADER_SWEEP_RETRY;
+        assert!(!may_sweep(Some((3, later)), 3, now));
+        assert!(
+            may_sweep(Some((3, later)), 4, now),
+            "a new registration sweeps at once"
+        );
+        assert!(may_sweep(Some((3, later)), 3, later));
     }
 }

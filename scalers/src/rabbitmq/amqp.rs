@@ -2,13 +2,15 @@
 //! TLS settings) with a small cache of idle channels, the bounded dial, and the sorting of lapin
 //! errors into [`ScalerError`] kinds.
 //!
-//! A connection that failed (broker restart, network error, missed heartbeats) is dropped and
-//! dialled again on the next sample; errors are returned, never retried in the background. The
-//! connection closes when the last trigger that uses it is dropped.
+//! The connection is dialled by whichever needs it first: a sample, or the connection's activity
+//! watcher (its first round, so that cold activation does not wait for a poll). A connection
+//! that failed (broker restart, network error, missed heartbeats) is dropped and dialled again
+//! by the next sample or watcher round (the watcher backs off after failures); a sample returns
+//! its error, the watcher's failed dial flips nothing. The connection closes when the last
+//! trigger that uses it is dropped.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,8 +46,6 @@ pub(super) struct AmqpKey {
 pub(super) struct AmqpSlot {
     current: Mutex<Option<Arc<PooledConnection>>>,
     dialing: tokio::sync::Mutex<()>,
-    /// Whether a sample has dialled the connection once (the watcher dials again only then).
-    pub(super) dialled: AtomicBool,
     /// The triggers whose queues the connection's watcher reads.
     pub(super) watch: Arc<QueueWatcher>,
     /// What the watcher dials with (the URI holds the credentials; never printed).
@@ -59,7 +59,6 @@ impl AmqpSlot {
         Self {
             current: Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
-            dialled: AtomicBool::new(false),
             watch: QueueWatcher::new(watch_tick),
             dial: Mutex::new(None),
         }

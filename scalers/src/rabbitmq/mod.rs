@@ -29,7 +29,8 @@
 //!
 //! One [`RabbitMqClients`] serves every rabbitmq trigger of a
 //! [`ScalerFactory`](crate::ScalerFactory): one AMQP connection per (URL, vhost, credentials,
-//! TLS settings) with a few idle channels, redialled on the next sample after a failure; one
+//! TLS settings) with a few idle channels, dialled by the first sample or watcher round that needs
+//! it and redialled the same way after a failure; one
 //! pooled HTTP client per TLS setting. AMQP dials and declares are bounded by the factory's HTTP
 //! timeout; a management request by `timeout` (milliseconds) or else that timeout.
 //!
@@ -49,7 +50,8 @@
 //! channel when the activity (computed as a sample does, with [`evaluate`]) changes, so that a
 //! ScaledObject at zero polls at once instead of at its next `pollingInterval` tick: one
 //! management listing per vhost, or one passive `queue.declare` per queue over the pooled AMQP
-//! connection (see [`watch`]). Management statistics lag the broker by up to its
+//! connection, which the watcher dials itself if no poll has yet (see [`watch`]): an object at
+//! zero is woken within a second even before its first poll. Management statistics lag the broker by up to its
 //! `collect_statistics_interval` (5 s by default). `useRegex` triggers stay poll-only.
 //!
 //! # Values

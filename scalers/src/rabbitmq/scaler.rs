@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use hyper::Uri;
 use lapin::options::QueueDeclareOptions;
@@ -243,7 +242,6 @@ impl RabbitMqScaler {
         let pooled = slot_connection(&target.slot, &target.uri, tls, self.clients.default_timeout)
             .await
             .map_err(|e| amqp_error(target, &self.shown, "cannot connect", &e))?;
-        target.slot.dialled.store(true, Ordering::Relaxed);
         Ok(pooled)
     }
 

@@ -11,8 +11,9 @@
 //!   broker matches the regex).
 //! - **AMQP** (`AmqpRound`): one watcher per pooled connection makes one passive
 //!   `queue.declare` per distinct watched queue each tick over one channel of that connection (no
-//!   extra connection). It starts reading once a poll has dialled the connection, and redials a
-//!   failed one after that. A queue whose declare fails (the broker then closes the channel) is
+//!   extra connection). It dials that connection itself when there is none (from its first
+//!   round, so an object at zero is woken before its first poll; after a failure, redialling as
+//!   the backoff allows). A queue whose declare fails (the broker then closes the channel) is
 //!   skipped for 5 s.
 //!
 //! A failed or inconclusive read flips nothing (errors are the polls' to report); after failures a
@@ -62,7 +63,7 @@ pub struct WatcherStats {
     pub triggers: usize,
     /// Watchers whose task is running.
     pub running: usize,
-    /// Rounds made so far.
+    /// Rounds made so far (an AMQP round that could not dial counts too).
     pub rounds: u64,
     /// Requests made so far: management listings and passive `queue.declare`s.
     pub requests: u64,
@@ -211,10 +212,13 @@ impl ActivityRound for AmqpRound {
         let Some(s) = self.slot.upgrade() else {
             return RoundReport::succeeded(Vec::new());
         };
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        // The slot's connection, dialled here when there is none (first round, or after a
+        // failure): the watcher never waits for a poll, and shares the one connection with the
+        // samples (`slot_connection` dials once per slot). A failed dial flips nothing and backs
+        // off like any failed round.
         let pooled = match s.live() {
             Some(pooled) => pooled,
-            // Never dialled: the first poll dials (nothing is dialled before the first sample).
-            None if !s.dialled.load(Ordering::Relaxed) => return RoundReport::succeeded(Vec::new()),
             None => {
                 let Some((uri, tls)) = lock(&s.dial).clone() else {
                     return RoundReport::failed(Vec::new());
@@ -227,7 +231,6 @@ impl ActivityRound for AmqpRound {
         };
         // Not held during the requests: dropping the last scaler closes the connection at once.
         drop(s);
-        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         self.retry_at.retain(|_, at| *at > now);
         let mut queues: Vec<&str> = input.specs.iter().map(|(_, s)| s.queue.as_str()).collect();
