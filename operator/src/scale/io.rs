@@ -79,7 +79,7 @@ fn not_leading(target: &TargetRef, e: NotLeading) -> TargetError {
         kind: target.kind.clone(),
         namespace: target.namespace.clone(),
         name: target.name.clone(),
-        source: kube::Error::Service(Box::new(e)),
+        source: std::sync::Arc::new(kube::Error::Service(Box::new(e))),
     }
 }
 
