@@ -384,20 +384,30 @@ impl Connection {
 
         // Reserved from the byte budget until the response is decoded.
         let read = read_frame(&mut self.io, MAX_FRAME_BYTES, &self.budget).await?;
-        let mut frame = read.bytes.clone();
-        let response_header = ResponseHeader::decode(
-            &mut frame,
-            <R::Response as HeaderVersion>::header_version(version),
-        )
-        .map_err(protocol_error("cannot decode the response header"))?;
-        if response_header.correlation_id != correlation {
-            return Err(WireError::Protocol(format!(
-                "answer {} to request {correlation}",
-                response_header.correlation_id
-            )));
-        }
-        R::Response::decode(&mut frame, version).map_err(protocol_error("cannot decode the response"))
+        decode_response::<R>(read.bytes.clone(), version, correlation)
     }
+}
+
+/// Decodes one response frame (the bytes after its size prefix) answering an `R` request sent at
+/// `version` with `correlation`: the response header, its correlation id, then the body. What
+/// every request does with its answer; public so the fuzz harness can drive it.
+pub fn decode_response<R: Request>(
+    mut frame: Bytes,
+    version: i16,
+    correlation: i32,
+) -> Result<R::Response, WireError> {
+    let response_header = ResponseHeader::decode(
+        &mut frame,
+        <R::Response as HeaderVersion>::header_version(version),
+    )
+    .map_err(protocol_error("cannot decode the response header"))?;
+    if response_header.correlation_id != correlation {
+        return Err(WireError::Protocol(format!(
+            "answer {} to request {correlation}",
+            response_header.correlation_id
+        )));
+    }
+    R::Response::decode(&mut frame, version).map_err(protocol_error("cannot decode the response"))
 }
 
 fn protocol_error<E: fmt::Display>(what: &'static str) -> impl Fn(E) -> WireError {
