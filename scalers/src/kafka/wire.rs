@@ -656,6 +656,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_array_length_beyond_the_frame_is_an_error_not_an_allocation() {
+        // Found by `cargo fuzz run kafka_response`: Metadata v0 whose broker array announces
+        // i32::MAX entries in a 8-byte frame. Unpatched kafka-protocol reserved that many
+        // brokers up front and the process aborted.
+        let mut frame = 7i32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&i32::MAX.to_be_bytes());
+        let e = decode_response::<MetadataRequest>(Bytes::from(frame), 0, 7).unwrap_err();
+        assert!(matches!(e, WireError::Protocol(_)), "{e}");
+        // The same as a compact array (v12: flexible header, throttle time, then a varint of
+        // u32::MAX).
+        let mut frame = 7i32.to_be_bytes().to_vec();
+        frame.push(0);
+        frame.extend_from_slice(&0i32.to_be_bytes());
+        frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let e = decode_response::<MetadataRequest>(Bytes::from(frame), 12, 7).unwrap_err();
+        assert!(matches!(e, WireError::Protocol(_)), "{e}");
+        // A whole response still decodes.
+        let mut frame = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(7)
+            .encode(&mut frame, MetadataResponse::header_version(12))
+            .unwrap();
+        let brokers = vec![Default::default(); 3];
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .encode(&mut frame, 12)
+            .unwrap();
+        let decoded = decode_response::<MetadataRequest>(frame.freeze(), 12, 7).unwrap();
+        assert_eq!(decoded.brokers.len(), 3);
+        let e = decode_response::<MetadataRequest>(Bytes::from_static(&[0, 0, 0, 8]), 0, 7).unwrap_err();
+        assert!(e.to_string().contains("answer 8 to request 7"), "{e}");
+    }
+
     #[tokio::test]
     async fn sasl_plain_and_scram_against_a_fake_broker() {
         let addr = fake_broker(vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]).await;
