@@ -13,8 +13,11 @@ pub mod validate;
 
 use std::path::{Path, PathBuf};
 
+/// A harness: runs one input, panicking when an invariant breaks.
+pub type Harness = fn(&[u8]);
+
 /// The targets, by name (as `fuzz_targets/<name>.rs`, `corpus/<name>/`), with their harnesses.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Harness); 5] = [
     ("validate", validate::run),
     ("kafka_response", kafka_response::run),
     ("selector", selector::run),
