@@ -59,7 +59,7 @@ pub use auth::{
 };
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
 pub use provider::{MetricProvider, MetricValue, ProviderError};
-pub use server::{AdapterConfig, DEFAULT_MAX_CONNECTION_AGE, MetricsAdapter};
+pub use server::{AdapterConfig, DEFAULT_MAX_CONNECTION_AGE, MetricsAdapter, Route, query_scaled_object};
 pub use tls::{ReloadableCert, TlsSource};
 
 /// The selector label naming the ScaledObject a metric belongs to (the HPA ebb creates puts

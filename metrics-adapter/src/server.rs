@@ -333,19 +333,31 @@ fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
     response
 }
 
-/// The paths served.
+/// The paths served; public so the fuzz harness can drive [`Route::parse`].
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub enum Route {
+    /// `/apis`.
     Apis,
+    /// `/apis/external.metrics.k8s.io`.
     Group,
+    /// `/apis/external.metrics.k8s.io/v1beta1`.
     Version,
-    Metric { namespace: String, metric: String },
+    /// `/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}`, both validated.
+    Metric {
+        /// A DNS-1123 label.
+        namespace: String,
+        /// Lower-case `[a-z0-9._-]`, starting and ending with a letter or digit.
+        metric: String,
+    },
+    /// Any other path.
     NotFound,
+    /// A metric path whose namespace or metric name is invalid.
     BadPath,
 }
 
 impl Route {
-    fn parse(path: &str) -> Self {
+    /// What a request path (percent-encoded, without its query) names.
+    pub fn parse(path: &str) -> Self {
         let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
         let mut segments = trimmed.split('/');
         if segments.next() != Some("") || segments.next() != Some("apis") {
@@ -569,6 +581,13 @@ fn decode_query(s: &str) -> String {
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// The ScaledObject a metric request's query string selects through its `labelSelector`, as the
+/// metric handler reads it; `None` when the request would be refused. For the fuzz harness.
+pub fn query_scaled_object(query: &str) -> Option<String> {
+    let raw = query_param(query, "labelSelector").unwrap_or_default();
+    scaled_object_name(&Selector::parse(&raw).ok()?).ok()
 }
 
 /// The ScaledObject the selector names through [`SCALED_OBJECT_LABEL`] (or KEDA's label).

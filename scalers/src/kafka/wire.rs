@@ -384,20 +384,30 @@ impl Connection {
 
         // Reserved from the byte budget until the response is decoded.
         let read = read_frame(&mut self.io, MAX_FRAME_BYTES, &self.budget).await?;
-        let mut frame = read.bytes.clone();
-        let response_header = ResponseHeader::decode(
-            &mut frame,
-            <R::Response as HeaderVersion>::header_version(version),
-        )
-        .map_err(protocol_error("cannot decode the response header"))?;
-        if response_header.correlation_id != correlation {
-            return Err(WireError::Protocol(format!(
-                "answer {} to request {correlation}",
-                response_header.correlation_id
-            )));
-        }
-        R::Response::decode(&mut frame, version).map_err(protocol_error("cannot decode the response"))
+        decode_response::<R>(read.bytes.clone(), version, correlation)
     }
+}
+
+/// Decodes one response frame (the bytes after its size prefix) answering an `R` request sent at
+/// `version` with `correlation`: the response header, its correlation id, then the body. What
+/// every request does with its answer; public so the fuzz harness can drive it.
+pub fn decode_response<R: Request>(
+    mut frame: Bytes,
+    version: i16,
+    correlation: i32,
+) -> Result<R::Response, WireError> {
+    let response_header = ResponseHeader::decode(
+        &mut frame,
+        <R::Response as HeaderVersion>::header_version(version),
+    )
+    .map_err(protocol_error("cannot decode the response header"))?;
+    if response_header.correlation_id != correlation {
+        return Err(WireError::Protocol(format!(
+            "answer {} to request {correlation}",
+            response_header.correlation_id
+        )));
+    }
+    R::Response::decode(&mut frame, version).map_err(protocol_error("cannot decode the response"))
 }
 
 fn protocol_error<E: fmt::Display>(what: &'static str) -> impl Fn(E) -> WireError {
@@ -644,6 +654,40 @@ mod tests {
             }),
             client_id: "test".into(),
         }
+    }
+
+    #[test]
+    fn an_array_length_beyond_the_frame_is_an_error_not_an_allocation() {
+        // Found by `cargo fuzz run kafka_response`: Metadata v0 whose broker array announces
+        // i32::MAX entries in a 8-byte frame. Unpatched kafka-protocol reserved that many
+        // brokers up front and the process aborted.
+        let mut frame = 7i32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&i32::MAX.to_be_bytes());
+        let e = decode_response::<MetadataRequest>(Bytes::from(frame), 0, 7).unwrap_err();
+        assert!(matches!(e, WireError::Protocol(_)), "{e}");
+        // The same as a compact array (v12: flexible header, throttle time, then a varint of
+        // u32::MAX).
+        let mut frame = 7i32.to_be_bytes().to_vec();
+        frame.push(0);
+        frame.extend_from_slice(&0i32.to_be_bytes());
+        frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let e = decode_response::<MetadataRequest>(Bytes::from(frame), 12, 7).unwrap_err();
+        assert!(matches!(e, WireError::Protocol(_)), "{e}");
+        // A whole response still decodes.
+        let mut frame = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(7)
+            .encode(&mut frame, MetadataResponse::header_version(12))
+            .unwrap();
+        let brokers = vec![Default::default(); 3];
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .encode(&mut frame, 12)
+            .unwrap();
+        let decoded = decode_response::<MetadataRequest>(frame.freeze(), 12, 7).unwrap();
+        assert_eq!(decoded.brokers.len(), 3);
+        let e = decode_response::<MetadataRequest>(Bytes::from_static(&[0, 0, 0, 8]), 0, 7).unwrap_err();
+        assert!(e.to_string().contains("answer 8 to request 7"), "{e}");
     }
 
     #[tokio::test]
