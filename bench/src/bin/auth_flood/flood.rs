@@ -126,6 +126,7 @@ async fn one_source(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut n: u64 = 0;
+    let mut told = false;
     while Instant::now() < until {
         tick.tick().await;
         if sender.as_ref().is_none_or(SendRequest::is_closed) {
@@ -137,7 +138,9 @@ async fn one_source(
                     sender = Some(s);
                 }
                 Err(e) => {
-                    eprintln!("flood source {ip}: {e}");
+                    if !std::mem::replace(&mut told, true) {
+                        eprintln!("flood source {ip}: {e}");
+                    }
                     stats.transport_errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

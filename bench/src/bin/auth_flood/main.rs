@@ -61,6 +61,11 @@ const BUDGET_BURST: f64 = 400.0;
 const SOURCE_QPS: f64 = 50.0;
 const SOURCE_BURST: f64 = 100.0;
 
+/// A progress line on stderr, with the wall-clock time (to line up with the operator's log).
+fn say(what: &str) {
+    eprintln!("{} {what}", jiff::Timestamp::now());
+}
+
 fn env_number(key: &str, default: u64) -> u64 {
     std::env::var(key)
         .ok()
@@ -191,7 +196,11 @@ impl Run {
         sources: &[std::net::Ipv4Addr],
         activations: usize,
     ) -> anyhow::Result<Phase> {
-        eprintln!("[{name}] {} s, {} flood sources", length.as_secs(), sources.len());
+        say(&format!(
+            "[{name}] {} s, {} flood sources",
+            length.as_secs(),
+            sources.len()
+        ));
         let before = self.op.metrics().await?;
         let apiserver_before = apiserver_tokenreviews(&self.env.client).await;
         let start = Instant::now();
@@ -210,7 +219,7 @@ impl Run {
             };
             self.next_idle += 1;
             let took = activate(source, idle_name, &self.up).await;
-            eprintln!("[{name}] {idle_name} activated in {took:?}");
+            say(&format!("[{name}] {idle_name} activated in {took:?}"));
             results.push(took);
         }
         tokio::time::sleep_until((start + length).into()).await;
@@ -262,6 +271,11 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let (up, deployments) = probes::watch_deployments(client.clone(), &ns);
+    // The Lease is watched from the start: a renewal missed while setting up counts too.
+    let setup_start = Instant::now();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (lease_log, lease_task) = probes::watch_lease(client.clone(), &ns, "ebb-operator", stop.clone());
+    say("the operator leads; creating the objects");
 
     // The object whose HPA reads a metric, and the idle ones.
     let _reader = object(&client, &ns, "reader", 12, json!({})).await?;
@@ -288,10 +302,11 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     // The APIService is the cluster's one: held only while measuring.
-    eprintln!("waiting for the APIService lock");
+    say("objects Ready; waiting for the APIService lock");
     let lock = ebb_tests::adapter::lock().await;
     ebb_tests::adapter::wait_until_free(&client).await;
     ebb_tests::adapter::register(&client, &ns, port).await?;
+    say("APIService registered and Available");
     let hpa = probes::hpa_client(&kubeconfig).await?;
     let path = ebb_tests::metrics_api::metric_path(&ns, "reader", METRIC);
     wait_for(
@@ -300,8 +315,6 @@ async fn main() -> anyhow::Result<()> {
         || async { ebb_tests::metrics_api::read_metric(&hpa, &path).await.ok() },
     )
     .await?;
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (lease_log, lease_task) = probes::watch_lease(client.clone(), &ns, "ebb-operator", stop.clone());
     let (reads, reads_task) = probes::steady_reads(hpa.clone(), path.clone(), read_rate, stop);
 
     let mut run = Run {
@@ -318,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
         rate,
         seed: u64::from(std::process::id()) << 20 ^ jiff::Timestamp::now().as_millisecond() as u64,
     };
+    let setup_end = Instant::now();
     let mut phases = Vec::new();
     phases.push(
         run.phase(
@@ -390,6 +404,7 @@ async fn main() -> anyhow::Result<()> {
         &lease_log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
+        (setup_start, setup_end),
         Params {
             rate,
             sources: source_count,
@@ -420,10 +435,21 @@ fn report(
     phases: &[Phase],
     reads: &[probes::Read],
     lease: &[probes::LeaseSeen],
+    (setup_start, setup_end): (Instant, Instant),
     p: Params,
 ) -> anyhow::Result<()> {
     let mut sections = serde_json::Map::new();
     let mut misses: Vec<String> = Vec::new();
+    let (setup_lease, setup_kept) = lease_report(lease, "bench", setup_start, setup_end);
+    if !setup_kept {
+        misses.push(format!(
+            "setup (no flood yet): the Lease was not kept ({setup_lease})"
+        ));
+    }
+    sections.insert(
+        "setup".to_owned(),
+        json!({"seconds": (setup_end - setup_start).as_secs(), "lease": setup_lease}),
+    );
     let mut summary = Vec::new();
     let bound = Duration::from_secs(IDLE_POLLING_SECONDS) + ACTIVATION_SLACK;
     for phase in phases {
