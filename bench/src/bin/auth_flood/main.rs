@@ -31,7 +31,7 @@ mod probes;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ebb_bench::operator_under_test::{OperatorUnderTest, Scrape};
+use ebb_bench::operator_under_test::{OperatorUnderTest, ProcessUsage, Scrape};
 use ebb_bench::{quantile_ms, write_result};
 use ebb_crds::ScaledObject;
 use ebb_tests::objects::deployment;
@@ -84,6 +84,9 @@ struct Phase {
     after: Scrape,
     apiserver_before: f64,
     apiserver_after: f64,
+    /// CPU seconds used in the phase by the operator and by this process (the flood generator).
+    cpu_operator: f64,
+    cpu_generator: f64,
 }
 
 impl Phase {
@@ -154,12 +157,12 @@ fn ready(so: &ScaledObject) -> bool {
     })
 }
 
-/// Turns idle object `name`'s source active and waits (up to 30 s) for its Deployment to read
+/// Turns idle object `name`'s source active and waits (up to 15 s) for its Deployment to read
 /// 1 replica; the time from just before the change.
 async fn activate(source: &MetricSource, name: &str, up: &FirstUp) -> Option<Duration> {
     let t0 = Instant::now();
     source.set_depth(3);
-    let deadline = t0 + Duration::from_secs(30);
+    let deadline = t0 + Duration::from_secs(15);
     while Instant::now() < deadline {
         let first = up
             .lock()
@@ -201,8 +204,14 @@ impl Run {
             length.as_secs(),
             sources.len()
         ));
-        let before = self.op.metrics().await?;
+        let before = self.op.metrics().await.unwrap_or_default();
         let apiserver_before = apiserver_tokenreviews(&self.env.client).await;
+        let cpu = |op: &OperatorUnderTest| {
+            let own = ProcessUsage::of(std::process::id()).map(|u| u.cpu.as_secs_f64());
+            let op = op.usage().map(|u| u.cpu.as_secs_f64());
+            (op.unwrap_or(f64::NAN), own.unwrap_or(f64::NAN))
+        };
+        let cpu_before = cpu(&self.op);
         let start = Instant::now();
         let flood = (!sources.is_empty()).then(|| {
             let (target, sources, rate) = (self.target.clone(), sources.to_vec(), self.rate);
@@ -231,9 +240,13 @@ impl Run {
             None => None,
         };
         let end = Instant::now();
-        let after = self.op.metrics().await?;
+        // The operator may be gone (it exits when it loses the Lease): the report says so.
+        let after = self.op.metrics().await.unwrap_or_default();
         let apiserver_after = apiserver_tokenreviews(&self.env.client).await;
+        let cpu_after = cpu(&self.op);
         Ok(Phase {
+            cpu_operator: cpu_after.0 - cpu_before.0,
+            cpu_generator: cpu_after.1 - cpu_before.1,
             name,
             start,
             end,
@@ -389,7 +402,13 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     ebb_tests::adapter::unregister(&run.env.client).await;
     drop(lock);
-    let still_leader = run.op.metrics().await?.value("ebb_is_leader", &[]) == Some(1.0);
+    let still_leader = run
+        .op
+        .metrics()
+        .await
+        .ok()
+        .and_then(|m| m.value("ebb_is_leader", &[]))
+        == Some(1.0);
     let log_path = std::env::temp_dir()
         .join("ebb-bench-logs")
         .join(format!("{ns}.log"));
@@ -511,6 +530,8 @@ fn report(
                                   "max": r1(quantile_ms(&acts, 1.0))},
                 "reviews_sent_by_the_operator": {"tokenreviews": tokens, "tokenreviews_per_second": r1(tokens_rate),
                                                  "subjectaccessreviews": access, "subjectaccessreviews_per_second": r1(access_rate)},
+                "cpu_cores_used": {"operator": r1(phase.cpu_operator / phase.seconds() * 100.0) / 100.0,
+                                   "bench_and_flood_generator": r1(phase.cpu_generator / phase.seconds() * 100.0) / 100.0},
                 "apiserver_tokenreviews_all_clients": apiserver,
                 "apiserver_tokenreviews_per_second_all_clients": r1(apiserver / phase.seconds()),
             }),
