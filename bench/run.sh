@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency pod_start_latency creation_burst fleet)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency pod_start_latency creation_burst fleet auth_flood)
 
 if ! tests/env/testenv.sh env >/dev/null 2>&1; then
   tests/env/testenv.sh install

@@ -20,7 +20,8 @@
 //! spend a budget ([`budget`]): a global rate and a smaller one per source (the client's address;
 //! for requests through the front proxy, the user it vouches for). A review over budget is not
 //! sent and the request fails at once ([`AuthError::Throttled`]: 503, or 429 for a source over
-//! its share), so bogus tokens never queue ahead of anything.
+//! its share), so bogus tokens never queue ahead of anything; so does a review while 32 are
+//! already waiting for the API server.
 //!
 //! The configuration ([`AuthConfig`], the API server's `extension-apiserver-authentication`
 //! ConfigMap) can be replaced while serving ([`DelegatedAuth::reload`],
@@ -390,8 +391,9 @@ impl DelegatedAuth {
         let user = match self.token_cache.get(&key, clock()) {
             Some(user) => user,
             None => {
-                self.budget
-                    .take(&Source::Address(peer.remote), clock())
+                let _in_flight = self
+                    .budget
+                    .start(&Source::Address(peer.remote), clock())
                     .map_err(AuthError::Throttled)?;
                 let user = self.tokens.review(token).await?;
                 let ttl = if user.is_some() {
@@ -427,7 +429,10 @@ impl DelegatedAuth {
         } else {
             Source::Address(peer.remote)
         };
-        self.budget.take(&source, clock()).map_err(AuthError::Throttled)?;
+        let _in_flight = self
+            .budget
+            .start(&source, clock())
+            .map_err(AuthError::Throttled)?;
         let decision = self.access.review(user, attributes).await?;
         let ttl = match decision {
             Decision::Allow => self.ttls.allowed,
@@ -639,6 +644,7 @@ mod tests {
             burst: 3,
             per_source_qps: 1.0,
             per_source_burst: 3,
+            max_in_flight: 32,
         };
         let (auth, tokens, _) = auth_with(AuthConfig::default(), limits);
         for n in 0..3 {
@@ -670,6 +676,7 @@ mod tests {
             burst: 100,
             per_source_qps: 1.0,
             per_source_burst: 5,
+            max_in_flight: 32,
         };
         let (auth, tokens, access) = auth_with(AuthConfig::default(), limits);
         let flood = auth.classify_peer(None, from(66));

@@ -3,6 +3,11 @@
 //! whole budget. A review over budget is refused at once (the caller answers 503 or 429 with a
 //! `Retry-After`); nothing queues, so a flood of bogus tokens never delays anything else.
 //!
+//! Reviews in flight are capped as well ([`AuthLimits::max_in_flight`]): when the API server
+//! slows down, a rate alone would let reviews pile up (each one a connection to it, which slows
+//! it further, until nothing else it serves, the leader's Lease renewals included, gets through);
+//! with the cap, a review over it is refused at once like one over the rate.
+//!
 //! Both rates are GCRA token buckets (a theoretical arrival time that each call pushes one
 //! interval ahead; a call may go while that time is at most `burst` intervals ahead of now). The
 //! per-source buckets live in a bounded LRU map: a source forgotten for lack of room starts again
@@ -11,10 +16,11 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits on the reviews the adapter sends to the API server.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,18 +33,21 @@ pub struct AuthLimits {
     pub per_source_qps: f64,
     /// Reviews at once for one source.
     pub per_source_burst: u32,
+    /// Reviews waiting for the API server's answer at once, all sources together (0: no cap).
+    pub max_in_flight: usize,
 }
 
 impl Default for AuthLimits {
-    /// 200/s (burst 400) in all, 50/s (burst 100) per source: a cold cache of a few thousand
-    /// HPAs fills within a minute, and a bogus-token flood from one pod costs the API server at
-    /// most 50 reviews a second.
+    /// 200/s (burst 400) in all, 50/s (burst 100) per source, 32 in flight: a cold cache of a
+    /// few thousand HPAs fills within a minute, and a bogus-token flood from one pod costs the
+    /// API server at most 50 reviews a second.
     fn default() -> Self {
         Self {
             qps: 200.0,
             burst: 400,
             per_source_qps: 50.0,
             per_source_burst: 100,
+            max_in_flight: 32,
         }
     }
 }
@@ -111,7 +120,19 @@ pub(crate) struct Budget {
     global: Option<Rate>,
     per_source: Option<Rate>,
     state: Mutex<BudgetState>,
+    /// `None`: no cap on reviews in flight.
+    in_flight: Option<Arc<Semaphore>>,
 }
+
+/// A review in flight; dropping it (when the answer is in, or the request is gone) frees its
+/// place.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// How long a client refused for the in-flight cap is asked to wait.
+const IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 struct BudgetState {
     global: Option<Instant>,
@@ -128,7 +149,23 @@ impl Budget {
                 global: None,
                 sources: LruCache::new(NonZeroUsize::new(SOURCE_CAPACITY).unwrap_or(NonZeroUsize::MIN)),
             }),
+            in_flight: (limits.max_in_flight > 0).then(|| Arc::new(Semaphore::new(limits.max_in_flight))),
         }
+    }
+
+    /// Starts one review for `source` at `now`: a place among the reviews in flight, then one
+    /// from the rates ([`take`](Self::take)). Refused at once when either is spent (then
+    /// nothing is taken); hold the returned value until the review's answer is in.
+    pub(crate) fn start(&self, source: &Source, now: Instant) -> Result<InFlight, Throttled> {
+        let permit = match &self.in_flight {
+            Some(places) => Some(places.clone().try_acquire_owned().map_err(|_| Throttled {
+                scope: ThrottleScope::Global,
+                retry_after: IN_FLIGHT_RETRY_AFTER,
+            })?),
+            None => None,
+        };
+        self.take(source, now)?;
+        Ok(InFlight { _permit: permit })
     }
 
     /// Takes one review for `source` at `now`, or says which limit refuses it (then nothing is
@@ -175,6 +212,7 @@ mod tests {
             burst,
             per_source_qps,
             per_source_burst,
+            max_in_flight: 0,
         }
     }
 
@@ -232,6 +270,38 @@ mod tests {
         }
         // Burst plus 50/s.
         assert!((599..=601).contains(&allowed), "{allowed}");
+    }
+
+    #[test]
+    fn reviews_in_flight_are_capped_and_freed_when_answered() {
+        let budget = Budget::new(AuthLimits {
+            max_in_flight: 2,
+            ..AuthLimits::default()
+        });
+        let t0 = Instant::now();
+        let first = budget.start(&ip(1), t0).expect("first");
+        let second = budget.start(&ip(2), t0).expect("second");
+        // The API server has not answered either: a third is refused at once, whoever asks,
+        // and takes nothing from the rates.
+        let refused = budget
+            .start(&Source::ProxiedUser("hpa".into()), t0)
+            .expect_err("two in flight");
+        assert_eq!(refused.scope, ThrottleScope::Global);
+        assert_eq!(refused.retry_after, IN_FLIGHT_RETRY_AFTER);
+        drop(first);
+        let third = budget.start(&ip(3), t0).expect("a place is free again");
+        drop((second, third));
+        // A refusal by the rates frees its place.
+        let tight = Budget::new(AuthLimits {
+            max_in_flight: 1,
+            ..limits(1.0, 1, 1.0, 1)
+        });
+        assert!(tight.start(&ip(1), t0).is_ok());
+        assert_eq!(
+            tight.start(&ip(1), t0).expect_err("rate spent").scope,
+            ThrottleScope::Source
+        );
+        assert!(tight.start(&ip(2), t0 + Duration::from_secs(1)).is_ok());
     }
 
     #[test]
