@@ -119,6 +119,52 @@ stop_pidfile() {
   rm -f "$f"
 }
 
+# ------------------------------------------------------------------------------------ fault injection
+# Fault tests stop one server process and later bring the very same process back over its kept state
+# (etcd's data dir, Tansu's SQLite, RabbitMQ's mnesia...). `proc_down` records how the process was
+# started, read from /proc (argv, environment, working directory, log file), next to its pid file;
+# `proc_up` starts it again from that record. Readiness is the caller's business.
+
+# proc_pidfile COMPONENT PROC: the pid file of a process a component started
+proc_pidfile() {
+  local d=$TE_RUN/$1
+  if [ -f "$d/pids/$2.pid" ] || [ -d "$d/pids" ]; then echo "$d/pids/$2.pid"; else echo "$d/$2.pid"; fi
+}
+
+# proc_down PIDFILE [TERM|KILL]: record the running process, then stop it (TERM with a 20 s grace,
+# or KILL at once, as a crash would)
+proc_down() {
+  local f=$1 sig=${2:-TERM} pid i
+  pidfile_alive "$f" || die "$f: not running"
+  pid=$(pidfile_pid "$f")
+  cat "/proc/$pid/cmdline" > "$f.argv"
+  cat "/proc/$pid/environ" > "$f.environ"
+  readlink "/proc/$pid/cwd" > "$f.cwd"
+  readlink "/proc/$pid/fd/1" > "$f.log" || echo /dev/null > "$f.log"
+  case "$sig" in
+    TERM) stop_pidfile "$f" 20 ;;
+    KILL)
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 100; i++)); do pidfile_alive "$f" || break; sleep 0.1; done
+      pidfile_alive "$f" && die "pid $pid survived SIGKILL"
+      rm -f "$f" ;;
+    *) die "proc_down: signal TERM or KILL, not '$sig'" ;;
+  esac
+}
+
+# proc_up PIDFILE: start the process proc_down recorded, as it was started
+proc_up() {
+  local f=$1 logfile cwd
+  [ -f "$f.argv" ] || die "$f: no record of a stopped process (proc_down first)"
+  pidfile_alive "$f" && die "$f: already running"
+  local -a argv=() envs=()
+  mapfile -d '' argv < "$f.argv"
+  mapfile -d '' envs < "$f.environ"
+  logfile=$(sed 's/ (deleted)$//' "$f.log"); cwd=$(cat "$f.cwd")
+  ( cd "$cwd" && start_bg "$f" "$logfile" env -i "${envs[@]}" "${argv[@]}" )
+  pidfile_alive "$f" || die "$f: ${argv[0]} exited at once (log: $logfile)"
+}
+
 # ---------------------------------------------------------------------------------------------- ports
 port_holder() { ss -H -ltnp "( sport = :$1 )" 2>/dev/null | head -n1; }
 require_ports_free() {

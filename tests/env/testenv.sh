@@ -6,6 +6,8 @@
 #   tests/env/testenv.sh down           stop everything we started, remove run/env
 #   tests/env/testenv.sh status         running or not, pid, port of each component
 #   tests/env/testenv.sh env            print the path of the env file (KEY=VALUE lines)
+#   tests/env/testenv.sh proc-down COMP PROC [TERM|KILL]   fault injection: stop one process, keep its state
+#   tests/env/testenv.sh proc-up COMP PROC                 start it again as it was (e.g. kube kube-apiserver)
 #
 # Components: kube (etcd + kube-apiserver + kube-controller-manager), node (containerd, kubelet, kube-scheduler,
 # kube-proxy, CNI bridge; started after kube), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto),
@@ -160,6 +162,10 @@ case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  proc-down) [ $# -ge 3 ] || die "usage: $0 proc-down COMPONENT PROC [TERM|KILL]"; check_components "$2"
+    proc_down "$(proc_pidfile "$2" "$3")" "${4:-TERM}" ;;
+  proc-up) [ $# -ge 3 ] || die "usage: $0 proc-up COMPONENT PROC"; check_components "$2"
+    proc_up "$(proc_pidfile "$2" "$3")" ;;
   env) [ -f "$ENV_FILE" ] || die "no env file: run '$0 up' first"; echo "$ENV_FILE" ;;
-  *) sed -n '2,10s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,12s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac
