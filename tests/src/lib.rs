@@ -192,8 +192,16 @@ pub async fn install_crds(client: &Client) -> Result<(), HarnessError> {
                 None => api.create(&PostParams::default(), &crd).await.map(|_| ()),
                 Some(existing) if existing.spec == crd.spec => Ok(()),
                 Some(existing) => {
+                    // Only the spec is ours to change: labels and annotations others put on the
+                    // CRD stay (the chart test adopts the CRDs into its Helm release with them).
                     let mut next = crd.clone();
                     next.metadata.resource_version = existing.metadata.resource_version;
+                    let mut labels = existing.metadata.labels.unwrap_or_default();
+                    labels.extend(next.metadata.labels.take().unwrap_or_default());
+                    next.metadata.labels = Some(labels);
+                    let mut annotations = existing.metadata.annotations.unwrap_or_default();
+                    annotations.extend(next.metadata.annotations.take().unwrap_or_default());
+                    next.metadata.annotations = Some(annotations);
                     api.replace(&name, &PostParams::default(), &next)
                         .await
                         .map(|_| ())
