@@ -42,10 +42,11 @@ pub(crate) fn socket_inode(link: &str) -> Option<u64> {
 pub(crate) fn count_by_port(rows: &[TcpRow], inodes: &HashSet<u64>, ports: &[u16]) -> BTreeMap<u16, usize> {
     let mut counts: BTreeMap<u16, usize> = ports.iter().map(|p| (*p, 0)).collect();
     for row in rows {
-        if row.established && inodes.contains(&row.inode) {
-            if let Some(c) = counts.get_mut(&row.remote_port) {
-                *c += 1;
-            }
+        if row.established
+            && inodes.contains(&row.inode)
+            && let Some(c) = counts.get_mut(&row.remote_port)
+        {
+            *c += 1;
         }
     }
     counts
