@@ -5,7 +5,7 @@
 # stops it again at the end); a running one is reused as it is.
 # usage: bench/run.sh [scenario...]   (default: all, in the order below)
 # `soak` stops and starts the brokers for ten minutes: on a shared environment, hold its lock
-# (`flock /tmp/ebb-env.lock bench/run.sh soak`).
+# (`flock -o /tmp/ebb-env.lock bench/run.sh soak`; -o, or the brokers it restarts inherit the lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenarios=("$@")

@@ -210,3 +210,65 @@ pub(crate) async fn serves(b: Broker) -> bool {
         Broker::Sqs => http_status("127.0.0.1:4566", "/moto-api/", None).await == Some(200),
     }
 }
+
+/// `O_CLOEXEC` in `/proc/<pid>/fdinfo/<fd>`'s octal `flags`.
+const O_CLOEXEC: u32 = 0o2000000;
+
+/// Whether an fdinfo text says the descriptor closes on exec (`None`: no `flags` line).
+pub(crate) fn closes_on_exec(fdinfo: &str) -> Option<bool> {
+    let flags = fdinfo.lines().find_map(|l| l.strip_prefix("flags:"))?;
+    let flags = u32::from_str_radix(flags.trim(), 8).ok()?;
+    Some(flags & O_CLOEXEC != 0)
+}
+
+/// Lock files (`*.lock`) this process holds open on descriptors its children inherit. A broker
+/// the soak starts again would inherit them, and a `flock` lock stays held for as long as any
+/// process has its descriptor: the environment's lock would outlive the soak. (`flock -o`
+/// closes it before running the command.)
+pub(crate) fn inherited_lock_files() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target.to_str()?.to_string();
+            if !target.ends_with(".lock") {
+                return None;
+            }
+            let fd = entry.file_name();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.to_str()?)).ok()?;
+            (closes_on_exec(&info) == Some(false)).then_some(target)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_close_on_exec_from_fdinfo() {
+        assert_eq!(
+            closes_on_exec("pos:\t0\nflags:\t02100002\nmnt_id:\t24\n"),
+            Some(true)
+        );
+        assert_eq!(
+            closes_on_exec("pos:\t0\nflags:\t0100000\nmnt_id:\t24\n"),
+            Some(false)
+        );
+        assert_eq!(closes_on_exec("pos:\t0\n"), None);
+    }
+
+    #[test]
+    fn a_lock_file_opened_close_on_exec_is_not_reported() {
+        let dir = std::env::temp_dir().join(format!("ebb-soak-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("env.lock");
+        // Rust opens files close-on-exec: children do not inherit it.
+        let file = std::fs::File::create(&path).unwrap();
+        assert!(!inherited_lock_files().contains(&path.display().to_string()));
+        drop(file);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -22,8 +22,8 @@
 //! recovered within [`RECOVERY_BOUND`], connections never above the initial count +
 //! [`CONNECTION_SLACK`], every planned flap run.
 //!
-//! Holds the shared environment for the whole run: run it as `flock /tmp/ebb-env.lock
-//! bench/run.sh soak`. Every broker left down is started again on the way out (error or panic
+//! Holds the shared environment for the whole run: run it as `flock -o /tmp/ebb-env.lock
+//! bench/run.sh soak` (`-o`: the brokers it restarts must not inherit the lock's descriptor). Every broker left down is started again on the way out (error or panic
 //! included). `EBB_BENCH_SOAK_SECONDS` (600), `EBB_BENCH_SOAK_FLAPS` (20 per broker),
 //! `EBB_BENCH_SEED` (the schedule; random when unset, and written to the result),
 //! `EBB_BENCH_SOAK_BROKERS` (comma-separated subset, for debugging).
@@ -186,6 +186,14 @@ fn ebb_commit() -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let settings = settings();
+    let held = brokers::inherited_lock_files();
+    if !held.is_empty() {
+        bail!(
+            "{} would be inherited by every broker the soak starts again, keeping the lock held: \
+             run under `flock -o` (it closes the lock's descriptor before the command)",
+            held.join(", ")
+        );
+    }
     let env = TestEnv::load().await?;
     for b in BROKERS {
         if !serves(b).await {

@@ -44,7 +44,7 @@ fn command(s: &Settings) -> String {
         format!(" EBB_BENCH_SOAK_BROKERS={}", names.join(","))
     };
     format!(
-        "flock /tmp/ebb-env.lock env EBB_BENCH_SEED={} EBB_BENCH_SOAK_SECONDS={} EBB_BENCH_SOAK_FLAPS={}{subset} bench/run.sh soak",
+        "flock -o /tmp/ebb-env.lock env EBB_BENCH_SEED={} EBB_BENCH_SOAK_SECONDS={} EBB_BENCH_SOAK_FLAPS={}{subset} bench/run.sh soak",
         s.seed, s.seconds, s.cycles
     )
 }
