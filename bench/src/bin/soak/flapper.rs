@@ -125,10 +125,14 @@ async fn one(ctx: &Ctx, broker: Broker, flap: &Flap, metric_path: &str) -> anyho
 
     // Serving again: the environment's readiness check, then (SQS) the queues back.
     let mut serving_at = None;
+    let mut refill_at = None;
     while up_at.elapsed() < SERVE_WITHIN {
         if serves(broker).await {
             let back = match broker {
-                Broker::Sqs => ctx.sources.lock().await.recreate_sqs().await.is_ok(),
+                Broker::Sqs => {
+                    refill_at = Some(Instant::now());
+                    ctx.sources.lock().await.recreate_sqs().await.is_ok()
+                }
                 _ => true,
             };
             if back {
@@ -166,6 +170,7 @@ async fn one(ctx: &Ctx, broker: Broker, flap: &Flap, metric_path: &str) -> anyho
             down_at: since(down_at),
             up_at: since(up_at),
             serving_at: serving_at.map(since),
+            refill_at: refill_at.map(since),
             recovered_at: recovered_at.map(since),
         },
         signal: flap.signal,

@@ -12,8 +12,14 @@ use crate::flapper::FlapRun;
 use crate::observe::SeenChange;
 use crate::schedule::{Flap, Signal};
 use crate::sources::{BACKLOG, N, TARGET};
-use crate::verdict::{BrokerOutcome, Change, Connections, judge, recovery_figures, state_at, verdict};
+use crate::verdict::{
+    BrokerOutcome, Change, Connections, judge, recovery_figures, refill_explains, state_at, verdict,
+};
 use crate::{CONNECTION_SLACK, COOLDOWN_SECONDS, POLLING_SECONDS, RECOVERY_BOUND, Settings, expected};
+
+/// How long after a refill a change can still come from a value read during it: the next
+/// poll (the cache serves the HPA until then) and the HPA's 2 s sync, plus a second.
+const REFILL_WINDOW: Duration = Duration::from_secs(POLLING_SECONDS + 3);
 
 /// Backlogs `(idle, loaded)` read from the brokers (`None`: unreadable).
 type Truth<T> = BTreeMap<&'static str, (T, T)>;
@@ -72,7 +78,8 @@ pub(crate) fn write(input: Input<'_>) -> anyhow::Result<bool> {
                         from: *from,
                         to: *to,
                     };
-                    let judged = judge(&change, want, state_at(&records, change.at));
+                    let refill = refill_explains(&records, &change, want, REFILL_WINDOW);
+                    let judged = judge(&change, want, state_at(&records, change.at), refill);
                     (change, judged)
                 })
             })
@@ -149,7 +156,7 @@ pub(crate) fn write(input: Input<'_>) -> anyhow::Result<bool> {
                 "recovery": "from the broker serving again (the environment's readiness check; SQS: its queues recreated) until a poll of the broker's trigger type succeeded after the start command (ebb_polls_total{result=\"ok\"}) and the object at N's external metric, read through the API server's aggregation path, makes the HPA want N",
                 "recovery_bound_seconds": RECOVERY_BOUND.as_secs(),
                 "connections": format!("the operator's ESTABLISHED TCP connections to the broker's ports (/proc/<pid>/net/tcp + fd socket inodes); fail above the initial count + {CONNECTION_SLACK}"),
-                "sqs_state": "moto keeps queues in memory and loses them at a restart: the soak recreates both queues (same names and URLs) and the backlog right after each moto start, standing in for a real SQS that keeps its state",
+        "sqs_state": "moto keeps queues in memory and loses them at a restart: the soak recreates both queues (same names and URLs) and the backlog (one SendMessageBatch) right after each moto start, standing in for a real SQS that keeps its state; a change to 1..N within 8 s of that refill is justified by the values the queue held meanwhile (justified_by_the_refill)",
                 "machine_note": "2 cores shared with the API server, etcd, kube-controller-manager, the brokers and other agents' work; figures from one run",
             },
             "duration_seconds": (input.soak_seconds * 10.0).round() / 10.0,
@@ -190,7 +197,8 @@ fn broker_section(
         .iter()
         .map(|(c, j)| {
             json!({"at_s": (c.at.as_secs_f64() * 10.0).round() / 10.0, "object": c.object,
-                   "from": c.from, "to": c.to, "broker": j.state.name(), "justified": j.justified})
+                   "from": c.from, "to": c.to, "broker": j.state.name(), "justified": j.justified,
+                   "justified_by_the_refill": j.by_refill})
         })
         .collect();
     json!({

@@ -26,10 +26,10 @@ use crate::brokers::Broker;
 
 /// Replicas of the objects with a backlog.
 pub(crate) const N: i32 = 3;
-/// Messages in each backlog.
-pub(crate) const BACKLOG: u64 = 15;
+/// Messages in each backlog (SQS puts it back in one SendMessageBatch, at most 10).
+pub(crate) const BACKLOG: u64 = 9;
 /// The per-replica target of every trigger: `BACKLOG / TARGET = N`.
-pub(crate) const TARGET: u64 = 5;
+pub(crate) const TARGET: u64 = 3;
 /// Partitions of the Kafka backlog's topic (the Kafka scaler caps replicas at the partitions).
 const KAFKA_PARTITIONS: i32 = 3;
 /// How long one read of a backlog may take.
@@ -50,6 +50,8 @@ pub(crate) struct Sources {
     region: String,
     /// `(name, url)` idle and with the backlog.
     sqs_queues: [(String, String); 2],
+    /// Whether the backlog was sent in the current attempt at [`Sources::recreate_sqs`].
+    sqs_filled: bool,
 }
 
 /// Index of the idle source and of the backlog in the pairs above.
@@ -136,42 +138,44 @@ impl Sources {
             sqs_endpoint,
             region,
             sqs_queues: names.map(|n| (n, String::new())),
+            sqs_filled: false,
         };
         sources.recreate_sqs().await?;
         sqs_credentials(client, ns).await?;
         Ok(sources)
     }
 
-    /// Creates both SQS queues (again) and puts the backlog in the loaded one: moto forgets
-    /// everything at a restart. A queue that still exists is kept as it is (CreateQueue with the
-    /// same name answers its URL); the backlog is only sent to an empty queue.
+    /// Creates both SQS queues (again) and puts the backlog in the loaded one in one request
+    /// right after creating it: moto forgets everything at a restart, and the moments the queue
+    /// is empty or missing are an outage the soak adds. A queue that still has messages (a
+    /// retry after a failure) is not filled again; CreateQueue with an existing name answers its
+    /// URL.
     pub(crate) async fn recreate_sqs(&mut self) -> anyhow::Result<()> {
-        for (name, url) in &mut self.sqs_queues {
-            *url = ebb_tests::sqs::create_queue(&self.sqs, name).await?;
+        let (name, _) = &self.sqs_queues[LOADED];
+        let url = ebb_tests::sqs::create_queue(&self.sqs, name).await?;
+        self.sqs_queues[LOADED].1 = url.clone();
+        if !self.sqs_filled || self.backlog(Broker::Sqs, true).await? == 0 {
+            let entries = (0..BACKLOG)
+                .map(|i| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .message_body("job")
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.sqs
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+            self.sqs_filled = true;
         }
-        if self.backlog(Broker::Sqs, true).await? == 0 {
-            let url = &self.sqs_queues[LOADED].1;
-            let mut left = BACKLOG;
-            while left > 0 {
-                let batch = left.min(10);
-                let entries = (0..batch)
-                    .map(|i| {
-                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                            .id(format!("m{i}"))
-                            .message_body("job")
-                            .build()
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.sqs
-                    .send_message_batch()
-                    .queue_url(url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
-                left -= batch;
-            }
-        }
+        let (name, _) = &self.sqs_queues[IDLE];
+        self.sqs_queues[IDLE].1 = ebb_tests::sqs::create_queue(&self.sqs, name).await?;
+        // The next moto start forgets it all again.
+        self.sqs_filled = false;
         Ok(())
     }
 

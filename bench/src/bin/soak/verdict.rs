@@ -52,7 +52,10 @@ pub(crate) struct FlapRecord {
     pub(crate) up_at: Duration,
     /// When the broker served again (the driver's readiness check; SQS: queues recreated).
     pub(crate) serving_at: Option<Duration>,
-    /// When ebb read it again (see `observe::recovered`); `None`: not within the bound.
+    /// When the driver began putting the source back (SQS only: moto forgets its queues). From
+    /// then until the backlog is whole, the source truly holds 0 to all of its messages.
+    pub(crate) refill_at: Option<Duration>,
+    /// When ebb read it again (see `flapper`); `None`: not within the bound.
     pub(crate) recovered_at: Option<Duration>,
 }
 
@@ -80,10 +83,28 @@ pub(crate) fn state_at(flaps: &[FlapRecord], t: Duration) -> BrokerState {
     }
 }
 
+/// Whether `change` can come from a value the source truly held while the driver put it back
+/// (a refill ramps from 0 to the whole backlog): within `window` after the refill ended (the
+/// next poll and HPA sync), to a count from 1 (the HPA's floor) to `expected`.
+pub(crate) fn refill_explains(
+    flaps: &[FlapRecord],
+    change: &Change,
+    expected: i32,
+    window: Duration,
+) -> bool {
+    (1..=expected).contains(&change.to)
+        && flaps.iter().any(|f| match (f.refill_at, f.serving_at) {
+            (Some(from), Some(to)) => from <= change.at && change.at <= to + window,
+            _ => false,
+        })
+}
+
 /// The judgement of one change.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Judged {
     pub(crate) justified: bool,
+    /// Justified only by a value the source held while the driver refilled it.
+    pub(crate) by_refill: bool,
     /// A scale to 0 while the broker's trigger may have been failing.
     pub(crate) zero_while_erroring: bool,
     pub(crate) state: BrokerState,
@@ -91,11 +112,14 @@ pub(crate) struct Judged {
 
 /// A change is justified when it moves the object to what its source says: `expected`
 /// replicas (the source's backlog never changes during the soak, so any other count is wrong;
-/// a move back to `expected` after a wrong one is the correction, and justified).
-pub(crate) fn judge(change: &Change, expected: i32, state: BrokerState) -> Judged {
-    let justified = change.to == expected;
+/// a move back to `expected` after a wrong one is the correction, and justified), or, when
+/// `refill` (see [`refill_explains`]), to what the source said while it was being refilled.
+pub(crate) fn judge(change: &Change, expected: i32, state: BrokerState, refill: bool) -> Judged {
+    let by_refill = change.to != expected && refill;
+    let justified = change.to == expected || by_refill;
     Judged {
         justified,
+        by_refill,
         zero_while_erroring: !justified && change.to == 0 && state.trigger_may_error(),
         state,
     }
@@ -219,6 +243,7 @@ mod tests {
             down_at: s(down),
             up_at: s(up),
             serving_at: serving.map(s),
+            refill_at: None,
             recovered_at: recovered.map(s),
         }
     }
@@ -246,18 +271,53 @@ mod tests {
 
     #[test]
     fn only_a_move_to_what_the_source_says_is_justified() {
-        let j = judge(&change(0), 3, BrokerState::Down);
+        let j = judge(&change(0), 3, BrokerState::Down, false);
         assert!(!j.justified && j.zero_while_erroring);
-        let j = judge(&change(0), 3, BrokerState::Healthy);
+        let j = judge(&change(0), 3, BrokerState::Healthy, false);
         assert!(!j.justified && !j.zero_while_erroring);
-        let j = judge(&change(2), 3, BrokerState::Recovering);
+        let j = judge(&change(2), 3, BrokerState::Recovering, false);
         assert!(!j.justified && !j.zero_while_erroring);
         // Back to 3 after a wrong move: the correction.
         let back = Change { from: 2, ..change(3) };
-        assert!(judge(&back, 3, BrokerState::Healthy).justified);
+        assert!(judge(&back, 3, BrokerState::Healthy, false).justified);
         // An idle object scaled up is wrong too.
         let up = Change { from: 0, ..change(1) };
-        assert!(!judge(&up, 0, BrokerState::Starting).justified);
+        assert!(!judge(&up, 0, BrokerState::Starting, false).justified);
+    }
+
+    #[test]
+    fn a_refill_explains_only_counts_its_ramp_reaches_and_only_near_it() {
+        let mut f = flap(40, 45, Some(47), Some(49));
+        let window = s(8);
+        let at = |t: u64, to: i32| Change {
+            at: s(t),
+            object: "sqs-backlog".into(),
+            from: 3,
+            to,
+        };
+        // No refill recorded (Kafka, RabbitMQ, NATS): nothing is explained.
+        assert!(!refill_explains(&[f.clone()], &at(47, 2), 3, window));
+        f.refill_at = Some(s(46));
+        assert!(refill_explains(&[f.clone()], &at(47, 2), 3, window));
+        assert!(refill_explains(&[f.clone()], &at(55, 1), 3, window));
+        assert!(
+            !refill_explains(&[f.clone()], &at(56, 2), 3, window),
+            "too long after"
+        );
+        assert!(
+            !refill_explains(&[f.clone()], &at(45, 2), 3, window),
+            "before the refill"
+        );
+        assert!(
+            !refill_explains(&[f.clone()], &at(47, 0), 3, window),
+            "0 needs a cooldown of inactivity"
+        );
+        assert!(
+            !refill_explains(&[f.clone()], &at(47, 4), 3, window),
+            "above the backlog"
+        );
+        let j = judge(&at(47, 2), 3, BrokerState::Recovering, true);
+        assert!(j.justified && j.by_refill && !j.zero_while_erroring);
     }
 
     #[test]
@@ -307,7 +367,7 @@ mod tests {
         assert!(pass, "{reasons:?}");
 
         let bad = change(0);
-        let judged = judge(&bad, 3, BrokerState::Down);
+        let judged = judge(&bad, 3, BrokerState::Down, false);
         let slow = flap(20, 25, Some(26), Some(60));
         let never = flap(70, 75, None, None);
         let mut o = outcome(vec![(bad, judged)], vec![good, slow, never]);
