@@ -115,7 +115,24 @@ impl Sources {
         let nats = [format!("{stem}_IDLE"), format!("{stem}_BACKLOG")];
         let js = jetstream::new(async_nats::connect(&nats_url).await?);
         for name in &nats {
-            ebb_tests::nats::stream_with_worker(&js, name, &name.to_lowercase()).await?;
+            // Not the harness' stream_with_worker: its 10-minute max_age empties the backlog
+            // at the end of a 10-minute soak (seen in the first full run). `cleanup` deletes
+            // these streams.
+            let stream = js
+                .create_stream(jetstream::stream::Config {
+                    name: name.clone(),
+                    subjects: vec![format!("{}.>", name.to_lowercase())],
+                    max_age: Duration::from_secs(3600),
+                    ..Default::default()
+                })
+                .await?;
+            stream
+                .create_consumer(jetstream::consumer::pull::Config {
+                    durable_name: Some(ebb_tests::nats::CONSUMER.into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await?;
         }
         let subject = format!("{}.job", nats[LOADED].to_lowercase());
         for _ in 0..BACKLOG {
