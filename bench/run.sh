@@ -4,10 +4,12 @@
 # of the test command. Installs and starts the test environment when it is not running (and then
 # stops it again at the end); a running one is reused as it is.
 # usage: bench/run.sh [scenario...]   (default: all, in the order below)
+# `soak` stops and starts the brokers for ten minutes: on a shared environment, hold its lock
+# (`flock -o /tmp/ebb-env.lock bench/run.sh soak`; -o, or the brokers it restarts inherit the lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency pod_start_latency creation_burst fleet auth_flood)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(adapter_latency kafka_requests activation_latency pod_start_latency creation_burst fleet auth_flood soak)
 
 if ! tests/env/testenv.sh env >/dev/null 2>&1; then
   tests/env/testenv.sh install
