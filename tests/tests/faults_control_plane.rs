@@ -396,10 +396,14 @@ impl Scenario {
                 "{name} went to 0 while active: {record:?}"
             );
         }
-        assert!(
-            self.record.lists().len() >= 2,
-            "the watch never listed again after the outage"
-        );
+        // The API server's restart ends every watch, so the record's watch must have listed again;
+        // while etcd is away the API server keeps its watches open (they only go quiet).
+        if process == ControlPlaneProcess::ApiServer {
+            assert!(
+                self.record.lists().len() >= 2,
+                "the watch never listed again after the outage"
+            );
+        }
         for (name, took) in resumed {
             assert!(
                 took <= RESUME_BOUND,
