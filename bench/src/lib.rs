@@ -4,12 +4,33 @@
 
 pub mod bulk_objects;
 pub mod counting_proxy;
+pub mod h2;
 pub mod operator_under_test;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+/// Waits (up to a minute) until none of `names` is listed by `api` any more, so that the next
+/// phase starts with their loops and clients gone. Gives up quietly: a leftover only costs
+/// the next phase a little.
+pub async fn wait_scaled_objects_gone<S>(
+    api: &kube::Api<ebb_crds::ScaledObject>,
+    names: &std::collections::HashSet<S>,
+) where
+    S: std::borrow::Borrow<str> + Eq + std::hash::Hash,
+{
+    let _ = ebb_tests::wait_for("the ScaledObjects gone", Duration::from_secs(60), || async {
+        let list = api.list(&kube::api::ListParams::default()).await.ok()?;
+        (!list
+            .items
+            .iter()
+            .any(|so| names.contains(so.metadata.name.as_deref().unwrap_or(""))))
+        .then_some(())
+    })
+    .await;
+}
 
 /// What this machine is, for the result files.
 pub fn machine() -> Value {

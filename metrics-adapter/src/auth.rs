@@ -17,11 +17,12 @@
 //! (2 min, well over the HPA's 15 s sync period) and an unknown token or a denial
 //! [`DEFAULT_DENIED_TTL`] (30 s), at most 10,000 entries each, least recently used out first
 //! ([`cache`]); keys are SHA-256 digests, so no token is kept. Reviews not answered from a cache
-//! spend a budget ([`budget`]): a global rate and a smaller one per source (the client's address;
-//! for requests through the front proxy, the user it vouches for). A review over budget is not
-//! sent and the request fails at once ([`AuthError::Throttled`]: 503, or 429 for a source over
-//! its share), so bogus tokens never queue ahead of anything; so does a review while 32 are
-//! already waiting for the API server.
+//! spend a budget ([`budget`]) with two pools: one for users the front proxy vouches for (the
+//! API server's requests), one for direct clients of the port, which is all a bogus-token flood
+//! can reach. Each pool has a global rate, a smaller one per source (the client's address; for
+//! the front proxy, the user it vouches for) and a cap on reviews in flight. A review over a
+//! limit is not sent and the request fails at once ([`AuthError::Throttled`]: 503, or 429 for a
+//! source over its share), so bogus tokens never queue ahead of anything.
 //!
 //! The configuration ([`AuthConfig`], the API server's `extension-apiserver-authentication`
 //! ConfigMap) can be replaced while serving ([`DelegatedAuth::reload`],
@@ -42,7 +43,7 @@ use async_trait::async_trait;
 use http::HeaderMap;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
-pub use budget::{AuthLimits, ThrottleScope, Throttled};
+pub use budget::{AuthLimits, PoolLimits, ThrottleScope, Throttled};
 use budget::{Budget, Source};
 pub use cache::CacheTtls;
 use cache::{CACHE_CAPACITY, Key, ReviewCache};
@@ -639,13 +640,13 @@ mod tests {
 
     #[test]
     fn an_exhausted_budget_fails_at_once_without_a_review() {
-        let limits = AuthLimits {
+        let limits = AuthLimits::uniform(PoolLimits {
             qps: 1.0,
             burst: 3,
             per_source_qps: 1.0,
             per_source_burst: 3,
             max_in_flight: 32,
-        };
+        });
         let (auth, tokens, _) = auth_with(AuthConfig::default(), limits);
         for n in 0..3 {
             let peer = auth.classify_peer(None, from(n));
@@ -671,13 +672,13 @@ mod tests {
 
     #[test]
     fn one_source_cannot_spend_the_budget() {
-        let limits = AuthLimits {
+        let limits = AuthLimits::uniform(PoolLimits {
             qps: 100.0,
             burst: 100,
             per_source_qps: 1.0,
             per_source_burst: 5,
             max_in_flight: 32,
-        };
+        });
         let (auth, tokens, access) = auth_with(AuthConfig::default(), limits);
         let flood = auth.classify_peer(None, from(66));
         let mut refused = 0;

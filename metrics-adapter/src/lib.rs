@@ -54,8 +54,8 @@ use std::sync::Arc;
 pub use auth::{
     AUTH_CONFIG_MAP_NAME, AUTH_CONFIG_MAP_NAMESPACE, AUTHENTICATED_GROUP, AccessReviewer, AuthConfig,
     AuthError, AuthLimits, CacheTtls, DEFAULT_ALLOWED_TTL, DEFAULT_DENIED_TTL, Decision, DelegatedAuth,
-    MASTERS_GROUP, METRIC_VERB, RequestAttributes, ThrottleScope, Throttled, TokenReviewer, UserInfo,
-    certificates_from_pem,
+    MASTERS_GROUP, METRIC_VERB, PoolLimits, RequestAttributes, ThrottleScope, Throttled, TokenReviewer,
+    UserInfo, certificates_from_pem,
 };
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
 pub use provider::{MetricProvider, MetricValue, ProviderError};

@@ -249,8 +249,13 @@ impl Shared {
         self.event_for(&so.object_ref(&()), type_, reason, note).await;
     }
 
-    /// Publishes an Event about an object reference; failures are logged, never fatal.
+    /// Publishes an Event about an object reference; failures are logged, never fatal. A
+    /// replica that no longer leads says nothing (its view may be stale).
     pub async fn event_for(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        if let Err(e) = self.leader.check() {
+            tracing::debug!(error = %e, reason, "not publishing an event: not leading");
+            return;
+        }
         let event = Event {
             type_,
             reason: reason.to_string(),

@@ -87,12 +87,24 @@ pidfile_alive() {
 }
 pidfile_pid() { awk '{ print $1 }' "$1" 2>/dev/null; }
 
+# close_inherited_fds: closes every descriptor above 2 of the current (sub)shell
+close_inherited_fds() {
+  local fd n
+  for fd in /proc/$BASHPID/fd/*; do
+    n=${fd##*/}
+    [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-" 2>/dev/null
+  done
+  return 0
+}
+
 # start_bg PIDFILE LOGFILE CMD...: run CMD in the background in its own session (so it survives the
-# calling shell and can be stopped as a process group), stdin closed, output appended to LOGFILE.
+# calling shell and can be stopped as a process group), stdin closed, output appended to LOGFILE,
+# and no other descriptor of the caller's (a server must not keep, say, a `flock` lock file open
+# for as long as it runs).
 start_bg() {
   local pidfile=$1 logfile=$2; shift 2
   mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
-  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  ( close_inherited_fds; exec setsid "$@" ) </dev/null >>"$logfile" 2>&1 &
   local pid=$!
   local st=""
   # (a process that already exited has no /proc entry: st stays empty and the pid file reads as dead)

@@ -14,7 +14,7 @@ use ebb_metrics_adapter::{
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 
 /// Answers every metric with a constant, as a warm poll cache does.
@@ -110,24 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }));
 
     // One HTTP/2 connection, as the aggregator keeps, with the front-proxy certificate.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ebb_scalers::common::tls::AcceptAnyCertificate(provider)))
-        .with_client_auth_cert(chain, key)?;
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await?;
-    tokio::spawn(conn);
+    let sender = ebb_bench::h2::connect(addr, None, Some((chain, key))).await?;
 
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/s0-kafka-orders?labelSelector=scaledobject.ebb.dev%2Fname%3Dorders";
     let latencies = Arc::new(Mutex::new(Vec::with_capacity((seconds * rate) as usize)));

@@ -1,17 +1,23 @@
 //! The budget of review calls (TokenReview, SubjectAccessReview) the adapter makes to the API
-//! server: a global rate, and a smaller rate per source, so that one source can never spend the
-//! whole budget. A review over budget is refused at once (the caller answers 503 or 429 with a
-//! `Retry-After`); nothing queues, so a flood of bogus tokens never delays anything else.
+//! server. Two pools that never borrow from each other:
+//! - **proxied**: reviews for users the front proxy vouches for, i.e. the API server's own
+//!   aggregated requests (the HPA controller's reads). Only a holder of the front-proxy
+//!   certificate can spend it.
+//! - **direct**: reviews for clients on the adapter's port itself (a bearer token, a client
+//!   certificate). Anyone who can reach the port can spend it, so it is small: a flood of bogus
+//!   tokens from any number of pods empties this pool and never touches the HPA's.
 //!
-//! Reviews in flight are capped as well ([`AuthLimits::max_in_flight`]): when the API server
-//! slows down, a rate alone would let reviews pile up (each one a connection to it, which slows
-//! it further, until nothing else it serves, the leader's Lease renewals included, gets through);
-//! with the cap, a review over it is refused at once like one over the rate.
+//! Each pool has a global rate and a smaller one per source, so that one source can never
+//! spend the whole pool, and caps its reviews in flight ([`PoolLimits::max_in_flight`]): when
+//! the API server slows down, a rate alone would let reviews pile up (each one a connection to
+//! it, which slows it further, until nothing else it serves, the leader's Lease renewals
+//! included, gets through). A review over any limit is refused at once (the caller answers 503
+//! or 429 with a `Retry-After`); nothing queues, so a flood never delays anything else.
 //!
 //! Both rates are GCRA token buckets (a theoretical arrival time that each call pushes one
 //! interval ahead; a call may go while that time is at most `burst` intervals ahead of now). The
 //! per-source buckets live in a bounded LRU map: a source forgotten for lack of room starts again
-//! with a full bucket, which only lets it reach the global limit sooner. Pure: the caller passes
+//! with a full bucket, which only lets it reach the pool's limit sooner. Pure: the caller passes
 //! the clock.
 
 use std::net::IpAddr;
@@ -22,14 +28,23 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Limits on the reviews the adapter sends to the API server.
+/// Limits on the reviews the adapter sends to the API server, one pool per kind of caller.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AuthLimits {
+    /// Reviews for users the front proxy vouches for (the API server's aggregated requests).
+    pub proxied: PoolLimits,
+    /// Reviews for direct clients of the adapter's port (bearer tokens, client certificates).
+    pub direct: PoolLimits,
+}
+
+/// The limits of one pool of reviews.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolLimits {
     /// Reviews per second, all sources together.
     pub qps: f64,
     /// Reviews at once after a quiet period, all sources together.
     pub burst: u32,
-    /// Reviews per second for one source (below `qps`, so one source cannot spend the budget).
+    /// Reviews per second for one source (below `qps`, so one source cannot spend the pool).
     pub per_source_qps: f64,
     /// Reviews at once for one source.
     pub per_source_burst: u32,
@@ -38,16 +53,37 @@ pub struct AuthLimits {
 }
 
 impl Default for AuthLimits {
-    /// 200/s (burst 400) in all, 50/s (burst 100) per source, 32 in flight: a cold cache of a
-    /// few thousand HPAs fills within a minute, and a bogus-token flood from one pod costs the
-    /// API server at most 50 reviews a second.
+    /// Proxied: 200/s (burst 400), 100/s (burst 200) per user, 32 in flight, so that a cold
+    /// cache of a few thousand HPAs (one SubjectAccessReview per namespace and metric) fills
+    /// within a minute. Direct: 20/s (burst 40), 5/s (burst 10) per address, 8 in flight; the
+    /// API server never needs it, a client with a real token needs one review per cache TTL,
+    /// and a bogus-token flood costs the API server at most 20 reviews a second.
     fn default() -> Self {
         Self {
-            qps: 200.0,
-            burst: 400,
-            per_source_qps: 50.0,
-            per_source_burst: 100,
-            max_in_flight: 32,
+            proxied: PoolLimits {
+                qps: 200.0,
+                burst: 400,
+                per_source_qps: 100.0,
+                per_source_burst: 200,
+                max_in_flight: 32,
+            },
+            direct: PoolLimits {
+                qps: 20.0,
+                burst: 40,
+                per_source_qps: 5.0,
+                per_source_burst: 10,
+                max_in_flight: 8,
+            },
+        }
+    }
+}
+
+impl AuthLimits {
+    /// The same limits for both pools.
+    pub fn uniform(pool: PoolLimits) -> Self {
+        Self {
+            proxied: pool,
+            direct: pool,
         }
     }
 }
@@ -67,7 +103,7 @@ pub(crate) enum Source {
 pub enum ThrottleScope {
     /// The caller's own share is spent (429).
     Source,
-    /// The adapter's whole budget is spent (503).
+    /// The whole pool's budget is spent, or its reviews in flight are at the cap (503).
     Global,
 }
 
@@ -115,8 +151,46 @@ impl Rate {
     }
 }
 
-/// The review budget: [`AuthLimits`] applied with a clock.
+/// The review budget: [`AuthLimits`] applied with a clock, one [`Pool`] per kind of source.
 pub(crate) struct Budget {
+    proxied: Pool,
+    direct: Pool,
+}
+
+impl Budget {
+    /// A full budget.
+    pub(crate) fn new(limits: AuthLimits) -> Self {
+        Self {
+            proxied: Pool::new(limits.proxied),
+            direct: Pool::new(limits.direct),
+        }
+    }
+
+    /// The pool `source`'s reviews are paid from.
+    fn pool(&self, source: &Source) -> &Pool {
+        match source {
+            Source::ProxiedUser(_) => &self.proxied,
+            Source::Address(_) => &self.direct,
+        }
+    }
+
+    /// Starts one review for `source` at `now`: a place among its pool's reviews in flight,
+    /// then one from the pool's rates. Refused at once when either is spent (then nothing is
+    /// taken); hold the returned value until the review's answer is in.
+    pub(crate) fn start(&self, source: &Source, now: Instant) -> Result<InFlight, Throttled> {
+        self.pool(source).start(source, now)
+    }
+
+    /// Takes one review for `source` at `now` from its pool's rates, or says which limit
+    /// refuses it (then nothing is taken).
+    #[cfg(test)]
+    fn take(&self, source: &Source, now: Instant) -> Result<(), Throttled> {
+        self.pool(source).take(source, now)
+    }
+}
+
+/// One pool: [`PoolLimits`] applied with a clock.
+struct Pool {
     global: Option<Rate>,
     per_source: Option<Rate>,
     state: Mutex<BudgetState>,
@@ -139,9 +213,9 @@ struct BudgetState {
     sources: LruCache<Source, Instant>,
 }
 
-impl Budget {
-    /// A full budget.
-    pub(crate) fn new(limits: AuthLimits) -> Self {
+impl Pool {
+    /// A full pool.
+    fn new(limits: PoolLimits) -> Self {
         Self {
             global: Rate::new(limits.qps, limits.burst),
             per_source: Rate::new(limits.per_source_qps, limits.per_source_burst),
@@ -153,10 +227,8 @@ impl Budget {
         }
     }
 
-    /// Starts one review for `source` at `now`: a place among the reviews in flight, then one
-    /// from the rates ([`take`](Self::take)). Refused at once when either is spent (then
-    /// nothing is taken); hold the returned value until the review's answer is in.
-    pub(crate) fn start(&self, source: &Source, now: Instant) -> Result<InFlight, Throttled> {
+    /// Starts one review: a place in flight, then one from the rates ([`take`](Self::take)).
+    fn start(&self, source: &Source, now: Instant) -> Result<InFlight, Throttled> {
         let permit = match &self.in_flight {
             Some(places) => Some(places.clone().try_acquire_owned().map_err(|_| Throttled {
                 scope: ThrottleScope::Global,
@@ -170,7 +242,7 @@ impl Budget {
 
     /// Takes one review for `source` at `now`, or says which limit refuses it (then nothing is
     /// taken from either).
-    pub(crate) fn take(&self, source: &Source, now: Instant) -> Result<(), Throttled> {
+    fn take(&self, source: &Source, now: Instant) -> Result<(), Throttled> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let source_next = match self.per_source {
             Some(rate) => Some(rate.check(state.sources.get(source).copied(), now).map_err(
@@ -206,14 +278,22 @@ mod tests {
         Source::Address(IpAddr::from([10, 0, 0, last]))
     }
 
-    fn limits(qps: f64, burst: u32, per_source_qps: f64, per_source_burst: u32) -> AuthLimits {
-        AuthLimits {
+    fn pool(qps: f64, burst: u32, per_source_qps: f64, per_source_burst: u32) -> PoolLimits {
+        PoolLimits {
             qps,
             burst,
             per_source_qps,
             per_source_burst,
             max_in_flight: 0,
         }
+    }
+
+    fn limits(qps: f64, burst: u32, per_source_qps: f64, per_source_burst: u32) -> AuthLimits {
+        AuthLimits::uniform(pool(qps, burst, per_source_qps, per_source_burst))
+    }
+
+    fn hpa() -> Source {
+        Source::ProxiedUser("system:serviceaccount:kube-system:horizontal-pod-autoscaler".into())
     }
 
     #[test]
@@ -260,42 +340,61 @@ mod tests {
             if budget.take(&ip(66), now).is_ok() {
                 allowed += 1;
             }
-            // The HPA's user, through the front proxy, five reviews a second.
-            if ms % 200 == 0 {
-                assert!(
-                    budget.take(&Source::ProxiedUser("hpa".into()), now).is_ok(),
-                    "at {ms} ms"
-                );
+            // Another pod with a real token, one review a second.
+            if ms % 1_000 == 500 {
+                assert!(budget.take(&ip(7), now).is_ok(), "at {ms} ms");
             }
         }
-        // Burst plus 50/s.
-        assert!((599..=601).contains(&allowed), "{allowed}");
+        // Burst plus 5/s.
+        assert!((59..=61).contains(&allowed), "{allowed}");
+    }
+
+    #[test]
+    fn a_flood_from_many_sources_never_spends_the_front_proxys_reviews() {
+        let budget = Budget::new(AuthLimits::default());
+        let t0 = Instant::now();
+        // 1,000 bogus tokens a second spread over 200 pods (5 each, their whole share), for ten
+        // seconds: the direct pool holds them to its global rate.
+        let mut direct = 0;
+        for ms in 0..10_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if budget.take(&ip((ms % 200) as u8), now).is_ok() {
+                direct += 1;
+            }
+            // The HPA's reads through the API server, 50 uncached decisions a second: every
+            // one is paid from the proxied pool, which the flood cannot reach.
+            if ms % 20 == 0 {
+                assert!(budget.take(&hpa(), now).is_ok(), "at {ms} ms");
+            }
+        }
+        // Burst plus 20/s.
+        assert!((239..=241).contains(&direct), "{direct}");
     }
 
     #[test]
     fn reviews_in_flight_are_capped_and_freed_when_answered() {
-        let budget = Budget::new(AuthLimits {
+        let budget = Budget::new(AuthLimits::uniform(PoolLimits {
             max_in_flight: 2,
-            ..AuthLimits::default()
-        });
+            ..AuthLimits::default().direct
+        }));
         let t0 = Instant::now();
         let first = budget.start(&ip(1), t0).expect("first");
         let second = budget.start(&ip(2), t0).expect("second");
         // The API server has not answered either: a third is refused at once, whoever asks,
         // and takes nothing from the rates.
-        let refused = budget
-            .start(&Source::ProxiedUser("hpa".into()), t0)
-            .expect_err("two in flight");
+        let refused = budget.start(&ip(4), t0).expect_err("two in flight");
         assert_eq!(refused.scope, ThrottleScope::Global);
         assert_eq!(refused.retry_after, IN_FLIGHT_RETRY_AFTER);
-        drop(first);
+        // The front proxy's pool has places of its own.
+        let proxied = budget.start(&hpa(), t0).expect("the other pool is not full");
+        drop((first, proxied));
         let third = budget.start(&ip(3), t0).expect("a place is free again");
         drop((second, third));
         // A refusal by the rates frees its place.
-        let tight = Budget::new(AuthLimits {
+        let tight = Budget::new(AuthLimits::uniform(PoolLimits {
             max_in_flight: 1,
-            ..limits(1.0, 1, 1.0, 1)
-        });
+            ..pool(1.0, 1, 1.0, 1)
+        }));
         assert!(tight.start(&ip(1), t0).is_ok());
         assert_eq!(
             tight.start(&ip(1), t0).expect_err("rate spent").scope,

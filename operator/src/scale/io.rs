@@ -243,5 +243,21 @@ mod tests {
             crate::status::writer::WriteError::NotLeading(_)
         ));
         assert_eq!(patches.load(Ordering::SeqCst), 0);
+        // Nor Events: the fake leaves every POST pending, so an Event sent would never return.
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            kind: Some("ScaledObject".into()),
+            namespace: Some("ns".into()),
+            name: Some("so".into()),
+            ..Default::default()
+        };
+        let event = host.event_for(
+            &reference,
+            kube::runtime::events::EventType::Normal,
+            "ScaledUp",
+            "note".into(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), event)
+            .await
+            .expect("no Event is sent by a replica that does not lead");
     }
 }

@@ -324,19 +324,7 @@ impl Bench {
         for name in &names {
             let _ = so_api.delete(name, &DeleteParams::default()).await;
         }
-        let _ = wait_for(
-            "the phase's ScaledObjects gone",
-            Duration::from_secs(60),
-            || async {
-                let list = so_api.list(&ListParams::default()).await.ok()?;
-                (!list
-                    .items
-                    .iter()
-                    .any(|so| wanted.contains(so.metadata.name.as_deref().unwrap_or(""))))
-                .then_some(())
-            },
-        )
-        .await;
+        ebb_bench::wait_scaled_objects_gone(&so_api, &wanted).await;
         for s in &sources {
             s.publisher.cleanup().await;
         }

@@ -24,7 +24,7 @@ use ebb_tests::operator::OperatorProcess;
 use ebb_tests::{TestEnv, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use lapin::ConnectionProperties;
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -198,19 +198,7 @@ pub(crate) async fn measure(
     }
     let _ = operator.terminate().await;
     let wanted: HashSet<String> = (0..n).map(|i| format!("nl-{i}")).collect();
-    let _ = wait_for(
-        "the case's ScaledObjects gone",
-        Duration::from_secs(60),
-        || async {
-            let list = so_api.list(&ListParams::default()).await.ok()?;
-            (!list
-                .items
-                .iter()
-                .any(|so| wanted.contains(so.metadata.name.as_deref().unwrap_or(""))))
-            .then_some(())
-        },
-    )
-    .await;
+    ebb_bench::wait_scaled_objects_gone(&so_api, &wanted).await;
 
     let mut latencies: Vec<Duration> = results.iter().filter_map(|s| s.latency).collect();
     latencies.sort();

@@ -13,7 +13,6 @@ use ebb_bench::quantile_ms;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http2::SendRequest;
-use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 
 /// What one flood phase got back.
@@ -130,7 +129,7 @@ async fn one_source(
     while Instant::now() < until {
         tick.tick().await;
         if sender.as_ref().is_none_or(SendRequest::is_closed) {
-            match connect(ip, target.addr).await {
+            match ebb_bench::h2::connect::<Empty<Bytes>>(target.addr, Some(IpAddr::V4(ip)), None).await {
                 Ok(s) => {
                     if sender.is_some() {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -169,32 +168,6 @@ async fn one_source(
             stats.record(status, start.elapsed());
         });
     }
-}
-
-/// One TLS + HTTP/2 connection from `ip` to `addr` (the adapter's certificate is not checked:
-/// an attacker does not care).
-async fn connect(ip: Ipv4Addr, addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ebb_scalers::common::tls::AcceptAnyCertificate(provider)))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
-    let tcp = socket.connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await?;
-    tokio::spawn(conn);
-    Ok(sender)
 }
 
 /// A token nobody issued: 40 hex digits, distinct for every `(seed, n)`.

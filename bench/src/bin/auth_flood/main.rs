@@ -55,11 +55,11 @@ const IDLE_POLLING_SECONDS: u64 = 1;
 const ACTIVATION_SLACK: Duration = Duration::from_secs(1);
 /// Target for the HPA's reads under the flood.
 const READ_P99_TARGET_MS: f64 = 50.0;
-/// The adapter's review budget (`AuthLimits::default`), which the flood should be held to.
-const BUDGET_QPS: f64 = 200.0;
-const BUDGET_BURST: f64 = 400.0;
-const SOURCE_QPS: f64 = 50.0;
-const SOURCE_BURST: f64 = 100.0;
+/// The adapter's pool for direct clients (`AuthLimits::default().direct`), which the flood
+/// should be held to: every flood request is a direct client's.
+fn direct_pool() -> ebb_metrics_adapter::PoolLimits {
+    ebb_metrics_adapter::AuthLimits::default().direct
+}
 
 /// A progress line on stderr, with the wall-clock time (to line up with the operator's log).
 fn say(what: &str) {
@@ -496,10 +496,11 @@ fn report(
                     read_section["failed_by_status"]
                 ));
             }
+            let pool = direct_pool();
             let (qps, burst) = if name == "flood_one_source" {
-                (SOURCE_QPS, SOURCE_BURST)
+                (pool.per_source_qps, f64::from(pool.per_source_burst))
             } else {
-                (BUDGET_QPS, BUDGET_BURST)
+                (pool.qps, f64::from(pool.burst))
             };
             if tokens > qps * phase.seconds() + burst + 5.0 {
                 misses.push(format!(
@@ -563,7 +564,7 @@ fn report(
                 "flood_transport": "TLS 1.3 + HTTP/2 straight to the adapter's port, one connection per loopback source address, a new random bearer token per request",
                 "legit_reads": format!("{} GETs/s of the reader's external metric through the API server's aggregation path, impersonating {}", p.read_rate, probes::HPA_USER),
                 "lease_duration_seconds": LEASE_SECONDS, "idle_polling_interval_seconds": IDLE_POLLING_SECONDS,
-                "adapter_budget": {"qps": BUDGET_QPS, "burst": BUDGET_BURST, "per_source_qps": SOURCE_QPS, "per_source_burst": SOURCE_BURST},
+                "adapter_direct_pool": {"qps": direct_pool().qps, "burst": direct_pool().burst, "per_source_qps": direct_pool().per_source_qps, "per_source_burst": direct_pool().per_source_burst, "max_in_flight": direct_pool().max_in_flight},
                 "machine_note": "2 cores shared with the API server, etcd, kube-controller-manager, the brokers, the flood generator and other agents' builds; figures from one run",
             },
             "figures": sections,
