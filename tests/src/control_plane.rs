@@ -289,6 +289,24 @@ pub struct Seen {
     pub replicas: i32,
 }
 
+/// How often the record's watch retries while the API server is away.
+const RECORD_RETRY: Duration = Duration::from_millis(250);
+
+/// A watch backoff that does not grow: the record must be watching again as soon as the API
+/// server is back.
+struct Steady(Duration);
+
+impl Iterator for Steady {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Steady {
+    fn reset(&mut self) {}
+}
+
 /// Every change of `spec.replicas` of every Deployment in a namespace, from a watch that lists
 /// again after an error (an API server or etcd outage), so the record continues afterwards.
 pub struct ReplicaRecord {
@@ -307,7 +325,11 @@ impl ReplicaRecord {
             let seen = seen.clone();
             let lists = lists.clone();
             async move {
-                let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+                // kube's default backoff grows to ~30 s through an outage, so the record could
+                // miss the first moves after it: retry every 250 ms instead.
+                let mut events = watcher(api, watcher::Config::default())
+                    .backoff(Steady(RECORD_RETRY))
+                    .boxed();
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(watcher::Event::Init) => {
