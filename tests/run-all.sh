@@ -29,4 +29,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# Last: the control-plane fault tests kill and restart the shared kube-apiserver and etcd, which
+# would disturb every other test; they are the only #[ignore]d tests.
+say "control-plane fault tests (restart the shared kube-apiserver and etcd)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --run-ignored ignored-only -E 'binary(faults_control_plane)'
+else
+  cargo test --workspace --no-fail-fast --test faults_control_plane -- --ignored --test-threads=1
+fi
 say "all tests passed"

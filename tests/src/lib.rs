@@ -253,6 +253,8 @@ where
     }
 }
 
+pub mod control_plane;
+pub mod fixture;
 pub mod helm;
 pub mod identity;
 pub mod kafka;
@@ -411,7 +413,12 @@ pub mod operator {
             );
             let log_dir = std::env::temp_dir().join("ebb-e2e-logs");
             std::fs::create_dir_all(&log_dir).ok();
-            let log = std::fs::File::create(log_dir.join(format!("{namespace}-{identity}.log"))).ok();
+            // Appended: a process started again (a restart under supervision) adds to the log.
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_dir.join(format!("{namespace}-{identity}.log")))
+                .ok();
             let stderr = log.map(Stdio::from).unwrap_or_else(Stdio::null);
             let child = Command::new(binary)
                 .args([

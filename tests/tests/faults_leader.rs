@@ -10,23 +10,20 @@
 //! Nothing here touches the shared servers: the partition is the relay's, the kills are of the
 //! test's own processes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use ebb_crds::ScaledObject;
+use ebb_tests::fixture::Fixture;
 use ebb_tests::leader::{
     LeaseView, Pair, Sampler, lease, log_time, secs_between, start_pair, wait_holder, wait_leader_gauge,
 };
-use ebb_tests::objects::{deployment, replicas};
+use ebb_tests::objects::deployment;
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::relay::{Relay, api_server_addr, kubeconfig_via};
 use ebb_tests::source::MetricSource;
-use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
-use serde_json::{Value, json};
+use ebb_tests::wait_for;
+use kube::api::DeleteParams;
+use serde_json::json;
 
 /// `--lease-duration` of every operator here.
 const LEASE_SECS: u64 = 4;
@@ -39,121 +36,16 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(LEASE_SECS + 4);
 const LEADER: &str = "op-a";
 const STANDBY: &str = "op-b";
 
-struct Fixture {
-    env: TestEnv,
-    ns: TestNamespace,
-    source: MetricSource,
+/// Two operators on the fixture namespace's Lease, both straight to the API server.
+async fn pair(f: &Fixture) -> Pair {
+    let kc = f.kubeconfig();
+    start_pair(&f.ns.name, LEASE_SECS, (LEADER, &kc), (STANDBY, &kc))
+        .await
+        .unwrap()
 }
 
 async fn fixture(prefix: &str, depth: i64) -> Fixture {
-    let env = TestEnv::load().await.unwrap();
-    install_crds(&env.client).await.unwrap();
-    let ns = env.namespace(prefix).await.unwrap();
-    let source = MetricSource::start(depth).await;
-    Fixture { env, ns, source }
-}
-
-impl Fixture {
-    fn client(&self) -> Client {
-        self.env.client.clone()
-    }
-    fn kubeconfig(&self) -> PathBuf {
-        PathBuf::from(self.env.var("EBB_KUBECONFIG").unwrap())
-    }
-    fn so_api(&self) -> Api<ScaledObject> {
-        Api::namespaced(self.client(), &self.ns.name)
-    }
-    fn log(&self, identity: &str) -> PathBuf {
-        OperatorProcess::log_path(&self.ns.name, identity)
-    }
-    async fn create_so(&self, name: &str, spec_extra: Value, annotations: Value) {
-        let mut spec = json!({
-            "scaleTargetRef": {"name": name},
-            "pollingInterval": 1,
-            "cooldownPeriod": 0,
-            "triggers": [{"type": "metrics-api", "metadata": {
-                "url": self.source.url, "valueLocation": "queue.depth", "targetValue": "5", "activationTargetValue": "0"}}]
-        });
-        for (k, v) in spec_extra.as_object().unwrap() {
-            spec[k] = v.clone();
-        }
-        let so: ScaledObject = serde_json::from_value(json!({
-            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": name, "annotations": annotations}, "spec": spec,
-        }))
-        .unwrap();
-        self.so_api().create(&PostParams::default(), &so).await.unwrap();
-    }
-    async fn annotate(&self, name: &str, annotations: Value) {
-        self.so_api()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
-            )
-            .await
-            .unwrap();
-    }
-    async fn replicas(&self, name: &str) -> i32 {
-        replicas(&self.client(), &self.ns.name, name).await.unwrap()
-    }
-    /// Waits until `name` has `want` replicas; how long that took from `since`.
-    async fn wait_replicas(&self, name: &str, want: i32, since: Instant, within: Duration) -> Duration {
-        let client = self.client();
-        let ns = self.ns.name.clone();
-        wait_for(&format!("{name} at {want} replicas"), within, || {
-            let client = client.clone();
-            let ns = ns.clone();
-            async move { (replicas(&client, &ns, name).await.ok()? == want).then_some(()) }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        since.elapsed()
-    }
-    async fn condition(&self, so: &str, type_: &str) -> Option<(String, String)> {
-        let so = self.so_api().get(so).await.ok()?;
-        let c = so.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
-        Some((c.status, c.reason.unwrap_or_default()))
-    }
-    async fn wait_condition(&self, so: &str, type_: &str, status: &str, within: Duration) -> String {
-        wait_for(&format!("{so} {type_}={status}"), within, || async {
-            self.condition(so, type_).await.filter(|c| c.0 == status)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .1
-    }
-    /// Every HPA in the namespace (autoscaling/v2, else v2beta2).
-    async fn hpas(&self) -> Vec<DynamicObject> {
-        for version in ["v2", "v2beta2"] {
-            let gvk = GroupVersionKind::gvk("autoscaling", version, "HorizontalPodAutoscaler");
-            let ar = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client(), &self.ns.name, &ar);
-            if let Ok(list) = api.list(&Default::default()).await {
-                return list.items;
-            }
-        }
-        Vec::new()
-    }
-    async fn has_hpa(&self, name: &str) -> bool {
-        self.hpas()
-            .await
-            .iter()
-            .any(|h| h.metadata.name.as_deref() == Some(name))
-    }
-    /// Two operators on the namespace's Lease, both straight to the API server.
-    async fn pair(&self) -> Pair {
-        let kc = self.kubeconfig();
-        start_pair(&self.ns.name, LEASE_SECS, (LEADER, &kc), (STANDBY, &kc))
-            .await
-            .unwrap()
-    }
-    async fn finish(self, operators: Vec<OperatorProcess>) {
-        for op in operators {
-            op.terminate().await;
-        }
-        self.ns.delete().await.unwrap();
-    }
+    Fixture::start(prefix, depth).await.unwrap()
 }
 
 /// SIGKILLs the pair's leader (returns when it is dead) and returns the standby, the time of the
@@ -182,7 +74,7 @@ async fn kill_leader(f: &Fixture, pair: Pair) -> (OperatorProcess, Instant, Leas
 async fn leader_killed_at_creation_standby_creates_the_hpa() {
     let f = fixture("flt-create", 0).await;
     deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = f.pair().await;
+    let pair = pair(&f).await;
     f.create_so("worker", json!({}), json!({})).await;
     let Pair { leader, standby, .. } = pair;
     leader.kill().await;
@@ -222,7 +114,7 @@ async fn leader_killed_at_creation_standby_creates_the_hpa() {
 async fn leader_killed_at_activation_standby_scales_to_one() {
     let f = fixture("flt-activate", 0).await;
     deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = f.pair().await;
+    let pair = pair(&f).await;
     f.create_so("worker", json!({"cooldownPeriod": 60}), json!({}))
         .await;
     f.wait_condition("worker", "Ready", "True", Duration::from_secs(20))
@@ -264,7 +156,7 @@ async fn leader_killed_during_cooldown_standby_scales_to_zero_on_time() {
     const COOLDOWN: u64 = 10;
     let f = fixture("flt-cooldown", 7).await;
     deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = f.pair().await;
+    let pair = pair(&f).await;
     f.create_so("worker", json!({"cooldownPeriod": COOLDOWN}), json!({}))
         .await;
     f.wait_replicas("worker", 1, Instant::now(), Duration::from_secs(20))
@@ -309,7 +201,7 @@ async fn leader_killed_during_cooldown_standby_scales_to_zero_on_time() {
 async fn leader_killed_after_paused_replicas_standby_holds_the_count() {
     let f = fixture("flt-pausereps", 7).await;
     deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = f.pair().await;
+    let pair = pair(&f).await;
     f.create_so("worker", json!({}), json!({})).await;
     f.wait_replicas("worker", 1, Instant::now(), Duration::from_secs(20))
         .await;
@@ -346,7 +238,7 @@ async fn leader_killed_after_paused_replicas_standby_holds_the_count() {
 async fn leader_killed_after_pause_standby_keeps_the_target() {
     let f = fixture("flt-pause", 7).await;
     deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = f.pair().await;
+    let pair = pair(&f).await;
     f.create_so("worker", json!({}), json!({})).await;
     f.wait_replicas("worker", 1, Instant::now(), Duration::from_secs(20))
         .await;
@@ -381,7 +273,7 @@ async fn leader_killed_after_pause_standby_keeps_the_target() {
 async fn leader_killed_at_deletion_standby_restores_and_releases() {
     let f = fixture("flt-delete", 0).await;
     deployment(&f.client(), &f.ns.name, "worker", 2).await.unwrap();
-    let pair = f.pair().await;
+    let pair = pair(&f).await;
     f.create_so(
         "worker",
         json!({"advanced": {"restoreToOriginalReplicaCount": true}}),

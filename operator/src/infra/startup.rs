@@ -11,10 +11,13 @@ use tokio::sync::watch;
 
 use crate::infra::backoff::{Backoff, jitter};
 
-/// Backoff between start-up attempts: 1 s doubling to 30 s, ±25 %.
+/// Backoff between start-up attempts: 1 s doubling to 5 s, ±25 %. The cap is small because an
+/// operator that waits at start-up is one that scales nothing: after an API outage of any length
+/// it resumes at most ~6 s after the API server is back (a replica's one call per 5 s is nothing
+/// to the API server).
 pub const STARTUP_BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(1),
-    cap: Duration::from_secs(30),
+    cap: Duration::from_secs(5),
 };
 
 /// Whether listing ScaledObjects failed because the CRDs are not installed: only a 404 says so
@@ -118,11 +121,27 @@ mod tests {
         assert_eq!(got.expect("no final error"), Some("listed"));
         let gaps = script.gaps();
         assert_eq!(gaps.len(), 4);
-        // 1, 2, 4, 8 s nominal, each within ±25 %.
-        for (gap, nominal) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
+        // 1, 2, 4, 5 s nominal, each within ±25 %.
+        for (gap, nominal) in gaps.iter().zip([1.0, 2.0, 4.0, 5.0]) {
             let s = gap.as_secs_f64();
             assert!((0.75 * nominal..=1.25 * nominal).contains(&s), "{gaps:?}");
         }
+    }
+
+    /// However long the outage, the next attempt is at most 5 s × 1.25 away: the operator resumes
+    /// promptly once the API server is back.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_outage_is_retried_at_least_every_six_and_a_quarter_seconds() {
+        let script = Script::new((0..12).map(|_| api_error(503)).collect());
+        let (_stop_tx, stop) = watch::channel(false);
+        let got = retry("list", stop, crds_missing, || script.call()).await;
+        assert_eq!(got.expect("no final error"), Some("listed"));
+        let gaps = script.gaps();
+        assert_eq!(gaps.len(), 12);
+        let longest = gaps.iter().max().expect("gaps");
+        assert!(*longest <= Duration::from_millis(6_250), "{gaps:?}");
+        // Still a backoff: the later gaps are at the cap, not at the first delay.
+        assert!(gaps[11] >= Duration::from_millis(3_750), "{gaps:?}");
     }
 
     #[tokio::test(start_paused = true)]
