@@ -6,6 +6,7 @@ pub mod bulk_objects;
 pub mod counting_proxy;
 pub mod h2;
 pub mod operator_under_test;
+pub mod rng;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,14 @@ pub async fn wait_scaled_objects_gone<S>(
         .then_some(())
     })
     .await;
+}
+
+/// A number from the environment (`EBB_BENCH_*`), or `default` when unset or not a number.
+pub fn env_number(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// What this machine is, for the result files.

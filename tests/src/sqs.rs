@@ -54,3 +54,33 @@ pub async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<St
         .map(str::to_string)
         .ok_or_else(|| SqsError::NoUrl(name.to_string()))
 }
+
+/// The name of the Secret and TriggerAuthentication [`create_credentials`] makes.
+pub const CREDENTIALS_REF: &str = "sqs-credentials";
+
+/// Creates, in `ns`, the Secret holding the test key and the TriggerAuthentication
+/// ([`CREDENTIALS_REF`]) through which SQS triggers sign with it.
+pub async fn create_credentials(client: &kube::Client, ns: &str) -> Result<(), crate::HarnessError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_REF},
+        "stringData": {"awsAccessKeyID": KEY_ID, "awsSecretAccessKey": SECRET}
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let auth: ebb_crds::TriggerAuthentication = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
+        "metadata": {"name": CREDENTIALS_REF},
+        "spec": {"secretTargetRef": [
+            {"parameter": "awsAccessKeyID", "name": CREDENTIALS_REF, "key": "awsAccessKeyID"},
+            {"parameter": "awsSecretAccessKey", "name": CREDENTIALS_REF, "key": "awsSecretAccessKey"}]}
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<ebb_crds::TriggerAuthentication>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &auth)
+        .await?;
+    Ok(())
+}

@@ -22,14 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use ebb_crds::{HealthStatus, ScaledObject, TriggerAuthentication};
+use ebb_crds::{HealthStatus, ScaledObject};
 use ebb_tests::adapter as apiservice;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -342,27 +341,7 @@ impl Broker for Sqs {
     }
 
     async fn prerequisites(&self, client: &Client, ns: &str) {
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
-            "stringData": {"awsAccessKeyID": ebb_tests::sqs::KEY_ID, "awsSecretAccessKey": ebb_tests::sqs::SECRET}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        let auth: TriggerAuthentication = serde_json::from_value(json!({
-            "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
-            "metadata": {"name": "sqs-credentials"},
-            "spec": {"secretTargetRef": [
-                {"parameter": "awsAccessKeyID", "name": "sqs-credentials", "key": "awsAccessKeyID"},
-                {"parameter": "awsSecretAccessKey", "name": "sqs-credentials", "key": "awsSecretAccessKey"}]}
-        }))
-        .unwrap();
-        Api::<TriggerAuthentication>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &auth)
-            .await
-            .unwrap();
+        ebb_tests::sqs::create_credentials(client, ns).await.unwrap();
     }
 
     async fn publish(&self, n: usize) {

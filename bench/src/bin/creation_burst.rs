@@ -23,13 +23,6 @@ use serde_json::json;
 
 const TARGET_SECONDS: f64 = 60.0;
 
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Writes by `verb resource`, from the operator's `ebb_kube_requests_total`.
 fn writes(scrape: &Scrape) -> BTreeMap<String, f64> {
     scrape
@@ -59,8 +52,8 @@ fn is_lease(key: &str) -> bool {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let objects = env_number("EBB_BENCH_OBJECTS", 1000) as usize;
-    let steady = Duration::from_secs(env_number("EBB_BENCH_STEADY_SECONDS", 60));
+    let objects = ebb_bench::env_number("EBB_BENCH_OBJECTS", 1000) as usize;
+    let steady = Duration::from_secs(ebb_bench::env_number("EBB_BENCH_STEADY_SECONDS", 60));
     let env = TestEnv::load().await?;
     let client = env.client.clone();
     install_crds(&client).await?;

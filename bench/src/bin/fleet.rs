@@ -35,22 +35,15 @@ const POLLING_INTERVAL: Duration = Duration::from_secs(30);
 const RSS_TARGET_MIB: f64 = 150.0;
 const LATENESS_TARGET_MS: f64 = 50.0;
 
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn log(msg: &str) {
     eprintln!("[fleet] {msg}");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let objects = env_number("EBB_BENCH_OBJECTS", 10_000) as usize;
-    let kafka_objects = (env_number("EBB_BENCH_KAFKA_OBJECTS", 1000) as usize).min(objects);
-    let window = Duration::from_secs(env_number("EBB_BENCH_SECONDS", 150));
+    let objects = ebb_bench::env_number("EBB_BENCH_OBJECTS", 10_000) as usize;
+    let kafka_objects = (ebb_bench::env_number("EBB_BENCH_KAFKA_OBJECTS", 1000) as usize).min(objects);
+    let window = Duration::from_secs(ebb_bench::env_number("EBB_BENCH_SECONDS", 150));
     let env = TestEnv::load().await?;
     let client = env.client.clone();
     install_crds(&client).await?;

@@ -59,13 +59,6 @@ const ROUND_GAP: Duration = Duration::from_millis(300);
 /// Rounds before the window.
 const WARMUP: Duration = Duration::from_secs(5);
 
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Requests by API name, plus the total, divided by `per`.
 fn by_api(counts: &ClientCounts, per: f64) -> Value {
     let mut out = serde_json::Map::new();
@@ -216,10 +209,11 @@ async fn sample_pass(scalers: &[KafkaScaler]) -> Vec<Result<TriggerSample, Scale
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds = env_number("EBB_BENCH_SECONDS", 30).max(3);
-    let triggers = env_number("EBB_BENCH_TRIGGERS", 1000).max(1) as usize;
-    let keda_connections = env_number("EBB_BENCH_KEDA_CONNECTIONS", 50).clamp(1, triggers as u64) as usize;
-    let keda_ticks = env_number("EBB_BENCH_KEDA_TICKS", 3).max(1);
+    let seconds = ebb_bench::env_number("EBB_BENCH_SECONDS", 30).max(3);
+    let triggers = ebb_bench::env_number("EBB_BENCH_TRIGGERS", 1000).max(1) as usize;
+    let keda_connections =
+        ebb_bench::env_number("EBB_BENCH_KEDA_CONNECTIONS", 50).clamp(1, triggers as u64) as usize;
+    let keda_ticks = ebb_bench::env_number("EBB_BENCH_KEDA_TICKS", 3).max(1);
 
     let env = TestEnv::load().await?;
     let bootstrap = env.var("EBB_KAFKA_BOOTSTRAP")?.to_string();

@@ -3,23 +3,7 @@
 
 use std::time::Duration;
 
-/// splitmix64: a small, seedable generator for the schedule (no dependency needed).
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+pub(crate) use ebb_bench::rng::Rng;
 
 /// When each of `n` objects gets its message, relative to the start: object `i` in stratum
 /// `perm[i]` of `spread / n`, at a uniformly random moment within it.

@@ -5,13 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use async_nats::jetstream;
-use ebb_crds::TriggerAuthentication;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
 use ebb_tests::source::MetricSource;
 use ebb_tests::{TestEnv, wait_for};
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, PostParams};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ConnectionProperties};
@@ -312,23 +309,7 @@ pub(crate) async fn sqs_sources(
     let endpoint = env.var("EBB_SQS_ENDPOINT")?.to_string();
     let region = env.var("EBB_AWS_REGION")?.to_string();
     let client = ebb_tests::sqs::client(&endpoint, &region);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
-        "stringData": {"awsAccessKeyID": ebb_tests::sqs::KEY_ID, "awsSecretAccessKey": ebb_tests::sqs::SECRET}
-    }))?;
-    Api::<Secret>::namespaced(client_k8s.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await?;
-    let auth: TriggerAuthentication = serde_json::from_value(json!({
-        "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
-        "metadata": {"name": "sqs-credentials"},
-        "spec": {"secretTargetRef": [
-            {"parameter": "awsAccessKeyID", "name": "sqs-credentials", "key": "awsAccessKeyID"},
-            {"parameter": "awsSecretAccessKey", "name": "sqs-credentials", "key": "awsSecretAccessKey"}]}
-    }))?;
-    Api::<TriggerAuthentication>::namespaced(client_k8s.clone(), ns)
-        .create(&PostParams::default(), &auth)
-        .await?;
+    ebb_tests::sqs::create_credentials(client_k8s, ns).await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let url = ebb_tests::sqs::create_queue(&client, &unique_name("ebb-bench")).await?;

@@ -66,13 +66,6 @@ fn say(what: &str) {
     eprintln!("{} {what}", jiff::Timestamp::now());
 }
 
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// One phase of the run and what it measured.
 struct Phase {
     name: &'static str,
@@ -262,11 +255,11 @@ impl Run {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let rate = env_number("EBB_BENCH_RATE", 1000) as f64;
-    let multi_seconds = env_number("EBB_BENCH_SECONDS", 150);
-    let single_seconds = env_number("EBB_BENCH_SINGLE_SECONDS", 40);
-    let source_count = env_number("EBB_BENCH_SOURCES", 20).clamp(1, 200) as u8;
-    let baseline_seconds = env_number("EBB_BENCH_BASELINE_SECONDS", 20);
+    let rate = ebb_bench::env_number("EBB_BENCH_RATE", 1000) as f64;
+    let multi_seconds = ebb_bench::env_number("EBB_BENCH_SECONDS", 150);
+    let single_seconds = ebb_bench::env_number("EBB_BENCH_SINGLE_SECONDS", 40);
+    let source_count = ebb_bench::env_number("EBB_BENCH_SOURCES", 20).clamp(1, 200) as u8;
+    let baseline_seconds = ebb_bench::env_number("EBB_BENCH_BASELINE_SECONDS", 20);
     let read_rate = 10.0;
 
     let env = TestEnv::load().await?;

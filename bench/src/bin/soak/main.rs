@@ -73,13 +73,6 @@ pub(crate) fn say(what: &str) {
     eprintln!("{} {what}", jiff::Timestamp::now());
 }
 
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The Deployment / ScaledObject of `broker`'s idle source or backlog.
 pub(crate) fn object_name(broker: Broker, loaded: bool) -> String {
     format!("{}-{}", broker.name(), if loaded { "backlog" } else { "idle" })
@@ -108,8 +101,8 @@ pub(crate) struct Settings {
 }
 
 fn settings() -> Settings {
-    let seconds = env_number("EBB_BENCH_SOAK_SECONDS", 600);
-    let cycles = env_number("EBB_BENCH_SOAK_FLAPS", 20) as usize;
+    let seconds = ebb_bench::env_number("EBB_BENCH_SOAK_SECONDS", 600);
+    let cycles = ebb_bench::env_number("EBB_BENCH_SOAK_FLAPS", 20) as usize;
     let seed = std::env::var("EBB_BENCH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -5,31 +5,7 @@
 
 use std::time::Duration;
 
-/// splitmix64: a small, seedable generator (no dependency needed).
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [lo, hi] (lo when the range is empty).
-    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        if hi <= lo {
-            return lo;
-        }
-        lo + (hi - lo).mul_f64(self.unit())
-    }
-}
+pub(crate) use ebb_bench::rng::Rng;
 
 /// How a broker is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

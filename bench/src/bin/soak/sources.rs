@@ -11,12 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use async_nats::jetstream;
-use ebb_crds::TriggerAuthentication;
 use ebb_tests::TestEnv;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, PostParams};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ConnectionProperties};
@@ -158,7 +155,7 @@ impl Sources {
             sqs_filled: false,
         };
         sources.recreate_sqs().await?;
-        sqs_credentials(client, ns).await?;
+        ebb_tests::sqs::create_credentials(client, ns).await?;
         Ok(sources)
     }
 
@@ -303,26 +300,4 @@ impl Sources {
             let _ = self.sqs.delete_queue().queue_url(url).send().await;
         }
     }
-}
-
-/// The Secret and TriggerAuthentication the SQS triggers sign with.
-async fn sqs_credentials(client: &Client, ns: &str) -> anyhow::Result<()> {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sqs-credentials"},
-        "stringData": {"awsAccessKeyID": ebb_tests::sqs::KEY_ID, "awsSecretAccessKey": ebb_tests::sqs::SECRET}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await?;
-    let auth: TriggerAuthentication = serde_json::from_value(json!({
-        "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
-        "metadata": {"name": "sqs-credentials"},
-        "spec": {"secretTargetRef": [
-            {"parameter": "awsAccessKeyID", "name": "sqs-credentials", "key": "awsAccessKeyID"},
-            {"parameter": "awsSecretAccessKey", "name": "sqs-credentials", "key": "awsSecretAccessKey"}]}
-    }))?;
-    Api::<TriggerAuthentication>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &auth)
-        .await?;
-    Ok(())
 }
