@@ -66,6 +66,12 @@ pub fn client_with_limits(
     recorder: Option<RequestRecorder>,
 ) -> Result<kube::Client, ClientLimitsError> {
     let layer = TokenBucketLayer::new(qps, burst)?;
+    // kube's own retry of 429/503/504 (up to 15 attempts, delays doubling to minutes) is off:
+    // it would re-send a write that passed the leader guard long after the guard said yes,
+    // and hold a loop for minutes after an API outage. Every caller has its own bounded retry
+    // (start-up backoff, requeue backoff, watch backoff, the next tick, the next renewal).
+    let mut config = config;
+    config.default_retry = false;
     let builder = kube::client::ClientBuilder::try_from(config).map_err(ClientLimitsError::Client)?;
     let builder = builder.with_layer(&tower::layer::util::Stack::new(
         tower::util::option_layer(recorder.map(RequestCountLayer::new)),
@@ -740,6 +746,49 @@ mod tests {
         let client = client_with_limits(kube::Config::new(url), 0.0, 0, None).expect("client");
         let req = Request::get("/version").body(Vec::new()).expect("request");
         client.request_text(req).await.expect("response");
+        server.abort();
+    }
+
+    /// A 503 comes back to the caller at once: the request is sent once, not retried by kube
+    /// behind the leader guard's back.
+    #[tokio::test]
+    async fn an_unavailable_api_server_is_not_retried_by_the_client() {
+        use http_body_util::Full;
+        use hyper::body::{Bytes, Incoming};
+        use hyper::{Request, Response};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let calls = Arc::new(Mutex::new(0usize));
+        let counted = Arc::clone(&calls);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let counted = Arc::clone(&counted);
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    *counted.lock().expect("not poisoned") += 1;
+                    let mut response = Response::new(Full::new(Bytes::from_static(b"unavailable")));
+                    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                    ready(Ok::<_, Infallible>(response))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        let url: hyper::Uri = format!("http://{addr}").parse().expect("url");
+        let client = client_with_limits(kube::Config::new(url), 0.0, 0, None).expect("client");
+        let req = Request::patch("/apis/apps/v1/namespaces/ns/deployments/web/scale")
+            .body(b"{}".to_vec())
+            .expect("request");
+        let answer = tokio::time::timeout(Duration::from_secs(5), client.request_text(req))
+            .await
+            .expect("answered at once, not after retries");
+        assert!(answer.is_err(), "a 503 is an error: {answer:?}");
+        assert_eq!(*calls.lock().expect("not poisoned"), 1);
         server.abort();
     }
 
