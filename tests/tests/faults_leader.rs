@@ -48,6 +48,15 @@ async fn fixture(prefix: &str, depth: i64) -> Fixture {
     Fixture::start(prefix, depth).await.unwrap()
 }
 
+/// A fixture whose source holds `depth`, a Deployment `worker` at 0 replicas, and a leader and
+/// standby on one Lease.
+async fn worker_and_pair(prefix: &str, depth: i64) -> (Fixture, Pair) {
+    let f = fixture(prefix, depth).await;
+    deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
+    let pair = pair(&f).await;
+    (f, pair)
+}
+
 /// SIGKILLs the pair's leader (returns when it is dead) and returns the standby, the time of the
 /// kill, and the Lease as the standby acquired it (waits up to the takeover bound).
 async fn kill_leader(f: &Fixture, pair: Pair) -> (OperatorProcess, Instant, LeaseView) {
@@ -72,9 +81,7 @@ async fn kill_leader(f: &Fixture, pair: Pair) -> (OperatorProcess, Instant, Leas
 /// Killed right after the ScaledObject is created: the standby creates the HPA and the status.
 #[tokio::test]
 async fn leader_killed_at_creation_standby_creates_the_hpa() {
-    let f = fixture("flt-create", 0).await;
-    deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = pair(&f).await;
+    let (f, pair) = worker_and_pair("flt-create", 0).await;
     f.create_so("worker", json!({}), json!({})).await;
     let Pair { leader, standby, .. } = pair;
     leader.kill().await;
@@ -112,9 +119,7 @@ async fn leader_killed_at_creation_standby_creates_the_hpa() {
 /// Killed right after the source turns active, before (or around) the 0 → 1 write.
 #[tokio::test]
 async fn leader_killed_at_activation_standby_scales_to_one() {
-    let f = fixture("flt-activate", 0).await;
-    deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = pair(&f).await;
+    let (f, pair) = worker_and_pair("flt-activate", 0).await;
     f.create_so("worker", json!({"cooldownPeriod": 60}), json!({}))
         .await;
     f.wait_condition("worker", "Ready", "True", Duration::from_secs(20))
@@ -154,9 +159,7 @@ async fn leader_killed_at_activation_standby_scales_to_one() {
 #[tokio::test]
 async fn leader_killed_during_cooldown_standby_scales_to_zero_on_time() {
     const COOLDOWN: u64 = 10;
-    let f = fixture("flt-cooldown", 7).await;
-    deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = pair(&f).await;
+    let (f, pair) = worker_and_pair("flt-cooldown", 7).await;
     f.create_so("worker", json!({"cooldownPeriod": COOLDOWN}), json!({}))
         .await;
     f.wait_replicas("worker", 1, Instant::now(), Duration::from_secs(20))
@@ -199,9 +202,7 @@ async fn leader_killed_during_cooldown_standby_scales_to_zero_on_time() {
 /// Killed right after `paused-replicas` is set: the standby holds the target at that count.
 #[tokio::test]
 async fn leader_killed_after_paused_replicas_standby_holds_the_count() {
-    let f = fixture("flt-pausereps", 7).await;
-    deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = pair(&f).await;
+    let (f, pair) = worker_and_pair("flt-pausereps", 7).await;
     f.create_so("worker", json!({}), json!({})).await;
     f.wait_replicas("worker", 1, Instant::now(), Duration::from_secs(20))
         .await;
@@ -236,9 +237,7 @@ async fn leader_killed_after_paused_replicas_standby_holds_the_count() {
 /// nothing (without the pause, a cooldown of 0 would take the target to 0 at once).
 #[tokio::test]
 async fn leader_killed_after_pause_standby_keeps_the_target() {
-    let f = fixture("flt-pause", 7).await;
-    deployment(&f.client(), &f.ns.name, "worker", 0).await.unwrap();
-    let pair = pair(&f).await;
+    let (f, pair) = worker_and_pair("flt-pause", 7).await;
     f.create_so("worker", json!({}), json!({})).await;
     f.wait_replicas("worker", 1, Instant::now(), Duration::from_secs(20))
         .await;
