@@ -6,6 +6,7 @@
 //! - [`validation`]: the cross-field rules, shared by the CRD's CEL rules, `ebb validate` and the operator;
 //! - [`generate`]: the CRD YAML, generated from these types (`ebb crds`).
 
+pub mod annotated;
 pub mod annotations;
 pub mod conditions;
 pub mod generate;
