@@ -189,7 +189,13 @@ fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<Exit
             Err(e) => unreadable.push(format!("{e:#}")),
         }
     }
-    let report = check_documents_with(&docs, CheckOptions { strict });
+    let report = check_documents_with(
+        &docs,
+        CheckOptions {
+            strict,
+            ..CheckOptions::default()
+        },
+    );
     println!("{}", serde_json::to_string_pretty(&report)?);
     if show_warnings {
         for line in report.warning_lines() {

@@ -429,7 +429,7 @@ async fn run_controller(
     let hpa = hpa_api(version);
     let hpa_recheck = Arc::new(HpaRecheck::new(version));
     tracing::info!(api = hpa.version.api_version(), "HPA API");
-    let (targets, target_watches) = Targets::start(client.clone(), options.namespace.as_deref());
+    let (targets, target_watches) = Targets::start(client.clone(), options.namespace.as_deref(), None);
     let hpa_api: Api<DynamicObject> = match options.namespace.as_deref() {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &hpa.resource),
         None => Api::all_with(client.clone(), &hpa.resource),
