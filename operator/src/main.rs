@@ -86,6 +86,10 @@ struct OperatorArgs {
     /// Timeout of one HTTP poll of an event source, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     http_timeout_ms: u64,
+    /// Generate a ScaledObject for each Deployment or StatefulSet that declares its scaling in
+    /// annotations (`autoscaling.ebb.dev/trigger` or `autoscaling.ebb.dev/scaled-object`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    workload_annotations: bool,
     /// Serve the external.metrics.k8s.io adapter (HTTPS) on this address, e.g. 0.0.0.0:6443.
     #[arg(long)]
     metrics_adapter_addr: Option<std::net::SocketAddr>,
@@ -320,6 +324,7 @@ fn operator(args: OperatorArgs) -> Result<()> {
         lease_duration: args.lease_duration,
         concurrency: args.concurrency,
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
+        workload_annotations: args.workload_annotations,
         metrics_adapter: args
             .metrics_adapter_addr
             .map(|listen| ebb_operator::run::AdapterOptions {

@@ -34,6 +34,9 @@ pub const SCALED_OBJECT: &str = "autoscaling.ebb.dev/scaled-object";
 pub const GENERATED_LABEL: &str = "autoscaling.ebb.dev/generated";
 /// Annotation on a generated ScaledObject naming its source, `Kind/name`.
 pub const GENERATED_FROM: &str = "autoscaling.ebb.dev/generated-from";
+/// Annotation on a generated ScaledObject: a digest of the scaling annotations it was generated
+/// from, which tells an edit of the annotations from a hand edit of the object.
+pub const GENERATED_DIGEST: &str = "autoscaling.ebb.dev/generated-digest";
 /// The longest generated name, so that `ebb-hpa-<name>` stays a valid object name (253).
 pub const MAX_GENERATED_NAME: usize = 245;
 
@@ -237,6 +240,18 @@ pub fn generated_name(kind: WorkloadKind, name: &str) -> String {
     format!("{cut}{hash}{suffix}")
 }
 
+/// A digest of a workload's scaling annotations (hex, stable across versions of ebb).
+pub fn digest(scaling: &BTreeMap<String, String>) -> String {
+    let mut text = String::new();
+    for (k, v) in scaling {
+        text.push_str(k);
+        text.push('\0');
+        text.push_str(v);
+        text.push('\0');
+    }
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -330,7 +345,10 @@ pub fn declare(
     let passed: Map<String, Json> = PASSED_THROUGH
         .iter()
         .filter_map(|k| scaling.get(*k).map(|v| (k.to_string(), json!(v))))
-        .chain([(GENERATED_FROM.to_string(), json!(format!("{kind}/{name}")))])
+        .chain([
+            (GENERATED_FROM.to_string(), json!(format!("{kind}/{name}"))),
+            (GENERATED_DIGEST.to_string(), json!(digest(&scaling))),
+        ])
         .collect();
     let object = json!({
         "apiVersion": crate::API_VERSION,

@@ -51,7 +51,10 @@ fn the_short_form_example_generates_one_kafka_trigger_on_the_workload() {
             "metadata": {
                 "name": "orders-deployment", "namespace": "shop",
                 "labels": {"autoscaling.ebb.dev/generated": "true", "app.kubernetes.io/managed-by": "ebb"},
-                "annotations": {"autoscaling.ebb.dev/generated-from": "Deployment/orders"}
+                "annotations": {
+                    "autoscaling.ebb.dev/generated-from": "Deployment/orders",
+                    "autoscaling.ebb.dev/generated-digest": digest(&annotations(ISSUE_EXAMPLE)),
+                }
             },
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders"},
@@ -212,7 +215,16 @@ fn nothing_without_scaling_keys_and_pause_keys_only_travel_with_a_declaration() 
         ],
     );
     assert_eq!(d.object["metadata"]["annotations"][PAUSED_REPLICAS], "4");
-    assert_eq!(d.object["metadata"]["annotations"].as_object().unwrap().len(), 2);
+    assert_eq!(d.object["metadata"]["annotations"].as_object().unwrap().len(), 3);
+    // The digest covers what the object was generated from, the passed-through keys included.
+    let d2 = valid(
+        WorkloadKind::Deployment,
+        &[(TRIGGER, "kafka"), (PAUSED_REPLICAS, "5")],
+    );
+    assert_ne!(
+        d.object["metadata"]["annotations"][GENERATED_DIGEST],
+        d2.object["metadata"]["annotations"][GENERATED_DIGEST]
+    );
 }
 
 const FULL: &str = r#"
