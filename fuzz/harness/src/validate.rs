@@ -20,7 +20,13 @@ pub fn run(data: &[u8]) {
     };
     let report = check_documents(&docs);
     check_report(&docs, &report);
-    let strict = check_documents_with(&docs, CheckOptions { strict: true });
+    let strict = check_documents_with(
+        &docs,
+        CheckOptions {
+            strict: true,
+            ..CheckOptions::default()
+        },
+    );
     check_report(&docs, &strict);
     for (lenient, strict) in report.objects.iter().zip(&strict.objects) {
         assert_eq!(lenient.source, strict.source);
@@ -66,6 +72,24 @@ fn check_normalized_is_stable(docs: &[InputDocument], report: &BundleReport) {
             }
         })
         .collect();
+    // What an annotated workload generates is a valid ScaledObject in its own right.
+    let generated: Vec<InputDocument> = report
+        .objects
+        .iter()
+        .filter_map(|o| {
+            Some(InputDocument {
+                source: o.source.clone(),
+                value: o.generated.clone()?,
+            })
+        })
+        .collect();
+    for object in check_documents(&generated).objects {
+        assert!(
+            object.valid,
+            "{}: the generated ScaledObject is invalid: {:?}",
+            object.source, object.problems
+        );
+    }
     let again = check_documents(&replaced);
     for (before, after) in report.objects.iter().zip(&again.objects) {
         if !before.valid {
