@@ -718,6 +718,8 @@ async fn a_hand_written_scaled_object_wins_over_the_annotations() {
         .create(&PostParams::default(), &manual("other"))
         .await
         .unwrap();
+    // (Ready: the operator has seen it before the annotations arrive.)
+    s.wait_ready("other-by-hand", Duration::from_secs(30)).await;
     s.annotate("other", s.short_form()).await;
     s.wait_event(
         "ScalingAnnotationsIgnored",
@@ -731,6 +733,16 @@ async fn a_hand_written_scaled_object_wins_over_the_annotations() {
     let mut names = s.so_names().await;
     names.sort();
     assert_eq!(names, ["other-by-hand", "worker-by-hand"]);
+    let generated: Vec<Event> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("ScaledObjectGenerated")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("other")
+        })
+        .collect();
+    assert!(generated.is_empty(), "generated for other: {generated:?}");
 
     // The hand-written one deleted: the annotations apply again.
     let deleted = Instant::now();
