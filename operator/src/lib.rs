@@ -3,6 +3,8 @@
 //! - [`cli`]: the offline subcommands (`ebb validate`).
 //! - [`compile`]: a ScaledObject's triggers, resolved (auth params, container env) and parsed —
 //!   the same path for `ebb validate` (files) and the operator (cluster).
+//! - [`generate`]: ScaledObjects generated from scaling annotations on Deployments and
+//!   StatefulSets (checked like `ebb validate`, owned by the workload).
 //! - [`reconcile`]: one pass per ScaledObject change: validity, conflicts, the owned HPA,
 //!   finalizer, starting the object's scale loop.
 //! - [`scale`]: the per-object scale loop, its pure decisions and the `/scale` reads and writes.
@@ -19,6 +21,7 @@ pub mod cache;
 pub mod cli;
 pub mod compile;
 pub mod context;
+pub mod generate;
 pub mod infra;
 pub mod reconcile;
 pub mod run;

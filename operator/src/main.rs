@@ -86,6 +86,10 @@ struct OperatorArgs {
     /// Timeout of one HTTP poll of an event source, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     http_timeout_ms: u64,
+    /// Generate a ScaledObject for each Deployment or StatefulSet that declares its scaling in
+    /// annotations (`autoscaling.ebb.dev/trigger` or `autoscaling.ebb.dev/scaled-object`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    workload_annotations: bool,
     /// Serve the external.metrics.k8s.io adapter (HTTPS) on this address, e.g. 0.0.0.0:6443.
     #[arg(long)]
     metrics_adapter_addr: Option<std::net::SocketAddr>,
@@ -189,7 +193,13 @@ fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<Exit
             Err(e) => unreadable.push(format!("{e:#}")),
         }
     }
-    let report = check_documents_with(&docs, CheckOptions { strict });
+    let report = check_documents_with(
+        &docs,
+        CheckOptions {
+            strict,
+            ..CheckOptions::default()
+        },
+    );
     println!("{}", serde_json::to_string_pretty(&report)?);
     if show_warnings {
         for line in report.warning_lines() {
@@ -314,6 +324,7 @@ fn operator(args: OperatorArgs) -> Result<()> {
         lease_duration: args.lease_duration,
         concurrency: args.concurrency,
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
+        workload_annotations: args.workload_annotations,
         metrics_adapter: args
             .metrics_adapter_addr
             .map(|listen| ebb_operator::run::AdapterOptions {

@@ -69,6 +69,8 @@ pub struct OperatorOptions {
     pub concurrency: u16,
     /// Timeout of one HTTP poll of a source.
     pub http_timeout: Duration,
+    /// Generate ScaledObjects from scaling annotations on Deployments and StatefulSets.
+    pub workload_annotations: bool,
     /// The metrics adapter (external.metrics.k8s.io), when served by this process.
     pub metrics_adapter: Option<AdapterOptions>,
 }
@@ -429,7 +431,13 @@ async fn run_controller(
     let hpa = hpa_api(version);
     let hpa_recheck = Arc::new(HpaRecheck::new(version));
     tracing::info!(api = hpa.version.api_version(), "HPA API");
-    let (targets, target_watches) = Targets::start(client.clone(), options.namespace.as_deref());
+    // Changes of workloads' scaling annotations, and of the ScaledObjects generated from them,
+    // feed the generator (started below, once the shared state exists).
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let changes = options.workload_annotations.then_some(changes_tx);
+    let (targets, target_watches) =
+        Targets::start(client.clone(), options.namespace.as_deref(), changes.clone());
+    let workload_index = targets.workloads().clone();
     let hpa_api: Api<DynamicObject> = match options.namespace.as_deref() {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &hpa.resource),
         None => Api::all_with(client.clone(), &hpa.resource),
@@ -471,6 +479,17 @@ async fn run_controller(
                 move |event| index.observe(event)
             }),
     )
+    // After the reflector: the generator reads the store this event is already in.
+    .inspect_ok({
+        let store = so_reader.clone();
+        move |event| {
+            if let Some(tx) = &changes {
+                for w in crate::generate::so_event_workloads(event, &workload_index, &store) {
+                    let _ = tx.send(w);
+                }
+            }
+        }
+    })
     .applied_objects();
     let controller = Controller::for_stream(so_stream, so_reader);
     let reporter = Reporter {
@@ -500,6 +519,10 @@ async fn run_controller(
     });
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
     let slot_sweeper = crate::context::spawn_slot_sweeper(&shared, crate::context::SLOT_SWEEP_INTERVAL);
+    let generator = match options.workload_annotations {
+        true => crate::generate::worker::Generator::start(shared.clone(), changes_rx),
+        false => Vec::new(),
+    };
     // The owned-HPA watch that triggers reconciles first puts what it saw into the HPA cache, so
     // the drift check of the reconcile it triggers never reads an older HPA than the one that
     // triggered it (the cache's own watch above may deliver the same event later).
@@ -544,6 +567,9 @@ async fn run_controller(
         slot.stop_loop();
     }
     slot_sweeper.abort();
+    for task in generator {
+        task.abort();
+    }
     for w in target_watches {
         w.abort();
     }

@@ -13,7 +13,10 @@ const SECRET_VALUES: &[&str] = &[
 fn check(yaml: &str, strict: bool) -> BundleReport {
     check_documents_with(
         &read_documents("bundle.yaml", yaml).unwrap(),
-        CheckOptions { strict },
+        CheckOptions {
+            strict,
+            ..CheckOptions::default()
+        },
     )
 }
 

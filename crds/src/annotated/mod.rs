@@ -34,6 +34,9 @@ pub const SCALED_OBJECT: &str = "autoscaling.ebb.dev/scaled-object";
 pub const GENERATED_LABEL: &str = "autoscaling.ebb.dev/generated";
 /// Annotation on a generated ScaledObject naming its source, `Kind/name`.
 pub const GENERATED_FROM: &str = "autoscaling.ebb.dev/generated-from";
+/// Annotation on a generated ScaledObject: a digest of the scaling annotations it was generated
+/// from, which tells an edit of the annotations from a hand edit of the object.
+pub const GENERATED_DIGEST: &str = "autoscaling.ebb.dev/generated-digest";
 /// The longest generated name, so that `ebb-hpa-<name>` stays a valid object name (253).
 pub const MAX_GENERATED_NAME: usize = 245;
 
@@ -136,7 +139,11 @@ const SHORT_KEYS: &[(&str, &str, Value)] = &[
     ("polling-interval", "/pollingInterval", Value::Int),
     ("cooldown-period", "/cooldownPeriod", Value::Int),
     ("initial-cooldown-period", "/initialCooldownPeriod", Value::Int),
-    ("fallback-failure-threshold", "/fallback/failureThreshold", Value::Int),
+    (
+        "fallback-failure-threshold",
+        "/fallback/failureThreshold",
+        Value::Int,
+    ),
     ("fallback-replicas", "/fallback/replicas", Value::Int),
     ("fallback-behavior", "/fallback/behavior", Value::Text),
     (
@@ -147,12 +154,23 @@ const SHORT_KEYS: &[(&str, &str, Value)] = &[
     ("trigger-name", "/triggers/0/name", Value::Text),
     ("metric-type", "/triggers/0/metricType", Value::Text),
     ("use-cached-metrics", "/triggers/0/useCachedMetrics", Value::Bool),
-    ("authentication-ref", "/triggers/0/authenticationRef/name", Value::Text),
-    ("authentication-kind", "/triggers/0/authenticationRef/kind", Value::Text),
+    (
+        "authentication-ref",
+        "/triggers/0/authenticationRef/name",
+        Value::Text,
+    ),
+    (
+        "authentication-kind",
+        "/triggers/0/authenticationRef/kind",
+        Value::Text,
+    ),
 ];
 
 /// Keys read in both forms: annotation suffix and the spec field it sets.
-const TARGET_KEYS: &[(&str, &str)] = &[("env-source-container-name", "/scaleTargetRef/envSourceContainerName")];
+const TARGET_KEYS: &[(&str, &str)] = &[(
+    "env-source-container-name",
+    "/scaleTargetRef/envSourceContainerName",
+)];
 
 /// Annotations copied onto the generated ScaledObject, where the operator reads them.
 pub const PASSED_THROUGH: &[&str] = &[
@@ -222,6 +240,18 @@ pub fn generated_name(kind: WorkloadKind, name: &str) -> String {
     format!("{cut}{hash}{suffix}")
 }
 
+/// A digest of a workload's scaling annotations (hex, stable across versions of ebb).
+pub fn digest(scaling: &BTreeMap<String, String>) -> String {
+    let mut text = String::new();
+    for (k, v) in scaling {
+        text.push_str(k);
+        text.push('\0');
+        text.push_str(v);
+        text.push('\0');
+    }
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -229,7 +259,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Reads the scaling annotations of the `kind` workload `namespace/name`.
-pub fn declare(kind: WorkloadKind, namespace: &str, name: &str, annotations: &BTreeMap<String, String>) -> Declared {
+pub fn declare(
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Declared {
     let scaling = scaling_annotations(annotations);
     if scaling.is_empty() {
         return Declared::Nothing;
@@ -252,31 +287,38 @@ pub fn declare(kind: WorkloadKind, namespace: &str, name: &str, annotations: &BT
         (Some(ty), None) => {
             let ty = ty.trim().to_string();
             if ty.is_empty() {
-                return Declared::Invalid(vec![Issue::new(TRIGGER, "is empty: name a trigger type, e.g. kafka")]);
+                return Declared::Invalid(vec![Issue::new(
+                    TRIGGER,
+                    "is empty: name a trigger type, e.g. kafka",
+                )]);
             }
             let spec = short_form(&ty, &scaling, &mut problems, &mut warnings);
             (Form::Short(ty), spec)
         }
-        (None, Some(text)) => match full_form(text) {
-            Ok(spec) => {
-                for key in scaling.keys() {
-                    let shortish = key
-                        .strip_prefix(PREFIX)
-                        .is_some_and(|k| SHORT_KEYS.iter().any(|(s, _, _)| *s == k));
-                    if shortish || metadata_key(key).is_some() {
-                        problems.push(Issue::new(
+        (None, Some(text)) => {
+            match full_form(text) {
+                Ok(spec) => {
+                    for key in scaling.keys() {
+                        let shortish = key
+                            .strip_prefix(PREFIX)
+                            .is_some_and(|k| SHORT_KEYS.iter().any(|(s, _, _)| *s == k));
+                        if shortish || metadata_key(key).is_some() {
+                            problems.push(Issue::new(
                             key.clone(),
                             format!("a short-form key next to {SCALED_OBJECT}: set the field in its spec instead"),
                         ));
+                        }
                     }
+                    (Form::Full, spec)
                 }
-                (Form::Full, spec)
+                Err(issue) => return Declared::Invalid(vec![issue]),
             }
-            Err(issue) => return Declared::Invalid(vec![issue]),
-        },
+        }
     };
     for key in scaling.keys() {
-        let Some(rest) = key.strip_prefix(PREFIX) else { continue };
+        let Some(rest) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
         let known = rest == "trigger"
             || rest == "scaled-object"
             || SHORT_KEYS.iter().any(|(s, _, _)| *s == rest)
@@ -303,7 +345,10 @@ pub fn declare(kind: WorkloadKind, namespace: &str, name: &str, annotations: &BT
     let passed: Map<String, Json> = PASSED_THROUGH
         .iter()
         .filter_map(|k| scaling.get(*k).map(|v| (k.to_string(), json!(v))))
-        .chain([(GENERATED_FROM.to_string(), json!(format!("{kind}/{name}")))])
+        .chain([
+            (GENERATED_FROM.to_string(), json!(format!("{kind}/{name}"))),
+            (GENERATED_DIGEST.to_string(), json!(digest(&scaling))),
+        ])
         .collect();
     let object = json!({
         "apiVersion": crate::API_VERSION,
@@ -366,7 +411,10 @@ fn short_form(
         } else {
             ("fallback-failure-threshold", "fallback-replicas")
         };
-        problems.push(Issue::new(format!("{PREFIX}{set}"), format!("needs {PREFIX}{missing} too")));
+        problems.push(Issue::new(
+            format!("{PREFIX}{set}"),
+            format!("needs {PREFIX}{missing} too"),
+        ));
     }
     if has("authentication-kind") && !has("authentication-ref") {
         problems.push(Issue::new(
@@ -375,7 +423,9 @@ fn short_form(
         ));
     }
     for (key, value) in scaling {
-        let Some((key_type, param)) = metadata_key(key) else { continue };
+        let Some((key_type, param)) = metadata_key(key) else {
+            continue;
+        };
         if key_type != ty {
             warnings.push(Issue::new(
                 key.clone(),

@@ -3,7 +3,10 @@ use crate::ScaledObject;
 use proptest::prelude::*;
 
 fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn valid(kind: WorkloadKind, pairs: &[(&str, &str)]) -> Declaration {
@@ -48,7 +51,10 @@ fn the_short_form_example_generates_one_kafka_trigger_on_the_workload() {
             "metadata": {
                 "name": "orders-deployment", "namespace": "shop",
                 "labels": {"autoscaling.ebb.dev/generated": "true", "app.kubernetes.io/managed-by": "ebb"},
-                "annotations": {"autoscaling.ebb.dev/generated-from": "Deployment/orders"}
+                "annotations": {
+                    "autoscaling.ebb.dev/generated-from": "Deployment/orders",
+                    "autoscaling.ebb.dev/generated-digest": digest(&annotations(ISSUE_EXAMPLE)),
+                }
             },
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders"},
@@ -60,7 +66,10 @@ fn the_short_form_example_generates_one_kafka_trigger_on_the_workload() {
         })
     );
     let so = typed(&d);
-    assert_eq!(so.spec.polling_interval, 30, "KEDA's defaults apply as for a written object");
+    assert_eq!(
+        so.spec.polling_interval, 30,
+        "KEDA's defaults apply as for a written object"
+    );
 }
 
 #[test]
@@ -71,12 +80,32 @@ fn every_short_form_key_sets_its_field() {
         ("idle-replicas", "0", "/idleReplicaCount", json!(0)),
         ("polling-interval", "5", "/pollingInterval", json!(5)),
         ("cooldown-period", "60", "/cooldownPeriod", json!(60)),
-        ("initial-cooldown-period", "30", "/initialCooldownPeriod", json!(30)),
-        ("restore-to-original-replica-count", "True", "/advanced/restoreToOriginalReplicaCount", json!(true)),
+        (
+            "initial-cooldown-period",
+            "30",
+            "/initialCooldownPeriod",
+            json!(30),
+        ),
+        (
+            "restore-to-original-replica-count",
+            "True",
+            "/advanced/restoreToOriginalReplicaCount",
+            json!(true),
+        ),
         ("trigger-name", "lag", "/triggers/0/name", json!("lag")),
         ("metric-type", "Value", "/triggers/0/metricType", json!("Value")),
-        ("use-cached-metrics", "false", "/triggers/0/useCachedMetrics", json!(false)),
-        ("env-source-container-name", "app", "/scaleTargetRef/envSourceContainerName", json!("app")),
+        (
+            "use-cached-metrics",
+            "false",
+            "/triggers/0/useCachedMetrics",
+            json!(false),
+        ),
+        (
+            "env-source-container-name",
+            "app",
+            "/scaleTargetRef/envSourceContainerName",
+            json!("app"),
+        ),
     ];
     for (suffix, value, pointer, expected) in cases {
         let key = format!("{PREFIX}{suffix}");
@@ -96,21 +125,32 @@ fn every_short_form_key_sets_its_field() {
             ("autoscaling.ebb.dev/fallback-replicas", "6"),
             ("autoscaling.ebb.dev/fallback-behavior", "currentReplicasIfHigher"),
             ("autoscaling.ebb.dev/authentication-ref", "shared"),
-            ("autoscaling.ebb.dev/authentication-kind", "ClusterTriggerAuthentication"),
+            (
+                "autoscaling.ebb.dev/authentication-kind",
+                "ClusterTriggerAuthentication",
+            ),
         ],
     );
     let so = typed(&d);
     let fallback = so.spec.fallback.expect("fallback");
     assert_eq!((fallback.failure_threshold, fallback.replicas), (3, 6));
-    assert_eq!(fallback.behavior, crate::FallbackBehavior::CurrentReplicasIfHigher);
+    assert_eq!(
+        fallback.behavior,
+        crate::FallbackBehavior::CurrentReplicasIfHigher
+    );
     let auth = so.spec.triggers[0].authentication_ref.clone().expect("auth");
     assert_eq!(auth.name, "shared");
-    assert_eq!(auth.kind, crate::AuthenticationRefKind::ClusterTriggerAuthentication);
+    assert_eq!(
+        auth.kind,
+        crate::AuthenticationRefKind::ClusterTriggerAuthentication
+    );
     // Every key the table declares is covered above.
     let covered: Vec<&str> = cases.iter().map(|c| c.0).collect();
     for (suffix, _, _) in SHORT_KEYS {
         assert!(
-            covered.contains(suffix) || suffix.starts_with("fallback-") || suffix.starts_with("authentication-"),
+            covered.contains(suffix)
+                || suffix.starts_with("fallback-")
+                || suffix.starts_with("authentication-"),
             "{suffix} untested"
         );
     }
@@ -150,7 +190,10 @@ fn unknown_and_foreign_keys_are_warnings() {
     let warned: Vec<&str> = d.warnings.iter().map(|w| w.annotation.as_str()).collect();
     assert_eq!(
         warned,
-        ["rabbitmq.autoscaling.ebb.dev/queueName", "autoscaling.ebb.dev/max-replica"]
+        [
+            "rabbitmq.autoscaling.ebb.dev/queueName",
+            "autoscaling.ebb.dev/max-replica"
+        ]
     );
     assert_eq!(d.object["spec"]["triggers"][0]["metadata"], json!({"topic": "t"}));
     assert_eq!(d.object["spec"].get("maxReplicaCount"), None);
@@ -165,10 +208,23 @@ fn nothing_without_scaling_keys_and_pause_keys_only_travel_with_a_declaration() 
     );
     let d = valid(
         WorkloadKind::Deployment,
-        &[(TRIGGER, "kafka"), (PAUSED_REPLICAS, "4"), ("deployment.kubernetes.io/revision", "3")],
+        &[
+            (TRIGGER, "kafka"),
+            (PAUSED_REPLICAS, "4"),
+            ("deployment.kubernetes.io/revision", "3"),
+        ],
     );
     assert_eq!(d.object["metadata"]["annotations"][PAUSED_REPLICAS], "4");
-    assert_eq!(d.object["metadata"]["annotations"].as_object().unwrap().len(), 2);
+    assert_eq!(d.object["metadata"]["annotations"].as_object().unwrap().len(), 3);
+    // The digest covers what the object was generated from, the passed-through keys included.
+    let d2 = valid(
+        WorkloadKind::Deployment,
+        &[(TRIGGER, "kafka"), (PAUSED_REPLICAS, "5")],
+    );
+    assert_ne!(
+        d.object["metadata"]["annotations"][GENERATED_DIGEST],
+        d2.object["metadata"]["annotations"][GENERATED_DIGEST]
+    );
 }
 
 const FULL: &str = r#"
@@ -212,8 +268,7 @@ fn every_keda_field_is_reachable_from_the_full_form() {
     assert_eq!(d.form, Form::Full);
     let so = typed(&d);
     let mut written: Json = serde_saphyr::from_str(FULL).unwrap();
-    written["scaleTargetRef"] =
-        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "orders", "envSourceContainerName": "main"});
+    written["scaleTargetRef"] = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "orders", "envSourceContainerName": "main"});
     let expected: crate::ScaledObjectSpec = serde_json::from_value(written.clone()).unwrap();
     assert_eq!(so.spec, expected);
     assert_eq!(so.metadata.name.as_deref(), Some("orders-statefulset"));
@@ -241,7 +296,10 @@ fn every_keda_field_is_reachable_from_the_full_form() {
 #[test]
 fn the_full_form_refuses_a_target_short_keys_and_both_forms() {
     let p = problems(&[(SCALED_OBJECT, "scaleTargetRef: {name: other}\ntriggers: []\n")]);
-    assert_eq!(p[0].annotation, "autoscaling.ebb.dev/scaled-object: spec.scaleTargetRef");
+    assert_eq!(
+        p[0].annotation,
+        "autoscaling.ebb.dev/scaled-object: spec.scaleTargetRef"
+    );
     let p = problems(&[(SCALED_OBJECT, FULL), ("autoscaling.ebb.dev/max-replicas", "3")]);
     assert_eq!(p[0].annotation, "autoscaling.ebb.dev/max-replicas");
     let p = problems(&[(SCALED_OBJECT, FULL), (TRIGGER, "kafka")]);
@@ -259,13 +317,25 @@ fn problems_found_later_are_named_by_their_annotation() {
     let d = valid(WorkloadKind::Deployment, ISSUE_EXAMPLE);
     for (field, annotation) in [
         ("spec.minReplicaCount", "autoscaling.ebb.dev/min-replicas"),
-        ("spec.triggers[0].metadata.lagThreshold", "kafka.autoscaling.ebb.dev/lagThreshold"),
-        ("spec.triggers[0].authenticationRef.name", "autoscaling.ebb.dev/authentication-ref"),
-        ("spec.triggers[0].authenticationRef", "autoscaling.ebb.dev/authentication-ref"),
+        (
+            "spec.triggers[0].metadata.lagThreshold",
+            "kafka.autoscaling.ebb.dev/lagThreshold",
+        ),
+        (
+            "spec.triggers[0].authenticationRef.name",
+            "autoscaling.ebb.dev/authentication-ref",
+        ),
+        (
+            "spec.triggers[0].authenticationRef",
+            "autoscaling.ebb.dev/authentication-ref",
+        ),
         ("spec.fallback", "autoscaling.ebb.dev/fallback-failure-threshold"),
         ("spec.triggers[0].type", TRIGGER),
         ("spec.triggers[0]", TRIGGER),
-        ("spec.scaleTargetRef.envSourceContainerName", "autoscaling.ebb.dev/env-source-container-name"),
+        (
+            "spec.scaleTargetRef.envSourceContainerName",
+            "autoscaling.ebb.dev/env-source-container-name",
+        ),
     ] {
         assert_eq!(d.annotation_for(field), annotation, "{field}");
     }
@@ -279,7 +349,10 @@ fn problems_found_later_are_named_by_their_annotation() {
 #[test]
 fn generated_names_are_distinct_per_workload_and_fit_an_hpa_name() {
     assert_eq!(generated_name(WorkloadKind::Deployment, "web"), "web-deployment");
-    assert_eq!(generated_name(WorkloadKind::StatefulSet, "web"), "web-statefulset");
+    assert_eq!(
+        generated_name(WorkloadKind::StatefulSet, "web"),
+        "web-statefulset"
+    );
     let long_a = format!("{}a", "x".repeat(250));
     let long_b = format!("{}b", "x".repeat(250));
     let (a, b) = (

@@ -1,70 +1,117 @@
 //! Replica counts of Deployments and StatefulSets, kept current by watches, so the scale loop
-//! reads a target's `spec.replicas` without a GET per poll.
+//! reads a target's `spec.replicas` without a GET per poll; and the scaling annotations of the
+//! few workloads that carry them, for the generator of ScaledObjects (`crate::generate`), from
+//! the same watches.
 //!
-//! One [`WatchIndex`] per kind keeps nothing but `spec.replicas` ([`SpecReplicas`]). Until a kind's
+//! One [`WatchIndex`] per kind keeps `spec.replicas` and, only for a workload with scaling
+//! annotations, those annotations and its UID ([`WorkloadView`]); an unannotated workload costs
+//! what it cost before. A change of a workload's scaling annotations is sent to the generator
+//! ([`DeclarationChanges`]) after the index holds it. Until a kind's
 //! first list is complete, and for every other kind, [`WorkloadIndex::replicas`] answers
 //! [`Replicas::NotWatched`] and the caller reads `/scale` instead. After a write through `/scale`
 //! the caller records the new count ([`WorkloadIndex::record_write`]) so the next poll does not
 //! act on the old one before the watch confirms it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::Resource;
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::infra::backoff::WatchBackoff;
 use kube::{Api, Client};
 
 use crate::cache::index::{Projection, WatchIndex};
 
-/// A workload kind whose replica counts are watched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WorkloadKind {
-    /// `apps/v1` Deployment.
-    Deployment,
-    /// `apps/v1` StatefulSet.
-    StatefulSet,
+pub use ebb_crds::annotated::WorkloadKind;
+
+/// A workload by kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadRef {
+    /// Deployment or StatefulSet.
+    pub kind: WorkloadKind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
 }
 
-impl WorkloadKind {
-    /// The watched kind named by `api_version` and `kind`, if it is one.
-    pub fn of(api_version: &str, kind: &str) -> Option<WorkloadKind> {
-        match (api_version, kind) {
-            ("apps/v1", "Deployment") => Some(WorkloadKind::Deployment),
-            ("apps/v1", "StatefulSet") => Some(WorkloadKind::StatefulSet),
-            _ => None,
-        }
-    }
+/// The scaling annotations of a workload (only those: `ebb_crds::annotated::scaling_annotations`)
+/// and its UID, for the owner reference of what is generated from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// The workload's UID.
+    pub uid: String,
+    /// Its scaling annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
-/// Keeps a workload's `spec.replicas` (1 when unset, as the API server defaults it).
+/// What the index keeps of a workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadEntry {
+    /// `spec.replicas` (1 when unset, as the API server defaults it).
+    pub replicas: i32,
+    /// Its scaling annotations, when it has any.
+    pub declared: Option<Arc<Declared>>,
+}
+
+/// Where changes of workloads' scaling annotations go (the generator's queue).
+pub type DeclarationChanges = UnboundedSender<WorkloadRef>;
+
+/// Keeps a workload's `spec.replicas` and its scaling annotations; files the annotated ones under
+/// `()`, so [`WorkloadIndex::declared`] lists them without a scan.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SpecReplicas;
+pub struct WorkloadView;
 
-impl Projection<Deployment> for SpecReplicas {
-    type Value = i32;
+fn entry_of<K: Resource>(meta_of: &K, replicas: i32) -> WorkloadEntry {
+    let meta = meta_of.meta();
+    let declared = meta
+        .annotations
+        .as_ref()
+        .map(ebb_crds::annotated::scaling_annotations)
+        .filter(|a| !a.is_empty())
+        .map(|annotations| {
+            Arc::new(Declared {
+                uid: meta.uid.clone().unwrap_or_default(),
+                annotations,
+            })
+        });
+    WorkloadEntry { replicas, declared }
+}
+
+impl Projection<Deployment> for WorkloadView {
+    type Value = WorkloadEntry;
     type Lookup = ();
 
-    fn value(&self, d: &Deployment) -> i32 {
-        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    fn value(&self, d: &Deployment) -> WorkloadEntry {
+        entry_of(d, d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
     }
 
-    fn lookup(&self, _: &Deployment) -> Option<()> {
-        None
+    fn lookup(&self, d: &Deployment) -> Option<()> {
+        has_scaling_annotations(d).then_some(())
     }
 }
 
-impl Projection<StatefulSet> for SpecReplicas {
-    type Value = i32;
+impl Projection<StatefulSet> for WorkloadView {
+    type Value = WorkloadEntry;
     type Lookup = ();
 
-    fn value(&self, s: &StatefulSet) -> i32 {
-        s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    fn value(&self, s: &StatefulSet) -> WorkloadEntry {
+        entry_of(s, s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
     }
 
-    fn lookup(&self, _: &StatefulSet) -> Option<()> {
-        None
+    fn lookup(&self, s: &StatefulSet) -> Option<()> {
+        has_scaling_annotations(s).then_some(())
     }
+}
+
+fn has_scaling_annotations<K: Resource>(obj: &K) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.keys().any(|k| ebb_crds::annotated::is_scaling_key(k)))
 }
 
 /// What the index knows of a workload's replica count.
@@ -78,19 +125,21 @@ pub enum Replicas {
     NotWatched,
 }
 
-/// Replica counts of Deployments and StatefulSets. Share it as `Arc`.
+/// Replica counts and scaling annotations of Deployments and StatefulSets. Share it as `Arc`.
 #[derive(Debug, Default)]
 pub struct WorkloadIndex {
-    deployments: WatchIndex<Deployment, SpecReplicas>,
-    statefulsets: WatchIndex<StatefulSet, SpecReplicas>,
+    deployments: WatchIndex<Deployment, WorkloadView>,
+    statefulsets: WatchIndex<StatefulSet, WorkloadView>,
 }
 
 impl WorkloadIndex {
     /// Creates the index and starts the Deployment and StatefulSet watches (in `namespace`, or
-    /// cluster-wide). The watches end when the returned handles are aborted or the runtime stops.
+    /// cluster-wide); changes of scaling annotations go to `changes` when given. The watches end
+    /// when the returned handles are aborted or the runtime stops.
     pub fn start(
         client: Client,
         namespace: Option<&str>,
+        changes: Option<DeclarationChanges>,
     ) -> (Arc<WorkloadIndex>, Vec<tokio::task::JoinHandle<()>>) {
         let index = Arc::new(WorkloadIndex::default());
         let deployments: Api<Deployment> = match namespace {
@@ -102,25 +151,101 @@ impl WorkloadIndex {
             None => Api::all(client),
         };
         // kube's watcher retries at once after an error; the backoff spaces the retries (1 s
-        // doubling to 30 s, with jitter). `follow` skips the errors.
+        // doubling to 30 s, with jitter). Errors are skipped.
         let config = || watcher::Config::default().any_semantic();
         let handles = vec![
             tokio::spawn({
                 let index = index.clone();
+                let changes = changes.clone();
                 async move {
                     let stream = watcher::watcher(deployments, config()).backoff(WatchBackoff::default());
-                    index.deployments.follow(stream).await;
+                    index.follow(WorkloadKind::Deployment, stream, changes).await;
                 }
             }),
             tokio::spawn({
                 let index = index.clone();
                 async move {
                     let stream = watcher::watcher(statefulsets, config()).backoff(WatchBackoff::default());
-                    index.statefulsets.follow(stream).await;
+                    index.follow(WorkloadKind::StatefulSet, stream, changes).await;
                 }
             }),
         ];
         (index, handles)
+    }
+
+    /// Feeds one kind's watch into the index, sending each workload whose scaling annotations
+    /// changed to `changes` once the index holds the change (after a re-list, every workload
+    /// that has or had them).
+    async fn follow<K, E>(
+        &self,
+        kind: WorkloadKind,
+        stream: impl futures::Stream<Item = Result<watcher::Event<K>, E>>,
+        changes: Option<DeclarationChanges>,
+    ) where
+        K: Resource + Clone,
+        WorkloadView: Projection<K, Value = WorkloadEntry, Lookup = ()>,
+        Self: KindIndex<K>,
+    {
+        use futures::StreamExt as _;
+        let mut stream = std::pin::pin!(stream);
+        let mut relisted: Vec<WorkloadRef> = Vec::new();
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { continue };
+            let index = <Self as KindIndex<K>>::of(self);
+            let mut send = Vec::new();
+            match &event {
+                // A deleted workload takes what was generated from it along (owner reference).
+                watcher::Event::Apply(obj) => send.extend(declaration_changed(kind, index, obj)),
+                watcher::Event::Delete(_) => {}
+                watcher::Event::Init => relisted.clear(),
+                watcher::Event::InitApply(obj) => relisted.extend(declaration_changed(kind, index, obj)),
+                watcher::Event::InitDone => {}
+            }
+            index.observe(&event);
+            if let watcher::Event::InitDone = event {
+                send.append(&mut relisted);
+                send.extend(self.declared(kind));
+            }
+            if let Some(tx) = &changes {
+                for r in send {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+    }
+
+    /// Every workload of `kind` with scaling annotations.
+    pub fn declared(&self, kind: WorkloadKind) -> Vec<WorkloadRef> {
+        let keys = match kind {
+            WorkloadKind::Deployment => self.deployments.keys_under(&()),
+            WorkloadKind::StatefulSet => self.statefulsets.keys_under(&()),
+        };
+        keys.into_iter()
+            .map(|(namespace, name)| WorkloadRef {
+                kind,
+                namespace,
+                name,
+            })
+            .collect()
+    }
+
+    /// A workload's entry, when the watch knows it.
+    pub fn entry(&self, workload: &WorkloadRef) -> Option<WorkloadEntry> {
+        match workload.kind {
+            WorkloadKind::Deployment => self.deployments.get(&workload.namespace, &workload.name),
+            WorkloadKind::StatefulSet => self.statefulsets.get(&workload.namespace, &workload.name),
+        }
+    }
+
+    /// Whether both kinds have been listed once.
+    pub fn is_synced(&self) -> bool {
+        self.deployments.is_synced() && self.statefulsets.is_synced()
+    }
+
+    /// Resolves once both kinds have been listed once.
+    pub async fn wait_until_synced(&self) {
+        self.deployments.wait_until_synced().await;
+        self.statefulsets.wait_until_synced().await;
     }
 
     /// The replica count of the `api_version`/`kind` object `namespace/name`, as far as the
@@ -139,7 +264,7 @@ impl WorkloadIndex {
         };
         match (synced, found) {
             (false, _) => Replicas::NotWatched,
-            (true, Some(r)) => Replicas::Known(r),
+            (true, Some(e)) => Replicas::Known(e.replicas),
             (true, None) => Replicas::Absent,
         }
     }
@@ -147,22 +272,72 @@ impl WorkloadIndex {
     /// Records that this process just wrote `replicas` through `/scale` (no-op for kinds that are
     /// not watched); the watch event that follows confirms or corrects it.
     pub fn record_write(&self, api_version: &str, kind: &str, namespace: &str, name: &str, replicas: i32) {
+        fn record<K>(index: &WatchIndex<K, WorkloadView>, namespace: &str, name: &str, replicas: i32)
+        where
+            K: Resource,
+            WorkloadView: Projection<K, Value = WorkloadEntry, Lookup = ()>,
+        {
+            let declared = index.get(namespace, name).and_then(|e| e.declared);
+            index.record_local(namespace, name, WorkloadEntry { replicas, declared });
+        }
         match WorkloadKind::of(api_version, kind) {
-            Some(WorkloadKind::Deployment) => self.deployments.record_local(namespace, name, replicas),
-            Some(WorkloadKind::StatefulSet) => self.statefulsets.record_local(namespace, name, replicas),
+            Some(WorkloadKind::Deployment) => record(&self.deployments, namespace, name, replicas),
+            Some(WorkloadKind::StatefulSet) => record(&self.statefulsets, namespace, name, replicas),
             None => {}
         }
     }
 
     /// The Deployment index, to feed it directly.
-    pub fn deployments(&self) -> &WatchIndex<Deployment, SpecReplicas> {
+    pub fn deployments(&self) -> &WatchIndex<Deployment, WorkloadView> {
         &self.deployments
     }
 
     /// The StatefulSet index, to feed it directly.
-    pub fn statefulsets(&self) -> &WatchIndex<StatefulSet, SpecReplicas> {
+    pub fn statefulsets(&self) -> &WatchIndex<StatefulSet, WorkloadView> {
         &self.statefulsets
     }
+}
+
+/// The index of one kind, for the code shared by both.
+pub trait KindIndex<K: Resource>
+where
+    WorkloadView: Projection<K>,
+{
+    /// The index of objects of kind `K`.
+    fn of(&self) -> &WatchIndex<K, WorkloadView>;
+}
+
+impl KindIndex<Deployment> for WorkloadIndex {
+    fn of(&self) -> &WatchIndex<Deployment, WorkloadView> {
+        &self.deployments
+    }
+}
+
+impl KindIndex<StatefulSet> for WorkloadIndex {
+    fn of(&self) -> &WatchIndex<StatefulSet, WorkloadView> {
+        &self.statefulsets
+    }
+}
+
+/// The workload `obj` when its scaling annotations (or UID) differ from what `index` holds of it.
+fn declaration_changed<K>(
+    kind: WorkloadKind,
+    index: &WatchIndex<K, WorkloadView>,
+    obj: &K,
+) -> Option<WorkloadRef>
+where
+    K: Resource,
+    WorkloadView: Projection<K, Value = WorkloadEntry, Lookup = ()>,
+{
+    let meta = obj.meta();
+    let (namespace, name) = (meta.namespace.clone().unwrap_or_default(), meta.name.clone()?);
+    let before = index.get(&namespace, &name).and_then(|e| e.declared);
+    let now = entry_of(obj, 0).declared;
+    (before != now).then_some(WorkloadRef {
+        kind,
+        namespace,
+        name,
+    })
 }
 
 #[cfg(test)]
@@ -215,7 +390,7 @@ mod tests {
     async fn the_watches_back_off_while_the_api_server_fails() {
         use std::sync::atomic::Ordering;
         let (client, requests) = failing_client(200);
-        let (_index, handles) = WorkloadIndex::start(client, None);
+        let (_index, handles) = WorkloadIndex::start(client, None, None);
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
         // Two watches, each listing at 0 s and then after 1, 2 and 4 s (±25 %): four lists each
         // in 10 s. (Without a backoff: a list per poll; with kube's default_backoff, which resets

@@ -3,14 +3,18 @@
 //! Each document is checked the way the cluster and the operator will see it: the CRD schema
 //! (types, required fields, minimums, enums, unknown fields), KEDA's defaults, the cross-field rules
 //! and every trigger's parameters. Objects under KEDA's `keda.sh/v1alpha1` are accepted too, so KEDA
-//! manifests can be checked before migrating.
+//! manifests can be checked before migrating. Deployments and StatefulSets with scaling
+//! annotations are checked as the ScaledObject they generate ([`crate::cli::annotated`]), which
+//! the report carries.
 
 use ebb_crds::validation::{FieldError, validate_spec};
 use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, schema_check};
 
+use crate::cli::annotated::{annotations_of, check_workload};
 use crate::cli::bundle::str_at;
 pub use crate::cli::bundle::{BundleObjects, CLUSTER_AUTH_NAMESPACE};
 use crate::compile::triggers::compile;
+use ebb_crds::annotated::WorkloadKind;
 use kube::CustomResourceExt;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -63,6 +67,10 @@ pub enum CheckedKind {
     TriggerAuthentication,
     /// A ClusterTriggerAuthentication.
     ClusterTriggerAuthentication,
+    /// A Deployment with scaling annotations.
+    Deployment,
+    /// A StatefulSet with scaling annotations.
+    StatefulSet,
 }
 
 /// The result for one trigger.
@@ -112,6 +120,9 @@ pub struct ObjectReport {
     /// The object with defaults applied, as ebb will store it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normalized: Option<Json>,
+    /// For an annotated workload, the ScaledObject the operator generates from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated: Option<Json>,
 }
 
 /// One problem, located by field path.
@@ -189,6 +200,9 @@ impl BundleReport {
 pub struct CheckOptions {
     /// Missing Secrets, ConfigMaps, TriggerAuthentications or workloads are errors, not warnings.
     pub strict: bool,
+    /// Say nothing of missing references (the operator's generator: the cluster has them, and
+    /// the ScaledObject's reconcile reports what it cannot find).
+    pub quiet_missing: bool,
 }
 
 /// Checks every document (missing references are warnings).
@@ -208,6 +222,12 @@ pub fn check_documents_with(docs: &[InputDocument], options: CheckOptions) -> Bu
             "ScaledObject" if ours => CheckedKind::ScaledObject,
             "TriggerAuthentication" if ours => CheckedKind::TriggerAuthentication,
             "ClusterTriggerAuthentication" if ours => CheckedKind::ClusterTriggerAuthentication,
+            _ if let Some(workload) = WorkloadKind::of(&api_version, &kind_name)
+                && let Some(checked) = check_annotated(doc, workload, &bundle, options) =>
+            {
+                report.objects.push(checked);
+                continue;
+            }
             _ => {
                 if !doc.value.is_object() || kind_name.is_empty() {
                     report.objects.push(not_an_object(doc, &api_version));
@@ -224,7 +244,106 @@ pub fn check_documents_with(docs: &[InputDocument], options: CheckOptions) -> Bu
             .objects
             .push(check_object(doc, kind, &api_version, &bundle, options));
     }
+    ignore_conflicting_declarations(&mut report);
     report
+}
+
+/// An annotated workload's report: its annotations' problems and the ScaledObject they
+/// generate; `None` when it has no scaling annotation.
+fn check_annotated(
+    doc: &InputDocument,
+    kind: WorkloadKind,
+    bundle: &BundleObjects,
+    options: CheckOptions,
+) -> Option<ObjectReport> {
+    let namespace = str_at(&doc.value, "/metadata/namespace").unwrap_or("default");
+    let name = str_at(&doc.value, "/metadata/name").unwrap_or("(unnamed)");
+    let (annotations, not_text) = annotations_of(&doc.value);
+    let checked = check_workload(kind, namespace, name, &annotations, bundle, options)?;
+    let problem = |line: &String| {
+        let (field, message) = line.split_once(": ").unwrap_or((line.as_str(), ""));
+        Problem {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    };
+    let mut problems: Vec<Problem> = checked.problems.iter().map(problem).collect();
+    problems.extend(not_text.into_iter().map(|k| Problem {
+        field: format!("metadata.annotations.{k}"),
+        message: "must be a string".into(),
+    }));
+    Some(ObjectReport {
+        source: doc.source.clone(),
+        kind: Some(match kind {
+            WorkloadKind::Deployment => CheckedKind::Deployment,
+            WorkloadKind::StatefulSet => CheckedKind::StatefulSet,
+        }),
+        api_version: "apps/v1".into(),
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+        valid: problems.is_empty(),
+        problems,
+        warnings: checked.warnings,
+        triggers: Vec::new(),
+        normalized: None,
+        generated: checked.object.and_then(|so| serde_json::to_value(so).ok()),
+    })
+}
+
+/// A ScaledObject of the input that targets an annotated workload wins over the annotations, as
+/// in the cluster: the workload's report then generates nothing and says why.
+fn ignore_conflicting_declarations(report: &mut BundleReport) {
+    let written: Vec<(String, String, String, String)> = report
+        .objects
+        .iter()
+        .filter(|o| o.kind == Some(CheckedKind::ScaledObject))
+        .filter_map(|o| {
+            let n = o.normalized.as_ref()?;
+            let target = n.pointer("/spec/scaleTargetRef")?;
+            let kind = target.get("kind").and_then(Json::as_str).unwrap_or("Deployment");
+            let name = target.get("name").and_then(Json::as_str)?;
+            Some((
+                o.namespace.clone()?,
+                kind.to_string(),
+                name.to_string(),
+                o.name.clone(),
+            ))
+        })
+        .collect();
+    for o in &mut report.objects {
+        let kind = match o.kind {
+            Some(CheckedKind::Deployment) => "Deployment",
+            Some(CheckedKind::StatefulSet) => "StatefulSet",
+            _ => continue,
+        };
+        let namespace = o.namespace.clone().unwrap_or_default();
+        if let Some((_, _, _, so)) = written
+            .iter()
+            .find(|(ns, k, n, _)| *ns == namespace && k == kind && *n == o.name)
+        {
+            o.warnings.push(format!(
+                "scaling annotations ignored: ScaledObject {namespace}/{so} targets this {kind}, and a written ScaledObject wins"
+            ));
+            o.generated = None;
+        }
+    }
+}
+
+/// Checks one ScaledObject given as JSON (`source` names it in the report).
+pub fn check_scaled_object_value(
+    source: &str,
+    value: &Json,
+    bundle: &BundleObjects,
+    options: CheckOptions,
+) -> ObjectReport {
+    let doc = InputDocument {
+        source: source.to_string(),
+        value: value.clone(),
+    };
+    let api_version = str_at(value, "/apiVersion")
+        .unwrap_or(ebb_crds::API_VERSION)
+        .to_string();
+    check_object(&doc, CheckedKind::ScaledObject, &api_version, bundle, options)
 }
 
 fn not_an_object(doc: &InputDocument, api_version: &str) -> ObjectReport {
@@ -242,6 +361,7 @@ fn not_an_object(doc: &InputDocument, api_version: &str) -> ObjectReport {
         warnings: Vec::new(),
         triggers: Vec::new(),
         normalized: None,
+        generated: None,
     }
 }
 
@@ -270,6 +390,7 @@ fn check_object(
         warnings: Vec::new(),
         triggers: Vec::new(),
         normalized: None,
+        generated: None,
     };
     if str_at(&doc.value, "/metadata/name").is_none_or(str::is_empty) {
         report.problems.push(Problem {
@@ -309,6 +430,8 @@ fn check_object(
         CheckedKind::ClusterTriggerAuthentication => {
             typed::<ClusterTriggerAuthentication>(value).map(|o| serde_json::to_value(&o))
         }
+        // Workloads are checked by `check_annotated`, never here.
+        CheckedKind::Deployment | CheckedKind::StatefulSet => return report,
     };
     match typed {
         Ok(Ok(normalized)) => report.normalized = Some(normalized),
@@ -353,7 +476,7 @@ fn check_scaled_object(
     for (trigger, compiled) in so.spec.triggers.iter().zip(compiled) {
         let inputs = &compiled.inputs;
         let at = compiled.field();
-        for missing in &inputs.missing {
+        for missing in inputs.missing.iter().filter(|_| !options.quiet_missing) {
             if options.strict {
                 report.problems.push(Problem {
                     field: at.clone(),
@@ -453,6 +576,7 @@ fn schema_of(kind: CheckedKind) -> Json {
         CheckedKind::ScaledObject => ScaledObject::crd(),
         CheckedKind::TriggerAuthentication => TriggerAuthentication::crd(),
         CheckedKind::ClusterTriggerAuthentication => ClusterTriggerAuthentication::crd(),
+        CheckedKind::Deployment | CheckedKind::StatefulSet => return Json::Null,
     };
     ebb_crds::generate::openapi_schema(&crd)
 }

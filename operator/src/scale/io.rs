@@ -165,7 +165,7 @@ mod tests {
             }
         });
         let client = kube::Client::new(service, "default");
-        let (targets, _watches) = Targets::start(client.clone(), None);
+        let (targets, _watches) = Targets::start(client.clone(), None, None);
         let version = HpaVersion::V2;
         let shared = Shared {
             client: client.clone(),

@@ -9,7 +9,7 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::json;
 
-use crate::cache::workloads::{Replicas, WorkloadIndex};
+use crate::cache::workloads::{DeclarationChanges, Replicas, WorkloadIndex};
 
 /// How a failed API call reads: a definite answer about the object, or a failure that says
 /// nothing about it and may pass.
@@ -156,15 +156,25 @@ pub struct Targets {
 
 impl Targets {
     /// Creates the target accessor and starts the Deployment/StatefulSet watches (in `namespace`, or
-    /// cluster-wide). The watches end when the returned handles are aborted or the runtime stops.
-    pub fn start(client: Client, namespace: Option<&str>) -> (Targets, Vec<tokio::task::JoinHandle<()>>) {
-        let (workloads, handles) = WorkloadIndex::start(client.clone(), namespace);
+    /// cluster-wide), which send changes of workloads' scaling annotations to `changes`. The
+    /// watches end when the returned handles are aborted or the runtime stops.
+    pub fn start(
+        client: Client,
+        namespace: Option<&str>,
+        changes: Option<DeclarationChanges>,
+    ) -> (Targets, Vec<tokio::task::JoinHandle<()>>) {
+        let (workloads, handles) = WorkloadIndex::start(client.clone(), namespace, changes);
         let targets = Targets {
             client,
             kinds: Arc::default(),
             workloads,
         };
         (targets, handles)
+    }
+
+    /// The watch-fed index of Deployments and StatefulSets.
+    pub fn workloads(&self) -> &Arc<WorkloadIndex> {
+        &self.workloads
     }
 
     /// Resolves a `scaleTargetRef` through discovery (cached per kind).
