@@ -11,8 +11,13 @@
 //! Only the lag test registers the cluster-wide external-metrics APIService (the HPA reads the
 //! lag through ebb's adapter); `.config/nextest.toml` puts it in the `apiservice` group. The other
 //! tests run their operator without the adapter. Pods stay Pending (no node needed).
+//!
+//! Each test's steps run under `catch_unwind`, so a failed step still stops the operator and
+//! removes the namespace, the cluster-wide RBAC objects and the APIService before the test fails:
+//! the environment is shared, and a dangling APIService would block namespace deletion for all.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,7 @@ use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::source::MetricSource;
 use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -434,7 +440,9 @@ impl Setup {
         OperatorProcess::log_path(&self.ns.name, "op")
     }
 
-    async fn finish(mut self) {
+    /// Stops the operator and removes what the test created (the APIService too), also after a
+    /// failed step; then fails the test with that step's panic, if any.
+    async fn finish(mut self, outcome: Result<(), Box<dyn std::any::Any + Send>>) {
         if self.adapter {
             ebb_tests::adapter::unregister(&self.env.client).await;
         }
@@ -445,6 +453,9 @@ impl Setup {
             rbac.delete(&self.env.client).await;
         }
         self.ns.delete().await.unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
@@ -511,8 +522,13 @@ async fn short_form_scales_on_lag_follows_edits_and_goes_with_its_annotations() 
         },
     )
     .await;
+    let outcome = AssertUnwindSafe(lag_and_edits(&mut s)).catch_unwind().await;
+    s.finish(outcome).await;
+}
+
+async fn lag_and_edits(s: &mut Setup) {
     deployment(&s.client(), &s.ns.name, "worker", 0).await.unwrap();
-    let uid = uid_of_deployment(&s, "worker").await;
+    let uid = uid_of_deployment(s, "worker").await;
     let declared = s.short_form();
     let annotated = Instant::now();
     s.annotate("worker", declared.clone()).await;
@@ -652,12 +668,16 @@ async fn short_form_scales_on_lag_follows_edits_and_goes_with_its_annotations() 
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(s.replicas("worker").await, 3);
     assert!(s.so_names().await.is_empty(), "{:?}", s.so_names().await);
-    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_written_scaled_object_wins_over_the_annotations() {
     let s = Setup::start("e2e-ann-conflict", Options::default()).await;
+    let outcome = AssertUnwindSafe(conflict(&s)).catch_unwind().await;
+    s.finish(outcome).await;
+}
+
+async fn conflict(s: &Setup) {
     let manual = |target: &str| -> ScaledObject {
         serde_json::from_value(json!({
             "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
@@ -755,15 +775,19 @@ async fn a_hand_written_scaled_object_wins_over_the_annotations() {
         "hand-written ScaledObject deleted → generated one back in {:?}",
         deleted.elapsed()
     );
-    let uid = uid_of_deployment(&s, "worker").await;
+    let uid = uid_of_deployment(s, "worker").await;
     assert_generated(&so, "Deployment", "worker", &uid);
     assert_eq!(so.spec.max_replica_count, 4);
-    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_annotations_are_reported_and_touch_nothing() {
     let s = Setup::start("e2e-ann-invalid", Options::default()).await;
+    let outcome = AssertUnwindSafe(invalid(&s)).catch_unwind().await;
+    s.finish(outcome).await;
+}
+
+async fn invalid(s: &Setup) {
     deployment(&s.client(), &s.ns.name, "worker", 2).await.unwrap();
     let mut declared = s.short_form();
     declared[format!("{ANN}max-replicas")] = json!("lots");
@@ -825,12 +849,16 @@ async fn invalid_annotations_are_reported_and_touch_nothing() {
     assert_eq!(after.metadata.uid, before.metadata.uid);
     assert_eq!(after.metadata.generation, before.metadata.generation);
     assert_eq!(as_json(&after)["spec"], as_json(&before)["spec"]);
-    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edit_of_the_generated_object_is_reverted() {
     let s = Setup::start("e2e-ann-revert", Options::default()).await;
+    let outcome = AssertUnwindSafe(revert(&s)).catch_unwind().await;
+    s.finish(outcome).await;
+}
+
+async fn revert(s: &Setup) {
     deployment(&s.client(), &s.ns.name, "worker", 0).await.unwrap();
     s.annotate("worker", s.short_form()).await;
     let so = s.wait_so("worker-deployment", Duration::from_secs(15)).await;
@@ -870,12 +898,16 @@ async fn a_hand_edit_of_the_generated_object_is_reverted() {
     let now = s.so_api().get("worker-deployment").await.unwrap();
     assert_eq!(now.metadata.uid, so.metadata.uid);
     assert_eq!(now.spec.max_replica_count, 10);
-    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statefulset_with_the_full_form_gets_two_triggers() {
     let s = Setup::start("e2e-ann-sts", Options::default()).await;
+    let outcome = AssertUnwindSafe(statefulset_full_form(&s)).catch_unwind().await;
+    s.finish(outcome).await;
+}
+
+async fn statefulset_full_form(s: &Setup) {
     let source = MetricSource::start(0).await;
     ebb_tests::objects::statefulset(&s.client(), &s.ns.name, "store", 0)
         .await
@@ -949,7 +981,6 @@ async fn a_statefulset_with_the_full_form_gets_two_triggers() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -962,6 +993,11 @@ async fn workload_annotations_false_generates_nothing() {
         },
     )
     .await;
+    let outcome = AssertUnwindSafe(disabled(&s)).catch_unwind().await;
+    s.finish(outcome).await;
+}
+
+async fn disabled(s: &Setup) {
     deployment(&s.client(), &s.ns.name, "worker", 0).await.unwrap();
     s.annotate("worker", s.short_form()).await;
     // The operator works: a hand-written ScaledObject created after the annotations gets Ready.
@@ -986,5 +1022,4 @@ async fn workload_annotations_false_generates_nothing() {
         .filter_map(|e| e.reason.clone())
         .collect();
     assert!(about_worker.is_empty(), "{about_worker:?}");
-    s.finish().await;
 }
