@@ -1,6 +1,6 @@
 //! The `ebb` binary: one executable, several subcommands.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -200,7 +200,15 @@ fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<Exit
             ..CheckOptions::default()
         },
     );
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    // A closed stdout (`ebb validate … | head`) is the reader's choice, not an error.
+    if let Err(e) = writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&report)?
+    ) && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing the report");
+    }
     if show_warnings {
         for line in report.warning_lines() {
             eprintln!("{line}");

@@ -1,6 +1,7 @@
 //! The README's demo: a Kafka consumer scaled on its consumer group's lag by ebb, on a real
 //! kube-apiserver and kube-controller-manager and a Kafka-protocol broker (Tansu). ebb does 0↔1
 //! itself; the HPA it owns does 1↔N from the metrics ebb serves through the aggregation layer.
+//! The Deployment declares its scaling in annotations; ebb generates the ScaledObject.
 //!
 //! The consumers are real pods on the test node (`ebb.test/kafka-consumer:dev`, an rdkafka consumer
 //! that takes [`PROCESS_DELAY_MS`] per message and commits it): they start, drain the topic and
@@ -30,6 +31,8 @@ const LAG_THRESHOLD: i64 = 20;
 const BURST: usize = 200;
 /// Time each consumer spends on one message: 4 per second per pod.
 const PROCESS_DELAY_MS: u64 = 250;
+/// The ScaledObject ebb generates from the consumer Deployment's annotations.
+const GENERATED: &str = "consumer-deployment";
 /// `pollingInterval` and `cooldownPeriod` of the ScaledObject, in seconds.
 const POLLING_INTERVAL: i64 = 5;
 const COOLDOWN: i64 = 10;
@@ -153,8 +156,21 @@ async fn run(env: &TestEnv, ns: &str, operator_addr: &str, bootstrap: &str) -> R
     admin.commit(&group, &topic, &zeros).await?;
     println!("Kafka (Tansu at {bootstrap}): topic {topic}, {PARTITIONS} partitions; consumer group {group}");
 
+    // The one-object path: the Deployment declares its scaling in annotations, and ebb
+    // generates (and owns) the ScaledObject `consumer-deployment` from them.
+    let annotations = json!({
+        "autoscaling.ebb.dev/trigger": "kafka",
+        "autoscaling.ebb.dev/max-replicas": "10",
+        "autoscaling.ebb.dev/polling-interval": POLLING_INTERVAL.to_string(),
+        "autoscaling.ebb.dev/cooldown-period": COOLDOWN.to_string(),
+        "kafka.autoscaling.ebb.dev/bootstrapServers": bootstrap,
+        "kafka.autoscaling.ebb.dev/consumerGroup": group,
+        "kafka.autoscaling.ebb.dev/topic": topic,
+        "kafka.autoscaling.ebb.dev/lagThreshold": LAG_THRESHOLD.to_string(),
+    });
     let consumer: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "consumer"},
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "consumer", "annotations": annotations},
         "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "consumer"}},
                  "template": {"metadata": {"labels": {"app": "consumer"}}, "spec": {
                      "terminationGracePeriodSeconds": 10,
@@ -168,27 +184,16 @@ async fn run(env: &TestEnv, ns: &str, operator_addr: &str, bootstrap: &str) -> R
     Api::<Deployment>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &consumer)
         .await?;
-    let so: ScaledObject = serde_json::from_value(json!({
-        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "consumer"},
-        "spec": {"scaleTargetRef": {"name": "consumer"}, "pollingInterval": POLLING_INTERVAL,
-                 "cooldownPeriod": COOLDOWN, "maxReplicaCount": 10,
-                 "triggers": [{"type": "kafka", "metadata": {
-                     "bootstrapServers": bootstrap, "consumerGroup": group, "topic": topic,
-                     "lagThreshold": LAG_THRESHOLD.to_string()}}]}
-    }))?;
+    println!("Deployment consumer at 0 replicas, annotated:");
+    for (k, v) in annotations.as_object().into_iter().flatten() {
+        println!("  {k}: {}", v.as_str().unwrap_or_default());
+    }
     let api = Api::<ScaledObject>::namespaced(client.clone(), ns);
-    // A CRD created moments ago may answer 503 for a little while.
     wait_for(
-        "the ScaledObject to be created",
-        Duration::from_secs(30),
-        || async { api.create(&PostParams::default(), &so).await.ok().map(|_| ()) },
-    )
-    .await?;
-    wait_for(
-        "the ScaledObject to be Ready",
-        Duration::from_secs(30),
+        "ebb to generate ScaledObject consumer-deployment and find it Ready",
+        Duration::from_secs(60),
         || async {
-            let status = api.get("consumer").await.ok()?.status?;
+            let status = api.get(GENERATED).await.ok()?.status?;
             status
                 .conditions
                 .iter()
@@ -198,8 +203,8 @@ async fn run(env: &TestEnv, ns: &str, operator_addr: &str, bootstrap: &str) -> R
     )
     .await?;
     println!(
-        "Deployment consumer at 0 replicas; ScaledObject: lagThreshold {LAG_THRESHOLD}, at most 10 \
-         replicas (the {PARTITIONS} partitions cap it), pollingInterval {POLLING_INTERVAL} s, \
+        "ebb generated ScaledObject {GENERATED} (owned by the Deployment): lagThreshold {LAG_THRESHOLD}, \
+         at most 10 replicas (the {PARTITIONS} partitions cap it), pollingInterval {POLLING_INTERVAL} s, \
          cooldown {COOLDOWN} s"
     );
     println!("ebb's metrics adapter serves external.metrics.k8s.io on {operator_addr}\n");
@@ -228,8 +233,8 @@ async fn run(env: &TestEnv, ns: &str, operator_addr: &str, bootstrap: &str) -> R
     if let (Some(d), Some(p)) = (seen.drained, seen.parked) {
         println!("lag 0 at {d:.1} s; back to 0 replicas at {p:.1} s (cooldown {COOLDOWN} s)");
     }
-    if let Some(status) = api.get("consumer").await?.status {
-        println!("\nScaledObject status:");
+    if let Some(status) = api.get(GENERATED).await?.status {
+        println!("\nScaledObject {GENERATED} status:");
         for c in status.conditions {
             println!(
                 "  {:<9} {:<8} {}",

@@ -475,6 +475,25 @@ async fn default_render_wires_the_operator() {
             .len(),
         1
     );
+    // ScaledObjects generated from workloads' scaling annotations: created and deleted; without
+    // the feature, neither.
+    assert_eq!(
+        r.verbs("ClusterRole", &op, "ebb.dev", "scaledobjects"),
+        [(
+            strings(&json!(["get", "list", "watch", "create", "update", "patch", "delete"])),
+            vec![]
+        )]
+    );
+    assert_eq!(r.arg("workload-annotations"), None, "on by default");
+    let without = chart
+        .render(&[("workloadAnnotations.enabled", json!(false))])
+        .await
+        .unwrap();
+    assert_eq!(
+        without.verbs("ClusterRole", &op, "ebb.dev", "scaledobjects"),
+        [(strings(&json!(["get", "list", "watch", "update", "patch"])), vec![])]
+    );
+    assert_eq!(without.arg("workload-annotations").as_deref(), Some("false"));
     for group in ["events.k8s.io", ""] {
         assert_eq!(
             r.verbs("ClusterRole", &op, group, "events"),

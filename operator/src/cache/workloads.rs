@@ -204,7 +204,8 @@ impl WorkloadIndex {
             index.observe(&event);
             if let watcher::Event::InitDone = event {
                 send.append(&mut relisted);
-                send.extend(self.declared(kind));
+                let mut seen: std::collections::HashSet<WorkloadRef> = send.iter().cloned().collect();
+                send.extend(self.declared(kind).into_iter().filter(|w| seen.insert(w.clone())));
             }
             if let Some(tx) = &changes {
                 for r in send {
@@ -499,5 +500,124 @@ mod tests {
         );
         index.record_write("argoproj.io/v1alpha1", "Rollout", "a", "r", 3);
         assert!(index.deployments().is_empty() && index.statefulsets().len() == 1);
+    }
+
+    fn annotated(ns: &str, name: &str, uid: &str, pairs: &[(&str, &str)]) -> Deployment {
+        let mut d = deployment(ns, name, Some(0));
+        d.metadata.uid = Some(uid.into());
+        d.metadata.annotations = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        d
+    }
+
+    /// Feeds `events` through the Deployment watch path and returns what it sent.
+    async fn changes_of(index: &WorkloadIndex, events: Vec<Event<Deployment>>) -> Vec<String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+        index.follow(WorkloadKind::Deployment, stream, Some(tx)).await;
+        let mut out = Vec::new();
+        while let Ok(w) = rx.try_recv() {
+            out.push(w.name);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn only_changes_of_scaling_annotations_are_reported() {
+        let index = WorkloadIndex::default();
+        let trigger = ("autoscaling.ebb.dev/trigger", "kafka");
+        let sent = changes_of(
+            &index,
+            vec![
+                Event::Init,
+                Event::InitApply(annotated("a", "web", "u1", &[trigger])),
+                Event::InitApply(deployment("a", "plain", Some(2))),
+                Event::InitDone,
+                // Replica changes and other annotations say nothing new.
+                Event::Apply(annotated(
+                    "a",
+                    "web",
+                    "u1",
+                    &[trigger, ("deployment.kubernetes.io/revision", "2")],
+                )),
+                Event::Apply(deployment("a", "plain", Some(5))),
+                // An edit, then a removal, of the scaling annotations.
+                Event::Apply(annotated(
+                    "a",
+                    "web",
+                    "u1",
+                    &[("autoscaling.ebb.dev/trigger", "nats-jetstream")],
+                )),
+                Event::Apply(annotated("a", "web", "u1", &[("other", "x")])),
+                // Annotations added to a plain workload.
+                Event::Apply(annotated("a", "plain", "u2", &[trigger])),
+            ],
+        )
+        .await;
+        assert_eq!(sent, ["web", "web", "web", "plain"]);
+        let declared: Vec<String> = index
+            .declared(WorkloadKind::Deployment)
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(declared, ["plain"]);
+        let entry = index.entry(&WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            namespace: "a".into(),
+            name: "plain".into(),
+        });
+        let declared = entry.and_then(|e| e.declared).expect("annotations kept");
+        assert_eq!(declared.uid, "u2");
+        assert_eq!(
+            declared.annotations.len(),
+            1,
+            "only the scaling annotations are kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relist_reports_annotations_removed_while_the_watch_was_down() {
+        let index = WorkloadIndex::default();
+        let trigger = ("autoscaling.ebb.dev/trigger", "kafka");
+        index.deployments().reset(&[
+            annotated("a", "was", "u1", &[trigger]),
+            annotated("a", "still", "u2", &[trigger]),
+        ]);
+        let sent = changes_of(
+            &index,
+            vec![
+                Event::Init,
+                Event::InitApply(deployment("a", "was", Some(1))),
+                Event::InitApply(annotated("a", "still", "u2", &[trigger])),
+                Event::InitDone,
+            ],
+        )
+        .await;
+        assert_eq!(
+            sent,
+            ["was", "still"],
+            "the removal, then every annotated workload"
+        );
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_unannotated_workloads_cost_no_generator_work() {
+        let index = WorkloadIndex::default();
+        let mut events = vec![Event::Init];
+        events.extend((0..10_000).map(|i| Event::InitApply(deployment("a", &format!("d{i}"), Some(1)))));
+        events.push(Event::InitDone);
+        events.extend((0..10_000).map(|i| Event::Apply(deployment("a", &format!("d{i}"), Some(2)))));
+        let sent = changes_of(&index, events).await;
+        assert!(sent.is_empty());
+        assert!(index.declared(WorkloadKind::Deployment).is_empty());
+        assert_eq!(index.deployments().len(), 10_000);
+        assert_eq!(
+            index.replicas("apps/v1", "Deployment", "a", "d9999"),
+            Replicas::Known(2)
+        );
     }
 }

@@ -70,6 +70,7 @@ impl Generator {
             let generator = generator.clone();
             async move {
                 while let Some(w) = changes.recv().await {
+                    tracing::debug!(workload = ?w, "generator: queued");
                     generator.queue.push(w);
                 }
             }
@@ -78,9 +79,12 @@ impl Generator {
             let generator = generator.clone();
             tasks.push(tokio::spawn(async move {
                 generator.shared.targets.workloads().wait_until_synced().await;
-                if generator.shared.so_store.wait_until_ready().await.is_err() {
-                    return;
+                // Polled, not awaited: kube's `Store::wait_until_ready` wakes one waiter only,
+                // and `Shared::objects_listed` (a poll with a no-op waker) replaces it.
+                while !generator.shared.objects_listed() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                tracing::debug!("generator: caches synced");
                 loop {
                     let w = generator.queue.pop().await;
                     generator.clone().handle(&w).await;
@@ -111,6 +115,7 @@ impl Generator {
         let name = generated_name(w.kind, &w.name);
         let existing = shared.so_store.get(&ObjectRef::new(&name).within(&w.namespace));
         let written = self.written_on(w);
+        tracing::debug!(workload = ?w, exists = entry.is_some(), declared = declared.is_some(), existing = existing.is_some(), "generator: handling");
         let plan = plan(Facts {
             workload: w,
             exists: entry.is_some(),
