@@ -424,14 +424,20 @@ impl Setup {
             .map(|e| {
                 let about = e.regarding.as_ref();
                 format!(
-                    "{} {} {}/{}: {}",
+                    "{} {} {}/{}{}: {}",
                     e.type_.as_deref().unwrap_or("?"),
                     e.reason.as_deref().unwrap_or("?"),
                     about.and_then(|r| r.kind.as_deref()).unwrap_or("?"),
                     about.and_then(|r| r.name.as_deref()).unwrap_or("?"),
+                    e.series
+                        .as_ref()
+                        .map(|s| format!(" (seen {} times)", s.count))
+                        .unwrap_or_default(),
                     e.note.as_deref().unwrap_or_default()
                 )
             })
+            // The scheduler's complaints about the Pending pods say nothing here.
+            .filter(|line| !line.contains("FailedScheduling"))
             .collect();
         format!("[{}] (operator log: {})", lines.join("; "), self.log().display())
     }
