@@ -479,7 +479,7 @@ pub mod operator {
 
 /// Kubernetes objects the tests need.
 pub mod objects {
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use kube::api::{Api, PostParams};
     use serde_json::json;
 
@@ -507,6 +507,33 @@ pub mod objects {
         .expect("deployment json");
         Api::<Deployment>::namespaced(client.clone(), ns)
             .create(&PostParams::default(), &d)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a StatefulSet with `replicas` whose pods stay Pending, like [`deployment`]. Its
+    /// governing Service (`serviceName`, named after it) is not created: nothing resolves pods.
+    pub async fn statefulset(
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Result<(), HarnessError> {
+        let s: StatefulSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": name,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                             "spec": {"nodeSelector": {"ebb.test/no-such-node": "true"},
+                                      "containers": [{"name": "worker", "image": "registry.invalid/worker:1"}]}}
+            }
+        }))
+        .expect("statefulset json");
+        Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &s)
             .await?;
         Ok(())
     }
