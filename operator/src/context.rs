@@ -256,11 +256,20 @@ impl Shared {
             tracing::debug!(error = %e, reason, "not publishing an event: not leading");
             return;
         }
+        // kube's Recorder folds Events with the same object, reason and action into one series
+        // and keeps the first note; the note's digest in the action makes a changed note a new
+        // Event (a problem fixed and the next one found must not show the old message).
+        let action = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            note.hash(&mut h);
+            format!("{reason}-{:08x}", h.finish() as u32)
+        };
         let event = Event {
             type_,
             reason: reason.to_string(),
             note: Some(note),
-            action: reason.to_string(),
+            action,
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, reference).await {

@@ -480,7 +480,9 @@ async fn default_render_wires_the_operator() {
     assert_eq!(
         r.verbs("ClusterRole", &op, "ebb.dev", "scaledobjects"),
         [(
-            strings(&json!(["get", "list", "watch", "create", "update", "patch", "delete"])),
+            strings(&json!([
+                "get", "list", "watch", "create", "update", "patch", "delete"
+            ])),
             vec![]
         )]
     );
@@ -491,7 +493,10 @@ async fn default_render_wires_the_operator() {
         .unwrap();
     assert_eq!(
         without.verbs("ClusterRole", &op, "ebb.dev", "scaledobjects"),
-        [(strings(&json!(["get", "list", "watch", "update", "patch"])), vec![])]
+        [(
+            strings(&json!(["get", "list", "watch", "update", "patch"])),
+            vec![]
+        )]
     );
     assert_eq!(without.arg("workload-annotations").as_deref(), Some("false"));
     for group in ["events.k8s.io", ""] {
