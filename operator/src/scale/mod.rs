@@ -4,6 +4,7 @@
 
 pub mod decision;
 pub mod io;
+pub mod jobs;
 pub mod outcome;
 pub mod scale_loop;
 pub mod targets;
