@@ -1,11 +1,12 @@
 //! Watch-fed caches the operator reads instead of the API server, all built on one generic
 //! [`index::WatchIndex`] (apply/delete/reset, re-lists swapped in whole): HPAs in a compact form
 //! filed by scale target ([`hpas`]), ScaledObjects by scale target ([`target_index`]), and the
-//! replica counts of Deployments and StatefulSets ([`workloads`]); and discovery answers per kind
-//! ([`kinds`]).
+//! replica counts of Deployments and StatefulSets ([`workloads`]), ScaledJobs' Jobs and their pods
+//! ([`jobs`]); and discovery answers per kind ([`kinds`]).
 
 pub mod hpas;
 pub mod index;
+pub mod jobs;
 pub mod kinds;
 pub mod target_index;
 pub mod workloads;

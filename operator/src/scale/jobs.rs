@@ -249,6 +249,24 @@ pub fn decide_jobs(
     }
 }
 
+/// The finished Jobs to delete so that at most `limit` remain: the oldest first (by the time they
+/// ended, then by name; a Job without a time counts as oldest). `finished` holds `(name, ended at)`
+/// of one kind (Complete or Failed).
+pub fn over_history_limit(finished: &[(String, Option<String>)], limit: i64) -> Vec<String> {
+    let keep = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+    if finished.len() <= keep {
+        return Vec::new();
+    }
+    let mut by_age: Vec<&(String, Option<String>)> = finished.iter().collect();
+    // RFC 3339 times in UTC ("Z") sort as text.
+    by_age.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    by_age
+        .into_iter()
+        .take(finished.len() - keep)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "jobs_tests.rs"]
 mod tests;

@@ -231,6 +231,20 @@ fn at_rest_nothing_is_created() {
     );
 }
 
+#[test]
+fn history_limits_delete_the_oldest_finished_jobs() {
+    let finished = vec![
+        ("c".to_string(), Some("2026-01-03T00:00:00Z".to_string())),
+        ("a".to_string(), Some("2026-01-01T00:00:00Z".to_string())),
+        ("x".to_string(), None),
+        ("b".to_string(), Some("2026-01-02T00:00:00Z".to_string())),
+    ];
+    assert_eq!(over_history_limit(&finished, 2), ["x", "a"]);
+    assert_eq!(over_history_limit(&finished, 0), ["x", "a", "b", "c"]);
+    assert!(over_history_limit(&finished, 4).is_empty());
+    assert!(over_history_limit(&finished, 100).is_empty());
+}
+
 /// KEDA's decision as its code computes it (min 0): the effective max scale and `scaleTo`.
 fn keda(strategy: Strategy, max_scale: i64, running: i64, pending: i64, max: i64, queue: i64) -> i64 {
     let (effective, scale_to) = match strategy {
