@@ -14,6 +14,10 @@ pub const FORCE_ACTIVATION: &str = "autoscaling.ebb.dev/force-activation";
 pub const TRANSFER_HPA_OWNERSHIP: &str = "scaledobject.ebb.dev/transfer-hpa-ownership";
 /// Label on the HPA's metric selector, naming the ScaledObject a metric belongs to.
 pub const SCALED_OBJECT_NAME_LABEL: &str = "scaledobject.ebb.dev/name";
+/// On a ScaledJob: comma-separated label keys of the ScaledJob not copied onto the Jobs it creates.
+pub const SCALED_JOB_EXCLUDED_LABELS: &str = "scaledjob.ebb.dev/job-excluded-labels";
+/// Label on every Job a ScaledJob creates, naming the ScaledJob.
+pub const SCALED_JOB_NAME_LABEL: &str = "scaledjob.ebb.dev/name";
 
 /// Reads a boolean annotation the way KEDA does: absent is `false`, `"false"` is `false`,
 /// any other value counts as `true`.

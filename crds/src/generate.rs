@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication};
+use crate::{ClusterTriggerAuthentication, ScaledJob, ScaledObject, TriggerAuthentication};
 
 /// Failure to render the CRDs.
 #[derive(Debug, thiserror::Error)]
@@ -18,13 +18,48 @@ pub enum GenerateError {
     },
 }
 
-/// The three CRDs ebb serves, in a stable order.
+/// The four CRDs ebb serves, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         ScaledObject::crd(),
+        scaled_job_crd(),
         TriggerAuthentication::crd(),
         ClusterTriggerAuthentication::crd(),
     ]
+}
+
+/// The ScaledJob CRD, without the field descriptions of the embedded JobSpec: they are the
+/// Kubernetes API reference (`kubectl explain job.spec`) and would triple the CRD's size, past
+/// what a client-side `kubectl apply` can store in its last-applied annotation (256 KiB).
+pub fn scaled_job_crd() -> CustomResourceDefinition {
+    let crd = ScaledJob::crd();
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
+        for version in versions {
+            let job = version
+                .pointer_mut("/schema/openAPIV3Schema/properties/spec/properties/jobTargetRef/properties");
+            if let Some(fields) = job.and_then(|f| f.as_object_mut()) {
+                fields.values_mut().for_each(strip_descriptions);
+            }
+        }
+    }
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+fn strip_descriptions(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            // A property named `description` is a field, not a description: keep its schema.
+            if map.get("description").is_some_and(|d| d.is_string()) {
+                map.remove("description");
+            }
+            map.values_mut().for_each(strip_descriptions);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 /// File name under `crds/` for a CRD, e.g. `scaledobjects.ebb.dev.yaml`.
@@ -147,10 +182,110 @@ mod tests {
         );
     }
 
+    fn job_crd() -> serde_json::Value {
+        serde_json::to_value(scaled_job_crd()).unwrap()
+    }
+
+    #[test]
+    fn the_job_spec_loses_its_descriptions_but_not_its_fields() {
+        let full = serde_json::to_value(ScaledJob::crd()).unwrap();
+        let slim = job_crd();
+        let at = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/jobTargetRef";
+        let job = slim.pointer(at).unwrap();
+        assert!(job["description"].is_string(), "jobTargetRef keeps its own");
+        assert!(!job["properties"].to_string().contains("\"description\":\""));
+        let container = "/properties/template/properties/spec/properties/containers/items/properties";
+        let names = |v: &serde_json::Value| {
+            v.pointer(&format!("{at}{container}"))
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect::<Vec<_>>())
+                .unwrap()
+        };
+        assert_eq!(names(&slim), names(&full));
+        assert!(names(&slim).contains(&"livenessProbe".to_string()));
+        // The client-side apply annotation holds the CRD as JSON; it must stay under 256 KiB.
+        let json = serde_json::to_string(&slim).unwrap();
+        assert!(json.len() < 200 * 1024, "{} bytes", json.len());
+        assert!(serde_json::to_string(&full).unwrap().len() > json.len() * 2);
+    }
+
+    #[test]
+    fn scaled_job_schema_carries_keda_defaults_enums_and_rules() {
+        let crd = job_crd();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let p = &spec["properties"];
+        assert_eq!(p["pollingInterval"]["default"], 30);
+        assert_eq!(p["successfulJobsHistoryLimit"]["default"], 100);
+        assert_eq!(p["successfulJobsHistoryLimit"]["minimum"].as_f64(), Some(0.0));
+        assert_eq!(p["failedJobsHistoryLimit"]["default"], 100);
+        assert_eq!(p["failedJobsHistoryLimit"]["minimum"].as_f64(), Some(0.0));
+        assert_eq!(p["minReplicaCount"]["default"], 0);
+        assert_eq!(p["maxReplicaCount"]["default"], 100);
+        assert_eq!(p["triggers"]["minItems"], 1);
+        let strategy = &p["scalingStrategy"]["properties"];
+        assert_eq!(
+            strategy["strategy"]["enum"],
+            serde_json::json!(["default", "custom", "accurate", "eager"])
+        );
+        assert_eq!(
+            strategy["multipleScalersCalculation"]["enum"],
+            serde_json::json!(["max", "min", "avg", "sum"])
+        );
+        // Bounded, so that the CEL rule that matches it stays within the server's cost budget.
+        assert_eq!(strategy["customScalingRunningJobPercentage"]["maxLength"], 32);
+        assert_eq!(
+            p["rollout"]["properties"]["propagationPolicy"]["enum"],
+            serde_json::json!(["background", "foreground"])
+        );
+        assert!(
+            p["jobTargetRef"]["properties"]["template"].is_object(),
+            "a full JobSpec"
+        );
+        let required = spec["required"].to_string();
+        assert!(
+            required.contains("jobTargetRef") && required.contains("triggers"),
+            "{required}"
+        );
+        let rules = spec["x-kubernetes-validations"].to_string();
+        assert!(
+            rules.contains("self.minReplicaCount <= self.maxReplicaCount"),
+            "{rules}"
+        );
+        assert!(rules.contains("customScalingRunningJobPercentage"), "{rules}");
+    }
+
+    #[test]
+    fn scaled_job_has_status_columns_and_short_name() {
+        let crd = job_crd();
+        let v = &crd["spec"]["versions"][0];
+        assert!(v["subresources"]["status"].is_object());
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cols,
+            [
+                "Min",
+                "Max",
+                "Triggers",
+                "Authentications",
+                "Ready",
+                "Active",
+                "Paused",
+                "Age"
+            ]
+        );
+        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["sj"]));
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+    }
+
     #[test]
     fn yaml_renders_every_crd() {
         let yaml = all_yaml().unwrap();
-        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 3);
+        assert_eq!(yaml.matches("kind: CustomResourceDefinition").count(), 4);
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! This crate owns the wire types and nothing else that talks to a cluster:
 //! - [`ScaledObject`]: what to scale and on which triggers (KEDA's spec shape, KEDA's defaults);
+//! - [`ScaledJob`]: batch work run as Jobs, created on the same triggers (KEDA's ScaledJob);
 //! - [`TriggerAuthentication`] / [`ClusterTriggerAuthentication`]: where trigger credentials come from;
 //! - [`validation`]: the cross-field rules, shared by the CRD's CEL rules, `ebb validate` and the operator;
 //! - [`generate`]: the CRD YAML, generated from these types (`ebb crds`).
@@ -10,11 +11,16 @@ pub mod annotated;
 pub mod annotations;
 pub mod conditions;
 pub mod generate;
+pub mod scaled_job;
 pub mod scaled_object;
 pub mod schema_check;
 pub mod trigger_authentication;
 pub mod validation;
 
+pub use scaled_job::{
+    JobScalingStrategy, MultipleScalersCalculation, PropagationPolicy, Rollout, RolloutStrategy, ScaledJob,
+    ScaledJobSpec, ScaledJobStatus, ScalingStrategy,
+};
 pub use scaled_object::{
     Advanced, AuthenticationRef, AuthenticationRefKind, Fallback, FallbackBehavior, HealthStatus,
     HorizontalPodAutoscalerConfig, MetricHealth, MetricType, ScaleTargetRef, ScaledObject, ScaledObjectSpec,

@@ -1,12 +1,13 @@
 //! Cross-field spec rules: the CRD's CEL rules, plus the ones no schema can state, checked in Rust.
 //!
 //! Not every cluster evaluates CEL (`x-kubernetes-validations` needs Kubernetes ≥ 1.25), and
-//! `ebb validate` runs with no cluster at all, so the operator and the CLI both call [`validate_spec`].
+//! `ebb validate` runs with no cluster at all, so the operator and the CLI both call [`validate_spec`]
+//! (ScaledObject) and [`validate_scaled_job_spec`] (ScaledJob).
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::ScaledObjectSpec;
+use crate::{JobScalingStrategy, ScaledJobSpec, ScaledObjectSpec, Trigger};
 
 /// One problem in a spec, located by its field path (for example `spec.triggers[1].name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +59,7 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
             ),
         ));
     }
-    let mut names = BTreeSet::new();
-    for (i, t) in spec.triggers.iter().enumerate() {
-        if let Some(name) = &t.name
-            && !names.insert(name.as_str())
-        {
-            errors.push(FieldError::new(
-                format!("spec.triggers[{i}].name"),
-                format!("trigger name {name:?} is used twice"),
-            ));
-        }
-    }
+    duplicate_trigger_names(&spec.triggers, &mut errors);
     if let Some(modifiers) = spec.advanced.as_ref().and_then(|a| a.scaling_modifiers.as_ref()) {
         if modifiers.formula.trim().is_empty() {
             errors.push(FieldError::new(
@@ -103,6 +94,58 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// Checks the cross-field rules of a ScaledJob spec: the CRD's CEL rules (minReplicaCount ≤
+/// maxReplicaCount; with the custom strategy, customScalingRunningJobPercentage is a number in
+/// [0, 1]) and unique trigger names. Types, minimums and enums are the schema's job.
+pub fn validate_scaled_job_spec(spec: &ScaledJobSpec) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if spec.min_replica_count > spec.max_replica_count {
+        errors.push(FieldError::new(
+            "spec.minReplicaCount",
+            format!(
+                "minReplicaCount ({}) must be less than or equal to maxReplicaCount ({})",
+                spec.min_replica_count, spec.max_replica_count
+            ),
+        ));
+    }
+    let strategy = &spec.scaling_strategy;
+    if strategy.strategy == JobScalingStrategy::Custom
+        && let Some(text) = &strategy.custom_scaling_running_job_percentage
+        && parse_fraction(text).is_none()
+    {
+        errors.push(FieldError::new(
+            "spec.scalingStrategy.customScalingRunningJobPercentage",
+            format!("must be a number between 0 and 1 when the strategy is custom, got {text:?}"),
+        ));
+    }
+    duplicate_trigger_names(&spec.triggers, &mut errors);
+    errors
+}
+
+/// A decimal number in [0, 1] written as text, as the CRD's CEL rule accepts it: an optional
+/// sign, digits with an optional point, an optional exponent; no spaces, `inf` or `NaN`.
+pub fn parse_fraction(text: &str) -> Option<f64> {
+    let decimal = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | 'e' | 'E'));
+    let value: f64 = text.parse().ok().filter(|_| decimal)?;
+    (0.0..=1.0).contains(&value).then_some(value)
+}
+
+fn duplicate_trigger_names(triggers: &[Trigger], errors: &mut Vec<FieldError>) {
+    let mut names = BTreeSet::new();
+    for (i, t) in triggers.iter().enumerate() {
+        if let Some(name) = &t.name
+            && !names.insert(name.as_str())
+        {
+            errors.push(FieldError::new(
+                format!("spec.triggers[{i}].name"),
+                format!("trigger name {name:?} is used twice"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +229,73 @@ mod tests {
         fn rust_rules_match_cel_rules(min in 0i32..20, max in 1i32..20, idle in proptest::option::of(0i32..20)) {
             let cel_ok = min <= max && idle.is_none_or(|i| i < min);
             prop_assert_eq!(validate_spec(&spec(min, max, idle)).is_empty(), cel_ok);
+        }
+    }
+}
+
+#[cfg(test)]
+mod scaled_job_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn job_spec(min: i32, max: i32, strategy: &str, percentage: Option<&str>) -> ScaledJobSpec {
+        serde_json::from_value(serde_json::json!({
+            "jobTargetRef": {"template": {"spec": {"containers": [{"name": "c"}]}}},
+            "minReplicaCount": min, "maxReplicaCount": max,
+            "scalingStrategy": {"strategy": strategy, "customScalingRunningJobPercentage": percentage},
+            "triggers": [{"type": "rabbitmq", "metadata": {}}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn min_above_max_names_the_field() {
+        let errors = validate_scaled_job_spec(&job_spec(5, 2, "default", None));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.minReplicaCount");
+        assert!(validate_scaled_job_spec(&job_spec(2, 2, "default", None)).is_empty());
+    }
+
+    #[test]
+    fn the_running_job_percentage_is_checked_only_for_custom() {
+        for good in ["0", "1", "0.5", "1.0", ".25", "5e-1", "+0.5"] {
+            assert!(
+                validate_scaled_job_spec(&job_spec(0, 5, "custom", Some(good))).is_empty(),
+                "{good}"
+            );
+        }
+        for bad in ["1.5", "-0.1", "half", "", " 0.5", "NaN", "inf", "0x1"] {
+            let errors = validate_scaled_job_spec(&job_spec(0, 5, "custom", Some(bad)));
+            assert_eq!(
+                errors[0].field, "spec.scalingStrategy.customScalingRunningJobPercentage",
+                "{bad}"
+            );
+        }
+        // KEDA ignores it under the other strategies, and so does ebb.
+        assert!(validate_scaled_job_spec(&job_spec(0, 5, "accurate", Some("half"))).is_empty());
+    }
+
+    #[test]
+    fn duplicate_trigger_names_are_rejected() {
+        let mut s = job_spec(0, 5, "default", None);
+        let mut t = s.triggers[0].clone();
+        t.name = Some("q".into());
+        s.triggers = vec![t.clone(), t];
+        assert_eq!(validate_scaled_job_spec(&s)[0].field, "spec.triggers[1].name");
+    }
+
+    proptest! {
+        // Any text never panics the percentage check, and what passes is a fraction.
+        #[test]
+        fn fractions_are_in_range(text in ".{0,12}") {
+            if let Some(v) = parse_fraction(&text) {
+                prop_assert!((0.0..=1.0).contains(&v));
+            }
+        }
+        // A number written in decimal passes exactly when it is in [0, 1].
+        #[test]
+        fn decimal_numbers_pass_when_in_range(v in -2.0f64..2.0) {
+            prop_assert_eq!(parse_fraction(&v.to_string()).is_some(), (0.0..=1.0).contains(&v));
         }
     }
 }

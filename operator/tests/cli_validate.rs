@@ -78,7 +78,7 @@ fn invalid_yaml_exits_1_without_panicking() {
 }
 
 #[test]
-fn crds_prints_three_definitions() {
+fn crds_prints_four_definitions() {
     let out = ebb(&["crds"], "");
     assert!(out.status.success());
     assert_eq!(
@@ -86,7 +86,7 @@ fn crds_prints_three_definitions() {
             .unwrap()
             .matches("kind: CustomResourceDefinition")
             .count(),
-        3
+        4
     );
 }
 
@@ -195,4 +195,203 @@ fn a_written_scaled_object_on_the_same_deployment_wins() {
         "{stderr}"
     );
     assert!(report_of(&out)["objects"][0].get("generated").is_none());
+}
+
+/// KEDA ScaledJobs as KEDA's documentation writes them, with only what ebb needs to read them:
+/// a RabbitMQ queue consumer, an SQS job with the accurate strategy and pending-pod conditions,
+/// and a Kafka job with the custom strategy.
+const KEDA_SCALED_JOBS: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata:
+  name: rabbitmq-consumer
+  namespace: default
+spec:
+  jobTargetRef:
+    parallelism: 1
+    completions: 1
+    activeDeadlineSeconds: 600
+    backoffLimit: 6
+    template:
+      spec:
+        containers:
+        - name: rabbitmq-client
+          image: ghcr.io/kedacore/rabbitmq-client:v1.0
+          imagePullPolicy: Always
+          command: ["receive", "amqp://user:PASSWORD@rabbitmq.default.svc.cluster.local:5672", "job"]
+          envFrom:
+          - secretRef:
+              name: rabbitmq-consumer-secrets
+        restartPolicy: Never
+  pollingInterval: 10
+  maxReplicaCount: 30
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 2
+  triggers:
+  - type: rabbitmq
+    metadata:
+      queueName: hello
+      hostFromEnv: RABBITMQ_URL
+      mode: QueueLength
+      value: "1"
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata:
+  name: sqs-consumer
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers:
+        - name: worker
+          image: worker:latest
+        restartPolicy: OnFailure
+    backoffLimit: 4
+  pollingInterval: 30
+  maxReplicaCount: 50
+  scalingStrategy:
+    strategy: accurate
+    pendingPodConditions:
+    - Ready
+    - PodScheduled
+  triggers:
+  - type: aws-sqs-queue
+    metadata:
+      queueURL: https://sqs.eu-west-1.amazonaws.com/account_id/QueueName
+      queueLength: "5"
+      awsRegion: eu-west-1
+    authenticationRef:
+      name: keda-trigger-auth-aws-role
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata:
+  name: keda-trigger-auth-aws-role
+spec:
+  podIdentity:
+    provider: aws
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata:
+  name: kafka-batch
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers:
+        - name: consumer
+          image: consumer:latest
+        restartPolicy: Never
+  rollout:
+    strategy: gradual
+    propagationPolicy: foreground
+  scalingStrategy:
+    strategy: custom
+    customScalingQueueLengthDeduction: 1
+    customScalingRunningJobPercentage: "0.5"
+    multipleScalersCalculation: max
+  triggers:
+  - type: kafka
+    metadata:
+      bootstrapServers: kafka.svc:9092
+      consumerGroup: batch
+      topic: orders
+      lagThreshold: "5"
+"#;
+
+#[test]
+fn keda_scaled_jobs_validate_with_a_keda_warning() {
+    let out = ebb(&["validate", "--warnings", "-"], KEDA_SCALED_JOBS);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_of(&out);
+    let jobs: Vec<&serde_json::Value> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "ScaledJob")
+        .collect();
+    assert_eq!(jobs.len(), 3);
+    for job in &jobs {
+        assert_eq!(job["valid"], true, "{job}");
+        assert!(
+            job["warnings"].as_array().unwrap().iter().any(|w| w
+                .as_str()
+                .unwrap()
+                .starts_with("KEDA apiVersion keda.sh/v1alpha1")),
+            "{job}"
+        );
+        assert_eq!(job["normalized"]["apiVersion"], "ebb.dev/v1alpha1");
+        assert!(job["triggers"][0]["metricName"].is_string(), "{job}");
+    }
+    // The defaults KEDA documents, applied where the manifest leaves them out.
+    let sqs = &jobs[1]["normalized"]["spec"];
+    assert_eq!(sqs["successfulJobsHistoryLimit"], 100);
+    assert_eq!(sqs["minReplicaCount"], 0);
+    assert_eq!(sqs["scalingStrategy"]["pendingPodConditions"][1], "PodScheduled");
+    // The RabbitMQ host comes from a Secret that is not in the input: said, not an error.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("ScaledJob default/rabbitmq-consumer: warning: spec.triggers[0]: Secret default/rabbitmq-consumer-secrets (envFrom of ScaledJob default/rabbitmq-consumer jobTargetRef.template) is not in the input"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_scaled_jobs_exit_1_with_one_line_naming_the_field() {
+    let base = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {name: bad}
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers: [{name: c, image: busybox}]
+        restartPolicy: Never
+  EXTRA
+  triggers:
+  - type: kafka
+    metadata: {bootstrapServers: "k:9092", consumerGroup: g, topic: t}
+"#;
+    let cases = [
+        (
+            "minReplicaCount: 5\n  maxReplicaCount: 2",
+            "spec.minReplicaCount: minReplicaCount (5) must be less than or equal to maxReplicaCount (2)",
+        ),
+        (
+            "scalingStrategy: {strategy: greedy}",
+            "spec.scalingStrategy.strategy: must be one of",
+        ),
+        (
+            "scalingStrategy: {strategy: custom, customScalingRunningJobPercentage: \"150%\"}",
+            "spec.scalingStrategy.customScalingRunningJobPercentage: must be a number between 0 and 1",
+        ),
+        (
+            "rollout: {strategy: eventually}",
+            "spec.rollout.strategy: must be one of",
+        ),
+    ];
+    for (extra, want) in cases {
+        let out = ebb(&["validate", "-"], &base.replace("EXTRA", extra));
+        assert_eq!(out.status.code(), Some(1), "{extra}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains(": warning: ")).collect();
+        assert_eq!(lines.len(), 1, "{extra}: {stderr}");
+        assert!(
+            lines[0].starts_with(&format!("-#1: ScaledJob default/bad: {want}")),
+            "{extra}: {stderr}"
+        );
+    }
+    let no_job = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: bad}\nspec:\n  triggers: [{type: cron, metadata: {}}]\n";
+    let out = ebb(&["validate", "-"], no_job);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.contains(": warning: ")).collect();
+    assert_eq!(
+        lines,
+        ["-#1: ScaledJob default/bad: spec.jobTargetRef: is required"],
+        "{stderr}"
+    );
 }

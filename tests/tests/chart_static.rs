@@ -571,14 +571,14 @@ async fn crds_are_rendered_from_the_generated_files() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         expected.push(serde_saphyr::from_str::<Value>(&text).unwrap());
     }
-    assert_eq!(expected.len(), 3, "three generated CRDs in {}", files.display());
+    assert_eq!(expected.len(), 4, "four generated CRDs in {}", files.display());
     assert!(
         !Chart::path().join("crds").exists(),
         "charts/ebb/crds/ would make Helm install CRDs it never upgrades"
     );
 
     let r = chart.render(&[]).await.unwrap();
-    assert_eq!(r.count("CustomResourceDefinition"), 3);
+    assert_eq!(r.count("CustomResourceDefinition"), 4);
     for want in &expected {
         let name = text(&want["metadata"]["name"]);
         let got = r.get("CustomResourceDefinition", &name);
@@ -607,7 +607,7 @@ async fn crds_are_rendered_from_the_generated_files() {
             "{crd}"
         );
     }
-    assert_eq!(not_kept.count("CustomResourceDefinition"), 3);
+    assert_eq!(not_kept.count("CustomResourceDefinition"), 4);
     let none = chart.render(&[("crds.install", json!(false))]).await.unwrap();
     assert_eq!(none.count("CustomResourceDefinition"), 0);
     assert_eq!(none.count("Deployment"), 1);
@@ -908,6 +908,14 @@ async fn aggregated_roles_extend_view_edit_and_admin() {
         .flat_map(|rule| strings(&rule["verbs"]))
         .collect();
     assert_eq!(verbs, ["get", "list", "watch"].map(String::from).into());
+    for resource in [
+        "scaledobjects",
+        "scaledjobs",
+        "scaledjobs/status",
+        "triggerauthentications",
+    ] {
+        assert!(has(&view[0]["rules"][0]["resources"], resource), "{resource}");
+    }
     for label in [
         "rbac.authorization.k8s.io/aggregate-to-edit",
         "rbac.authorization.k8s.io/aggregate-to-admin",
@@ -915,7 +923,7 @@ async fn aggregated_roles_extend_view_edit_and_admin() {
         let roles = aggregated(&r, label);
         assert_eq!(roles.len(), 1, "{label}");
         let rule = &roles[0]["rules"][0];
-        for resource in ["scaledobjects", "triggerauthentications"] {
+        for resource in ["scaledobjects", "scaledjobs", "triggerauthentications"] {
             assert!(has(&rule["resources"], resource), "{label}: {rule}");
         }
         for verb in ["create", "update", "patch", "delete"] {

@@ -168,3 +168,191 @@ async fn trigger_authentications_round_trip() {
     cta_api.delete(&cta_name, &Default::default()).await.unwrap();
     ns.delete().await.unwrap();
 }
+
+/// A ScaledJob as raw JSON, so that invalid values reach the server unchanged.
+fn scaled_job(name: &str, spec: serde_json::Value) -> kube::api::DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("test object deserialises")
+}
+
+fn raw_job_api(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<ebb_crds::ScaledJob>(&()),
+    )
+}
+
+/// A JobSpec with the pod-template fields that stress a structural schema: int-or-string
+/// probe ports, resource quantities, list-map keys, an init container and template metadata.
+fn job_target() -> serde_json::Value {
+    json!({
+        "backoffLimit": 2,
+        "ttlSecondsAfterFinished": 60,
+        "template": {
+            "metadata": {"labels": {"app": "worker"}, "annotations": {"a": "b"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [{"name": "init", "image": "busybox"}],
+                "containers": [{
+                    "name": "worker", "image": "busybox", "command": ["sh", "-c", "sleep 1"],
+                    "env": [{"name": "QUEUE", "value": "q"}],
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": 1}},
+                    "livenessProbe": {"httpGet": {"path": "/", "port": "http"}},
+                    "readinessProbe": {"tcpSocket": {"port": 8080}}
+                }]
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn valid_scaled_job_reads_back_with_keda_defaults() {
+    let env = TestEnv::load().await.unwrap();
+    install_crds(&env.client).await.unwrap();
+    let ns = env.namespace("crd-job-defaults").await.unwrap();
+    let dynamic = raw_job_api(&env.client, &ns.name);
+    let spec = json!({"jobTargetRef": job_target(),
+        "triggers": [{"type": "rabbitmq", "metadata": {"queueName": "q", "host": "amqp://h/"}}]});
+    dynamic
+        .create(&PostParams::default(), &scaled_job("batch", spec))
+        .await
+        .unwrap();
+    let api: Api<ebb_crds::ScaledJob> = Api::namespaced(env.client.clone(), &ns.name);
+    let back = api.get("batch").await.unwrap();
+    assert_eq!(back.spec.polling_interval, 30);
+    assert_eq!(
+        (
+            back.spec.successful_jobs_history_limit,
+            back.spec.failed_jobs_history_limit
+        ),
+        (100, 100)
+    );
+    assert_eq!(
+        (back.spec.min_replica_count, back.spec.max_replica_count),
+        (0, 100)
+    );
+    // The stored object carries the defaults (not only our serde defaults), and the JobSpec
+    // survives pruning whole.
+    let stored = dynamic.get("batch").await.unwrap();
+    let s = &stored.data["spec"];
+    assert_eq!(s["successfulJobsHistoryLimit"], 100);
+    assert_eq!(s["scalingStrategy"]["strategy"], "default");
+    assert_eq!(s["scalingStrategy"]["multipleScalersCalculation"], "max");
+    let container = &s["jobTargetRef"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "http");
+    assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], 8080);
+    assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
+    assert_eq!(
+        s["jobTargetRef"]["template"]["metadata"]["labels"]["app"],
+        "worker"
+    );
+    assert_eq!(s["jobTargetRef"]["ttlSecondsAfterFinished"], 60);
+    ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn schema_rejects_invalid_scaled_jobs() {
+    let env = TestEnv::load().await.unwrap();
+    install_crds(&env.client).await.unwrap();
+    let ns = env.namespace("crd-job-invalid").await.unwrap();
+    let api = raw_job_api(&env.client, &ns.name);
+    let trigger = json!([{"type": "rabbitmq", "metadata": {}}]);
+    let with = |extra: serde_json::Value| {
+        let mut spec = json!({"jobTargetRef": job_target(), "triggers": trigger});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    let schema_cases = [
+        ("no-job", json!({"triggers": trigger}), "spec.jobTargetRef"),
+        ("no-triggers", with(json!({"triggers": []})), "spec.triggers"),
+        (
+            "history-negative",
+            with(json!({"failedJobsHistoryLimit": -1})),
+            "spec.failedJobsHistoryLimit",
+        ),
+        (
+            "bad-strategy",
+            with(json!({"scalingStrategy": {"strategy": "greedy"}})),
+            "spec.scalingStrategy.strategy",
+        ),
+        (
+            "bad-calculation",
+            with(json!({"scalingStrategy": {"multipleScalersCalculation": "median"}})),
+            "spec.scalingStrategy.multipleScalersCalculation",
+        ),
+        (
+            "bad-rollout",
+            with(json!({"rollout": {"strategy": "sometimes"}})),
+            "spec.rollout.strategy",
+        ),
+    ];
+    for (name, spec, field) in schema_cases {
+        let err = api
+            .create(&PostParams::default(), &scaled_job(name, spec))
+            .await
+            .expect_err(name);
+        let kube::Error::Api(status) = err else {
+            panic!("{name}: unexpected error {err}")
+        };
+        assert_eq!(status.code, 422, "{name}: {status:?}");
+        assert!(status.message.contains(field), "{name}: {}", status.message);
+    }
+    // The cross-field rules are CEL rules: only servers that evaluate CEL reject these.
+    let cel_cases = [
+        (
+            "min-above-max",
+            with(json!({"minReplicaCount": 5, "maxReplicaCount": 2})),
+            "spec.minReplicaCount",
+            "minReplicaCount must be less than or equal to maxReplicaCount",
+        ),
+        (
+            "percentage-text",
+            with(
+                json!({"scalingStrategy": {"strategy": "custom", "customScalingRunningJobPercentage": "half"}}),
+            ),
+            "spec.scalingStrategy.customScalingRunningJobPercentage",
+            "customScalingRunningJobPercentage must be a number between 0 and 1",
+        ),
+        (
+            "percentage-above-one",
+            with(
+                json!({"scalingStrategy": {"strategy": "custom", "customScalingRunningJobPercentage": "1.5"}}),
+            ),
+            "spec.scalingStrategy.customScalingRunningJobPercentage",
+            "customScalingRunningJobPercentage must be a number between 0 and 1",
+        ),
+    ];
+    for (name, spec, field, message) in cel_cases {
+        let result = api.create(&PostParams::default(), &scaled_job(name, spec)).await;
+        if env.evaluates_cel() {
+            let Err(kube::Error::Api(status)) = result else {
+                panic!("{name}: CEL rule did not reject it: {result:?}")
+            };
+            assert!(status.message.contains(field), "{name}: {}", status.message);
+            assert!(status.message.contains(message), "{name}: {}", status.message);
+        } else {
+            eprintln!("{}: no CEL at admission; {name} accepted", env.kube_flavor());
+            assert!(result.is_ok(), "{name}: {result:?}");
+        }
+    }
+    // A percentage the rule accepts, and any text under another strategy (KEDA ignores it there).
+    for (name, strategy, percentage) in [
+        ("custom-ok", "custom", "0.5"),
+        ("accurate-any", "accurate", "half"),
+    ] {
+        let spec = with(
+            json!({"scalingStrategy": {"strategy": strategy, "customScalingRunningJobPercentage": percentage}}),
+        );
+        api.create(&PostParams::default(), &scaled_job(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    ns.delete().await.unwrap();
+}

@@ -1,8 +1,11 @@
-//! The offline subcommands: `ebb validate` ([`validate`], looking triggers' references up among
+//! The offline subcommands: `ebb validate` ([`validate`]; ScaledJobs in [`scaled_job`]; the
+//! per-trigger findings of both kinds in [`trigger_report`]; looking triggers' references up among
 //! the objects of its input, [`bundle`]; annotated workloads checked as the ScaledObject they
 //! generate, [`annotated`], which the operator's generator shares). `ebb crds` prints what `ebb_crds` generates and needs
 //! no module of its own.
 
 pub mod annotated;
 pub mod bundle;
+pub mod scaled_job;
+pub mod trigger_report;
 pub mod validate;

@@ -1,4 +1,4 @@
-//! `ebb validate`: offline checks of ScaledObject / TriggerAuthentication manifests.
+//! `ebb validate`: offline checks of ScaledObject / ScaledJob / TriggerAuthentication manifests.
 //!
 //! Each document is checked the way the cluster and the operator will see it: the CRD schema
 //! (types, required fields, minimums, enums, unknown fields), KEDA's defaults, the cross-field rules
@@ -8,11 +8,13 @@
 //! the report carries.
 
 use ebb_crds::validation::{FieldError, validate_spec};
-use ebb_crds::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication, schema_check};
+use ebb_crds::{ClusterTriggerAuthentication, ScaledJob, ScaledObject, TriggerAuthentication, schema_check};
 
 use crate::cli::annotated::{annotations_of, check_workload};
 use crate::cli::bundle::str_at;
 pub use crate::cli::bundle::{BundleObjects, CLUSTER_AUTH_NAMESPACE};
+use crate::cli::scaled_job::check_scaled_job;
+use crate::cli::trigger_report::report_triggers;
 use crate::compile::triggers::compile;
 use ebb_crds::annotated::WorkloadKind;
 use kube::CustomResourceExt;
@@ -63,6 +65,8 @@ pub fn read_documents(source_name: &str, text: &str) -> Result<Vec<InputDocument
 pub enum CheckedKind {
     /// A ScaledObject.
     ScaledObject,
+    /// A ScaledJob.
+    ScaledJob,
     /// A TriggerAuthentication.
     TriggerAuthentication,
     /// A ClusterTriggerAuthentication.
@@ -103,7 +107,7 @@ pub struct ObjectReport {
     pub kind: Option<CheckedKind>,
     /// `apiVersion` as written.
     pub api_version: String,
-    /// Namespace (ScaledObject, TriggerAuthentication), defaulted to `default`.
+    /// Namespace (ScaledObject, ScaledJob, TriggerAuthentication), defaulted to `default`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Name.
@@ -114,7 +118,7 @@ pub struct ObjectReport {
     pub problems: Vec<Problem>,
     /// Notes that do not make it invalid.
     pub warnings: Vec<String>,
-    /// Per-trigger results (ScaledObjects).
+    /// Per-trigger results (ScaledObjects and ScaledJobs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<TriggerReport>,
     /// The object with defaults applied, as ebb will store it.
@@ -220,6 +224,7 @@ pub fn check_documents_with(docs: &[InputDocument], options: CheckOptions) -> Bu
         let ours = api_version == ebb_crds::API_VERSION || api_version == ebb_crds::KEDA_API_VERSION;
         let kind = match kind_name.as_str() {
             "ScaledObject" if ours => CheckedKind::ScaledObject,
+            "ScaledJob" if ours => CheckedKind::ScaledJob,
             "TriggerAuthentication" if ours => CheckedKind::TriggerAuthentication,
             "ClusterTriggerAuthentication" if ours => CheckedKind::ClusterTriggerAuthentication,
             _ if let Some(workload) = WorkloadKind::of(&api_version, &kind_name)
@@ -424,6 +429,10 @@ fn check_object(
             check_scaled_object(&so, &mut report, bundle, options);
             serde_json::to_value(&so)
         }),
+        CheckedKind::ScaledJob => typed::<ScaledJob>(value).map(|sj| {
+            check_scaled_job(&sj, &mut report, bundle, options);
+            serde_json::to_value(&sj)
+        }),
         CheckedKind::TriggerAuthentication => {
             typed::<TriggerAuthentication>(value).map(|o| serde_json::to_value(&o))
         }
@@ -439,12 +448,20 @@ fn check_object(
             field: "(object)".into(),
             message: e.to_string(),
         }),
-        // The schema walk usually names the same problem already; add it only when it did not.
-        Err(p) if !report.problems.iter().any(|q| q.field == p.field) => report.problems.push(p),
+        // The schema walk usually names the same problem already (at that field or, for a missing
+        // required field, below it); add it only when it did not.
+        Err(p) if !report.problems.iter().any(|q| within(&q.field, &p.field)) => report.problems.push(p),
         Err(_) => {}
     }
     report.valid = report.problems.is_empty();
     report
+}
+
+/// Whether `field` is `parent` or a field under it.
+fn within(field: &str, parent: &str) -> bool {
+    field
+        .strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: Json) -> Result<T, Problem> {
@@ -466,92 +483,10 @@ fn check_scaled_object(
     report
         .problems
         .extend(validate_spec(&so.spec).into_iter().map(Problem::from));
-    let namespace = so
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
+    let namespace = so.metadata.namespace.as_deref().unwrap_or("default");
     // The same compilation the operator runs against the cluster, over the files given.
-    let compiled = futures::executor::block_on(compile(bundle, &namespace, so));
-    for (trigger, compiled) in so.spec.triggers.iter().zip(compiled) {
-        let inputs = &compiled.inputs;
-        let at = compiled.field();
-        for missing in inputs.missing.iter().filter(|_| !options.quiet_missing) {
-            if options.strict {
-                report.problems.push(Problem {
-                    field: at.clone(),
-                    message: missing.clone(),
-                });
-            } else {
-                report
-                    .warnings
-                    .push(format!("{at}: {missing}; its parameters are not checked"));
-            }
-        }
-        for error in &inputs.errors {
-            report.problems.push(Problem {
-                field: at.clone(),
-                message: error.clone(),
-            });
-        }
-        let aws_types = aws_identity_types();
-        if inputs.pod_identity == Some(ebb_crds::PodIdentityProvider::Aws)
-            && !aws_types.contains(&trigger.type_.as_str())
-        {
-            report.warnings.push(format!(
-                "{at}.authenticationRef: podIdentity aws is only used by {} triggers; {} ignores it",
-                aws_types.join(" and "),
-                trigger.type_
-            ));
-        }
-        report
-            .warnings
-            .extend(compiled.warnings().iter().map(|w| format!("spec.{w}")));
-        match &compiled.parsed {
-            Ok(parsed) => {
-                report.warnings.extend(
-                    parsed
-                        .params
-                        .warnings
-                        .iter()
-                        .map(|w| format!("{at}.metadata.{w}")),
-                );
-                report.triggers.push(TriggerReport {
-                    index: compiled.index,
-                    type_: trigger.type_.clone(),
-                    metric_name: Some(parsed.metric_name.clone()),
-                    params: Some(parsed.params.redacted_json()),
-                    pod_identity: inputs.pod_identity,
-                });
-            }
-            Err(e) => {
-                for pe in &e.errors {
-                    let field = if pe.param == "type" {
-                        format!("{at}.type")
-                    } else {
-                        format!("{at}.metadata.{}", pe.param)
-                    };
-                    let message = inputs.scrub(&format!("({}) {}", trigger.type_, pe.problem));
-                    report.problems.push(Problem { field, message });
-                }
-                report.triggers.push(TriggerReport {
-                    index: compiled.index,
-                    type_: trigger.type_.clone(),
-                    metric_name: None,
-                    params: None,
-                    pod_identity: inputs.pod_identity,
-                });
-            }
-        }
-    }
-}
-
-/// The trigger types that read AWS credentials (their declaration has an `awsRegion`
-/// parameter), and so are the ones `podIdentity: aws` serves.
-fn aws_identity_types() -> Vec<&'static str> {
-    ebb_scalers::supported_types()
-        .filter(|t| ebb_scalers::declaration(t).is_some_and(|d| d.param("awsRegion").is_some()))
-        .collect()
+    let compiled = futures::executor::block_on(compile(bundle, namespace, so));
+    report_triggers(&so.spec.triggers, compiled, report, options);
 }
 
 fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
@@ -561,7 +496,8 @@ fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
     for key in annotations.keys() {
         let ebb_key = key
             .replace("autoscaling.keda.sh/", "autoscaling.ebb.dev/")
-            .replace("scaledobject.keda.sh/", "scaledobject.ebb.dev/");
+            .replace("scaledobject.keda.sh/", "scaledobject.ebb.dev/")
+            .replace("scaledjob.keda.sh/", "scaledjob.ebb.dev/");
         if &ebb_key != key {
             warnings.push(format!(
                 "metadata.annotations.{key}: KEDA annotation, ebb reads {ebb_key}"
@@ -574,6 +510,7 @@ fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
 fn schema_of(kind: CheckedKind) -> Json {
     let crd = match kind {
         CheckedKind::ScaledObject => ScaledObject::crd(),
+        CheckedKind::ScaledJob => ScaledJob::crd(),
         CheckedKind::TriggerAuthentication => TriggerAuthentication::crd(),
         CheckedKind::ClusterTriggerAuthentication => ClusterTriggerAuthentication::crd(),
         CheckedKind::Deployment | CheckedKind::StatefulSet => return Json::Null,

@@ -1,11 +1,13 @@
 //! What a trigger's parameters are read from besides its metadata: the auth params of its
 //! authenticationRef (Secrets, ConfigMaps, the target's env, pod identity) and the environment of
-//! the scale target's container (for `<param>FromEnv`).
+//! the target's container (for `<param>FromEnv`): a ScaledObject's scale target, looked up, or a
+//! ScaledJob's Job template, carried by the object ([`EnvSource`]).
 //!
 //! One implementation serves both callers through [`ObjectSource`]: `ebb validate` looks objects up
 //! in the files it was given, the operator in the cluster. Values that come from a Secret are
 //! reported in [`ResolvedInputs::sensitive`] so every output redacts them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -84,6 +86,33 @@ pub trait ObjectSource: Send + Sync {
     fn missing_is_error(&self) -> bool;
 }
 
+/// Where a trigger's `<param>FromEnv` and its authentication's `env` entries read container
+/// environment from.
+#[derive(Debug, Clone, Copy)]
+pub enum EnvSource<'a> {
+    /// A ScaledObject's scale target: its pod template is looked up through the [`ObjectSource`].
+    Workload(&'a ScaleTargetRef),
+    /// A pod template the object carries itself (a ScaledJob's `jobTargetRef.template`).
+    Template {
+        /// Names the template in messages, e.g. `ScaledJob ns/name jobTargetRef`.
+        what: &'a str,
+        /// The pod template.
+        template: &'a PodTemplateSpec,
+        /// The container to read (`envSourceContainerName`); the first when `None`.
+        container: Option<&'a str>,
+    },
+}
+
+impl EnvSource<'_> {
+    /// The container named by the object; `None` means the first container.
+    fn container_name(&self) -> Option<&str> {
+        match self {
+            EnvSource::Workload(target) => target.env_source_container_name.as_deref(),
+            EnvSource::Template { container, .. } => *container,
+        }
+    }
+}
+
 /// A trigger's resolved inputs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResolvedInputs {
@@ -148,7 +177,7 @@ impl ResolvedInputs {
 pub async fn resolve(
     source: &dyn ObjectSource,
     namespace: &str,
-    target: &ScaleTargetRef,
+    env_source: EnvSource<'_>,
     trigger: &Trigger,
 ) -> ResolvedInputs {
     let mut out = ResolvedInputs::default();
@@ -187,7 +216,14 @@ pub async fn resolve(
     let needs_env = trigger.metadata.keys().any(|k| k.ends_with("FromEnv"))
         || auth.as_ref().is_some_and(|(spec, _, _)| !spec.env.is_empty());
     let env = if needs_env {
-        workload_env(source, namespace, target, &mut out).await
+        workload_env(
+            source,
+            namespace,
+            env_source,
+            env_source.container_name(),
+            &mut out,
+        )
+        .await
     } else {
         None
     };
@@ -257,11 +293,9 @@ pub async fn resolve(
     }
     for (i, e) in spec.env.iter().enumerate() {
         let container_env = match &e.container_name {
-            Some(c) if Some(c) != target.env_source_container_name.as_ref() => {
+            Some(c) if Some(c.as_str()) != env_source.container_name() => {
                 let mut scratch = ResolvedInputs::default();
-                let mut t = target.clone();
-                t.env_source_container_name = Some(c.clone());
-                let r = workload_env(source, namespace, &t, &mut scratch).await;
+                let r = workload_env(source, namespace, env_source, Some(c), &mut scratch).await;
                 out.missing.extend(scratch.missing);
                 out.errors.extend(scratch.errors);
                 out.transient.extend(scratch.transient);
@@ -291,49 +325,60 @@ pub async fn resolve(
     out
 }
 
-/// The env of the scale target's container (envSourceContainerName, or the first), with the names
-/// of variables whose value came from a Secret.
+/// The env of the target's container (`container`, or the first), with the names of variables
+/// whose value came from a Secret.
 async fn workload_env(
     source: &dyn ObjectSource,
     namespace: &str,
-    target: &ScaleTargetRef,
+    env_source: EnvSource<'_>,
+    container: Option<&str>,
     out: &mut ResolvedInputs,
 ) -> Option<(BTreeMap<String, String>, BTreeSet<String>)> {
-    let what = format!("{} {namespace}/{}", target.kind_or_default(), target.name);
-    let template = match source
-        .pod_template(
-            namespace,
-            target.api_version_or_default(),
-            target.kind_or_default(),
-            &target.name,
-        )
-        .await
-    {
-        Lookup::Found(t) => t,
-        Lookup::Missing => {
-            out.missing_object(source, format!("scale target {what} (for its container env)"));
-            return None;
+    // Offline, an env source that is not in the input leaves the env incomplete: then it is not
+    // used at all, rather than reporting its variables as unset.
+    let unknown_before = out.missing.len() + out.transient.len();
+    let (what, template) = match env_source {
+        EnvSource::Workload(target) => {
+            let what = format!("{} {namespace}/{}", target.kind_or_default(), target.name);
+            let lookup = source
+                .pod_template(
+                    namespace,
+                    target.api_version_or_default(),
+                    target.kind_or_default(),
+                    &target.name,
+                )
+                .await;
+            match lookup {
+                Lookup::Found(t) => (what, Cow::Owned(t)),
+                Lookup::Missing => {
+                    out.missing_object(source, format!("scale target {what} (for its container env)"));
+                    return None;
+                }
+                Lookup::Unavailable(m) => {
+                    out.errors.push(format!("{what}: {m}"));
+                    return None;
+                }
+                Lookup::Transient(t) => {
+                    out.transient.push(t);
+                    return None;
+                }
+            }
         }
-        Lookup::Unavailable(m) => {
-            out.errors.push(format!("{what}: {m}"));
-            return None;
-        }
-        Lookup::Transient(t) => {
-            out.transient.push(t);
-            return None;
-        }
+        EnvSource::Template { what, template, .. } => (what.to_string(), Cow::Borrowed(template)),
     };
-    let containers: Vec<Container> = template.spec.map(|s| s.containers).unwrap_or_default();
-    let container = match &target.env_source_container_name {
-        Some(name) => containers.iter().find(|c| &c.name == name),
+    let containers: &[Container] = template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let found = match container {
+        Some(name) => containers.iter().find(|c| c.name == name),
         None => containers.first(),
     };
-    let Some(container) = container else {
+    let Some(container) = found else {
         out.errors.push(format!(
             "{what} has no container {}",
-            target
-                .env_source_container_name
-                .as_deref()
+            container
                 .map(|n| format!("{n:?}"))
                 .unwrap_or_else(|| "at all".into())
         ));
@@ -425,7 +470,7 @@ async fn workload_env(
             }
         }
     }
-    Some((vars, secret_vars))
+    (out.missing.len() + out.transient.len() == unknown_before).then_some((vars, secret_vars))
 }
 
 /// Why a Secret's value cannot be used; names the key, never the value.
@@ -525,7 +570,7 @@ mod tests {
             "type": "t", "metadata": {}, "authenticationRef": {"name": auth}}))
         .unwrap();
         let target: ScaleTargetRef = serde_json::from_value(json!({"name": "w"})).unwrap();
-        futures::executor::block_on(resolve(&Flaky, "ns", &target, &trigger))
+        futures::executor::block_on(resolve(&Flaky, "ns", EnvSource::Workload(&target), &trigger))
     }
 
     #[test]

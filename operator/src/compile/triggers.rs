@@ -1,14 +1,14 @@
-//! A ScaledObject's triggers, compiled: each trigger's inputs resolved through an
+//! A ScaledObject's or ScaledJob's triggers, compiled: each trigger's inputs resolved through an
 //! [`ObjectSource`], then parsed by its scaler declaration (typed parameters, metric name,
 //! thresholds), with every parameter whose value came from a Secret marked secret. `ebb validate`
 //! and the reconciler both call [`compile`]; what they do with a trigger that does not compile
 //! differs (a report per field, or one `Ready=False` message).
 
-use ebb_crds::{MetricType, PodIdentityProvider, ScaledObject, Trigger};
+use ebb_crds::{MetricType, PodIdentityProvider, ScaledJob, ScaledObject, Trigger};
 use ebb_scalers::TriggerParseError;
 use ebb_scalers::registry::ParsedTrigger;
 
-use crate::compile::inputs::{ObjectSource, ResolvedInputs, TransientLookup, resolve};
+use crate::compile::inputs::{EnvSource, ObjectSource, ResolvedInputs, TransientLookup, resolve};
 
 /// One trigger of a ScaledObject, resolved and parsed.
 #[derive(Debug, Clone)]
@@ -80,9 +80,40 @@ impl CompiledTrigger {
 
 /// Compiles every trigger of `so`, whose objects are looked up in `namespace` through `source`.
 pub async fn compile(source: &dyn ObjectSource, namespace: &str, so: &ScaledObject) -> Vec<CompiledTrigger> {
-    let mut out = Vec::with_capacity(so.spec.triggers.len());
-    for (index, trigger) in so.spec.triggers.iter().enumerate() {
-        let inputs = resolve(source, namespace, &so.spec.scale_target_ref, trigger).await;
+    let env = EnvSource::Workload(&so.spec.scale_target_ref);
+    compile_triggers(source, namespace, env, &so.spec.triggers).await
+}
+
+/// Compiles every trigger of `sj`: `<param>FromEnv` reads the container of its Job template
+/// named by `envSourceContainerName` (else the first).
+pub async fn compile_scaled_job(
+    source: &dyn ObjectSource,
+    namespace: &str,
+    sj: &ScaledJob,
+) -> Vec<CompiledTrigger> {
+    let what = format!(
+        "ScaledJob {namespace}/{} jobTargetRef.template",
+        sj.metadata.name.as_deref().unwrap_or_default()
+    );
+    let env = EnvSource::Template {
+        what: &what,
+        template: &sj.spec.job_target_ref.template,
+        container: sj.spec.env_source_container_name.as_deref(),
+    };
+    compile_triggers(source, namespace, env, &sj.spec.triggers).await
+}
+
+/// Compiles `triggers`, whose objects are looked up in `namespace` through `source` and whose
+/// container env comes from `env`.
+pub async fn compile_triggers(
+    source: &dyn ObjectSource,
+    namespace: &str,
+    env: EnvSource<'_>,
+    triggers: &[Trigger],
+) -> Vec<CompiledTrigger> {
+    let mut out = Vec::with_capacity(triggers.len());
+    for (index, trigger) in triggers.iter().enumerate() {
+        let inputs = resolve(source, namespace, env, trigger).await;
         let mut compiled = compile_one(index, trigger, inputs);
         if let Ok(parsed) = &mut compiled.parsed {
             parsed.context.namespace = Some(namespace.to_string());
