@@ -15,9 +15,7 @@ use kube::Resource;
 
 use crate::cache::index::{Projection, WatchIndex};
 use crate::scale::jobs::JobCounts;
-
-/// The label on every Job (and its pods) a ScaledJob creates, naming the ScaledJob.
-pub const SCALED_JOB_NAME_LABEL: &str = "scaledjob.ebb.dev/name";
+use ebb_crds::annotations::SCALED_JOB_NAME_LABEL;
 
 /// How a Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
