@@ -138,6 +138,11 @@ pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<
     }
     match build_config(&sj, &ctx).await {
         Ok(config) => {
+            // rollout default: the Jobs of an older spec go (gradual leaves them to finish).
+            if !gradual {
+                let generation = sj.metadata.generation.unwrap_or_default();
+                delete_superseded(&ctx, &key, generation, sj.spec.rollout.as_ref()).await?;
+            }
             let types: Vec<&str> = sj.spec.triggers.iter().map(|t| t.type_.as_str()).collect();
             ctx.host
                 .trigger_types
@@ -233,6 +238,37 @@ async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<JobLoopConfig
         ),
         polling_interval: Duration::from_secs(u64::try_from(sj.spec.polling_interval.max(1)).unwrap_or(30)),
     })
+}
+
+/// Deletes the unfinished Jobs created from an older generation of the ScaledJob.
+async fn delete_superseded(
+    ctx: &JobsContext,
+    key: &JobKey,
+    generation: i64,
+    rollout: Option<&ebb_crds::Rollout>,
+) -> Result<(), JobReconcileError> {
+    let shared = &ctx.host.shared;
+    let jobs: Vec<(String, bool, Option<i64>)> = ctx
+        .host
+        .index
+        .jobs_of(&key.0, &key.1)
+        .into_iter()
+        .map(|j| (j.name.to_string(), j.finished.is_some(), j.generation))
+        .collect();
+    let params = match rollout.map(|r| r.propagation_policy) {
+        Some(ebb_crds::PropagationPolicy::Foreground) => kube::api::DeleteParams::foreground(),
+        _ => kube::api::DeleteParams::background(),
+    };
+    let api: Api<Job> = Api::namespaced(shared.client.clone(), &key.0);
+    for name in crate::scale::jobs::superseded(&jobs, generation) {
+        shared.leader.check()?;
+        match api.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Removes the owner reference from every Job of the ScaledJob, so they outlive it.

@@ -17,11 +17,23 @@ use serde_json::json;
 
 use crate::cache::jobs::{JobEntry, JobIndex};
 use crate::context::Shared;
+use crate::infra::client_limits::TokenBucket;
 use crate::scale::job_loop::{JobHost, JobKey, JobTick};
 use crate::scale::jobs::JobCounts;
 
 /// Field manager of ScaledJob status writes.
 const FIELD_MANAGER: &str = "ebb-operator";
+/// Job creates per second across every ScaledJob, and their burst: a ScaledJob asking for 100
+/// Jobs takes about 9 s instead of emptying the client's budget (50/s, burst 100 by default),
+/// which ScaledObjects' `/scale`, HPA and status writes share; they keep at least 40/s.
+pub const JOB_CREATES_PER_SECOND: f32 = 10.0;
+/// See [`JOB_CREATES_PER_SECOND`].
+pub const JOB_CREATE_BURST: u32 = 10;
+
+/// The process-wide budget of Job creates.
+pub fn job_create_budget() -> TokenBucket {
+    TokenBucket::new(JOB_CREATES_PER_SECOND, JOB_CREATE_BURST).expect("positive constants")
+}
 
 /// What was last written or said per ScaledJob, so steady state writes nothing.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -40,6 +52,7 @@ pub struct ClusterJobs {
     /// Trigger types per ScaledJob (for `status.triggersTypes`), set by the reconcile.
     pub trigger_types: Mutex<HashMap<JobKey, String>>,
     reported: Mutex<HashMap<JobKey, Reported>>,
+    creates: Mutex<TokenBucket>,
 }
 
 impl ClusterJobs {
@@ -50,6 +63,7 @@ impl ClusterJobs {
             index,
             trigger_types: Mutex::default(),
             reported: Mutex::default(),
+            creates: Mutex::new(job_create_budget()),
         }
     }
 
@@ -189,6 +203,12 @@ impl JobHost for ClusterJobs {
     }
 
     async fn create(&self, job: &Job) -> Result<(), String> {
+        let wait = self
+            .creates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reserve(tokio::time::Instant::now());
+        tokio::time::sleep(wait).await;
         self.shared.leader.check().map_err(|e| e.to_string())?;
         let ns = job.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Job> = Api::namespaced(self.shared.client.clone(), &ns);
@@ -284,5 +304,84 @@ impl JobHost for ClusterJobs {
             last_active.or(previous_last_active),
         );
         self.write_status(key, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[test]
+    fn a_hundred_job_creates_are_spread_and_leave_the_client_budget_to_scaled_objects() {
+        let mut budget = job_create_budget();
+        let now = Instant::now();
+        let waits: Vec<Duration> = (0..100).map(|_| budget.reserve(now)).collect();
+        assert_eq!(
+            waits.iter().filter(|w| w.is_zero()).count(),
+            JOB_CREATE_BURST as usize
+        );
+        let last = *waits.last().unwrap();
+        assert!(last >= Duration::from_secs(8), "100 creates span {last:?}");
+        // The controller client's default budget is 50/s: Job creates take at most a fifth.
+        assert!(JOB_CREATES_PER_SECOND <= 50.0 / 5.0);
+    }
+
+    fn tick(active: Option<bool>, errors: Vec<String>) -> JobTick {
+        use crate::scale::jobs::{JobDecision, JobReason};
+        JobTick {
+            decision: JobDecision {
+                create: 0,
+                active,
+                queue_length: 0,
+                max_scale: 0,
+                reason: JobReason::Strategy,
+            },
+            counts: JobCounts::default(),
+            created: 0,
+            create_failures: (0, None),
+            trimmed: 0,
+            trigger_errors: errors,
+        }
+    }
+
+    #[test]
+    fn the_status_says_ready_active_and_paused() {
+        let s = tick_status(
+            &tick(Some(true), vec![]),
+            false,
+            "rabbitmq,kafka",
+            Some("t".into()),
+        );
+        let c = s["conditions"].as_array().unwrap();
+        assert_eq!(
+            (c[0]["type"].as_str(), c[0]["status"].as_str()),
+            (Some("Ready"), Some("True"))
+        );
+        assert_eq!(
+            (c[1]["type"].as_str(), c[1]["status"].as_str()),
+            (Some("Active"), Some("True"))
+        );
+        assert_eq!(
+            (c[2]["type"].as_str(), c[2]["status"].as_str()),
+            (Some("Paused"), Some("False"))
+        );
+        assert_eq!(s["triggersTypes"], "rabbitmq,kafka");
+        assert_eq!(s["lastActiveTime"], "t");
+        let failing = tick_status(
+            &tick(None, vec!["metrics-api: down".into()]),
+            false,
+            "metrics-api",
+            None,
+        );
+        let c = failing["conditions"].as_array().unwrap();
+        assert_eq!(c[0]["status"], "False");
+        assert_eq!(c[0]["message"], "metrics-api: down");
+        assert_eq!(
+            c[1]["status"], "Unknown",
+            "a failing trigger's activity is unknown, not inactive"
+        );
+        assert!(failing.get("lastActiveTime").is_none());
     }
 }
