@@ -324,8 +324,6 @@ mod tests {
         );
         let last = *waits.last().unwrap();
         assert!(last >= Duration::from_secs(8), "100 creates span {last:?}");
-        // The controller client's default budget is 50/s: Job creates take at most a fifth.
-        assert!(JOB_CREATES_PER_SECOND <= 50.0 / 5.0);
     }
 
     fn tick(active: Option<bool>, errors: Vec<String>) -> JobTick {
