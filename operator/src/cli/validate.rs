@@ -411,7 +411,7 @@ fn check_object(
     }
     keda_annotation_warnings(&doc.value, &mut report.warnings);
     // The schema first: it is what the API server enforces.
-    let findings = schema_check::check(&schema_of(kind), &doc.value, "");
+    let findings = schema_check::check(schema_of(kind), &doc.value, "");
     report
         .problems
         .extend(findings.errors.into_iter().map(Problem::from));
@@ -507,15 +507,23 @@ fn keda_annotation_warnings(value: &Json, warnings: &mut Vec<String>) {
 }
 
 /// The `openAPIV3Schema` of a kind's CRD, as JSON.
-fn schema_of(kind: CheckedKind) -> Json {
-    let crd = match kind {
-        CheckedKind::ScaledObject => ScaledObject::crd(),
-        CheckedKind::ScaledJob => ScaledJob::crd(),
-        CheckedKind::TriggerAuthentication => TriggerAuthentication::crd(),
-        CheckedKind::ClusterTriggerAuthentication => ClusterTriggerAuthentication::crd(),
-        CheckedKind::Deployment | CheckedKind::StatefulSet => return Json::Null,
+fn schema_of(kind: CheckedKind) -> &'static Json {
+    use std::sync::OnceLock;
+    // Generating a CRD's schema (the ScaledJob's embeds a whole JobSpec) costs far more than
+    // checking a document against it: each is generated once per process.
+    static SCHEMAS: [OnceLock<Json>; 4] = [const { OnceLock::new() }; 4];
+    static NONE: Json = Json::Null;
+    let (slot, crd): (
+        usize,
+        fn() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ) = match kind {
+        CheckedKind::ScaledObject => (0, ScaledObject::crd),
+        CheckedKind::ScaledJob => (1, ScaledJob::crd),
+        CheckedKind::TriggerAuthentication => (2, TriggerAuthentication::crd),
+        CheckedKind::ClusterTriggerAuthentication => (3, ClusterTriggerAuthentication::crd),
+        CheckedKind::Deployment | CheckedKind::StatefulSet => return &NONE,
     };
-    ebb_crds::generate::openapi_schema(&crd)
+    SCHEMAS[slot].get_or_init(|| ebb_crds::generate::openapi_schema(&crd()))
 }
 
 #[cfg(test)]
