@@ -34,20 +34,22 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// `minReplicaCount` above `maxReplicaCount` (the rule ScaledObjects and ScaledJobs share).
+fn min_above_max(min: i32, max: i32) -> Option<FieldError> {
+    (min > max).then(|| {
+        FieldError::new(
+            "spec.minReplicaCount",
+            format!("minReplicaCount ({min}) must be less than or equal to maxReplicaCount ({max})"),
+        )
+    })
+}
+
 /// Checks the cross-field rules of a ScaledObject spec (the ones a CEL rule or no schema at all
 /// expresses). Types, minimums and enums are the schema's job ([`crate::schema_check`]); trigger
 /// metadata is checked by the scalers crate.
 pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if spec.min_replica_count > spec.max_replica_count {
-        errors.push(FieldError::new(
-            "spec.minReplicaCount",
-            format!(
-                "minReplicaCount ({}) must be less than or equal to maxReplicaCount ({})",
-                spec.min_replica_count, spec.max_replica_count
-            ),
-        ));
-    }
+    errors.extend(min_above_max(spec.min_replica_count, spec.max_replica_count));
     if let Some(idle) = spec.idle_replica_count
         && idle >= spec.min_replica_count
     {
@@ -101,15 +103,7 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
 /// [0, 1]) and unique trigger names. Types, minimums and enums are the schema's job.
 pub fn validate_scaled_job_spec(spec: &ScaledJobSpec) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if spec.min_replica_count > spec.max_replica_count {
-        errors.push(FieldError::new(
-            "spec.minReplicaCount",
-            format!(
-                "minReplicaCount ({}) must be less than or equal to maxReplicaCount ({})",
-                spec.min_replica_count, spec.max_replica_count
-            ),
-        ));
-    }
+    errors.extend(min_above_max(spec.min_replica_count, spec.max_replica_count));
     let strategy = &spec.scaling_strategy;
     if strategy.strategy == JobScalingStrategy::Custom
         && let Some(text) = &strategy.custom_scaling_running_job_percentage

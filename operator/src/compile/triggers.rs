@@ -5,10 +5,22 @@
 //! differs (a report per field, or one `Ready=False` message).
 
 use ebb_crds::{MetricType, PodIdentityProvider, ScaledJob, ScaledObject, Trigger};
-use ebb_scalers::TriggerParseError;
+use std::sync::Arc;
+
 use ebb_scalers::registry::ParsedTrigger;
+use ebb_scalers::{Scaler, ScalerFactory, TriggerParseError};
 
 use crate::compile::inputs::{EnvSource, ObjectSource, ResolvedInputs, TransientLookup, resolve};
+
+/// A compiled trigger's scaler, or why there is none ([`CompiledTrigger::build`]).
+pub enum Built<'a> {
+    /// The scaler, and the parsed trigger it was built from.
+    Scaler(&'a ParsedTrigger, Arc<dyn Scaler>),
+    /// Why the trigger cannot be used, one line naming it (secrets scrubbed).
+    Problem(String),
+    /// Neither usable nor invalid: a lookup failed for a reason that may pass.
+    Skipped,
+}
 
 /// One trigger of a ScaledObject, resolved and parsed.
 #[derive(Debug, Clone)]
@@ -61,6 +73,24 @@ impl CompiledTrigger {
         match &self.parsed {
             Ok(_) => None,
             Err(e) => Some(self.inputs.scrub(&format!("spec.{e}"))),
+        }
+    }
+
+    /// The trigger's scaler, built through `factory` (clients shared), or why there is none.
+    pub fn build(&self, factory: &ScalerFactory) -> Built<'_> {
+        if let Some(problem) = self.problem() {
+            return Built::Problem(problem);
+        }
+        let Some(parsed) = self.usable() else {
+            return Built::Skipped;
+        };
+        match factory.build(parsed) {
+            Ok(scaler) => Built::Scaler(parsed, scaler),
+            Err(e) => Built::Problem(self.inputs.scrub(&format!(
+                "{} ({}): {e}",
+                self.field(),
+                self.trigger_type
+            ))),
         }
     }
 

@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use crate::compile::cluster_objects::ClusterObjects;
-use crate::compile::triggers::compile;
+use crate::compile::triggers::{Built, compile};
 use crate::context::{ObjectKey, ObjectSlot, Shared};
 use crate::reconcile::hpa::HpaMetric;
 use crate::reconcile::plan::{
@@ -169,13 +169,8 @@ async fn build_triggers(
     let mut triggers = Vec::new();
     let mut problems = Vec::new();
     for c in &compiled {
-        if let Some(problem) = c.problem() {
-            problems.push(problem);
-            continue;
-        }
-        let Some(parsed) = c.usable() else { continue };
-        match shared.scalers.build(parsed) {
-            Ok(scaler) => {
+        match c.build(&shared.scalers) {
+            Built::Scaler(parsed, scaler) => {
                 facts.metrics.push(HpaMetric {
                     name: parsed.metric_name.clone(),
                     target: parsed.thresholds.target,
@@ -190,10 +185,8 @@ async fn build_triggers(
                     use_cached_metrics: c.use_cached_metrics,
                 });
             }
-            Err(e) => problems.push(
-                c.inputs
-                    .scrub(&format!("{} ({}): {e}", c.field(), c.trigger_type)),
-            ),
+            Built::Problem(problem) => problems.push(problem),
+            Built::Skipped => {}
         }
     }
     if problems.is_empty() {

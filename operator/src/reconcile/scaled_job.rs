@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::compile::cluster_objects::ClusterObjects;
-use crate::compile::triggers::compile_scaled_job;
+use crate::compile::triggers::{Built, compile_scaled_job};
 use crate::infra::leadership::NotLeading;
 use crate::scale::job_io::{ClusterJobs, condition};
 use crate::scale::job_loop::{JobKey, JobLoopConfig, run_job_loop};
@@ -208,17 +208,10 @@ async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<JobLoopConfig
     let mut triggers = Vec::new();
     let mut problems = Vec::new();
     for c in &compiled {
-        if let Some(problem) = c.problem() {
-            problems.push(problem);
-            continue;
-        }
-        let Some(parsed) = c.usable() else { continue };
-        match shared.scalers.build(parsed) {
-            Ok(scaler) => triggers.push(scaler),
-            Err(e) => problems.push(
-                c.inputs
-                    .scrub(&format!("{} ({}): {e}", c.field(), c.trigger_type)),
-            ),
+        match c.build(&shared.scalers) {
+            Built::Scaler(_, scaler) => triggers.push(scaler),
+            Built::Problem(problem) => problems.push(problem),
+            Built::Skipped => {}
         }
     }
     if !problems.is_empty() {
