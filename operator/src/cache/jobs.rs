@@ -35,6 +35,8 @@ pub struct JobEntry {
     pub finished: Option<Finished>,
     /// When it ended (RFC 3339, `status.completionTime` or the condition's transition time).
     pub finished_at: Option<String>,
+    /// The ScaledJob generation it was created from (`scaledjob.ebb.dev/generation`).
+    pub generation: Option<i64>,
 }
 
 /// Keeps a Job's state; files it under `(namespace, its ScaledJob)`.
@@ -66,6 +68,12 @@ impl Projection<Job> for JobView {
             name: job.meta().name.as_deref().unwrap_or_default().into(),
             finished,
             finished_at,
+            generation: job
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::scale::job_template::GENERATION_ANNOTATION))
+                .and_then(|g| g.trim().parse().ok()),
         }
     }
 

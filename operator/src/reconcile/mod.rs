@@ -10,6 +10,7 @@ pub mod apply;
 pub mod conflicts;
 pub mod hpa;
 pub mod plan;
+pub mod scaled_job;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

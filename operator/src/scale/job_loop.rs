@@ -195,6 +195,16 @@ mod tests {
 
     struct Queue {
         depth: Mutex<Result<f64, ()>>,
+        activity: Option<watch::Sender<bool>>,
+    }
+
+    impl Queue {
+        fn new(depth: Result<f64, ()>) -> Arc<Queue> {
+            Arc::new(Queue {
+                depth: Mutex::new(depth),
+                activity: None,
+            })
+        }
     }
 
     #[async_trait]
@@ -204,6 +214,9 @@ mod tests {
         }
         fn metric_target(&self) -> MetricTarget {
             MetricTarget { target_value: 1.0 }
+        }
+        fn activity_changes(&self) -> Option<watch::Receiver<bool>> {
+            self.activity.as_ref().map(watch::Sender::subscribe)
         }
         async fn sample(&self) -> Result<TriggerSample, ScalerError> {
             match *self.depth.lock().unwrap() {
@@ -246,6 +259,7 @@ mod tests {
                 name: format!("sj-{n}").into(),
                 finished: None,
                 finished_at: None,
+                generation: Some(1),
             });
             Ok(())
         }
@@ -293,9 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_queue_of_twelve_runs_five_at_a_time_until_it_is_empty() {
-        let queue = Arc::new(Queue {
-            depth: Mutex::new(Ok(12.0)),
-        });
+        let queue = Queue::new(Ok(12.0));
         let cluster = Cluster::default();
         let c = config(queue.clone(), 5, Strategy::Accurate);
         let t = job_tick(&cluster, &c).await.unwrap();
@@ -330,9 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_outage_creates_nothing_and_deletes_nothing_running() {
-        let queue = Arc::new(Queue {
-            depth: Mutex::new(Err(())),
-        });
+        let queue = Queue::new(Err(()));
         let cluster = Cluster::default();
         let t = job_tick(&cluster, &config(queue, 5, Strategy::Default))
             .await
@@ -344,9 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn pause_holds_creation_and_a_refused_create_stops_the_tick() {
-        let queue = Arc::new(Queue {
-            depth: Mutex::new(Ok(9.0)),
-        });
+        let queue = Queue::new(Ok(9.0));
         let cluster = Cluster::default();
         let mut c = config(queue.clone(), 5, Strategy::Default);
         c.paused = true;
@@ -356,5 +364,32 @@ mod tests {
         let t = job_tick(&cluster, &c).await.unwrap();
         assert_eq!((t.created, t.create_failures.0), (0, 1));
         assert_eq!(t.create_failures.1.as_deref(), Some("forbidden"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_activity_flip_wakes_a_scaled_job_at_zero_at_once() {
+        let (tx, _) = watch::channel(false);
+        let queue = Arc::new(Queue {
+            depth: Mutex::new(Ok(0.0)),
+            activity: Some(tx.clone()),
+        });
+        let cluster = Arc::new(Cluster::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let c = Arc::new(config(queue.clone(), 5, Strategy::Default));
+        let task = tokio::spawn(run_job_loop(cluster.clone(), c, stop));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*cluster.created.lock().unwrap(), 0, "nothing at rest");
+        // A message arrives; the watcher flips the activity 1 s later; the 30 s interval is far.
+        *queue.depth.lock().unwrap() = Ok(1.0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *cluster.created.lock().unwrap(),
+            1,
+            "created within the second, not at the next tick"
+        );
+        stop_tx.send_replace(true);
+        task.await.unwrap();
     }
 }

@@ -267,6 +267,15 @@ pub fn over_history_limit(finished: &[(String, Option<String>)], limit: i64) -> 
         .collect()
 }
 
+/// The unfinished Jobs `rollout.strategy: default` deletes when the ScaledJob changed: those
+/// created from an older generation (a Job without a generation is left alone).
+pub fn superseded(jobs: &[(String, bool, Option<i64>)], generation: i64) -> Vec<String> {
+    jobs.iter()
+        .filter(|(_, finished, g)| !finished && g.is_some_and(|g| g < generation))
+        .map(|(name, _, _)| name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "jobs_tests.rs"]
 mod tests;

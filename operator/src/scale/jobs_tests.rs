@@ -245,6 +245,18 @@ fn history_limits_delete_the_oldest_finished_jobs() {
     assert!(over_history_limit(&finished, 100).is_empty());
 }
 
+#[test]
+fn a_default_rollout_deletes_only_running_jobs_of_older_generations() {
+    let jobs = vec![
+        ("old-running".to_string(), false, Some(1)),
+        ("old-done".to_string(), true, Some(1)),
+        ("current".to_string(), false, Some(2)),
+        ("unknown".to_string(), false, None),
+    ];
+    assert_eq!(superseded(&jobs, 2), ["old-running"]);
+    assert!(superseded(&jobs, 1).is_empty());
+}
+
 /// KEDA's decision as its code computes it (min 0): the effective max scale and `scaleTo`.
 fn keda(strategy: Strategy, max_scale: i64, running: i64, pending: i64, max: i64, queue: i64) -> i64 {
     let (effective, scale_to) = match strategy {

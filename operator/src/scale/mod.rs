@@ -6,6 +6,7 @@
 
 pub mod decision;
 pub mod io;
+pub mod job_io;
 pub mod job_loop;
 pub mod job_template;
 pub mod jobs;
