@@ -161,18 +161,32 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
-    /// Deletes the namespace (without waiting for finalization). ScaledObjects left in it lose
-    /// ebb's finalizer first: the test's operator may already be gone, and nothing else would
-    /// remove it, leaving the namespace Terminating.
+    /// Deletes the namespace (without waiting for finalization). ScaledObjects and ScaledJobs
+    /// left in it lose ebb's finalizers first: the test's operator may already be gone, and
+    /// nothing else would remove them, leaving the namespace Terminating.
     pub async fn delete(self) -> Result<(), HarnessError> {
         let sos: Api<ebb_crds::ScaledObject> = Api::namespaced(self.client.clone(), &self.name);
-        if let Ok(list) = sos.list(&Default::default()).await {
-            for so in list.items {
-                let name = so.metadata.name.unwrap_or_default();
-                let patch = serde_json::json!({"metadata": {"finalizers": null}});
-                let params = kube::api::PatchParams::default();
-                let _ = sos.patch(&name, &params, &kube::api::Patch::Merge(&patch)).await;
-            }
+        let sjs: Api<ebb_crds::ScaledJob> = Api::namespaced(self.client.clone(), &self.name);
+        let names = |list: Option<Vec<String>>| list.unwrap_or_default();
+        let so_names = names(
+            sos.list(&Default::default())
+                .await
+                .ok()
+                .map(|l| l.items.into_iter().filter_map(|o| o.metadata.name).collect()),
+        );
+        let sj_names = names(
+            sjs.list(&Default::default())
+                .await
+                .ok()
+                .map(|l| l.items.into_iter().filter_map(|o| o.metadata.name).collect()),
+        );
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        let params = kube::api::PatchParams::default();
+        for name in so_names {
+            let _ = sos.patch(&name, &params, &kube::api::Patch::Merge(&patch)).await;
+        }
+        for name in sj_names {
+            let _ = sjs.patch(&name, &params, &kube::api::Patch::Merge(&patch)).await;
         }
         Api::<Namespace>::all(self.client)
             .delete(&self.name, &DeleteParams::default())

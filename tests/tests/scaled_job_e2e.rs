@@ -332,27 +332,13 @@ impl Setup {
             .unwrap();
     }
 
-    /// Stops the operator and deletes the namespace. ScaledJobs left in it lose their finalizers
-    /// first: with the operator gone, nothing else would remove them.
+    /// Stops the operator and deletes the namespace (which strips ebb's finalizers first).
     async fn finish(mut self) {
         if let Some(op) = self.operator.take() {
             op.terminate().await;
         }
-        if let Ok(list) = self.sj_api().list(&Default::default()).await {
-            for sj in list.items {
-                let patch = json!({"metadata": {"finalizers": null}});
-                let _ = self
-                    .sj_api()
-                    .patch(&name_of_sj(&sj), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await;
-            }
-        }
         self.ns.delete().await.unwrap();
     }
-}
-
-fn name_of_sj(sj: &ScaledJob) -> String {
-    sj.metadata.name.clone().unwrap_or_default()
 }
 
 /// What a watch of the namespace's ScaledJob Jobs has seen, event by event in the API server's
@@ -759,5 +745,49 @@ async fn deleting_a_scaled_job_deletes_its_jobs_unless_the_rollout_is_gradual() 
         );
         assert!(!is_finished(job), "{} finished", name_of(job));
     }
+    s.finish().await;
+}
+
+/// Jobs that really run: pods on the test node (busybox, `sleep 1`), completed by the real kubelet
+/// and Job controller, then trimmed to the history limit, and nothing more created at rest.
+#[tokio::test]
+async fn jobs_run_to_completion_on_the_node() {
+    let s = setup("sj-node", 3).await;
+    pods::require_node(&s.env).unwrap();
+    let watch = JobWatch::start(s.job_api()).await;
+    s.create_sj(
+        "runs",
+        json!({
+            "jobTargetRef": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "worker", "image": pods::BUSYBOX_IMAGE,
+                                "imagePullPolicy": "Never", "command": ["sh", "-c", "sleep 1"]}]}}},
+            "successfulJobsHistoryLimit": 2
+        }),
+        json!({}),
+    )
+    .await;
+    watch
+        .wait("3 Jobs for 3 messages", Duration::from_secs(20), |w| {
+            w.ever.len() == 3
+        })
+        .await;
+    // Each Job took its message.
+    s.set_depth_seen(0).await;
+    // The kubelet runs them; the Job controller marks them Complete; ebb keeps the newest 2.
+    wait_for(
+        "2 Complete Jobs left by the history limit",
+        Duration::from_secs(60),
+        || async {
+            let jobs = s.jobs("runs").await;
+            let complete = jobs.iter().filter(|j| is_finished(j)).count();
+            (jobs.len() == 2 && complete == 2).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    s.wait_polls(3).await;
+    assert_eq!(watch.snapshot(|w| w.ever.len()), 3, "a Job created at rest");
     s.finish().await;
 }
