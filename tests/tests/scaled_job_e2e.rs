@@ -791,3 +791,48 @@ async fn jobs_run_to_completion_on_the_node() {
     assert_eq!(watch.snapshot(|w| w.ever.len()), 3, "a Job created at rest");
     s.finish().await;
 }
+
+/// Activation as fast as for ScaledObjects: a ScaledJob at zero with the default 30 s
+/// `pollingInterval` creates its first Job within about a second of a message arriving, woken by
+/// the Kafka client's activity watcher (rounds every 0.5 s), not by its next poll.
+#[tokio::test]
+async fn a_kafka_message_wakes_a_scaled_job_at_zero_within_a_second() {
+    use ebb_tests::kafka::{KafkaAdmin, unique_name};
+    let s = setup("sj-kafka", 0).await;
+    let bootstrap = s.env.var("EBB_KAFKA_BOOTSTRAP").unwrap().to_string();
+    let mut admin = KafkaAdmin::connect(&bootstrap).await.unwrap();
+    let (topic, group) = (unique_name("jobs"), unique_name("job-workers"));
+    admin.create_topic(&topic, 2).await.unwrap();
+    admin.commit(&group, &topic, &[(0, 0), (1, 0)]).await.unwrap();
+    let watch = JobWatch::start(s.job_api()).await;
+    s.create_sj(
+        "kafka-jobs",
+        json!({
+            "pollingInterval": 30,
+            "triggers": [{"type": "kafka", "metadata": {
+                "bootstrapServers": bootstrap, "consumerGroup": group, "topic": topic,
+                "lagThreshold": "1"}}]
+        }),
+        json!({}),
+    )
+    .await;
+    s.wait_condition("kafka-jobs", "Ready", "True", Duration::from_secs(40))
+        .await;
+    // Let the first poll (spread over the interval after a start) pass, then stay idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(watch.snapshot(|w| w.ever.is_empty()), "a Job at lag 0");
+    let sent = Instant::now();
+    admin.produce_one(&topic, 0, "work").await.unwrap();
+    watch
+        .wait("a Job for the message", Duration::from_secs(10), |w| {
+            !w.ever.is_empty()
+        })
+        .await;
+    let took = sent.elapsed();
+    eprintln!("first Job {took:?} after the message (pollingInterval 30 s)");
+    assert!(
+        took < Duration::from_secs(3),
+        "woken after {took:?}, not by the watcher"
+    );
+    s.finish().await;
+}

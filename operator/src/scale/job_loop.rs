@@ -18,6 +18,9 @@ use crate::scale::jobs::{
     JobCounts, JobDecision, JobPolicy, JobReading, JobReason, decide_jobs, over_history_limit,
 };
 
+/// How soon a loop looks again while the Job index has not listed yet.
+const NOT_SYNCED_RETRY: Duration = Duration::from_millis(200);
+
 /// `namespace/name` of a ScaledJob.
 pub type JobKey = (String, String);
 
@@ -164,7 +167,12 @@ pub async fn run_job_loop<H: JobHost>(
         .filter_map(|s| s.activity_changes())
         .collect();
     loop {
-        let _ = job_tick(&*host, &config).await;
+        // Until the Job index has listed, a tick does nothing: look again shortly rather than
+        // after a whole polling interval.
+        let wait = match job_tick(&*host, &config).await {
+            Some(_) => config.polling_interval,
+            None => NOT_SYNCED_RETRY.min(config.polling_interval),
+        };
         let any_wake = async {
             if wakes.is_empty() {
                 std::future::pending::<()>().await;
@@ -173,7 +181,7 @@ pub async fn run_job_loop<H: JobHost>(
             let _ = futures::future::select_all(changed).await;
         };
         tokio::select! {
-            () = tokio::time::sleep(config.polling_interval) => {}
+            () = tokio::time::sleep(wait) => {}
             () = any_wake => {}
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -228,6 +236,7 @@ mod tests {
 
     #[derive(Default)]
     struct Cluster {
+        unsynced: Mutex<bool>,
         jobs: Mutex<Vec<JobEntry>>,
         created: Mutex<usize>,
         deleted: Mutex<Vec<String>>,
@@ -237,6 +246,9 @@ mod tests {
     #[async_trait]
     impl JobHost for Cluster {
         fn counts(&self, _: &JobKey, _: &[String]) -> Option<JobCounts> {
+            if *self.unsynced.lock().unwrap() {
+                return None;
+            }
             let running = self
                 .jobs
                 .lock()
@@ -389,6 +401,25 @@ mod tests {
             1,
             "created within the second, not at the next tick"
         );
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_started_before_the_job_index_listed_does_not_wait_a_whole_interval() {
+        let queue = Queue::new(Ok(2.0));
+        let cluster = Arc::new(Cluster::default());
+        *cluster.unsynced.lock().unwrap() = true;
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(run_job_loop(
+            cluster.clone(),
+            Arc::new(config(queue, 5, Strategy::Default)),
+            stop,
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        *cluster.unsynced.lock().unwrap() = false;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(*cluster.created.lock().unwrap(), 2, "not after the 30 s interval");
         stop_tx.send_replace(true);
         task.await.unwrap();
     }
