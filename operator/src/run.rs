@@ -604,9 +604,12 @@ fn start_scaled_jobs(
     let jobs_api: Api<Job> = scoped(client, namespace);
     let pods_api: Api<Pod> = scoped(client, namespace);
     let sj_api: Api<ebb_crds::ScaledJob> = scoped(client, namespace);
+    let controller = Controller::new(sj_api, watcher::Config::default().any_semantic());
+    let store = controller.store();
     let ctx = Arc::new(JobsContext::new(Arc::new(ClusterJobs::new(
         shared.clone(),
         index.clone(),
+        store,
     ))));
     let tasks = vec![
         tokio::spawn({
@@ -626,7 +629,7 @@ fn start_scaled_jobs(
         tokio::spawn({
             let ctx = ctx.clone();
             async move {
-                Controller::new(sj_api, watcher::Config::default().any_semantic())
+                controller
                     .run(reconcile_job, job_error_policy, ctx)
                     .for_each(|_| futures::future::ready(()))
                     .await;

@@ -386,7 +386,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_l
         f.create_so(name, json!({}), json!({})).await;
     }
     for name in OBJECTS {
-        f.wait_condition(name, "Ready", "True", Duration::from_secs(20))
+        f.wait_condition(name, "Ready", "True", Duration::from_secs(45))
             .await;
     }
     let flapper = Flapper::start(f.source.clone());

@@ -836,3 +836,50 @@ async fn a_kafka_message_wakes_a_scaled_job_at_zero_within_a_second() {
     );
     s.finish().await;
 }
+
+/// A changed `jobTargetRef`: rollout default replaces the running Jobs of the old spec, rollout
+/// gradual leaves them to finish.
+#[tokio::test]
+async fn a_changed_job_template_replaces_running_jobs_unless_the_rollout_is_gradual() {
+    let s = setup("sj-change", 2).await;
+    s.create_sj("now", json!({"rollout": {"strategy": "default"}}), json!({}))
+        .await;
+    s.create_sj("later", json!({"rollout": {"strategy": "gradual"}}), json!({}))
+        .await;
+    let old_now: BTreeSet<String> = s
+        .wait_unfinished("now", 2, Duration::from_secs(20))
+        .await
+        .into_iter()
+        .collect();
+    let old_later: BTreeSet<String> = s
+        .wait_unfinished("later", 2, Duration::from_secs(20))
+        .await
+        .into_iter()
+        .collect();
+    // A new container image in both templates.
+    for sj in ["now", "later"] {
+        let patch = json!({"spec": {"jobTargetRef": {"template": {"spec": {
+            "nodeSelector": {"ebb.test/no-such-node": "true"},
+            "containers": [{"name": "worker", "image": "registry.invalid/worker:2"}]}}}}});
+        s.sj_api()
+            .patch(sj, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    // default: the old spec's running Jobs go, and the queue gets Jobs of the new spec.
+    wait_for(
+        "the old Jobs of `now` replaced",
+        Duration::from_secs(20),
+        || async {
+            let names: BTreeSet<String> = s.unfinished("now").await.into_iter().collect();
+            (names.len() == 2 && names.is_disjoint(&old_now)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // gradual: the old Jobs run on, and the accurate strategy counts them (nothing new).
+    tokio::time::sleep(Duration::from_secs(3 * POLL)).await;
+    let names: BTreeSet<String> = s.unfinished("later").await.into_iter().collect();
+    assert_eq!(names, old_later, "gradual rollout replaced running Jobs");
+    s.finish().await;
+}

@@ -13,6 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
 use crate::cache::jobs::{JobEntry, JobIndex};
@@ -49,6 +50,8 @@ pub struct ClusterJobs {
     pub shared: Arc<Shared>,
     /// ebb's Jobs and their pods.
     pub index: Arc<JobIndex>,
+    /// The ScaledJob controller's cache.
+    scaled_jobs: Store<ScaledJob>,
     /// Trigger types per ScaledJob (for `status.triggersTypes`), set by the reconcile.
     pub trigger_types: Mutex<HashMap<JobKey, String>>,
     reported: Mutex<HashMap<JobKey, Reported>>,
@@ -56,11 +59,12 @@ pub struct ClusterJobs {
 }
 
 impl ClusterJobs {
-    /// A host over `shared` and `index`.
-    pub fn new(shared: Arc<Shared>, index: Arc<JobIndex>) -> ClusterJobs {
+    /// A host over `shared`, `index` and the ScaledJob controller's cache.
+    pub fn new(shared: Arc<Shared>, index: Arc<JobIndex>, scaled_jobs: Store<ScaledJob>) -> ClusterJobs {
         ClusterJobs {
             shared,
             index,
+            scaled_jobs,
             trigger_types: Mutex::default(),
             reported: Mutex::default(),
             creates: Mutex::new(job_create_budget()),
@@ -200,6 +204,12 @@ impl JobHost for ClusterJobs {
 
     fn jobs(&self, key: &JobKey) -> Vec<JobEntry> {
         self.index.jobs_of(&key.0, &key.1)
+    }
+
+    fn exists(&self, key: &JobKey) -> bool {
+        self.scaled_jobs
+            .get(&ObjectRef::new(&key.1).within(&key.0))
+            .is_some()
     }
 
     async fn create(&self, job: &Job) -> Result<(), String> {

@@ -74,6 +74,9 @@ pub trait JobHost: Send + Sync + 'static {
     async fn delete(&self, namespace: &str, name: &str) -> Result<(), String>;
     /// Reports a tick (status, Events, metrics).
     async fn report(&self, key: &JobKey, tick: &JobTick);
+    /// Whether the ScaledJob still exists (a loop ends itself when it is gone: a ScaledJob
+    /// without a finalizer gets no last reconcile).
+    fn exists(&self, key: &JobKey) -> bool;
 }
 
 /// Samples every trigger concurrently, each bounded by the polling interval (at least 5 s).
@@ -167,6 +170,9 @@ pub async fn run_job_loop<H: JobHost>(
         .filter_map(|s| s.activity_changes())
         .collect();
     loop {
+        if !host.exists(&config.key) {
+            return;
+        }
         // Until the Job index has listed, a tick does nothing: look again shortly rather than
         // after a whole polling interval.
         let wait = match job_tick(&*host, &config).await {
@@ -236,6 +242,7 @@ mod tests {
 
     #[derive(Default)]
     struct Cluster {
+        gone: Mutex<bool>,
         unsynced: Mutex<bool>,
         jobs: Mutex<Vec<JobEntry>>,
         created: Mutex<usize>,
@@ -281,6 +288,9 @@ mod tests {
             Ok(())
         }
         async fn report(&self, _: &JobKey, _: &JobTick) {}
+        fn exists(&self, _: &JobKey) -> bool {
+            !*self.gone.lock().unwrap()
+        }
     }
 
     impl Cluster {
@@ -422,5 +432,28 @@ mod tests {
         assert_eq!(*cluster.created.lock().unwrap(), 2, "not after the 30 s interval");
         stop_tx.send_replace(true);
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_ends_when_its_scaled_job_is_gone() {
+        let queue = Queue::new(Ok(2.0));
+        let cluster = Arc::new(Cluster::default());
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut c = config(queue, 5, Strategy::Default);
+        c.polling_interval = Duration::from_secs(1);
+        let task = tokio::spawn(run_job_loop(cluster.clone(), Arc::new(c), stop));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*cluster.created.lock().unwrap(), 2);
+        *cluster.gone.lock().unwrap() = true;
+        cluster.finish(2);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop ended")
+            .unwrap();
+        assert_eq!(
+            *cluster.created.lock().unwrap(),
+            2,
+            "no Job for a deleted ScaledJob"
+        );
     }
 }
