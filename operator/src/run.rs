@@ -28,7 +28,6 @@ use crate::adapter::metric_cache::MetricCache;
 use crate::adapter::provider::{CacheProvider, LeaderState};
 use crate::adapter::readiness::{ReadinessSources, keep_ready};
 use crate::cache::hpas::HpaCache;
-use crate::cache::jobs::JobIndex;
 use crate::cache::kinds::KindCache;
 use crate::cache::target_index::TargetIndex;
 use crate::context::Shared;
@@ -39,9 +38,7 @@ use crate::infra::leadership::{LeaderGuard, LeaseSettings, LeaseTiming, elect};
 use crate::infra::owner::{deployment_owner, own_lease};
 use crate::infra::startup::{self, crds_missing};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
-use crate::reconcile::scaled_job::{JobsContext, job_error_policy, reconcile_job};
 use crate::reconcile::{RequeueBackoff, error_policy, reconcile};
-use crate::scale::job_io::ClusterJobs;
 use crate::scale::targets::Targets;
 use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, MetricsAdapter, TlsSource};
 
@@ -394,7 +391,8 @@ async fn start_adapter(
     }))
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// An Api over `namespace`, or over every namespace.
+pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
     K::DynamicType: Default,
@@ -521,7 +519,8 @@ async fn run_controller(
         kinds: Arc::new(KindCache::default()),
     });
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
-    let (jobs_ctx, job_tasks) = start_scaled_jobs(&client, options.namespace.as_deref(), &shared);
+    let (jobs_ctx, job_tasks) =
+        crate::reconcile::scaled_job::start(&client, options.namespace.as_deref(), &shared);
     let slot_sweeper = crate::context::spawn_slot_sweeper(&shared, crate::context::SLOT_SWEEP_INTERVAL);
     let generator = match options.workload_annotations {
         true => crate::generate::worker::Generator::start(shared.clone(), changes_rx),
@@ -587,54 +586,4 @@ async fn run_controller(
     } else {
         ControllerEnd::Stopped
     })
-}
-
-/// Starts the ScaledJob side: the watches of ebb's Jobs and their pods (selected by
-/// `scaledjob.ebb.dev/name`, never every Job or Pod) feeding the Job index, and the ScaledJob
-/// controller whose reconcile runs one loop per ScaledJob.
-fn start_scaled_jobs(
-    client: &Client,
-    namespace: Option<&str>,
-    shared: &Arc<Shared>,
-) -> (Arc<JobsContext>, Vec<tokio::task::JoinHandle<()>>) {
-    use k8s_openapi::api::batch::v1::Job;
-    use k8s_openapi::api::core::v1::Pod;
-    let index = Arc::new(JobIndex::default());
-    let selected = || watcher::Config::default().labels(ebb_crds::annotations::SCALED_JOB_NAME_LABEL);
-    let jobs_api: Api<Job> = scoped(client, namespace);
-    let pods_api: Api<Pod> = scoped(client, namespace);
-    let sj_api: Api<ebb_crds::ScaledJob> = scoped(client, namespace);
-    let controller = Controller::new(sj_api, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let ctx = Arc::new(JobsContext::new(Arc::new(ClusterJobs::new(
-        shared.clone(),
-        index.clone(),
-        store,
-    ))));
-    let tasks = vec![
-        tokio::spawn({
-            let index = index.clone();
-            async move {
-                let stream = watcher::watcher(jobs_api, selected()).backoff(WatchBackoff::default());
-                index.jobs().follow(stream).await;
-            }
-        }),
-        tokio::spawn({
-            let index = index.clone();
-            async move {
-                let stream = watcher::watcher(pods_api, selected()).backoff(WatchBackoff::default());
-                index.pods().follow(stream).await;
-            }
-        }),
-        tokio::spawn({
-            let ctx = ctx.clone();
-            async move {
-                controller
-                    .run(reconcile_job, job_error_policy, ctx)
-                    .for_each(|_| futures::future::ready(()))
-                    .await;
-            }
-        }),
-    ];
-    (ctx, tasks)
 }

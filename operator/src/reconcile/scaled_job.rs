@@ -2,7 +2,9 @@
 //! validate`), build the Job it creates, and start, replace or stop its loop
 //! ([`crate::scale::job_loop`]); keep the rollout finalizer. Invalid objects get Ready=False
 //! naming the problem and no loop; nothing here creates or deletes a Job except, on deletion
-//! with `rollout.strategy: gradual`, releasing the Jobs from their owner (so they finish).
+//! with `rollout.strategy: gradual`, releasing the Jobs from their owner (so they finish), and,
+//! under rollout default, deleting running Jobs of an older generation. [`start`] wires the
+//! controller and the Job and pod watches (called by `run.rs` while leading).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -19,9 +21,17 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
+use futures::StreamExt as _;
+use kube::Client;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+
+use crate::cache::jobs::JobIndex;
 use crate::compile::cluster_objects::ClusterObjects;
 use crate::compile::triggers::{Built, compile_scaled_job};
+use crate::context::Shared;
+use crate::infra::backoff::WatchBackoff;
 use crate::infra::leadership::NotLeading;
+use crate::run::scoped;
 use crate::scale::job_io::{ClusterJobs, condition};
 use crate::scale::job_loop::{JobKey, JobLoopConfig, run_job_loop};
 use crate::scale::job_template::{job_for, policy_of};
@@ -304,4 +314,53 @@ async fn remove_finalizer(api: &Api<ScaledJob>, sj: &ScaledJob) -> Result<(), Jo
 pub fn job_error_policy(_sj: Arc<ScaledJob>, error: &JobReconcileError, _ctx: Arc<JobsContext>) -> Action {
     tracing::debug!(%error, "ScaledJob reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// Starts the ScaledJob side: the watches of ebb's Jobs and their pods (selected by
+/// `scaledjob.ebb.dev/name`, never every Job or Pod) feeding the Job index, and the ScaledJob
+/// controller whose reconcile runs one loop per ScaledJob.
+pub fn start(
+    client: &Client,
+    namespace: Option<&str>,
+    shared: &Arc<Shared>,
+) -> (Arc<JobsContext>, Vec<tokio::task::JoinHandle<()>>) {
+    use k8s_openapi::api::core::v1::Pod;
+    let index = Arc::new(JobIndex::default());
+    let selected = || watcher::Config::default().labels(ebb_crds::annotations::SCALED_JOB_NAME_LABEL);
+    let jobs_api: Api<Job> = scoped(client, namespace);
+    let pods_api: Api<Pod> = scoped(client, namespace);
+    let sj_api: Api<ebb_crds::ScaledJob> = scoped(client, namespace);
+    let controller = Controller::new(sj_api, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let ctx = Arc::new(JobsContext::new(Arc::new(ClusterJobs::new(
+        shared.clone(),
+        index.clone(),
+        store,
+    ))));
+    let tasks = vec![
+        tokio::spawn({
+            let index = index.clone();
+            async move {
+                let stream = watcher::watcher(jobs_api, selected()).backoff(WatchBackoff::default());
+                index.jobs().follow(stream).await;
+            }
+        }),
+        tokio::spawn({
+            let index = index.clone();
+            async move {
+                let stream = watcher::watcher(pods_api, selected()).backoff(WatchBackoff::default());
+                index.pods().follow(stream).await;
+            }
+        }),
+        tokio::spawn({
+            let ctx = ctx.clone();
+            async move {
+                controller
+                    .run(reconcile_job, job_error_policy, ctx)
+                    .for_each(|_| futures::future::ready(()))
+                    .await;
+            }
+        }),
+    ];
+    (ctx, tasks)
 }
