@@ -17,6 +17,7 @@ use kube::{Client, Resource};
 use crate::adapter::metric_cache::MetricCache;
 use crate::cache::hpas::HpaCache;
 use crate::cache::kinds::KindCache;
+use crate::cache::listed::Listed;
 use crate::cache::target_index::TargetIndex;
 use crate::infra::hpa_discovery::HpaRecheck;
 use crate::infra::leadership::LeaderGuard;
@@ -144,6 +145,9 @@ pub struct Shared {
     pub hpas: Arc<HpaCache>,
     /// Every ScaledObject in scope, kept by the controller's watch.
     pub so_store: Store<ScaledObject>,
+    /// Whether the controller's watch has listed every ScaledObject (read this, never the
+    /// store's own readiness future: see [`Listed`]).
+    pub so_listed: Listed,
     /// ScaledObjects by the name of their scale target (fed by the same watch).
     pub so_targets: Arc<TargetIndex>,
     /// Runtime state per object.
@@ -240,8 +244,7 @@ impl Shared {
 
     /// Whether the watch of ScaledObjects has delivered its first complete list.
     pub fn objects_listed(&self) -> bool {
-        use futures::FutureExt as _;
-        matches!(self.so_store.wait_until_ready().now_or_never(), Some(Ok(())))
+        self.so_listed.is_listed()
     }
 
     /// Publishes an Event about a ScaledObject; failures are logged, never fatal.

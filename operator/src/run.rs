@@ -470,6 +470,7 @@ async fn run_controller(
     // thousands of objects they are a good part of the memory). Controller::for_stream is
     // behind kube's `unstable-runtime` feature.
     let (so_reader, so_writer) = reflector::store();
+    let so_listed = crate::cache::listed::Listed::default();
     let so_stream = reflector::reflector(
         so_writer,
         watcher::watcher(so_api, watcher::Config::default().any_semantic())
@@ -483,7 +484,9 @@ async fn run_controller(
     // After the reflector: the generator reads the store this event is already in.
     .inspect_ok({
         let store = so_reader.clone();
+        let listed = so_listed.clone();
         move |event| {
+            listed.observe(event);
             if let Some(tx) = &changes {
                 for w in crate::generate::so_event_workloads(event, &workload_index, &store) {
                     let _ = tx.send(w);
@@ -508,6 +511,7 @@ async fn run_controller(
         hpa: hpa.clone(),
         hpas,
         so_store: controller.store(),
+        so_listed,
         so_targets,
         objects: Mutex::new(HashMap::new()),
         cache: Arc::new(MetricCache::default()),

@@ -446,7 +446,10 @@ pub mod operator {
                 ])
                 .args(extra)
                 .env("KUBECONFIG", kubeconfig)
-                .env("RUST_LOG", "info,kube=warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("EBB_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".to_string()),
+                )
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .kill_on_drop(true)

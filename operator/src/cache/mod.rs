@@ -2,11 +2,13 @@
 //! [`index::WatchIndex`] (apply/delete/reset, re-lists swapped in whole): HPAs in a compact form
 //! filed by scale target ([`hpas`]), ScaledObjects by scale target ([`target_index`]), and the
 //! replica counts of Deployments and StatefulSets ([`workloads`]), ScaledJobs' Jobs and their pods
-//! ([`jobs`]); and discovery answers per kind ([`kinds`]).
+//! ([`jobs`]); discovery answers per kind ([`kinds`]); and whether a watch has listed everything
+//! ([`listed`]).
 
 pub mod hpas;
 pub mod index;
 pub mod jobs;
 pub mod kinds;
+pub mod listed;
 pub mod target_index;
 pub mod workloads;

@@ -79,11 +79,7 @@ impl Generator {
             let generator = generator.clone();
             tasks.push(tokio::spawn(async move {
                 generator.shared.targets.workloads().wait_until_synced().await;
-                // Polled, not awaited: kube's `Store::wait_until_ready` wakes one waiter only,
-                // and `Shared::objects_listed` (a poll with a no-op waker) replaces it.
-                while !generator.shared.objects_listed() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                generator.shared.so_listed.wait().await;
                 tracing::debug!("generator: caches synced");
                 loop {
                     let w = generator.queue.pop().await;

@@ -178,6 +178,7 @@ mod tests {
             hpa: hpa_api(version),
             hpas: Arc::new(HpaCache::default()),
             so_store: kube::runtime::reflector::store().0,
+            so_listed: crate::cache::listed::Listed::default(),
             so_targets: Arc::new(TargetIndex::default()),
             objects: Mutex::new(HashMap::new()),
             cache: Arc::new(MetricCache::default()),
