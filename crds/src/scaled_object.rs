@@ -48,6 +48,11 @@ use crate::conditions::Condition;
         json_path = ".status.conditions[?(@.type==\"Paused\")].status"
     ),
     printcolumn(name = "Triggers", type_ = "string", json_path = ".spec.triggers[*].type"),
+    printcolumn(
+        name = "Authentications",
+        type_ = "string",
+        json_path = ".status.authenticationsTypes"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -304,6 +309,12 @@ pub struct ScaledObjectStatus {
     /// Generation of the spec that this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The trigger types, each once, comma-separated (as KEDA writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers_types: Option<String>,
+    /// The authenticationRef names, each once, comma-separated (as KEDA writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentications_types: Option<String>,
 }
 
 /// Health of one metric.

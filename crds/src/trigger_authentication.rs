@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "TriggerAuthentication",
     plural = "triggerauthentications",
+    status = "TriggerAuthenticationStatus",
     singular = "triggerauthentication",
     shortname = "ta",
     shortname = "triggerauth",
@@ -54,6 +55,7 @@ pub struct TriggerAuthenticationSpec {
     version = "v1alpha1",
     kind = "ClusterTriggerAuthentication",
     plural = "clustertriggerauthentications",
+    status = "TriggerAuthenticationStatus",
     singular = "clustertriggerauthentication",
     shortname = "cta",
     shortname = "clustertriggerauth",
@@ -74,6 +76,17 @@ pub struct ClusterTriggerAuthenticationSpec {
     /// Same fields as TriggerAuthentication.
     #[serde(flatten)]
     pub auth: TriggerAuthenticationSpec,
+}
+
+/// Observed state of a (Cluster)TriggerAuthentication: who uses it, as KEDA lists it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+pub struct TriggerAuthenticationStatus {
+    /// The ScaledObjects that use it, comma-separated (`namespace/name` for a cluster one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaledobjects: Option<String>,
+    /// The ScaledJobs that use it, comma-separated (`namespace/name` for a cluster one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaledjobs: Option<String>,
 }
 
 /// Identity provider for cloud credentials.

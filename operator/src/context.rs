@@ -15,6 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
 use crate::adapter::metric_cache::MetricCache;
+use crate::cache::auth_refs::AuthRefs;
 use crate::cache::hpas::HpaCache;
 use crate::cache::kinds::KindCache;
 use crate::cache::listed::Listed;
@@ -23,6 +24,7 @@ use crate::infra::hpa_discovery::HpaRecheck;
 use crate::infra::leadership::LeaderGuard;
 use crate::infra::telemetry::OperatorMetrics;
 use crate::reconcile::RequeueBackoff;
+use crate::reconcile::credentials::Requesters;
 use crate::reconcile::hpa::HpaVersion;
 use crate::scale::scale_loop::{LoopConfig, LoopHandle};
 use crate::scale::targets::Targets;
@@ -148,6 +150,10 @@ pub struct Shared {
     /// Whether the controller's watch has listed every ScaledObject (read this, never the
     /// store's own readiness future: see [`Listed`]).
     pub so_listed: Listed,
+    /// Which objects use which authentications (fed by the ScaledObject and ScaledJob watches).
+    pub auth_refs: Arc<AuthRefs>,
+    /// Asks for ScaledObject and ScaledJob reconciles when credentials must be read again.
+    pub reresolve: Arc<Requesters>,
     /// ScaledObjects by the name of their scale target (fed by the same watch).
     pub so_targets: Arc<TargetIndex>,
     /// Runtime state per object.

@@ -90,6 +90,11 @@ struct OperatorArgs {
     /// annotations (`autoscaling.ebb.dev/trigger` or `autoscaling.ebb.dev/scaled-object`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     workload_annotations: bool,
+    /// Watch Secrets (metadata only) so that a changed Secret is re-read by the ScaledObjects and
+    /// ScaledJobs whose authentications read it at once. Needs list and watch on Secrets; without
+    /// it, credentials are re-read when a source refuses them and at least every 5 minutes.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    watch_secrets: bool,
     /// Serve the external.metrics.k8s.io adapter (HTTPS) on this address, e.g. 0.0.0.0:6443.
     #[arg(long)]
     metrics_adapter_addr: Option<std::net::SocketAddr>,
@@ -333,6 +338,7 @@ fn operator(args: OperatorArgs) -> Result<()> {
         concurrency: args.concurrency,
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
         workload_annotations: args.workload_annotations,
+        watch_secrets: args.watch_secrets,
         metrics_adapter: args
             .metrics_adapter_addr
             .map(|listen| ebb_operator::run::AdapterOptions {

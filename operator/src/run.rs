@@ -71,6 +71,8 @@ pub struct OperatorOptions {
     pub http_timeout: Duration,
     /// Generate ScaledObjects from scaling annotations on Deployments and StatefulSets.
     pub workload_annotations: bool,
+    /// Watch Secrets (metadata) to re-read rotated credentials at once.
+    pub watch_secrets: bool,
     /// The metrics adapter (external.metrics.k8s.io), when served by this process.
     pub metrics_adapter: Option<AdapterOptions>,
 }
@@ -471,6 +473,13 @@ async fn run_controller(
     // behind kube's `unstable-runtime` feature.
     let (so_reader, so_writer) = reflector::store();
     let so_listed = crate::cache::listed::Listed::default();
+    let auth_refs = Arc::new(crate::cache::auth_refs::AuthRefs::default());
+    let (so_reresolve, so_reresolve_rx) = crate::reconcile::credentials::Reresolve::channel();
+    let (sj_reresolve, sj_reresolve_rx) = crate::reconcile::credentials::Reresolve::channel();
+    let reresolve = Arc::new(crate::reconcile::credentials::Requesters {
+        scaled_objects: Arc::new(so_reresolve),
+        scaled_jobs: Arc::new(sj_reresolve),
+    });
     let so_stream = reflector::reflector(
         so_writer,
         watcher::watcher(so_api, watcher::Config::default().any_semantic())
@@ -485,8 +494,14 @@ async fn run_controller(
     .inspect_ok({
         let store = so_reader.clone();
         let listed = so_listed.clone();
+        let auth_refs = auth_refs.clone();
         move |event| {
             listed.observe(event);
+            auth_refs.observe_users(
+                crate::cache::auth_refs::UserKind::ScaledObject,
+                event,
+                crate::cache::auth_refs::scaled_object_refs,
+            );
             if let Some(tx) = &changes {
                 for w in crate::generate::so_event_workloads(event, &workload_index, &store) {
                     let _ = tx.send(w);
@@ -512,6 +527,8 @@ async fn run_controller(
         hpas,
         so_store: controller.store(),
         so_listed,
+        auth_refs: auth_refs.clone(),
+        reresolve: reresolve.clone(),
         so_targets,
         objects: Mutex::new(HashMap::new()),
         cache: Arc::new(MetricCache::default()),
@@ -523,8 +540,20 @@ async fn run_controller(
         kinds: Arc::new(KindCache::default()),
     });
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
-    let (jobs_ctx, job_tasks) =
-        crate::reconcile::scaled_job::start(&client, options.namespace.as_deref(), &shared);
+    let (jobs_ctx, mut job_tasks) =
+        crate::reconcile::scaled_job::start(&client, options.namespace.as_deref(), &shared, sj_reresolve_rx);
+    job_tasks.extend(
+        crate::reconcile::credentials::CredentialWatches {
+            client: client.clone(),
+            namespace: options.namespace.clone(),
+            cluster_auth_namespace: options.lease_namespace.clone(),
+            refs: auth_refs,
+            requesters: reresolve,
+            watch_secrets: options.watch_secrets,
+            leader: shared.leader.clone(),
+        }
+        .start(),
+    );
     let slot_sweeper = crate::context::spawn_slot_sweeper(&shared, crate::context::SLOT_SWEEP_INTERVAL);
     let generator = match options.workload_annotations {
         true => crate::generate::worker::Generator::start(shared.clone(), changes_rx),
@@ -547,8 +576,10 @@ async fn run_controller(
         }
     })
     .touched_objects();
+    let mut so_reresolve_rx = so_reresolve_rx;
     controller
         .owns_stream_with(owned_hpas, hpa.resource.clone())
+        .reconcile_on(futures::stream::poll_fn(move |cx| so_reresolve_rx.poll_recv(cx)))
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on({
             let recheck = hpa_recheck.clone();

@@ -108,6 +108,21 @@ impl CompiledTrigger {
     }
 }
 
+/// A digest of what every trigger's inputs resolved to: auth params, container env, pod identity.
+/// Credentials go into it but never out of it (a 64-bit hash, kept instead of the values), so a
+/// loop can tell that a Secret rotated without holding the secret twice.
+pub fn inputs_digest(compiled: &[CompiledTrigger]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for c in compiled {
+        c.index.hash(&mut h);
+        c.inputs.auth_params.hash(&mut h);
+        c.inputs.env.hash(&mut h);
+        format!("{:?}", c.inputs.pod_identity).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// Compiles every trigger of `so`, whose objects are looked up in `namespace` through `source`.
 pub async fn compile(source: &dyn ObjectSource, namespace: &str, so: &ScaledObject) -> Vec<CompiledTrigger> {
     let env = EnvSource::Workload(&so.spec.scale_target_ref);

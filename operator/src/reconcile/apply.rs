@@ -165,7 +165,10 @@ async fn build_triggers(
     if let Some(t) = compiled.iter().find_map(|c| c.transient()) {
         return Err(TriggerError::Transient(t.clone()));
     }
-    let mut facts = TriggerFacts::default();
+    let mut facts = TriggerFacts {
+        inputs_digest: crate::compile::triggers::inputs_digest(&compiled),
+        ..TriggerFacts::default()
+    };
     let mut triggers = Vec::new();
     let mut problems = Vec::new();
     for c in &compiled {

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod conflicts;
+pub mod credentials;
 pub mod hpa;
 pub mod plan;
 pub mod scaled_job;

@@ -80,6 +80,9 @@ pub struct TriggerFacts {
     pub metrics: Vec<HpaMetric>,
     /// Warnings of the triggers' declarations (shown in the Ready message).
     pub warnings: Vec<String>,
+    /// A digest of what the triggers' inputs resolved to (credentials included): a rotated
+    /// Secret changes it, and with it the loop's fingerprint.
+    pub inputs_digest: u64,
 }
 
 /// What the reconciler found out about one ScaledObject. `None`: not looked up, because an
@@ -329,6 +332,8 @@ pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
             .as_ref()
             .map(|f| f.failure_threshold.max(1) as u32),
         warnings: triggers.map(|t| t.warnings.clone()).unwrap_or_default(),
+        triggers_types: crate::cache::auth_refs::triggers_types(&so.spec.triggers),
+        authentications_types: crate::cache::auth_refs::authentications_types(&so.spec.triggers),
     };
     let owned_hpa = f
         .live_hpa
@@ -364,7 +369,7 @@ pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
                 force_activation: !paused
                     && flag(so.metadata.annotations.as_ref(), annotations::FORCE_ACTIVATION),
                 polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
-                fingerprint: fingerprint(so),
+                fingerprint: fingerprint(so, triggers.map_or(0, |t| t.inputs_digest)),
             };
             (hpa, LoopStep::Run(settings))
         }
@@ -470,8 +475,9 @@ pub fn annotation_problem(so: &ScaledObject) -> Option<String> {
 }
 
 /// A hash of everything that, when changed, must reach the scale loop (a hash, not the text: at
-/// thousands of loops the text would be a good part of the operator's memory).
-pub fn fingerprint(so: &ScaledObject) -> u64 {
+/// thousands of loops the text would be a good part of the operator's memory): the spec, ebb's
+/// annotations and the digest of the triggers' resolved inputs.
+pub fn fingerprint(so: &ScaledObject, inputs_digest: u64) -> u64 {
     let annotations: Vec<(&String, &String)> = so
         .metadata
         .annotations
@@ -484,6 +490,7 @@ pub fn fingerprint(so: &ScaledObject) -> u64 {
         .unwrap_or_default()
         .hash(&mut hasher);
     annotations.hash(&mut hasher);
+    inputs_digest.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -525,6 +532,7 @@ mod tests {
                 metric_type: MetricType::AverageValue,
             }],
             warnings: vec!["triggers[0]: careful".into()],
+            inputs_digest: 0,
         }
     }
 
@@ -945,21 +953,26 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_follows_the_spec_and_ebbs_annotations_only() {
+    fn the_fingerprint_follows_the_spec_ebbs_annotations_and_the_resolved_inputs_only() {
         let a = object(json!({}), json!(null));
         let mut b = a.clone();
         b.metadata
             .annotations
             .get_or_insert_default()
             .insert("other/x".into(), "1".into());
-        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a, 0), fingerprint(&b, 0));
         b.metadata
             .annotations
             .get_or_insert_default()
             .insert(annotations::PAUSED.into(), "true".into());
-        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a, 0), fingerprint(&b, 0));
         let mut c = a.clone();
         c.spec.polling_interval = 5;
-        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_ne!(fingerprint(&a, 0), fingerprint(&c, 0));
+        assert_ne!(
+            fingerprint(&a, 0),
+            fingerprint(&a, 1),
+            "rotated credentials reach the loop"
+        );
     }
 }

@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use kube::Client;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 
@@ -136,7 +136,12 @@ pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<
         remove_finalizer(&api, &sj).await?;
         return Ok(Action::await_change());
     }
-    let fp = fingerprint(&sj);
+    // Compiled on every pass (at least every 5 minutes): rotated credentials change the digest.
+    let built = build_config(&sj, &ctx).await;
+    let fp = match &built {
+        Ok((_, digest)) => fingerprint(&sj) ^ digest.rotate_left(1),
+        Err(_) => fingerprint(&sj),
+    };
     let running = ctx
         .loops
         .lock()
@@ -146,19 +151,22 @@ pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<
     if running {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    match build_config(&sj, &ctx).await {
-        Ok(config) => {
+    match built {
+        Ok((config, _)) => {
             // rollout default: the Jobs of an older spec go (gradual leaves them to finish).
             if !gradual {
                 let generation = sj.metadata.generation.unwrap_or_default();
                 delete_superseded(&ctx, &key, generation, sj.spec.rollout.as_ref()).await?;
             }
-            let types: Vec<&str> = sj.spec.triggers.iter().map(|t| t.type_.as_str()).collect();
+            let types = crate::scale::job_io::StatusTypes {
+                triggers: crate::cache::auth_refs::triggers_types(&sj.spec.triggers),
+                authentications: crate::cache::auth_refs::authentications_types(&sj.spec.triggers),
+            };
             ctx.host
                 .trigger_types
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.clone(), types.join(","));
+                .insert(key.clone(), types);
             ctx.stop(&key);
             let (stop, stop_rx) = watch::channel(false);
             tokio::spawn(run_job_loop(ctx.host.clone(), Arc::new(config), stop_rx));
@@ -196,7 +204,7 @@ enum ConfigError {
 }
 
 /// The loop's configuration: triggers compiled and built, the Job to create, the policy.
-async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<JobLoopConfig, ConfigError> {
+async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<(JobLoopConfig, u64), ConfigError> {
     let shared = &ctx.host.shared;
     let ns = sj.namespace().unwrap_or_default();
     let problems: Vec<String> = ebb_crds::validation::validate_scaled_job_spec(&sj.spec)
@@ -228,7 +236,8 @@ async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<JobLoopConfig
         return Err(ConfigError::Invalid(problems.join("; ")));
     }
     let job = job_for(sj).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    Ok(JobLoopConfig {
+    let digest = crate::compile::triggers::inputs_digest(&compiled);
+    let config = JobLoopConfig {
         key: (ns, sj.name_any()),
         triggers,
         policy: policy_of(sj),
@@ -240,7 +249,8 @@ async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<JobLoopConfig
             i64::from(sj.spec.failed_jobs_history_limit),
         ),
         polling_interval: Duration::from_secs(u64::try_from(sj.spec.polling_interval.max(1)).unwrap_or(30)),
-    })
+    };
+    Ok((config, digest))
 }
 
 /// Deletes the unfinished Jobs created from an older generation of the ScaledJob.
@@ -323,6 +333,7 @@ pub fn start(
     client: &Client,
     namespace: Option<&str>,
     shared: &Arc<Shared>,
+    mut reresolve: tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<ScaledJob>>,
 ) -> (Arc<JobsContext>, Vec<tokio::task::JoinHandle<()>>) {
     use k8s_openapi::api::core::v1::Pod;
     let index = Arc::new(JobIndex::default());
@@ -330,7 +341,22 @@ pub fn start(
     let jobs_api: Api<Job> = scoped(client, namespace);
     let pods_api: Api<Pod> = scoped(client, namespace);
     let sj_api: Api<ebb_crds::ScaledJob> = scoped(client, namespace);
-    let controller = Controller::new(sj_api, watcher::Config::default().any_semantic());
+    let (reader, writer) = kube::runtime::reflector::store();
+    let auth_refs = shared.auth_refs.clone();
+    let sj_stream = kube::runtime::reflector::reflector(
+        writer,
+        watcher::watcher(sj_api, watcher::Config::default().any_semantic()).backoff(WatchBackoff::default()),
+    )
+    .inspect_ok(move |event| {
+        auth_refs.observe_users(
+            crate::cache::auth_refs::UserKind::ScaledJob,
+            event,
+            crate::cache::auth_refs::scaled_job_refs,
+        );
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(sj_stream, reader)
+        .reconcile_on(futures::stream::poll_fn(move |cx| reresolve.poll_recv(cx)));
     let store = controller.store();
     let ctx = Arc::new(JobsContext::new(Arc::new(ClusterJobs::new(
         shared.clone(),

@@ -59,6 +59,8 @@ pub trait LoopHost: Send + Sync + 'static {
     async fn report_status(&self, key: &ObjectKey, view: LoopView);
     /// Prometheus metrics.
     fn telemetry(&self) -> &OperatorMetrics;
+    /// A source refused a trigger's credentials: read them again (rate-limited per object).
+    fn credentials_refused(&self, _key: &ObjectKey) {}
 }
 
 /// The leader's targets: reads as [`Targets`], and every write first checks that this replica
@@ -118,6 +120,9 @@ impl LoopHost for Shared {
     }
     fn telemetry(&self) -> &OperatorMetrics {
         &self.metrics
+    }
+    fn credentials_refused(&self, key: &ObjectKey) {
+        self.reresolve.scaled_objects.refused(key);
     }
 }
 
@@ -179,6 +184,11 @@ mod tests {
             hpas: Arc::new(HpaCache::default()),
             so_store: kube::runtime::reflector::store().0,
             so_listed: crate::cache::listed::Listed::default(),
+            auth_refs: Default::default(),
+            reresolve: Arc::new(crate::reconcile::credentials::Requesters {
+                scaled_objects: Arc::new(crate::reconcile::credentials::Reresolve::channel().0),
+                scaled_jobs: Arc::new(crate::reconcile::credentials::Reresolve::channel().0),
+            }),
             so_targets: Arc::new(TargetIndex::default()),
             objects: Mutex::new(HashMap::new()),
             cache: Arc::new(MetricCache::default()),
@@ -237,6 +247,8 @@ mod tests {
             generation: None,
             fallback_threshold: None,
             warnings: Vec::new(),
+            triggers_types: None,
+            authentications_types: None,
         });
         let refused = host.write_status(&key).await.expect_err("refused");
         assert!(matches!(

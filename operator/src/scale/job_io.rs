@@ -52,8 +52,9 @@ pub struct ClusterJobs {
     pub index: Arc<JobIndex>,
     /// The ScaledJob controller's cache.
     scaled_jobs: Store<ScaledJob>,
-    /// Trigger types per ScaledJob (for `status.triggersTypes`), set by the reconcile.
-    pub trigger_types: Mutex<HashMap<JobKey, String>>,
+    /// Trigger and authentication names per ScaledJob (for `status.triggersTypes` and
+    /// `status.authenticationsTypes`), set by the reconcile.
+    pub trigger_types: Mutex<HashMap<JobKey, StatusTypes>>,
     reported: Mutex<HashMap<JobKey, Reported>>,
     creates: Mutex<TokenBucket>,
 }
@@ -137,11 +138,21 @@ pub fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Cond
     }
 }
 
-/// The status a tick reports: Ready, Active and Paused, `lastActiveTime`, the trigger types.
+/// What a ScaledJob's status lists of its triggers, as KEDA writes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusTypes {
+    /// `triggersTypes`: each trigger type once, comma-separated.
+    pub triggers: Option<String>,
+    /// `authenticationsTypes`: each authenticationRef name once, comma-separated.
+    pub authentications: Option<String>,
+}
+
+/// The status a tick reports: Ready, Active and Paused, `lastActiveTime`, the trigger and
+/// authentication types.
 pub fn tick_status(
     tick: &JobTick,
     paused: bool,
-    trigger_types: &str,
+    types: &StatusTypes,
     last_active: Option<String>,
 ) -> serde_json::Value {
     let ready = if tick.trigger_errors.is_empty() {
@@ -187,7 +198,10 @@ pub fn tick_status(
             "Jobs are created as the triggers ask",
         )
     };
-    let mut status = json!({"conditions": [ready, active, paused], "triggersTypes": trigger_types});
+    let mut status = json!({"conditions": [ready, active, paused], "triggersTypes": types.triggers});
+    if let Some(a) = &types.authentications {
+        status["authenticationsTypes"] = json!(a);
+    }
     if let Some(t) = last_active {
         status["lastActiveTime"] = json!(t);
     }
@@ -315,11 +329,21 @@ impl JobHost for ClusterJobs {
         );
         self.write_status(key, status).await;
     }
+    fn credentials_refused(&self, key: &JobKey) {
+        self.shared.reresolve.scaled_jobs.refused(key);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn types(triggers: &str) -> StatusTypes {
+        StatusTypes {
+            triggers: Some(triggers.into()),
+            authentications: Some("rabbit-auth".into()),
+        }
+    }
     use std::time::Duration;
     use tokio::time::Instant;
 
@@ -359,7 +383,7 @@ mod tests {
         let s = tick_status(
             &tick(Some(true), vec![]),
             false,
-            "rabbitmq,kafka",
+            &types("rabbitmq,kafka"),
             Some("t".into()),
         );
         let c = s["conditions"].as_array().unwrap();
@@ -376,11 +400,12 @@ mod tests {
             (Some("Paused"), Some("False"))
         );
         assert_eq!(s["triggersTypes"], "rabbitmq,kafka");
+        assert_eq!(s["authenticationsTypes"], "rabbit-auth");
         assert_eq!(s["lastActiveTime"], "t");
         let failing = tick_status(
             &tick(None, vec!["metrics-api: down".into()]),
             false,
-            "metrics-api",
+            &types("metrics-api"),
             None,
         );
         let c = failing["conditions"].as_array().unwrap();

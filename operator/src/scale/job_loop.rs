@@ -77,11 +77,15 @@ pub trait JobHost: Send + Sync + 'static {
     /// Whether the ScaledJob still exists (a loop ends itself when it is gone: a ScaledJob
     /// without a finalizer gets no last reconcile).
     fn exists(&self, key: &JobKey) -> bool;
+    /// A source refused a trigger's credentials: read them again (rate-limited per ScaledJob).
+    fn credentials_refused(&self, _key: &JobKey) {}
 }
 
 /// Samples every trigger concurrently, each bounded by the polling interval (at least 5 s).
-async fn readings(config: &JobLoopConfig) -> (Vec<JobReading>, Vec<String>) {
+async fn readings<H: JobHost>(host: &H, config: &JobLoopConfig) -> (Vec<JobReading>, Vec<String>) {
     let timeout = config.polling_interval.max(Duration::from_secs(5));
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let refused = &refused;
     let results = join_all(config.triggers.iter().map(|s| async move {
         match tokio::time::timeout(timeout, s.sample()).await {
             Ok(Ok(sample)) => Ok(JobReading::Value {
@@ -89,11 +93,19 @@ async fn readings(config: &JobLoopConfig) -> (Vec<JobReading>, Vec<String>) {
                 target: s.metric_target().target_value,
                 active: sample.active,
             }),
-            Ok(Err(e)) => Err(format!("{}: {e}", s.trigger_type())),
+            Ok(Err(e)) => {
+                if matches!(e, ebb_scalers::ScalerError::Unauthorized { .. }) {
+                    refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(format!("{}: {e}", s.trigger_type()))
+            }
             Err(_) => Err(format!("{}: no answer within {timeout:?}", s.trigger_type())),
         }
     }))
     .await;
+    if refused.load(std::sync::atomic::Ordering::Relaxed) {
+        host.credentials_refused(&config.key);
+    }
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for r in results {
@@ -115,7 +127,7 @@ pub async fn job_tick<H: JobHost>(host: &H, config: &JobLoopConfig) -> Option<Jo
     let (readings, trigger_errors) = if config.paused {
         (Vec::new(), Vec::new())
     } else {
-        readings(config).await
+        readings(host, config).await
     };
     let decision = decide_jobs(&readings, counts, &config.policy, config.paused);
     let mut tick = JobTick {

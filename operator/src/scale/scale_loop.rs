@@ -261,7 +261,8 @@ pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickM
 /// Samples every trigger at once, each within a hard timeout, and counts the polls.
 async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
     let hard_timeout = config.polling_interval.max(Duration::from_secs(5));
-    join_all(config.triggers.iter().map(|t| async move {
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let results = join_all(config.triggers.iter().map(|t| async {
         let start = Instant::now();
         let result = match tokio::time::timeout(hard_timeout, t.scaler.sample()).await {
             Ok(Ok(s)) => Ok(s),
@@ -269,6 +270,9 @@ async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
             Err(_) => Err(("timeout", format!("no answer within {hard_timeout:?}"))),
         };
         let error_kind = result.as_ref().err().map(|(kind, _)| *kind);
+        if error_kind == Some(UNAUTHORIZED) {
+            refused.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         host.telemetry()
             .observe_poll(t.scaler.trigger_type(), start.elapsed(), error_kind);
         match result {
@@ -279,8 +283,15 @@ async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
             Err((_, message)) => PollResult::Failed(message),
         }
     }))
-    .await
+    .await;
+    if refused.into_inner() {
+        host.credentials_refused(&config.key);
+    }
+    results
 }
+
+/// [`ebb_scalers::ScalerError::kind`] of a refused credential.
+const UNAUTHORIZED: &str = "unauthorized";
 
 /// Executes a tick's outcome, in the order [`Outcome`] names.
 async fn execute<H: LoopHost>(
@@ -442,6 +453,7 @@ mod tests {
         events: Mutex<Vec<EventNote>>,
         statuses: Mutex<Vec<LoopView>>,
         telemetry: OperatorMetrics,
+        refused: AtomicUsize,
     }
 
     #[async_trait]
@@ -471,6 +483,9 @@ mod tests {
         fn telemetry(&self) -> &OperatorMetrics {
             &self.telemetry
         }
+        fn credentials_refused(&self, _key: &ObjectKey) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn t(secs: i64) -> Timestamp {
@@ -490,6 +505,7 @@ mod tests {
             events: Mutex::default(),
             statuses: Mutex::default(),
             telemetry: OperatorMetrics::new(),
+            refused: AtomicUsize::new(0),
         }
     }
 
@@ -578,6 +594,25 @@ mod tests {
         // Active at 1: the HPA owns the count, nothing more to write.
         tick(h.at(6), &cfg, &mut memory).await;
         assert_eq!(h.writes(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_ask_for_them_again_and_change_nothing() {
+        let scaler = FakeScaler::new();
+        let cfg = config(scaler.clone());
+        let h = host(2);
+        let mut memory = TickMemory::default();
+        scaler.fail();
+        tick(h.at(5), &cfg, &mut memory).await;
+        assert_eq!(
+            h.refused.load(Ordering::SeqCst),
+            0,
+            "unreachable is not a refusal"
+        );
+        *scaler.answer.lock().unwrap() = Err(ScalerError::unauthorized("amqp://broker", "ACCESS_REFUSED"));
+        tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.refused.load(Ordering::SeqCst), 1);
+        assert_eq!(h.writes(), Vec::<i32>::new(), "an error never scales");
     }
 
     #[tokio::test]

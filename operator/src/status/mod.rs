@@ -50,6 +50,10 @@ pub struct ReconcileView {
     pub fallback_threshold: Option<u32>,
     /// Warnings about the configuration that do not block scaling (shown in the Ready message).
     pub warnings: Vec<String>,
+    /// `triggersTypes`: each trigger type once, comma-separated.
+    pub triggers_types: Option<String>,
+    /// `authenticationsTypes`: each authenticationRef name once, comma-separated.
+    pub authentications_types: Option<String>,
 }
 
 /// One trigger's health, as the scale loop saw it in the last poll.
@@ -266,6 +270,8 @@ pub fn compose(
         paused_replica_count: r.paused_replicas,
         hpa_name: r.hpa_name.clone(),
         observed_generation: r.generation,
+        triggers_types: r.triggers_types.clone(),
+        authentications_types: r.authentications_types.clone(),
     }
 }
 
@@ -302,6 +308,8 @@ mod tests {
             generation: Some(1),
             fallback_threshold: None,
             warnings: Vec::new(),
+            triggers_types: None,
+            authentications_types: None,
         }
     }
 

@@ -108,6 +108,8 @@ mod tests {
             generation: Some(1),
             fallback_threshold: None,
             warnings: Vec::new(),
+            triggers_types: None,
+            authentications_types: None,
         }
     }
 
