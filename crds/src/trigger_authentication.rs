@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
     kind = "TriggerAuthentication",
     plural = "triggerauthentications",
     singular = "triggerauthentication",
-    shortname = "ta",
-    shortname = "triggerauth",
+    shortname = "ebbta",
+    category = "ebb",
     namespaced,
     printcolumn(
         name = "PodIdentity",
@@ -55,8 +55,8 @@ pub struct TriggerAuthenticationSpec {
     kind = "ClusterTriggerAuthentication",
     plural = "clustertriggerauthentications",
     singular = "clustertriggerauthentication",
-    shortname = "cta",
-    shortname = "clustertriggerauth",
+    shortname = "ebbcta",
+    category = "ebb",
     printcolumn(
         name = "PodIdentity",
         type_ = "string",
