@@ -666,7 +666,17 @@ mod tests {
             meta.push(("version", good));
             params(&meta, &[]);
         }
-        for bad in ["1.2.3.4", "0.10.2", "2.8", "2.8.x", "v2.8.1", "2..8", "", "1.0.0 ", "2.8.1-rc1"] {
+        for bad in [
+            "1.2.3.4",
+            "0.10.2",
+            "2.8",
+            "2.8.x",
+            "v2.8.1",
+            "2..8",
+            "",
+            "1.0.0 ",
+            "2.8.1-rc1",
+        ] {
             assert_eq!(
                 parse_kafka_version(bad),
                 Err(KafkaVersionError(bad.to_string())),

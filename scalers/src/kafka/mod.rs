@@ -139,7 +139,10 @@ pub static DECL: ScalerDecl = ScalerDecl {
 /// `partitionLimitation` without `topic` is accepted and ignored, as KEDA does; said so.
 fn warnings(p: &ParsedParams) -> Vec<String> {
     match p.is_set("partitionLimitation") && p.get("topic").is_none() {
-        true => vec!["partitionLimitation: ignored without topic (every partition of the group's topics counts)".to_string()],
+        true => vec![
+            "partitionLimitation: ignored without topic (every partition of the group's topics counts)"
+                .to_string(),
+        ],
         false => Vec::new(),
     }
 }

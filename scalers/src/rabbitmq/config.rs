@@ -381,14 +381,24 @@ mod tests {
         // KEDA's own case: a value, no mode, and a host with no address part.
         let errors = parse(&[("value", "20"), ("queueName", "sample"), ("host", "https://")]).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!((errors[0].param.as_str(), errors[0].problem.as_str()), ("value", "needs mode to be set"));
+        assert_eq!(
+            (errors[0].param.as_str(), errors[0].problem.as_str()),
+            ("value", "needs mode to be set")
+        );
         // With any host.
         assert!(parse(&[("value", "5"), ("queueName", "q"), ("host", "amqp://h/")]).is_err());
         // And the other way round.
-        let errors = parse(&[("mode", "QueueLength"), ("queueName", "q"), ("host", "amqp://h/")]).unwrap_err();
+        let errors =
+            parse(&[("mode", "QueueLength"), ("queueName", "q"), ("host", "amqp://h/")]).unwrap_err();
         assert_eq!(errors[0].param, "mode");
         // Together they are fine.
-        parse(&[("mode", "QueueLength"), ("value", "5"), ("queueName", "q"), ("host", "amqp://h/")]).unwrap();
+        parse(&[
+            ("mode", "QueueLength"),
+            ("value", "5"),
+            ("queueName", "q"),
+            ("host", "amqp://h/"),
+        ])
+        .unwrap();
     }
 
     #[test]
@@ -406,7 +416,23 @@ mod tests {
         let c = RabbitMqConfig::try_from(&p).unwrap();
         assert_eq!((c.mode, c.thresholds.target), (Mode::QueueLength, 7.0));
         // queueLength with mode or value is still rejected.
-        assert!(parse(&[("queueName", "q"), ("host", "amqp://h/"), ("queueLength", "7"), ("value", "3")]).is_err());
-        assert!(parse(&[("queueName", "q"), ("host", "amqp://h/"), ("queueLength", "7"), ("mode", "QueueLength")]).is_err());
+        assert!(
+            parse(&[
+                ("queueName", "q"),
+                ("host", "amqp://h/"),
+                ("queueLength", "7"),
+                ("value", "3")
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                ("queueName", "q"),
+                ("host", "amqp://h/"),
+                ("queueLength", "7"),
+                ("mode", "QueueLength")
+            ])
+            .is_err()
+        );
     }
 }
