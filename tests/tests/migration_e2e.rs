@@ -45,7 +45,11 @@ async fn install_keda_crd(client: &Client) {
     }
     wait_for("keda.sh CRD Established", Duration::from_secs(30), || async {
         let crd = api.get("scaledobjects.keda.sh").await.ok()?;
-        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
     })
     .await
@@ -182,12 +186,15 @@ async fn cutover_from_keda_keeps_replicas_and_the_adopted_hpa() {
     install_keda_crd(&f.client()).await;
     let keda_uid = keda_side(&f, "orders").await;
     keda_side(&f, "blocked").await;
-    let operator = OperatorProcess::start(&f.env, &f.ns.name, "op-a", &[]).await.unwrap();
+    let operator = OperatorProcess::start(&f.env, &f.ns.name, "op-a", &[])
+        .await
+        .unwrap();
     let sampler = Sampler::start(f.client(), f.ns.name.clone(), "orders");
     let (hpas, _) = hpa_api(&f).await;
 
     // Without the annotation, KEDA's HPA is a conflict: Ready=False naming it, nothing touched.
-    f.create_so_spec("blocked", ebb_so_spec(&f, "blocked"), json!({})).await;
+    f.create_so_spec("blocked", ebb_so_spec(&f, "blocked"), json!({}))
+        .await;
     let reason = f
         .wait_condition("blocked", "Ready", "False", Duration::from_secs(20))
         .await;
@@ -205,11 +212,16 @@ async fn cutover_from_keda_keeps_replicas_and_the_adopted_hpa() {
         .and_then(|c| c.message)
         .unwrap_or_default();
     assert!(
-        message.contains("HorizontalPodAutoscaler keda-hpa-blocked") && message.contains("transfer-hpa-ownership"),
+        message.contains("HorizontalPodAutoscaler keda-hpa-blocked")
+            && message.contains("transfer-hpa-ownership"),
         "{message}"
     );
     let blocked_hpa = hpas.get("keda-hpa-blocked").await.unwrap();
-    assert!(owners(&blocked_hpa).iter().all(|o| o.0 == "keda.sh/v1alpha1"), "{:?}", owners(&blocked_hpa));
+    assert!(
+        owners(&blocked_hpa).iter().all(|o| o.0 == "keda.sh/v1alpha1"),
+        "{:?}",
+        owners(&blocked_hpa)
+    );
     assert!(!f.has_hpa("ebb-hpa-blocked").await);
     assert_eq!(f.replicas("blocked").await, START);
 
@@ -230,26 +242,50 @@ async fn cutover_from_keda_keeps_replicas_and_the_adopted_hpa() {
     .await
     .unwrap();
     let labels = adopted.labels();
-    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("ebb"));
+    assert_eq!(
+        labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("ebb")
+    );
     assert!(!labels.contains_key("scaledobject.keda.sh/name"), "{labels:?}");
     let metric = &adopted.data["spec"]["metrics"][0]["external"]["metric"];
-    assert_eq!(metric["selector"]["matchLabels"]["scaledobject.ebb.dev/name"], "orders", "{metric}");
+    assert_eq!(
+        metric["selector"]["matchLabels"]["scaledobject.ebb.dev/name"], "orders",
+        "{metric}"
+    );
     assert!(!f.has_hpa("ebb-hpa-orders").await, "one HPA on the workload");
 
     // KEDA's ScaledObject goes; the garbage collector deletes what it still owns (the witness)
     // and leaves the adopted HPA alone.
-    keda_api(&f).delete("orders", &DeleteParams::default()).await.unwrap();
+    keda_api(&f)
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
     let configmaps: Api<ConfigMap> = Api::namespaced(f.client(), &f.ns.name);
-    wait_for("the garbage collector removed the witness", Duration::from_secs(60), || async {
-        configmaps.get_opt("orders-owned-by-keda").await.ok()?.is_none().then_some(())
-    })
+    wait_for(
+        "the garbage collector removed the witness",
+        Duration::from_secs(60),
+        || async {
+            configmaps
+                .get_opt("orders-owned-by-keda")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
     .await
     .unwrap();
     assert!(keda_api(&f).get_opt("orders").await.unwrap().is_none());
     // A few more seconds under ebb alone.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = hpas.get("keda-hpa-orders").await.expect("the adopted HPA survives KEDA's deletion");
-    assert_eq!(owners(&after), [("ebb.dev/v1alpha1".to_string(), ebb_uid.clone(), true)]);
+    let after = hpas
+        .get("keda-hpa-orders")
+        .await
+        .expect("the adopted HPA survives KEDA's deletion");
+    assert_eq!(
+        owners(&after),
+        [("ebb.dev/v1alpha1".to_string(), ebb_uid.clone(), true)]
+    );
     assert!(!owners(&after).iter().any(|o| o.1 == keda_uid));
     assert_eq!(
         f.condition("orders", "Ready").await.map(|c| c.0).as_deref(),

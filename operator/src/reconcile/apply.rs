@@ -199,7 +199,12 @@ async fn build_triggers(
 
 /// Before ebb applies onto an HPA it adopts, removes what ties it to another controller (KEDA's
 /// ScaledObject among them: see [`conflicts::release_patch`]).
-async fn release_adopted_hpa(shared: &Shared, ns: &str, so: &ScaledObject, step: &HpaStep) -> Result<(), Error> {
+async fn release_adopted_hpa(
+    shared: &Shared,
+    ns: &str,
+    so: &ScaledObject,
+    step: &HpaStep,
+) -> Result<(), Error> {
     let HpaStep::Apply { name, .. } = step else {
         return Ok(());
     };

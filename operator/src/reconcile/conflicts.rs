@@ -357,7 +357,10 @@ mod tests {
             let ops = patch.as_array().unwrap();
             assert_eq!(ops[0]["op"], "test");
             assert_eq!(ops[0]["value"][0]["uid"], "u-k");
-            assert_eq!(ops[1], json!({"op": "replace", "path": "/metadata/ownerReferences", "value": []}));
+            assert_eq!(
+                ops[1],
+                json!({"op": "replace", "path": "/metadata/ownerReferences", "value": []})
+            );
             assert_eq!(
                 ops[2],
                 json!({"op": "remove", "path": "/metadata/labels/scaledobject.keda.sh~1name"})
@@ -368,7 +371,10 @@ mod tests {
     #[test]
     fn other_owners_stay_and_ebbs_own_hpa_needs_nothing() {
         // ebb's own HPA.
-        assert_eq!(release_patch(&hpa("ebb-hpa-w", Some(("ScaledObject", "u-b"))), "u-b"), None);
+        assert_eq!(
+            release_patch(&hpa("ebb-hpa-w", Some(("ScaledObject", "u-b"))), "u-b"),
+            None
+        );
         // A plain foreign HPA without owners or KEDA's label.
         assert_eq!(release_patch(&hpa("legacy", None), "u-b"), None);
         // A non-controller owner of another kind stays; another controller goes.
@@ -381,6 +387,9 @@ mod tests {
         }))
         .unwrap();
         let patch = release_patch(&CachedHpa::from_object(&obj), "u-b").unwrap();
-        assert_eq!(patch[1]["value"], json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u-c"}]));
+        assert_eq!(
+            patch[1]["value"],
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u-c"}])
+        );
     }
 }
