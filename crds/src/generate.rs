@@ -171,7 +171,27 @@ mod tests {
                 "Target", "Min", "Max", "Ready", "Active", "Fallback", "Paused", "Triggers", "Age"
             ]
         );
-        assert_eq!(so["spec"]["names"]["shortNames"], serde_json::json!(["so"]));
+        // Not KEDA's `so`/`sj`/`ta`/`cta`: with both installed those would name only one group.
+        for crd in all_crds() {
+            let crd = serde_json::to_value(crd).unwrap();
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+            let short = match kind.as_str() {
+                "ScaledObject" => "ebbso",
+                "ScaledJob" => "ebbsj",
+                "TriggerAuthentication" => "ebbta",
+                _ => "ebbcta",
+            };
+            assert_eq!(
+                crd["spec"]["names"]["shortNames"],
+                serde_json::json!([short]),
+                "{kind}"
+            );
+            assert_eq!(
+                crd["spec"]["names"]["categories"],
+                serde_json::json!(["ebb"]),
+                "{kind}"
+            );
+        }
         let cta = serde_json::to_value(ClusterTriggerAuthentication::crd()).unwrap();
         assert_eq!(cta["spec"]["scope"], "Cluster");
         let props =
@@ -278,7 +298,7 @@ mod tests {
                 "Age"
             ]
         );
-        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["sj"]));
+        assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["ebbsj"]));
         assert_eq!(crd["spec"]["scope"], "Namespaced");
     }
 

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
     plural = "triggerauthentications",
     status = "TriggerAuthenticationStatus",
     singular = "triggerauthentication",
-    shortname = "ta",
-    shortname = "triggerauth",
+    shortname = "ebbta",
+    category = "ebb",
     namespaced,
     printcolumn(
         name = "PodIdentity",
@@ -57,8 +57,8 @@ pub struct TriggerAuthenticationSpec {
     plural = "clustertriggerauthentications",
     status = "TriggerAuthenticationStatus",
     singular = "clustertriggerauthentication",
-    shortname = "cta",
-    shortname = "clustertriggerauth",
+    shortname = "ebbcta",
+    category = "ebb",
     printcolumn(
         name = "PodIdentity",
         type_ = "string",

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ebb_operator::adapter::certs::files::CertFiles;
 use ebb_operator::adapter::certs::{CertMode, CertOptions};
-use ebb_operator::cli::validate::{CheckOptions, check_documents_with, read_documents};
+use ebb_operator::cli::migrate::{MigrateOptions, migrate};
+use ebb_operator::cli::validate::{CheckOptions, InputDocument, check_documents_with, read_documents};
 use ebb_operator::infra::leadership::LeaseTiming;
 
 /// ebb: an event-driven autoscaler for Kubernetes.
@@ -37,6 +38,26 @@ enum Command {
         /// TriggerAuthentications, the scale target) as errors instead of warnings.
         #[arg(long)]
         strict: bool,
+    },
+    /// Rewrite KEDA's objects (keda.sh ScaledObjects, ScaledJobs, TriggerAuthentications,
+    /// ClusterTriggerAuthentications) as ebb's.
+    ///
+    /// Writes every document as YAML (other kinds unchanged; a `kind: List` as its items) to
+    /// stdout or `-o FILE`; prints each change, each field ebb does not support and each problem
+    /// ebb's checks find in the result on stderr. Exits 0 when everything converted and checks
+    /// out, 2 when something is not supported by ebb, 3 when the result fails ebb's checks,
+    /// 1 when an input cannot be read (see docs/migration.md).
+    Migrate {
+        /// YAML files with one or more documents; `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the result to this file instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Add `scaledobject.ebb.dev/transfer-hpa-ownership: "true"` to every ScaledObject, so
+        /// that it adopts the HPA KEDA created (the cutover).
+        #[arg(long)]
+        transfer_hpa_ownership: bool,
     },
     /// Run the operator: reconcile ScaledObjects, own 0↔1 and the HPAs (leader-elected).
     Operator(Box<OperatorArgs>),
@@ -163,6 +184,11 @@ fn main() -> ExitCode {
             warnings,
             strict,
         } => validate(&files, warnings, strict),
+        Command::Migrate {
+            files,
+            output,
+            transfer_hpa_ownership,
+        } => migrate_files(&files, output.as_deref(), transfer_hpa_ownership),
         Command::Crds { write } => crds(write).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -174,7 +200,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<ExitCode> {
+/// Reads every file (`-` is stdin) into documents; an unreadable file or invalid YAML is noted
+/// and the others are still read.
+fn read_inputs(files: &[PathBuf]) -> (Vec<InputDocument>, Vec<String>) {
     let mut docs = Vec::new();
     let mut unreadable = Vec::new();
     for file in files {
@@ -198,6 +226,11 @@ fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<Exit
             Err(e) => unreadable.push(format!("{e:#}")),
         }
     }
+    (docs, unreadable)
+}
+
+fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<ExitCode> {
+    let (docs, unreadable) = read_inputs(files);
     let report = check_documents_with(
         &docs,
         CheckOptions {
@@ -222,10 +255,71 @@ fn validate(files: &[PathBuf], show_warnings: bool, strict: bool) -> Result<Exit
     for line in report.problem_lines().iter().chain(&unreadable) {
         eprintln!("{line}");
     }
-    Ok(if report.is_valid() && unreadable.is_empty() {
+    // Checking nothing is not a success: a `kind: List` once went by unread this way.
+    let nothing = report.objects.is_empty();
+    if nothing {
+        eprintln!(
+            "no ScaledObject, ScaledJob, TriggerAuthentication, ClusterTriggerAuthentication (ebb.dev or keda.sh) or annotated Deployment/StatefulSet in the input: nothing was checked"
+        );
+    }
+    Ok(if report.is_valid() && unreadable.is_empty() && !nothing {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `ebb migrate`'s exit codes (docs/migration.md).
+const MIGRATE_UNSUPPORTED: u8 = 2;
+const MIGRATE_INVALID: u8 = 3;
+
+fn migrate_files(files: &[PathBuf], output: Option<&std::path::Path>, transfer: bool) -> Result<ExitCode> {
+    let (docs, unreadable) = read_inputs(files);
+    let migration = migrate(
+        &docs,
+        MigrateOptions {
+            transfer_hpa_ownership: transfer,
+        },
+    );
+    let mut yaml = String::new();
+    for doc in &migration.documents {
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_saphyr::to_string(&doc.value).context("writing YAML")?);
+    }
+    match output {
+        Some(path) => std::fs::write(path, &yaml).with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            if let Err(e) = std::io::stdout().lock().write_all(yaml.as_bytes())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e).context("writing the result");
+            }
+        }
+    }
+    for finding in &migration.findings {
+        eprintln!("{finding}");
+    }
+    // The result goes through every check `ebb validate` makes.
+    let report = check_documents_with(&migration.documents, CheckOptions::default());
+    for line in report.problem_lines() {
+        eprintln!("invalid after migration: {line}");
+    }
+    for line in &unreadable {
+        eprintln!("{line}");
+    }
+    if migration.converted == 0 {
+        eprintln!(
+            "no keda.sh ScaledObject, ScaledJob, TriggerAuthentication or ClusterTriggerAuthentication in the input: nothing converted"
+        );
+    }
+    Ok(if !unreadable.is_empty() {
+        ExitCode::from(1)
+    } else if migration.has_unsupported() {
+        ExitCode::from(MIGRATE_UNSUPPORTED)
+    } else if !report.is_valid() {
+        ExitCode::from(MIGRATE_INVALID)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -1,4 +1,4 @@
-//! The offline subcommands: `ebb validate` ([`validate`]; ScaledJobs in [`scaled_job`]; the
+//! The offline subcommands: `ebb migrate` ([`migrate`]: KEDA's objects rewritten as ebb's), `ebb validate` ([`validate`]; ScaledJobs in [`scaled_job`]; the
 //! per-trigger findings of both kinds in [`trigger_report`]; looking triggers' references up among
 //! the objects of its input, [`bundle`]; annotated workloads checked as the ScaledObject they
 //! generate, [`annotated`], which the operator's generator shares). `ebb crds` prints what `ebb_crds` generates and needs
@@ -6,6 +6,7 @@
 
 pub mod annotated;
 pub mod bundle;
+pub mod migrate;
 pub mod scaled_job;
 pub mod trigger_report;
 pub mod validate;

@@ -43,19 +43,51 @@ pub struct InputDocument {
     pub value: Json,
 }
 
-/// Splits a YAML stream into documents; empty documents are skipped.
+/// Splits a YAML stream into documents; empty documents are skipped. A list (`kind: List`, as
+/// `kubectl get -o yaml` writes, or `<Kind>List`) becomes its items, `file#N.items[i]`.
 pub fn read_documents(source_name: &str, text: &str) -> Result<Vec<InputDocument>, BundleError> {
     let values: Vec<Json> = serde_saphyr::from_multiple(text).map_err(|e| BundleError::Yaml {
         source_name: source_name.to_string(),
         message: e.to_string(),
     })?;
-    Ok(values
+    let mut docs = Vec::new();
+    for (i, value) in values.into_iter().enumerate().filter(|(_, v)| !v.is_null()) {
+        let source = format!("{source_name}#{}", i + 1);
+        match list_items(value) {
+            Ok(items) => docs.extend(items.into_iter().enumerate().map(|(j, value)| InputDocument {
+                source: format!("{source}.items[{j}]"),
+                value,
+            })),
+            Err(value) => docs.push(InputDocument { source, value }),
+        }
+    }
+    Ok(docs)
+}
+
+/// The items of a list document (an item without `apiVersion`/`kind`, as the API answers a
+/// `<Kind>List`, gets the list's); `Err` gives back any other document.
+fn list_items(mut value: Json) -> Result<Vec<Json>, Json> {
+    let kind = str_at(&value, "/kind").unwrap_or_default();
+    let item_kind = match kind.strip_suffix("List") {
+        Some(k) if value.get("items").is_some_and(Json::is_array) => k.to_string(),
+        _ => return Err(value),
+    };
+    let api_version = value.get("apiVersion").cloned();
+    let Some(Json::Array(items)) = value.get_mut("items").map(Json::take) else {
+        return Err(value);
+    };
+    Ok(items
         .into_iter()
-        .enumerate()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(i, value)| InputDocument {
-            source: format!("{source_name}#{}", i + 1),
-            value,
+        .map(|mut item| {
+            if let Some(obj) = item.as_object_mut()
+                && !item_kind.is_empty()
+            {
+                obj.entry("kind").or_insert_with(|| json!(item_kind));
+                if let Some(v) = &api_version {
+                    obj.entry("apiVersion").or_insert_with(|| v.clone());
+                }
+            }
+            item
         })
         .collect())
 }

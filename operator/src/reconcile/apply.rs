@@ -70,6 +70,7 @@ pub async fn apply(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Action
     let mut loop_polls_now = false;
     match plan.scale_loop {
         LoopStep::Run(settings) => {
+            release_adopted_hpa(shared, &key.0, &so, &plan.hpa).await?;
             apply_hpa(shared, &key.0, plan.hpa).await?;
             let cfg = loop_config(&so, key.clone(), settings, triggers);
             loop_polls_now = ensure_loop(shared, &slot, &so, cfg);
@@ -197,6 +198,35 @@ async fn build_triggers(
     } else {
         Err(InvalidTriggers(problems).into())
     }
+}
+
+/// Before ebb applies onto an HPA it adopts, removes what ties it to another controller (KEDA's
+/// ScaledObject among them: see [`conflicts::release_patch`]).
+async fn release_adopted_hpa(
+    shared: &Shared,
+    ns: &str,
+    so: &ScaledObject,
+    step: &HpaStep,
+) -> Result<(), Error> {
+    let HpaStep::Apply { name, .. } = step else {
+        return Ok(());
+    };
+    let Some(live) = shared.hpas.get(ns, name) else {
+        return Ok(());
+    };
+    let Some(ops) = conflicts::release_patch(&live, &so.uid().unwrap_or_default()) else {
+        return Ok(());
+    };
+    let patch = serde_json::from_value(ops)?;
+    shared.leader.check()?;
+    let api: Api<DynamicObject> = Api::namespaced_with(shared.client.clone(), ns, &shared.hpa.resource);
+    let released = api
+        .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|e| super::hpa_error(shared, e))?;
+    // The apply that follows compares against the cache: keep it current.
+    shared.hpas.index().apply(&released);
+    Ok(())
 }
 
 /// Applies (server-side, forced) or deletes the HPA as planned.

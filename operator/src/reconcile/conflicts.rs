@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use ebb_crds::ScaledObject;
 use ebb_crds::annotations::{self, flag};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
 
 use crate::cache::hpas::CachedHpa;
 use crate::context::Shared;
@@ -126,6 +128,44 @@ pub fn check(
     }
 }
 
+/// KEDA's label on the HPAs it creates, naming its ScaledObject.
+const KEDA_SCALED_OBJECT_LABEL: &str = "scaledobject.keda.sh/name";
+
+/// What to remove from an HPA ebb is about to apply onto (one it adopts), as a JSON patch: the
+/// owner references of every other controller and of KEDA's ScaledObjects (only one controller
+/// may own an object, and a KEDA ScaledObject deleted after the cutover must leave the garbage
+/// collector nothing of ebb's to delete) and KEDA's name label. The patch first tests that the
+/// owner references are still the ones read, so a concurrent change makes it fail (and the
+/// reconcile retry) instead of dropping a reference it did not see. `None`: nothing to remove.
+pub fn release_patch(hpa: &CachedHpa, my_uid: &str) -> Option<serde_json::Value> {
+    let foreign = |o: &OwnerReference| {
+        o.uid != my_uid
+            && (o.controller == Some(true)
+                || (o.kind == "ScaledObject" && group(&o.api_version) == KEDA_GROUP))
+    };
+    let labels = hpa.drift_view()["metadata"]["labels"].clone();
+    let keda_label = labels.get(KEDA_SCALED_OBJECT_LABEL).is_some();
+    if !hpa.owner_references.iter().any(foreign) && !keda_label {
+        return None;
+    }
+    let kept: Vec<&OwnerReference> = hpa.owner_references.iter().filter(|o| !foreign(o)).collect();
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/ownerReferences", "value": hpa.owner_references}),
+        json!({"op": "replace", "path": "/metadata/ownerReferences", "value": kept}),
+    ];
+    if hpa.owner_references.is_empty() {
+        // `test` on an absent member fails: there is nothing to test or replace then.
+        ops.clear();
+    }
+    if keda_label {
+        ops.push(json!({"op": "remove", "path": format!("/metadata/labels/{}", KEDA_SCALED_OBJECT_LABEL.replace('/', "~1"))}));
+    }
+    Some(serde_json::Value::Array(ops))
+}
+
+/// KEDA's API group.
+const KEDA_GROUP: &str = "keda.sh";
+
 /// Whether the ScaledObject with `uid` owns `hpa`.
 pub fn owned_by(hpa: &CachedHpa, uid: &str) -> bool {
     hpa.owner_references.iter().any(|o| o.uid == uid)
@@ -147,7 +187,6 @@ fn group(api_version: &str) -> &str {
 mod tests {
     use super::*;
     use kube::api::DynamicObject;
-    use serde_json::json;
 
     fn so(name: &str, uid: &str, created: &str, target: &str) -> Arc<ScaledObject> {
         Arc::new(
@@ -296,5 +335,61 @@ mod tests {
         let keda = owned_hpa("keda-hpa-w", Some(("keda.sh/v1alpha1", "ScaledObject", "u-k")));
         let e = check(&me, &target(), &[], &[keda]).unwrap_err();
         assert!(matches!(e, Conflict::ForeignHpa { ref hpa, .. } if hpa == "keda-hpa-w"));
+    }
+
+    fn keda_hpa(controller: bool) -> Arc<CachedHpa> {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "keda-hpa-w", "namespace": "ns",
+                "labels": {"scaledobject.keda.sh/name": "w", "app.kubernetes.io/managed-by": "keda-operator"},
+                "ownerReferences": [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": "w",
+                                     "uid": "u-k", "controller": controller, "blockOwnerDeletion": true}]},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"}}
+        }))
+        .unwrap();
+        Arc::new(CachedHpa::from_object(&obj))
+    }
+
+    #[test]
+    fn adopting_a_keda_hpa_drops_keda_as_owner_and_its_label() {
+        for controller in [true, false] {
+            let patch = release_patch(&keda_hpa(controller), "u-b").unwrap();
+            let ops = patch.as_array().unwrap();
+            assert_eq!(ops[0]["op"], "test");
+            assert_eq!(ops[0]["value"][0]["uid"], "u-k");
+            assert_eq!(
+                ops[1],
+                json!({"op": "replace", "path": "/metadata/ownerReferences", "value": []})
+            );
+            assert_eq!(
+                ops[2],
+                json!({"op": "remove", "path": "/metadata/labels/scaledobject.keda.sh~1name"})
+            );
+        }
+    }
+
+    #[test]
+    fn other_owners_stay_and_ebbs_own_hpa_needs_nothing() {
+        // ebb's own HPA.
+        assert_eq!(
+            release_patch(&hpa("ebb-hpa-w", Some(("ScaledObject", "u-b"))), "u-b"),
+            None
+        );
+        // A plain foreign HPA without owners or KEDA's label.
+        assert_eq!(release_patch(&hpa("legacy", None), "u-b"), None);
+        // A non-controller owner of another kind stays; another controller goes.
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "h", "namespace": "ns", "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u-c"},
+                {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "r", "uid": "u-r", "controller": true}]},
+            "spec": {"scaleTargetRef": {"name": "w"}}
+        }))
+        .unwrap();
+        let patch = release_patch(&CachedHpa::from_object(&obj), "u-b").unwrap();
+        assert_eq!(
+            patch[1]["value"],
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u-c"}])
+        );
     }
 }

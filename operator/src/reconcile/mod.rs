@@ -51,6 +51,9 @@ pub enum Error {
     /// This replica does not lead (any more): nothing was written.
     #[error(transparent)]
     NotLeading(#[from] NotLeading),
+    /// A JSON patch ebb built did not parse as one (a defect, reported rather than sent).
+    #[error("building a JSON patch: {0}")]
+    Patch(#[from] serde_json::Error),
 }
 
 impl From<WriteError> for Error {
@@ -80,6 +83,7 @@ impl Error {
             Error::Unsettled(_) => "unsettled",
             Error::NoNamespace => "no_namespace",
             Error::NotLeading(_) => "not_leading",
+            Error::Patch(_) => "patch",
         }
     }
 }

@@ -154,6 +154,30 @@ pub fn parse_partition_limitation(text: &str) -> Result<Vec<i32>, PartitionLimit
     Ok(ids)
 }
 
+/// Why a `version` is not a Kafka version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a Kafka version (like 2.8.1, or 0.10.2.0 before 1.0)")]
+pub struct KafkaVersionError(pub String);
+
+/// Checks `version` the way KEDA's client library reads it: `X.Y.Z` from 1.0 on, `0.X.Y.Z`
+/// before, every part decimal digits. Returns the numeric parts. ebb negotiates versions with
+/// the broker (ApiVersions), so the value is only checked, never used.
+pub fn parse_kafka_version(text: &str) -> Result<Vec<u32>, KafkaVersionError> {
+    let bad = || KafkaVersionError(text.to_string());
+    let parts: Vec<&str> = text.split('.').collect();
+    let expected = if text.starts_with('0') { 4 } else { 3 };
+    if text.len() < 5 || parts.len() != expected {
+        return Err(bad());
+    }
+    parts
+        .iter()
+        .map(|p| match !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            true => p.parse::<u32>().map_err(|_| bad()),
+            false => Err(bad()),
+        })
+        .collect()
+}
+
 /// Reads parameters by name, noting each missing one: the only place the folder does so.
 struct Reader<'a> {
     params: &'a ParsedParams,
@@ -273,7 +297,7 @@ impl<'a> Reader<'a> {
     fn trigger(&mut self) -> TriggerSpec {
         let group = self.string("consumerGroup").unwrap_or_default().to_string();
         let topic = self.optional("topic").map(str::to_string);
-        // Without a topic the declaration rejects partitionLimitation; it is ignored here.
+        // Without a topic partitionLimitation is ignored (as in KEDA; the declaration warns).
         let partitions = match self.raw("partitionLimitation") {
             Some(text) if topic.is_some() => match parse_partition_limitation(text) {
                 Ok(ids) => Some(ids),
@@ -579,5 +603,90 @@ mod tests {
         let err = ConfigProblem::PartitionLimitation(PartitionLimitationError::NotAnId("x".into()));
         assert_eq!(err.param(), "partitionLimitation");
         assert!(std::error::Error::source(&err).is_some());
+    }
+
+    fn rejected(meta: &[(&str, &str)]) -> Vec<crate::params::ParamError> {
+        parse_with(&crate::kafka::DECL, meta, &[]).expect_err("KEDA rejects this")
+    }
+
+    #[test]
+    fn partition_limitation_without_topic_is_accepted_ignored_and_warned_about() {
+        let mut meta = BASE[..2].to_vec();
+        meta.push(("partitionLimitation", "1,2"));
+        let parsed = params(&meta, &[]);
+        let warnings = (crate::kafka::DECL.warnings)(&parsed);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("partitionLimitation: ignored without topic"));
+        let config = KafkaConfig::try_from(&parsed).unwrap();
+        assert_eq!(config.trigger.watch.partitions, None);
+        // With a topic it counts and nothing is said.
+        meta.push(("topic", "orders"));
+        let parsed = params(&meta, &[]);
+        assert!((crate::kafka::DECL.warnings)(&parsed).is_empty());
+        // A malformed one is rejected with or without a topic, as in KEDA.
+        let errors = rejected(&[BASE[0], BASE[1], ("partitionLimitation", "x")]);
+        assert_eq!(errors[0].param, "partitionLimitation");
+    }
+
+    #[test]
+    fn limit_to_partitions_with_lag_excludes_even_distribution() {
+        let mut meta = BASE.to_vec();
+        meta.extend([
+            ("limitToPartitionsWithLag", "true"),
+            ("ensureEvenDistributionOfPartitions", "true"),
+        ]);
+        let errors = rejected(&meta);
+        assert_eq!(
+            errors[0].param,
+            "limitToPartitionsWithLag, ensureEvenDistributionOfPartitions"
+        );
+        assert!(errors[0].problem.contains("cannot be set together"));
+        // Either alone is fine.
+        meta.pop();
+        params(&meta, &[]);
+    }
+
+    #[test]
+    fn full_metadata_false_needs_a_topic() {
+        let errors = rejected(&[BASE[0], BASE[1], ("fullMetadata", "false")]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].param, "fullMetadata");
+        assert!(errors[0].problem.contains("topic"), "{}", errors[0].problem);
+        let mut meta = BASE.to_vec();
+        meta.push(("fullMetadata", "false"));
+        params(&meta, &[]);
+        params(&[BASE[0], BASE[1], ("fullMetadata", "true")], &[]);
+    }
+
+    #[test]
+    fn version_must_be_a_kafka_version() {
+        for good in ["1.0.0", "2.8.1", "3.7.0", "0.10.2.0", "0.8.2.2"] {
+            assert!(parse_kafka_version(good).is_ok(), "{good}");
+            let mut meta = BASE.to_vec();
+            meta.push(("version", good));
+            params(&meta, &[]);
+        }
+        for bad in [
+            "1.2.3.4",
+            "0.10.2",
+            "2.8",
+            "2.8.x",
+            "v2.8.1",
+            "2..8",
+            "",
+            "1.0.0 ",
+            "2.8.1-rc1",
+        ] {
+            assert_eq!(
+                parse_kafka_version(bad),
+                Err(KafkaVersionError(bad.to_string())),
+                "{bad}"
+            );
+        }
+        let mut meta = BASE.to_vec();
+        meta.push(("version", "1.2.3.4"));
+        let errors = rejected(&meta);
+        assert_eq!(errors[0].param, "version");
+        assert!(errors[0].problem.contains("\"1.2.3.4\" is not a Kafka version"));
     }
 }

@@ -65,8 +65,8 @@ pub mod wire;
 mod cluster;
 
 pub use config::{
-    ClusterConfig, ConfigProblem, KafkaConfig, KafkaConfigError, PartitionLimitationError, TlsSettings,
-    TriggerSpec, parse_partition_limitation,
+    ClusterConfig, ConfigProblem, KafkaConfig, KafkaConfigError, KafkaVersionError, PartitionLimitationError,
+    TlsSettings, TriggerSpec, parse_kafka_version, parse_partition_limitation,
 };
 pub use pool::{KafkaClusters, KafkaOptions, KafkaStats};
 pub use scaler::{KafkaSample, KafkaScaler};
@@ -89,7 +89,8 @@ pub static PARAMS: &[Param] = &[
     Param::bool("scaleToZeroOnInvalidOffset").default("false"),
     Param::bool("limitToPartitionsWithLag").default("false"),
     Param::bool("ensureEvenDistributionOfPartitions").default("false"),
-    // Accepted for KEDA compatibility: ebb always fetches metadata of the watched topics only.
+    // Accepted for KEDA compatibility: ebb always fetches metadata of the watched topics only;
+    // `false` still needs a topic, as in KEDA.
     Param::bool("fullMetadata").default("true"),
     Param::string("version"),
     Param::one_of("tls", &["enable", "disable"])
@@ -124,16 +125,27 @@ pub static DECL: ScalerDecl = ScalerDecl {
     rules: &[
         Rule::Exclusive(&["allowIdleConsumers", "limitToPartitionsWithLag"]),
         Rule::Requires("limitToPartitionsWithLag", "topic"),
+        Rule::Exclusive(&["limitToPartitionsWithLag", "ensureEvenDistributionOfPartitions"]),
         Rule::Requires("ensureEvenDistributionOfPartitions", "topic"),
-        Rule::Requires("partitionLimitation", "topic"),
         Rule::Together(&["cert", "key"]),
         Rule::Requires("keyPassword", "key"),
     ],
     check,
     metric_detail,
     thresholds,
-    warnings: crate::params::no_warnings,
+    warnings,
 };
+
+/// `partitionLimitation` without `topic` is accepted and ignored, as KEDA does; said so.
+fn warnings(p: &ParsedParams) -> Vec<String> {
+    match p.is_set("partitionLimitation") && p.get("topic").is_none() {
+        true => vec![
+            "partitionLimitation: ignored without topic (every partition of the group's topics counts)"
+                .to_string(),
+        ],
+        false => Vec::new(),
+    }
+}
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
     let mut errors = Vec::new();
@@ -151,10 +163,19 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         }
         _ => {}
     }
+    // Parsed even without a topic (then ignored): KEDA rejects a malformed one either way.
     if let Some(limitation) = p.str("partitionLimitation")
         && let Err(problem) = parse_partition_limitation(limitation)
     {
         errors.push(ParamError::new("partitionLimitation", problem.to_string()));
+    }
+    if p.bool("fullMetadata") == Some(false) && p.get("topic").is_none() {
+        errors.push(ParamError::new("fullMetadata", "false needs topic to be set"));
+    }
+    if let Some(version) = p.str("version").filter(|v| !v.is_empty())
+        && let Err(problem) = parse_kafka_version(version)
+    {
+        errors.push(ParamError::new("version", problem.to_string()));
     }
     errors
 }

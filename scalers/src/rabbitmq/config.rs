@@ -371,4 +371,68 @@ mod tests {
         }
         assert!(text.contains("amqps://<redacted>@h:5671/vh"), "{text}");
     }
+
+    fn parse(meta: &[(&str, &str)]) -> Result<ParsedParams, Vec<ParamError>> {
+        parse_with(&super::super::DECL, meta, &[])
+    }
+
+    #[test]
+    fn value_without_mode_is_rejected_as_keda_does() {
+        // KEDA's own case: a value, no mode, and a host with no address part.
+        let errors = parse(&[("value", "20"), ("queueName", "sample"), ("host", "https://")]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            (errors[0].param.as_str(), errors[0].problem.as_str()),
+            ("value", "needs mode to be set")
+        );
+        // With any host.
+        assert!(parse(&[("value", "5"), ("queueName", "q"), ("host", "amqp://h/")]).is_err());
+        // And the other way round.
+        let errors =
+            parse(&[("mode", "QueueLength"), ("queueName", "q"), ("host", "amqp://h/")]).unwrap_err();
+        assert_eq!(errors[0].param, "mode");
+        // Together they are fine.
+        parse(&[
+            ("mode", "QueueLength"),
+            ("value", "5"),
+            ("queueName", "q"),
+            ("host", "amqp://h/"),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn neither_mode_nor_value_is_queue_length_twenty_and_says_so() {
+        let p = parse(&[("queueName", "q"), ("host", "amqp://h/")]).unwrap();
+        // What `ebb validate` shows: the defaults, not an absent (zero) value.
+        let shown = p.redacted_json();
+        assert_eq!(shown["mode"]["value"], "QueueLength", "{shown}");
+        assert_eq!(shown["value"]["value"], 20.0, "{shown}");
+        assert_eq!(shown["value"]["from"], "default", "{shown}");
+        let c = RabbitMqConfig::try_from(&p).unwrap();
+        assert_eq!((c.mode, c.thresholds.target), (Mode::QueueLength, 20.0));
+        // The deprecated queueLength is the target, not value's default.
+        let p = parse(&[("queueName", "q"), ("host", "amqp://h/"), ("queueLength", "7")]).unwrap();
+        let c = RabbitMqConfig::try_from(&p).unwrap();
+        assert_eq!((c.mode, c.thresholds.target), (Mode::QueueLength, 7.0));
+        // queueLength with mode or value is still rejected.
+        assert!(
+            parse(&[
+                ("queueName", "q"),
+                ("host", "amqp://h/"),
+                ("queueLength", "7"),
+                ("value", "3")
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                ("queueName", "q"),
+                ("host", "amqp://h/"),
+                ("queueLength", "7"),
+                ("mode", "QueueLength")
+            ])
+            .is_err()
+        );
+    }
 }

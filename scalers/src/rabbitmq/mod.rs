@@ -109,8 +109,10 @@ pub static PARAMS: &[Param] = &[
         .default("auto")
         .from(META_AUTH),
     Param::string("queueName").required(),
-    Param::one_of("mode", MODES),
-    Param::float("value").above(0.0),
+    // KEDA's defaults when neither is given: QueueLength with a target of 20. Given, each needs
+    // the other (checked in `check`, since a default does not count as given).
+    Param::one_of("mode", MODES).default("QueueLength"),
+    Param::float("value").above(0.0).default("20"),
     Param::float("activationValue").default("0"),
     Param::float("queueLength")
         .above(0.0)
@@ -140,7 +142,6 @@ pub static DECL: ScalerDecl = ScalerDecl {
     rules: &[
         Rule::Exclusive(&["queueLength", "mode"]),
         Rule::Exclusive(&["queueLength", "value"]),
-        Rule::Requires("mode", "value"),
         Rule::Together(&["username", "password"]),
         Rule::Together(&["cert", "key"]),
     ],
@@ -203,6 +204,12 @@ fn warnings(p: &ParsedParams) -> Vec<String> {
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
     let mut errors = Vec::new();
+    // As KEDA: `mode` and `value` come together (or `queueLength` alone, or neither).
+    match (p.is_set("mode"), p.is_set("value")) {
+        (true, false) => errors.push(ParamError::new("mode", "needs value to be set")),
+        (false, true) => errors.push(ParamError::new("value", "needs mode to be set")),
+        _ => {}
+    }
     let proto = match protocol(p) {
         Some(Ok(proto)) => Some(proto),
         Some(Err(unknown)) => {
@@ -236,13 +243,17 @@ pub fn amqp_rule_errors(p: &ParsedParams) -> Vec<ParamError> {
     errors
 }
 
-/// KEDA's default target when neither `value` nor `queueLength` is given.
+/// KEDA's default target when neither `value` nor `queueLength` is given (the declared default
+/// of `value`; this stands in only for parameters built by hand).
 const DEFAULT_VALUE: f64 = 20.0;
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
+    // The deprecated queueLength excludes value, so when given it is the target.
     let target = p
-        .float("value")
-        .or_else(|| p.float("queueLength"))
+        .is_set("queueLength")
+        .then(|| p.float("queueLength"))
+        .flatten()
+        .or_else(|| p.float("value"))
         .unwrap_or(DEFAULT_VALUE);
     Thresholds {
         target,

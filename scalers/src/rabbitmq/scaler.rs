@@ -484,6 +484,7 @@ mod tests {
         let meta: std::collections::BTreeMap<String, String> = [
             ("host", "amqp://u:hunter2@h:5672/vh"),
             ("queueName", "q"),
+            ("mode", "QueueLength"),
             ("value", "7"),
         ]
         .iter()
