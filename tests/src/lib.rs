@@ -267,6 +267,7 @@ where
     }
 }
 
+pub mod chart_rbac;
 pub mod control_plane;
 pub mod fixture;
 pub mod helm;

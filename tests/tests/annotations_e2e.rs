@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
 use ebb_crds::annotated::{GENERATED_FROM, GENERATED_LABEL, SCALED_OBJECT, TRIGGER};
-use ebb_tests::helm::{Tool, chart_dir};
-use ebb_tests::identity::Identity;
+use ebb_tests::chart_rbac::ChartRbac;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
@@ -33,7 +32,6 @@ use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
@@ -43,127 +41,6 @@ use serde_json::{Value, json};
 const PARTITIONS: i32 = 6;
 const KAFKA: &str = "kafka.autoscaling.ebb.dev/";
 const ANN: &str = "autoscaling.ebb.dev/";
-
-/// The operator's rights as the chart renders them, bound to the ServiceAccount `operator` of the
-/// test's namespace (the release namespace, where the Lease lives).
-struct ChartRbac {
-    identity: Identity,
-    /// The Lease the chart's Role lets the operator write.
-    lease_name: String,
-    /// Objects outside the test's namespace, deleted at the end: (kind, namespace, name).
-    outside: Vec<(String, Option<String>, String)>,
-}
-
-impl ChartRbac {
-    /// `helm template` with a unique release in `ns`, then every ClusterRole, ClusterRoleBinding,
-    /// Role and RoleBinding of the output created as rendered.
-    async fn install(env: &TestEnv, ns: &str, workload_annotations: bool) -> ChartRbac {
-        let admin_kubeconfig = PathBuf::from(env.var("EBB_KUBECONFIG").unwrap());
-        let helm = Tool::helm(env, &admin_kubeconfig).unwrap();
-        let release = unique_name("ebb-ann");
-        let dir = chart_dir().display().to_string();
-        let enabled = format!("workloadAnnotations.enabled={workload_annotations}");
-        let args = [
-            "template",
-            &release,
-            &dir,
-            "--namespace",
-            ns,
-            "--set-json",
-            "serviceAccount.create=false",
-            "--set-json",
-            "serviceAccount.name=\"operator\"",
-            "--set-json",
-            "crds.install=false",
-            "--set-json",
-            &enabled,
-        ];
-        let text = helm.run(&args).await.unwrap_or_else(|e| panic!("{e}"));
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .unwrap_or_else(|e| panic!("helm template output is not YAML: {e}\n{text}"));
-        let mut outside = Vec::new();
-        let mut lease_name = None;
-        for doc in docs.into_iter().filter(|d| d.is_object()) {
-            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            let namespace = doc["metadata"]["namespace"].as_str().map(str::to_string);
-            let client = env.client.clone();
-            let params = PostParams::default();
-            match kind.as_str() {
-                "ClusterRole" => {
-                    let role: ClusterRole = serde_json::from_value(doc).unwrap();
-                    Api::<ClusterRole>::all(client)
-                        .create(&params, &role)
-                        .await
-                        .unwrap();
-                }
-                "ClusterRoleBinding" => {
-                    let b: ClusterRoleBinding = serde_json::from_value(doc).unwrap();
-                    Api::<ClusterRoleBinding>::all(client)
-                        .create(&params, &b)
-                        .await
-                        .unwrap();
-                }
-                "Role" => {
-                    let role: Role = serde_json::from_value(doc).unwrap();
-                    let lease = role.rules.iter().flatten().find(|r| {
-                        r.resources.iter().flatten().any(|x| x == "leases") && r.resource_names.is_some()
-                    });
-                    if let Some(names) = lease.and_then(|r| r.resource_names.clone()) {
-                        lease_name = names.into_iter().next();
-                    }
-                    let at = namespace.clone().unwrap_or_else(|| ns.to_string());
-                    Api::<Role>::namespaced(client, &at)
-                        .create(&params, &role)
-                        .await
-                        .unwrap();
-                }
-                "RoleBinding" => {
-                    let b: RoleBinding = serde_json::from_value(doc).unwrap();
-                    let at = namespace.clone().unwrap_or_else(|| ns.to_string());
-                    Api::<RoleBinding>::namespaced(client, &at)
-                        .create(&params, &b)
-                        .await
-                        .unwrap();
-                }
-                _ => continue,
-            }
-            if namespace.as_deref() != Some(ns) {
-                outside.push((kind, namespace, name));
-            }
-        }
-        let identity = Identity::service_account(env, ns, "operator", None)
-            .await
-            .unwrap();
-        ChartRbac {
-            identity,
-            lease_name: lease_name.expect("the chart's Role names the leader Lease"),
-            outside,
-        }
-    }
-
-    /// Deletes what [`ChartRbac::install`] created outside the test's namespace.
-    async fn delete(self, admin: &Client) {
-        let dp = DeleteParams::default();
-        for (kind, namespace, name) in &self.outside {
-            let c = admin.clone();
-            let ns = namespace.as_deref().unwrap_or_default();
-            let _ = match kind.as_str() {
-                "ClusterRole" => Api::<ClusterRole>::all(c).delete(name, &dp).await.map(|_| ()),
-                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c)
-                    .delete(name, &dp)
-                    .await
-                    .map(|_| ()),
-                "Role" => Api::<Role>::namespaced(c, ns).delete(name, &dp).await.map(|_| ()),
-                _ => Api::<RoleBinding>::namespaced(c, ns)
-                    .delete(name, &dp)
-                    .await
-                    .map(|_| ()),
-            };
-        }
-        self.identity.delete(admin).await;
-    }
-}
 
 /// How a test's operator runs.
 #[derive(Default)]
@@ -194,7 +71,8 @@ impl Setup {
         let env = TestEnv::load().await.unwrap();
         install_crds(&env.client).await.unwrap();
         let ns = env.namespace(prefix).await.unwrap();
-        let rbac = ChartRbac::install(&env, &ns.name, !options.disabled).await;
+        let enabled = format!("workloadAnnotations.enabled={}", !options.disabled);
+        let rbac = ChartRbac::install(&env, &ns.name, "ebb-ann", &[&enabled]).await;
         let mut extra: Vec<String> = vec!["--lease-name".into(), rbac.lease_name.clone()];
         let mut port = None;
         if options.adapter {
