@@ -160,6 +160,9 @@ pub enum FallbackBehavior {
     CurrentReplicasIfHigher,
     /// The current count when it is lower than the fallback count.
     CurrentReplicasIfLower,
+    /// With `advanced.scalingModifiers`: a trigger failing for `failureThreshold` polls is nil in
+    /// the formula (`a ?? b` then uses `b`); a nil result means `replicas`.
+    ScalingModifiers,
 }
 
 /// Advanced options.

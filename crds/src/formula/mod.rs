@@ -116,6 +116,18 @@ impl Formula {
     }
 }
 
+/// The name each trigger's value is bound to in a formula, in trigger order: its `name`, or `""`
+/// (which no identifier matches) for a trigger without one.
+pub fn binding_names(triggers: &[crate::Trigger]) -> Vec<&str> {
+    triggers.iter().map(|t| t.name.as_deref().unwrap_or("")).collect()
+}
+
+/// The compiled `advanced.scalingModifiers.formula` of `spec`, when it has one.
+pub fn compile_spec(spec: &crate::ScaledObjectSpec) -> Option<Result<Formula, FormulaError>> {
+    let modifiers = spec.advanced.as_ref()?.scaling_modifiers.as_ref()?;
+    Some(Formula::compile(&modifiers.formula, &binding_names(&spec.triggers)))
+}
+
 /// A static type, for the checks made at compile time (KEDA's expr-lang compiles with types too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Type {

@@ -23,8 +23,10 @@ use std::time::Duration;
 use ebb_crds::{Fallback, FallbackBehavior, MetricType};
 use jiff::Timestamp;
 
+use crate::scale::composite::{self, Composite, CompositeValue, Input};
 use crate::scale::outcome::{
-    Activity, Decision, EventKind, EventNote, MetricWrite, Outcome, Reason, ReplicaWrite, TriggerTransition,
+    Activity, Decision, EventKind, EventNote, MetricSlot, MetricWrite, Outcome, Reason, ReplicaWrite,
+    TriggerTransition,
 };
 
 /// What one trigger said in one poll.
@@ -206,31 +208,62 @@ pub struct Observation<'a> {
     pub pause: PauseState,
     /// The target as Events name it, e.g. `Deployment web`.
     pub target: &'a str,
+    /// `advanced.scalingModifiers`: activity comes from the formula's result, and the HPA reads
+    /// the composite instead of the triggers' values.
+    pub composite: Option<&'a Composite>,
 }
 
 /// Updates the memory with this poll and decides everything the loop does. Call once per poll.
 pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
     let mut out = Outcome::default();
     let states = assess_triggers(obs, memory, &mut out);
+    let composite = obs.composite.map(|c| (c, composite_of(obs, c, memory)));
+    let states = match &composite {
+        // With scalingModifiers the formula's result is the object's one state.
+        Some((c, value)) => {
+            if let CompositeValue::Value { value, substituted } = value {
+                out.metrics.push(MetricWrite {
+                    metric: MetricSlot::Composite,
+                    value: *value,
+                    failed: *substituted,
+                });
+            }
+            composite_state(c, value, obs.spec.fallback.as_ref())
+                .into_iter()
+                .collect()
+        }
+        None => states,
+    };
     let Some(current) = obs.current else {
         return out;
     };
     let was_fallback = obs.spec.fallback_engaged(memory.object.consecutive_failures);
     let decision = replica_rule(obs, current, &states, &mut memory.object);
-    if decision.fallback {
-        // The HPA reads the fallback too: failing triggers report the value whose HPA arithmetic
-        // gives the count ebb sets.
-        let wanted = fallback_count(obs.spec, current);
-        let settled = decision.write_replicas.unwrap_or(current);
-        for (i, poll) in obs.triggers.iter().enumerate() {
-            if matches!(poll.result, PollResult::Failed(_)) {
-                out.metrics.push(MetricWrite {
-                    trigger: i,
-                    value: fallback_metric_value(poll.metric_type, poll.target, wanted, settled),
-                    failed: true,
-                });
+    let wanted = fallback_count(obs.spec, current);
+    let settled = decision.write_replicas.unwrap_or(current);
+    match composite {
+        // The HPA reads the fallback too: the composite, or each failing trigger, reports the
+        // value whose HPA arithmetic gives the count ebb sets.
+        Some((c, value)) if decision.fallback || value == CompositeValue::NilFallback => {
+            out.metrics.push(MetricWrite {
+                metric: MetricSlot::Composite,
+                value: fallback_metric_value(c.metric_type, c.target, wanted, settled),
+                failed: true,
+            });
+        }
+        Some(_) => {}
+        None if decision.fallback => {
+            for (i, poll) in obs.triggers.iter().enumerate() {
+                if matches!(poll.result, PollResult::Failed(_)) {
+                    out.metrics.push(MetricWrite {
+                        metric: MetricSlot::Trigger(i),
+                        value: fallback_metric_value(poll.metric_type, poll.target, wanted, settled),
+                        failed: true,
+                    });
+                }
             }
         }
+        None => {}
     }
     let paused = obs.pause.is_paused();
     if decision.fallback != was_fallback && !paused {
@@ -260,6 +293,36 @@ pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
         .map(|n| replica_write(current, n, decision.reason, obs.target));
     out.replicas = Some(decision);
     out
+}
+
+/// The composite of this poll (the trigger memories already count this poll's failures).
+fn composite_of(obs: &Observation<'_>, c: &Composite, memory: &TickMemory) -> CompositeValue {
+    let inputs: Vec<Input<'_>> = obs
+        .triggers
+        .iter()
+        .zip(&memory.triggers)
+        .map(|(poll, mem)| match &poll.result {
+            PollResult::Sampled { value, .. } => Input::Value(*value),
+            PollResult::Failed(_) => Input::Failed {
+                metric: poll.metric_name,
+                failures: mem.failures,
+            },
+            PollResult::Skipped => Input::Skipped,
+        })
+        .collect();
+    composite::evaluate(c, &inputs, obs.spec.fallback.as_ref())
+}
+
+/// The object's state from the composite: active above `activationTarget`, failed without a value.
+fn composite_state(c: &Composite, value: &CompositeValue, fallback: Option<&Fallback>) -> Option<TriggerState> {
+    match value {
+        CompositeValue::Skipped => None,
+        CompositeValue::Failed(_) => Some(TriggerState::Failed),
+        _ => Some(match value.is_active(c, fallback) {
+            Some(true) => TriggerState::Active,
+            _ => TriggerState::Inactive,
+        }),
+    }
 }
 
 fn normal(reason: &'static str, note: String) -> EventNote {
@@ -294,7 +357,7 @@ fn assess_triggers(obs: &Observation<'_>, memory: &mut TickMemory, out: &mut Out
                 mem.failures = 0;
                 mem.error = None;
                 out.metrics.push(MetricWrite {
-                    trigger: i,
+                    metric: MetricSlot::Trigger(i),
                     value: *value,
                     failed: false,
                 });
@@ -463,7 +526,7 @@ fn replica_rule(
 pub fn fallback_replicas(fallback: &Fallback, current: i32) -> i32 {
     let replicas = fallback.replicas.max(0);
     match fallback.behavior {
-        FallbackBehavior::Static => replicas,
+        FallbackBehavior::Static | FallbackBehavior::ScalingModifiers => replicas,
         FallbackBehavior::CurrentReplicas => current,
         FallbackBehavior::CurrentReplicasIfHigher => current.max(replicas),
         FallbackBehavior::CurrentReplicasIfLower => current.min(replicas),
@@ -590,6 +653,7 @@ mod tests {
             force_activation,
             pause,
             target: "Deployment w",
+            composite: None,
         }
     }
 
@@ -934,12 +998,12 @@ mod tests {
             out.metrics,
             vec![
                 MetricWrite {
-                    trigger: 0,
+                    metric: MetricSlot::Trigger(0),
                     value: 5.0,
                     failed: false
                 },
                 MetricWrite {
-                    trigger: 2,
+                    metric: MetricSlot::Trigger(2),
                     value: 0.0,
                     failed: false
                 },
@@ -960,7 +1024,7 @@ mod tests {
         assert_eq!(out.events[0].kind, EventKind::Warning);
         // The failing trigger reports 4 replicas × its target of 10 to the HPA.
         assert!(out.metrics.contains(&MetricWrite {
-            trigger: 0,
+            metric: MetricSlot::Trigger(0),
             value: 40.0,
             failed: true
         }));
@@ -1181,12 +1245,12 @@ mod tests {
             // Every sampled value goes to the poll cache, fallback values only while engaged and
             // only for failing triggers.
             for (i, state) in triggers.iter().enumerate() {
-                let written: Vec<&MetricWrite> = out.metrics.iter().filter(|w| w.trigger == i).collect();
+                let written: Vec<&MetricWrite> = out.metrics.iter().filter(|w| w.metric == MetricSlot::Trigger(i)).collect();
                 match state {
                     Failed if d.fallback => {
                         // AverageValue: the count the fallback sets (within min and max) × target.
                         let f = fallback_count(&s, current);
-                        let expected = MetricWrite { trigger: i, value: f as f64 * 10.0, failed: true };
+                        let expected = MetricWrite { metric: MetricSlot::Trigger(i), value: f as f64 * 10.0, failed: true };
                         prop_assert_eq!(written, vec![&expected]);
                     }
                     Failed => prop_assert!(written.is_empty()),
