@@ -160,3 +160,140 @@ pub fn evaluate(c: &Composite, inputs: &[Input<'_>], fallback: Option<&Fallback>
         Err(e) => CompositeValue::Failed(format!("formula: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn spec(formula: &str, fallback: Option<(&str, i32)>) -> ScaledObjectSpec {
+        serde_json::from_value(json!({
+            "scaleTargetRef": {"name": "w"},
+            "advanced": {"scalingModifiers": {"formula": formula, "target": "5", "activationTarget": "2"}},
+            "fallback": fallback.map(|(b, replicas)| json!({"failureThreshold": 2, "replicas": replicas, "behavior": b})),
+            "triggers": [{"type": "rabbitmq", "name": "a", "metadata": {}},
+                         {"type": "rabbitmq", "name": "b", "metadata": {}}]
+        }))
+        .unwrap()
+    }
+
+    fn compiled(s: &ScaledObjectSpec) -> Composite {
+        Composite::from_spec(s, &[0, 1]).unwrap().unwrap()
+    }
+
+    fn failed(failures: u32) -> Input<'static> {
+        Input::Failed {
+            metric: "s0-rabbitmq-q",
+            failures,
+        }
+    }
+
+    #[test]
+    fn the_formula_combines_the_triggers_and_decides_activity() {
+        let s = spec("(a + b) / 2", None);
+        let c = compiled(&s);
+        assert_eq!((c.target, c.activation, c.metric_type), (5.0, 2.0, MetricType::AverageValue));
+        let v = evaluate(&c, &[Input::Value(30.0), Input::Value(10.0)], None);
+        assert_eq!(
+            v,
+            CompositeValue::Value {
+                value: 20.0,
+                substituted: false
+            }
+        );
+        assert_eq!(v.is_active(&c, None), Some(true));
+        let v = evaluate(&c, &[Input::Value(2.0), Input::Value(2.0)], None);
+        assert_eq!(v.is_active(&c, None), Some(false), "activation is strictly above 2");
+        // The order of `used` binds the names: trigger 1 first.
+        let swapped = Composite::from_spec(&spec("a - b", None), &[1, 0]).unwrap().unwrap();
+        let v = evaluate(&swapped, &[Input::Value(1.0), Input::Value(10.0)], None);
+        assert_eq!(v.activation_value(&swapped, None), Some(9.0));
+    }
+
+    #[test]
+    fn a_failing_trigger_or_evaluation_is_unknown_not_zero() {
+        let c = compiled(&spec("a + b", None));
+        let v = evaluate(&c, &[Input::Value(3.0), failed(5)], None);
+        assert_eq!(v, CompositeValue::Failed("trigger s0-rabbitmq-q failing".into()));
+        assert_eq!(v.is_active(&c, None), None);
+        let c = compiled(&spec("a / b", None));
+        let v = evaluate(&c, &[Input::Value(3.0), Input::Value(0.0)], None);
+        assert_eq!(v, CompositeValue::Failed("formula: division by zero".into()));
+        // Another fallback behavior does not substitute: the replica fallback handles it.
+        let s = spec("a ?? b", Some(("static", 4)));
+        let v = evaluate(&compiled(&s), &[failed(9), Input::Value(1.0)], s.fallback.as_ref());
+        assert!(matches!(v, CompositeValue::Failed(_)));
+        assert_eq!(evaluate(&c, &[Input::Skipped, Input::Value(1.0)], None), CompositeValue::Skipped);
+    }
+
+    #[test]
+    fn the_scaling_modifiers_fallback_substitutes_after_the_threshold() {
+        let s = spec("a ?? b ?? 8", Some(("scalingModifiers", 4)));
+        let (c, f) = (compiled(&s), s.fallback.as_ref());
+        // Below failureThreshold (2) the failure is an error, as KEDA's.
+        assert!(matches!(evaluate(&c, &[failed(1), Input::Value(3.0)], f), CompositeValue::Failed(_)));
+        assert_eq!(
+            evaluate(&c, &[failed(2), Input::Value(3.0)], f),
+            CompositeValue::Value {
+                value: 3.0,
+                substituted: true
+            }
+        );
+        assert_eq!(
+            evaluate(&c, &[failed(2), failed(3)], f).activation_value(&c, f),
+            Some(8.0)
+        );
+        // A nil result means fallback.replicas: 4 × target 5 = 20 for the HPA.
+        let s = spec("a ?? b", Some(("scalingModifiers", 4)));
+        let (c, f) = (compiled(&s), s.fallback.as_ref());
+        let v = evaluate(&c, &[failed(2), failed(2)], f);
+        assert_eq!(v, CompositeValue::NilFallback);
+        assert_eq!(v.activation_value(&c, f), Some(20.0));
+        // A nil used in arithmetic is an evaluation error, not a number.
+        let s = spec("a + b", Some(("scalingModifiers", 4)));
+        let v = evaluate(&compiled(&s), &[failed(2), Input::Value(1.0)], s.fallback.as_ref());
+        assert!(matches!(v, CompositeValue::Failed(e) if e.contains("nil")));
+    }
+
+    #[test]
+    fn bad_numbers_and_formulas_are_errors_with_their_field() {
+        let mut s = spec("a + c", None);
+        let e = Composite::from_spec(&s, &[0, 1]).unwrap().unwrap_err();
+        assert!(e.to_string().starts_with("spec.advanced.scalingModifiers.formula: \"c\""), "{e}");
+        s = spec("a", None);
+        if let Some(m) = s.advanced.as_mut().and_then(|a| a.scaling_modifiers.as_mut()) {
+            m.target = "x".into();
+        }
+        let e = Composite::from_spec(&s, &[0, 1]).unwrap().unwrap_err();
+        assert_eq!(e.to_string(), "spec.advanced.scalingModifiers.target: not a usable number: \"x\"");
+        s.advanced = None;
+        assert!(Composite::from_spec(&s, &[0]).is_none());
+    }
+
+    proptest! {
+        /// Whatever the triggers say, the composite is a finite number, a nil fallback, a
+        /// failure or skipped: never a NaN/∞ and never a number when a trigger failed unsubstituted.
+        #[test]
+        fn never_a_value_from_an_unsubstituted_failure(
+            a in proptest::option::of(-1e9f64..1e9), b in proptest::option::of(-1e9f64..1e9),
+            failures in 0u32..4, formula in prop::sample::select(vec!["a + b", "a / b", "a ?? b", "max(a, b) ** 2", "a > b ? a : b"]),
+        ) {
+            let s = spec(formula, Some(("scalingModifiers", 3)));
+            let c = compiled(&s);
+            let input = |v: Option<f64>| v.map_or(failed(failures), Input::Value);
+            let v = evaluate(&c, &[input(a), input(b)], s.fallback.as_ref());
+            let any_failed = a.is_none() || b.is_none();
+            match v {
+                CompositeValue::Value { value, substituted } => {
+                    prop_assert!(value.is_finite());
+                    prop_assert_eq!(substituted, any_failed);
+                    prop_assert!(!any_failed || failures >= 2);
+                }
+                CompositeValue::NilFallback => prop_assert!(any_failed && failures >= 2),
+                CompositeValue::Failed(_) => {}
+                CompositeValue::Skipped => prop_assert!(false, "nothing was skipped"),
+            }
+        }
+    }
+}

@@ -1268,4 +1268,119 @@ mod tests {
             prop_assert_eq!(memory.triggers.len(), triggers.len());
         }
     }
+
+    fn composite(formula: &str, fallback: Option<Fallback>) -> (ScalingSpec, Composite) {
+        let so: ebb_crds::ScaledObjectSpec = serde_json::from_value(serde_json::json!({
+            "scaleTargetRef": {"name": "w"},
+            "advanced": {"scalingModifiers": {"formula": formula, "target": "5", "activationTarget": "2"}},
+            "triggers": [{"type": "x", "name": "a", "metadata": {}}, {"type": "x", "name": "b", "metadata": {}}]
+        }))
+        .unwrap();
+        let c = Composite::from_spec(&so, &[0, 1]).unwrap().unwrap();
+        let mut s = spec(0, 10, None);
+        s.fallback = fallback;
+        (s, c)
+    }
+
+    fn sampled(value: f64) -> PollResult {
+        // The per-trigger activity is deliberately the opposite of what the formula says.
+        PollResult::Sampled { value, active: value < 2.0 }
+    }
+
+    fn decide_composite(
+        s: &ScalingSpec,
+        c: &Composite,
+        now: i64,
+        current: i32,
+        results: [PollResult; 2],
+        m: &mut TickMemory,
+    ) -> Outcome {
+        let mut p = polls(&[Inactive, Inactive]);
+        for (poll, r) in p.iter_mut().zip(results) {
+            poll.result = r;
+        }
+        let mut o = observe(s, now, current, &p, false, PauseState::default());
+        o.composite = Some(c);
+        decide(&o, m)
+    }
+
+    fn composite_writes(out: &Outcome) -> Vec<(f64, bool)> {
+        out.metrics
+            .iter()
+            .filter(|w| w.metric == MetricSlot::Composite)
+            .map(|w| (w.value, w.failed))
+            .collect()
+    }
+
+    #[test]
+    fn the_composite_decides_activation_and_is_what_the_hpa_reads() {
+        let (s, c) = composite("a + b", None);
+        let mut m = TickMemory::default();
+        // 1 + 1.5 = 2.5 > activationTarget 2: active, although neither trigger is.
+        let out = decide_composite(&s, &c, 10, 0, [sampled(1.0), sampled(1.5)], &mut m);
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(1));
+        assert_eq!(composite_writes(&out), vec![(2.5, false)]);
+        // 1 + 1 = 2, not above 2: inactive although both triggers are; the cooldown runs from the
+        // last activity (t=10), so at t=400 the object goes to zero.
+        let out = decide_composite(&s, &c, 400, 3, [sampled(1.0), sampled(1.0)], &mut m);
+        assert_eq!(out.replicas.map(|d| d.activity), Some(Activity::Inactive { in_cooldown: false }));
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(0));
+    }
+
+    #[test]
+    fn a_failing_composite_never_scales_to_zero() {
+        let (s, c) = composite("a / b", None);
+        let mut m = TickMemory::default();
+        for results in [[sampled(1.0), PollResult::Failed("down".into())], [sampled(1.0), sampled(0.0)]] {
+            let out = decide_composite(&s, &c, 1000, 3, results, &mut m);
+            let d = out.replicas.unwrap();
+            assert_eq!((d.activity, d.write_replicas), (Activity::Unknown, None));
+            assert!(composite_writes(&out).is_empty(), "the HPA holds on its last value or an error");
+        }
+    }
+
+    #[test]
+    fn replica_fallback_serves_the_composite_fallback_value() {
+        let f = Fallback {
+            failure_threshold: 2,
+            replicas: 4,
+            behavior: FallbackBehavior::Static,
+        };
+        let (s, c) = composite("a + b", Some(f));
+        let mut m = TickMemory::default();
+        let fail = || [sampled(1.0), PollResult::Failed("down".into())];
+        let out = decide_composite(&s, &c, 1, 2, fail(), &mut m);
+        assert!(out.metrics.iter().all(|w| !w.failed), "below the threshold");
+        let out = decide_composite(&s, &c, 2, 2, fail(), &mut m);
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(4));
+        // 4 replicas × target 5; no per-trigger fallback value (the HPA does not read them).
+        assert_eq!(composite_writes(&out), vec![(20.0, true)]);
+        assert!(out.metrics.iter().all(|w| w.metric == MetricSlot::Composite || !w.failed));
+    }
+
+    #[test]
+    fn scaling_modifiers_fallback_substitutes_failing_triggers() {
+        let f = Fallback {
+            failure_threshold: 2,
+            replicas: 4,
+            behavior: FallbackBehavior::ScalingModifiers,
+        };
+        let (s, c) = composite("a ?? b * 3", Some(f.clone()));
+        let mut m = TickMemory::default();
+        let fail = || [PollResult::Failed("down".into()), sampled(5.0)];
+        let out = decide_composite(&s, &c, 1, 2, fail(), &mut m);
+        assert_eq!(out.replicas.unwrap().activity, Activity::Unknown, "below the threshold");
+        let out = decide_composite(&s, &c, 2, 2, fail(), &mut m);
+        let d = out.replicas.unwrap();
+        assert_eq!((d.activity, d.fallback, d.write_replicas), (Activity::Active, false, None));
+        assert_eq!(composite_writes(&out), vec![(15.0, true)]);
+        // Both failing: nil, so fallback.replicas, also from zero.
+        let (s, c) = composite("a ?? b", Some(f));
+        let mut m = TickMemory::default();
+        let both = || [PollResult::Failed("down".into()), PollResult::Failed("down".into())];
+        decide_composite(&s, &c, 1, 0, both(), &mut m);
+        let out = decide_composite(&s, &c, 2, 0, both(), &mut m);
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(1), "activated: 4 × 5 > 2");
+        assert_eq!(composite_writes(&out), vec![(20.0, true)]);
+    }
 }
