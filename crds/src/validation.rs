@@ -254,7 +254,7 @@ mod tests {
         );
         let errors = validate_spec(&modifiers("(a + ", None));
         assert_eq!(errors[0].field, "spec.advanced.scalingModifiers.formula");
-        assert!(errors[0].message.starts_with("syntax error at character 5"), "{}", errors[0]);
+        assert!(errors[0].message.starts_with("syntax error at character 6"), "{}", errors[0]);
     }
 
     #[test]

@@ -19,10 +19,10 @@ use parse::{BinOp, Func, Node, UnOp};
 /// Why a formula does not compile.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FormulaError {
-    /// Not a formula (the position is a byte offset).
-    #[error("syntax error at character {position}: {message}")]
+    /// Not a formula.
+    #[error("syntax error at character {}: {message}", position + 1)]
     Syntax {
-        /// Byte offset of the problem.
+        /// Byte offset of the problem (shown counting from 1).
         position: usize,
         /// What is wrong there.
         message: String,

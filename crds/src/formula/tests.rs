@@ -101,7 +101,7 @@ fn compile_errors_say_what_is_wrong() {
     let e = Formula::compile("sqrt(a)", &NAMES).unwrap_err();
     assert!(e.to_string().starts_with("unknown function \"sqrt\""), "{e}");
     let e = Formula::compile("(a + b", &NAMES).unwrap_err();
-    assert_eq!(e.to_string(), "syntax error at character 6: expected \")\", found the end");
+    assert_eq!(e.to_string(), "syntax error at character 7: expected \")\", found the end");
     let e = Formula::compile("a +* b", &NAMES).unwrap_err();
     assert!(matches!(e, FormulaError::Syntax { position: 3, .. }), "{e}");
     assert!(matches!(Formula::compile("a > b", &NAMES), Err(FormulaError::Type(_))));
