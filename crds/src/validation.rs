@@ -245,7 +245,13 @@ mod tests {
     #[test]
     fn the_formula_is_compiled_against_the_trigger_names() {
         assert!(validate_spec(&modifiers("(a + b) / 2", None)).is_empty());
-        assert!(validate_spec(&modifiers("a ?? b ?? 8", Some(FallbackBehavior::ScalingModifiers))).is_empty());
+        assert!(
+            validate_spec(&modifiers(
+                "a ?? b ?? 8",
+                Some(FallbackBehavior::ScalingModifiers)
+            ))
+            .is_empty()
+        );
         let errors = validate_spec(&modifiers("a + c", None));
         assert_eq!(errors.len(), 1);
         assert_eq!(
@@ -254,7 +260,11 @@ mod tests {
         );
         let errors = validate_spec(&modifiers("(a + ", None));
         assert_eq!(errors[0].field, "spec.advanced.scalingModifiers.formula");
-        assert!(errors[0].message.starts_with("syntax error at character 6"), "{}", errors[0]);
+        assert!(
+            errors[0].message.starts_with("syntax error at character 6"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

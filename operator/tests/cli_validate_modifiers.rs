@@ -91,13 +91,19 @@ fn kedas_documented_formulas_validate() {
     }
     let fallback = &objects[4]["normalized"]["spec"];
     assert_eq!(fallback["fallback"]["behavior"], "scalingModifiers");
-    assert_eq!(fallback["advanced"]["scalingModifiers"]["metricType"], "AverageValue");
+    assert_eq!(
+        fallback["advanced"]["scalingModifiers"]["metricType"],
+        "AverageValue"
+    );
     assert_eq!(fallback["advanced"]["scalingModifiers"]["activationTarget"], "0");
 }
 
 /// The one stderr line of an invalid object.
 fn rejected(name: &str, modifiers: &str, fallback: &str) -> String {
-    let out = ebb(&["validate", "-"], &scaled_object(name, modifiers, fallback, DOCS));
+    let out = ebb(
+        &["validate", "-"],
+        &scaled_object(name, modifiers, fallback, DOCS),
+    );
     assert_eq!(out.status.code(), Some(1), "{name} should be rejected");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -108,21 +114,39 @@ fn rejected(name: &str, modifiers: &str, fallback: &str) -> String {
 
 #[test]
 fn bad_formulas_are_rejected_naming_the_field_and_the_problem() {
-    let prefix = |name: &str| format!("-#1: ScaledObject default/{name}: spec.advanced.scalingModifiers.formula: ");
+    let prefix =
+        |name: &str| format!("-#1: ScaledObject default/{name}: spec.advanced.scalingModifiers.formula: ");
     assert_eq!(
-        rejected("unknown", "      formula: \"trig_one + trig_four\"\n      target: \"2\"\n", ""),
-        prefix("unknown") + "\"trig_four\" is not the name of a trigger (triggers: trig_one, trig_two, trig_three)"
+        rejected(
+            "unknown",
+            "      formula: \"trig_one + trig_four\"\n      target: \"2\"\n",
+            ""
+        ),
+        prefix("unknown")
+            + "\"trig_four\" is not the name of a trigger (triggers: trig_one, trig_two, trig_three)"
     );
     assert_eq!(
-        rejected("syntax", "      formula: \"(trig_one + \"\n      target: \"2\"\n", ""),
+        rejected(
+            "syntax",
+            "      formula: \"(trig_one + \"\n      target: \"2\"\n",
+            ""
+        ),
         prefix("syntax") + "syntax error at character 13: unexpected end of formula"
     );
     assert_eq!(
-        rejected("boolean", "      formula: \"trig_one > 2\"\n      target: \"2\"\n", ""),
+        rejected(
+            "boolean",
+            "      formula: \"trig_one > 2\"\n      target: \"2\"\n",
+            ""
+        ),
         prefix("boolean") + "type error: the formula yields a boolean, not a number"
     );
     assert_eq!(
-        rejected("function", "      formula: \"sqrt(trig_one)\"\n      target: \"2\"\n", ""),
+        rejected(
+            "function",
+            "      formula: \"sqrt(trig_one)\"\n      target: \"2\"\n",
+            ""
+        ),
         prefix("function")
             + "unknown function \"sqrt\" (available: abs, ceil, floor, round, float, int, min, max, sum, mean, count, all, any, none)"
     );

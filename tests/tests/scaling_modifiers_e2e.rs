@@ -24,7 +24,9 @@ use ebb_tests::{TestEnv, install_crds, wait_for};
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
@@ -238,17 +240,17 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     let stream = Stream::create(&env).await;
 
     let spec = json!({
-        "scaleTargetRef": {"name": "worker"}, "pollingInterval": 1, "cooldownPeriod": 2,
-        "maxReplicaCount": 10,
-        "advanced": {"scalingModifiers": {"formula": "(a + b) / 2", "target": "5"}},
-        "triggers": [
-            {"type": "rabbitmq", "name": "a", "metadata": {
-                "host": env.var("EBB_RABBITMQ_HTTP_URL").unwrap(), "protocol": "http",
-                "mode": "QueueLength", "value": "1", "queueName": queue.name}},
-            {"type": "nats-jetstream", "name": "b", "metadata": {
-                "natsServerMonitoringEndpoint": env.var("EBB_NATS_MONITORING").unwrap(),
-                "account": "$G", "stream": stream.name, "consumer": "worker", "lagThreshold": "1"}},
-        ]});
+    "scaleTargetRef": {"name": "worker"}, "pollingInterval": 1, "cooldownPeriod": 2,
+    "maxReplicaCount": 10,
+    "advanced": {"scalingModifiers": {"formula": "(a + b) / 2", "target": "5"}},
+    "triggers": [
+        {"type": "rabbitmq", "name": "a", "metadata": {
+            "host": env.var("EBB_RABBITMQ_HTTP_URL").unwrap(), "protocol": "http",
+            "mode": "QueueLength", "value": "1", "queueName": queue.name}},
+        {"type": "nats-jetstream", "name": "b", "metadata": {
+            "natsServerMonitoringEndpoint": env.var("EBB_NATS_MONITORING").unwrap(),
+            "account": "$G", "stream": stream.name, "consumer": "worker", "lagThreshold": "1"}},
+    ]});
     let so_api: Api<ScaledObject> = Api::namespaced(client.clone(), &ns.name);
     let so: ScaledObject = serde_json::from_value(json!({
         "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
@@ -266,7 +268,10 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     })
     .await
     .unwrap();
-    let metrics = hpa.data["spec"]["metrics"].as_array().cloned().unwrap_or_default();
+    let metrics = hpa.data["spec"]["metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(metrics.len(), 1, "{metrics:?}");
     assert_eq!(metrics[0]["external"]["metric"]["name"], "composite-metric");
     assert_eq!(
@@ -287,7 +292,11 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     queue.publish(30).await;
     stream.publish(10).await;
     wait_replicas(&client, &ns.name, "worker", 4).await;
-    eprintln!("[{}] 30 + 10 messages → 4 replicas in {:?}", ns.name, published.elapsed());
+    eprintln!(
+        "[{}] 30 + 10 messages → 4 replicas in {:?}",
+        ns.name,
+        published.elapsed()
+    );
     wait_composite(&client, &ns.name, "worker", "20").await;
 
     // (10 + 10) / 2 = 10 → 2.
@@ -295,7 +304,11 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     queue.consume(20).await;
     wait_composite(&client, &ns.name, "worker", "10").await;
     wait_replicas(&client, &ns.name, "worker", 2).await;
-    eprintln!("[{}] 20 consumed from a → 2 replicas in {:?}", ns.name, consumed.elapsed());
+    eprintln!(
+        "[{}] 20 consumed from a → 2 replicas in {:?}",
+        ns.name,
+        consumed.elapsed()
+    );
 
     // Nothing left: 0, not above activationTarget 0 → back to 0 after the cooldown.
     let consumed = Instant::now();
@@ -324,7 +337,11 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
         message,
         "spec.advanced.scalingModifiers.formula: \"c\" is not the name of a trigger (triggers: a)"
     );
-    assert_eq!(hpas(&client, &ns.name).await.len(), 1, "no HPA for the invalid object");
+    assert_eq!(
+        hpas(&client, &ns.name).await.len(),
+        1,
+        "no HPA for the invalid object"
+    );
 
     let _ = stream.js.delete_stream(&stream.name).await;
     for name in ["worker", "broken"] {

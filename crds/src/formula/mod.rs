@@ -13,8 +13,8 @@
 
 mod parse;
 
-pub use parse::{MAX_DEPTH, MAX_LEN};
 use parse::{BinOp, Func, Node, UnOp};
+pub use parse::{MAX_DEPTH, MAX_LEN};
 
 /// Why a formula does not compile.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -97,8 +97,12 @@ impl Formula {
     pub fn compile(text: &str, names: &[&str]) -> Result<Formula, FormulaError> {
         let root = parse::parse(text, names)?;
         match check(&root)? {
-            Type::Bool => Err(FormulaError::Type("the formula yields a boolean, not a number".into())),
-            Type::Array => Err(FormulaError::Type("the formula yields a list, not a number".into())),
+            Type::Bool => Err(FormulaError::Type(
+                "the formula yields a boolean, not a number".into(),
+            )),
+            Type::Array => Err(FormulaError::Type(
+                "the formula yields a list, not a number".into(),
+            )),
             _ => Ok(Formula { root }),
         }
     }
@@ -106,12 +110,18 @@ impl Formula {
     /// Evaluates with `values[i]` bound to the `i`-th name (`None` is nil: a trigger whose value is
     /// replaced by the fallback). `Ok(None)` is a nil result.
     pub fn evaluate(&self, values: &[Option<f64>]) -> Result<Outcome, EvalError> {
-        let env = Env { values, element: None };
+        let env = Env {
+            values,
+            element: None,
+        };
         match eval(&self.root, &env)? {
             Value::Nil => Ok(None),
             Value::Num(n) if n.is_finite() => Ok(Some(n)),
             Value::Num(_) => Err(EvalError::NotFinite),
-            other => Err(EvalError::Type(format!("the formula yields {}, not a number", other.kind()))),
+            other => Err(EvalError::Type(format!(
+                "the formula yields {}, not a number",
+                other.kind()
+            ))),
         }
     }
 }
@@ -125,7 +135,10 @@ pub fn binding_names(triggers: &[crate::Trigger]) -> Vec<&str> {
 /// The compiled `advanced.scalingModifiers.formula` of `spec`, when it has one.
 pub fn compile_spec(spec: &crate::ScaledObjectSpec) -> Option<Result<Formula, FormulaError>> {
     let modifiers = spec.advanced.as_ref()?.scaling_modifiers.as_ref()?;
-    Some(Formula::compile(&modifiers.formula, &binding_names(&spec.triggers)))
+    Some(Formula::compile(
+        &modifiers.formula,
+        &binding_names(&spec.triggers),
+    ))
 }
 
 /// A static type, for the checks made at compile time (KEDA's expr-lang compiles with types too).
@@ -143,7 +156,9 @@ fn expect(t: Type, want: Type, what: &str) -> Result<(), FormulaError> {
     if t == want || t == Type::Any {
         Ok(())
     } else {
-        Err(FormulaError::Type(format!("{what} needs a {want:?}, got a {t:?}").to_lowercase()))
+        Err(FormulaError::Type(
+            format!("{what} needs a {want:?}, got a {t:?}").to_lowercase(),
+        ))
     }
 }
 
@@ -206,7 +221,10 @@ fn check_call(func: Func, args: &[Node]) -> Result<Type, FormulaError> {
         if types.len() == n {
             Ok(())
         } else {
-            Err(FormulaError::Type(format!("{name}() takes {n} argument(s), got {}", types.len())))
+            Err(FormulaError::Type(format!(
+                "{name}() takes {n} argument(s), got {}",
+                types.len()
+            )))
         }
     };
     match func {
@@ -234,7 +252,11 @@ fn check_call(func: Func, args: &[Node]) -> Result<Type, FormulaError> {
             arity(2)?;
             expect(types[0], Type::Array, &format!("{name}()"))?;
             expect(types[1], Type::Bool, &format!("the predicate of {name}()"))?;
-            Ok(if func == Func::Count { Type::Num } else { Type::Bool })
+            Ok(if func == Func::Count {
+                Type::Num
+            } else {
+                Type::Bool
+            })
         }
     }
 }
@@ -266,14 +288,20 @@ struct Env<'a> {
 fn num(v: Value, what: &str) -> Result<f64, EvalError> {
     match v {
         Value::Num(n) => Ok(n),
-        other => Err(EvalError::Type(format!("{what} needs a number, got {}", other.kind()))),
+        other => Err(EvalError::Type(format!(
+            "{what} needs a number, got {}",
+            other.kind()
+        ))),
     }
 }
 
 fn boolean(v: Value, what: &str) -> Result<bool, EvalError> {
     match v {
         Value::Bool(b) => Ok(b),
-        other => Err(EvalError::Type(format!("{what} needs a boolean, got {}", other.kind()))),
+        other => Err(EvalError::Type(format!(
+            "{what} needs a boolean, got {}",
+            other.kind()
+        ))),
     }
 }
 
@@ -322,7 +350,13 @@ fn eval(node: &Node, env: &Env<'_>) -> Result<Value, EvalError> {
 fn binary(op: BinOp, l: &Node, r: &Node, env: &Env<'_>) -> Result<Value, EvalError> {
     let left = eval(l, env)?;
     match op {
-        BinOp::Coalesce => return if left == Value::Nil { eval(r, env) } else { Ok(left) },
+        BinOp::Coalesce => {
+            return if left == Value::Nil {
+                eval(r, env)
+            } else {
+                Ok(left)
+            };
+        }
         BinOp::And if !boolean(left.clone(), "`&&`")? => return Ok(Value::Bool(false)),
         BinOp::Or if boolean(left.clone(), "`||`")? => return Ok(Value::Bool(true)),
         BinOp::And | BinOp::Or => return Ok(Value::Bool(boolean(eval(r, env)?, "`&&`/`||`")?)),
@@ -360,7 +394,10 @@ fn arithmetic(op: BinOp, a: f64, b: f64) -> Result<Value, EvalError> {
 fn numbers(v: Value, what: &str) -> Result<Vec<f64>, EvalError> {
     match v {
         Value::Array(items) => items.into_iter().map(|i| num(i, what)).collect(),
-        other => Err(EvalError::Type(format!("{what} needs a list, got {}", other.kind()))),
+        other => Err(EvalError::Type(format!(
+            "{what} needs a list, got {}",
+            other.kind()
+        ))),
     }
 }
 

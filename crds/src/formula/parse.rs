@@ -166,7 +166,9 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, FormulaError> {
             }
         } else if c.is_ascii_alphabetic() || c == b'_' || c == b'$' {
             let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'$')
+            {
                 i += 1;
             }
             out.push((start, Tok::Ident(text[start..i].to_string())));
@@ -362,7 +364,10 @@ impl Parser<'_> {
                 Ok(Node::Array(items))
             }
             Tok::Op("#") if self.in_predicate => Ok(Node::Element),
-            Tok::Op("#") => Err(syntax(at, "`#` is only allowed in a predicate, e.g. count(list, {# > 1})".into())),
+            Tok::Op("#") => Err(syntax(
+                at,
+                "`#` is only allowed in a predicate, e.g. count(list, {# > 1})".into(),
+            )),
             Tok::Op(op) => Err(syntax(at, format!("unexpected {op:?}"))),
             Tok::Ident(word) => self.word(at, &word),
         }

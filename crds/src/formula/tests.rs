@@ -38,7 +38,11 @@ fn conditionals_and_logic() {
     assert_eq!(num("a > 1 and b > 1 ? 5 : 0", 2.0, 0.0), 0.0);
     assert_eq!(num("a > 1 || b > 1 ? 5 : 0", 0.0, 2.0), 5.0);
     assert_eq!(num("not (a > 1) or false ? 5 : 0", 0.0, 0.0), 5.0);
-    assert_eq!(num("a == b ? 1 : a != b ? 2 : 3", 1.0, 2.0), 2.0, "nested, right-associative");
+    assert_eq!(
+        num("a == b ? 1 : a != b ? 2 : 3", 1.0, 2.0),
+        2.0,
+        "nested, right-associative"
+    );
     assert_eq!(num("a < 1 ? 1 : a <= 2 ? 2 : a >= 3 ? 3 : 4", 2.5, 0.0), 4.0);
 }
 
@@ -50,7 +54,11 @@ fn functions() {
     assert_eq!(num("abs(a - b)", 3.0, 5.0), 2.0);
     assert_eq!(num("ceil(a / b)", 7.0, 2.0), 4.0);
     assert_eq!(num("floor(a / b)", 7.0, 2.0), 3.0);
-    assert_eq!(num("round(a)", 2.5, 0.0), 3.0, "half away from zero, as Go's math.Round");
+    assert_eq!(
+        num("round(a)", 2.5, 0.0),
+        3.0,
+        "half away from zero, as Go's math.Round"
+    );
     assert_eq!(num("int(a) + float(b)", -2.7, 0.5), -1.5, "int truncates");
     assert_eq!(num("sum([a, b, 1])", 3.0, 2.0), 6.0);
     assert_eq!(num("mean([a, b])", 3.0, 2.0), 2.5);
@@ -72,7 +80,11 @@ fn nil_values_and_coalescing() {
     assert_eq!(run(f, [None, Some(2.0), None]), Ok(Some(2.0)));
     assert_eq!(run(f, [None, None, None]), Ok(Some(8.0)));
     assert_eq!(run("a ?? b", [None, None, None]), Ok(None), "a nil result");
-    assert_eq!(run("a ?? 0 + 1", [None, None, None]), Ok(Some(1.0)), "?? binds tightest");
+    assert_eq!(
+        run("a ?? 0 + 1", [None, None, None]),
+        Ok(Some(1.0)),
+        "?? binds tightest"
+    );
     assert_eq!(run("a == nil ? 3 : a", [None, None, None]), Ok(Some(3.0)));
     assert_eq!(run("nil", [None, None, None]), Ok(None));
     let err = run("a + 1", [None, None, None]).unwrap_err();
@@ -81,8 +93,14 @@ fn nil_values_and_coalescing() {
 
 #[test]
 fn evaluation_errors_are_errors_not_values() {
-    assert_eq!(run("a / b", [Some(1.0), Some(0.0), None]), Err("division by zero".into()));
-    assert_eq!(run("a % b", [Some(1.0), Some(0.0), None]), Err("division by zero".into()));
+    assert_eq!(
+        run("a / b", [Some(1.0), Some(0.0), None]),
+        Err("division by zero".into())
+    );
+    assert_eq!(
+        run("a % b", [Some(1.0), Some(0.0), None]),
+        Err("division by zero".into())
+    );
     assert_eq!(
         run("a ** 1000", [Some(10.0), None, None]),
         Err("the result is not a finite number".into())
@@ -95,27 +113,60 @@ fn evaluation_errors_are_errors_not_values() {
 #[test]
 fn compile_errors_say_what_is_wrong() {
     let e = Formula::compile("a + c", &NAMES).unwrap_err();
-    assert_eq!(e.to_string(), "\"c\" is not the name of a trigger (triggers: a, b, trig_one)");
+    assert_eq!(
+        e.to_string(),
+        "\"c\" is not the name of a trigger (triggers: a, b, trig_one)"
+    );
     let e = Formula::compile("a + b", &[]).unwrap_err();
     assert!(e.to_string().contains("none named"), "{e}");
     let e = Formula::compile("sqrt(a)", &NAMES).unwrap_err();
     assert!(e.to_string().starts_with("unknown function \"sqrt\""), "{e}");
     let e = Formula::compile("(a + b", &NAMES).unwrap_err();
-    assert_eq!(e.to_string(), "syntax error at character 7: expected \")\", found the end");
+    assert_eq!(
+        e.to_string(),
+        "syntax error at character 7: expected \")\", found the end"
+    );
     let e = Formula::compile("a +* b", &NAMES).unwrap_err();
     assert!(matches!(e, FormulaError::Syntax { position: 3, .. }), "{e}");
-    assert!(matches!(Formula::compile("a > b", &NAMES), Err(FormulaError::Type(_))));
-    assert!(matches!(Formula::compile("a && b", &NAMES), Err(FormulaError::Type(_))));
-    assert!(matches!(Formula::compile("a ? 1 : 2", &NAMES), Err(FormulaError::Type(_))));
-    assert!(matches!(Formula::compile("[a, b]", &NAMES), Err(FormulaError::Type(_))));
-    assert!(matches!(Formula::compile("min(a, [b])", &NAMES), Err(FormulaError::Type(_))));
-    assert!(matches!(Formula::compile("# + 1", &NAMES), Err(FormulaError::Syntax { .. })));
-    assert!(matches!(Formula::compile("", &NAMES), Err(FormulaError::Syntax { .. })));
-    assert!(matches!(Formula::compile("a 'x'", &NAMES), Err(FormulaError::Syntax { .. })));
+    assert!(matches!(
+        Formula::compile("a > b", &NAMES),
+        Err(FormulaError::Type(_))
+    ));
+    assert!(matches!(
+        Formula::compile("a && b", &NAMES),
+        Err(FormulaError::Type(_))
+    ));
+    assert!(matches!(
+        Formula::compile("a ? 1 : 2", &NAMES),
+        Err(FormulaError::Type(_))
+    ));
+    assert!(matches!(
+        Formula::compile("[a, b]", &NAMES),
+        Err(FormulaError::Type(_))
+    ));
+    assert!(matches!(
+        Formula::compile("min(a, [b])", &NAMES),
+        Err(FormulaError::Type(_))
+    ));
+    assert!(matches!(
+        Formula::compile("# + 1", &NAMES),
+        Err(FormulaError::Syntax { .. })
+    ));
+    assert!(matches!(
+        Formula::compile("", &NAMES),
+        Err(FormulaError::Syntax { .. })
+    ));
+    assert!(matches!(
+        Formula::compile("a 'x'", &NAMES),
+        Err(FormulaError::Syntax { .. })
+    ));
     let deep = format!("{}a{}", "(".repeat(100), ")".repeat(100));
     assert_eq!(Formula::compile(&deep, &NAMES), Err(FormulaError::TooDeep));
     let long = "a + ".repeat(2000) + "a";
-    assert!(matches!(Formula::compile(&long, &NAMES), Err(FormulaError::TooLong { .. })));
+    assert!(matches!(
+        Formula::compile(&long, &NAMES),
+        Err(FormulaError::TooLong { .. })
+    ));
     let chain = "-".repeat(200) + "a";
     assert_eq!(Formula::compile(&chain, &NAMES), Err(FormulaError::TooDeep));
 }
@@ -166,7 +217,11 @@ fn expr() -> impl Strategy<Value = Expr> {
     leaf.prop_recursive(6, 48, 2, |inner| {
         prop_oneof![
             inner.clone().prop_map(|e| Expr::Neg(Box::new(e))),
-            (prop::sample::select(vec!['+', '-', '*', '/']), inner.clone(), inner)
+            (
+                prop::sample::select(vec!['+', '-', '*', '/']),
+                inner.clone(),
+                inner
+            )
                 .prop_map(|(op, l, r)| Expr::Op(op, Box::new(l), Box::new(r))),
         ]
     })
@@ -213,11 +268,10 @@ proptest! {
         text in r"[ab()\[\]{}#?:!,<>=&|+*/%^0-9. -]{0,200}|(trig_one|nil|true|min|count|\?\?| ){0,40}",
         a in proptest::num::f64::ANY,
     ) {
-        if let Ok(f) = Formula::compile(&text, &NAMES) {
-            match f.evaluate(&[Some(a), None, Some(0.0)]) {
-                Ok(Some(n)) => prop_assert!(n.is_finite()),
-                Ok(None) | Err(_) => {}
-            }
+        if let Ok(f) = Formula::compile(&text, &NAMES)
+            && let Ok(Some(n)) = f.evaluate(&[Some(a), None, Some(0.0)])
+        {
+            prop_assert!(n.is_finite());
         }
     }
 

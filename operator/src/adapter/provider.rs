@@ -12,11 +12,11 @@ use jiff::Timestamp;
 use crate::adapter::leader_forward::LeaderForwarder;
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::Shared;
+use crate::infra::telemetry::OperatorMetrics;
 use crate::scale::composite::{self, Composite, CompositeValue, Input};
 use crate::scale::scale_loop::LoopConfig;
 use ebb_scalers::metric_name::COMPOSITE_METRIC_NAME;
 use futures::future::join_all;
-use crate::infra::telemetry::OperatorMetrics;
 
 /// The leader's shared state, present only while this replica leads.
 pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;

@@ -21,13 +21,13 @@ use crate::reconcile::plan::{
     self, Facts, HpaStep, InvalidTriggers, LoopSettings, LoopStep, TriggerError, TriggerFacts,
 };
 use crate::reconcile::{Error, conflicts};
-use crate::scale::decision::{LoopMemory, ScalingSpec, restore_on_delete};
 use crate::scale::composite::Composite;
+use crate::scale::decision::{LoopMemory, ScalingSpec, restore_on_delete};
 use crate::scale::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
-use ebb_scalers::metric_name::COMPOSITE_METRIC_NAME;
 use crate::scale::targets::{TargetError, TargetRef};
 use crate::status::condition_status;
 use crate::status::writer::FIELD_MANAGER;
+use ebb_scalers::metric_name::COMPOSITE_METRIC_NAME;
 
 /// `namespace/name` of a ScaledObject.
 pub fn key_of(so: &ScaledObject) -> ObjectKey {

@@ -15,6 +15,8 @@
 use ebb_crds::formula::{Formula, FormulaError, binding_names};
 use ebb_crds::{Fallback, FallbackBehavior, MetricType, ScaledObjectSpec};
 
+use crate::scale::decision::{Observation, PollResult, TickMemory, TriggerState};
+
 /// The compiled `scalingModifiers` of a ScaledObject.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Composite {
@@ -161,6 +163,40 @@ pub fn evaluate(c: &Composite, inputs: &[Input<'_>], fallback: Option<&Fallback>
     }
 }
 
+/// The composite of this poll (the trigger memories already count this poll's failures).
+pub(crate) fn composite_of(obs: &Observation<'_>, c: &Composite, memory: &TickMemory) -> CompositeValue {
+    let inputs: Vec<Input<'_>> = obs
+        .triggers
+        .iter()
+        .zip(&memory.triggers)
+        .map(|(poll, mem)| match &poll.result {
+            PollResult::Sampled { value, .. } => Input::Value(*value),
+            PollResult::Failed(_) => Input::Failed {
+                metric: poll.metric_name,
+                failures: mem.failures,
+            },
+            PollResult::Skipped => Input::Skipped,
+        })
+        .collect();
+    evaluate(c, &inputs, obs.spec.fallback.as_ref())
+}
+
+/// The object's state from the composite: active above `activationTarget`, failed without a value.
+pub(crate) fn composite_state(
+    c: &Composite,
+    value: &CompositeValue,
+    fallback: Option<&Fallback>,
+) -> Option<TriggerState> {
+    match value {
+        CompositeValue::Skipped => None,
+        CompositeValue::Failed(_) => Some(TriggerState::Failed),
+        _ => Some(match value.is_active(c, fallback) {
+            Some(true) => TriggerState::Active,
+            _ => TriggerState::Inactive,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +229,10 @@ mod tests {
     fn the_formula_combines_the_triggers_and_decides_activity() {
         let s = spec("(a + b) / 2", None);
         let c = compiled(&s);
-        assert_eq!((c.target, c.activation, c.metric_type), (5.0, 2.0, MetricType::AverageValue));
+        assert_eq!(
+            (c.target, c.activation, c.metric_type),
+            (5.0, 2.0, MetricType::AverageValue)
+        );
         let v = evaluate(&c, &[Input::Value(30.0), Input::Value(10.0)], None);
         assert_eq!(
             v,
@@ -204,9 +243,15 @@ mod tests {
         );
         assert_eq!(v.is_active(&c, None), Some(true));
         let v = evaluate(&c, &[Input::Value(2.0), Input::Value(2.0)], None);
-        assert_eq!(v.is_active(&c, None), Some(false), "activation is strictly above 2");
+        assert_eq!(
+            v.is_active(&c, None),
+            Some(false),
+            "activation is strictly above 2"
+        );
         // The order of `used` binds the names: trigger 1 first.
-        let swapped = Composite::from_spec(&spec("a - b", None), &[1, 0]).unwrap().unwrap();
+        let swapped = Composite::from_spec(&spec("a - b", None), &[1, 0])
+            .unwrap()
+            .unwrap();
         let v = evaluate(&swapped, &[Input::Value(1.0), Input::Value(10.0)], None);
         assert_eq!(v.activation_value(&swapped, None), Some(9.0));
     }
@@ -222,9 +267,16 @@ mod tests {
         assert_eq!(v, CompositeValue::Failed("formula: division by zero".into()));
         // Another fallback behavior does not substitute: the replica fallback handles it.
         let s = spec("a ?? b", Some(("static", 4)));
-        let v = evaluate(&compiled(&s), &[failed(9), Input::Value(1.0)], s.fallback.as_ref());
+        let v = evaluate(
+            &compiled(&s),
+            &[failed(9), Input::Value(1.0)],
+            s.fallback.as_ref(),
+        );
         assert!(matches!(v, CompositeValue::Failed(_)));
-        assert_eq!(evaluate(&c, &[Input::Skipped, Input::Value(1.0)], None), CompositeValue::Skipped);
+        assert_eq!(
+            evaluate(&c, &[Input::Skipped, Input::Value(1.0)], None),
+            CompositeValue::Skipped
+        );
     }
 
     #[test]
@@ -232,7 +284,10 @@ mod tests {
         let s = spec("a ?? b ?? 8", Some(("scalingModifiers", 4)));
         let (c, f) = (compiled(&s), s.fallback.as_ref());
         // Below failureThreshold (2) the failure is an error, as KEDA's.
-        assert!(matches!(evaluate(&c, &[failed(1), Input::Value(3.0)], f), CompositeValue::Failed(_)));
+        assert!(matches!(
+            evaluate(&c, &[failed(1), Input::Value(3.0)], f),
+            CompositeValue::Failed(_)
+        ));
         assert_eq!(
             evaluate(&c, &[failed(2), Input::Value(3.0)], f),
             CompositeValue::Value {
@@ -252,7 +307,11 @@ mod tests {
         assert_eq!(v.activation_value(&c, f), Some(20.0));
         // A nil used in arithmetic is an evaluation error, not a number.
         let s = spec("a + b", Some(("scalingModifiers", 4)));
-        let v = evaluate(&compiled(&s), &[failed(2), Input::Value(1.0)], s.fallback.as_ref());
+        let v = evaluate(
+            &compiled(&s),
+            &[failed(2), Input::Value(1.0)],
+            s.fallback.as_ref(),
+        );
         assert!(matches!(v, CompositeValue::Failed(e) if e.contains("nil")));
     }
 
@@ -260,13 +319,20 @@ mod tests {
     fn bad_numbers_and_formulas_are_errors_with_their_field() {
         let mut s = spec("a + c", None);
         let e = Composite::from_spec(&s, &[0, 1]).unwrap().unwrap_err();
-        assert!(e.to_string().starts_with("spec.advanced.scalingModifiers.formula: \"c\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("spec.advanced.scalingModifiers.formula: \"c\""),
+            "{e}"
+        );
         s = spec("a", None);
         if let Some(m) = s.advanced.as_mut().and_then(|a| a.scaling_modifiers.as_mut()) {
             m.target = "x".into();
         }
         let e = Composite::from_spec(&s, &[0, 1]).unwrap().unwrap_err();
-        assert_eq!(e.to_string(), "spec.advanced.scalingModifiers.target: not a usable number: \"x\"");
+        assert_eq!(
+            e.to_string(),
+            "spec.advanced.scalingModifiers.target: not a usable number: \"x\""
+        );
         s.advanced = None;
         assert!(Composite::from_spec(&s, &[0]).is_none());
     }

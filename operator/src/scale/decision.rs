@@ -17,13 +17,16 @@
 //!    active just before this poll: the cooldown starts now, not at the last periodic poll.
 //! 6. `minReplicaCount ≥ 1` is a floor; `maxReplicaCount` a ceiling; `paused-scale-in/out` block
 //!    that direction.
+//! 7. With `advanced.scalingModifiers` the formula's result ([`crate::scale::composite`]) stands
+//!    for the triggers: active strictly above `activationTarget`, failed when it has no value
+//!    (rule 4 then holds), and it is the one value the HPA reads, fallback values included.
 
 use std::time::Duration;
 
 use ebb_crds::{Fallback, FallbackBehavior, MetricType};
 use jiff::Timestamp;
 
-use crate::scale::composite::{self, Composite, CompositeValue, Input};
+use crate::scale::composite::{Composite, CompositeValue, composite_of, composite_state};
 use crate::scale::outcome::{
     Activity, Decision, EventKind, EventNote, MetricSlot, MetricWrite, Outcome, Reason, ReplicaWrite,
     TriggerTransition,
@@ -293,36 +296,6 @@ pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
         .map(|n| replica_write(current, n, decision.reason, obs.target));
     out.replicas = Some(decision);
     out
-}
-
-/// The composite of this poll (the trigger memories already count this poll's failures).
-fn composite_of(obs: &Observation<'_>, c: &Composite, memory: &TickMemory) -> CompositeValue {
-    let inputs: Vec<Input<'_>> = obs
-        .triggers
-        .iter()
-        .zip(&memory.triggers)
-        .map(|(poll, mem)| match &poll.result {
-            PollResult::Sampled { value, .. } => Input::Value(*value),
-            PollResult::Failed(_) => Input::Failed {
-                metric: poll.metric_name,
-                failures: mem.failures,
-            },
-            PollResult::Skipped => Input::Skipped,
-        })
-        .collect();
-    composite::evaluate(c, &inputs, obs.spec.fallback.as_ref())
-}
-
-/// The object's state from the composite: active above `activationTarget`, failed without a value.
-fn composite_state(c: &Composite, value: &CompositeValue, fallback: Option<&Fallback>) -> Option<TriggerState> {
-    match value {
-        CompositeValue::Skipped => None,
-        CompositeValue::Failed(_) => Some(TriggerState::Failed),
-        _ => Some(match value.is_active(c, fallback) {
-            Some(true) => TriggerState::Active,
-            _ => TriggerState::Inactive,
-        }),
-    }
 }
 
 fn normal(reason: &'static str, note: String) -> EventNote {
@@ -1284,7 +1257,10 @@ mod tests {
 
     fn sampled(value: f64) -> PollResult {
         // The per-trigger activity is deliberately the opposite of what the formula says.
-        PollResult::Sampled { value, active: value < 2.0 }
+        PollResult::Sampled {
+            value,
+            active: value < 2.0,
+        }
     }
 
     fn decide_composite(
@@ -1323,7 +1299,10 @@ mod tests {
         // 1 + 1 = 2, not above 2: inactive although both triggers are; the cooldown runs from the
         // last activity (t=10), so at t=400 the object goes to zero.
         let out = decide_composite(&s, &c, 400, 3, [sampled(1.0), sampled(1.0)], &mut m);
-        assert_eq!(out.replicas.map(|d| d.activity), Some(Activity::Inactive { in_cooldown: false }));
+        assert_eq!(
+            out.replicas.map(|d| d.activity),
+            Some(Activity::Inactive { in_cooldown: false })
+        );
         assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(0));
     }
 
@@ -1331,11 +1310,17 @@ mod tests {
     fn a_failing_composite_never_scales_to_zero() {
         let (s, c) = composite("a / b", None);
         let mut m = TickMemory::default();
-        for results in [[sampled(1.0), PollResult::Failed("down".into())], [sampled(1.0), sampled(0.0)]] {
+        for results in [
+            [sampled(1.0), PollResult::Failed("down".into())],
+            [sampled(1.0), sampled(0.0)],
+        ] {
             let out = decide_composite(&s, &c, 1000, 3, results, &mut m);
             let d = out.replicas.unwrap();
             assert_eq!((d.activity, d.write_replicas), (Activity::Unknown, None));
-            assert!(composite_writes(&out).is_empty(), "the HPA holds on its last value or an error");
+            assert!(
+                composite_writes(&out).is_empty(),
+                "the HPA holds on its last value or an error"
+            );
         }
     }
 
@@ -1355,7 +1340,11 @@ mod tests {
         assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(4));
         // 4 replicas × target 5; no per-trigger fallback value (the HPA does not read them).
         assert_eq!(composite_writes(&out), vec![(20.0, true)]);
-        assert!(out.metrics.iter().all(|w| w.metric == MetricSlot::Composite || !w.failed));
+        assert!(
+            out.metrics
+                .iter()
+                .all(|w| w.metric == MetricSlot::Composite || !w.failed)
+        );
     }
 
     #[test]
@@ -1369,18 +1358,34 @@ mod tests {
         let mut m = TickMemory::default();
         let fail = || [PollResult::Failed("down".into()), sampled(5.0)];
         let out = decide_composite(&s, &c, 1, 2, fail(), &mut m);
-        assert_eq!(out.replicas.unwrap().activity, Activity::Unknown, "below the threshold");
+        assert_eq!(
+            out.replicas.unwrap().activity,
+            Activity::Unknown,
+            "below the threshold"
+        );
         let out = decide_composite(&s, &c, 2, 2, fail(), &mut m);
         let d = out.replicas.unwrap();
-        assert_eq!((d.activity, d.fallback, d.write_replicas), (Activity::Active, false, None));
+        assert_eq!(
+            (d.activity, d.fallback, d.write_replicas),
+            (Activity::Active, false, None)
+        );
         assert_eq!(composite_writes(&out), vec![(15.0, true)]);
         // Both failing: nil, so fallback.replicas, also from zero.
         let (s, c) = composite("a ?? b", Some(f));
         let mut m = TickMemory::default();
-        let both = || [PollResult::Failed("down".into()), PollResult::Failed("down".into())];
+        let both = || {
+            [
+                PollResult::Failed("down".into()),
+                PollResult::Failed("down".into()),
+            ]
+        };
         decide_composite(&s, &c, 1, 0, both(), &mut m);
         let out = decide_composite(&s, &c, 2, 0, both(), &mut m);
-        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(1), "activated: 4 × 5 > 2");
+        assert_eq!(
+            out.write.as_ref().map(|w| w.replicas),
+            Some(1),
+            "activated: 4 × 5 > 2"
+        );
         assert_eq!(composite_writes(&out), vec![(20.0, true)]);
     }
 }

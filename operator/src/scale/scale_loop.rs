@@ -26,11 +26,11 @@ use tokio::task::JoinHandle;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::{ObjectKey, Shared};
+use crate::scale::composite::Composite;
 use crate::scale::decision::{
     LoopMemory, Observation, PauseState, PollResult, ScalingSpec, TickMemory, TriggerPoll, decide,
 };
 use crate::scale::io::{LoopHost, TargetReplicas};
-use crate::scale::composite::Composite;
 use crate::scale::outcome::{Decision, MetricSlot, Outcome};
 use crate::scale::targets::TargetRef;
 use crate::status::{LoopView, TriggerHealth};
