@@ -8,6 +8,8 @@
 //!   `ceil(20 / 5) = 4`. 20 consumed from `a`: `(10 + 10) / 2 = 10` → 2. The rest consumed: 0
 //!   (not above activationTarget 0) → back to 0 after the cooldown.
 //! - A formula naming no trigger gives Ready=False naming the field, and no HPA.
+//! - `fallback.behavior: scalingModifiers` on two metrics-api sources (`primary ?? secondary ?? 8`):
+//!   a failing source is replaced by the next, both failing by the constant; never 0.
 //!
 //! The external-metrics APIService is cluster-wide: this binary is in nextest's `apiservice`
 //! test group (`.config/nextest.toml`), and takes the same file lock as the other binaries that
@@ -20,7 +22,8 @@ use ebb_crds::ScaledObject;
 use ebb_tests::adapter as apiservice;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
-use ebb_tests::{TestEnv, install_crds, wait_for};
+use ebb_tests::source::MetricSource;
+use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
@@ -220,24 +223,84 @@ async fn ready(api: &Api<ScaledObject>, name: &str) -> Option<(String, String)> 
     Some((c.status, c.message.unwrap_or_default()))
 }
 
-#[tokio::test]
-async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
-    let _apiservice_lock = apiservice::lock().await;
-    let env = TestEnv::load().await.unwrap();
-    install_crds(&env.client).await.unwrap();
-    let ns = env.namespace("modifiers").await.unwrap();
-    let client = env.client.clone();
-    apiservice::wait_until_free(&client).await;
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
+/// A namespace, an operator serving external metrics through the aggregator, the APIService
+/// lock held.
+struct Setup {
+    _apiservice_lock: std::fs::File,
+    env: TestEnv,
+    ns: TestNamespace,
+    client: Client,
+    operator: OperatorProcess,
+    so_api: Api<ScaledObject>,
+}
+
+impl Setup {
+    async fn start(prefix: &str) -> Setup {
+        let apiservice_lock = apiservice::lock().await;
+        let env = TestEnv::load().await.unwrap();
+        install_crds(&env.client).await.unwrap();
+        let ns = env.namespace(prefix).await.unwrap();
+        let client = env.client.clone();
+        apiservice::wait_until_free(&client).await;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
+            .await
+            .unwrap();
+        apiservice::register(&client, &ns.name, port).await.unwrap();
+        let so_api: Api<ScaledObject> = Api::namespaced(client.clone(), &ns.name);
+        Setup {
+            _apiservice_lock: apiservice_lock,
+            env,
+            ns,
+            client,
+            operator,
+            so_api,
+        }
+    }
+
+    /// Creates the ScaledObject `name` (retried while a CRD created moments ago answers 503).
+    async fn create(&self, name: &str, spec: Value) {
+        let so: ScaledObject = serde_json::from_value(json!({
+            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": name}, "spec": spec}))
+        .unwrap();
+        wait_for("ScaledObject created", Duration::from_secs(30), || async {
+            self.so_api
+                .create(&PostParams::default(), &so)
+                .await
+                .ok()
+                .map(|_| ())
+        })
         .await
         .unwrap();
-    apiservice::register(&client, &ns.name, port).await.unwrap();
+    }
+
+    async fn finish(self) {
+        for so in self.so_api.list(&ListParams::default()).await.unwrap().items {
+            let name = so.metadata.name.unwrap_or_default();
+            self.so_api.delete(&name, &Default::default()).await.unwrap();
+        }
+        wait_for("ScaledObjects gone", WITHIN, || async {
+            let list = self.so_api.list(&ListParams::default()).await.ok()?;
+            list.items.is_empty().then_some(())
+        })
+        .await
+        .unwrap();
+        apiservice::unregister(&self.client).await;
+        self.operator.terminate().await;
+        self.ns.delete().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
+    let s = Setup::start("modifiers").await;
+    let (env, ns, client, so_api) = (&s.env, &s.ns, s.client.clone(), s.so_api.clone());
     deployment(&client, &ns.name, "worker", 0).await.unwrap();
     deployment(&client, &ns.name, "broken", 0).await.unwrap();
-    let queue = Queue::create(&env).await;
-    let stream = Stream::create(&env).await;
+    let queue = Queue::create(env).await;
+    let stream = Stream::create(env).await;
 
     let spec = json!({
     "scaleTargetRef": {"name": "worker"}, "pollingInterval": 1, "cooldownPeriod": 2,
@@ -251,16 +314,7 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
             "natsServerMonitoringEndpoint": env.var("EBB_NATS_MONITORING").unwrap(),
             "account": "$G", "stream": stream.name, "consumer": "worker", "lagThreshold": "1"}},
     ]});
-    let so_api: Api<ScaledObject> = Api::namespaced(client.clone(), &ns.name);
-    let so: ScaledObject = serde_json::from_value(json!({
-        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
-        "metadata": {"name": "worker"}, "spec": spec}))
-    .unwrap();
-    wait_for("ScaledObject created", Duration::from_secs(30), || async {
-        so_api.create(&PostParams::default(), &so).await.ok().map(|_| ())
-    })
-    .await
-    .unwrap();
+    s.create("worker", spec).await;
 
     // One metric: the composite, with the formula's target.
     let hpa = wait_for("the HPA", WITHIN, || async {
@@ -344,20 +398,63 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     );
 
     let _ = stream.js.delete_stream(&stream.name).await;
-    for name in ["worker", "broken"] {
-        so_api.delete(name, &Default::default()).await.unwrap();
+    s.finish().await;
+}
+
+/// KEDA 2.20's `fallback.behavior: scalingModifiers` scenario on two metrics-api sources:
+/// `primary ?? secondary ?? 8`, target 2. A source failing for `failureThreshold` polls is nil in
+/// the formula; the count follows the substitute and never drops to 0.
+#[tokio::test]
+async fn failing_triggers_are_substituted_by_the_formula_never_zero() {
+    let s = Setup::start("modifiers-fallback").await;
+    let (ns, client) = (&s.ns.name, s.client.clone());
+    deployment(&client, ns, "worker", 0).await.unwrap();
+    let primary = MetricSource::start(6).await;
+    let secondary = MetricSource::start(10).await;
+    let trigger = |name: &str, source: &MetricSource| {
+        json!({"type": "metrics-api", "name": name, "metadata": {
+            "url": source.url, "valueLocation": "queue.depth", "targetValue": "2"}})
+    };
+    s.create(
+        "worker",
+        json!({
+            "scaleTargetRef": {"name": "worker"}, "pollingInterval": 1, "cooldownPeriod": 0,
+            "maxReplicaCount": 10,
+            "fallback": {"failureThreshold": 2, "replicas": 4, "behavior": "scalingModifiers"},
+            "advanced": {
+                "scalingModifiers": {"formula": "primary ?? secondary ?? 8", "target": "2"},
+                "horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}},
+            "triggers": [trigger("primary", &primary), trigger("secondary", &secondary)]}),
+    )
+    .await;
+    // primary 6 → 3 replicas.
+    wait_replicas(&client, ns, "worker", 3).await;
+    wait_composite(&client, ns, "worker", "6").await;
+
+    // primary fails: after 2 polls it is nil, so secondary (10) → 5.
+    primary.set_failing(true);
+    let took = wait_replicas(&client, ns, "worker", 5).await;
+    eprintln!("[{ns}] primary failing → secondary's 10 → 5 replicas in {took:?}");
+    wait_composite(&client, ns, "worker", "10").await;
+
+    // Both fail: the formula's 8 → 4, and it stays there (never 0).
+    secondary.set_failing(true);
+    let took = wait_replicas(&client, ns, "worker", 4).await;
+    eprintln!("[{ns}] both failing → the constant 8 → 4 replicas in {took:?}");
+    wait_composite(&client, ns, "worker", "8").await;
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            replicas(&client, ns, "worker").await.unwrap(),
+            4,
+            "held while both fail"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    wait_for("ScaledObjects gone", WITHIN, || async {
-        so_api
-            .list(&ListParams::default())
-            .await
-            .ok()
-            .filter(|l| l.items.is_empty())
-            .map(|_| ())
-    })
-    .await
-    .unwrap();
-    apiservice::unregister(&client).await;
-    operator.terminate().await;
-    ns.delete().await.unwrap();
+
+    // primary is back: 6 → 3.
+    primary.set_failing(false);
+    let took = wait_replicas(&client, ns, "worker", 3).await;
+    eprintln!("[{ns}] primary back → 3 replicas in {took:?}");
+    s.finish().await;
 }
