@@ -304,6 +304,10 @@ pub struct ScaledObjectStatus {
     /// Name of the HPA owned by this ScaledObject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpa_name: Option<String>,
+    /// `composite-metric` when `advanced.scalingModifiers` combines the triggers into the one
+    /// metric the HPA reads (KEDA's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_scaler_name: Option<String>,
     /// Generation of the spec that this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

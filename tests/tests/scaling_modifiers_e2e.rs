@@ -338,6 +338,10 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     .await
     .unwrap();
     eprintln!("[{}] Ready={status}: {message}", ns.name);
+    // The status names the triggers' metrics (health stays per trigger) and the composite, as KEDA's.
+    let status = so_api.get("worker").await.unwrap().status.unwrap();
+    assert_eq!(status.composite_scaler_name.as_deref(), Some("composite-metric"));
+    assert_eq!(status.external_metric_names.len(), 2, "{status:?}");
     wait_composite(&client, &ns.name, "worker", "0").await;
     assert_eq!(replicas(&client, &ns.name, "worker").await.unwrap(), 0);
 

@@ -196,11 +196,11 @@ async fn build_triggers(
     // With scalingModifiers the HPA reads one metric, the formula's result.
     let composite = match Composite::from_spec(&so.spec, &used) {
         Some(Ok(c)) => {
-            facts.metrics = vec![HpaMetric {
+            facts.composite = Some(HpaMetric {
                 name: COMPOSITE_METRIC_NAME.to_string(),
                 target: c.target,
                 metric_type: c.metric_type,
-            }];
+            });
             Some(c)
         }
         Some(Err(e)) => {
