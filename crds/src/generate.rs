@@ -135,7 +135,8 @@ mod tests {
                 "static",
                 "currentReplicas",
                 "currentReplicasIfHigher",
-                "currentReplicasIfLower"
+                "currentReplicasIfLower",
+                "scalingModifiers"
             ])
         );
     }

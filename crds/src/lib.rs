@@ -10,6 +10,7 @@
 pub mod annotated;
 pub mod annotations;
 pub mod conditions;
+pub mod formula;
 pub mod generate;
 pub mod scaled_job;
 pub mod scaled_object;

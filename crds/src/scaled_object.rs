@@ -166,6 +166,9 @@ pub enum FallbackBehavior {
     CurrentReplicasIfHigher,
     /// The current count when it is lower than the fallback count.
     CurrentReplicasIfLower,
+    /// With `advanced.scalingModifiers`: a trigger failing for `failureThreshold` polls is nil in
+    /// the formula (`a ?? b` then uses `b`); a nil result means `replicas`.
+    ScalingModifiers,
 }
 
 /// Advanced options.
@@ -307,6 +310,10 @@ pub struct ScaledObjectStatus {
     /// Name of the HPA owned by this ScaledObject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpa_name: Option<String>,
+    /// `composite-metric` when `advanced.scalingModifiers` combines the triggers into the one
+    /// metric the HPA reads (KEDA's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite_scaler_name: Option<String>,
     /// Generation of the spec that this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

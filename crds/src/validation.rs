@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::{JobScalingStrategy, ScaledJobSpec, ScaledObjectSpec, Trigger};
+use crate::{FallbackBehavior, JobScalingStrategy, ScaledJobSpec, ScaledObjectSpec, Trigger};
 
 /// One problem in a spec, located by its field path (for example `spec.triggers[1].name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +68,11 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
                 "spec.advanced.scalingModifiers.formula",
                 "must not be empty",
             ));
+        } else if let Some(Err(e)) = crate::formula::compile_spec(spec) {
+            errors.push(FieldError::new(
+                "spec.advanced.scalingModifiers.formula",
+                e.to_string(),
+            ));
         }
         match modifiers.target.trim().parse::<f64>() {
             Ok(t) if t > 0.0 && t.is_finite() => {}
@@ -94,6 +99,15 @@ pub fn validate_spec(spec: &ScaledObjectSpec) -> Vec<FieldError> {
                 "every trigger needs a name when scalingModifiers is set",
             ));
         }
+    } else if spec
+        .fallback
+        .as_ref()
+        .is_some_and(|f| f.behavior == FallbackBehavior::ScalingModifiers)
+    {
+        errors.push(FieldError::new(
+            "spec.fallback.behavior",
+            "scalingModifiers needs advanced.scalingModifiers.formula",
+        ));
     }
     errors
 }
@@ -215,6 +229,53 @@ mod tests {
             });
             assert!(validate_spec(&s).is_empty(), "{behavior:?}");
         }
+    }
+
+    fn modifiers(formula: &str, behavior: Option<FallbackBehavior>) -> ScaledObjectSpec {
+        serde_json::from_value(serde_json::json!({
+            "scaleTargetRef": {"name": "worker"},
+            "advanced": {"scalingModifiers": {"formula": formula, "target": "5"}},
+            "fallback": behavior.map(|b| serde_json::json!({"failureThreshold": 3, "replicas": 2, "behavior": b})),
+            "triggers": [{"type": "rabbitmq", "name": "a", "metadata": {}},
+                         {"type": "nats-jetstream", "name": "b", "metadata": {}}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_formula_is_compiled_against_the_trigger_names() {
+        assert!(validate_spec(&modifiers("(a + b) / 2", None)).is_empty());
+        assert!(
+            validate_spec(&modifiers(
+                "a ?? b ?? 8",
+                Some(FallbackBehavior::ScalingModifiers)
+            ))
+            .is_empty()
+        );
+        let errors = validate_spec(&modifiers("a + c", None));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].to_string(),
+            "spec.advanced.scalingModifiers.formula: \"c\" is not the name of a trigger (triggers: a, b)"
+        );
+        let errors = validate_spec(&modifiers("(a + ", None));
+        assert_eq!(errors[0].field, "spec.advanced.scalingModifiers.formula");
+        assert!(
+            errors[0].message.starts_with("syntax error at character 6"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn the_scaling_modifiers_fallback_needs_a_formula() {
+        let mut s = spec(0, 3, None);
+        s.fallback = Some(Fallback {
+            failure_threshold: 3,
+            replicas: 2,
+            behavior: FallbackBehavior::ScalingModifiers,
+        });
+        assert_eq!(validate_spec(&s)[0].field, "spec.fallback.behavior");
     }
 
     proptest! {

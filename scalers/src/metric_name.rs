@@ -4,6 +4,10 @@
 //! lower-case from the start; characters KEDA normalises (`/ . : % ( )`) and anything else outside
 //! `[a-z0-9-]` become `-`.
 
+/// The one metric of a ScaledObject with `advanced.scalingModifiers` (KEDA's name). Trigger
+/// metrics all start with `s<index>-`, so it never collides with one.
+pub const COMPOSITE_METRIC_NAME: &str = "composite-metric";
+
 /// Builds the metric name of trigger `index` from its scaler-specific suffix.
 pub fn metric_name(index: usize, suffix: &str) -> String {
     let mut out = format!("s{index}-");

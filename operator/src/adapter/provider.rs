@@ -13,6 +13,10 @@ use crate::adapter::leader_forward::LeaderForwarder;
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::Shared;
 use crate::infra::telemetry::OperatorMetrics;
+use crate::scale::composite::{self, Composite, CompositeValue, Input};
+use crate::scale::scale_loop::LoopConfig;
+use ebb_scalers::metric_name::COMPOSITE_METRIC_NAME;
+use futures::future::join_all;
 
 /// The leader's shared state, present only while this replica leads.
 pub type LeaderState = Arc<std::sync::RwLock<Option<Arc<Shared>>>>;
@@ -189,6 +193,13 @@ impl CacheProvider {
                 )),
             };
         };
+        if let Some(composite) = &config.composite {
+            // With scalingModifiers the HPA reads only the composite.
+            if key.metric != COMPOSITE_METRIC_NAME {
+                return Err(ProviderError::UnknownMetric);
+            }
+            return self.composite_answer(shared, &config, composite, key).await;
+        }
         let Some(trigger) = config.triggers.iter().find(|t| t.metric_name == key.metric) else {
             return Err(ProviderError::UnknownMetric);
         };
@@ -230,6 +241,86 @@ impl CacheProvider {
             Err(e) => match shared.cache.get(&key).filter(|m| m.failed) {
                 Some(m) => Ok(served(&m)),
                 None => Err(ProviderError::Unavailable(e.to_string())),
+            },
+        }
+    }
+}
+
+impl CacheProvider {
+    /// The composite: as the loop cached it while fresh (every trigger's source cheap: never),
+    /// else the formula over one sample of each trigger (fresh cached trigger values reused). A
+    /// failing trigger or evaluation keeps serving a cached fallback value, else is an error (the
+    /// HPA holds): without the loop's failure counts no trigger is substituted here.
+    async fn composite_answer(
+        &self,
+        shared: &Arc<Shared>,
+        config: &LoopConfig,
+        composite: &Composite,
+        key: MetricKey,
+    ) -> Result<MetricValue, ProviderError> {
+        let max_age = if config.triggers.iter().all(|t| t.scaler.samples_are_cheap()) {
+            Duration::ZERO
+        } else {
+            config.polling_interval
+        };
+        let fresh = |m: &CachedMetric| m.at.elapsed() <= max_age;
+        if let Some(m) = shared.cache.get(&key).filter(fresh) {
+            return Ok(served(&m));
+        }
+        let claim = self.refreshing.claim(&key);
+        let _guard = claim.lock.lock().await;
+        if let Some(m) = shared.cache.get(&key).filter(fresh) {
+            return Ok(served(&m));
+        }
+        let samples = join_all(config.triggers.iter().map(|t| async {
+            let trigger_key = MetricKey {
+                metric: t.metric_name.clone(),
+                ..key.clone()
+            };
+            if !t.scaler.samples_are_cheap()
+                && let Some(m) = shared.cache.get(&trigger_key).filter(|m| !m.failed && fresh(m))
+            {
+                return Some(m.value);
+            }
+            let sample = t.scaler.sample().await.ok()?;
+            shared.cache.put(
+                trigger_key,
+                CachedMetric {
+                    value: sample.value,
+                    at: Instant::now(),
+                    failed: false,
+                },
+            );
+            Some(sample.value)
+        }))
+        .await;
+        let inputs: Vec<Input<'_>> = samples
+            .iter()
+            .zip(&config.triggers)
+            .map(|(s, t)| match s {
+                Some(v) => Input::Value(*v),
+                None => Input::Failed {
+                    metric: &t.metric_name,
+                    failures: 1,
+                },
+            })
+            .collect();
+        match composite::evaluate(composite, &inputs, None) {
+            CompositeValue::Value { value, .. } => {
+                let m = CachedMetric {
+                    value,
+                    at: Instant::now(),
+                    failed: false,
+                };
+                shared.cache.put(key, m.clone());
+                Ok(served(&m))
+            }
+            other => match shared.cache.get(&key).filter(|m| m.failed) {
+                Some(m) => Ok(served(&m)),
+                None => Err(ProviderError::Unavailable(match other {
+                    CompositeValue::Failed(e) => e,
+                    _ => "the formula gave no value".to_string(),
+                })),
             },
         }
     }

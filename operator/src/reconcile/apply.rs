@@ -21,11 +21,13 @@ use crate::reconcile::plan::{
     self, Facts, HpaStep, InvalidTriggers, LoopSettings, LoopStep, TriggerError, TriggerFacts,
 };
 use crate::reconcile::{Error, conflicts};
+use crate::scale::composite::Composite;
 use crate::scale::decision::{LoopMemory, ScalingSpec, restore_on_delete};
 use crate::scale::scale_loop::{LoopConfig, LoopHandle, LoopTrigger, first_delay};
 use crate::scale::targets::{TargetError, TargetRef};
 use crate::status::condition_status;
 use crate::status::writer::FIELD_MANAGER;
+use ebb_scalers::metric_name::COMPOSITE_METRIC_NAME;
 
 /// `namespace/name` of a ScaledObject.
 pub fn key_of(so: &ScaledObject) -> ObjectKey {
@@ -96,9 +98,9 @@ async fn observe<'a>(
     so: &'a ScaledObject,
     shared: &Shared,
     remembered: Option<i32>,
-) -> (Facts<'a>, Vec<LoopTrigger>) {
+) -> (Facts<'a>, LoopTriggers) {
     let mut facts = Facts::new(so, shared.hpa.version, remembered);
-    let mut loop_triggers = Vec::new();
+    let mut loop_triggers = LoopTriggers::default();
     if plan::spec_problem(so).is_none() {
         facts.triggers = Some(build_triggers(so, shared).await.map(|(t, l)| {
             loop_triggers = l;
@@ -156,7 +158,7 @@ fn owned_hpas(so: &ScaledObject, shared: &Shared) -> Vec<String> {
 async fn build_triggers(
     so: &ScaledObject,
     shared: &Shared,
-) -> Result<(TriggerFacts, Vec<LoopTrigger>), TriggerError> {
+) -> Result<(TriggerFacts, LoopTriggers), TriggerError> {
     let source = ClusterObjects {
         client: shared.client.clone(),
         cluster_auth_namespace: shared.cluster_auth_namespace.clone(),
@@ -172,9 +174,11 @@ async fn build_triggers(
     };
     let mut triggers = Vec::new();
     let mut problems = Vec::new();
+    let mut used = Vec::new();
     for c in &compiled {
         match c.build(&shared.scalers) {
             Built::Scaler(parsed, scaler) => {
+                used.push(c.index);
                 facts.metrics.push(HpaMetric {
                     name: parsed.metric_name.clone(),
                     target: parsed.thresholds.target,
@@ -193,8 +197,24 @@ async fn build_triggers(
             Built::Skipped => {}
         }
     }
+    // With scalingModifiers the HPA reads one metric, the formula's result.
+    let composite = match Composite::from_spec(&so.spec, &used) {
+        Some(Ok(c)) => {
+            facts.composite = Some(HpaMetric {
+                name: COMPOSITE_METRIC_NAME.to_string(),
+                target: c.target,
+                metric_type: c.metric_type,
+            });
+            Some(c)
+        }
+        Some(Err(e)) => {
+            problems.push(e.to_string());
+            None
+        }
+        None => None,
+    };
     if problems.is_empty() {
-        Ok((facts, triggers))
+        Ok((facts, LoopTriggers { triggers, composite }))
     } else {
         Err(InvalidTriggers(problems).into())
     }
@@ -255,13 +275,21 @@ async fn apply_hpa(shared: &Shared, ns: &str, step: HpaStep) -> Result<(), Error
     }
 }
 
-fn loop_config(so: &ScaledObject, key: ObjectKey, s: LoopSettings, triggers: Vec<LoopTrigger>) -> LoopConfig {
+/// What a loop runs on: the built triggers and, with scalingModifiers, the compiled composite.
+#[derive(Default)]
+struct LoopTriggers {
+    triggers: Vec<LoopTrigger>,
+    composite: Option<Composite>,
+}
+
+fn loop_config(so: &ScaledObject, key: ObjectKey, s: LoopSettings, t: LoopTriggers) -> LoopConfig {
     LoopConfig {
         key,
         uid: so.uid().unwrap_or_default(),
         created: creation_time(so),
         spec: ScalingSpec::from_spec(&so.spec),
-        triggers,
+        triggers: t.triggers,
+        composite: t.composite,
         target: s.target,
         pause: s.pause,
         force_activation: s.force_activation,

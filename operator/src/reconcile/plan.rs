@@ -76,8 +76,10 @@ enum Finding {
 /// What the compiled triggers tell the plan.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TriggerFacts {
-    /// The HPA's External metrics, one per trigger.
+    /// The triggers' External metrics, one per trigger: the HPA's, unless `composite` is set.
     pub metrics: Vec<HpaMetric>,
+    /// With scalingModifiers: the HPA's one metric, the formula's result.
+    pub composite: Option<HpaMetric>,
     /// Warnings of the triggers' declarations (shown in the Ready message).
     pub warnings: Vec<String>,
     /// A digest of what the triggers' inputs resolved to (credentials included): a rotated
@@ -323,6 +325,9 @@ pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
         metric_names: triggers
             .map(|t| t.metrics.iter().map(|m| m.name.clone()).collect())
             .unwrap_or_default(),
+        composite_metric: triggers
+            .and_then(|t| t.composite.as_ref())
+            .map(|c| c.name.clone()),
         original_replica_count: original,
         scale_target_kind: f.resolved_target().map(TargetRef::kind_label),
         generation: so.metadata.generation,
@@ -351,7 +356,13 @@ pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
                 // Paused: no HPA (it would keep scaling); the loop applies paused-replicas.
                 delete_owned()
             } else {
-                let metrics = triggers.map(|t| t.metrics.as_slice()).unwrap_or_default();
+                let metrics = match triggers {
+                    Some(TriggerFacts {
+                        composite: Some(c), ..
+                    }) => std::slice::from_ref(c),
+                    Some(t) => t.metrics.as_slice(),
+                    None => &[],
+                };
                 let desired = desired_hpa(so, &hpa_name, metrics, pause, f.hpa_version);
                 let live = f.live_hpa.as_ref().map(|h| h.drift_view());
                 if needs_apply(&desired, live.as_ref()) {
@@ -533,6 +544,7 @@ mod tests {
             }],
             warnings: vec!["triggers[0]: careful".into()],
             inputs_digest: 0,
+            composite: None,
         }
     }
 
@@ -589,6 +601,39 @@ mod tests {
         assert!(!settings.force_activation);
         assert!(p.events.is_empty());
         assert_eq!(p.requeue, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn with_scaling_modifiers_the_hpa_reads_only_the_composite() {
+        let so = object(json!({}), json!(null));
+        let mut facts = trigger_facts();
+        facts.metrics.push(HpaMetric {
+            name: "s1-t-w".into(),
+            target: 1.0,
+            metric_type: MetricType::Value,
+        });
+        facts.composite = Some(HpaMetric {
+            name: "composite-metric".into(),
+            target: 2.5,
+            metric_type: MetricType::AverageValue,
+        });
+        let f = Facts {
+            triggers: Some(Ok(facts)),
+            ..usable(&so)
+        };
+        let p = planned(&f);
+        // The status keeps the triggers' metric names (their health is per trigger), as KEDA's.
+        assert_eq!(p.view.metric_names, ["s0-t-v", "s1-t-w"]);
+        assert_eq!(p.view.composite_metric.as_deref(), Some("composite-metric"));
+        let HpaStep::Apply { desired, .. } = &p.hpa else {
+            panic!("{:?}", p.hpa)
+        };
+        assert_eq!(
+            desired["spec"]["metrics"],
+            json!([{"type": "External", "external": {
+                "metric": {"name": "composite-metric", "selector": {"matchLabels": {"scaledobject.ebb.dev/name": "x"}}},
+                "target": {"type": "AverageValue", "averageValue": "2500m"}}}])
+        );
     }
 
     #[test]

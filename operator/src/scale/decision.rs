@@ -17,14 +17,19 @@
 //!    active just before this poll: the cooldown starts now, not at the last periodic poll.
 //! 6. `minReplicaCount ≥ 1` is a floor; `maxReplicaCount` a ceiling; `paused-scale-in/out` block
 //!    that direction.
+//! 7. With `advanced.scalingModifiers` the formula's result ([`crate::scale::composite`]) stands
+//!    for the triggers: active strictly above `activationTarget`, failed when it has no value
+//!    (rule 4 then holds), and it is the one value the HPA reads, fallback values included.
 
 use std::time::Duration;
 
 use ebb_crds::{Fallback, FallbackBehavior, MetricType};
 use jiff::Timestamp;
 
+use crate::scale::composite::{Composite, CompositeValue, composite_of, composite_state};
 use crate::scale::outcome::{
-    Activity, Decision, EventKind, EventNote, MetricWrite, Outcome, Reason, ReplicaWrite, TriggerTransition,
+    Activity, Decision, EventKind, EventNote, MetricSlot, MetricWrite, Outcome, Reason, ReplicaWrite,
+    TriggerTransition,
 };
 
 /// What one trigger said in one poll.
@@ -206,31 +211,62 @@ pub struct Observation<'a> {
     pub pause: PauseState,
     /// The target as Events name it, e.g. `Deployment web`.
     pub target: &'a str,
+    /// `advanced.scalingModifiers`: activity comes from the formula's result, and the HPA reads
+    /// the composite instead of the triggers' values.
+    pub composite: Option<&'a Composite>,
 }
 
 /// Updates the memory with this poll and decides everything the loop does. Call once per poll.
 pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
     let mut out = Outcome::default();
     let states = assess_triggers(obs, memory, &mut out);
+    let composite = obs.composite.map(|c| (c, composite_of(obs, c, memory)));
+    let states = match &composite {
+        // With scalingModifiers the formula's result is the object's one state.
+        Some((c, value)) => {
+            if let CompositeValue::Value { value, substituted } = value {
+                out.metrics.push(MetricWrite {
+                    metric: MetricSlot::Composite,
+                    value: *value,
+                    failed: *substituted,
+                });
+            }
+            composite_state(c, value, obs.spec.fallback.as_ref())
+                .into_iter()
+                .collect()
+        }
+        None => states,
+    };
     let Some(current) = obs.current else {
         return out;
     };
     let was_fallback = obs.spec.fallback_engaged(memory.object.consecutive_failures);
     let decision = replica_rule(obs, current, &states, &mut memory.object);
-    if decision.fallback {
-        // The HPA reads the fallback too: failing triggers report the value whose HPA arithmetic
-        // gives the count ebb sets.
-        let wanted = fallback_count(obs.spec, current);
-        let settled = decision.write_replicas.unwrap_or(current);
-        for (i, poll) in obs.triggers.iter().enumerate() {
-            if matches!(poll.result, PollResult::Failed(_)) {
-                out.metrics.push(MetricWrite {
-                    trigger: i,
-                    value: fallback_metric_value(poll.metric_type, poll.target, wanted, settled),
-                    failed: true,
-                });
+    let wanted = fallback_count(obs.spec, current);
+    let settled = decision.write_replicas.unwrap_or(current);
+    match composite {
+        // The HPA reads the fallback too: the composite, or each failing trigger, reports the
+        // value whose HPA arithmetic gives the count ebb sets.
+        Some((c, value)) if decision.fallback || value == CompositeValue::NilFallback => {
+            out.metrics.push(MetricWrite {
+                metric: MetricSlot::Composite,
+                value: fallback_metric_value(c.metric_type, c.target, wanted, settled),
+                failed: true,
+            });
+        }
+        Some(_) => {}
+        None if decision.fallback => {
+            for (i, poll) in obs.triggers.iter().enumerate() {
+                if matches!(poll.result, PollResult::Failed(_)) {
+                    out.metrics.push(MetricWrite {
+                        metric: MetricSlot::Trigger(i),
+                        value: fallback_metric_value(poll.metric_type, poll.target, wanted, settled),
+                        failed: true,
+                    });
+                }
             }
         }
+        None => {}
     }
     let paused = obs.pause.is_paused();
     if decision.fallback != was_fallback && !paused {
@@ -294,7 +330,7 @@ fn assess_triggers(obs: &Observation<'_>, memory: &mut TickMemory, out: &mut Out
                 mem.failures = 0;
                 mem.error = None;
                 out.metrics.push(MetricWrite {
-                    trigger: i,
+                    metric: MetricSlot::Trigger(i),
                     value: *value,
                     failed: false,
                 });
@@ -463,7 +499,7 @@ fn replica_rule(
 pub fn fallback_replicas(fallback: &Fallback, current: i32) -> i32 {
     let replicas = fallback.replicas.max(0);
     match fallback.behavior {
-        FallbackBehavior::Static => replicas,
+        FallbackBehavior::Static | FallbackBehavior::ScalingModifiers => replicas,
         FallbackBehavior::CurrentReplicas => current,
         FallbackBehavior::CurrentReplicasIfHigher => current.max(replicas),
         FallbackBehavior::CurrentReplicasIfLower => current.min(replicas),
@@ -590,6 +626,7 @@ mod tests {
             force_activation,
             pause,
             target: "Deployment w",
+            composite: None,
         }
     }
 
@@ -934,12 +971,12 @@ mod tests {
             out.metrics,
             vec![
                 MetricWrite {
-                    trigger: 0,
+                    metric: MetricSlot::Trigger(0),
                     value: 5.0,
                     failed: false
                 },
                 MetricWrite {
-                    trigger: 2,
+                    metric: MetricSlot::Trigger(2),
                     value: 0.0,
                     failed: false
                 },
@@ -960,7 +997,7 @@ mod tests {
         assert_eq!(out.events[0].kind, EventKind::Warning);
         // The failing trigger reports 4 replicas × its target of 10 to the HPA.
         assert!(out.metrics.contains(&MetricWrite {
-            trigger: 0,
+            metric: MetricSlot::Trigger(0),
             value: 40.0,
             failed: true
         }));
@@ -1181,12 +1218,12 @@ mod tests {
             // Every sampled value goes to the poll cache, fallback values only while engaged and
             // only for failing triggers.
             for (i, state) in triggers.iter().enumerate() {
-                let written: Vec<&MetricWrite> = out.metrics.iter().filter(|w| w.trigger == i).collect();
+                let written: Vec<&MetricWrite> = out.metrics.iter().filter(|w| w.metric == MetricSlot::Trigger(i)).collect();
                 match state {
                     Failed if d.fallback => {
                         // AverageValue: the count the fallback sets (within min and max) × target.
                         let f = fallback_count(&s, current);
-                        let expected = MetricWrite { trigger: i, value: f as f64 * 10.0, failed: true };
+                        let expected = MetricWrite { metric: MetricSlot::Trigger(i), value: f as f64 * 10.0, failed: true };
                         prop_assert_eq!(written, vec![&expected]);
                     }
                     Failed => prop_assert!(written.is_empty()),
@@ -1203,5 +1240,152 @@ mod tests {
             prop_assert_eq!(out.transitions.activity, Some(d.activity));
             prop_assert_eq!(memory.triggers.len(), triggers.len());
         }
+    }
+
+    fn composite(formula: &str, fallback: Option<Fallback>) -> (ScalingSpec, Composite) {
+        let so: ebb_crds::ScaledObjectSpec = serde_json::from_value(serde_json::json!({
+            "scaleTargetRef": {"name": "w"},
+            "advanced": {"scalingModifiers": {"formula": formula, "target": "5", "activationTarget": "2"}},
+            "triggers": [{"type": "x", "name": "a", "metadata": {}}, {"type": "x", "name": "b", "metadata": {}}]
+        }))
+        .unwrap();
+        let c = Composite::from_spec(&so, &[0, 1]).unwrap().unwrap();
+        let mut s = spec(0, 10, None);
+        s.fallback = fallback;
+        (s, c)
+    }
+
+    fn sampled(value: f64) -> PollResult {
+        // The per-trigger activity is deliberately the opposite of what the formula says.
+        PollResult::Sampled {
+            value,
+            active: value < 2.0,
+        }
+    }
+
+    fn decide_composite(
+        s: &ScalingSpec,
+        c: &Composite,
+        now: i64,
+        current: i32,
+        results: [PollResult; 2],
+        m: &mut TickMemory,
+    ) -> Outcome {
+        let mut p = polls(&[Inactive, Inactive]);
+        for (poll, r) in p.iter_mut().zip(results) {
+            poll.result = r;
+        }
+        let mut o = observe(s, now, current, &p, false, PauseState::default());
+        o.composite = Some(c);
+        decide(&o, m)
+    }
+
+    fn composite_writes(out: &Outcome) -> Vec<(f64, bool)> {
+        out.metrics
+            .iter()
+            .filter(|w| w.metric == MetricSlot::Composite)
+            .map(|w| (w.value, w.failed))
+            .collect()
+    }
+
+    #[test]
+    fn the_composite_decides_activation_and_is_what_the_hpa_reads() {
+        let (s, c) = composite("a + b", None);
+        let mut m = TickMemory::default();
+        // 1 + 1.5 = 2.5 > activationTarget 2: active, although neither trigger is.
+        let out = decide_composite(&s, &c, 10, 0, [sampled(1.0), sampled(1.5)], &mut m);
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(1));
+        assert_eq!(composite_writes(&out), vec![(2.5, false)]);
+        // 1 + 1 = 2, not above 2: inactive although both triggers are; the cooldown runs from the
+        // last activity (t=10), so at t=400 the object goes to zero.
+        let out = decide_composite(&s, &c, 400, 3, [sampled(1.0), sampled(1.0)], &mut m);
+        assert_eq!(
+            out.replicas.map(|d| d.activity),
+            Some(Activity::Inactive { in_cooldown: false })
+        );
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(0));
+    }
+
+    #[test]
+    fn a_failing_composite_never_scales_to_zero() {
+        let (s, c) = composite("a / b", None);
+        let mut m = TickMemory::default();
+        for results in [
+            [sampled(1.0), PollResult::Failed("down".into())],
+            [sampled(1.0), sampled(0.0)],
+        ] {
+            let out = decide_composite(&s, &c, 1000, 3, results, &mut m);
+            let d = out.replicas.unwrap();
+            assert_eq!((d.activity, d.write_replicas), (Activity::Unknown, None));
+            assert!(
+                composite_writes(&out).is_empty(),
+                "the HPA holds on its last value or an error"
+            );
+        }
+    }
+
+    #[test]
+    fn replica_fallback_serves_the_composite_fallback_value() {
+        let f = Fallback {
+            failure_threshold: 2,
+            replicas: 4,
+            behavior: FallbackBehavior::Static,
+        };
+        let (s, c) = composite("a + b", Some(f));
+        let mut m = TickMemory::default();
+        let fail = || [sampled(1.0), PollResult::Failed("down".into())];
+        let out = decide_composite(&s, &c, 1, 2, fail(), &mut m);
+        assert!(out.metrics.iter().all(|w| !w.failed), "below the threshold");
+        let out = decide_composite(&s, &c, 2, 2, fail(), &mut m);
+        assert_eq!(out.write.as_ref().map(|w| w.replicas), Some(4));
+        // 4 replicas × target 5; no per-trigger fallback value (the HPA does not read them).
+        assert_eq!(composite_writes(&out), vec![(20.0, true)]);
+        assert!(
+            out.metrics
+                .iter()
+                .all(|w| w.metric == MetricSlot::Composite || !w.failed)
+        );
+    }
+
+    #[test]
+    fn scaling_modifiers_fallback_substitutes_failing_triggers() {
+        let f = Fallback {
+            failure_threshold: 2,
+            replicas: 4,
+            behavior: FallbackBehavior::ScalingModifiers,
+        };
+        let (s, c) = composite("a ?? b * 3", Some(f.clone()));
+        let mut m = TickMemory::default();
+        let fail = || [PollResult::Failed("down".into()), sampled(5.0)];
+        let out = decide_composite(&s, &c, 1, 2, fail(), &mut m);
+        assert_eq!(
+            out.replicas.unwrap().activity,
+            Activity::Unknown,
+            "below the threshold"
+        );
+        let out = decide_composite(&s, &c, 2, 2, fail(), &mut m);
+        let d = out.replicas.unwrap();
+        assert_eq!(
+            (d.activity, d.fallback, d.write_replicas),
+            (Activity::Active, false, None)
+        );
+        assert_eq!(composite_writes(&out), vec![(15.0, true)]);
+        // Both failing: nil, so fallback.replicas, also from zero.
+        let (s, c) = composite("a ?? b", Some(f));
+        let mut m = TickMemory::default();
+        let both = || {
+            [
+                PollResult::Failed("down".into()),
+                PollResult::Failed("down".into()),
+            ]
+        };
+        decide_composite(&s, &c, 1, 0, both(), &mut m);
+        let out = decide_composite(&s, &c, 2, 0, both(), &mut m);
+        assert_eq!(
+            out.write.as_ref().map(|w| w.replicas),
+            Some(1),
+            "activated: 4 × 5 > 2"
+        );
+        assert_eq!(composite_writes(&out), vec![(20.0, true)]);
     }
 }

@@ -242,6 +242,7 @@ mod tests {
             paused_replicas: None,
             hpa_name: None,
             metric_names: Vec::new(),
+            composite_metric: None,
             original_replica_count: None,
             scale_target_kind: None,
             generation: None,

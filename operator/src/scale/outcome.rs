@@ -87,11 +87,20 @@ pub struct ReplicaWrite {
     pub event: EventNote,
 }
 
+/// Which metric of the object a [`MetricWrite`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricSlot {
+    /// A trigger's, by its index in the config.
+    Trigger(usize),
+    /// The scalingModifiers composite (`composite-metric`).
+    Composite,
+}
+
 /// A value for the poll cache, which the metrics adapter serves to the HPA.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricWrite {
-    /// Index of the trigger in the config.
-    pub trigger: usize,
+    /// The metric.
+    pub metric: MetricSlot,
     /// The sampled value, or while fallback is engaged and the trigger fails, the value whose HPA
     /// arithmetic gives the fallback count ([`crate::scale::decision::fallback_metric_value`]).
     pub value: f64,

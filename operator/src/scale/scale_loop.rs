@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ebb_crds::MetricType;
 use ebb_scalers::Scaler;
 use ebb_scalers::Thresholds;
+use ebb_scalers::metric_name::COMPOSITE_METRIC_NAME;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -25,11 +26,12 @@ use tokio::task::JoinHandle;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::{ObjectKey, Shared};
+use crate::scale::composite::Composite;
 use crate::scale::decision::{
     LoopMemory, Observation, PauseState, PollResult, ScalingSpec, TickMemory, TriggerPoll, decide,
 };
 use crate::scale::io::{LoopHost, TargetReplicas};
-use crate::scale::outcome::{Decision, Outcome};
+use crate::scale::outcome::{Decision, MetricSlot, Outcome};
 use crate::scale::targets::TargetRef;
 use crate::status::{LoopView, TriggerHealth};
 
@@ -69,6 +71,8 @@ pub struct LoopConfig {
     pub polling_interval: Duration,
     /// Identity of the config: a loop is only updated when this changes.
     pub fingerprint: u64,
+    /// `advanced.scalingModifiers`, compiled for `triggers` in this order.
+    pub composite: Option<Composite>,
 }
 
 /// Handle of a running loop.
@@ -253,6 +257,7 @@ pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickM
         force_activation: config.force_activation,
         pause: config.pause,
         target: &target,
+        composite: config.composite.as_ref(),
     };
     let outcome = decide(&obs, memory);
     execute(host, config, memory, outcome, sampled_at).await;
@@ -307,10 +312,14 @@ async fn execute<H: LoopHost>(
             at: sampled_at,
             failed: w.failed,
         };
-        host.put_metric(
-            metric_key(config, &config.triggers[w.trigger].metric_name),
-            metric,
-        );
+        let name = match w.metric {
+            MetricSlot::Trigger(i) => match config.triggers.get(i) {
+                Some(t) => t.metric_name.as_str(),
+                None => continue,
+            },
+            MetricSlot::Composite => COMPOSITE_METRIC_NAME,
+        };
+        host.put_metric(metric_key(config, name), metric);
     }
     let oref = object_ref(config);
     for event in &outcome.events {
@@ -567,6 +576,7 @@ mod tests {
             force_activation: false,
             polling_interval: Duration::from_secs(1),
             fingerprint: 1,
+            composite: None,
         }
     }
 

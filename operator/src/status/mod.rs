@@ -40,6 +40,8 @@ pub struct ReconcileView {
     pub hpa_name: Option<String>,
     /// External metric names, one per trigger.
     pub metric_names: Vec<String>,
+    /// The composite metric's name, with scalingModifiers.
+    pub composite_metric: Option<String>,
     /// Replica count found when ebb first took the target over.
     pub original_replica_count: Option<i32>,
     /// `group/version.Kind` of the target.
@@ -269,6 +271,7 @@ pub fn compose(
         health,
         paused_replica_count: r.paused_replicas,
         hpa_name: r.hpa_name.clone(),
+        composite_scaler_name: r.composite_metric.clone(),
         observed_generation: r.generation,
         triggers_types: r.triggers_types.clone(),
         authentications_types: r.authentications_types.clone(),
@@ -303,6 +306,7 @@ mod tests {
             paused_replicas: None,
             hpa_name: Some("ebb-hpa-x".into()),
             metric_names: vec!["s0-metrics-api-v".into()],
+            composite_metric: None,
             original_replica_count: Some(0),
             scale_target_kind: Some("apps/v1.Deployment".into()),
             generation: Some(1),

@@ -103,6 +103,7 @@ mod tests {
             paused_replicas: None,
             hpa_name: Some("ebb-hpa-x".into()),
             metric_names: vec!["s0-t-v".into()],
+            composite_metric: None,
             original_replica_count: Some(1),
             scale_target_kind: Some("apps/v1.Deployment".into()),
             generation: Some(1),
