@@ -169,7 +169,16 @@ mod tests {
         assert_eq!(
             cols,
             [
-                "Target", "Min", "Max", "Ready", "Active", "Fallback", "Paused", "Triggers", "Age"
+                "Target",
+                "Min",
+                "Max",
+                "Ready",
+                "Active",
+                "Fallback",
+                "Paused",
+                "Triggers",
+                "Authentications",
+                "Age"
             ]
         );
         // Not KEDA's `so`/`sj`/`ta`/`cta`: with both installed those would name only one group.
@@ -195,6 +204,8 @@ mod tests {
         }
         let cta = serde_json::to_value(ClusterTriggerAuthentication::crd()).unwrap();
         assert_eq!(cta["spec"]["scope"], "Cluster");
+        // Authentications list their users in a status of their own.
+        assert!(cta["spec"]["versions"][0]["subresources"]["status"].is_object());
         let props =
             &cta["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
         assert!(

@@ -499,7 +499,10 @@ mod tests {
         assert_eq!(refs.auths_reading_secret("a", "s2"), [ta("a", "t")]);
         let cta = AuthKey::Cluster { name: "c".into() };
         refs.set_auth(cta.clone(), &spec(&["s2"]), "ebb-system");
-        assert_eq!(refs.auths_reading_secret("ebb-system", "s2"), std::slice::from_ref(&cta));
+        assert_eq!(
+            refs.auths_reading_secret("ebb-system", "s2"),
+            std::slice::from_ref(&cta)
+        );
         refs.auths_relist_started(true);
         refs.auths_relist_done(true);
         assert!(!refs.auth_exists(&cta), "not listed again: gone");
