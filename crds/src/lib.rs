@@ -29,7 +29,7 @@ pub use scaled_object::{
 };
 pub use trigger_authentication::{
     AuthConfigMapTargetRef, AuthEnvironment, AuthSecretTargetRef, ClusterTriggerAuthentication,
-    ClusterTriggerAuthenticationSpec, PodIdentity, PodIdentityProvider, TriggerAuthentication,
+    ClusterTriggerAuthenticationSpec, IdentityOwner, PodIdentity, PodIdentityProvider, TriggerAuthentication,
     TriggerAuthenticationSpec, TriggerAuthenticationStatus,
 };
 

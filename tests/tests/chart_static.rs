@@ -656,14 +656,17 @@ async fn watch_namespace_and_secret_names_narrow_the_rbac() {
         1
     );
 
-    // Cluster-wide: ClusterTriggerAuthentications only.
+    // Cluster-wide: ClusterTriggerAuthentications only (and their status: their users).
     let cluster_rules: Vec<String> = r
         .rules()
         .into_iter()
         .filter(|(role, _)| role.starts_with("ClusterRole /") && role.ends_with(&op))
         .flat_map(|(_, rule)| strings(&rule["resources"]))
         .collect();
-    assert_eq!(cluster_rules, ["clustertriggerauthentications"]);
+    assert_eq!(
+        cluster_rules,
+        ["clustertriggerauthentications", "clustertriggerauthentications/status"]
+    );
 
     // The release namespace: its own Deployment, and the Secrets ClusterTriggerAuthentications name.
     let release_role = r

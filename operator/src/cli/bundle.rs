@@ -25,6 +25,7 @@ pub struct BundleObjects {
     trigger_auths: BTreeMap<(String, String), TriggerAuthenticationSpec>,
     cluster_trigger_auths: BTreeMap<String, TriggerAuthenticationSpec>,
     workloads: BTreeMap<(String, String, String), PodTemplateSpec>,
+    service_accounts: BTreeMap<(String, String), BTreeMap<String, String>>,
 }
 
 impl BundleObjects {
@@ -41,6 +42,18 @@ impl BundleObjects {
             match (api_version, kind) {
                 ("v1", "Secret") => {
                     b.secrets.insert((ns, name), decode_secret_json(v));
+                }
+                ("v1", "ServiceAccount") => {
+                    let annotations = v
+                        .pointer("/metadata/annotations")
+                        .and_then(Json::as_object)
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    b.service_accounts.insert((ns, name), annotations);
                 }
                 ("v1", "ConfigMap") => {
                     let data = v
@@ -122,6 +135,16 @@ impl ObjectSource for BundleObjects {
             Some(Err(problem)) => Lookup::Unavailable(format!("Secret {namespace}/{name}: {problem}")),
             None => Lookup::Missing,
         }
+    }
+    async fn service_account_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Lookup<BTreeMap<String, String>> {
+        self.service_accounts
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .map_or(Lookup::Missing, Lookup::Found)
     }
     async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
         self.config_maps

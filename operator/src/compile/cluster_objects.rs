@@ -54,6 +54,19 @@ impl ObjectSource for ClusterObjects {
             },
         )
     }
+    async fn service_account_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Lookup<BTreeMap<String, String>> {
+        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), namespace);
+        lookup(
+            api.get_opt(name).await,
+            format!("ServiceAccount {namespace}/{name}"),
+        )
+        .and_then(|sa| Lookup::Found(sa.metadata.annotations.unwrap_or_default()))
+    }
     async fn config_map(&self, namespace: &str, name: &str) -> Lookup<BTreeMap<String, String>> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         lookup(api.get_opt(name).await, format!("ConfigMap {namespace}/{name}"))

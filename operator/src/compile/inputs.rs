@@ -80,6 +80,12 @@ pub trait ObjectSource: Send + Sync {
         kind: &str,
         name: &str,
     ) -> Lookup<PodTemplateSpec>;
+    /// A ServiceAccount's annotations (for `identityOwner: workload`).
+    async fn service_account_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Lookup<BTreeMap<String, String>>;
     /// Namespace whose Secrets and ConfigMaps ClusterTriggerAuthentications read.
     fn cluster_auth_namespace(&self) -> &str;
     /// Whether a missing object is an error (cluster) or only unknown (offline, not in the input).
@@ -319,6 +325,18 @@ pub async fn resolve(
             None => complete = false,
         }
     }
+    if let Some(identity) = &spec.pod_identity {
+        complete &= crate::compile::pod_identity::apply_aws_identity(
+            source,
+            namespace,
+            env_source,
+            identity,
+            &what,
+            &mut params,
+            &mut out,
+        )
+        .await;
+    }
     if complete {
         out.auth_params = Some(params);
     }
@@ -555,6 +573,9 @@ mod tests {
             Lookup::Missing
         }
         async fn pod_template(&self, _: &str, _: &str, _: &str, _: &str) -> Lookup<PodTemplateSpec> {
+            Lookup::Missing
+        }
+        async fn service_account_annotations(&self, _: &str, _: &str) -> Lookup<BTreeMap<String, String>> {
             Lookup::Missing
         }
         fn cluster_auth_namespace(&self) -> &str {

@@ -128,6 +128,8 @@ pub struct SqsConfig {
     pub credentials: SqsCredentials,
     /// `awsRoleArn`: a role the credentials assume through STS.
     pub role_arn: Option<String>,
+    /// `awsExternalID`: the external ID of that role assumption.
+    pub external_id: Option<String>,
 }
 
 /// One reason parsed parameters make no [`SqsConfig`].
@@ -242,6 +244,7 @@ impl SqsConfig {
                 identity_owner,
                 credentials,
                 role_arn: p.str("awsRoleArn").map(str::to_string),
+                external_id: p.str("awsExternalID").map(str::to_string),
             }),
             _ => Err(ConfigErrors {
                 trigger_type: "aws-sqs-queue",

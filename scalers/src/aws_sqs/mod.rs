@@ -33,6 +33,9 @@ pub static PARAMS: &[Param] = &[
     Param::string("awsSecretAccessKey").from(AUTH_ENV).secret(),
     Param::string("awsSessionToken").from(AUTH).secret(),
     Param::string("awsRoleArn").from(AUTH),
+    // Set by `podIdentity.externalID` (or a TriggerAuthentication): the external ID of the role
+    // assumption.
+    Param::string("awsExternalID").from(AUTH),
 ];
 
 /// The aws-sqs-queue trigger's declaration.

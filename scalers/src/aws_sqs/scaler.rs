@@ -82,6 +82,7 @@ struct ClientSpec {
     endpoint: Option<String>,
     keys: Option<StaticKeys>,
     role_arn: Option<String>,
+    external_id: Option<String>,
 }
 
 /// The pool key of an SDK client: region, endpoint, a digest of the static keys (`None` for the
@@ -92,6 +93,7 @@ struct ClientKey {
     endpoint: Option<String>,
     credentials: Option<CredentialsDigest>,
     role_arn: Option<String>,
+    external_id: Option<String>,
 }
 
 impl ClientSpec {
@@ -101,6 +103,7 @@ impl ClientSpec {
             endpoint: self.endpoint.clone(),
             credentials: self.keys.as_ref().map(StaticKeys::digest),
             role_arn: self.role_arn.clone(),
+            external_id: self.external_id.clone(),
         }
     }
 }
@@ -168,11 +171,13 @@ impl SqsClients {
         }
         let mut sdk = loader.load().await;
         if let Some(role_arn) = &spec.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
+            let mut builder = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
                 .session_name("ebb")
-                .configure(&sdk)
-                .build()
-                .await;
+                .configure(&sdk);
+            if let Some(id) = &spec.external_id {
+                builder = builder.external_id(id.clone());
+            }
+            let provider = builder.build().await;
             sdk = sdk
                 .into_builder()
                 .credentials_provider(SharedCredentialsProvider::new(provider))
@@ -310,6 +315,7 @@ impl SqsScaler {
             endpoint: config.endpoint,
             keys,
             role_arn: config.role_arn,
+            external_id: config.external_id,
         };
         Ok(Self {
             sdk: clients.slot(&spec),
