@@ -665,7 +665,10 @@ async fn watch_namespace_and_secret_names_narrow_the_rbac() {
         .collect();
     assert_eq!(
         cluster_rules,
-        ["clustertriggerauthentications", "clustertriggerauthentications/status"]
+        [
+            "clustertriggerauthentications",
+            "clustertriggerauthentications/status"
+        ]
     );
 
     // The release namespace: its own Deployment, and the Secrets ClusterTriggerAuthentications name.

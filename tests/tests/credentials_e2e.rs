@@ -101,24 +101,58 @@ async fn health(api: &Api<ScaledObject>, name: &str) -> Option<(String, i32)> {
     Some((format!("{:?}", h.status), h.number_of_failures))
 }
 
+/// What the steps after the common setup share.
+struct Ctx<'a> {
+    env: &'a TestEnv,
+    client: kube::Client,
+    ns: String,
+    user: String,
+    metrics: String,
+    channel: lapin::Channel,
+    queue: String,
+    sos: Api<ScaledObject>,
+    tas: Api<TriggerAuthentication>,
+}
+
+/// Which test runs after the common setup.
+enum Case {
+    /// Rotation with `get`-only Secrets, then an edited TriggerAuthentication.
+    Rotation,
+    /// `--watch-secrets`: a Secret changed alone is used at once.
+    WatchSecrets,
+}
+
 #[tokio::test]
 async fn rotated_credentials_are_used_without_a_restart_or_an_edit() {
+    run(Case::Rotation).await;
+}
+
+#[tokio::test]
+async fn with_the_secret_watch_a_changed_secret_is_used_at_once() {
+    run(Case::WatchSecrets).await;
+}
+
+/// The common setup: a RabbitMQ user of its own, a queue with 3 messages, a Secret, a
+/// TriggerAuthentication, a ScaledObject scaled to 1; then the case; then the cleanup.
+async fn run(case: Case) {
     let env = TestEnv::load().await.unwrap();
     install_crds(&env.client).await.unwrap();
     let ns = env.namespace("e2e-cred").await.unwrap();
-    let rbac = ChartRbac::install(&env, &ns.name, "ebb-cred", &[]).await;
+    let sets: &[&str] = match case {
+        Case::Rotation => &[],
+        Case::WatchSecrets => &["credentials.watchSecrets=true"],
+    };
+    let rbac = ChartRbac::install(&env, &ns.name, "ebb-cred", sets).await;
+    let mut args = vec!["--lease-name", rbac.lease_name.as_str()];
+    if matches!(case, Case::WatchSecrets) {
+        args.push("--watch-secrets=true");
+    }
     let user = unique_name("ebb-cred");
     let queue = unique_name("ebb-cred-q");
     let metrics = free_local_addr();
-    let operator = OperatorProcess::start_with(
-        &rbac.identity.kubeconfig,
-        &metrics,
-        &ns.name,
-        "op",
-        &["--lease-name", &rbac.lease_name],
-    )
-    .await
-    .unwrap();
+    let operator = OperatorProcess::start_with(&rbac.identity.kubeconfig, &metrics, &ns.name, "op", &args)
+        .await
+        .unwrap();
     let client = env.client.clone();
     let outcome = AssertUnwindSafe(async {
         // A user of its own, allowed to read the default vhost's queues.
@@ -173,8 +207,7 @@ async fn rotated_credentials_are_used_without_a_restart_or_an_edit() {
         })
         .await
         .unwrap();
-        let before = sos.get("consumer").await.unwrap();
-        let status = before.status.clone().unwrap();
+        let status = sos.get("consumer").await.unwrap().status.unwrap();
         assert_eq!(status.authentications_types.as_deref(), Some("rabbit-auth"));
         assert_eq!(status.triggers_types.as_deref(), Some("rabbitmq"));
         wait_for("the TriggerAuthentication lists its user", Duration::from_secs(20), || async {
@@ -184,73 +217,21 @@ async fn rotated_credentials_are_used_without_a_restart_or_an_edit() {
         .await
         .unwrap();
 
-        // Rotation at the broker first: the old password is refused (ebb reads the Secret again,
-        // still the old one), then the Secret changes. ebb cannot watch it (`get` only).
-        let (_, refused_before) = poll_counts(&metrics).await.expect("/metrics");
-        assert_eq!(
-            management(&env, "PUT", &users, Some(json!({"password": "second-pass", "tags": "management"}))).await / 100,
-            2
-        );
-        let rotated = Instant::now();
-        wait_for("the old password is refused", Duration::from_secs(15), || async {
-            let (_, refused) = poll_counts(&metrics).await?;
-            (refused > refused_before).then_some(())
-        })
-        .await
-        .unwrap();
-        let refused_after = rotated.elapsed();
-        let (ok_before, _) = poll_counts(&metrics).await.unwrap();
-        put_secret(&client, &ns_name, "rabbit", &host_of(&env, &user, "second-pass", "%2F")).await;
-        let changed = Instant::now();
-        wait_for("a poll with the new password", Duration::from_secs(20), || async {
-            let (ok, _) = poll_counts(&metrics).await?;
-            (ok > ok_before).then_some(())
-        })
-        .await
-        .unwrap();
-        let in_use = changed.elapsed();
-        eprintln!(
-            "rotation: the old password refused {:.2} s after the broker changed it; the new one in use {:.2} s after the Secret changed",
-            refused_after.as_secs_f64(),
-            in_use.as_secs_f64()
-        );
-        assert!(in_use < Duration::from_secs(10), "{in_use:?}");
-        let log = std::fs::read_to_string(OperatorProcess::log_path(&ns_name, "op")).unwrap_or_default();
-        assert!(log.contains("credentials refused: resolving them again"), "{log}");
-        // Still scaling: the queue empties, the object goes to 0, on the new password.
-        channel
-            .queue_purge(queue.as_str().into(), Default::default())
-            .await
-            .unwrap();
-        wait_for("consumer scaled to 0 after the rotation", Duration::from_secs(60), || async {
-            (replicas(&client, &ns_name, "consumer").await.ok()? == 0).then_some(())
-        })
-        .await
-        .unwrap();
-        let after = sos.get("consumer").await.unwrap();
-        assert_eq!(after.metadata.generation, before.metadata.generation, "the ScaledObject was not edited");
-
-        // A TriggerAuthentication edited to read another Secret: used at once (no refusal
-        // involved: that Secret names a vhost that does not exist, so the polls now fail).
-        put_secret(&client, &ns_name, "rabbit-other", &host_of(&env, &user, "second-pass", "no-such-vhost")).await;
-        let (status_before, _) = health(&sos, "consumer").await.unwrap();
-        assert_eq!(status_before, "Happy");
-        let edited = Instant::now();
-        tas.patch(
-            "rabbit-auth",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"secretTargetRef": [{"parameter": "host", "name": "rabbit-other", "key": "host"}]}})),
-        )
-        .await
-        .unwrap();
-        wait_for("the edited authentication is used", Duration::from_secs(15), || async {
-            let (status, failures) = health(&sos, "consumer").await?;
-            (status == "Failing" && failures > 0).then_some(())
-        })
-        .await
-        .unwrap();
-        eprintln!("TriggerAuthentication edit used after {:.2} s", edited.elapsed().as_secs_f64());
-        assert_eq!(replicas(&client, &ns_name, "consumer").await.unwrap(), 0, "an error never scales");
+        let ctx = Ctx {
+            env: &env,
+            client: client.clone(),
+            ns: ns_name.clone(),
+            user: user.clone(),
+            metrics: metrics.clone(),
+            channel: channel.clone(),
+            queue: queue.clone(),
+            sos,
+            tas,
+        };
+        match case {
+            Case::Rotation => rotation(&ctx).await,
+            Case::WatchSecrets => watch_secrets(&ctx).await,
+        }
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
@@ -264,4 +245,159 @@ async fn rotated_credentials_are_used_without_a_restart_or_an_edit() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// The broker refuses the old password, the Secret changes, the new one is used; then an edited
+/// TriggerAuthentication is used at once.
+async fn rotation(ctx: &Ctx<'_>) {
+    let Ctx {
+        env,
+        client,
+        ns: ns_name,
+        user,
+        metrics,
+        channel,
+        queue,
+        sos,
+        tas,
+    } = ctx;
+    let (env, ns_name) = (*env, ns_name.as_str());
+    let users = format!("/api/users/{user}");
+    let before = sos.get("consumer").await.unwrap();
+    // Rotation at the broker first: the old password is refused (ebb reads the Secret again,
+    // still the old one), then the Secret changes. ebb cannot watch it (`get` only).
+    let (_, refused_before) = poll_counts(metrics).await.expect("/metrics");
+    assert_eq!(
+        management(
+            env,
+            "PUT",
+            &users,
+            Some(json!({"password": "second-pass", "tags": "management"}))
+        )
+        .await
+            / 100,
+        2
+    );
+    let rotated = Instant::now();
+    wait_for("the old password is refused", Duration::from_secs(15), || async {
+        let (_, refused) = poll_counts(metrics).await?;
+        (refused > refused_before).then_some(())
+    })
+    .await
+    .unwrap();
+    let refused_after = rotated.elapsed();
+    let (ok_before, _) = poll_counts(metrics).await.unwrap();
+    put_secret(
+        client,
+        ns_name,
+        "rabbit",
+        &host_of(env, user, "second-pass", "%2F"),
+    )
+    .await;
+    let changed = Instant::now();
+    wait_for(
+        "a poll with the new password",
+        Duration::from_secs(20),
+        || async {
+            let (ok, _) = poll_counts(metrics).await?;
+            (ok > ok_before).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let in_use = changed.elapsed();
+    eprintln!(
+        "rotation: the old password refused {:.2} s after the broker changed it; the new one in use {:.2} s after the Secret changed",
+        refused_after.as_secs_f64(),
+        in_use.as_secs_f64()
+    );
+    assert!(in_use < Duration::from_secs(10), "{in_use:?}");
+    let log = std::fs::read_to_string(OperatorProcess::log_path(ns_name, "op")).unwrap_or_default();
+    assert!(log.contains("credentials refused: resolving them again"), "{log}");
+    // Still scaling: the queue empties, the object goes to 0, on the new password.
+    channel
+        .queue_purge(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "consumer scaled to 0 after the rotation",
+        Duration::from_secs(60),
+        || async { (replicas(client, ns_name, "consumer").await.ok()? == 0).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let after = sos.get("consumer").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "the ScaledObject was not edited"
+    );
+
+    // A TriggerAuthentication edited to read another Secret: used at once (no refusal
+    // involved: that Secret names a vhost that does not exist, so the polls now fail).
+    put_secret(
+        client,
+        ns_name,
+        "rabbit-other",
+        &host_of(env, user, "second-pass", "no-such-vhost"),
+    )
+    .await;
+    let (status_before, _) = health(sos, "consumer").await.unwrap();
+    assert_eq!(status_before, "Happy");
+    let edited = Instant::now();
+    tas.patch(
+            "rabbit-auth",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secretTargetRef": [{"parameter": "host", "name": "rabbit-other", "key": "host"}]}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the edited authentication is used",
+        Duration::from_secs(15),
+        || async {
+            let (status, failures) = health(sos, "consumer").await?;
+            (status == "Failing" && failures > 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "TriggerAuthentication edit used after {:.2} s",
+        edited.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        replicas(client, ns_name, "consumer").await.unwrap(),
+        0,
+        "an error never scales"
+    );
+}
+
+/// With `--watch-secrets`, a Secret changed alone (no refusal: it names a vhost that does not
+/// exist, and nothing else reconciles the object) is read again at once.
+async fn watch_secrets(ctx: &Ctx<'_>) {
+    let (status, _) = health(&ctx.sos, "consumer").await.unwrap();
+    assert_eq!(status, "Happy");
+    let changed = Instant::now();
+    put_secret(
+        &ctx.client,
+        &ctx.ns,
+        "rabbit",
+        &host_of(ctx.env, &ctx.user, "first-pass", "no-such-vhost"),
+    )
+    .await;
+    wait_for("the changed Secret is used", Duration::from_secs(15), || async {
+        let (status, failures) = health(&ctx.sos, "consumer").await?;
+        (status == "Failing" && failures > 0).then_some(())
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "watched Secret used after {:.2} s",
+        changed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        replicas(&ctx.client, &ctx.ns, "consumer").await.unwrap(),
+        1,
+        "an error never scales"
+    );
 }
