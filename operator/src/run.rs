@@ -448,25 +448,7 @@ async fn run_controller(
     // The HPA cache serves conflict checks and drift detection (every HPA, for foreign ones); the
     // controller's trigger stream of the HPAs it owns feeds it too (below).
     let so_targets = Arc::new(TargetIndex::default());
-    let hpas = Arc::new(HpaCache::default());
-    let hpa_watch = tokio::spawn({
-        let hpas = hpas.clone();
-        watcher::watcher(hpa_api.clone(), watcher::Config::default())
-            .backoff(WatchBackoff::default())
-            .for_each(move |event| {
-                if let Ok(event) = event {
-                    hpas.observe(&event);
-                }
-                futures::future::ready(())
-            })
-    });
-    // Conflict checks and drift detection need the HPAs first (else every object re-applies its HPA).
-    if tokio::time::timeout(Duration::from_secs(30), hpas.wait_until_synced())
-        .await
-        .is_err()
-    {
-        tracing::warn!("HPA watch not synced after 30 s; continuing");
-    }
+    let (hpas, hpa_watch) = HpaCache::start(hpa_api.clone()).await;
     let so_api: Api<ScaledObject> = scoped(&client, options.namespace.as_deref());
     // The controller's cache of ScaledObjects, without managedFields (nothing reads them; at
     // thousands of objects they are a good part of the memory). Controller::for_stream is
@@ -474,12 +456,7 @@ async fn run_controller(
     let (so_reader, so_writer) = reflector::store();
     let so_listed = crate::cache::listed::Listed::default();
     let auth_refs = Arc::new(crate::cache::auth_refs::AuthRefs::default());
-    let (so_reresolve, so_reresolve_rx) = crate::reconcile::credentials::Reresolve::channel();
-    let (sj_reresolve, sj_reresolve_rx) = crate::reconcile::credentials::Reresolve::channel();
-    let reresolve = Arc::new(crate::reconcile::credentials::Requesters {
-        scaled_objects: Arc::new(so_reresolve),
-        scaled_jobs: Arc::new(sj_reresolve),
-    });
+    let (reresolve, so_reresolve_rx, sj_reresolve_rx) = crate::reconcile::credentials::Requesters::channels();
     let so_stream = reflector::reflector(
         so_writer,
         watcher::watcher(so_api, watcher::Config::default().any_semantic())
@@ -527,8 +504,8 @@ async fn run_controller(
         hpas,
         so_store: controller.store(),
         so_listed,
-        auth_refs: auth_refs.clone(),
-        reresolve: reresolve.clone(),
+        auth_refs,
+        reresolve,
         so_targets,
         objects: Mutex::new(HashMap::new()),
         cache: Arc::new(MetricCache::default()),
@@ -542,18 +519,8 @@ async fn run_controller(
     *leader_state.write().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
     let (jobs_ctx, mut job_tasks) =
         crate::reconcile::scaled_job::start(&client, options.namespace.as_deref(), &shared, sj_reresolve_rx);
-    job_tasks.extend(
-        crate::reconcile::credentials::CredentialWatches {
-            client: client.clone(),
-            namespace: options.namespace.clone(),
-            cluster_auth_namespace: options.lease_namespace.clone(),
-            refs: auth_refs,
-            requesters: reresolve,
-            watch_secrets: options.watch_secrets,
-            leader: shared.leader.clone(),
-        }
-        .start(),
-    );
+    let credentials = crate::reconcile::credentials::CredentialWatches::of(&shared, options);
+    job_tasks.extend(credentials.start());
     let slot_sweeper = crate::context::spawn_slot_sweeper(&shared, crate::context::SLOT_SWEEP_INTERVAL);
     let generator = match options.workload_annotations {
         true => crate::generate::worker::Generator::start(shared.clone(), changes_rx),

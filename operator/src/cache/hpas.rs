@@ -78,6 +78,31 @@ pub struct HpaCache {
 }
 
 impl HpaCache {
+    /// Starts a cache fed by a watch of every HPA `api` sees and waits (at most 30 s) until it
+    /// has listed: conflict checks and drift detection need the HPAs first (else every object
+    /// re-applies its HPA). The task runs until aborted.
+    pub async fn start(api: kube::Api<DynamicObject>) -> (Arc<HpaCache>, tokio::task::JoinHandle<()>) {
+        use futures::StreamExt as _;
+        use kube::runtime::WatchStreamExt as _;
+        let hpas = Arc::new(HpaCache::default());
+        let task = tokio::spawn({
+            let hpas = hpas.clone();
+            watcher::watcher(api, watcher::Config::default())
+                .backoff(crate::infra::backoff::WatchBackoff::default())
+                .for_each(move |event| {
+                    if let Ok(event) = event {
+                        hpas.observe(&event);
+                    }
+                    futures::future::ready(())
+                })
+        });
+        let synced = tokio::time::timeout(std::time::Duration::from_secs(30), hpas.wait_until_synced()).await;
+        if synced.is_err() {
+            tracing::warn!("HPA watch not synced after 30 s; continuing");
+        }
+        (hpas, task)
+    }
+
     /// The HPA `ns/name`.
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<CachedHpa>> {
         self.index.get(ns, name)

@@ -102,7 +102,25 @@ pub struct Requesters {
     pub scaled_jobs: Arc<Reresolve<ebb_crds::ScaledJob>>,
 }
 
+/// A receiver of re-resolve requests for a controller of `K` (`Controller::reconcile_on`).
+pub type ReresolveRx<K> = mpsc::UnboundedReceiver<ObjectRef<K>>;
+
 impl Requesters {
+    /// The requesters, and the streams the ScaledObject and ScaledJob controllers take.
+    pub fn channels() -> (
+        Arc<Requesters>,
+        ReresolveRx<ebb_crds::ScaledObject>,
+        ReresolveRx<ebb_crds::ScaledJob>,
+    ) {
+        let (so, so_rx) = Reresolve::channel();
+        let (sj, sj_rx) = Reresolve::channel();
+        let requesters = Requesters {
+            scaled_objects: Arc::new(so),
+            scaled_jobs: Arc::new(sj),
+        };
+        (Arc::new(requesters), so_rx, sj_rx)
+    }
+
     fn users_of(&self, refs: &AuthRefs, key: &AuthKey) {
         for so in refs.scaled_objects_using(key) {
             self.scaled_objects.now(&so);
@@ -132,6 +150,20 @@ pub struct CredentialWatches {
 }
 
 impl CredentialWatches {
+    /// The watches of the leader's controller: its client, caches and leader guard, and the
+    /// options' scope and `--watch-secrets`.
+    pub fn of(shared: &crate::context::Shared, options: &crate::run::OperatorOptions) -> Self {
+        CredentialWatches {
+            client: shared.client.clone(),
+            namespace: options.namespace.clone(),
+            cluster_auth_namespace: shared.cluster_auth_namespace.clone(),
+            refs: shared.auth_refs.clone(),
+            requesters: shared.reresolve.clone(),
+            watch_secrets: options.watch_secrets,
+            leader: shared.leader.clone(),
+        }
+    }
+
     /// Starts the watches and the status writer; the tasks run until aborted.
     pub fn start(self) -> Vec<JoinHandle<()>> {
         let this = Arc::new(self);
