@@ -217,32 +217,56 @@ impl CacheProvider {
         } else {
             config.polling_interval
         };
+        self.cached_or(shared, key.clone(), max_age, || async {
+            let sample = trigger.scaler.sample().await.map(|s| s.value);
+            settle(shared, key, sample.map_err(|e| e.to_string()))
+        })
+        .await
+    }
+
+    /// Serves `key` from the cache while it is no older than `max_age`; else runs `refresh`, one
+    /// request at a time per metric (the requests that waited serve what it cached).
+    async fn cached_or<F, Fut>(
+        &self,
+        shared: &Shared,
+        key: MetricKey,
+        max_age: Duration,
+        refresh: F,
+    ) -> Result<MetricValue, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<MetricValue, ProviderError>>,
+    {
         let fresh = |m: &CachedMetric| m.at.elapsed() <= max_age;
         if let Some(m) = shared.cache.get(&key).filter(fresh) {
             return Ok(served(&m));
         }
-        // Stale or missing: one query for every request waiting on this metric.
         let claim = self.refreshing.claim(&key);
         let _guard = claim.lock.lock().await;
         if let Some(m) = shared.cache.get(&key).filter(fresh) {
             return Ok(served(&m));
         }
-        match trigger.scaler.sample().await {
-            Ok(sample) => {
-                let m = CachedMetric {
-                    value: sample.value,
-                    at: Instant::now(),
-                    failed: false,
-                };
-                shared.cache.put(key, m.clone());
-                Ok(served(&m))
-            }
-            // While the fallback applies the cache holds the fallback value: keep serving it.
-            Err(e) => match shared.cache.get(&key).filter(|m| m.failed) {
-                Some(m) => Ok(served(&m)),
-                None => Err(ProviderError::Unavailable(e.to_string())),
-            },
+        refresh().await
+    }
+}
+
+/// Caches a new value and serves it. A failure serves the cached value while it is a fallback
+/// value (the fallback applies: keep serving it), else is the error.
+fn settle(shared: &Shared, key: MetricKey, value: Result<f64, String>) -> Result<MetricValue, ProviderError> {
+    match value {
+        Ok(value) => {
+            let m = CachedMetric {
+                value,
+                at: Instant::now(),
+                failed: false,
+            };
+            shared.cache.put(key, m.clone());
+            Ok(served(&m))
         }
+        Err(e) => match shared.cache.get(&key).filter(|m| m.failed) {
+            Some(m) => Ok(served(&m)),
+            None => Err(ProviderError::Unavailable(e)),
+        },
     }
 }
 
@@ -264,65 +288,48 @@ impl CacheProvider {
             config.polling_interval
         };
         let fresh = |m: &CachedMetric| m.at.elapsed() <= max_age;
-        if let Some(m) = shared.cache.get(&key).filter(fresh) {
-            return Ok(served(&m));
-        }
-        let claim = self.refreshing.claim(&key);
-        let _guard = claim.lock.lock().await;
-        if let Some(m) = shared.cache.get(&key).filter(fresh) {
-            return Ok(served(&m));
-        }
-        let samples = join_all(config.triggers.iter().map(|t| async {
-            let trigger_key = MetricKey {
-                metric: t.metric_name.clone(),
-                ..key.clone()
-            };
-            if !t.scaler.samples_are_cheap()
-                && let Some(m) = shared.cache.get(&trigger_key).filter(|m| !m.failed && fresh(m))
-            {
-                return Some(m.value);
-            }
-            let sample = t.scaler.sample().await.ok()?;
-            shared.cache.put(
-                trigger_key,
-                CachedMetric {
-                    value: sample.value,
-                    at: Instant::now(),
-                    failed: false,
-                },
-            );
-            Some(sample.value)
-        }))
-        .await;
-        let inputs: Vec<Input<'_>> = samples
-            .iter()
-            .zip(&config.triggers)
-            .map(|(s, t)| match s {
-                Some(v) => Input::Value(*v),
-                None => Input::Failed {
-                    metric: &t.metric_name,
-                    failures: 1,
-                },
-            })
-            .collect();
-        match composite::evaluate(composite, &inputs, None) {
-            CompositeValue::Value { value, .. } => {
-                let m = CachedMetric {
-                    value,
-                    at: Instant::now(),
-                    failed: false,
+        self.cached_or(shared, key.clone(), max_age, || async {
+            let samples = join_all(config.triggers.iter().map(|t| async {
+                let trigger_key = MetricKey {
+                    metric: t.metric_name.clone(),
+                    ..key.clone()
                 };
-                shared.cache.put(key, m.clone());
-                Ok(served(&m))
-            }
-            other => match shared.cache.get(&key).filter(|m| m.failed) {
-                Some(m) => Ok(served(&m)),
-                None => Err(ProviderError::Unavailable(match other {
-                    CompositeValue::Failed(e) => e,
-                    _ => "the formula gave no value".to_string(),
-                })),
-            },
-        }
+                if !t.scaler.samples_are_cheap()
+                    && let Some(m) = shared.cache.get(&trigger_key).filter(|m| !m.failed && fresh(m))
+                {
+                    return Some(m.value);
+                }
+                let sample = t.scaler.sample().await.ok()?;
+                shared.cache.put(
+                    trigger_key,
+                    CachedMetric {
+                        value: sample.value,
+                        at: Instant::now(),
+                        failed: false,
+                    },
+                );
+                Some(sample.value)
+            }))
+            .await;
+            let inputs: Vec<Input<'_>> = samples
+                .iter()
+                .zip(&config.triggers)
+                .map(|(s, t)| match s {
+                    Some(v) => Input::Value(*v),
+                    None => Input::Failed {
+                        metric: &t.metric_name,
+                        failures: 1,
+                    },
+                })
+                .collect();
+            let value = match composite::evaluate(composite, &inputs, None) {
+                CompositeValue::Value { value, .. } => Ok(value),
+                CompositeValue::Failed(e) => Err(e),
+                _ => Err("the formula gave no value".to_string()),
+            };
+            settle(shared, key, value)
+        })
+        .await
     }
 }
 

@@ -148,6 +148,25 @@ impl ResolvedInputs {
             self.missing.push(format!("{what} is not in the input"));
         }
     }
+    /// What a lookup found, or `None` with the reason noted, naming `what`: missing (an error in
+    /// the cluster, unknown offline), unusable, or a failure that may pass.
+    pub fn found<T>(&mut self, source: &dyn ObjectSource, lookup: Lookup<T>, what: String) -> Option<T> {
+        match lookup {
+            Lookup::Found(v) => Some(v),
+            Lookup::Missing => {
+                self.missing_object(source, what);
+                None
+            }
+            Lookup::Unavailable(m) => {
+                self.errors.push(format!("{what}: {m}"));
+                None
+            }
+            Lookup::Transient(t) => {
+                self.transient.push(t);
+                None
+            }
+        }
+    }
     /// Replaces every value that came from a Secret with `(hidden)` in a text (an error message).
     pub fn scrub(&self, text: &str) -> String {
         let mut values: Vec<&String> = Vec::new();
@@ -249,26 +268,16 @@ pub async fn resolve(
     let mut complete = true;
     for (i, r) in spec.secret_target_ref.iter().enumerate() {
         let origin = format!("{what} secretTargetRef[{i}]: Secret {secrets_ns}/{}", r.name);
-        match source.secret(&secrets_ns, &r.name).await {
-            Lookup::Found(data) => match data.get(&r.key) {
+        let lookup = source.secret(&secrets_ns, &r.name).await;
+        match out.found(source, lookup, origin.clone()) {
+            Some(data) => match data.get(&r.key) {
                 Some(v) => {
                     params.insert(r.parameter.clone(), v.clone());
                     out.sensitive.insert(r.parameter.clone());
                 }
                 None => out.errors.push(format!("{origin} has no key {:?}", r.key)),
             },
-            Lookup::Missing => {
-                complete = false;
-                out.missing_object(source, origin);
-            }
-            Lookup::Unavailable(m) => {
-                complete = false;
-                out.errors.push(format!("{origin}: {m}"));
-            }
-            Lookup::Transient(t) => {
-                complete = false;
-                out.transient.push(t);
-            }
+            None => complete = false,
         }
     }
     for (i, r) in spec.config_map_target_ref.iter().enumerate() {
@@ -276,25 +285,15 @@ pub async fn resolve(
             "{what} configMapTargetRef[{i}]: ConfigMap {secrets_ns}/{}",
             r.name
         );
-        match source.config_map(&secrets_ns, &r.name).await {
-            Lookup::Found(data) => match data.get(&r.key) {
+        let lookup = source.config_map(&secrets_ns, &r.name).await;
+        match out.found(source, lookup, origin.clone()) {
+            Some(data) => match data.get(&r.key) {
                 Some(v) => {
                     params.insert(r.parameter.clone(), v.clone());
                 }
                 None => out.errors.push(format!("{origin} has no key {:?}", r.key)),
             },
-            Lookup::Missing => {
-                complete = false;
-                out.missing_object(source, origin);
-            }
-            Lookup::Unavailable(m) => {
-                complete = false;
-                out.errors.push(format!("{origin}: {m}"));
-            }
-            Lookup::Transient(t) => {
-                complete = false;
-                out.transient.push(t);
-            }
+            None => complete = false,
         }
     }
     for (i, e) in spec.env.iter().enumerate() {

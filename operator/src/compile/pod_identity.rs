@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use ebb_crds::{IdentityOwner, PodIdentity, PodIdentityProvider};
 
-use crate::compile::inputs::{EnvSource, Lookup, ObjectSource, ResolvedInputs};
+use crate::compile::inputs::{EnvSource, ObjectSource, ResolvedInputs};
 
 /// The annotation of a ServiceAccount that names its IAM role (IRSA).
 pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
@@ -86,35 +86,19 @@ pub async fn apply_aws_identity(
                 return false;
             };
             let origin = format!("{what} identityOwner workload: ServiceAccount {namespace}/{account}");
-            match source.service_account_annotations(namespace, &account).await {
-                Lookup::Found(annotations) => match annotations.get(ROLE_ANNOTATION) {
-                    Some(role) if !role.is_empty() => {
-                        params.insert("awsRoleArn".into(), role.clone());
-                        true
-                    }
-                    _ => {
-                        out.errors
-                            .push(format!("{origin} has no {ROLE_ANNOTATION} annotation"));
-                        true
-                    }
-                },
-                Lookup::Missing => {
-                    if source.missing_is_error() {
-                        out.errors.push(format!("{origin} not found"));
-                    } else {
-                        out.missing.push(format!("{origin} is not in the input"));
-                    }
-                    false
+            let lookup = source.service_account_annotations(namespace, &account).await;
+            let Some(annotations) = out.found(source, lookup, origin.clone()) else {
+                return false;
+            };
+            match annotations.get(ROLE_ANNOTATION) {
+                Some(role) if !role.is_empty() => {
+                    params.insert("awsRoleArn".into(), role.clone());
                 }
-                Lookup::Unavailable(m) => {
-                    out.errors.push(format!("{origin}: {m}"));
-                    true
-                }
-                Lookup::Transient(t) => {
-                    out.transient.push(t);
-                    false
-                }
+                _ => out
+                    .errors
+                    .push(format!("{origin} has no {ROLE_ANNOTATION} annotation")),
             }
+            true
         }
     }
 }
@@ -137,31 +121,12 @@ async fn service_account_of(
                     &target.name,
                 )
                 .await;
-            match found {
-                Lookup::Found(t) => t,
-                Lookup::Missing => {
-                    let what = format!(
-                        "scale target {} {namespace}/{}",
-                        target.kind_or_default(),
-                        target.name
-                    );
-                    if source.missing_is_error() {
-                        out.errors.push(format!("{what} not found"));
-                    } else {
-                        out.missing
-                            .push(format!("{what} (for its ServiceAccount) is not in the input"));
-                    }
-                    return None;
-                }
-                Lookup::Unavailable(m) => {
-                    out.errors.push(m);
-                    return None;
-                }
-                Lookup::Transient(t) => {
-                    out.transient.push(t);
-                    return None;
-                }
-            }
+            let what = format!(
+                "scale target {} {namespace}/{} (for its ServiceAccount)",
+                target.kind_or_default(),
+                target.name
+            );
+            out.found(source, found, what)?
         }
     };
     Some(
