@@ -277,6 +277,7 @@ pub mod leader;
 pub mod metrics_api;
 pub mod nats;
 pub mod pods;
+pub mod rabbitmq;
 pub mod relay;
 pub mod sqs;
 

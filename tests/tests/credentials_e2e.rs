@@ -16,13 +16,11 @@ use ebb_tests::kafka::unique_name;
 use ebb_tests::leader::free_local_addr;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
+use ebb_tests::rabbitmq::TestQueue;
 use ebb_tests::{TestEnv, install_crds, wait_for};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -148,7 +146,6 @@ async fn run(case: Case) {
         args.push("--watch-secrets=true");
     }
     let user = unique_name("ebb-cred");
-    let queue = unique_name("ebb-cred-q");
     let metrics = free_local_addr();
     let operator = OperatorProcess::start_with(&rbac.identity.kubeconfig, &metrics, &ns.name, "op", &args)
         .await
@@ -164,22 +161,9 @@ async fn run(case: Case) {
         let perms = format!("/api/permissions/%2F/{user}");
         let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
         assert_eq!(management(&env, "PUT", &perms, Some(all)).await / 100, 2);
-        let amqp = Connection::connect(env.var("EBB_RABBITMQ_AMQP_URL").unwrap(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let channel = amqp.create_channel().await.unwrap();
-        let mut args = FieldTable::default();
-        args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
-        channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
-            .await
-            .unwrap();
-        for i in 0..3 {
-            channel
-                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), format!("m{i}").as_bytes(), BasicProperties::default())
-                .await
-                .unwrap();
-        }
+        let test_queue = TestQueue::create(&env, "ebb-cred-q").await;
+        test_queue.publish(3).await;
+        let (channel, queue) = (test_queue.channel.clone(), test_queue.name.clone());
         let ns_name = ns.name.clone();
         put_secret(&client, &ns_name, "rabbit", &host_of(&env, &user, "first-pass", "%2F")).await;
         let ta: TriggerAuthentication = serde_json::from_value(json!({
@@ -232,9 +216,7 @@ async fn run(case: Case) {
             Case::Rotation => rotation(&ctx).await,
             Case::WatchSecrets => watch_secrets(&ctx).await,
         }
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        test_queue.delete().await;
     })
     .catch_unwind()
     .await;
@@ -375,8 +357,11 @@ async fn rotation(ctx: &Ctx<'_>) {
 /// With `--watch-secrets`, a Secret changed alone (no refusal: it names a vhost that does not
 /// exist, and nothing else reconciles the object) is read again at once.
 async fn watch_secrets(ctx: &Ctx<'_>) {
-    let (status, _) = health(&ctx.sos, "consumer").await.unwrap();
-    assert_eq!(status, "Happy");
+    wait_for("the trigger is healthy", Duration::from_secs(15), || async {
+        (health(&ctx.sos, "consumer").await?.0 == "Happy").then_some(())
+    })
+    .await
+    .unwrap();
     let changed = Instant::now();
     put_secret(
         &ctx.client,

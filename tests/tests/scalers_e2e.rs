@@ -26,18 +26,13 @@ use ebb_crds::{HealthStatus, ScaledObject};
 use ebb_tests::adapter as apiservice;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
+use ebb_tests::rabbitmq::TestQueue;
 use ebb_tests::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -100,9 +95,7 @@ trait Broker: Sized {
 /// A RabbitMQ queue, counted by the trigger through the management API (`protocol: http`,
 /// `mode: QueueLength`), which also counts unacknowledged messages.
 struct Rabbit {
-    _connection: Connection,
-    channel: Channel,
-    queue: String,
+    queue: TestQueue,
     /// `http://guest:guest@127.0.0.1:15672`
     http_url: String,
 }
@@ -111,39 +104,18 @@ impl Broker for Rabbit {
     const NAME: &'static str = "e2e-rabbitmq";
 
     async fn create(env: &TestEnv) -> Self {
-        let amqp_url = env.var("EBB_RABBITMQ_AMQP_URL").unwrap();
-        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {}: {e}", authority(amqp_url)));
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let queue = unique("ebb-e2e");
-        // Leftovers of a failed run vanish by themselves.
-        let mut args = FieldTable::default();
-        args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
-        channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
-            .await
-            .unwrap();
+        let queue = TestQueue::create(env, "ebb-e2e").await;
         let http_url = env.var("EBB_RABBITMQ_HTTP_URL").unwrap().to_string();
         // The management API has a queue's counts only after its first statistics round: until
         // then the trigger fails (RabbitMQ omits `messages`), and a fallback would apply.
-        let path = format!("/api/queues/%2F/{queue}");
+        let path = format!("/api/queues/%2F/{}", queue.name);
         wait_for("the management API counts the queue", WITHIN, || async {
             let (status, body) = management_get(&http_url, &path).await?;
             (status == 200 && body.contains("\"messages\":")).then_some(())
         })
         .await
         .unwrap();
-        Rabbit {
-            _connection: connection,
-            channel,
-            queue,
-            http_url,
-        }
+        Rabbit { queue, http_url }
     }
 
     fn upstream(&self) -> String {
@@ -155,45 +127,19 @@ impl Broker for Rabbit {
         let host = self.http_url.replacen(&self.upstream(), addr, 1);
         json!({"type": "rabbitmq", "metadata": {
             "host": host, "protocol": "http", "mode": "QueueLength",
-            "value": TARGET.to_string(), "queueName": self.queue}})
+            "value": TARGET.to_string(), "queueName": self.queue.name}})
     }
 
     async fn publish(&self, n: usize) {
-        for i in 0..n {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    "".into(),
-                    self.queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    format!("job {i}").as_bytes(),
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            assert!(confirm.is_ack(), "publish {i} not confirmed: {confirm:?}");
-        }
+        self.queue.publish(n).await;
     }
 
     async fn consume(&self, n: usize) {
-        for i in 0..n {
-            let message = self
-                .channel
-                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("message {i} of {n} missing from {}", self.queue));
-            message.ack(BasicAckOptions::default()).await.unwrap();
-        }
+        self.queue.consume(n).await;
     }
 
     async fn delete(self) {
-        let _ = self
-            .channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        self.queue.delete().await;
     }
 }
 

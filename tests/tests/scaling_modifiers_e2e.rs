@@ -22,16 +22,12 @@ use ebb_crds::ScaledObject;
 use ebb_tests::adapter as apiservice;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
+use ebb_tests::rabbitmq::TestQueue;
 use ebb_tests::source::MetricSource;
 use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 
 /// Bound for anything that waits on the HPA (2 s sync) or RabbitMQ's statistics (~5 s lag).
@@ -47,70 +43,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A RabbitMQ queue made for the test.
-struct Queue {
-    _connection: Connection,
-    channel: Channel,
-    name: String,
-}
-
-impl Queue {
-    async fn create(env: &TestEnv) -> Queue {
-        let url = env.var("EBB_RABBITMQ_AMQP_URL").unwrap();
-        let connection = Connection::connect(url, ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("RabbitMQ: {e}"));
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let name = unique("ebb-modifiers");
-        let mut args = FieldTable::default();
-        args.insert("x-expires".into(), AMQPValue::LongInt(600_000));
-        channel
-            .queue_declare(name.as_str().into(), QueueDeclareOptions::default(), args)
-            .await
-            .unwrap();
-        Queue {
-            _connection: connection,
-            channel,
-            name,
-        }
-    }
-
-    async fn publish(&self, n: usize) {
-        for i in 0..n {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    "".into(),
-                    self.name.as_str().into(),
-                    BasicPublishOptions::default(),
-                    format!("a {i}").as_bytes(),
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            assert!(confirm.is_ack(), "publish {i}: {confirm:?}");
-        }
-    }
-
-    async fn consume(&self, n: usize) {
-        for i in 0..n {
-            let message = self
-                .channel
-                .basic_get(self.name.as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("message {i} of {n} missing from {}", self.name));
-            message.ack(BasicAckOptions::default()).await.unwrap();
-        }
-    }
 }
 
 /// A JetStream stream with the durable pull consumer `worker`.
@@ -299,7 +231,7 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     let (env, ns, client, so_api) = (&s.env, &s.ns, s.client.clone(), s.so_api.clone());
     deployment(&client, &ns.name, "worker", 0).await.unwrap();
     deployment(&client, &ns.name, "broken", 0).await.unwrap();
-    let queue = Queue::create(env).await;
+    let queue = TestQueue::create(env, "ebb-modifiers").await;
     let stream = Stream::create(env).await;
 
     let spec = json!({
