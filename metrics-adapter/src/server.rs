@@ -1,11 +1,12 @@
 //! The HTTPS server: accept loop, connection handling, routing and the request handlers.
 
+mod chain;
 mod connection;
 mod route;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -24,6 +25,7 @@ use crate::auth::{
     AuthError, Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, ThrottleScope,
     UserInfo,
 };
+use crate::delegate::{Delegate, NOT_OWNED_HEADER};
 use crate::provider::{MetricProvider, ProviderError};
 use crate::selector::Selector;
 use crate::tls::{Acceptors, ReloadableCert, TlsSource};
@@ -101,6 +103,8 @@ struct State {
     apis: Bytes,
     api_group: Bytes,
     api_resources: Bytes,
+    /// Where metric requests this adapter does not own go, when set.
+    chain: OnceLock<chain::Chain>,
 }
 
 impl MetricsAdapter {
@@ -141,6 +145,7 @@ impl MetricsAdapter {
             auth,
             provider,
             request_timeout: config.request_timeout,
+            chain: OnceLock::new(),
         };
         Ok(Self {
             listener,
@@ -153,6 +158,16 @@ impl MetricsAdapter {
             shutdown_grace: config.shutdown_grace,
             max_connection_age: config.max_connection_age,
         })
+    }
+
+    /// Forwards metric requests this adapter does not own to `delegate` (a selector naming no
+    /// ScaledObject, or [`ProviderError::NotMine`]) and lists the delegate's resources too. Set
+    /// once: a second delegate is ignored.
+    pub fn with_delegate(self, delegate: Arc<dyn Delegate>) -> Self {
+        if self.state.chain.set(chain::Chain::new(delegate)).is_err() {
+            tracing::warn!("a delegate metrics adapter was already set; the second one is ignored");
+        }
+        self
     }
 
     /// The address the adapter listens on.
@@ -248,6 +263,8 @@ struct ApiError {
     message: String,
     /// Seconds after which to try again (`Retry-After`), for throttled requests.
     retry_after: Option<u64>,
+    /// A 404 meaning "not one of this adapter's metrics" ([`NOT_OWNED_HEADER`]).
+    not_owned: bool,
 }
 
 impl ApiError {
@@ -257,6 +274,7 @@ impl ApiError {
             reason,
             message: message.into(),
             retry_after: None,
+            not_owned: false,
         }
     }
 
@@ -318,6 +336,11 @@ impl ApiError {
             Bytes::from_static(br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure"}"#)
         });
         let mut response = json_response(self.code, body);
+        if self.not_owned {
+            response
+                .headers_mut()
+                .insert(NOT_OWNED_HEADER, HeaderValue::from_static("true"));
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -402,10 +425,20 @@ impl State {
         match route {
             Route::Apis => Ok(json_response(StatusCode::OK, self.apis.clone())),
             Route::Group => Ok(json_response(StatusCode::OK, self.api_group.clone())),
-            Route::Version => Ok(json_response(StatusCode::OK, self.api_resources.clone())),
+            Route::Version => match self.chain(request) {
+                Some(chain) => Ok(chain.resources(&self.auth, &user).await),
+                None => Ok(json_response(StatusCode::OK, self.api_resources.clone())),
+            },
             Route::Metric { namespace, metric } => {
-                self.metric(&namespace, &metric, request.uri.query().unwrap_or(""))
-                    .await
+                let query = request.uri.query().unwrap_or("");
+                match self.metric(&namespace, &metric, query, request).await {
+                    Err(NotServed::Delegate(path)) => match self.chain(request) {
+                        Some(chain) => chain.forward_metric(&self.auth, &user, path).await,
+                        None => Err(ApiError::internal("no delegate metrics adapter")),
+                    },
+                    Err(NotServed::Error(e)) => Err(e),
+                    Ok(response) => Ok(response),
+                }
             }
             Route::NotFound => Err(ApiError::not_found(format!(
                 "the server could not find the requested resource ({path})"
@@ -416,17 +449,45 @@ impl State {
         }
     }
 
-    async fn metric(&self, namespace: &str, metric: &str, query: &str) -> Result<Response<Body>, ApiError> {
+    /// The delegate, when one is set and the request may go there.
+    fn chain(&self, request: &Parts) -> Option<&chain::Chain> {
+        self.chain.get().filter(|_| chain::delegates(&request.headers))
+    }
+
+    /// A metric request: answered here, or [`NotServed::Delegate`] when its selector names no
+    /// ScaledObject or the provider does not own it and a delegate may take it.
+    async fn metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        query: &str,
+        request: &Parts,
+    ) -> Result<Response<Body>, NotServed> {
+        let delegate = || NotServed::Delegate(chain::metric_path(namespace, metric, query));
         let raw = query_param(query, "labelSelector").unwrap_or_default();
-        let selector = Selector::parse(&raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))?;
-        let scaled_object = scaled_object_name(&selector)?;
-        let value = self.provider.metric(namespace, &scaled_object, metric).await.map_err(|e| match e {
-            ProviderError::UnknownScaledObject => {
-                ApiError::not_found(format!(
-                    "ScaledObject \"{scaled_object}\" not found in namespace \"{namespace}\""
+        let named = Selector::parse(&raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))
+            .and_then(|selector| scaled_object_name(&selector).map(|name| (selector, name)));
+        let (selector, scaled_object) = match named {
+            Ok(named) => named,
+            Err(_) if self.chain(request).is_some() => return Err(delegate()),
+            Err(e) => return Err(NotServed::Error(e)),
+        };
+        let answer = self.provider.metric(namespace, &scaled_object, metric).await;
+        if matches!(answer, Err(ProviderError::NotMine)) && self.chain(request).is_some() {
+            return Err(delegate());
+        }
+        let value = answer.map_err(|e| match e {
+            ProviderError::NotMine => ApiError {
+                not_owned: true,
+                ..ApiError::not_found(format!(
+                    "metric \"{metric}\" of ScaledObject \"{scaled_object}\" in namespace \"{namespace}\" \
+                     is not served by this adapter"
                 ))
-            }
+            },
+            ProviderError::UnknownScaledObject => ApiError::not_found(format!(
+                "ScaledObject \"{scaled_object}\" not found in namespace \"{namespace}\""
+            )),
             ProviderError::UnknownMetric => ApiError::not_found(format!(
                 "metric \"{metric}\" not found for ScaledObject \"{scaled_object}\" \
                  in namespace \"{namespace}\""
@@ -451,6 +512,20 @@ impl State {
         }]);
         let body = serde_json::to_vec(&list).map_err(|e| ApiError::internal(format!("serializing: {e}")))?;
         Ok(json_response(StatusCode::OK, Bytes::from(body)))
+    }
+}
+
+/// Why [`State::metric`] gave no answer of its own.
+enum NotServed {
+    /// The request goes to the delegate, at this path and query.
+    Delegate(String),
+    /// The error reply.
+    Error(ApiError),
+}
+
+impl From<ApiError> for NotServed {
+    fn from(e: ApiError) -> Self {
+        NotServed::Error(e)
     }
 }
 

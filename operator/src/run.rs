@@ -22,6 +22,7 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 
 use crate::adapter::certs::{self, AdapterTls, CertError, CertOptions};
+use crate::adapter::delegate::{DelegateOptions, ServiceDelegate};
 use crate::adapter::forward_token::delegated_auth;
 use crate::adapter::leader_forward::{ForwarderOptions, LeaderForwarder};
 use crate::adapter::metric_cache::MetricCache;
@@ -87,6 +88,10 @@ pub struct AdapterOptions {
     /// The service-account token file naming the ServiceAccount this replica runs as (standbys
     /// forward with tokens of it; the leader accepts forwarded requests only from it).
     pub forward_token_file: std::path::PathBuf,
+    /// The one namespace watched, when not all: other namespaces' metrics are not ebb's.
+    pub scope: Option<String>,
+    /// Where metric requests ebb does not own go (`--metrics-adapter-delegate`).
+    pub delegate: Option<DelegateOptions>,
 }
 
 /// Why the operator stopped.
@@ -377,13 +382,21 @@ async fn start_adapter(
     let adapter = MetricsAdapter::bind(
         AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
         auth,
-        Arc::new(CacheProvider::new(leader, Some(forward)).with_metrics(metrics)),
+        Arc::new(
+            CacheProvider::new(leader, Some(forward))
+                .with_metrics(metrics)
+                .with_scope(options.scope.clone()),
+        ),
     )
     .await
     .map_err(|e| {
         follow.abort();
         RunError::Adapter(e)
     })?;
+    let adapter = match &options.delegate {
+        Some(d) => adapter.with_delegate(Arc::new(ServiceDelegate::new(client.clone(), d.clone()))),
+        None => adapter,
+    };
     tracing::info!(addr = %adapter.local_addr(), "metrics adapter listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = adapter.run(stop).await {
