@@ -7,8 +7,9 @@
 //! `lookup`), takes the APIService over and forwards every metric request it does not own (namespace
 //! A's) to A as the caller, through front-proxy headers over a client certificate issued by the
 //! cluster's front-proxy CA (the Secret a user would provide). Each team's HPA scales on its own
-//! Kafka lag through the one APIService (same ScaledObject name in both namespaces). `helm
-//! uninstall` of B runs the pre-delete hook (`ebb apiservice restore`): the APIService points at
+//! Kafka lag through the one APIService (same ScaledObject name in both namespaces). With A
+//! scaled to zero, team A's metrics fail (503) and team B's are served. `helm upgrade` of B keeps
+//! the record and switches B to asking A as its own ServiceAccount. `helm uninstall` of B runs the pre-delete hook (`ebb apiservice restore`): the APIService points at
 //! A's Service with A's CA again and team A's HPA keeps getting metrics.
 //!
 //! This binary is in nextest's `apiservice` test group and takes the APIService file lock.
@@ -24,10 +25,14 @@ use ebb_tests::kafka::{KafkaAdmin, TansuBroker};
 use ebb_tests::metrics_api::{metric_path, read_metric};
 use ebb_tests::pods;
 use ebb_tests::{TestEnv, install_crds, objects, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
 use serde_json::{Value, json};
 
 const RELEASE_A: &str = "ebb-chain-a";
@@ -68,7 +73,10 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
     if let Err(e) = apiservice::wait_available(&admin, Duration::from_secs(120)).await {
         panic!("{e}; {}", describe(&admin, &ns_a.name, RELEASE_A).await);
     }
-    assert_eq!(points_at(&admin).await, (ns_a.name.clone(), format!("{RELEASE_A}-metrics-adapter")));
+    assert_eq!(
+        points_at(&admin).await,
+        (ns_a.name.clone(), format!("{RELEASE_A}-metrics-adapter"))
+    );
     eprintln!("A installed and serving after {:?}", started.elapsed());
 
     // Release B: chained, with a front-proxy client certificate from the cluster's CA.
@@ -109,7 +117,10 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
     if let Err(e) = apiservice::wait_available(&admin, Duration::from_secs(120)).await {
         panic!("{e}; {}", describe(&admin, &ns_b.name, RELEASE_B).await);
     }
-    eprintln!("B installed, APIService taken over and Available after {:?}", started.elapsed());
+    eprintln!(
+        "B installed, APIService taken over and Available after {:?}",
+        started.elapsed()
+    );
 
     // Each team's HPA scales on its own source through the one APIService.
     let mut kafka = KafkaAdmin::connect(&broker.addr).await.unwrap();
@@ -134,11 +145,15 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
     let a = read_metric(&reader.client, &metric_path(&ns_a.name, "work", &metric_a)).await;
     let b = read_metric(&reader.client, &metric_path(&ns_b.name, "work", &metric_b)).await;
     eprintln!("through the APIService (B in front): A {a:?}, B {b:?}");
-    assert!(a.is_ok() && b.is_ok(), "both teams' metrics are served: {a:?} {b:?}");
+    assert!(
+        a.is_ok() && b.is_ok(),
+        "both teams' metrics are served: {a:?} {b:?}"
+    );
     // A metric neither owns: B hands it to A, which answers 404.
     let none = read_metric(&reader.client, &metric_path(&ns_b.name, "nobody", "s0-nothing")).await;
     assert!(
-        none.as_ref().is_err_and(|e| e.contains("404") || e.contains("not served")),
+        none.as_ref()
+            .is_err_and(|e| e.contains("404") || e.contains("not served")),
         "{none:?}"
     );
     let discovery = reader
@@ -152,17 +167,108 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
         .unwrap();
     assert!(discovery.contains("externalmetrics"), "{discovery}");
 
+    // A down: its team's metrics fail with 503 through B, B's own are unaffected.
+    let t0 = Instant::now();
+    scale_operator(&admin, &ns_a.name, RELEASE_A, 0).await;
+    eprintln!("[{:?}] A scaled to 0", t0.elapsed());
+    let path_a = metric_path(&ns_a.name, "work", &metric_a);
+    let path_b = metric_path(&ns_b.name, "work", &metric_b);
+    let down = wait_for(
+        "A's metrics fail while A is down",
+        Duration::from_secs(60),
+        || async {
+            let asked = Instant::now();
+            let read = read_metric(&reader.client, &path_a).await;
+            eprintln!(
+                "[{:?}] A's metric read in {:?}: {read:?}",
+                t0.elapsed(),
+                asked.elapsed()
+            );
+            read.err()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(down.contains("503") || down.contains("unavailable"), "{down}");
+    let asked = Instant::now();
+    let b_meanwhile = read_metric(&reader.client, &path_b).await;
+    eprintln!("[{:?}] B's metric read in {:?}", t0.elapsed(), asked.elapsed());
+    eprintln!(
+        "[{:?}] A down: A's metric {down:?}; B's {b_meanwhile:?}",
+        t0.elapsed()
+    );
+    assert!(b_meanwhile.is_ok(), "{b_meanwhile:?}");
+    scale_operator(&admin, &ns_a.name, RELEASE_A, 1).await;
+    eprintln!("[{:?}] A back to 1 Ready replica", t0.elapsed());
+    wait_for("A serves again through B", Duration::from_secs(90), || async {
+        read_metric(&reader.client, &path_a).await.ok()
+    })
+    .await
+    .unwrap();
+
+    eprintln!("[{:?}] A serves again through B", t0.elapsed());
+    // An upgrade keeps the record (the APIService points at B by then) and may change how B
+    // asks A: now as B's ServiceAccount (no client certificate).
+    helm.run(&[
+        "upgrade",
+        RELEASE_B,
+        &chart_dir().display().to_string(),
+        "--namespace",
+        &ns_b.name,
+        "--reuse-values",
+        "--set",
+        "metricsAdapter.delegate.clientCertSecret=",
+        "--wait",
+        "--timeout",
+        "180s",
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let kept = Api::<ConfigMap>::namespaced(admin.clone(), &ns_b.name)
+        .get(&format!("{RELEASE_B}-chain"))
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert_eq!(kept, record, "the upgrade kept what the install recorded");
+    assert_eq!(points_at(&admin).await, own_b);
+    let as_b = wait_for(
+        "A's metric through B as B's ServiceAccount",
+        Duration::from_secs(90),
+        || async { read_metric(&reader.client, &path_a).await.ok() },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "[{:?}] after the upgrade (B asks A as its ServiceAccount): A's metric {as_b}",
+        t0.elapsed()
+    );
+
     // Uninstall B: the hook gives the APIService back to A.
     let started = Instant::now();
-    helm.run(&["uninstall", RELEASE_B, "--namespace", &ns_b.name, "--wait", "--timeout", "120s"])
+    helm.run(&[
+        "uninstall",
+        RELEASE_B,
+        "--namespace",
+        &ns_b.name,
+        "--wait",
+        "--timeout",
+        "120s",
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let restored = Api::<APIService>::all(admin.clone())
+        .get(APISERVICE)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let restored = Api::<APIService>::all(admin.clone()).get(APISERVICE).await.unwrap();
+        .unwrap();
     let spec = restored.spec.clone().unwrap();
     let service = spec.service.clone().unwrap();
     assert_eq!(
         (service.namespace.as_deref(), service.name.as_deref()),
-        (Some(ns_a.name.as_str()), Some(format!("{RELEASE_A}-metrics-adapter").as_str())),
+        (
+            Some(ns_a.name.as_str()),
+            Some(format!("{RELEASE_A}-metrics-adapter").as_str())
+        ),
         "{restored:?}"
     );
     let ca = String::from_utf8(spec.ca_bundle.unwrap().0).unwrap();
@@ -170,7 +276,10 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
     apiservice::wait_available(&admin, Duration::from_secs(60))
         .await
         .unwrap();
-    eprintln!("B uninstalled, APIService restored to A after {:?}", started.elapsed());
+    eprintln!(
+        "B uninstalled, APIService restored to A after {:?}",
+        started.elapsed()
+    );
     let reader_a = Identity::service_account(
         &env,
         &ns_a.name,
@@ -190,9 +299,17 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
     let grown = wait_desired(&admin, &ns_a.name, DESIRED_A + 1).await;
     eprintln!("after the restore: A's metric {again}, A's HPA follows new lag to {grown}");
 
-    helm.run(&["uninstall", RELEASE_A, "--namespace", &ns_a.name, "--wait", "--timeout", "120s"])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    helm.run(&[
+        "uninstall",
+        RELEASE_A,
+        "--namespace",
+        &ns_a.name,
+        "--wait",
+        "--timeout",
+        "120s",
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     broker.stop().await;
     reader.delete(&admin).await;
     reader_a.delete(&admin).await;
@@ -206,7 +323,11 @@ async fn two_installs_share_the_apiservice_and_uninstalling_the_second_restores_
 async fn install(helm: &Tool, release: &str, ns: &str, extra: &[&str]) {
     let chart = chart_dir().display().to_string();
     let watch = format!("watchNamespace={ns}");
-    let replicas = if release == RELEASE_A { "replicas=1" } else { "replicas=2" };
+    let replicas = if release == RELEASE_A {
+        "replicas=1"
+    } else {
+        "replicas=2"
+    };
     // The image's tag: `dev` (tests/env/images.sh), or another build imported under its own tag.
     let tag = format!(
         "image.tag={}",
@@ -240,9 +361,37 @@ async fn install(helm: &Tool, release: &str, ns: &str, extra: &[&str]) {
     helm.run(&args).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Scales a release's operator Deployment to `replicas` and waits for that many Ready pods.
+async fn scale_operator(admin: &Client, ns: &str, release: &str, replicas: i32) {
+    let patch = json!({"spec": {"replicas": replicas}});
+    Api::<Deployment>::namespaced(admin.clone(), ns)
+        .patch(release, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let selector = format!("app.kubernetes.io/instance={release},app.kubernetes.io/component=operator");
+    let want = usize::try_from(replicas).unwrap_or(0);
+    wait_for(
+        &format!("{want} pods of {release}"),
+        Duration::from_secs(90),
+        || async {
+            let pods = pods::list(admin, ns, &selector).await.ok()?;
+            let live: Vec<_> = pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            (live.len() == want && live.iter().all(|p| pods::is_ready(p))).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// Where the APIService points: (namespace, name).
 async fn points_at(admin: &Client) -> (String, String) {
-    let a = Api::<APIService>::all(admin.clone()).get(APISERVICE).await.unwrap();
+    let a = Api::<APIService>::all(admin.clone())
+        .get(APISERVICE)
+        .await
+        .unwrap();
     let s = a.spec.and_then(|s| s.service).unwrap_or_default();
     (s.namespace.unwrap_or_default(), s.name.unwrap_or_default())
 }
@@ -263,11 +412,23 @@ async fn front_proxy_secret(env: &TestEnv, admin: &Client, ns: &str) {
     let pki = Path::new(env.var("EBB_PKI_DIR").unwrap());
     let dir = std::env::temp_dir().join(ebb_tests::kafka::unique_name("ebb-fp"));
     std::fs::create_dir_all(&dir).unwrap();
-    let (key, csr, crt, ext) = (dir.join("k.pem"), dir.join("r.csr"), dir.join("c.pem"), dir.join("ext"));
+    let (key, csr, crt, ext) = (
+        dir.join("k.pem"),
+        dir.join("r.csr"),
+        dir.join("c.pem"),
+        dir.join("ext"),
+    );
     std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
     let openssl = |args: Vec<&std::ffi::OsStr>| {
-        let out = std::process::Command::new("openssl").args(&args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let os = |s: &'static str| std::ffi::OsStr::new(s);
     openssl(vec![
