@@ -2,6 +2,7 @@
 
 mod chain;
 mod connection;
+mod error;
 mod route;
 
 use std::future::Future;
@@ -16,22 +17,20 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{
-    AuthError, Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, ThrottleScope,
-    UserInfo,
-};
-use crate::delegate::{Delegate, NOT_OWNED_HEADER};
+use crate::auth::{Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes};
+use crate::delegate::Delegate;
 use crate::provider::{MetricProvider, ProviderError};
 use crate::selector::Selector;
 use crate::tls::{Acceptors, ReloadableCert, TlsSource};
-use crate::types::{self, ExternalMetricValue, ExternalMetricValueList, GROUP};
+use crate::types::{self, ExternalMetricValue, ExternalMetricValueList};
 use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
 use connection::Connection;
+use error::{ApiError, forbidden, json_response, method_not_allowed};
 pub use route::Route;
 use route::is_health;
 
@@ -255,110 +254,6 @@ fn to_json(value: &impl serde::Serialize) -> Result<Bytes, AdapterError> {
         .map_err(AdapterError::Serialize)
 }
 
-/// An error reply: a Kubernetes `Status` with its HTTP code.
-#[derive(Debug)]
-struct ApiError {
-    code: StatusCode,
-    reason: &'static str,
-    message: String,
-    /// Seconds after which to try again (`Retry-After`), for throttled requests.
-    retry_after: Option<u64>,
-    /// A 404 meaning "not one of this adapter's metrics" ([`NOT_OWNED_HEADER`]).
-    not_owned: bool,
-}
-
-impl ApiError {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            retry_after: None,
-            not_owned: false,
-        }
-    }
-
-    /// The reply to a failed review (`stage`: authentication or authorization): throttled
-    /// reviews answer at once with 429 (the source's share is spent) or 503 (the adapter's
-    /// budget is spent) and a `Retry-After`, logged at debug level only (a flood must not flood
-    /// the log); other failures are warned about and answer `otherwise`.
-    fn from_review(error: &AuthError, stage: &str, otherwise: impl FnOnce() -> Self) -> Self {
-        let AuthError::Throttled(throttled) = error else {
-            tracing::warn!(%error, "{stage} failed");
-            return otherwise();
-        };
-        tracing::debug!(%error, "{stage} refused");
-        let (code, reason) = match throttled.scope {
-            ThrottleScope::Source => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
-            ThrottleScope::Global => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-        };
-        let seconds = throttled.retry_after.as_secs() + u64::from(throttled.retry_after.subsec_nanos() > 0);
-        Self {
-            retry_after: Some(seconds.max(1)),
-            ..Self::new(
-                code,
-                reason,
-                "too many authentication requests, please try again later",
-            )
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
-    }
-
-    fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
-    }
-
-    fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
-    }
-
-    fn response(&self) -> Response<Body> {
-        let status = Status {
-            code: Some(i32::from(self.code.as_u16())),
-            details: self.retry_after.map(|seconds| StatusDetails {
-                retry_after_seconds: i32::try_from(seconds).ok(),
-                ..StatusDetails::default()
-            }),
-            message: Some(self.message.clone()),
-            metadata: ListMeta::default(),
-            reason: Some(self.reason.to_owned()),
-            status: Some("Failure".to_owned()),
-        };
-        // Serializing a Status cannot fail; fall back to a fixed body all the same.
-        let body = serde_json::to_vec(&status).map(Bytes::from).unwrap_or_else(|_| {
-            Bytes::from_static(br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure"}"#)
-        });
-        let mut response = json_response(self.code, body);
-        if self.not_owned {
-            response
-                .headers_mut()
-                .insert(NOT_OWNED_HEADER, HeaderValue::from_static("true"));
-        }
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = code;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
 impl State {
     async fn respond(&self, peer: &PeerCertificate, request: &Parts) -> Response<Body> {
         match tokio::time::timeout(self.request_timeout, self.handle(peer, request)).await {
@@ -529,40 +424,6 @@ impl From<ApiError> for NotServed {
     }
 }
 
-fn method_not_allowed(method: &Method) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        format!("the server does not allow this method on the requested resource ({method})"),
-    )
-}
-
-fn forbidden(user: &UserInfo, attributes: &RequestAttributes, reason: &str) -> ApiError {
-    let what = match attributes {
-        RequestAttributes::Resource {
-            namespace,
-            resource,
-            verb,
-        } => format!(
-            "{resource}.{GROUP} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" \
-             in API group \"{GROUP}\" in the namespace \"{namespace}\"",
-            user.username
-        ),
-        RequestAttributes::NonResource { path, verb } => {
-            format!(
-                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
-                user.username
-            )
-        }
-    };
-    let message = if reason.is_empty() {
-        what
-    } else {
-        format!("{what}: {reason}")
-    };
-    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
-}
-
 /// The first value of `name` in a query string (`+` is a space, percent-escapes decoded).
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
@@ -613,6 +474,7 @@ fn scaled_object_name(selector: &Selector) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{AuthError, ThrottleScope};
     use route::MAX_METRIC_NAME;
 
     #[test]

@@ -12,3 +12,4 @@ pub mod leader_forward;
 pub mod metric_cache;
 pub mod provider;
 pub mod readiness;
+pub mod serve;

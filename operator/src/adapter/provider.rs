@@ -210,7 +210,7 @@ impl CacheProvider {
         if let Some(composite) = &config.composite {
             // With scalingModifiers the HPA reads only the composite.
             if key.metric != COMPOSITE_METRIC_NAME {
-                return Err(ProviderError::UnknownMetric);
+                return Err(ProviderError::NotMine);
             }
             return self.composite_answer(shared, &config, composite, key).await;
         }
