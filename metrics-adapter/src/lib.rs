@@ -33,12 +33,18 @@
 //!   `external.metrics.k8s.io` in `{ns}`, verb [`METRIC_VERB`];
 //! - anything else: 404 (`/openapi/v2` and `/openapi/v3` included, which the aggregator skips).
 //!
+//! With a [`Delegate`] ([`MetricsAdapter::with_delegate`]), a metric request whose selector names
+//! no ScaledObject, or that the provider answers [`ProviderError::NotMine`], is forwarded to the
+//! delegate with the caller's identity and its answer passed back; the resource list is the union
+//! of both adapters' (the delegate's cached 30 s; without it, this adapter's alone).
+//!
 //! Errors are `Status` objects: 400 malformed selector or selector without the ScaledObject
 //! label, 401 no identity, 403 denied, 404 unknown path/ScaledObject/metric, 503 provider
 //! unavailable, 504 request timeout, 500 authorization backend failure, 503 (review budget
 //! spent) and 429 (the caller's share of it spent) with a `Retry-After`.
 
 mod auth;
+mod delegate;
 mod kube_review;
 mod provider;
 pub mod selector;
@@ -56,6 +62,10 @@ pub use auth::{
     AuthError, AuthLimits, CacheTtls, DEFAULT_ALLOWED_TTL, DEFAULT_DENIED_TTL, Decision, DelegatedAuth,
     MASTERS_GROUP, METRIC_VERB, PoolLimits, RequestAttributes, ThrottleScope, Throttled, TokenReviewer,
     UserInfo, certificates_from_pem,
+};
+pub use delegate::{
+    Delegate, DelegateAnswer, DelegateError, DelegateRequest, HeaderError, NO_DELEGATE_HEADER,
+    NOT_OWNED_HEADER, front_proxy_headers, union_resources,
 };
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
 pub use provider::{MetricProvider, MetricValue, ProviderError};

@@ -36,6 +36,12 @@ pub enum ProviderError {
     /// The ScaledObject exists but has no metric of that name (404 NotFound).
     #[error("unknown metric")]
     UnknownMetric,
+    /// Not one of this adapter's metrics: the namespace is outside its scope, no ScaledObject of
+    /// that name is known there, or the ScaledObject has no such metric. With a
+    /// [`Delegate`](crate::Delegate) the request goes to the delegate; without one it is a 404
+    /// NotFound carrying [`NOT_OWNED_HEADER`](crate::NOT_OWNED_HEADER).
+    #[error("not a metric of this adapter")]
+    NotMine,
     /// The value cannot be produced now, e.g. the source is unreachable and no value is cached
     /// (503 ServiceUnavailable). The message is shown to the caller: it must not hold secrets.
     #[error("metric unavailable: {0}")]

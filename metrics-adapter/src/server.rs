@@ -1,11 +1,13 @@
 //! The HTTPS server: accept loop, connection handling, routing and the request handlers.
 
+mod chain;
 mod connection;
+mod error;
 mod route;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -15,21 +17,20 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusDetails, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{
-    AuthError, Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes, ThrottleScope,
-    UserInfo,
-};
+use crate::auth::{Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes};
+use crate::delegate::Delegate;
 use crate::provider::{MetricProvider, ProviderError};
 use crate::selector::Selector;
 use crate::tls::{Acceptors, ReloadableCert, TlsSource};
-use crate::types::{self, ExternalMetricValue, ExternalMetricValueList, GROUP};
+use crate::types::{self, ExternalMetricValue, ExternalMetricValueList};
 use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
 use connection::Connection;
+use error::{ApiError, forbidden, json_response, method_not_allowed};
 pub use route::Route;
 use route::is_health;
 
@@ -101,6 +102,8 @@ struct State {
     apis: Bytes,
     api_group: Bytes,
     api_resources: Bytes,
+    /// Where metric requests this adapter does not own go, when set.
+    chain: OnceLock<chain::Chain>,
 }
 
 impl MetricsAdapter {
@@ -141,6 +144,7 @@ impl MetricsAdapter {
             auth,
             provider,
             request_timeout: config.request_timeout,
+            chain: OnceLock::new(),
         };
         Ok(Self {
             listener,
@@ -153,6 +157,16 @@ impl MetricsAdapter {
             shutdown_grace: config.shutdown_grace,
             max_connection_age: config.max_connection_age,
         })
+    }
+
+    /// Forwards metric requests this adapter does not own to `delegate` (a selector naming no
+    /// ScaledObject, or [`ProviderError::NotMine`]) and lists the delegate's resources too. Set
+    /// once: a second delegate is ignored.
+    pub fn with_delegate(self, delegate: Arc<dyn Delegate>) -> Self {
+        if self.state.chain.set(chain::Chain::new(delegate)).is_err() {
+            tracing::warn!("a delegate metrics adapter was already set; the second one is ignored");
+        }
+        self
     }
 
     /// The address the adapter listens on.
@@ -240,102 +254,6 @@ fn to_json(value: &impl serde::Serialize) -> Result<Bytes, AdapterError> {
         .map_err(AdapterError::Serialize)
 }
 
-/// An error reply: a Kubernetes `Status` with its HTTP code.
-#[derive(Debug)]
-struct ApiError {
-    code: StatusCode,
-    reason: &'static str,
-    message: String,
-    /// Seconds after which to try again (`Retry-After`), for throttled requests.
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// The reply to a failed review (`stage`: authentication or authorization): throttled
-    /// reviews answer at once with 429 (the source's share is spent) or 503 (the adapter's
-    /// budget is spent) and a `Retry-After`, logged at debug level only (a flood must not flood
-    /// the log); other failures are warned about and answer `otherwise`.
-    fn from_review(error: &AuthError, stage: &str, otherwise: impl FnOnce() -> Self) -> Self {
-        let AuthError::Throttled(throttled) = error else {
-            tracing::warn!(%error, "{stage} failed");
-            return otherwise();
-        };
-        tracing::debug!(%error, "{stage} refused");
-        let (code, reason) = match throttled.scope {
-            ThrottleScope::Source => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
-            ThrottleScope::Global => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-        };
-        let seconds = throttled.retry_after.as_secs() + u64::from(throttled.retry_after.subsec_nanos() > 0);
-        Self {
-            retry_after: Some(seconds.max(1)),
-            ..Self::new(
-                code,
-                reason,
-                "too many authentication requests, please try again later",
-            )
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
-    }
-
-    fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
-    }
-
-    fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
-    }
-
-    fn response(&self) -> Response<Body> {
-        let status = Status {
-            code: Some(i32::from(self.code.as_u16())),
-            details: self.retry_after.map(|seconds| StatusDetails {
-                retry_after_seconds: i32::try_from(seconds).ok(),
-                ..StatusDetails::default()
-            }),
-            message: Some(self.message.clone()),
-            metadata: ListMeta::default(),
-            reason: Some(self.reason.to_owned()),
-            status: Some("Failure".to_owned()),
-        };
-        // Serializing a Status cannot fail; fall back to a fixed body all the same.
-        let body = serde_json::to_vec(&status).map(Bytes::from).unwrap_or_else(|_| {
-            Bytes::from_static(br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure"}"#)
-        });
-        let mut response = json_response(self.code, body);
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = code;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
 impl State {
     async fn respond(&self, peer: &PeerCertificate, request: &Parts) -> Response<Body> {
         match tokio::time::timeout(self.request_timeout, self.handle(peer, request)).await {
@@ -402,10 +320,20 @@ impl State {
         match route {
             Route::Apis => Ok(json_response(StatusCode::OK, self.apis.clone())),
             Route::Group => Ok(json_response(StatusCode::OK, self.api_group.clone())),
-            Route::Version => Ok(json_response(StatusCode::OK, self.api_resources.clone())),
+            Route::Version => match self.chain(request) {
+                Some(chain) => Ok(chain.resources(&self.auth, &user).await),
+                None => Ok(json_response(StatusCode::OK, self.api_resources.clone())),
+            },
             Route::Metric { namespace, metric } => {
-                self.metric(&namespace, &metric, request.uri.query().unwrap_or(""))
-                    .await
+                let query = request.uri.query().unwrap_or("");
+                match self.metric(&namespace, &metric, query, request).await {
+                    Err(NotServed::Delegate(path)) => match self.chain(request) {
+                        Some(chain) => chain.forward_metric(&self.auth, &user, path).await,
+                        None => Err(ApiError::internal("no delegate metrics adapter")),
+                    },
+                    Err(NotServed::Error(e)) => Err(e),
+                    Ok(response) => Ok(response),
+                }
             }
             Route::NotFound => Err(ApiError::not_found(format!(
                 "the server could not find the requested resource ({path})"
@@ -416,17 +344,45 @@ impl State {
         }
     }
 
-    async fn metric(&self, namespace: &str, metric: &str, query: &str) -> Result<Response<Body>, ApiError> {
+    /// The delegate, when one is set and the request may go there.
+    fn chain(&self, request: &Parts) -> Option<&chain::Chain> {
+        self.chain.get().filter(|_| chain::delegates(&request.headers))
+    }
+
+    /// A metric request: answered here, or [`NotServed::Delegate`] when its selector names no
+    /// ScaledObject or the provider does not own it and a delegate may take it.
+    async fn metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        query: &str,
+        request: &Parts,
+    ) -> Result<Response<Body>, NotServed> {
+        let delegate = || NotServed::Delegate(chain::metric_path(namespace, metric, query));
         let raw = query_param(query, "labelSelector").unwrap_or_default();
-        let selector = Selector::parse(&raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))?;
-        let scaled_object = scaled_object_name(&selector)?;
-        let value = self.provider.metric(namespace, &scaled_object, metric).await.map_err(|e| match e {
-            ProviderError::UnknownScaledObject => {
-                ApiError::not_found(format!(
-                    "ScaledObject \"{scaled_object}\" not found in namespace \"{namespace}\""
+        let named = Selector::parse(&raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))
+            .and_then(|selector| scaled_object_name(&selector).map(|name| (selector, name)));
+        let (selector, scaled_object) = match named {
+            Ok(named) => named,
+            Err(_) if self.chain(request).is_some() => return Err(delegate()),
+            Err(e) => return Err(NotServed::Error(e)),
+        };
+        let answer = self.provider.metric(namespace, &scaled_object, metric).await;
+        if matches!(answer, Err(ProviderError::NotMine)) && self.chain(request).is_some() {
+            return Err(delegate());
+        }
+        let value = answer.map_err(|e| match e {
+            ProviderError::NotMine => ApiError {
+                not_owned: true,
+                ..ApiError::not_found(format!(
+                    "metric \"{metric}\" of ScaledObject \"{scaled_object}\" in namespace \"{namespace}\" \
+                     is not served by this adapter"
                 ))
-            }
+            },
+            ProviderError::UnknownScaledObject => ApiError::not_found(format!(
+                "ScaledObject \"{scaled_object}\" not found in namespace \"{namespace}\""
+            )),
             ProviderError::UnknownMetric => ApiError::not_found(format!(
                 "metric \"{metric}\" not found for ScaledObject \"{scaled_object}\" \
                  in namespace \"{namespace}\""
@@ -454,38 +410,18 @@ impl State {
     }
 }
 
-fn method_not_allowed(method: &Method) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        format!("the server does not allow this method on the requested resource ({method})"),
-    )
+/// Why [`State::metric`] gave no answer of its own.
+enum NotServed {
+    /// The request goes to the delegate, at this path and query.
+    Delegate(String),
+    /// The error reply.
+    Error(ApiError),
 }
 
-fn forbidden(user: &UserInfo, attributes: &RequestAttributes, reason: &str) -> ApiError {
-    let what = match attributes {
-        RequestAttributes::Resource {
-            namespace,
-            resource,
-            verb,
-        } => format!(
-            "{resource}.{GROUP} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" \
-             in API group \"{GROUP}\" in the namespace \"{namespace}\"",
-            user.username
-        ),
-        RequestAttributes::NonResource { path, verb } => {
-            format!(
-                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
-                user.username
-            )
-        }
-    };
-    let message = if reason.is_empty() {
-        what
-    } else {
-        format!("{what}: {reason}")
-    };
-    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+impl From<ApiError> for NotServed {
+    fn from(e: ApiError) -> Self {
+        NotServed::Error(e)
+    }
 }
 
 /// The first value of `name` in a query string (`+` is a space, percent-escapes decoded).
@@ -538,6 +474,7 @@ fn scaled_object_name(selector: &Selector) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{AuthError, ThrottleScope};
     use route::MAX_METRIC_NAME;
 
     #[test]

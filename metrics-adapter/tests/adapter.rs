@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ebb_metrics_adapter::{
-    AccessReviewer, AdapterConfig, AuthConfig, AuthError, Decision, DelegatedAuth, MetricProvider,
-    MetricValue, MetricsAdapter, ProviderError, RequestAttributes, TlsSource, TokenReviewer, UserInfo,
+    AccessReviewer, AdapterConfig, AuthConfig, AuthError, Decision, Delegate, DelegateAnswer, DelegateError,
+    DelegateRequest, DelegatedAuth, MetricProvider, MetricValue, MetricsAdapter, NO_DELEGATE_HEADER,
+    NOT_OWNED_HEADER, ProviderError, RequestAttributes, TlsSource, TokenReviewer, UserInfo,
 };
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
@@ -168,6 +169,7 @@ impl MetricProvider for FakeProvider {
                 timestamp: timestamp(),
             }),
             ("default", "orders", "s2-down") => Err(ProviderError::Unavailable("broker unreachable".into())),
+            ("default", "orders", "s3-foreign") | ("team-b", _, _) => Err(ProviderError::NotMine),
             ("default", "orders", _) => Err(ProviderError::UnknownMetric),
             ("default", "slow", _) => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -246,6 +248,14 @@ impl Harness {
     }
 
     async fn start_with(tune: impl FnOnce(&mut AdapterConfig), tls: Option<TlsSource>) -> Self {
+        Self::start_full(tune, tls, None).await
+    }
+
+    async fn start_full(
+        tune: impl FnOnce(&mut AdapterConfig),
+        tls: Option<TlsSource>,
+        delegate: Option<Arc<dyn Delegate>>,
+    ) -> Self {
         let pki = Pki::new();
         let provider = Arc::new(FakeProvider {
             calls: Mutex::new(Vec::new()),
@@ -256,9 +266,12 @@ impl Harness {
         let tls = tls.unwrap_or_else(|| pki.server_files());
         let mut config = AdapterConfig::new("127.0.0.1:0".parse().expect("addr"), tls);
         tune(&mut config);
-        let adapter = MetricsAdapter::bind(config, Arc::new(auth), provider.clone())
+        let mut adapter = MetricsAdapter::bind(config, Arc::new(auth), provider.clone())
             .await
             .expect("bind");
+        if let Some(delegate) = delegate {
+            adapter = adapter.with_delegate(delegate);
+        }
         let addr = adapter.local_addr();
         let server_roots = adapter.serving_certificates().to_vec();
         let (stop, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -326,6 +339,7 @@ struct Reply {
     status: StatusCode,
     version: Version,
     content_type: String,
+    headers: http::HeaderMap,
     body: Bytes,
 }
 
@@ -453,11 +467,13 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.expect("body").to_bytes();
         Reply {
             status,
             version,
             content_type,
+            headers,
             body,
         }
     }
@@ -1048,5 +1064,255 @@ async fn traversal_in_namespace_or_metric_is_refused_before_the_provider() {
         .get_with(&format!("{base}/default/s0-kafka-orders{selector}"), AGGREGATOR)
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    h.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chaining to a delegate adapter
+
+/// A delegate that records what it was asked and answers like another adapter.
+#[derive(Default)]
+struct FakeDelegate {
+    seen: Mutex<Vec<DelegateRequest>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Delegate for FakeDelegate {
+    async fn get(&self, request: DelegateRequest) -> Result<DelegateAnswer, DelegateError> {
+        let path = request.path_and_query.clone();
+        self.seen.lock().expect("lock").push(request);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(DelegateError::Unavailable("connection refused".into()));
+        }
+        let json = |status: StatusCode, body: Value| DelegateAnswer {
+            status,
+            content_type: Some(http::HeaderValue::from_static("application/json")),
+            body: Bytes::from(body.to_string()),
+        };
+        Ok(if path == "/apis/external.metrics.k8s.io/v1beta1" {
+            json(
+                StatusCode::OK,
+                json!({"kind": "APIResourceList", "apiVersion": "v1",
+                       "groupVersion": "external.metrics.k8s.io/v1beta1",
+                       "resources": [{"name": "externalmetrics", "singularName": "", "namespaced": true,
+                                      "kind": "ExternalMetricValueList", "verbs": ["get"]},
+                                     {"name": "queue_depth", "singularName": "", "namespaced": true,
+                                      "kind": "ExternalMetricValueList", "verbs": ["get"]}]}),
+            )
+        } else if path.contains("/forbidden-here") {
+            json(
+                StatusCode::FORBIDDEN,
+                json!({"kind": "Status", "code": 403, "reason": "Forbidden"}),
+            )
+        } else {
+            json(
+                StatusCode::OK,
+                json!({"kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1",
+                       "metadata": {}, "items": [{"metricName": "queue_depth", "metricLabels": {},
+                       "timestamp": "2026-11-24T09:30:00Z", "value": "7"}]}),
+            )
+        })
+    }
+}
+
+impl FakeDelegate {
+    fn paths(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| r.path_and_query.clone())
+            .collect()
+    }
+}
+
+async fn chained() -> (Harness, Arc<FakeDelegate>) {
+    let delegate = Arc::new(FakeDelegate::default());
+    let h = Harness::start_full(|_| {}, None, Some(delegate.clone())).await;
+    (h, delegate)
+}
+
+#[tokio::test]
+async fn requests_ebb_does_not_own_go_to_the_delegate_as_the_caller() {
+    let (h, delegate) = chained().await;
+    let client = h.front_proxy();
+
+    // A selector naming no ScaledObject (prometheus-adapter's, Datadog's): the delegate answers.
+    let foreign =
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/queue_depth?labelSelector=app%3Dshop";
+    let reply = client.get_with(foreign, HPA_VIA_PROXY).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["items"][0]["value"], "7");
+    let seen = delegate.seen.lock().expect("lock")[0].clone();
+    assert_eq!(
+        seen.path_and_query, foreign,
+        "path and the caller's query unchanged"
+    );
+    assert_eq!(
+        seen.user.username,
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+    );
+    let header = |name: &str| -> Vec<String> {
+        seen.front_proxy
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        header("x-remote-user"),
+        ["system:serviceaccount:kube-system:horizontal-pod-autoscaler"]
+    );
+    assert!(header("x-remote-group").contains(&"system:serviceaccounts:kube-system".to_owned()));
+    assert_eq!(
+        header("x-remote-extra-authentication.kubernetes.io%2fpod-name"),
+        ["hpa-0"]
+    );
+
+    // The provider's "not mine" (another namespace, another ScaledObject or metric).
+    let reply = client
+        .get_with(
+            &metric_path("s3-foreign", "scaledobject.ebb.dev/name=orders"),
+            HPA_VIA_PROXY,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let team_b = "/apis/external.metrics.k8s.io/v1beta1/namespaces/team-b/s0-kafka-orders?labelSelector=scaledobject.keda.sh%2Fname%3Dorders";
+    assert_eq!(
+        client.get_with(team_b, HPA_VIA_PROXY).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(delegate.paths().len(), 3);
+
+    // ebb's own metrics, and its own 404s and 503s, never reach the delegate.
+    let own = client
+        .get_with(
+            &metric_path("s0-kafka-orders", "scaledobject.ebb.dev/name=orders"),
+            HPA_VIA_PROXY,
+        )
+        .await;
+    assert_eq!(own.json()["items"][0]["value"], "1500m");
+    client
+        .get_with(
+            &metric_path("s9-nope", "scaledobject.ebb.dev/name=orders"),
+            HPA_VIA_PROXY,
+        )
+        .await
+        .status_object(404, "NotFound");
+    client
+        .get_with(
+            &metric_path("s2-down", "scaledobject.ebb.dev/name=orders"),
+            HPA_VIA_PROXY,
+        )
+        .await
+        .status_object(503, "ServiceUnavailable");
+    assert_eq!(delegate.paths().len(), 3);
+
+    // A caller ebb denies is denied before anything is forwarded.
+    let mallory = h
+        .client()
+        .get_with(foreign, &[("Authorization", "Bearer mallory-token")])
+        .await;
+    assert_eq!(mallory.status, StatusCode::FORBIDDEN);
+    assert_eq!(delegate.paths().len(), 3);
+
+    // The delegate's refusal is passed back as it is.
+    let refused = client
+        .get_with(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/forbidden-here?labelSelector=a%3Db",
+            HPA_VIA_PROXY,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.json()["reason"], "Forbidden");
+
+    // A delegate that cannot be reached: its metrics fail with 503, ebb's are unaffected.
+    delegate.down.store(true, Ordering::SeqCst);
+    let message = client
+        .get_with(foreign, HPA_VIA_PROXY)
+        .await
+        .status_object(503, "ServiceUnavailable");
+    assert!(message.contains("connection refused"), "{message}");
+    let own = client
+        .get_with(
+            &metric_path("s0-kafka-orders", "scaledobject.ebb.dev/name=orders"),
+            HPA_VIA_PROXY,
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_standby_forwarding_to_its_leader_gets_not_owned_instead_of_a_delegation() {
+    let (h, delegate) = chained().await;
+    let no_delegate = [
+        ("X-Remote-User", "system:serviceaccount:ebb-system:ebb"),
+        (NO_DELEGATE_HEADER, "1"),
+    ];
+    let reply = h
+        .front_proxy()
+        .get_with(
+            &metric_path("s3-foreign", "scaledobject.ebb.dev/name=orders"),
+            &no_delegate,
+        )
+        .await;
+    assert_eq!(
+        reply.headers.get(NOT_OWNED_HEADER).map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    reply.status_object(404, "NotFound");
+    // A selector naming no ScaledObject stays a 400 for such a request.
+    h.front_proxy()
+        .get_with(&metric_path("queue_depth", "app=shop"), &no_delegate)
+        .await
+        .status_object(400, "BadRequest");
+    assert!(delegate.paths().is_empty(), "{:?}", delegate.paths());
+    h.shutdown().await;
+
+    // Without a delegate: not-owned is a 404 that says so.
+    let h = Harness::start().await;
+    let reply = h
+        .front_proxy()
+        .get_with(
+            &metric_path("s3-foreign", "scaledobject.ebb.dev/name=orders"),
+            AGGREGATOR,
+        )
+        .await;
+    assert!(reply.headers.contains_key(NOT_OWNED_HEADER));
+    reply.status_object(404, "NotFound");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_lists_the_union_and_ebbs_own_when_the_delegate_is_down() {
+    let (h, delegate) = chained().await;
+    let client = h.front_proxy();
+    let names = |reply: Reply| -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|r| r["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let version = "/apis/external.metrics.k8s.io/v1beta1";
+    assert_eq!(
+        names(client.get_with(version, AGGREGATOR).await),
+        ["externalmetrics", "queue_depth"]
+    );
+    // Cached: a second listing does not ask again.
+    assert_eq!(names(client.get_with(version, AGGREGATOR).await).len(), 2);
+    assert_eq!(delegate.paths(), [version]);
+    h.shutdown().await;
+
+    let (h, delegate) = chained().await;
+    delegate.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        names(h.front_proxy().get_with(version, AGGREGATOR).await),
+        ["externalmetrics"]
+    );
     h.shutdown().await;
 }

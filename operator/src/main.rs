@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ebb_operator::adapter::certs::files::CertFiles;
 use ebb_operator::adapter::certs::{CertMode, CertOptions};
+use ebb_operator::adapter::chain_record;
+use ebb_operator::adapter::delegate::{DelegateAuth, DelegateOptions, ServiceRef};
 use ebb_operator::cli::migrate::{MigrateOptions, migrate};
 use ebb_operator::cli::validate::{CheckOptions, InputDocument, check_documents_with, read_documents};
 use ebb_operator::infra::leadership::LeaseTiming;
@@ -61,11 +63,33 @@ enum Command {
     },
     /// Run the operator: reconcile ScaledObjects, own 0↔1 and the HPAs (leader-elected).
     Operator(Box<OperatorArgs>),
+    /// The external-metrics APIService when adapters are chained (the chart's uninstall hook).
+    #[command(subcommand)]
+    Apiservice(ApiserviceCommand),
     /// Print the CRD manifests, or write them into a directory.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
         write: Option<PathBuf>,
+    },
+}
+
+/// `ebb apiservice ...`.
+#[derive(Subcommand)]
+enum ApiserviceCommand {
+    /// Point the APIService back at the Service recorded before this release took it over, if it
+    /// still points at this release's Service.
+    Restore {
+        /// The record ConfigMap, `namespace/name` (keys `service`, `caBundle`,
+        /// `insecureSkipTLSVerify`).
+        #[arg(long)]
+        record: String,
+        /// This release's adapter Service, `namespace/name`.
+        #[arg(long)]
+        own_service: String,
+        /// The APIService.
+        #[arg(long, default_value = "v1beta1.external.metrics.k8s.io")]
+        apiservice: String,
     },
 }
 
@@ -164,6 +188,88 @@ struct OperatorArgs {
     /// the audience `ebb-leader-forward`, and the leader accepts forwarded requests only from it.
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
     metrics_forward_token_file: std::path::PathBuf,
+    /// Chain to another external-metrics adapter: metric requests ebb does not own (another
+    /// namespace than --namespace, a ScaledObject or metric ebb does not have, a selector naming
+    /// no ScaledObject) go to this Service, `namespace/name[:port]` (port 443 by default), reached
+    /// as the aggregator reaches it (cluster IP, certificate checked for `<name>.<namespace>.svc`).
+    #[arg(long)]
+    metrics_adapter_delegate: Option<String>,
+    /// The CA bundle (PEM) the delegate's serving certificate chains to (its APIService's
+    /// caBundle).
+    #[arg(long, requires = "metrics_adapter_delegate")]
+    metrics_adapter_delegate_ca: Option<std::path::PathBuf>,
+    /// Do not verify the delegate's serving certificate (only when its APIService said
+    /// insecureSkipTLSVerify).
+    #[arg(long, requires = "metrics_adapter_delegate")]
+    metrics_adapter_delegate_insecure: bool,
+    /// A client certificate (PEM) the delegate trusts as the front proxy (signed by the cluster's
+    /// requestheader CA, CN in requestheader-allowed-names): the caller's identity is then sent
+    /// in front-proxy headers. Without it ebb asks with its ServiceAccount token, and the
+    /// delegate sees ebb's ServiceAccount.
+    #[arg(long, requires_all = ["metrics_adapter_delegate", "metrics_adapter_delegate_client_key"])]
+    metrics_adapter_delegate_client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --metrics-adapter-delegate-client-cert.
+    #[arg(long, requires = "metrics_adapter_delegate_client_cert")]
+    metrics_adapter_delegate_client_key: Option<std::path::PathBuf>,
+}
+
+/// The chain to a delegate adapter, from the flags.
+fn delegate_options(args: &OperatorArgs) -> Result<Option<DelegateOptions>> {
+    let Some(service) = &args.metrics_adapter_delegate else {
+        return Ok(None);
+    };
+    let service =
+        ServiceRef::parse(service).map_err(|e| anyhow::anyhow!("--metrics-adapter-delegate: {e}"))?;
+    if args.metrics_adapter_delegate_ca.is_none() && !args.metrics_adapter_delegate_insecure {
+        anyhow::bail!(
+            "--metrics-adapter-delegate needs --metrics-adapter-delegate-ca (or \
+             --metrics-adapter-delegate-insecure when its APIService skips verification)"
+        );
+    }
+    let auth = match (
+        &args.metrics_adapter_delegate_client_cert,
+        &args.metrics_adapter_delegate_client_key,
+    ) {
+        (Some(cert), Some(key)) => DelegateAuth::FrontProxy {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => DelegateAuth::ServiceAccount {
+            token_file: args.metrics_forward_token_file.clone(),
+        },
+    };
+    Ok(Some(DelegateOptions {
+        service,
+        ca: args.metrics_adapter_delegate_ca.clone(),
+        insecure: args.metrics_adapter_delegate_insecure,
+        auth,
+    }))
+}
+
+/// `ebb apiservice restore`.
+fn apiservice(command: ApiserviceCommand) -> Result<()> {
+    let ApiserviceCommand::Restore {
+        record,
+        own_service,
+        apiservice,
+    } = command;
+    let pair = |flag: &str, text: &str| -> Result<(String, String)> {
+        text.split_once('/')
+            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .with_context(|| format!("{flag}: expected namespace/name, got {text:?}"))
+    };
+    let record = pair("--record", &record)?;
+    let own = pair("--own-service", &own_service)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let done = runtime.block_on(async {
+        let client = kube::Client::try_default().await?;
+        anyhow::Ok(chain_record::restore(client, &record, &apiservice, &own).await?)
+    })?;
+    println!("{done}");
+    Ok(())
 }
 
 /// How log lines are written.
@@ -190,6 +296,7 @@ fn main() -> ExitCode {
             transfer_hpa_ownership,
         } => migrate_files(&files, output.as_deref(), transfer_hpa_ownership),
         Command::Crds { write } => crds(write).map(|()| ExitCode::SUCCESS),
+        Command::Apiservice(command) => apiservice(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -418,6 +525,8 @@ fn operator(args: OperatorArgs) -> Result<()> {
         CertMode::Files(_) => 10,
         _ => 30,
     }));
+    let delegate = delegate_options(&args)?;
+    let scope = args.namespace.clone();
     let options = ebb_operator::run::OperatorOptions {
         namespace: args.namespace,
         qps: args.kube_api_qps,
@@ -443,6 +552,8 @@ fn operator(args: OperatorArgs) -> Result<()> {
                     refresh: refresh.max(Duration::from_secs(1)),
                 },
                 forward_token_file: args.metrics_forward_token_file,
+                scope,
+                delegate,
             }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

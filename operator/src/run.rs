@@ -22,10 +22,10 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 
 use crate::adapter::certs::{self, AdapterTls, CertError, CertOptions};
-use crate::adapter::forward_token::delegated_auth;
+use crate::adapter::delegate::DelegateOptions;
 use crate::adapter::leader_forward::{ForwarderOptions, LeaderForwarder};
 use crate::adapter::metric_cache::MetricCache;
-use crate::adapter::provider::{CacheProvider, LeaderState};
+use crate::adapter::provider::LeaderState;
 use crate::adapter::readiness::{ReadinessSources, keep_ready};
 use crate::cache::hpas::HpaCache;
 use crate::cache::kinds::KindCache;
@@ -40,7 +40,7 @@ use crate::infra::startup::{self, crds_missing};
 use crate::infra::telemetry::{OperatorMetrics, serve_health};
 use crate::reconcile::{RequeueBackoff, error_policy, reconcile};
 use crate::scale::targets::Targets;
-use ebb_metrics_adapter::{AdapterConfig, AdapterError, AuthError, MetricsAdapter, TlsSource};
+use ebb_metrics_adapter::{AdapterError, AuthError};
 
 /// Settings of `ebb operator`.
 #[derive(Debug, Clone)]
@@ -87,6 +87,10 @@ pub struct AdapterOptions {
     /// The service-account token file naming the ServiceAccount this replica runs as (standbys
     /// forward with tokens of it; the leader accepts forwarded requests only from it).
     pub forward_token_file: std::path::PathBuf,
+    /// The one namespace watched, when not all: other namespaces' metrics are not ebb's.
+    pub scope: Option<String>,
+    /// Where metric requests ebb does not own go (`--metrics-adapter-delegate`).
+    pub delegate: Option<DelegateOptions>,
 }
 
 /// Why the operator stopped.
@@ -220,7 +224,7 @@ pub async fn run(
                 )
                 .map_err(RunError::Certs)?,
             );
-            let served = start_adapter(
+            let served = crate::adapter::serve::start_adapter(
                 &clients.auth,
                 a,
                 &tls,
@@ -345,54 +349,6 @@ pub async fn run(
     outcome
 }
 
-/// Starts the metrics adapter; every replica serves it, answering from the leader's cache.
-/// `client` (the auth client) makes its reviews and follows the API server's auth settings.
-async fn start_adapter(
-    client: &Client,
-    options: &AdapterOptions,
-    tls: &AdapterTls,
-    leader: LeaderState,
-    forward: Arc<LeaderForwarder>,
-    metrics: Arc<OperatorMetrics>,
-    stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, RunError> {
-    // Only a kube error other than a 404 is worth waiting out; bad contents are final.
-    let permanent = |e: &AuthError| !matches!(e, AuthError::Kube(k) if !crds_missing(k));
-    let auth = startup::retry(
-        "read the API server's authentication settings",
-        stop.clone(),
-        permanent,
-        || delegated_auth(client.clone(), forward.service_account()),
-    )
-    .await
-    .map_err(RunError::AdapterAuth)?;
-    // (Stopped while waiting: the adapter starts and stops at once.)
-    let stop = wait_true(stop);
-    let Some(auth) = auth else {
-        return Ok(tokio::spawn(async {}));
-    };
-    let auth = Arc::new(auth);
-    // CA rotations and header changes in the API server's settings take effect without a restart.
-    let follow = tokio::spawn(auth.clone().follow_config(client.clone()));
-    let adapter = MetricsAdapter::bind(
-        AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
-        auth,
-        Arc::new(CacheProvider::new(leader, Some(forward)).with_metrics(metrics)),
-    )
-    .await
-    .map_err(|e| {
-        follow.abort();
-        RunError::Adapter(e)
-    })?;
-    tracing::info!(addr = %adapter.local_addr(), "metrics adapter listening");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = adapter.run(stop).await {
-            tracing::error!(error = %e, "metrics adapter stopped");
-        }
-        follow.abort();
-    }))
-}
-
 /// An Api over `namespace`, or over every namespace.
 pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -405,7 +361,7 @@ where
     }
 }
 
-async fn wait_true(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 

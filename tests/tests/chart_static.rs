@@ -1108,3 +1108,122 @@ async fn api_server_accepts_the_renders() {
     release_ns.delete().await.unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// metricsAdapter.delegate: the operator's flags and files for the delegate, `get` on its one
+/// Service in its namespace, and nothing taken over (no hook APIService, no restore Job): only
+/// `chain.enabled` with a previous adapter found at install does that (the real-helm path is
+/// `tests/tests/adapter_chain_e2e.rs`; `helm template` has no cluster to look up).
+#[tokio::test]
+async fn a_delegate_is_wired_and_nothing_is_taken_over_without_a_previous_adapter() {
+    let Some((_env, chart)) = Chart::load().await else {
+        return;
+    };
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    use base64::Engine as _;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(pem);
+    let r = chart
+        .render(&[
+            (
+                "metricsAdapter.delegate.service",
+                json!("keda/keda-operator-metrics-apiserver:443"),
+            ),
+            ("metricsAdapter.delegate.caBundle", json!(bundle)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.arg("metrics-adapter-delegate").as_deref(),
+        Some("keda/keda-operator-metrics-apiserver:443")
+    );
+    assert_eq!(
+        r.arg("metrics-adapter-delegate-ca").as_deref(),
+        Some("/chain/delegate-ca.crt")
+    );
+    assert_eq!(
+        r.arg("metrics-adapter-delegate-client-cert"),
+        None,
+        "no certificate: ebb's ServiceAccount"
+    );
+    let record = r.get("ConfigMap", &format!("{RELEASE}-chain"));
+    assert_eq!(record["data"]["delegate-ca.crt"], pem);
+    assert_eq!(
+        record["data"]["service"], "",
+        "nothing recorded: nothing to restore"
+    );
+    let role = r.get("Role", &format!("{RELEASE}-delegate"));
+    assert_eq!(role["metadata"]["namespace"], "keda");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["services"],
+                "resourceNames": ["keda-operator-metrics-apiserver"], "verbs": ["get"]}])
+    );
+    let binding = r.get("RoleBinding", &format!("{RELEASE}-delegate"));
+    let subject = &binding["subjects"][0];
+    assert_eq!(
+        format!("{}/{}", text(&subject["namespace"]), text(&subject["name"])),
+        r.operator_subject()
+    );
+    assert!(r.find("Job", &format!("{RELEASE}-chain-restore")).is_none());
+    let apiservice = r.get("APIService", APISERVICE);
+    assert!(
+        apiservice["metadata"]["annotations"]["helm.sh/hook"].is_null(),
+        "{apiservice}"
+    );
+
+    // With a front-proxy client certificate: mounted, and passed.
+    let r = chart
+        .render(&[
+            (
+                "metricsAdapter.delegate.service",
+                json!("keda/keda-operator-metrics-apiserver"),
+            ),
+            ("metricsAdapter.delegate.caBundle", json!(bundle)),
+            (
+                "metricsAdapter.delegate.clientCertSecret",
+                json!("ebb-front-proxy"),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.arg("metrics-adapter-delegate-client-cert").as_deref(),
+        Some("/chain-client/tls.crt")
+    );
+    let volumes = r.pod_spec()["volumes"].to_string();
+    assert!(
+        volumes.contains("ebb-front-proxy") && volumes.contains(&format!("{RELEASE}-chain")),
+        "{volumes}"
+    );
+
+    // A delegate needs a CA (or a recorded insecureSkipTLSVerify).
+    let error = chart
+        .render(&[(
+            "metricsAdapter.delegate.service",
+            json!("keda/keda-operator-metrics-apiserver"),
+        )])
+        .await
+        .err()
+        .expect("a delegate without a CA must fail");
+    assert!(
+        error.contains("metricsAdapter.delegate.caBundle is required"),
+        "{error}"
+    );
+    let error = chart
+        .render(&[("metricsAdapter.delegate.service", json!("not a service"))])
+        .await
+        .err()
+        .expect("the schema checks the Service's form");
+    assert!(error.contains("delegate"), "{error}");
+
+    // chain.enabled with nobody holding the APIService: an ordinary install plus an empty record.
+    let r = chart
+        .render(&[("metricsAdapter.chain.enabled", json!(true))])
+        .await
+        .unwrap();
+    assert_eq!(r.arg("metrics-adapter-delegate"), None);
+    assert_eq!(
+        r.get("ConfigMap", &format!("{RELEASE}-chain"))["data"]["service"],
+        ""
+    );
+    assert!(r.find("Job", &format!("{RELEASE}-chain-restore")).is_none());
+}

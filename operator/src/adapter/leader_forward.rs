@@ -17,7 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ebb_metrics_adapter::{MetricValue, ProviderError, SCALED_OBJECT_LABEL};
+use ebb_metrics_adapter::{
+    MetricValue, NO_DELEGATE_HEADER, NOT_OWNED_HEADER, ProviderError, SCALED_OBJECT_LABEL,
+};
 use ebb_scalers::ScalerError;
 use ebb_scalers::common::http::{HttpsClient, json_get, pooled_client, read_json_body, send};
 use ebb_scalers::common::quantity::parse_quantity;
@@ -316,8 +318,11 @@ impl LeaderForwarder {
         let url = forward_url(leader, namespace, metric, scaled_object);
         let doc = match tokio::time::timeout(FORWARD_TIMEOUT, self.get(&url, &token)).await {
             Ok(Ok(doc)) => doc,
+            // Not the leader's metric: this replica hands it to the delegate, if any, with the
+            // caller's identity (the leader was asked not to, see `get`).
+            Ok(Err(Fetch::NotFound { not_owned: true })) => return Err(ProviderError::NotMine),
             // The leader's own "no such metric/ScaledObject" answer stays a 404 here.
-            Ok(Err(Fetch::NotFound)) => return Err(ProviderError::UnknownMetric),
+            Ok(Err(Fetch::NotFound { not_owned: false })) => return Err(ProviderError::UnknownMetric),
             Ok(Err(Fetch::Failed(e))) => return Err(unavailable(format!("leader: {e}"))),
             Err(_elapsed) => {
                 let e = ScalerError::timeout(&url, FORWARD_TIMEOUT);
@@ -339,7 +344,8 @@ impl LeaderForwarder {
         Ok(MetricValue { value, timestamp })
     }
 
-    /// GETs `url` from the leader with `token` as bearer token.
+    /// GETs `url` from the leader with `token` as bearer token, asking it not to delegate (it
+    /// would do so as this replica's ServiceAccount, not as the caller).
     async fn get(&self, url: &str, token: &str) -> Result<serde_json::Value, Fetch> {
         let uri: Uri = url.parse().map_err(|e| {
             Fetch::Failed(ScalerError::InvalidConfig(format!(
@@ -352,13 +358,20 @@ impl LeaderForwarder {
             ))
         })?;
         auth.set_sensitive(true);
-        let request = json_get(&uri, Some(&auth), url).map_err(Fetch::Failed)?;
+        let mut request = json_get(&uri, Some(&auth), url).map_err(Fetch::Failed)?;
+        request
+            .headers_mut()
+            .insert(NO_DELEGATE_HEADER, HeaderValue::from_static("1"));
         let response = send(&self.http, request, url, None)
             .await
             .map_err(Fetch::Failed)?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
-            return Err(Fetch::NotFound);
+            let not_owned = response
+                .headers()
+                .get(NOT_OWNED_HEADER)
+                .is_some_and(|v| v == "true");
+            return Err(Fetch::NotFound { not_owned });
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let said = read_json_body(response.into_body(), MAX_ERROR_BYTES, url)
@@ -409,8 +422,12 @@ fn refusal(status: StatusCode, leader_said: Option<&str>, account: Option<&Servi
 
 /// Why a GET from the leader gave no document.
 enum Fetch {
-    /// The leader answered 404: it knows no such metric or ScaledObject.
-    NotFound,
+    /// The leader answered 404: it knows no such metric or ScaledObject (`not_owned`: it is none
+    /// of the leader's metrics, [`NOT_OWNED_HEADER`]).
+    NotFound {
+        /// The leader said the metric is not its own.
+        not_owned: bool,
+    },
     /// Any other failure.
     Failed(ScalerError),
 }

@@ -27,6 +27,8 @@ pub struct CacheProvider {
     forward: Option<Arc<LeaderForwarder>>,
     metrics: Option<Arc<OperatorMetrics>>,
     refreshing: Refreshes,
+    /// The one namespace watched (`--namespace`), when not every namespace.
+    scope: Option<String>,
 }
 
 /// One refresh per metric at a time: requests for a stale metric queue behind the one that
@@ -86,6 +88,7 @@ impl CacheProvider {
             forward,
             metrics: None,
             refreshing: Refreshes::default(),
+            scope: None,
         }
     }
 }
@@ -97,6 +100,13 @@ impl CacheProvider {
         self
     }
 
+    /// Watches only `namespace` (`--namespace`): a metric of any other namespace is not this
+    /// operator's ([`ProviderError::NotMine`]).
+    pub fn with_scope(mut self, namespace: Option<String>) -> Self {
+        self.scope = namespace;
+        self
+    }
+
     /// The answer, from the leader's cache or forwarded to the leader.
     async fn answer(
         &self,
@@ -104,6 +114,9 @@ impl CacheProvider {
         scaled_object: &str,
         metric: &str,
     ) -> (Result<MetricValue, ProviderError>, &'static str) {
+        if self.scope.as_deref().is_some_and(|scope| scope != namespace) {
+            return (Err(ProviderError::NotMine), "not-owned");
+        }
         let shared = self.leader.read().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(shared) = shared else {
             return match &self.forward {
@@ -140,7 +153,8 @@ fn served(m: &CachedMetric) -> MetricValue {
 
 /// The answer for an object with neither a scale loop nor a cached value. A leader that took over
 /// moments ago has not listed (or not yet reconciled) every object: that is a 503, which the HPA
-/// retries, not a 404 — only an object absent from a complete list is unknown.
+/// retries, not a 404 — only an object absent from a complete list is not this operator's
+/// (another adapter's, when a delegate is chained).
 fn without_loop(listed: bool, exists: bool) -> ProviderError {
     if !listed {
         ProviderError::Unavailable(
@@ -149,7 +163,7 @@ fn without_loop(listed: bool, exists: bool) -> ProviderError {
     } else if exists {
         ProviderError::Unavailable("the ScaledObject has no running scale loop yet".into())
     } else {
-        ProviderError::UnknownScaledObject
+        ProviderError::NotMine
     }
 }
 
@@ -196,12 +210,12 @@ impl CacheProvider {
         if let Some(composite) = &config.composite {
             // With scalingModifiers the HPA reads only the composite.
             if key.metric != COMPOSITE_METRIC_NAME {
-                return Err(ProviderError::UnknownMetric);
+                return Err(ProviderError::NotMine);
             }
             return self.composite_answer(shared, &config, composite, key).await;
         }
         let Some(trigger) = config.triggers.iter().find(|t| t.metric_name == key.metric) else {
-            return Err(ProviderError::UnknownMetric);
+            return Err(ProviderError::NotMine);
         };
         // useCachedMetrics: serve whatever the loop cached last. Otherwise (KEDA's contract) the
         // value is at most one pollingInterval old.
@@ -390,9 +404,6 @@ mod tests {
             ProviderError::Unavailable(_)
         ));
         assert!(matches!(without_loop(true, true), ProviderError::Unavailable(_)));
-        assert!(matches!(
-            without_loop(true, false),
-            ProviderError::UnknownScaledObject
-        ));
+        assert!(matches!(without_loop(true, false), ProviderError::NotMine));
     }
 }

@@ -1,6 +1,7 @@
 //! The leader keeps the APIService's `spec.caBundle` equal to the adapter's CA (operator-managed
 //! certificates only), so the aggregator verifies the adapter with the CA the Secret holds: a GET
-//! and, when it differs, a merge PATCH of that one APIService.
+//! and, when it differs, a merge PATCH of that one APIService. An APIService that points at
+//! another adapter's Service (another ebb, or KEDA, chained to or from this one) is left alone.
 
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::Client;
@@ -27,8 +28,35 @@ pub fn ca_bundle_patch(current: &APIService, ca_pem: &str) -> Option<Value> {
     Some(json!({ "spec": spec }))
 }
 
-/// GETs the APIService `name` and PATCHes its CA bundle when it differs; whether it patched.
-pub async fn sync_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Result<bool, CertError> {
+/// This adapter's Service, from the first `--metrics-adapter-dns-names` entry when it is
+/// `<name>.<namespace>.svc` (the name the aggregator verifies the adapter for).
+pub fn own_service(dns_names: &[String]) -> Option<(String, String)> {
+    let first = dns_names.first()?;
+    let mut parts = first.strip_suffix(".svc")?.split('.');
+    let (name, namespace) = (parts.next()?, parts.next()?);
+    parts
+        .next()
+        .is_none()
+        .then(|| (namespace.to_owned(), name.to_owned()))
+}
+
+/// Whether `current` points at `own` (namespace, name); always true when `own` is unknown.
+pub fn points_at(current: &APIService, own: Option<&(String, String)>) -> bool {
+    let Some((namespace, name)) = own else {
+        return true;
+    };
+    let service = current.spec.as_ref().and_then(|s| s.service.as_ref());
+    service.is_some_and(|s| s.namespace.as_deref() == Some(namespace) && s.name.as_deref() == Some(name))
+}
+
+/// GETs the APIService `name` and PATCHes its CA bundle when it differs and it points at `own`
+/// (namespace, name); whether it patched.
+pub async fn sync_ca_bundle(
+    client: &Client,
+    name: &str,
+    ca_pem: &str,
+    own: Option<&(String, String)>,
+) -> Result<bool, CertError> {
     let api: Api<APIService> = Api::all(client.clone());
     let err = |action: &'static str| {
         move |source| CertError::Kube {
@@ -39,6 +67,10 @@ pub async fn sync_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Result
         }
     };
     let current = api.get(name).await.map_err(err("get APIService"))?;
+    if !points_at(&current, own) {
+        tracing::debug!(apiservice = %name, "the APIService points at another Service; its caBundle is left alone");
+        return Ok(false);
+    }
     let Some(patch) = ca_bundle_patch(&current, ca_pem) else {
         return Ok(false);
     };
@@ -62,6 +94,24 @@ mod tests {
     }
 
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn only_an_apiservice_pointing_at_this_adapter_is_kept_current() {
+        let own = own_service(&["ebb-b-metrics.team-b.svc".to_owned(), "localhost".to_owned()]);
+        assert_eq!(own, Some(("team-b".to_owned(), "ebb-b-metrics".to_owned())));
+        assert_eq!(own_service(&["localhost".to_owned()]), None);
+        assert_eq!(own_service(&["a.b.c.svc".to_owned()]), None);
+        assert_eq!(own_service(&[]), None);
+        let at = |ns: &str, name: &str| {
+            service(json!({"group": "external.metrics.k8s.io", "version": "v1beta1",
+                           "groupPriorityMinimum": 100, "versionPriority": 100,
+                           "service": {"namespace": ns, "name": name, "port": 443}}))
+        };
+        assert!(points_at(&at("team-b", "ebb-b-metrics"), own.as_ref()));
+        assert!(!points_at(&at("team-a", "ebb-a-metrics"), own.as_ref()));
+        assert!(!points_at(&at("team-b", "other"), own.as_ref()));
+        assert!(points_at(&at("keda", "keda-metrics"), None));
+    }
 
     #[test]
     fn the_bundle_is_patched_only_when_it_differs() {

@@ -212,7 +212,8 @@ impl SecretKeeper {
         };
         if let (Some(apiservice), Some(ca)) = (&self.apiservice, SecretContents::from_secret(&secret).ca_crt)
         {
-            match apiservice::sync_ca_bundle(&self.client, apiservice, &ca).await {
+            let own = apiservice::own_service(&self.dns_names);
+            match apiservice::sync_ca_bundle(&self.client, apiservice, &ca, own.as_ref()).await {
                 Ok(true) => {
                     tracing::info!(%apiservice, "metrics adapter: set the APIService's caBundle to the CA")
                 }

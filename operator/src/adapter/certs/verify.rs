@@ -102,17 +102,33 @@ impl LeaderTrust {
     /// A client configuration checking the leader with this trust (the current roots at every
     /// handshake).
     pub fn client_config(self: &Arc<Self>) -> Result<ClientConfig, CertError> {
+        Ok(self.client_builder()?.with_no_client_auth())
+    }
+
+    /// A client configuration checking the server with this trust and presenting `chain` (leaf
+    /// first) with `key` (the delegate metrics adapter's front-proxy identity).
+    pub fn client_config_with_identity(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<ClientConfig, CertError> {
+        self.client_builder()?
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| CertError::Trust(format!("client certificate: {e}")))
+    }
+
+    fn client_builder(
+        self: &Arc<Self>,
+    ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, CertError> {
         let provider = provider();
-        let config = ClientConfig::builder_with_provider(provider.clone())
+        Ok(ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| CertError::Trust(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(LeaderVerifier {
                 trust: self.clone(),
                 any: AcceptAnyCertificate(provider),
-            }))
-            .with_no_client_auth();
-        Ok(config)
+            })))
     }
 }
 
