@@ -475,13 +475,13 @@ fn why(r: &Report, active: bool) -> String {
         );
     }
     if active {
-        let hpa = r
+        let wants = r
             .hpa
             .as_ref()
             .and_then(|h| h.desired_replicas)
-            .map_or_else(|| "the HPA".to_string(), |d| format!("the HPA, which wants {d}"));
+            .map_or_else(String::new, |d| format!(" (it wants {d})"));
         return format!(
-            "Active: a trigger is above its activation threshold; between {} and {} the replicas are {hpa}; now {replicas}.",
+            "Active: a trigger is above its activation threshold, so the HPA sets the replicas between {} and {}{wants}; now {replicas}.",
             r.min_replicas.max(1),
             r.max_replicas
         );

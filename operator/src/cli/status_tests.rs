@@ -115,7 +115,7 @@ fn an_active_object_shows_each_trigger_the_hpa_and_the_events() {
     assert_eq!(reasons, ["Created", "ScaledToZero", "Activated"]);
     assert_eq!(r.cooldown_remaining_seconds, None);
     assert!(
-        r.why.starts_with("Active:") && r.why.contains("wants 3"),
+        r.why.starts_with("Active:") && r.why.contains("(it wants 3); now 3."),
         "{}",
         r.why
     );
