@@ -12,7 +12,8 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use super::explain::OutputFormat;
-use super::status::{Gathered, MetricReading, StatusArgs, compose, list_lines, list_text, report_text};
+use super::status::{Gathered, MetricReading, StatusArgs, compose, list_lines};
+use super::status_text::{list_text, report_text};
 use crate::infra::hpa_discovery::{discover_once, hpa_api};
 
 /// Why `ebb status` printed nothing.

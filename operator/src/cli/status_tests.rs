@@ -5,7 +5,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Event;
 use serde_json::{Value, json};
 
-use super::status::{Gathered, MetricReading, compose, list_lines, list_text, report_text};
+use super::status::{Gathered, MetricReading, compose, list_lines};
+use super::status_text::{list_text, report_text};
 
 fn object(conditions: Value, extra_status: Value, extra_spec: Value) -> ScaledObject {
     let mut status = json!({

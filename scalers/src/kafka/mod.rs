@@ -101,7 +101,7 @@ pub static PARAMS: &[Param] = &[
         .doc("The trigger is active (scales up from zero) when the total lag, persistent lag included, is above this."),
     Param::one_of("offsetResetPolicy", &["latest", "earliest"])
         .default("latest")
-        .doc("How a partition without a committed offset counts: `latest` as a lag of 1, `earliest` as its whole log."),
+        .doc("How a partition without a committed offset counts: `latest` as a lag of 1, `earliest` as its whole log (the log-end offset)."),
     Param::bool("allowIdleConsumers")
         .default("false")
         .doc("Lift the cap of one replica per partition, so replicas may outnumber partitions."),
