@@ -138,6 +138,8 @@ pub struct Report {
     pub target: String,
     /// The target's replicas (`/scale` `spec.replicas`).
     pub replicas: Option<i32>,
+    /// The target's current replicas (`/scale` `status.replicas`).
+    pub current_replicas: Option<i32>,
     /// Why `/scale` could not be read.
     pub scale_error: Option<String>,
     /// `minReplicaCount`, `maxReplicaCount`, `idleReplicaCount`.
@@ -484,6 +486,7 @@ pub fn compose(g: &Gathered) -> Report {
         namespace: o.metadata.namespace.clone().unwrap_or_default(),
         target: target_name(o),
         replicas,
+        current_replicas: g.scale.as_ref().ok().map(|(_, current)| *current),
         scale_error: g.scale.as_ref().err().cloned(),
         min_replicas: o.spec.min_replica_count,
         max_replicas: o.spec.max_replica_count,

@@ -57,14 +57,13 @@ pub async fn run(args: &StatusArgs) -> Result<String, StatusError> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let render = |value: &dyn erased::Render| value.render(args.output);
     match &args.name {
         Some(name) => {
             let gathered = gather(&client, &namespace, name).await?;
             let report = compose(&gathered);
             match args.output {
                 OutputFormat::Text => Ok(report_text(&report)),
-                _ => render(&report),
+                format => render(&report, format),
             }
         }
         None => {
@@ -83,30 +82,18 @@ pub async fn run(args: &StatusArgs) -> Result<String, StatusError> {
             });
             match args.output {
                 OutputFormat::Text => Ok(list_text(&lines)),
-                _ => render(&lines),
+                format => render(&lines, format),
             }
         }
     }
 }
 
-/// JSON or YAML of a serialisable report.
-mod erased {
-    use super::{OutputFormat, StatusError};
-
-    /// Something `-o json|yaml` prints.
-    pub trait Render {
-        /// The text in `format` (JSON for text, which callers render themselves).
-        fn render(&self, format: OutputFormat) -> Result<String, StatusError>;
-    }
-
-    impl<T: serde::Serialize> Render for T {
-        fn render(&self, format: OutputFormat) -> Result<String, StatusError> {
-            Ok(match format {
-                OutputFormat::Yaml => serde_saphyr::to_string(self)?,
-                _ => serde_json::to_string_pretty(self)? + "\n",
-            })
-        }
-    }
+/// A report as JSON or YAML (`-o text` is rendered by [`super::status_text`]).
+fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> Result<String, StatusError> {
+    Ok(match format {
+        OutputFormat::Yaml => serde_saphyr::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    })
 }
 
 /// The current replicas of every HPA of the namespace, by name (empty when unreadable).

@@ -153,6 +153,7 @@ fn an_inactive_object_above_its_floor_counts_the_cooldown_down() {
     let r = compose(&g);
     // 09:58:20 + 300 s − 10:00:00 = 200 s.
     assert_eq!(r.cooldown_remaining_seconds, Some(200));
+    assert_eq!(r.current_replicas, Some(2));
     assert!(
         r.why.contains("from 2 to 0 replicas") && r.why.contains("in 200 s"),
         "{}",

@@ -35,9 +35,13 @@ pub fn list_text(lines: &[ListLine]) -> String {
 pub fn report_text(r: &Report) -> String {
     let mut out = String::new();
     let replicas = r.replicas.map_or_else(|| "?".to_string(), |n| n.to_string());
+    let running = match (r.replicas, r.current_replicas) {
+        (Some(want), Some(current)) if want != current => format!(" ({current} running)"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "ScaledObject {}/{} → {} at {replicas} replicas",
+        "ScaledObject {}/{} → {} at {replicas} replicas{running}",
         r.namespace, r.name, r.target
     );
     if let Some(e) = &r.scale_error {
