@@ -131,6 +131,10 @@ fn an_active_object_shows_each_trigger_the_hpa_and_the_events() {
         "{text}"
     );
     assert!(
+        text.contains("Conditions:\n  Ready: True Ready Ready Ready\n  Active: True ScalerActive"),
+        "{text}"
+    );
+    assert!(
         text.contains("Activated happened") && text.contains("(×2)"),
         "{text}"
     );

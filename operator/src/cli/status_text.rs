@@ -54,6 +54,7 @@ pub fn report_text(r: &Report) -> String {
         "Replicas: min {}, max {}{idle}",
         r.min_replicas, r.max_replicas
     );
+    out.push_str("Conditions:\n");
     for c in &r.conditions {
         let _ = writeln!(out, "  {}: {} {} {}", c.kind, c.status, c.reason, c.message);
     }
