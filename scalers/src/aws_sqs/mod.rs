@@ -47,7 +47,7 @@ pub static PARAMS: &[Param] = &[
     Param::one_of("identityOwner", &["pod", "operator"])
         .default("pod")
         .deprecated("only meaningful for the deprecated aws-eks identity")
-        .doc("Accepted for KEDA compatibility and not acted on: it belongs to the deprecated aws-eks identity."),
+        .doc("Whose identity the aws-eks mode used (`pod` or `operator`); accepted for KEDA compatibility and not acted on."),
     Param::string("awsAccessKeyID")
         .from(AUTH_ENV)
         .secret()
