@@ -66,6 +66,22 @@ enum Command {
     /// The external-metrics APIService when adapters are chained (the chart's uninstall hook).
     #[command(subcommand)]
     Apiservice(ApiserviceCommand),
+    /// Describe the trigger types and their parameters, from the scalers' declarations.
+    ///
+    /// Without TYPE lists the types; with it prints each parameter (type, default, sources,
+    /// bounds, description) and the rules. `--write-docs DIR` writes the reference pages.
+    Explain(ebb_operator::cli::explain::ExplainArgs),
+    /// Why a ScaledObject has the replicas it has (or every ScaledObject of a namespace).
+    ///
+    /// Reads the object, each trigger's value through the external metrics API, the target's
+    /// /scale, the HPA and the object's Events from the cluster of the kubeconfig (or in-cluster).
+    Status(ebb_operator::cli::status::StatusArgs),
+    /// Print a completion script for SHELL, e.g. `ebb completions bash > /etc/bash_completion.d/ebb`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the CRD manifests, or write them into a directory.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -297,6 +313,12 @@ fn main() -> ExitCode {
         } => migrate_files(&files, output.as_deref(), transfer_hpa_ownership),
         Command::Crds { write } => crds(write).map(|()| ExitCode::SUCCESS),
         Command::Apiservice(command) => apiservice(command).map(|()| ExitCode::SUCCESS),
+        Command::Explain(args) => explain(&args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => status(&args).map(|()| ExitCode::SUCCESS),
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -428,6 +450,43 @@ fn migrate_files(files: &[PathBuf], output: Option<&std::path::Path>, transfer: 
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `ebb explain`: prints the explanation, or writes the reference pages.
+fn explain(args: &ebb_operator::cli::explain::ExplainArgs) -> Result<()> {
+    use ebb_operator::cli::{explain, scaler_docs};
+    if let Some(dir) = &args.write_docs {
+        for path in scaler_docs::write_pages(dir)? {
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    let text = explain::explain(args.trigger_type.as_deref(), args.output)?;
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing the explanation");
+    }
+    Ok(())
+}
+
+/// `ebb status`: prints the report.
+fn status(args: &ebb_operator::cli::status::StatusArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let text = runtime.block_on(ebb_operator::cli::status_io::run(args))?;
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing the report");
+    }
+    Ok(())
+}
+
+/// `ebb completions SHELL`: the completion script of every subcommand and flag.
+fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "ebb", out);
 }
 
 fn crds(write: Option<PathBuf>) -> Result<()> {
@@ -596,6 +655,26 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completion_scripts_name_every_subcommand() {
+        use clap::ValueEnum;
+        for shell in clap_complete::Shell::value_variants() {
+            let mut out = Vec::new();
+            completions(*shell, &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for sub in [
+                "validate",
+                "migrate",
+                "operator",
+                "explain",
+                "completions",
+                "crds",
+            ] {
+                assert!(script.contains(sub), "{shell}: {sub} missing");
+            }
+        }
+    }
 
     #[test]
     fn in_a_pod_the_lease_stays_in_the_operators_namespace() {

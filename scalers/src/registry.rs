@@ -177,6 +177,42 @@ mod tests {
     }
 
     #[test]
+    fn every_type_and_parameter_is_described_and_the_examples_parse() {
+        for kind in KINDS {
+            let decl = kind.declaration;
+            let ty = decl.trigger_type;
+            assert!(!decl.docs.summary.trim().is_empty(), "{ty}: no summary");
+            for p in decl.params {
+                let doc = p.doc.trim();
+                assert!(!doc.is_empty(), "{ty}: parameter {} has no description", p.name);
+                assert!(!doc.contains('\n'), "{ty}: {}: a description is one line", p.name);
+            }
+            let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            };
+            assert!(!decl.docs.example_metadata.is_empty(), "{ty}: no example");
+            let (meta, auth) = (map(decl.docs.example_metadata), map(decl.docs.example_auth));
+            let parsed = parse_trigger(0, ty, &meta, Some(&auth), Some(&BTreeMap::new()))
+                .unwrap_or_else(|e| panic!("{ty}: the example does not parse: {e}"));
+            assert!(
+                parsed.params.warnings.is_empty(),
+                "{ty}: {:?}",
+                parsed.params.warnings
+            );
+            for (name, _) in decl.docs.example_auth {
+                let from = decl.param(name).map(|p| p.from).unwrap_or_default();
+                assert!(
+                    from.contains(&crate::params::Source::AuthParams),
+                    "{ty}: {name} is not an auth param"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn metric_names_carry_the_index() {
         let meta: BTreeMap<String, String> = [
             ("bootstrapServers", "b:9092"),

@@ -13,29 +13,65 @@ pub use config::{
 pub use scaler::{AttributeError, SqsClients, SqsScaler};
 
 use crate::params::{
-    AUTH, AUTH_ENV, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
+    AUTH, AUTH_ENV, DeclDocs, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
+    Thresholds,
 };
 
 /// Every parameter of the aws-sqs-queue trigger.
 pub static PARAMS: &[Param] = &[
-    Param::string("queueURL").required().from(META_ENV),
-    Param::int("queueLength").default("5").above(0.0),
-    Param::int("activationQueueLength").default("0").min(0.0),
-    Param::string("awsRegion").required().from(META_AUTH),
-    Param::string("awsEndpoint").from(META),
-    Param::bool("scaleOnInFlight").default("true"),
-    Param::bool("scaleOnDelayed").default("false"),
+    Param::string("queueURL")
+        .required()
+        .from(META_ENV)
+        .doc("The queue: its URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`), or its name, looked up once."),
+    Param::int("queueLength")
+        .default("5")
+        .above(0.0)
+        .doc("Target messages per replica."),
+    Param::int("activationQueueLength")
+        .default("0")
+        .min(0.0)
+        .doc("The trigger is active (scales up from zero) when the message count is above this."),
+    Param::string("awsRegion")
+        .required()
+        .from(META_AUTH)
+        .doc("The queue's AWS region."),
+    Param::string("awsEndpoint")
+        .from(META)
+        .doc("Another SQS endpoint (LocalStack, moto, a VPC endpoint); refused when the operator's own identity signs the requests."),
+    Param::bool("scaleOnInFlight")
+        .default("true")
+        .doc("Count in-flight messages (received and not yet deleted) with the visible ones."),
+    Param::bool("scaleOnDelayed")
+        .default("false")
+        .doc("Count delayed messages (not yet visible) too."),
     Param::one_of("identityOwner", &["pod", "operator"])
         .default("pod")
-        .deprecated("only meaningful for the deprecated aws-eks identity"),
-    Param::string("awsAccessKeyID").from(AUTH_ENV).secret(),
-    Param::string("awsAccessKeyId").from(AUTH).secret(),
-    Param::string("awsSecretAccessKey").from(AUTH_ENV).secret(),
-    Param::string("awsSessionToken").from(AUTH).secret(),
-    Param::string("awsRoleArn").from(AUTH),
+        .deprecated("only meaningful for the deprecated aws-eks identity")
+        .doc("Whose identity the aws-eks mode used (`pod` or `operator`); accepted for KEDA compatibility and not acted on."),
+    Param::string("awsAccessKeyID")
+        .from(AUTH_ENV)
+        .secret()
+        .doc("The access key ID of static credentials, given with `awsSecretAccessKey`."),
+    Param::string("awsAccessKeyId")
+        .from(AUTH)
+        .secret()
+        .doc("KEDA's other spelling of `awsAccessKeyID`; give one of the two."),
+    Param::string("awsSecretAccessKey")
+        .from(AUTH_ENV)
+        .secret()
+        .doc("The secret access key of static credentials."),
+    Param::string("awsSessionToken")
+        .from(AUTH)
+        .secret()
+        .doc("The session token of temporary static credentials."),
+    Param::string("awsRoleArn")
+        .from(AUTH)
+        .doc("A role assumed through STS with the credentials before the queue is read."),
     // Set by `podIdentity.externalID` (or a TriggerAuthentication): the external ID of the role
     // assumption.
-    Param::string("awsExternalID").from(AUTH),
+    Param::string("awsExternalID")
+        .from(AUTH)
+        .doc("The external ID of the `awsRoleArn` assumption (set by `podIdentity.externalID`)."),
 ];
 
 /// The aws-sqs-queue trigger's declaration.
@@ -50,6 +86,32 @@ pub static DECL: ScalerDecl = ScalerDecl {
     metric_detail,
     thresholds,
     warnings: crate::params::no_warnings,
+    docs: DeclDocs {
+        summary: "Scales on an Amazon SQS queue's approximate message count: visible messages, plus in-flight and delayed ones when asked.",
+        checks: &[
+            "A `queueURL` that is a URL has two path segments: the account and the queue name.",
+            "`awsEndpoint` must be a URL.",
+            "`awsAccessKeyID` (or `awsAccessKeyId`) and `awsSecretAccessKey` are given together.",
+            "Without static keys the trigger's authentication must set `podIdentity.provider: aws` (the operator's own identity), and `awsEndpoint` is then refused.",
+        ],
+        example_metadata: &[
+            (
+                "queueURL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+            ),
+            ("awsRegion", "eu-west-1"),
+            ("queueLength", "10"),
+        ],
+        example_auth: &[
+            ("awsAccessKeyID", "from-a-secret"),
+            ("awsSecretAccessKey", "from-a-secret"),
+        ],
+        keda_differences: &[
+            "The operator's own AWS identity signs requests only when the trigger's authentication says `podIdentity.provider: aws`, and then not towards a custom `awsEndpoint`; otherwise static keys are required. ebb never lends its identity to a ScaledObject that did not ask for it.",
+            "`identityOwner` is read but not acted on.",
+            "The trigger is poll-only: every SQS request is billed, so there is no fast activity watcher.",
+        ],
+    },
 };
 
 /// The queue name: the last path segment of a queue URL, or the value itself when it is not a URL.

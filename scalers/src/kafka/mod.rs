@@ -72,35 +72,80 @@ pub use pool::{KafkaClusters, KafkaOptions, KafkaStats};
 pub use scaler::{KafkaSample, KafkaScaler};
 
 use crate::params::{
-    AUTH, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
+    AUTH, DeclDocs, META, META_AUTH, META_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
 };
 
 /// Every parameter of the kafka trigger.
 pub static PARAMS: &[Param] = &[
-    Param::list("bootstrapServers").required().from(META_ENV),
-    Param::string("consumerGroup").required().from(META_ENV),
-    Param::string("topic").from(META_ENV),
-    Param::string("partitionLimitation"),
-    Param::int("lagThreshold").default("10").above(0.0),
-    Param::int("activationLagThreshold").default("0").min(0.0),
-    Param::one_of("offsetResetPolicy", &["latest", "earliest"]).default("latest"),
-    Param::bool("allowIdleConsumers").default("false"),
-    Param::bool("excludePersistentLag").default("false"),
-    Param::bool("scaleToZeroOnInvalidOffset").default("false"),
-    Param::bool("limitToPartitionsWithLag").default("false"),
-    Param::bool("ensureEvenDistributionOfPartitions").default("false"),
+    Param::list("bootstrapServers")
+        .required()
+        .from(META_ENV)
+        .doc("The brokers to start from, as comma-separated host:port entries."),
+    Param::string("consumerGroup")
+        .required()
+        .from(META_ENV)
+        .doc("The consumer group whose lag is measured."),
+    Param::string("topic")
+        .from(META_ENV)
+        .doc("The topic whose lag counts; without it, every topic the group has committed offsets for."),
+    Param::string("partitionLimitation").doc(
+        "Only these partitions of `topic` count: ids and ranges such as `1,2,5-9` (ignored without `topic`).",
+    ),
+    Param::int("lagThreshold")
+        .default("10")
+        .above(0.0)
+        .doc("Target lag per replica: the trigger asks for ceil(total lag / lagThreshold) replicas, at most one per partition unless `allowIdleConsumers`."),
+    Param::int("activationLagThreshold")
+        .default("0")
+        .min(0.0)
+        .doc("The trigger is active (scales up from zero) when the total lag, persistent lag included, is above this."),
+    Param::one_of("offsetResetPolicy", &["latest", "earliest"])
+        .default("latest")
+        .doc("How a partition without a committed offset counts: `latest` as a lag of 1, `earliest` as its whole log (the log-end offset)."),
+    Param::bool("allowIdleConsumers")
+        .default("false")
+        .doc("Lift the cap of one replica per partition, so replicas may outnumber partitions."),
+    Param::bool("excludePersistentLag")
+        .default("false")
+        .doc("A partition whose committed offset has not moved since the previous poll counts 0 for the metric (it still counts for activation)."),
+    Param::bool("scaleToZeroOnInvalidOffset")
+        .default("false")
+        .doc("A partition without a committed offset counts 0, whatever `offsetResetPolicy` says."),
+    Param::bool("limitToPartitionsWithLag")
+        .default("false")
+        .doc("Cap the replicas at the number of partitions that have lag instead of all partitions."),
+    Param::bool("ensureEvenDistributionOfPartitions")
+        .default("false")
+        .doc("Round the replica count up to a divisor of the partition count, so every replica gets as many partitions."),
     // Accepted for KEDA compatibility: ebb always fetches metadata of the watched topics only;
     // `false` still needs a topic, as in KEDA.
-    Param::bool("fullMetadata").default("true"),
-    Param::string("version"),
+    Param::bool("fullMetadata")
+        .default("true")
+        .doc("Accepted for KEDA compatibility: ebb always fetches the metadata of the watched topics only."),
+    Param::string("version")
+        .doc("Accepted for KEDA compatibility and checked (`X.Y.Z`, or `0.X.Y.Z` before 1.0); ebb negotiates protocol versions with the brokers."),
     Param::one_of("tls", &["enable", "disable"])
         .default("disable")
-        .from(META_AUTH),
-    Param::bool("unsafeSsl").default("false").from(META),
-    Param::string("ca").from(AUTH),
-    Param::string("cert").from(AUTH),
-    Param::string("key").from(AUTH).secret(),
-    Param::string("keyPassword").from(AUTH).secret(),
+        .from(META_AUTH)
+        .doc("`enable` connects to the brokers over TLS."),
+    Param::bool("unsafeSsl")
+        .default("false")
+        .from(META)
+        .doc("With TLS, accept any broker certificate without verifying it."),
+    Param::string("ca")
+        .from(AUTH)
+        .doc("With TLS, the PEM certificates to trust instead of the system's roots."),
+    Param::string("cert")
+        .from(AUTH)
+        .doc("With TLS, the client certificate chain (PEM), given with `key`."),
+    Param::string("key")
+        .from(AUTH)
+        .secret()
+        .doc("With TLS, the client certificate's private key (PEM, unencrypted)."),
+    Param::string("keyPassword")
+        .from(AUTH)
+        .secret()
+        .doc("The password of an encrypted `key`: not supported yet, a trigger that sets it fails."),
     Param::one_of(
         "sasl",
         &[
@@ -113,9 +158,10 @@ pub static PARAMS: &[Param] = &[
         ],
     )
     .default("none")
-    .from(META_AUTH),
-    Param::string("username").from(AUTH),
-    Param::string("password").from(AUTH).secret(),
+    .from(META_AUTH)
+    .doc("SASL authentication: `plaintext` (PLAIN), `scram_sha256` or `scram_sha512` with `username` and `password`; `oauthbearer` and `gssapi` are not supported yet."),
+    Param::string("username").from(AUTH).doc("The SASL user name."),
+    Param::string("password").from(AUTH).secret().doc("The SASL password."),
 ];
 
 /// The kafka trigger's declaration.
@@ -134,6 +180,37 @@ pub static DECL: ScalerDecl = ScalerDecl {
     metric_detail,
     thresholds,
     warnings,
+    docs: DeclDocs {
+        summary: "Scales on a Kafka consumer group's lag: how far its committed offsets trail the end of the log.",
+        checks: &[
+            "`sasl: plaintext`, `scram_sha256` and `scram_sha512` need `username` and `password` (from the TriggerAuthentication).",
+            "`sasl: oauthbearer` and `gssapi` are refused: not supported yet.",
+            "`partitionLimitation` must list partition ids or ranges such as `1,2,5-9`, with or without `topic`.",
+            "`fullMetadata: false` needs `topic`.",
+            "`version`, when given, must read as a Kafka version: `X.Y.Z`, or `0.X.Y.Z` before 1.0.",
+        ],
+        example_metadata: &[
+            (
+                "bootstrapServers",
+                "kafka-0.kafka.svc:9092,kafka-1.kafka.svc:9092",
+            ),
+            ("consumerGroup", "orders-workers"),
+            ("topic", "orders"),
+            ("lagThreshold", "50"),
+            ("activationLagThreshold", "5"),
+        ],
+        example_auth: &[
+            ("sasl", "scram_sha512"),
+            ("username", "orders-workers"),
+            ("password", "from-a-secret"),
+        ],
+        keda_differences: &[
+            "The replica count is capped exactly: ebb computes min(ceil(lag / lagThreshold), partitions) and reports a value the HPA turns into that count, where KEDA's value can ask for one replica more than the partitions (KEDA #4483).",
+            "ebb speaks the Kafka protocol itself: one client per cluster reads every group's offsets in one batched round every half second, so the broker load grows with brokers, not ScaledObjects, and a group at zero activates within about a second.",
+            "`sasl: oauthbearer` and `gssapi`, encrypted client keys (`keyPassword`), and KEDA's MSK IAM, OAuth and Kerberos parameters (`saslTokenProvider`, `oauthTokenEndpointUri`, `keytab`, ...) are not supported yet.",
+            "`fullMetadata` and `version` change nothing: ebb fetches only the watched topics' metadata and negotiates protocol versions with the brokers.",
+        ],
+    },
 };
 
 /// `partitionLimitation` without `topic` is accepted and ignored, as KEDA does; said so.

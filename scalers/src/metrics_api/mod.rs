@@ -17,16 +17,30 @@ pub use config::{ConfigError, ConfigProblem, Format, MetricsApiConfig};
 pub use scaler::MetricsApiScaler;
 pub use value::{ValueError, lookup, value_at};
 
-use crate::params::{Param, ParamError, ParsedParams, ScalerDecl, Thresholds};
+use crate::params::{DeclDocs, Param, ParamError, ParsedParams, ScalerDecl, Thresholds};
 
 /// Every parameter of the metrics-api trigger.
 pub static PARAMS: &[Param] = &[
-    Param::string("url").required().masks_userinfo(),
-    Param::string("valueLocation").required(),
-    Param::float("targetValue").required().above(0.0),
-    Param::float("activationTargetValue").default("0"),
-    Param::one_of("format", &["json"]).default("json"),
-    Param::bool("unsafeSsl").default("false"),
+    Param::string("url")
+        .required()
+        .masks_userinfo()
+        .doc("The `http://` or `https://` URL of the document; a `user:password@` in it is sent as basic auth."),
+    Param::string("valueLocation")
+        .required()
+        .doc("Dotted path to the value in the JSON document, e.g. `queue.depth` or `items.0.count`: a number, or a string holding a number or a Kubernetes quantity."),
+    Param::float("targetValue")
+        .required()
+        .above(0.0)
+        .doc("Target value per replica."),
+    Param::float("activationTargetValue")
+        .default("0")
+        .doc("The trigger is active (scales up from zero) when the value is above this."),
+    Param::one_of("format", &["json"])
+        .default("json")
+        .doc("The document's format: only `json`."),
+    Param::bool("unsafeSsl")
+        .default("false")
+        .doc("Accept any server certificate without verifying it."),
 ];
 
 /// The metrics-api trigger's declaration.
@@ -38,6 +52,24 @@ pub static DECL: ScalerDecl = ScalerDecl {
     metric_detail,
     thresholds,
     warnings: crate::params::no_warnings,
+    docs: DeclDocs {
+        summary: "Scales on a number read from a JSON document served over HTTP.",
+        checks: &[
+            "`url` must be an `http://` or `https://` URL.",
+            "`valueLocation` is a dotted path without empty segments.",
+        ],
+        example_metadata: &[
+            ("url", "http://backlog.shop.svc:8080/stats"),
+            ("valueLocation", "queue.depth"),
+            ("targetValue", "25"),
+        ],
+        example_auth: &[],
+        keda_differences: &[
+            "Only `format: json`: KEDA's `prometheus`, `xml` and `yaml` formats are not supported.",
+            "KEDA's `authMode` (API key, basic, bearer, TLS), `aggregateFromKubeServiceEndpoints`, `aggregationType` and `timeout` are not supported; a `user:password@` in `url` is sent as basic auth, and unknown parameters are ignored with a warning.",
+            "Answers are read up to 1 MiB, and at most 8 requests per namespace run at once.",
+        ],
+    },
 };
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {

@@ -52,19 +52,44 @@ pub use jsz::{ConsumerLag, JszConsumer, JszView, MonitoringDocError, jsz_activit
 pub use scaler::{NatsJetStreamClients, NatsJetStreamScaler};
 pub use watch::{WATCH_TICK, WatcherStats};
 
-use crate::params::{META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds};
+use crate::params::{
+    DeclDocs, META, META_AUTH, Param, ParamError, ParsedParams, Rule, ScalerDecl, Thresholds,
+};
 
 /// Every parameter of the nats-jetstream trigger.
 pub static PARAMS: &[Param] = &[
-    Param::string("natsServerMonitoringEndpoint").from(META_AUTH),
-    Param::string("natsServerURL").from(META_AUTH).masks_userinfo(),
-    Param::string("account").from(META_AUTH),
-    Param::string("accountID").from(META_AUTH),
-    Param::string("stream").required().from(META),
-    Param::string("consumer").required().from(META),
-    Param::int("lagThreshold").default("10").above(0.0),
-    Param::int("activationLagThreshold").default("0").min(0.0),
-    Param::bool("useHttps").default("false"),
+    Param::string("natsServerMonitoringEndpoint")
+        .from(META_AUTH)
+        .doc("The server's monitoring port as `host:port` (no scheme, no path): the consumer is read from its `/jsz`."),
+    Param::string("natsServerURL")
+        .from(META_AUTH)
+        .masks_userinfo()
+        .doc("ebb's addition: a client URL (`nats://host:4222`, `tls://...`, credentials as `user:password@` or `token@`); the consumer is then read through the JetStream API, and this wins over `natsServerMonitoringEndpoint`."),
+    Param::string("account")
+        .from(META_AUTH)
+        .doc("The account that holds the stream, for the monitoring endpoint (`accountID` wins when both are given)."),
+    Param::string("accountID")
+        .from(META_AUTH)
+        .doc("The account's ID, for the monitoring endpoint; used instead of `account` when both are given."),
+    Param::string("stream")
+        .required()
+        .from(META)
+        .doc("The stream the consumer reads."),
+    Param::string("consumer")
+        .required()
+        .from(META)
+        .doc("The consumer whose lag is measured: messages not yet delivered plus those delivered and not yet acknowledged."),
+    Param::int("lagThreshold")
+        .default("10")
+        .above(0.0)
+        .doc("Target lag per replica."),
+    Param::int("activationLagThreshold")
+        .default("0")
+        .min(0.0)
+        .doc("The trigger is active (scales up from zero) when the lag is above this."),
+    Param::bool("useHttps")
+        .default("false")
+        .doc("Read the monitoring endpoint over HTTPS."),
 ];
 
 /// The nats-jetstream trigger's declaration.
@@ -76,6 +101,26 @@ pub static DECL: ScalerDecl = ScalerDecl {
     metric_detail,
     thresholds,
     warnings: crate::params::no_warnings,
+    docs: DeclDocs {
+        summary: "Scales on a NATS JetStream consumer's lag: its pending plus unacknowledged messages.",
+        checks: &[
+            "With `natsServerMonitoringEndpoint` and no `natsServerURL`, `account` or `accountID` is required.",
+            "`natsServerURL` must be a `nats://` or `tls://` URL with a host.",
+            "`natsServerMonitoringEndpoint` is `host:port`, without scheme or path (`useHttps` picks HTTPS).",
+        ],
+        example_metadata: &[
+            ("natsServerMonitoringEndpoint", "nats.messaging.svc:8222"),
+            ("account", "$G"),
+            ("stream", "ORDERS"),
+            ("consumer", "orders-workers"),
+            ("lagThreshold", "20"),
+        ],
+        example_auth: &[],
+        keda_differences: &[
+            "`natsServerURL` is ebb's addition: the consumer's numbers come from its leader through the JetStream API over the client port, for this one consumer instead of the whole account, with the connection's credentials.",
+            "A watcher reads `/jsz` every half second per monitoring endpoint and account, so an object at zero activates within about a second instead of at its next poll; `natsServerURL` triggers wait for their poll.",
+        ],
+    },
 };
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {

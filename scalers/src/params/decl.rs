@@ -70,6 +70,8 @@ pub struct Param {
     pub deprecated: Option<&'static str>,
     /// A URL that may carry `user:password@`: shown with the credentials masked.
     pub masks_userinfo: bool,
+    /// One line saying what the parameter does (`ebb explain`, the scaler's reference page).
+    pub doc: &'static str,
 }
 
 impl Param {
@@ -85,6 +87,7 @@ impl Param {
             min_exclusive: false,
             deprecated: None,
             masks_userinfo: false,
+            doc: "",
         }
     }
     /// A string parameter.
@@ -152,6 +155,11 @@ impl Param {
         self.deprecated = Some(note);
         self
     }
+    /// Sets the one-line description.
+    pub const fn doc(mut self, text: &'static str) -> Self {
+        self.doc = text;
+        self
+    }
 }
 
 /// A rule between parameters. "Set" means given by a source (not defaulted); a bool counts as set
@@ -186,6 +194,35 @@ pub struct ScalerDecl {
     /// Configuration that works but often surprises users (shown in the object's Ready message
     /// and by `ebb validate`); [`no_warnings`] for most scalers.
     pub warnings: fn(&ParsedParams) -> Vec<String>,
+    /// What users read about the trigger type (`ebb explain`, `docs/scalers/`).
+    pub docs: DeclDocs,
+}
+
+/// The prose of a trigger type: what `ebb explain` prints and `docs/scalers/<type>.md` holds
+/// besides the parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclDocs {
+    /// One line: what the trigger measures.
+    pub summary: &'static str,
+    /// The rules `check` enforces beyond [`Rule`]s, one sentence each.
+    pub checks: &'static [&'static str],
+    /// An example trigger: its metadata, in order.
+    pub example_metadata: &'static [(&'static str, &'static str)],
+    /// The example's auth params (a TriggerAuthentication's parameters), in order.
+    pub example_auth: &'static [(&'static str, &'static str)],
+    /// Where ebb's trigger behaves differently from KEDA's, one sentence each.
+    pub keda_differences: &'static [&'static str],
+}
+
+impl DeclDocs {
+    /// No prose (test declarations).
+    pub const EMPTY: DeclDocs = DeclDocs {
+        summary: "",
+        checks: &[],
+        example_metadata: &[],
+        example_auth: &[],
+        keda_differences: &[],
+    };
 }
 
 /// The `warnings` of a scaler whose configurations hold no surprise.
@@ -207,5 +244,79 @@ impl ScalerDecl {
     /// Looks a parameter up by name.
     pub fn param(&self, name: &str) -> Option<&'static Param> {
         self.params.iter().find(|p| p.name == name)
+    }
+
+    /// A rule as a sentence, e.g. "At most one of `a` and `b` may be set." A flag named in a
+    /// rule is "true" rather than "set", as the parser counts it.
+    pub fn rule_sentence(&self, rule: &Rule) -> String {
+        let is_flag = |name: &str| self.param(name).is_some_and(|p| p.ty == ParamType::Bool);
+        let set = |name: &str| match is_flag(name) {
+            true => format!("`{name}` is true"),
+            false => format!("`{name}` is set"),
+        };
+        match rule {
+            Rule::Exclusive(names) => format!("At most one of {} may be set.", joined(names, "and")),
+            Rule::AnyOf(names) => format!("At least one of {} must be set.", joined(names, "or")),
+            Rule::Together(names) => format!(
+                "{} must be given together, or none of them.",
+                joined(names, "and")
+            ),
+            Rule::Requires(first, second) => format!("When {}, `{second}` must be set too.", set(first)),
+        }
+    }
+}
+
+/// `a`, `b` and `c` (with `word` before the last name).
+fn joined(names: &[&str], word: &str) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} {word} {last}", rest.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static PARAMS: &[Param] = &[Param::bool("flag"), Param::string("topic"), Param::string("a")];
+    static DECL: ScalerDecl = ScalerDecl {
+        trigger_type: "t",
+        params: PARAMS,
+        rules: &[],
+        check: |_| Vec::new(),
+        metric_detail: |_| String::new(),
+        thresholds: |_| Thresholds {
+            target: 1.0,
+            activation: 0.0,
+        },
+        warnings: no_warnings,
+        docs: DeclDocs::EMPTY,
+    };
+
+    #[test]
+    fn rules_read_as_sentences() {
+        let s = |rule| DECL.rule_sentence(&rule);
+        assert_eq!(
+            s(Rule::Exclusive(&["flag", "a"])),
+            "At most one of `flag` and `a` may be set."
+        );
+        assert_eq!(
+            s(Rule::AnyOf(&["a", "topic", "flag"])),
+            "At least one of `a`, `topic` or `flag` must be set."
+        );
+        assert_eq!(
+            s(Rule::Together(&["a", "topic"])),
+            "`a` and `topic` must be given together, or none of them."
+        );
+        assert_eq!(
+            s(Rule::Requires("flag", "topic")),
+            "When `flag` is true, `topic` must be set too."
+        );
+        assert_eq!(
+            s(Rule::Requires("a", "topic")),
+            "When `a` is set, `topic` must be set too."
+        );
     }
 }

@@ -329,7 +329,7 @@ fn check_rule(rule: &Rule, parsed: &ParsedParams, errors: &mut Vec<ParamError>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::{AUTH, META_AUTH_ENV, Thresholds, no_warnings};
+    use crate::params::{AUTH, DeclDocs, META_AUTH_ENV, Thresholds, no_warnings};
 
     static PARAMS: &[Param] = &[
         Param::string("host").required().from(META_AUTH_ENV),
@@ -355,6 +355,7 @@ mod tests {
             activation: 0.0,
         },
         warnings: no_warnings,
+        docs: DeclDocs::EMPTY,
     };
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -86,8 +86,8 @@ pub use stats::{
 pub use watch::{LISTING_COLUMNS, WATCH_TICK, WatcherStats, index_listing, listed_activity};
 
 use crate::params::{
-    AUTH, AUTH_ENV, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule, ScalerDecl,
-    Thresholds,
+    AUTH, AUTH_ENV, DeclDocs, META, META_AUTH, META_AUTH_ENV, Param, ParamError, ParsedParams, Rule,
+    ScalerDecl, Thresholds,
 };
 
 /// The modes of the rabbitmq trigger.
@@ -104,35 +104,79 @@ pub static PARAMS: &[Param] = &[
     Param::string("host")
         .required()
         .from(META_AUTH_ENV)
-        .masks_userinfo(),
+        .masks_userinfo()
+        .doc("The broker: `amqp[s]://[user:password@]host[:port]/vhost` for AMQP, or `http[s]://[user:password@]host[:port][/prefix]/vhost` for the management API."),
     Param::one_of("protocol", &["auto", "amqp", "http"])
         .default("auto")
-        .from(META_AUTH),
-    Param::string("queueName").required(),
+        .from(META_AUTH)
+        .doc("`amqp`, or `http` for the management API; `auto` takes it from the scheme of `host`."),
+    Param::string("queueName")
+        .required()
+        .doc("The queue measured; a regular expression with `useRegex`."),
     // KEDA's defaults when neither is given: QueueLength with a target of 20. Given, each needs
     // the other (checked in `check`, since a default does not count as given).
-    Param::one_of("mode", MODES).default("QueueLength"),
-    Param::float("value").above(0.0).default("20"),
-    Param::float("activationValue").default("0"),
+    Param::one_of("mode", MODES)
+        .default("QueueLength")
+        .doc("What is measured: messages (`QueueLength`), the publish rate (`MessageRate`), the deliver-and-get rate (`DeliverGetRate`), publish / deliver (`PublishedToDeliveredRatio`) or seconds to drain the backlog (`ExpectedQueueConsumptionTime`); all but QueueLength need the management API."),
+    Param::float("value")
+        .above(0.0)
+        .default("20")
+        .doc("The target per replica of what `mode` measures; given together with `mode`."),
+    Param::float("activationValue")
+        .default("0")
+        .doc("The trigger is active (scales up from zero) when the measured value is above this."),
     Param::float("queueLength")
         .above(0.0)
-        .deprecated("use mode: QueueLength with value"),
-    Param::string("vhostName").from(META_AUTH),
-    Param::bool("useRegex").default("false"),
-    Param::int("pageSize").default("100").min(1.0),
-    Param::one_of("operation", &["sum", "avg", "max"]).default("sum"),
-    Param::bool("excludeUnacknowledged").default("false"),
-    Param::int("timeout").min(1.0),
-    Param::string("username").from(AUTH_ENV),
-    Param::string("password").from(AUTH_ENV).secret(),
+        .deprecated("use mode: QueueLength with value")
+        .doc("The target number of messages per replica: the old spelling of `mode: QueueLength` with `value`."),
+    Param::string("vhostName")
+        .from(META_AUTH)
+        .doc("The vhost, instead of the one in the path of `host`."),
+    Param::bool("useRegex")
+        .default("false")
+        .doc("`queueName` is a regular expression the broker matches; the matching queues are combined by `operation` (management API only)."),
+    Param::int("pageSize")
+        .default("100")
+        .min(1.0)
+        .doc("With `useRegex`, how many matching queues the listing returns (only those are combined)."),
+    Param::one_of("operation", &["sum", "avg", "max"])
+        .default("sum")
+        .doc("With `useRegex`, how the matching queues' numbers are combined."),
+    Param::bool("excludeUnacknowledged")
+        .default("false")
+        .doc("Count ready messages only, leaving out those delivered to consumers and not yet acknowledged (management API only)."),
+    Param::int("timeout")
+        .min(1.0)
+        .doc("Timeout of one management API request, in milliseconds (default: the operator's HTTP timeout)."),
+    Param::string("username")
+        .from(AUTH_ENV)
+        .doc("The user name, instead of the one in `host`; given with `password`."),
+    Param::string("password")
+        .from(AUTH_ENV)
+        .secret()
+        .doc("The password, instead of the one in `host`; given with `username`."),
     Param::one_of("tls", &["enable", "disable"])
         .default("disable")
-        .from(AUTH),
-    Param::string("ca").from(AUTH),
-    Param::string("cert").from(AUTH),
-    Param::string("key").from(AUTH).secret(),
-    Param::string("keyPassword").from(AUTH).secret(),
-    Param::bool("unsafeSsl").default("false").from(META),
+        .from(AUTH)
+        .doc("`enable` uses `ca`, `cert` and `key`; `host` must then be an `amqps://` or `https://` URL."),
+    Param::string("ca")
+        .from(AUTH)
+        .doc("With `tls: enable`, PEM CA certificates trusted in addition to the system's roots."),
+    Param::string("cert")
+        .from(AUTH)
+        .doc("With `tls: enable`, the client certificate (PEM), given with `key`; over AMQP without a user name it authenticates with SASL EXTERNAL."),
+    Param::string("key")
+        .from(AUTH)
+        .secret()
+        .doc("With `tls: enable`, the client certificate's private key (PEM, unencrypted)."),
+    Param::string("keyPassword")
+        .from(AUTH)
+        .secret()
+        .doc("The password of an encrypted `key`: not supported, a trigger that sets it with `tls: enable` fails."),
+    Param::bool("unsafeSsl")
+        .default("false")
+        .from(META)
+        .doc("Accept any server certificate on `amqps://` and `https://` hosts, without verifying it."),
 ];
 
 /// The rabbitmq trigger's declaration.
@@ -149,6 +193,28 @@ pub static DECL: ScalerDecl = ScalerDecl {
     metric_detail,
     thresholds,
     warnings,
+    docs: DeclDocs {
+        summary: "Scales on a RabbitMQ queue: its length or its message rates, read over AMQP or the management API.",
+        checks: &[
+            "`mode` and `value` are given together; with neither (nor `queueLength`) the trigger measures QueueLength with a target of 20.",
+            "With `protocol: auto`, `host` must start with `amqp://`, `amqps://`, `http://` or `https://`.",
+            "Over AMQP only `mode: QueueLength` works, and `useRegex`, `excludeUnacknowledged` and `timeout` are refused.",
+        ],
+        example_metadata: &[
+            ("host", "http://rabbitmq.messaging.svc:15672/"),
+            ("queueName", "orders"),
+            ("mode", "QueueLength"),
+            ("value", "50"),
+            ("activationValue", "0"),
+        ],
+        example_auth: &[("username", "ebb"), ("password", "from-a-secret")],
+        keda_differences: &[
+            "Over AMQP RabbitMQ counts ready messages only, in ebb as in KEDA; ebb warns about such triggers (Ready message, `ebb validate --warnings`), since messages being worked on unacknowledged are not counted. The management API (`http://`) counts them.",
+            "A watcher reads the queues every half second (one management listing per vhost, or one passive declare per queue over AMQP), so an object at zero activates within about a second instead of at its next poll; `useRegex` triggers wait for their poll.",
+            "Encrypted client keys (`keyPassword`) and KEDA's Azure workload identity and OAuth parameters are not supported.",
+            "`tls: enable` with a plain `amqp://` or `http://` host is an error, never a plain-text connection.",
+        ],
+    },
 };
 
 /// The wire protocol a rabbitmq trigger uses, once `auto` is resolved from the host's scheme.
