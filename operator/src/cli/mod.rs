@@ -1,12 +1,14 @@
 //! The offline subcommands: `ebb migrate` ([`migrate`]: KEDA's objects rewritten as ebb's), `ebb validate` ([`validate`]; ScaledJobs in [`scaled_job`]; the
 //! per-trigger findings of both kinds in [`trigger_report`]; looking triggers' references up among
 //! the objects of its input, [`bundle`]; annotated workloads checked as the ScaledObject they
-//! generate, [`annotated`], which the operator's generator shares). `ebb crds` prints what `ebb_crds` generates and needs
+//! generate, [`annotated`], which the operator's generator shares); `ebb simulate` ([`simulate`]: a
+//! series of source values replayed through the operator's decisions and a model of the HPA). `ebb crds` prints what `ebb_crds` generates and needs
 //! no module of its own.
 
 pub mod annotated;
 pub mod bundle;
 pub mod migrate;
 pub mod scaled_job;
+pub mod simulate;
 pub mod trigger_report;
 pub mod validate;
