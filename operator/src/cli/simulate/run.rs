@@ -58,7 +58,8 @@ pub struct Row {
     /// What the HPA read at a sync, per HPA metric (`None`: an error).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hpa_read: Option<Vec<Option<f64>>>,
-    /// The count the HPA wants at a sync.
+    /// The count the HPA wants at a sync (`None` while it is disabled at 0 replicas or its
+    /// metrics fail).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hpa_desired: Option<i32>,
     /// The target's replicas afterwards.
@@ -363,7 +364,7 @@ impl<'a> Replay<'a> {
             fallback: None,
             ebb_desired: None,
             hpa_read: Some(read),
-            hpa_desired: (sync.note != SyncNote::ScalingDisabled).then_some(sync.desired),
+            hpa_desired: (sync.note == SyncNote::Computed).then_some(sync.desired),
             replicas: self.replicas,
         });
     }
