@@ -31,8 +31,8 @@ pub const MAX_STEPS: i64 = 20_000_000;
 /// Why a simulation cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
-    /// The series cannot be read.
-    #[error("series: {0}")]
+    /// The series cannot be read (the source says where).
+    #[error("series")]
     Input(#[from] InputError),
     /// The manifests hold no ScaledObject (of that name).
     #[error("no ScaledObject (of that name) in the manifests")]

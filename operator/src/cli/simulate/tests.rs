@@ -175,9 +175,11 @@ fn options_and_inputs_are_checked() {
     .unwrap_err();
     assert!(matches!(e, SimulateError::NoScaledObject));
     let e = simulate(&docs, None, "time,depth\n0,x\n", SimulateOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), "series");
+    let source = std::error::Error::source(&e).map(ToString::to_string);
     assert_eq!(
-        e.to_string(),
-        "series: line 2, column 2: value \"x\" is not a number (or empty / error for a failing poll)"
+        source.as_deref(),
+        Some("line 2, column 2: value \"x\" is not a number (or empty / error for a failing poll)")
     );
     let long = SimulateOptions {
         step_ms: 10,
