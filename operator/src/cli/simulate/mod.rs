@@ -25,8 +25,9 @@ use input::InputError;
 pub use run::{Actor, Happening, Row, Timeline};
 use scenario::Scenario;
 
-/// The most time steps a replay may take (series length ÷ step).
-pub const MAX_STEPS: i64 = 20_000_000;
+/// The most time steps a replay may take (series length ÷ step): the rows (at most one poll
+/// and one sync per step) stay within a few hundred megabytes.
+pub const MAX_STEPS: i64 = 1_000_000;
 
 /// Why a simulation cannot run.
 #[derive(Debug, thiserror::Error)]
