@@ -180,7 +180,8 @@ pub fn render_svg(r: &Report) -> String {
         .flat_map(|row| [Some(row.replicas), row.ebb_desired, row.hpa_desired])
         .flatten()
         .fold(1, i32::max);
-    let r_max = nice_max(f64::from(r_peak));
+    // Whole replicas on every grid line: a multiple of the four intervals.
+    let r_max = (f64::from(r_peak) / 4.0).ceil() * 4.0;
     axis_labels(
         &mut s,
         r_max,
