@@ -213,3 +213,33 @@ pub(super) fn sample_report(name: &str) -> Report {
     r.triggers[0].name = name.to_string();
     r
 }
+
+proptest::proptest! {
+    // Whatever the series (values, failures, gaps), the replay ends, every count stays within
+    // 0..=maxReplicaCount, and ebb alone moves the target off and onto 0.
+    #[test]
+    fn any_series_replays_within_bounds(
+        points in proptest::collection::vec((1u32..40, proptest::option::of(0.0f64..500.0)), 1..40),
+    ) {
+        let docs = so("  fallback: {failureThreshold: 2, replicas: 4}", METRICS_API);
+        let mut csv = String::from("time,depth\n");
+        let mut t = 0u32;
+        for (gap, value) in &points {
+            let cell = value.map_or_else(|| "error".to_string(), |v| format!("{v:.2}"));
+            csv.push_str(&format!("{t},{cell}\n"));
+            t += gap;
+        }
+        let r = run(&docs, &csv);
+        let mut before = 0;
+        for row in &r.timeline.rows {
+            proptest::prop_assert!((0..=10).contains(&row.replicas), "{row:?}");
+            if row.by == Actor::Hpa {
+                proptest::prop_assert!(
+                    (before == 0) == (row.replicas == 0),
+                    "the HPA never scales from or to 0: {row:?}"
+                );
+            }
+            before = row.replicas;
+        }
+    }
+}
