@@ -82,12 +82,120 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Replay a series of source values through ebb's decisions and a model of the HPA: the
+    /// replica timeline, its events, and optionally a plot (see docs/simulate.md).
+    Simulate(Box<SimulateArgs>),
     /// Print the CRD manifests, or write them into a directory.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
         write: Option<PathBuf>,
     },
+}
+
+/// Flags of `ebb simulate`.
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// YAML with the ScaledObject (and the TriggerAuthentications, Secrets it reads, if any).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// The ScaledObject's name, when the files hold several.
+    #[arg(long)]
+    name: Option<String>,
+    /// The series: CSV (`time,<trigger>...`) or JSON (`[{"time": 0, "values": {...}}]`); `-`
+    /// reads stdin.
+    #[arg(long)]
+    input: PathBuf,
+    /// Also write a plot of values, targets and replicas to this SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// The HPA controller's sync period (`15s`, `500ms`, `1m`).
+    #[arg(long, default_value = "15s", value_parser = duration_ms)]
+    hpa_sync_period: i64,
+    /// The HPA controller's tolerance.
+    #[arg(long, default_value_t = 0.1)]
+    hpa_tolerance: f64,
+    /// The target's replicas at the start (default: minReplicaCount).
+    #[arg(long)]
+    initial_replicas: Option<i32>,
+    /// The time step of the replay.
+    #[arg(long, default_value = "1s", value_parser = duration_ms)]
+    step: i64,
+    /// The partition count of kafka triggers' topics (caps their replica count).
+    #[arg(long)]
+    partitions: Option<u64>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = SimulateOutput::Text)]
+    output: SimulateOutput,
+}
+
+/// `ebb simulate -o`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SimulateOutput {
+    /// A table of polls and syncs, then the events.
+    Text,
+    /// The whole report as JSON.
+    Json,
+}
+
+/// A duration flag (`15s`, `500ms`, `2m`, or seconds) in milliseconds.
+fn duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let factor = match unit {
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * factor < 1e15 => Ok((n * factor).round() as i64),
+        _ => Err(format!("{text:?} is not a positive duration")),
+    }
+}
+
+/// `ebb simulate`.
+fn simulate(args: SimulateArgs) -> Result<ExitCode> {
+    use ebb_operator::cli::simulate::{SimulateOptions, render_text, simulate, svg::render_svg};
+    let (docs, unreadable) = read_inputs(&args.files);
+    if let Some(e) = unreadable.first() {
+        anyhow::bail!("{e}");
+    }
+    let series = if args.input.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+    };
+    let options = SimulateOptions {
+        sync_ms: args.hpa_sync_period,
+        tolerance: args.hpa_tolerance,
+        initial_replicas: args.initial_replicas,
+        step_ms: args.step,
+        partitions: args.partitions,
+    };
+    let report = simulate(&docs, args.name.as_deref(), &series, options)
+        .with_context(|| format!("simulating {}", args.input.display()))?;
+    let text = match args.output {
+        SimulateOutput::Text => render_text(&report),
+        SimulateOutput::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    if let Some(path) = &args.svg {
+        std::fs::write(path, render_svg(&report)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing the report");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ebb apiservice ...`.
@@ -312,6 +420,7 @@ fn main() -> ExitCode {
             transfer_hpa_ownership,
         } => migrate_files(&files, output.as_deref(), transfer_hpa_ownership),
         Command::Crds { write } => crds(write).map(|()| ExitCode::SUCCESS),
+        Command::Simulate(args) => simulate(*args),
         Command::Apiservice(command) => apiservice(command).map(|()| ExitCode::SUCCESS),
         Command::Explain(args) => explain(&args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status(&args).map(|()| ExitCode::SUCCESS),
@@ -670,10 +779,21 @@ mod tests {
                 "explain",
                 "completions",
                 "crds",
+                "simulate",
+                "status",
             ] {
                 assert!(script.contains(sub), "{shell}: {sub} missing");
             }
         }
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(duration_ms("15s"), Ok(15_000));
+        assert_eq!(duration_ms("500ms"), Ok(500));
+        assert_eq!(duration_ms("2m"), Ok(120_000));
+        assert_eq!(duration_ms("1.5"), Ok(1500));
+        assert!(duration_ms("-1s").is_err() && duration_ms("3d").is_err() && duration_ms("s").is_err());
     }
 
     #[test]

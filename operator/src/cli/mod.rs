@@ -3,7 +3,8 @@
 //! the objects of its input, [`bundle`]; annotated workloads checked as the ScaledObject they
 //! generate, [`annotated`], which the operator's generator shares); `ebb explain` ([`explain`]) and the
 //! per-type reference pages ([`scaler_docs`]); `ebb status` ([`status`] and [`status_text`], pure, and its
-//! cluster side [`status_io`]). `ebb crds` prints what `ebb_crds` generates and needs
+//! cluster side [`status_io`]). `ebb simulate` ([`simulate`]: a
+//! series of source values replayed through the operator's decisions and a model of the HPA). `ebb crds` prints what `ebb_crds` generates and needs
 //! no module of its own.
 
 pub mod annotated;
@@ -19,5 +20,6 @@ pub mod status_io;
 #[cfg(test)]
 mod status_tests;
 pub mod status_text;
+pub mod simulate;
 pub mod trigger_report;
 pub mod validate;
