@@ -291,6 +291,7 @@ fn series_tick<'a>(
         .map(|(i, (t, poll))| TriggerTick {
             trigger_type: t.scaler.trigger_type(),
             metric: &t.metric_name,
+            target: t.thresholds.target,
             value: outcome
                 .metrics
                 .iter()
@@ -874,6 +875,7 @@ mod tests {
         for line in [
             format!("ebb_trigger_value{{{TRIGGER0}}} 7.0"),
             format!("ebb_trigger_active{{{TRIGGER0}}} 1"),
+            format!("ebb_trigger_target{{{TRIGGER0}}} 10.0"),
             format!("ebb_trigger_errors_total{{{TRIGGER0}}} 0"),
             format!("ebb_scaled_object_paused{{{SERIES}}} 0"),
             format!("ebb_scaled_object_fallback{{{SERIES}}} 0"),

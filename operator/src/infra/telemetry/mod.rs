@@ -20,7 +20,7 @@
 //! | `ebb_poll_lateness_seconds` | histogram | — |
 //! | `ebb_kube_requests_total` | counter | `verb`, `resource` |
 //! | `ebb_metric_requests_total` | counter | `answered_by` (`leader`/`forwarded`/`standby`), `result` |
-//! | `ebb_trigger_value`, `ebb_trigger_active`, `ebb_trigger_errors_total`, `ebb_trigger_last_poll_duration_seconds` | gauge, gauge, counter, gauge | `namespace`, `scaledObject`, `trigger_index`, `trigger_type`, `metric` |
+//! | `ebb_trigger_value`, `ebb_trigger_target`, `ebb_trigger_active`, `ebb_trigger_errors_total`, `ebb_trigger_last_poll_duration_seconds` | gauges, counter (errors) | `namespace`, `scaledObject`, `trigger_index`, `trigger_type`, `metric` |
 //! | `ebb_scaled_object_paused`, `_fallback`, `_replicas`, `_desired_replicas`, `_written_replicas` | gauges | `namespace`, `scaledObject` |
 //! | `ebb_adapter_requests_total` | counter | `request`, `code` |
 //! | `ebb_adapter_request_duration_seconds` | histogram | `request` |
@@ -138,11 +138,18 @@ impl Default for OperatorMetrics {
 }
 
 impl OperatorMetrics {
-    /// Creates the metrics in a new registry with the prefix [`METRIC_PREFIX`].
+    /// Creates the metrics in a new registry with the prefix [`METRIC_PREFIX`], per-object
+    /// series included.
     ///
     /// Other components can add their own metrics through [`OperatorMetrics::registry_mut`]
     /// before the value is shared.
     pub fn new() -> Self {
+        Self::with_per_object(true)
+    }
+
+    /// Like [`OperatorMetrics::new`]; `per_object: false` leaves out the per-object series
+    /// (`--per-object-metrics=false`, for fleets whose scrape would be too large).
+    pub fn with_per_object(per_object: bool) -> Self {
         let mut registry = Registry::with_prefix(METRIC_PREFIX);
 
         let polls = Family::<PollLabels, Counter>::default();
@@ -228,7 +235,11 @@ impl OperatorMetrics {
             metric_requests.clone(),
         );
 
-        let objects = PerObjectMetrics::default();
+        let objects = if per_object {
+            PerObjectMetrics::default()
+        } else {
+            PerObjectMetrics::disabled()
+        };
         objects.register(&mut registry);
         let adapter = Arc::new(AdapterMetrics::default());
         adapter.register(&mut registry);
@@ -369,6 +380,132 @@ impl OperatorMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infra::telemetry::per_object::{
+        ObjectLabels, ObjectTick, ReplicaTick, TriggerLabels, TriggerTick,
+    };
+    use ebb_metrics_adapter::{RequestKind, RequestObserver};
+    use std::collections::BTreeSet;
+
+    /// The chart's Grafana dashboard.
+    const DASHBOARD: &str = include_str!("../../../../charts/ebb/dashboards/ebb.json");
+
+    /// Every sample name the operator exports, with one observation in every family.
+    fn exported_names() -> BTreeSet<String> {
+        let m = OperatorMetrics::new();
+        m.observe_poll("kafka", Duration::from_millis(3), Some("timeout"));
+        m.scale_action("activate");
+        m.observe_reconcile(Duration::from_millis(3), Some("kube_api"));
+        m.observe_lateness(Duration::from_millis(3));
+        m.record_kube_request(Verb::Get, "leases");
+        m.observe_metric_request("leader", true);
+        let o = ObjectLabels::new("ns", "so");
+        m.objects().observe_poll(
+            &TriggerLabels::new(&o, 0, "kafka", "s0-kafka"),
+            Duration::ZERO,
+            true,
+        );
+        m.objects().record_tick(&ObjectTick {
+            object: o.clone(),
+            triggers: vec![TriggerTick {
+                trigger_type: "kafka",
+                metric: "s0-kafka",
+                target: 1.0,
+                value: Some(1.0),
+                active: Some(true),
+            }],
+            paused: false,
+            replicas: Some(ReplicaTick {
+                current: 1,
+                desired: 1,
+                fallback: false,
+            }),
+        });
+        m.objects().record_written(&o, 1);
+        m.adapter()
+            .observe(RequestKind::Metric, 200, Duration::from_millis(1));
+        m.encode()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every PromQL expression of a Grafana dashboard: panel targets and template queries.
+    fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let panels = dashboard["panels"].as_array().into_iter().flatten();
+        for target in panels.flat_map(|p| p["targets"].as_array().into_iter().flatten()) {
+            out.extend(target["expr"].as_str().map(str::to_owned));
+        }
+        let templates = dashboard["templating"]["list"].as_array().into_iter().flatten();
+        for t in templates {
+            out.extend(t["query"]["query"].as_str().map(str::to_owned));
+        }
+        out
+    }
+
+    /// The `ebb_*` metric names a PromQL expression reads.
+    fn metric_names(expr: &str) -> Vec<&str> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("ebb_") {
+            let preceded = rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if !preceded {
+                names.push(&tail[..end]);
+            }
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn metric_names_are_found_in_promql() {
+        assert_eq!(
+            metric_names(r#"sum by (le) (rate(ebb_a_bucket{x="ebb_label_value"}[5m])) / ebb_b"#),
+            vec!["ebb_a_bucket", "ebb_label_value", "ebb_b"]
+        );
+        assert_eq!(metric_names("not_ebb_x + ebb_y"), vec!["ebb_y"]);
+    }
+
+    #[test]
+    fn every_metric_the_dashboard_reads_is_exported() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("dashboard JSON");
+        let exported = exported_names();
+        assert!(exported.contains("ebb_trigger_value"), "{exported:?}");
+        let queries = dashboard_queries(&dashboard);
+        assert!(
+            queries.len() > 15,
+            "the dashboard's queries were not found: {queries:?}"
+        );
+        let mut read = BTreeSet::new();
+        for q in &queries {
+            let names = metric_names(q);
+            assert!(!names.is_empty(), "a query that reads no ebb metric: {q}");
+            read.extend(names);
+        }
+        let unknown: Vec<_> = read.iter().filter(|n| !exported.contains(**n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "the dashboard reads metrics ebb does not export: {unknown:?}"
+        );
+        // Every panel of the per-object row and the operator row is backed by a query.
+        for title in [
+            "Trigger value vs target",
+            "Replicas: wanted, written, actual",
+            "Tick lateness",
+            "Adapter latency",
+        ] {
+            assert!(DASHBOARD.contains(title), "{title}");
+        }
+    }
 
     #[test]
     fn encode_without_observations() {

@@ -81,6 +81,8 @@ pub struct TriggerTick<'a> {
     pub trigger_type: &'a str,
     /// Its external metric name.
     pub metric: &'a str,
+    /// Its target value (what the HPA divides by).
+    pub target: f64,
     /// The value put into the poll cache this tick (sampled, or the fallback value); `None`
     /// leaves the last one.
     pub value: Option<f64>,
@@ -123,7 +125,10 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// The per-object families and which series each object has.
 #[derive(Debug, Default)]
 pub struct PerObjectMetrics {
+    /// Off (`--per-object-metrics=false`): nothing is registered or recorded.
+    disabled: bool,
     value: Family<TriggerLabels, FloatGauge>,
+    target: Family<TriggerLabels, FloatGauge>,
     active: Family<TriggerLabels, Gauge>,
     errors: Family<TriggerLabels, Counter>,
     last_poll: Family<TriggerLabels, FloatGauge>,
@@ -137,12 +142,28 @@ pub struct PerObjectMetrics {
 }
 
 impl PerObjectMetrics {
-    /// Registers the families (names get the registry's `ebb_` prefix).
+    /// Families that record nothing and are not registered (`--per-object-metrics=false`).
+    pub fn disabled() -> Self {
+        PerObjectMetrics {
+            disabled: true,
+            ..PerObjectMetrics::default()
+        }
+    }
+
+    /// Registers the families (names get the registry's `ebb_` prefix); none when disabled.
     pub fn register(&self, registry: &mut Registry) {
+        if self.disabled {
+            return;
+        }
         registry.register(
             "trigger_value",
             "The value of a trigger's metric that the HPA reads (sampled, or the fallback value)",
             self.value.clone(),
+        );
+        registry.register(
+            "trigger_target",
+            "A trigger's target value: the HPA aims at value / target replicas (per pod for AverageValue)",
+            self.target.clone(),
         );
         registry.register(
             "trigger_active",
@@ -197,6 +218,9 @@ impl PerObjectMetrics {
 
     /// Records one poll of a trigger: its duration, and an error if it failed.
     pub fn observe_poll(&self, trigger: &TriggerLabels, duration: Duration, failed: bool) {
+        if self.disabled {
+            return;
+        }
         self.last_poll.get_or_create(trigger).set(duration.as_secs_f64());
         let errors = self.errors.get_or_create(trigger);
         if failed {
@@ -206,6 +230,9 @@ impl PerObjectMetrics {
 
     /// Records a tick, and removes the series of triggers the object no longer has.
     pub fn record_tick(&self, tick: &ObjectTick<'_>) {
+        if self.disabled {
+            return;
+        }
         let labels: Vec<TriggerLabels> = tick
             .triggers
             .iter()
@@ -216,6 +243,7 @@ impl PerObjectMetrics {
             if let Some(v) = t.value {
                 self.value.get_or_create(l).set(v);
             }
+            self.target.get_or_create(l).set(t.target);
             if let Some(a) = t.active {
                 self.active.get_or_create(l).set(i64::from(a));
             }
@@ -242,11 +270,15 @@ impl PerObjectMetrics {
 
     /// Records a successful `/scale` write.
     pub fn record_written(&self, object: &ObjectLabels, replicas: i32) {
+        if self.disabled {
+            return;
+        }
         self.written.get_or_create(object).set(i64::from(replicas));
     }
 
     fn remove_trigger(&self, l: &TriggerLabels) {
         self.value.remove(l);
+        self.target.remove(l);
         self.active.remove(l);
         self.errors.remove(l);
         self.last_poll.remove(l);
@@ -327,6 +359,7 @@ mod tests {
         TriggerTick {
             trigger_type,
             metric,
+            target: 10.0,
             value: Some(value),
             active: Some(active),
         }
@@ -348,6 +381,7 @@ mod tests {
         for line in [
             format!("ebb_trigger_value{{{KAFKA}}} 42.5"),
             format!("ebb_trigger_active{{{KAFKA}}} 1"),
+            format!("ebb_trigger_target{{{KAFKA}}} 10.0"),
             format!("ebb_trigger_errors_total{{{KAFKA}}} 1"),
             format!("ebb_trigger_last_poll_duration_seconds{{{KAFKA}}} 0.5"),
             r#"ebb_scaled_object_paused{namespace="team-a",scaledObject="orders"} 0"#.to_owned(),
@@ -373,6 +407,7 @@ mod tests {
             triggers: vec![TriggerTick {
                 trigger_type: "kafka",
                 metric: "s0-kafka-orders",
+                target: 10.0,
                 value: None,
                 active: None,
             }],
@@ -445,6 +480,21 @@ mod tests {
         let body = encoded(&m);
         assert!(!body.contains(r#"scaledObject="orders""#), "{body}");
         assert!(body.contains(r#"scaledObject="billing""#), "{body}");
+    }
+
+    #[test]
+    fn disabled_records_and_registers_nothing() {
+        let m = PerObjectMetrics::disabled();
+        let o = ObjectLabels::new("team-a", "orders");
+        let _guard = m.claim(o.clone());
+        m.observe_poll(
+            &TriggerLabels::new(&o, 0, "kafka", "s0-kafka-orders"),
+            Duration::ZERO,
+            true,
+        );
+        m.record_tick(&tick(&o, vec![trig("kafka", "s0-kafka-orders", 1.0, true)]));
+        m.record_written(&o, 1);
+        assert_eq!(encoded(&m), "# EOF\n");
     }
 
     #[test]
