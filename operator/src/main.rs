@@ -108,8 +108,9 @@ struct OperatorArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: std::net::SocketAddr,
-    /// Export per-ScaledObject and per-trigger series on /metrics (docs/metrics.md; about
-    /// 1.6 KiB of scrape per object with one trigger). `false` keeps only the fleet-wide ones.
+    /// Export per-ScaledObject and per-trigger series on /metrics (docs/metrics.md; measured at
+    /// 10,000 objects with one trigger each: 1.1 KiB of scrape and about 3 KiB of memory per
+    /// object). `false` keeps only the fleet-wide ones.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     per_object_metrics: bool,
     /// Name of the leader-election Lease.
