@@ -20,8 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 /// Labels of an object's series: `namespace`, `scaledObject`. Shared (`Arc`), so the families
-/// and the bookkeeping hold one copy of each name, not one per family (measured: 2.8 KiB per
-/// object with a `String` each).
+/// and the bookkeeping hold one copy of each name, not one per family (fleet benchmark: 2.8 KiB
+/// per object with a `String` in each, 1.7 KiB shared).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ObjectLabels {
     namespace: Arc<str>,
