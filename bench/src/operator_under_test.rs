@@ -81,6 +81,11 @@ impl OperatorUnderTest {
         self.pid
     }
 
+    /// Scrapes `/metrics` as text.
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        self.http.get(self.health_port, "/metrics").await
+    }
+
     /// Scrapes `/metrics`.
     pub async fn metrics(&self) -> anyhow::Result<Scrape> {
         let text = self.http.get(self.health_port, "/metrics").await?;

@@ -38,6 +38,9 @@
 //! delegate with the caller's identity and its answer passed back; the resource list is the union
 //! of both adapters' (the delegate's cached 30 s; without it, this adapter's alone).
 //!
+//! With a [`RequestObserver`] ([`MetricsAdapter::with_observer`]) every answered request is
+//! reported as its [`RequestKind`], status code and duration, for the embedding program's metrics.
+//!
 //! Errors are `Status` objects: 400 malformed selector or selector without the ScaledObject
 //! label, 401 no identity, 403 denied, 404 unknown path/ScaledObject/metric, 503 provider
 //! unavailable, 504 request timeout, 500 authorization backend failure, 503 (review budget
@@ -46,6 +49,7 @@
 mod auth;
 mod delegate;
 mod kube_review;
+mod observe;
 mod provider;
 pub mod selector;
 mod server;
@@ -68,6 +72,7 @@ pub use delegate::{
     NOT_OWNED_HEADER, front_proxy_headers, union_resources,
 };
 pub use kube_review::{KubeAccessReviewer, KubeTokenReviewer, subject_access_review};
+pub use observe::{RequestKind, RequestObserver};
 pub use provider::{MetricProvider, MetricValue, ProviderError};
 pub use server::{AdapterConfig, DEFAULT_MAX_CONNECTION_AGE, MetricsAdapter, Route, query_scaled_object};
 pub use tls::{ReloadableCert, TlsSource};

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::auth::{Decision, DelegatedAuth, METRIC_VERB, PeerCertificate, RequestAttributes};
 use crate::delegate::Delegate;
+use crate::observe::{RequestKind, RequestObserver};
 use crate::provider::{MetricProvider, ProviderError};
 use crate::selector::Selector;
 use crate::tls::{Acceptors, ReloadableCert, TlsSource};
@@ -32,7 +33,7 @@ use crate::{AdapterError, KEDA_SCALED_OBJECT_LABEL, SCALED_OBJECT_LABEL};
 use connection::Connection;
 use error::{ApiError, forbidden, json_response, method_not_allowed};
 pub use route::Route;
-use route::is_health;
+pub(crate) use route::is_health;
 
 type Body = Full<Bytes>;
 
@@ -104,6 +105,8 @@ struct State {
     api_resources: Bytes,
     /// Where metric requests this adapter does not own go, when set.
     chain: OnceLock<chain::Chain>,
+    /// Told of every answered request, when set.
+    observer: OnceLock<Arc<dyn RequestObserver>>,
 }
 
 impl MetricsAdapter {
@@ -145,6 +148,7 @@ impl MetricsAdapter {
             provider,
             request_timeout: config.request_timeout,
             chain: OnceLock::new(),
+            observer: OnceLock::new(),
         };
         Ok(Self {
             listener,
@@ -165,6 +169,15 @@ impl MetricsAdapter {
     pub fn with_delegate(self, delegate: Arc<dyn Delegate>) -> Self {
         if self.state.chain.set(chain::Chain::new(delegate)).is_err() {
             tracing::warn!("a delegate metrics adapter was already set; the second one is ignored");
+        }
+        self
+    }
+
+    /// Reports every answered request (its [`RequestKind`], status code and duration) to
+    /// `observer`. Set once: a second observer is ignored.
+    pub fn with_observer(self, observer: Arc<dyn RequestObserver>) -> Self {
+        if self.state.observer.set(observer).is_err() {
+            tracing::warn!("a request observer was already set; the second one is ignored");
         }
         self
     }
@@ -256,6 +269,19 @@ fn to_json(value: &impl serde::Serialize) -> Result<Bytes, AdapterError> {
 
 impl State {
     async fn respond(&self, peer: &PeerCertificate, request: &Parts) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let response = self.answer(peer, request).await;
+        if let Some(observer) = self.observer.get() {
+            observer.observe(
+                RequestKind::of_path(request.uri.path()),
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+        }
+        response
+    }
+
+    async fn answer(&self, peer: &PeerCertificate, request: &Parts) -> Response<Body> {
         match tokio::time::timeout(self.request_timeout, self.handle(peer, request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => error.response(),

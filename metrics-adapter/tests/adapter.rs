@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use ebb_metrics_adapter::{
     AccessReviewer, AdapterConfig, AuthConfig, AuthError, Decision, Delegate, DelegateAnswer, DelegateError,
     DelegateRequest, DelegatedAuth, MetricProvider, MetricValue, MetricsAdapter, NO_DELEGATE_HEADER,
-    NOT_OWNED_HEADER, ProviderError, RequestAttributes, TlsSource, TokenReviewer, UserInfo,
+    NOT_OWNED_HEADER, ProviderError, RequestAttributes, RequestKind, RequestObserver, TlsSource,
+    TokenReviewer, UserInfo,
 };
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
@@ -238,8 +239,19 @@ struct Harness {
     provider: Arc<FakeProvider>,
     tokens: Arc<FakeTokens>,
     access: Arc<FakeAccess>,
+    observed: Arc<Observed>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<Result<(), ebb_metrics_adapter::AdapterError>>>,
+}
+
+/// Every request the adapter reported to its observer.
+#[derive(Default)]
+struct Observed(Mutex<Vec<(RequestKind, u16, Duration)>>);
+
+impl RequestObserver for Observed {
+    fn observe(&self, kind: RequestKind, status: u16, elapsed: Duration) {
+        self.0.lock().expect("lock").push((kind, status, elapsed));
+    }
 }
 
 impl Harness {
@@ -272,6 +284,8 @@ impl Harness {
         if let Some(delegate) = delegate {
             adapter = adapter.with_delegate(delegate);
         }
+        let observed = Arc::new(Observed::default());
+        adapter = adapter.with_observer(observed.clone());
         let addr = adapter.local_addr();
         let server_roots = adapter.serving_certificates().to_vec();
         let (stop, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -285,6 +299,7 @@ impl Harness {
             provider,
             tokens,
             access,
+            observed,
             stop: Some(stop),
             stopped: Some(stopped),
         }
@@ -841,6 +856,50 @@ async fn request_errors_are_kubernetes_statuses() {
 
     let post = client.request(Method::POST, "/apis", AGGREGATOR).await;
     post.status_object(405, "MethodNotAllowed");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_answered_request_reaches_the_observer_with_its_kind_and_status() {
+    let h = Harness::start_with(|c| c.request_timeout = Duration::from_millis(300), None).await;
+    let client = h.front_proxy();
+    let ok = client
+        .get_with(
+            &metric_path("s0-kafka-orders", "scaledobject.ebb.dev/name=orders"),
+            AGGREGATOR,
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    client
+        .get_with(&metric_path("s0-x", "scaledobject.ebb.dev/name=slow"), AGGREGATOR)
+        .await
+        .status_object(504, "Timeout");
+    client.get_with("/apis", AGGREGATOR).await;
+    client.get_with("/openapi/v2", AGGREGATOR).await;
+    h.client().get("/healthz").await;
+    // No identity: refused, and still observed.
+    h.client().get("/apis").await;
+    let seen: Vec<(RequestKind, u16)> = h
+        .observed
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(k, s, _)| (*k, *s))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (RequestKind::Metric, 200),
+            (RequestKind::Metric, 504),
+            (RequestKind::Discovery, 200),
+            (RequestKind::Other, 404),
+            (RequestKind::Health, 200),
+            (RequestKind::Discovery, 401),
+        ]
+    );
+    let timed_out = h.observed.0.lock().expect("lock")[1].2;
+    assert!(timed_out >= Duration::from_millis(300), "{timed_out:?}");
     h.shutdown().await;
 }
 

@@ -232,6 +232,11 @@ struct OperatorArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     health_addr: std::net::SocketAddr,
+    /// Export per-ScaledObject and per-trigger series on /metrics (docs/metrics.md; measured at
+    /// 10,000 objects with one trigger each: 1.1 KiB of scrape and about 1.7 KiB of memory per
+    /// object). `false` keeps only the fleet-wide ones.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    per_object_metrics: bool,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "ebb-operator")]
     lease_name: String,
@@ -710,6 +715,7 @@ fn operator(args: OperatorArgs) -> Result<()> {
         http_timeout: std::time::Duration::from_millis(args.http_timeout_ms),
         workload_annotations: args.workload_annotations,
         watch_secrets: args.watch_secrets,
+        per_object_metrics: args.per_object_metrics,
         metrics_adapter: args
             .metrics_adapter_addr
             .map(|listen| ebb_operator::run::AdapterOptions {

@@ -73,6 +73,8 @@ pub struct OperatorOptions {
     pub workload_annotations: bool,
     /// Watch Secrets (metadata) to re-read rotated credentials at once.
     pub watch_secrets: bool,
+    /// Export the per-object series (per ScaledObject and trigger).
+    pub per_object_metrics: bool,
     /// The metrics adapter (external.metrics.k8s.io), when served by this process.
     pub metrics_adapter: Option<AdapterOptions>,
 }
@@ -140,7 +142,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let config = Config::infer().await.map_err(RunError::Config)?;
-    let metrics = Arc::new(OperatorMetrics::new());
+    let metrics = Arc::new(OperatorMetrics::with_per_object(options.per_object_metrics));
     let clients = Clients::new(
         config,
         options.qps,

@@ -888,6 +888,37 @@ async fn service_monitor_scrapes_the_metrics_service() {
 }
 
 #[tokio::test]
+async fn dashboards_ship_the_grafana_dashboard_for_the_sidecar() {
+    let Some((_env, chart)) = Chart::load().await else {
+        return;
+    };
+    let off = chart.render(&[]).await.unwrap();
+    assert_eq!(off.count("ConfigMap"), 0, "{:?}", off.summary());
+    let r = chart
+        .render(&[
+            ("dashboards.enabled", json!(true)),
+            ("dashboards.namespace", json!("monitoring")),
+            ("dashboards.annotations", json!({"grafana_folder": "ebb"})),
+        ])
+        .await
+        .unwrap();
+    let cm = r.of_kind("ConfigMap").next().expect("a dashboard ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "ebb");
+    let shipped: Value =
+        serde_json::from_str(text(&cm["data"]["ebb.json"]).as_str()).expect("dashboard JSON");
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(Chart::path().join("dashboards/ebb.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        shipped, file,
+        "the ConfigMap carries the chart's dashboard unchanged"
+    );
+    assert_eq!(shipped["uid"], "ebb-overview");
+}
+
+#[tokio::test]
 async fn aggregated_roles_extend_view_edit_and_admin() {
     let Some((_env, chart)) = Chart::load().await else {
         return;

@@ -498,6 +498,8 @@ struct Case {
     env: TestEnv,
     ns: TestNamespace,
     operator: OperatorProcess,
+    /// The operator's `/healthz` and `/metrics` address.
+    health: String,
     history: History,
     watch: JoinHandle<()>,
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -517,9 +519,17 @@ impl Case {
         apiservice::wait_until_free(&env.client).await;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
-            .await
-            .unwrap();
+        let health = ebb_tests::leader::free_local_addr();
+        let kubeconfig = std::path::PathBuf::from(env.var("EBB_KUBECONFIG").unwrap());
+        let operator = OperatorProcess::start_with(
+            &kubeconfig,
+            &health,
+            &ns.name,
+            "op",
+            &["--metrics-adapter-addr", &addr],
+        )
+        .await
+        .unwrap();
         ebb_tests::adapter::register(&env.client, &ns.name, port)
             .await
             .unwrap();
@@ -541,6 +551,7 @@ impl Case {
             env,
             ns,
             operator,
+            health,
             history,
             watch,
             _serial: serial,
@@ -686,6 +697,35 @@ impl Case {
         start.elapsed()
     }
 
+    /// `ebb_trigger_value` of the object's trigger reading `metric`, from the operator's
+    /// `/metrics`.
+    async fn exported_value(&self, metric: &str) -> Option<f64> {
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(&self.health).await.ok()?;
+            let request = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.health);
+            tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+                .await
+                .ok()?;
+            let mut body = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut body)
+                .await
+                .ok()?;
+            Some(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(5), scrape)
+            .await
+            .ok()??;
+        let labels = format!(
+            r#"{{namespace="{}",scaledObject="{WORKER}",trigger_index="0","#,
+            self.ns.name
+        );
+        let metric = format!(r#",metric="{metric}"}} "#);
+        body.lines()
+            .filter_map(|l| l.strip_prefix("ebb_trigger_value"))
+            .find(|l| l.starts_with(&labels) && l.contains(&metric))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     async fn finish(self) {
         eprintln!("[{}] replicas seen: {}", self.ns.name, self.history.render());
         self.watch.abort();
@@ -746,6 +786,17 @@ async fn zero_to_n_and_back<B: Broker>() {
         published.elapsed()
     );
     case.wait_metric(&metric, BACKLOG).await;
+    // The operator's per-object series says what the HPA reads: the broker's backlog.
+    let exported = wait_for("ebb_trigger_value = the backlog", WITHIN, || async {
+        case.exported_value(&metric)
+            .await
+            .filter(|v| *v == BACKLOG as f64)
+    })
+    .await;
+    if exported.is_err() {
+        eprintln!("last ebb_trigger_value: {:?}", case.exported_value(&metric).await);
+    }
+    case.or_diagnose(exported).await;
     let way_up = case.history.since(from);
     assert_eq!(way_up.first(), Some(&1), "ebb activates to 1: {way_up:?}");
     assert!(

@@ -14,6 +14,12 @@
 //!   50 ms);
 //! - the polls made and the API writes sent (0 expected, Lease renewals apart).
 //!
+//! - the scrape: `/metrics` size and the time to serve it (median of 5), and the series count.
+//!
+//! Then the cost of the per-object series: a second operator with `--per-object-metrics=false`
+//! runs on the same fleet (same warm-up and window), and the difference in resident memory and
+//! scrape size is what the per-object series cost (`EBB_BENCH_METRICS_AB=0` skips it).
+//!
 //! `EBB_BENCH_OBJECTS` (default 10000) and `EBB_BENCH_KAFKA_OBJECTS` (default 1000) override.
 
 use std::time::{Duration, Instant};
@@ -164,7 +170,14 @@ async fn run(
     let after = operator.metrics().await?;
     let usage_after = operator.usage()?;
     let source_requests = source.requests() - requests_before;
+    let scrape = scrape_cost(&operator).await?;
     operator.stop().await;
+    let without = if ebb_bench::env_number("EBB_BENCH_METRICS_AB", 1) != 0 {
+        log("per-object metrics off: a second operator on the same fleet");
+        Some(without_per_object(kubeconfig, ns, window).await?)
+    } else {
+        None
+    };
 
     let mib = |b: u64| b as f64 / 1048576.0;
     let cycles = window.as_secs_f64() / POLLING_INTERVAL.as_secs_f64();
@@ -195,11 +208,14 @@ async fn run(
     let summary = format!(
         "fleet of {objects} ScaledObjects ({kafka_objects} kafka): RSS {rss:.0} MiB (max {:.0}) {} (target < 150), \
          CPU {cpu_per_cycle_ms:.0} ms per 30 s poll cycle ({:.1} % of a core), tick lateness p50 {p50:.1} ms, \
-         p99 {p99:.1} ms (≤ {p99_bound:.0}) {} (target < 50 ms), {object_writes:.0} object writes/min",
+         p99 {p99:.1} ms (≤ {p99_bound:.0}) {} (target < 50 ms), {object_writes:.0} object writes/min, \
+         /metrics {} KiB in {:.0} ms",
         mib(rss_max),
         mark(rss_met),
         cpu_seconds * 100.0 / window.as_secs_f64(),
         mark(lateness_met),
+        scrape["bytes"].as_u64().unwrap_or(0) / 1024,
+        scrape["ms_median"].as_f64().unwrap_or(f64::NAN),
     );
     let mut figures = json!({
         "parameters": {
@@ -240,6 +256,21 @@ async fn run(
             "object_writes_per_minute": object_writes,
             "lease_writes_per_minute": lease_writes,
         },
+        "scrape": scrape.clone(),
+        "per_object_metrics_cost": without.map(|w| {
+            let rss_with = mib(usage_after.rss_bytes);
+            json!({
+                "without": w,
+                "rss_mib_attributable": rss_with - w["rss_mib_end"].as_f64().unwrap_or(f64::NAN),
+                "rss_mib_max_attributable": mib(rss_max) - w["rss_mib_max_in_window"].as_f64().unwrap_or(f64::NAN),
+                "scrape_bytes_attributable": scrape["bytes"].as_f64().unwrap_or(f64::NAN)
+                    - w["scrape"]["bytes"].as_f64().unwrap_or(f64::NAN),
+                "scrape_bytes_per_object": (scrape["bytes"].as_f64().unwrap_or(f64::NAN)
+                    - w["scrape"]["bytes"].as_f64().unwrap_or(f64::NAN)) / objects as f64,
+                "note": "the same fleet, warm-up and window with --per-object-metrics=false; \
+                         RSS differences of a few MiB are within run-to-run noise",
+            })
+        }),
         "target": {"rss_mib": "< 150", "tick_lateness_p99_ms": "< 50"},
         "target_met": rss_met && lateness_met,
     });
@@ -251,4 +282,56 @@ async fn run(
         });
     }
     Ok((figures, summary))
+}
+
+/// `/metrics` of a running operator: size, series, and the time to serve it (median of 5).
+async fn scrape_cost(operator: &OperatorUnderTest) -> anyhow::Result<serde_json::Value> {
+    let mut times = Vec::new();
+    let mut text = String::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        text = operator.metrics_text().await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    let per_object = text
+        .lines()
+        .filter(|l| l.starts_with("ebb_trigger_") || l.starts_with("ebb_scaled_object_"))
+        .count();
+    Ok(json!({
+        "bytes": text.len(),
+        "series": series,
+        "per_object_series": per_object,
+        "ms_median": times[times.len() / 2],
+        "ms_max": times[times.len() - 1],
+    }))
+}
+
+/// The measured phase again with `--per-object-metrics=false`: resident memory and the scrape.
+async fn without_per_object(
+    kubeconfig: &str,
+    ns: &str,
+    window: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let operator = OperatorUnderTest::start(kubeconfig, ns, &["--per-object-metrics=false"]).await?;
+    tokio::time::sleep(POLLING_INTERVAL + Duration::from_secs(15)).await;
+    let mut rss_max = operator.usage()?.rss_bytes;
+    let window_end = Instant::now() + window;
+    while Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        rss_max = rss_max.max(operator.usage()?.rss_bytes);
+    }
+    let usage = operator.usage()?;
+    let scrape = scrape_cost(&operator).await?;
+    operator.stop().await;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    Ok(json!({
+        "rss_mib_end": mib(usage.rss_bytes),
+        "rss_mib_max_in_window": mib(rss_max),
+        "scrape": scrape,
+    }))
 }

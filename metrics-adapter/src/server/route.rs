@@ -83,6 +83,6 @@ fn metric_resource(segment: &str) -> Option<String> {
 }
 
 /// The health paths, answered without authentication.
-pub(super) fn is_health(path: &str) -> bool {
+pub(crate) fn is_health(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/livez")
 }

@@ -46,6 +46,7 @@ pub(crate) async fn start_adapter(
     let auth = Arc::new(auth);
     // CA rotations and header changes in the API server's settings take effect without a restart.
     let follow = tokio::spawn(auth.clone().follow_config(client.clone()));
+    let observer = metrics.adapter();
     let adapter = MetricsAdapter::bind(
         AdapterConfig::new(options.listen, TlsSource::Reloadable(tls.serving.clone())),
         auth,
@@ -59,7 +60,8 @@ pub(crate) async fn start_adapter(
     .map_err(|e| {
         follow.abort();
         RunError::Adapter(e)
-    })?;
+    })?
+    .with_observer(observer);
     let adapter = match &options.delegate {
         Some(d) => adapter.with_delegate(Arc::new(ServiceDelegate::new(client.clone(), d.clone()))),
         None => adapter,

@@ -26,6 +26,9 @@ use tokio::task::JoinHandle;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::{ObjectKey, Shared};
+use crate::infra::telemetry::per_object::{
+    ObjectLabels, ObjectTick, ReplicaTick, TriggerLabels, TriggerTick,
+};
 use crate::scale::composite::Composite;
 use crate::scale::decision::{
     LoopMemory, Observation, PauseState, PollResult, ScalingSpec, TickMemory, TriggerPoll, decide,
@@ -144,6 +147,12 @@ async fn run<H: LoopHost>(
     mut memory: TickMemory,
     delay: Duration,
 ) {
+    // The object's series go when the loop ends, however it ends (returned or aborted).
+    let series = {
+        let key = &rx.borrow().key;
+        ObjectLabels::new(&key.0, &key.1)
+    };
+    let _series = host.telemetry().objects().claim(series);
     if !delay.is_zero() {
         let mut pushes: Vec<watch::Receiver<bool>> = rx
             .borrow()
@@ -260,14 +269,66 @@ pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickM
         composite: config.composite.as_ref(),
     };
     let outcome = decide(&obs, memory);
+    host.telemetry()
+        .objects()
+        .record_tick(&series_tick(config, &polls, current, &outcome));
     execute(host, config, memory, outcome, sampled_at).await;
+}
+
+/// What a tick tells the per-object series: each trigger's value put into the poll cache and
+/// its activity, the pause, and the replica decision.
+fn series_tick<'a>(
+    config: &'a LoopConfig,
+    polls: &[TriggerPoll<'_>],
+    current: Option<i32>,
+    outcome: &Outcome,
+) -> ObjectTick<'a> {
+    let triggers = config
+        .triggers
+        .iter()
+        .zip(polls)
+        .enumerate()
+        .map(|(i, (t, poll))| TriggerTick {
+            trigger_type: t.scaler.trigger_type(),
+            metric: &t.metric_name,
+            target: t.thresholds.target,
+            value: outcome
+                .metrics
+                .iter()
+                .rev()
+                .find(|w| w.metric == MetricSlot::Trigger(i))
+                .map(|w| w.value),
+            active: match poll.result {
+                PollResult::Sampled { active, .. } => Some(active),
+                PollResult::Failed(_) => Some(false),
+                PollResult::Skipped => None,
+            },
+        })
+        .collect();
+    ObjectTick {
+        object: object_labels(config),
+        triggers,
+        paused: config.pause.is_paused(),
+        replicas: current.zip(outcome.replicas).map(|(current, d)| ReplicaTick {
+            current,
+            desired: d.write_replicas.unwrap_or(current),
+            fallback: d.fallback,
+        }),
+    }
+}
+
+fn object_labels(config: &LoopConfig) -> ObjectLabels {
+    ObjectLabels::new(&config.key.0, &config.key.1)
 }
 
 /// Samples every trigger at once, each within a hard timeout, and counts the polls.
 async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
     let hard_timeout = config.polling_interval.max(Duration::from_secs(5));
-    let refused = std::sync::atomic::AtomicBool::new(false);
-    let results = join_all(config.triggers.iter().map(|t| async {
+    let refused_flag = std::sync::atomic::AtomicBool::new(false);
+    let refused = &refused_flag;
+    let object = object_labels(config);
+    let object = &object;
+    let results = join_all(config.triggers.iter().enumerate().map(|(i, t)| async move {
         let start = Instant::now();
         let result = match tokio::time::timeout(hard_timeout, t.scaler.sample()).await {
             Ok(Ok(s)) => Ok(s),
@@ -278,8 +339,13 @@ async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
         if error_kind == Some(UNAUTHORIZED) {
             refused.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        host.telemetry()
-            .observe_poll(t.scaler.trigger_type(), start.elapsed(), error_kind);
+        let took = start.elapsed();
+        let telemetry = host.telemetry();
+        telemetry.observe_poll(t.scaler.trigger_type(), took, error_kind);
+        let series = TriggerLabels::new(object, i, t.scaler.trigger_type(), &t.metric_name);
+        telemetry
+            .objects()
+            .observe_poll(&series, took, error_kind.is_some());
         match result {
             Ok(s) => PollResult::Sampled {
                 value: s.value,
@@ -289,7 +355,7 @@ async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
         }
     }))
     .await;
-    if refused.into_inner() {
+    if refused_flag.into_inner() {
         host.credentials_refused(&config.key);
     }
     results
@@ -333,6 +399,9 @@ async fn execute<H: LoopHost>(
         match host.targets().set_replicas(&config.target, w.replicas).await {
             Ok(()) => {
                 host.telemetry().scale_action(w.action);
+                host.telemetry()
+                    .objects()
+                    .record_written(&object_labels(config), w.replicas);
                 tracing::info!(scaled_object = %config.key.1, namespace = %config.key.0, from = w.from, to = w.replicas, reason = w.event.reason, "scaled");
                 host.record_event(&oref, &w.event).await;
             }
@@ -781,6 +850,160 @@ mod tests {
         }
         assert!(handle.is_finished());
         assert!(h.cached().is_none(), "forgotten");
+    }
+
+    fn scrape(h: &FakeHost) -> String {
+        h.telemetry.encode()
+    }
+
+    fn scraped(h: &FakeHost, line: &str) -> bool {
+        scrape(h).lines().any(|l| l == line)
+    }
+
+    const SERIES: &str = r#"namespace="ns",scaledObject="so""#;
+    const TRIGGER0: &str =
+        r#"namespace="ns",scaledObject="so",trigger_index="0",trigger_type="fake",metric="s0-fake""#;
+
+    #[tokio::test]
+    async fn a_tick_records_the_objects_series() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler.clone());
+        let h = host(0);
+        let mut memory = TickMemory::default();
+        tick(h.at(5), &cfg, &mut memory).await;
+        for line in [
+            format!("ebb_trigger_value{{{TRIGGER0}}} 7.0"),
+            format!("ebb_trigger_active{{{TRIGGER0}}} 1"),
+            format!("ebb_trigger_target{{{TRIGGER0}}} 10.0"),
+            format!("ebb_trigger_errors_total{{{TRIGGER0}}} 0"),
+            format!("ebb_scaled_object_paused{{{SERIES}}} 0"),
+            format!("ebb_scaled_object_fallback{{{SERIES}}} 0"),
+            format!("ebb_scaled_object_replicas{{{SERIES}}} 0"),
+            format!("ebb_scaled_object_desired_replicas{{{SERIES}}} 1"),
+            format!("ebb_scaled_object_written_replicas{{{SERIES}}} 1"),
+        ] {
+            assert!(scraped(&h, &line), "missing {line} in\n{}", scrape(&h));
+        }
+        assert!(scrape(&h).contains(&format!("ebb_trigger_last_poll_duration_seconds{{{TRIGGER0}}} ")));
+        scaler.fail();
+        tick(h.at(6), &cfg, &mut memory).await;
+        assert!(
+            scraped(&h, &format!("ebb_trigger_errors_total{{{TRIGGER0}}} 1")),
+            "{}",
+            scrape(&h)
+        );
+        assert!(
+            scraped(&h, &format!("ebb_trigger_active{{{TRIGGER0}}} 0")),
+            "{}",
+            scrape(&h)
+        );
+        // No fallback configured: the value stays the last one sampled.
+        assert!(
+            scraped(&h, &format!("ebb_trigger_value{{{TRIGGER0}}} 7.0")),
+            "{}",
+            scrape(&h)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fallback_value_and_flag_are_what_the_hpa_reads() {
+        let scaler = FakeScaler::new();
+        scaler.fail();
+        let mut cfg = config(scaler);
+        cfg.spec.fallback = Some(Fallback {
+            failure_threshold: 1,
+            replicas: 4,
+            behavior: FallbackBehavior::Static,
+        });
+        let h = host(2);
+        tick(h.at(5), &cfg, &mut TickMemory::default()).await;
+        let served = h.cached().expect("a fallback value").value;
+        assert!(
+            scraped(&h, &format!("ebb_scaled_object_fallback{{{SERIES}}} 1")),
+            "{}",
+            scrape(&h)
+        );
+        assert!(
+            scrape(&h).contains(&format!("ebb_trigger_value{{{TRIGGER0}}} {served:?}")),
+            "{}",
+            scrape(&h)
+        );
+        assert!(
+            scraped(&h, &format!("ebb_scaled_object_desired_replicas{{{SERIES}}} 4")),
+            "{}",
+            scrape(&h)
+        );
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..400 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{what}: not within 2 s");
+    }
+
+    #[tokio::test]
+    async fn a_removed_trigger_and_a_stopped_loop_take_their_series_along() {
+        let first = FakeScaler::new();
+        first.answer(3.0, true);
+        let second = FakeScaler::new();
+        second.answer(5.0, true);
+        let mut two = config(first.clone());
+        two.triggers.push(LoopTrigger {
+            metric_name: "s1-fake".into(),
+            scaler: second,
+            thresholds: Thresholds {
+                target: 10.0,
+                activation: 0.0,
+            },
+            metric_type: MetricType::AverageValue,
+            use_cached_metrics: false,
+        });
+        let h = Arc::new(host(1));
+        let handle = LoopHandle::start(h.clone(), two, LoopMemory::default(), Duration::ZERO);
+        until("both triggers' series", || {
+            scrape(&h).contains(r#"metric="s1-fake""#)
+        })
+        .await;
+        assert!(scrape(&h).contains(TRIGGER0));
+
+        // The second trigger is removed: its series go at the tick the change causes.
+        handle.update(LoopConfig {
+            fingerprint: 2,
+            ..config(first.clone())
+        });
+        until("the removed trigger's series gone", || {
+            !scrape(&h).contains("s1-fake")
+        })
+        .await;
+        assert!(scrape(&h).contains(TRIGGER0), "{}", scrape(&h));
+
+        // The loop stops (the object was deleted, or became invalid): every series goes.
+        handle.stop();
+        until("the object's series gone", || {
+            !scrape(&h).contains(r#"scaledObject="so""#)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_ends_itself_removes_its_series() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let h = Arc::new(host(0));
+        let handle = LoopHandle::start(h.clone(), config(scaler), LoopMemory::default(), Duration::ZERO);
+        until("series", || scrape(&h).contains(TRIGGER0)).await;
+        h.exists.store(false, Ordering::SeqCst);
+        handle.update(LoopConfig {
+            fingerprint: 2,
+            ..config(FakeScaler::new())
+        });
+        until("loop end", || handle.is_finished()).await;
+        assert!(!scrape(&h).contains(r#"scaledObject="so""#), "{}", scrape(&h));
     }
 
     /// A scaler whose activity channel the test flips (a push-capable trigger).
