@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::Client;
@@ -107,6 +108,19 @@ fn fingerprint(sj: &ScaledJob) -> u64 {
 
 /// Reconciles one ScaledJob.
 pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<Action, JobReconcileError> {
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = "ScaledJob",
+        namespace = %sj.namespace().unwrap_or_default(),
+        name = %sj.name_any()
+    );
+    reconcile_job_in_span(sj, ctx).instrument(span).await
+}
+
+async fn reconcile_job_in_span(
+    sj: Arc<ScaledJob>,
+    ctx: Arc<JobsContext>,
+) -> Result<Action, JobReconcileError> {
     let shared = &ctx.host.shared;
     let ns = sj.namespace().unwrap_or_default();
     let key: JobKey = (ns.clone(), sj.name_any());

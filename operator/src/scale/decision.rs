@@ -148,6 +148,8 @@ pub struct TickMemory {
     pub activity: Option<Activity>,
     /// Whether the object was paused at the last decision, for [`crate::scale::outcome::Transitions::pause`].
     pub paused: Option<bool>,
+    /// Per trigger, what the loop logged of its failures ([`decide`] does not read it).
+    pub failure_logs: Vec<crate::scale::failure_log::FailureLog>,
 }
 
 impl From<LoopMemory> for TickMemory {

@@ -12,6 +12,7 @@ use ebb_scalers::Scaler;
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::Job;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cache::jobs::{Finished, JobEntry};
 use crate::scale::jobs::{
@@ -86,21 +87,25 @@ async fn readings<H: JobHost>(host: &H, config: &JobLoopConfig) -> (Vec<JobReadi
     let timeout = config.polling_interval.max(Duration::from_secs(5));
     let refused = std::sync::atomic::AtomicBool::new(false);
     let refused = &refused;
-    let results = join_all(config.triggers.iter().map(|s| async move {
-        match tokio::time::timeout(timeout, s.sample()).await {
-            Ok(Ok(sample)) => Ok(JobReading::Value {
-                queue_length: sample.value,
-                target: s.metric_target().target_value,
-                active: sample.active,
-            }),
-            Ok(Err(e)) => {
-                if matches!(e, ebb_scalers::ScalerError::Unauthorized { .. }) {
-                    refused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = join_all(config.triggers.iter().enumerate().map(|(i, s)| {
+        let span = tracing::info_span!("trigger", trigger_index = i, trigger_type = s.trigger_type());
+        async move {
+            match tokio::time::timeout(timeout, s.sample()).await {
+                Ok(Ok(sample)) => Ok(JobReading::Value {
+                    queue_length: sample.value,
+                    target: s.metric_target().target_value,
+                    active: sample.active,
+                }),
+                Ok(Err(e)) => {
+                    if matches!(e, ebb_scalers::ScalerError::Unauthorized { .. }) {
+                        refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(format!("{}: {e}", s.trigger_type()))
                 }
-                Err(format!("{}: {e}", s.trigger_type()))
+                Err(_) => Err(format!("{}: no answer within {timeout:?}", s.trigger_type())),
             }
-            Err(_) => Err(format!("{}: no answer within {timeout:?}", s.trigger_type())),
         }
+        .instrument(span)
     }))
     .await;
     if refused.load(std::sync::atomic::Ordering::Relaxed) {
@@ -123,6 +128,12 @@ async fn readings<H: JobHost>(host: &H, config: &JobLoopConfig) -> (Vec<JobReadi
 /// One tick: sample, count, decide, create, trim, report. Nothing happens until the Job index
 /// has listed (counting from a partial list would over-create).
 pub async fn job_tick<H: JobHost>(host: &H, config: &JobLoopConfig) -> Option<JobTick> {
+    let span =
+        tracing::info_span!("poll", kind = "ScaledJob", namespace = %config.key.0, name = %config.key.1);
+    job_tick_in_span(host, config).instrument(span).await
+}
+
+async fn job_tick_in_span<H: JobHost>(host: &H, config: &JobLoopConfig) -> Option<JobTick> {
     let counts = host.counts(&config.key, &config.pending_conditions)?;
     let (readings, trigger_errors) = if config.paused {
         (Vec::new(), Vec::new())
