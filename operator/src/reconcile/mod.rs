@@ -95,7 +95,7 @@ pub async fn reconcile(so: Arc<ScaledObject>, shared: Arc<Shared>) -> Result<Act
     let ns = so.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<ScaledObject> = Api::namespaced(shared.client.clone(), &ns);
     let key = apply::key_of(&so);
-    let span = tracing::info_span!("reconcile", kind = "ScaledObject", namespace = %ns, name = %key.1);
+    let span = tracing::info_span!("reconcile", kind = "ScaledObject", namespace = %ns, object = %key.1);
     let result = dispatch(so, &shared, &api).instrument(span).await;
     if result.is_ok() {
         shared.requeue.succeeded(&key);

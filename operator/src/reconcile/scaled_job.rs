@@ -112,7 +112,7 @@ pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<
         "reconcile",
         kind = "ScaledJob",
         namespace = %sj.namespace().unwrap_or_default(),
-        name = %sj.name_any()
+        object = %sj.name_any()
     );
     reconcile_job_in_span(sj, ctx).instrument(span).await
 }

@@ -129,7 +129,7 @@ async fn readings<H: JobHost>(host: &H, config: &JobLoopConfig) -> (Vec<JobReadi
 /// has listed (counting from a partial list would over-create).
 pub async fn job_tick<H: JobHost>(host: &H, config: &JobLoopConfig) -> Option<JobTick> {
     let span =
-        tracing::info_span!("poll", kind = "ScaledJob", namespace = %config.key.0, name = %config.key.1);
+        tracing::info_span!("poll", kind = "ScaledJob", namespace = %config.key.0, object = %config.key.1);
     job_tick_in_span(host, config).instrument(span).await
 }
 

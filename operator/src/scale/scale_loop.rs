@@ -225,7 +225,7 @@ fn object_ref(config: &LoopConfig) -> ObjectReference {
 
 /// The span around one tick: every line logged inside names the object.
 fn poll_span(config: &LoopConfig) -> tracing::Span {
-    tracing::info_span!("poll", kind = "ScaledObject", namespace = %config.key.0, name = %config.key.1)
+    tracing::info_span!("poll", kind = "ScaledObject", namespace = %config.key.0, object = %config.key.1)
 }
 
 /// The span around one trigger's part of a tick.
