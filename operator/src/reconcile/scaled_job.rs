@@ -32,6 +32,7 @@ use crate::compile::triggers::{Built, compile_scaled_job};
 use crate::context::Shared;
 use crate::infra::backoff::WatchBackoff;
 use crate::infra::leadership::NotLeading;
+use crate::reasons;
 use crate::run::scoped;
 use crate::scale::job_io::{ClusterJobs, condition};
 use crate::scale::job_loop::{JobKey, JobLoopConfig, run_job_loop};
@@ -196,14 +197,14 @@ async fn reconcile_job_in_span(
         Err(ConfigError::Transient(e)) => Err(JobReconcileError::Transient(e)),
         Err(ConfigError::Invalid(problem)) => {
             ctx.stop(&key);
-            let ready = condition(READY, false, "ScaledJobCheckFailed", &problem);
+            let ready = condition(READY, false, reasons::SCALED_JOB_CHECK_FAILED, &problem);
             ctx.host.write_status(&key, json!({"conditions": [ready]})).await;
             ctx.host
                 .shared
                 .event_for(
                     &sj.object_ref(&()),
                     kube::runtime::events::EventType::Warning,
-                    "ScaledJobCheckFailed",
+                    reasons::SCALED_JOB_CHECK_FAILED,
                     problem,
                 )
                 .await;

@@ -146,7 +146,3 @@ pub struct Outcome {
     /// What changed.
     pub transitions: Transitions,
 }
-
-/// Event reason: the API refused a `/scale` write (Warning; the note names the target and the
-/// error).
-pub const SCALE_WRITE_FAILED: &str = "ScaleWriteFailed";

@@ -33,9 +33,7 @@ use crate::scale::decision::{
 };
 use crate::scale::failure_log::{FailureLine, FailureLog, REMINDER_EVERY};
 use crate::scale::io::{LoopHost, TargetReplicas};
-use crate::scale::outcome::{
-    Decision, EventKind, EventNote, MetricSlot, Outcome, ReplicaWrite, SCALE_WRITE_FAILED,
-};
+use crate::scale::outcome::{Decision, EventKind, EventNote, MetricSlot, Outcome, ReplicaWrite};
 use crate::scale::targets::TargetRef;
 use crate::status::{LoopView, TriggerHealth};
 
@@ -422,7 +420,7 @@ async fn execute<H: LoopHost>(
 fn scale_write_failed(target: &str, write: &ReplicaWrite, error: &str) -> EventNote {
     EventNote {
         kind: EventKind::Warning,
-        reason: SCALE_WRITE_FAILED,
+        reason: crate::reasons::SCALE_WRITE_FAILED,
         note: format!(
             "cannot scale {target} from {} to {} replicas: {error}",
             write.from, write.replicas
