@@ -514,6 +514,8 @@ mod tests {
         replicas: Mutex<i32>,
         writes: Mutex<Vec<i32>>,
         unreadable: AtomicBool,
+        /// `/scale` writes are refused (as by a webhook or missing RBAC).
+        refuse_writes: AtomicBool,
     }
 
     #[async_trait]
@@ -528,7 +530,14 @@ mod tests {
             }
             Ok(*self.replicas.lock().unwrap())
         }
-        async fn set_replicas(&self, _target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+        async fn set_replicas(&self, target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+            if self.refuse_writes.load(Ordering::SeqCst) {
+                return Err(TargetError::NotFound {
+                    kind: target.kind.clone(),
+                    namespace: target.namespace.clone(),
+                    name: target.name.clone(),
+                });
+            }
             *self.replicas.lock().unwrap() = replicas;
             self.writes.lock().unwrap().push(replicas);
             Ok(())
@@ -588,6 +597,7 @@ mod tests {
                 replicas: Mutex::new(replicas),
                 writes: Mutex::default(),
                 unreadable: AtomicBool::new(false),
+                refuse_writes: AtomicBool::new(false),
             },
             now: Mutex::new(t(0)),
             exists: AtomicBool::new(true),
@@ -684,6 +694,33 @@ mod tests {
         );
         // Active at 1: the HPA owns the count, nothing more to write.
         tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_scale_write_is_a_warning_event_naming_the_target_and_the_error() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler);
+        let h = host(0);
+        h.target.refuse_writes.store(true, Ordering::SeqCst);
+        let mut memory = TickMemory::default();
+        tick(h.at(5), &cfg, &mut memory).await;
+        assert_eq!(h.reasons(), vec!["ScaleWriteFailed"]);
+        let event = h.events.lock().unwrap()[0].clone();
+        assert_eq!(event.kind, EventKind::Warning);
+        assert!(
+            event
+                .note
+                .starts_with("cannot scale Deployment web from 0 to 1 replicas: ")
+                && event.note.contains("not found"),
+            "{}",
+            event.note
+        );
+        // Tried again at the next poll; once it goes through, the usual Event.
+        h.target.refuse_writes.store(false, Ordering::SeqCst);
+        tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.reasons(), vec!["ScaleWriteFailed", "Activated"]);
         assert_eq!(h.writes(), vec![1]);
     }
 
