@@ -391,6 +391,11 @@ mod committed_yaml {
             }
             undescribed(&own, &kind, &mut missing);
         }
-        assert!(missing.is_empty(), "{} without a description:\n{}", missing.len(), missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "{} without a description:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
     }
 }

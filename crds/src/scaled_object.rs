@@ -19,7 +19,7 @@ use crate::conditions::Condition;
     group = "ebb.dev",
     version = "v1alpha1",
     kind = "ScaledObject",
-    doc = "ScaledObject scales a Deployment, StatefulSet or any workload with a /scale subresource on event sources (queues, streams, HTTP metrics): ebb sets 0 and 1 replicas itself and creates an HPA for 1 to maxReplicaCount. `ebb explain <type>` lists each trigger type's parameters.",
+    doc = "ScaledObject scales a Deployment, StatefulSet or any workload with a /scale subresource on event sources (queues, streams, HTTP metrics): ebb sets 0 and 1 replicas itself and creates an HPA for 1 to maxReplicaCount.",
     plural = "scaledobjects",
     singular = "scaledobject",
     shortname = "ebbso",

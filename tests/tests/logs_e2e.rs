@@ -100,6 +100,7 @@ fn lines_with(log: &str, message: &str) -> Vec<Value> {
 /// Whether the trigger at `index` fails now, by the log: its last failing/recovered line.
 fn failing_now(log: &str, index: u64) -> bool {
     log.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["spans"][1]["trigger_index"] == index)
         .filter_map(|l| match l["message"].as_str() {
@@ -107,7 +108,7 @@ fn failing_now(log: &str, index: u64) -> bool {
             Some("trigger recovered") => Some(false),
             _ => None,
         })
-        .last()
+        .next()
         .unwrap_or(false)
 }
 
