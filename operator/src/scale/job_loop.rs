@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::cache::jobs::{Finished, JobEntry};
+use crate::scale::failure_log::{FailureLine, FailureLog, REMINDER_EVERY};
 use crate::scale::jobs::{
     JobCounts, JobDecision, JobPolicy, JobReading, JobReason, decide_jobs, over_history_limit,
 };
@@ -187,6 +188,7 @@ pub async fn run_job_loop<H: JobHost>(
     config: Arc<JobLoopConfig>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failures = FailureLog::default();
     let mut wakes: Vec<watch::Receiver<bool>> = config
         .triggers
         .iter()
@@ -199,7 +201,12 @@ pub async fn run_job_loop<H: JobHost>(
         // Until the Job index has listed, a tick does nothing: look again shortly rather than
         // after a whole polling interval.
         let wait = match job_tick(&*host, &config).await {
-            Some(_) => config.polling_interval,
+            Some(tick) => {
+                if !config.paused {
+                    log_trigger_health(&config, &tick.trigger_errors, &mut failures);
+                }
+                config.polling_interval
+            }
             None => NOT_SYNCED_RETRY.min(config.polling_interval),
         };
         let any_wake = async {
@@ -214,6 +221,30 @@ pub async fn run_job_loop<H: JobHost>(
             () = any_wake => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Logs the ScaledJob's trigger failures as [`FailureLog`] says (its triggers as a whole): the
+/// start (warn, with the errors), a reminder every [`REMINDER_EVERY`], the recovery (info).
+fn log_trigger_health(config: &JobLoopConfig, errors: &[String], log: &mut FailureLog) {
+    let _in_poll =
+        tracing::info_span!("poll", kind = "ScaledJob", namespace = %config.key.0, object = %config.key.1)
+            .entered();
+    let error = errors.join("; ");
+    match log.observe(!errors.is_empty(), std::time::Instant::now(), REMINDER_EVERY) {
+        FailureLine::Quiet => {}
+        FailureLine::Failing => tracing::warn!(%error, "trigger failing"),
+        FailureLine::StillFailing { for_, failures } => tracing::warn!(
+            %error,
+            failing_for_seconds = for_.as_secs(),
+            failures,
+            "trigger still failing"
+        ),
+        FailureLine::Recovered { after, failures } => tracing::info!(
+            failed_for_seconds = after.as_secs(),
+            failures,
+            "trigger recovered"
+        ),
     }
 }
 
