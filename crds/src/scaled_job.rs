@@ -20,6 +20,7 @@ use crate::conditions::Condition;
     group = "ebb.dev",
     version = "v1alpha1",
     kind = "ScaledJob",
+    doc = "ScaledJob runs batch work as Kubernetes Jobs on event sources: each poll it creates Jobs for the queued work, up to maxReplicaCount running at once, and never stops a Job half-way.",
     plural = "scaledjobs",
     singular = "scaledjob",
     shortname = "ebbsj",

@@ -19,12 +19,14 @@ use crate::conditions::Condition;
     group = "ebb.dev",
     version = "v1alpha1",
     kind = "ScaledObject",
+    doc = "ScaledObject scales a Deployment, StatefulSet or any workload with a /scale subresource on event sources (queues, streams, HTTP metrics): ebb sets 0 and 1 replicas itself and creates an HPA for 1 to maxReplicaCount.",
     plural = "scaledobjects",
     singular = "scaledobject",
     shortname = "ebbso",
     category = "ebb",
     namespaced,
     status = "ScaledObjectStatus",
+    printcolumn(name = "Kind", type_ = "string", json_path = ".status.scaleTargetKind"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.scaleTargetRef.name"),
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicaCount"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicaCount"),
@@ -48,7 +50,7 @@ use crate::conditions::Condition;
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Paused\")].status"
     ),
-    printcolumn(name = "Triggers", type_ = "string", json_path = ".spec.triggers[*].type"),
+    printcolumn(name = "Triggers", type_ = "string", json_path = ".status.triggersTypes"),
     printcolumn(
         name = "Authentications",
         type_ = "string",

@@ -23,6 +23,7 @@ pub mod compile;
 pub mod context;
 pub mod generate;
 pub mod infra;
+pub mod reasons;
 pub mod reconcile;
 pub mod run;
 pub mod scale;

@@ -14,6 +14,7 @@ use ebb_operator::adapter::delegate::{DelegateAuth, DelegateOptions, ServiceRef}
 use ebb_operator::cli::migrate::{MigrateOptions, migrate};
 use ebb_operator::cli::validate::{CheckOptions, InputDocument, check_documents_with, read_documents};
 use ebb_operator::infra::leadership::LeaseTiming;
+use ebb_operator::infra::logging::{self, LogFormat};
 
 /// ebb: an event-driven autoscaler for Kubernetes.
 #[derive(Parser)]
@@ -218,7 +219,7 @@ enum ApiserviceCommand {
 }
 
 /// Flags of `ebb operator`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 struct OperatorArgs {
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "EBB_WATCH_NAMESPACE")]
@@ -399,15 +400,6 @@ fn apiservice(command: ApiserviceCommand) -> Result<()> {
     })?;
     println!("{done}");
     Ok(())
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 fn main() -> ExitCode {
@@ -620,32 +612,6 @@ fn crds(write: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Installs the log subscriber: `level` (else `RUST_LOG`, else `info,kube=warn`) in `format`.
-fn init_logging(level: Option<String>, format: LogFormat) -> Result<()> {
-    let directives = level
-        .filter(|v| !v.trim().is_empty())
-        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()))
-        .unwrap_or_else(|| "info,kube=warn".to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .with_context(|| format!("invalid log level {directives:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        // Colours only on a terminal: a container's log is a file.
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
-    }
-    Ok(())
-}
-
 /// How the adapter's certificates are managed, from the flags.
 fn cert_mode(args: &OperatorArgs, own_namespace: &str) -> CertMode {
     if let Some(name) = &args.metrics_adapter_cert_secret {
@@ -666,7 +632,14 @@ fn cert_mode(args: &OperatorArgs, own_namespace: &str) -> CertMode {
 }
 
 fn operator(args: OperatorArgs) -> Result<()> {
-    init_logging(args.log_level.clone(), args.log_format)?;
+    logging::init(args.log_level.as_deref(), args.log_format)?;
+    // Flags are names, addresses and paths: none is a secret.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = option_env!("EBB_GIT_COMMIT").unwrap_or("unknown"),
+        flags = ?args,
+        "ebb operator starting"
+    );
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "ebb".into());
         format!("{}-{}", host.trim(), std::process::id())

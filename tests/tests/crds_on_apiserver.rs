@@ -356,3 +356,58 @@ async fn schema_rejects_invalid_scaled_jobs() {
     }
     ns.delete().await.unwrap();
 }
+
+/// `kubectl get ebbso` as the API server renders it (a Table): the Triggers column lists every
+/// trigger type of a multi-trigger object (a JSONPath over `spec.triggers[*]` shows only the
+/// first), and Kind the target's kind, both from the status the operator writes.
+#[tokio::test]
+async fn kubectl_get_shows_every_trigger_type_and_the_target_kind() {
+    use ebb_tests::objects::deployment;
+    use ebb_tests::operator::OperatorProcess;
+    let env = TestEnv::load().await.unwrap();
+    install_crds(&env.client).await.unwrap();
+    let ns = env.namespace("crd-table").await.unwrap();
+    deployment(&env.client, &ns.name, "worker", 0).await.unwrap();
+    let operator = OperatorProcess::start(&env, &ns.name, "op", &[]).await.unwrap();
+    let so = scaled_object(
+        "worker",
+        json!({"scaleTargetRef": {"name": "worker"}, "triggers": [
+            {"type": "metrics-api", "metadata": {"url": "http://127.0.0.1:1/", "valueLocation": "v", "targetValue": "1"}},
+            {"type": "kafka", "metadata": {"bootstrapServers": "127.0.0.1:1", "consumerGroup": "g", "topic": "t", "lagThreshold": "5"}}
+        ]}),
+    );
+    raw_api(&env.client, &ns.name)
+        .create(&PostParams::default(), &so)
+        .await
+        .unwrap();
+    let path = format!("/apis/ebb.dev/v1alpha1/namespaces/{}/scaledobjects", ns.name);
+    let table = ebb_tests::wait_for(
+        "the Triggers column",
+        std::time::Duration::from_secs(30),
+        || async {
+            let request = http::Request::get(&path)
+                .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+                .body(Vec::new())
+                .unwrap();
+            let table: serde_json::Value = env.client.request(request).await.ok()?;
+            let column = |name: &str| {
+                table["columnDefinitions"]
+                    .as_array()?
+                    .iter()
+                    .position(|c| c["name"] == name)
+            };
+            let cells = table["rows"][0]["cells"].as_array()?.clone();
+            let triggers = cells.get(column("Triggers")?)?.as_str()?.to_string();
+            let kind = cells.get(column("Kind")?)?.as_str()?.to_string();
+            (!triggers.is_empty()).then_some((triggers, kind))
+        },
+    )
+    .await;
+    operator.terminate().await;
+    let _ = ns.delete().await;
+    let (triggers, kind) = table.unwrap();
+    let mut types: Vec<&str> = triggers.split(',').collect();
+    types.sort_unstable();
+    assert_eq!(types, ["kafka", "metrics-api"], "{triggers}");
+    assert_eq!(kind, "apps/v1.Deployment");
+}

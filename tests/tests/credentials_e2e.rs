@@ -16,43 +16,13 @@ use ebb_tests::kafka::unique_name;
 use ebb_tests::leader::free_local_addr;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
-use ebb_tests::rabbitmq::TestQueue;
+use ebb_tests::rabbitmq::{TestQueue, admin, management};
 use ebb_tests::{TestEnv, install_crds, wait_for};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// RabbitMQ's management API as the test environment's admin: `(authority, "user:password")`.
-fn admin(env: &TestEnv) -> (String, String) {
-    let url = env.var("EBB_RABBITMQ_HTTP_URL").unwrap();
-    let rest = url.split_once("://").unwrap().1;
-    let (userinfo, authority) = rest.rsplit_once('@').unwrap();
-    (authority.trim_end_matches('/').to_string(), userinfo.to_string())
-}
-
-/// One request to the management API; returns the status code.
-async fn management(env: &TestEnv, method: &str, path: &str, body: Option<Value>) -> u16 {
-    use base64::Engine as _;
-    let (authority, userinfo) = admin(env);
-    let token = base64::engine::general_purpose::STANDARD.encode(userinfo);
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
 
 /// `ebb_polls_total{trigger_type="rabbitmq",result}` and
 /// `ebb_poll_errors_total{trigger_type="rabbitmq",kind="unauthorized"}` from `/metrics`.

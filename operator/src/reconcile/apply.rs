@@ -383,7 +383,7 @@ pub async fn cleanup(so: Arc<ScaledObject>, shared: &Arc<Shared>) -> Result<Acti
                             .event(
                                 &so,
                                 EventType::Normal,
-                                "ReplicasRestored",
+                                crate::reasons::REPLICAS_RESTORED,
                                 format!("restored {} to {n} replicas", r.name),
                             )
                             .await;

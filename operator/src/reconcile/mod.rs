@@ -22,6 +22,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::context::{ObjectKey, Shared};
 use crate::infra::backoff::{Backoff, jitter};
@@ -94,7 +95,8 @@ pub async fn reconcile(so: Arc<ScaledObject>, shared: Arc<Shared>) -> Result<Act
     let ns = so.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<ScaledObject> = Api::namespaced(shared.client.clone(), &ns);
     let key = apply::key_of(&so);
-    let result = dispatch(so, &shared, &api).await;
+    let span = tracing::info_span!("reconcile", kind = "ScaledObject", namespace = %ns, object = %key.1);
+    let result = dispatch(so, &shared, &api).instrument(span).await;
     if result.is_ok() {
         shared.requeue.succeeded(&key);
     }

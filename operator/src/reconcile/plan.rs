@@ -24,6 +24,7 @@ use serde_json::Value as Json;
 
 use crate::cache::hpas::CachedHpa;
 use crate::compile::inputs::TransientLookup;
+use crate::reasons;
 use crate::reconcile::conflicts::{Conflict, owned_by};
 use crate::reconcile::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply};
 use crate::scale::decision::PauseState;
@@ -411,7 +412,7 @@ fn events(so: &ScaledObject, pause: PauseState, blocked: Option<&Blocked>) -> Ve
         out.push(if pause.is_paused() {
             PlannedEvent {
                 type_: EventType::Normal,
-                reason: "Paused",
+                reason: reasons::PAUSED,
                 note: match pause.paused_replicas {
                     Some(n) => format!("paused at {n} replicas"),
                     None => "scaling paused".to_string(),
@@ -420,7 +421,7 @@ fn events(so: &ScaledObject, pause: PauseState, blocked: Option<&Blocked>) -> Ve
         } else {
             PlannedEvent {
                 type_: EventType::Normal,
-                reason: "Unpaused",
+                reason: reasons::UNPAUSED,
                 note: "scaling resumed".to_string(),
             }
         });
@@ -428,8 +429,8 @@ fn events(so: &ScaledObject, pause: PauseState, blocked: Option<&Blocked>) -> Ve
     let previously_blocked = condition_status(status, conditions::READY) == Some("False");
     if !previously_blocked && let Some(b) = blocked {
         let (reason, note) = match b {
-            Blocked::Invalid(m) => ("ScaledObjectCheckFailed", m),
-            Blocked::Conflict(m) => ("TargetConflict", m),
+            Blocked::Invalid(m) => (reasons::SCALED_OBJECT_CHECK_FAILED, m),
+            Blocked::Conflict(m) => (reasons::TARGET_CONFLICT, m),
         };
         out.push(PlannedEvent {
             type_: EventType::Warning,

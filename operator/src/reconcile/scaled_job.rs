@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::Client;
@@ -31,6 +32,7 @@ use crate::compile::triggers::{Built, compile_scaled_job};
 use crate::context::Shared;
 use crate::infra::backoff::WatchBackoff;
 use crate::infra::leadership::NotLeading;
+use crate::reasons;
 use crate::run::scoped;
 use crate::scale::job_io::{ClusterJobs, condition};
 use crate::scale::job_loop::{JobKey, JobLoopConfig, run_job_loop};
@@ -107,6 +109,19 @@ fn fingerprint(sj: &ScaledJob) -> u64 {
 
 /// Reconciles one ScaledJob.
 pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<Action, JobReconcileError> {
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = "ScaledJob",
+        namespace = %sj.namespace().unwrap_or_default(),
+        object = %sj.name_any()
+    );
+    reconcile_job_in_span(sj, ctx).instrument(span).await
+}
+
+async fn reconcile_job_in_span(
+    sj: Arc<ScaledJob>,
+    ctx: Arc<JobsContext>,
+) -> Result<Action, JobReconcileError> {
     let shared = &ctx.host.shared;
     let ns = sj.namespace().unwrap_or_default();
     let key: JobKey = (ns.clone(), sj.name_any());
@@ -182,14 +197,14 @@ pub async fn reconcile_job(sj: Arc<ScaledJob>, ctx: Arc<JobsContext>) -> Result<
         Err(ConfigError::Transient(e)) => Err(JobReconcileError::Transient(e)),
         Err(ConfigError::Invalid(problem)) => {
             ctx.stop(&key);
-            let ready = condition(READY, false, "ScaledJobCheckFailed", &problem);
+            let ready = condition(READY, false, reasons::SCALED_JOB_CHECK_FAILED, &problem);
             ctx.host.write_status(&key, json!({"conditions": [ready]})).await;
             ctx.host
                 .shared
                 .event_for(
                     &sj.object_ref(&()),
                     kube::runtime::events::EventType::Warning,
-                    "ScaledJobCheckFailed",
+                    reasons::SCALED_JOB_CHECK_FAILED,
                     problem,
                 )
                 .await;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use ebb_crds::{Fallback, FallbackBehavior, MetricType};
 use jiff::Timestamp;
 
+use crate::reasons;
 use crate::scale::composite::{Composite, CompositeValue, composite_of, composite_state};
 use crate::scale::outcome::{
     Activity, Decision, EventKind, EventNote, MetricSlot, MetricWrite, Outcome, Reason, ReplicaWrite,
@@ -148,6 +149,8 @@ pub struct TickMemory {
     pub activity: Option<Activity>,
     /// Whether the object was paused at the last decision, for [`crate::scale::outcome::Transitions::pause`].
     pub paused: Option<bool>,
+    /// Per trigger, what the loop logged of its failures ([`decide`] does not read it).
+    pub failure_logs: Vec<crate::scale::failure_log::FailureLog>,
 }
 
 impl From<LoopMemory> for TickMemory {
@@ -273,12 +276,12 @@ pub fn decide(obs: &Observation<'_>, memory: &mut TickMemory) -> Outcome {
         out.transitions.fallback = Some(decision.fallback);
         out.events.push(if decision.fallback {
             warning(
-                "FallbackEngaged",
+                reasons::FALLBACK_ENGAGED,
                 "triggers keep failing: fallback replicas apply".to_string(),
             )
         } else {
             normal(
-                "FallbackCleared",
+                reasons::FALLBACK_CLEARED,
                 "triggers recovered: fallback cleared".to_string(),
             )
         });
@@ -337,7 +340,7 @@ fn assess_triggers(obs: &Observation<'_>, memory: &mut TickMemory, out: &mut Out
                 if was_failing {
                     out.transitions.triggers.push((i, TriggerTransition::Recovered));
                     out.events.push(normal(
-                        "TriggerRecovered",
+                        reasons::TRIGGER_RECOVERED,
                         format!("trigger {} recovered", poll.metric_name),
                     ));
                 }
@@ -352,7 +355,7 @@ fn assess_triggers(obs: &Observation<'_>, memory: &mut TickMemory, out: &mut Out
                 if !was_failing {
                     out.transitions.triggers.push((i, TriggerTransition::Failing));
                     out.events.push(warning(
-                        "TriggerFailing",
+                        reasons::TRIGGER_FAILING,
                         format!("trigger {} failing: {message}", poll.metric_name),
                     ));
                 }
@@ -372,12 +375,12 @@ fn assess_triggers(obs: &Observation<'_>, memory: &mut TickMemory, out: &mut Out
 /// The `/scale` write of a decision, with its metric label and Event.
 fn replica_write(from: i32, replicas: i32, reason: Reason, target: &str) -> ReplicaWrite {
     let (action, event_reason) = match reason {
-        Reason::Activate => ("activate", "Activated"),
-        Reason::Deactivate if replicas == 0 => ("deactivate", "ScaledToZero"),
-        Reason::Deactivate => ("deactivate", "ScaledToIdle"),
-        Reason::Fallback => ("fallback", "FallbackReplicas"),
-        Reason::PausedReplicas => ("pause", "PausedReplicas"),
-        _ => ("floor", "ScaledToMin"),
+        Reason::Activate => ("activate", reasons::ACTIVATED),
+        Reason::Deactivate if replicas == 0 => ("deactivate", reasons::SCALED_TO_ZERO),
+        Reason::Deactivate => ("deactivate", reasons::SCALED_TO_IDLE),
+        Reason::Fallback => ("fallback", reasons::FALLBACK_REPLICAS),
+        Reason::PausedReplicas => ("pause", reasons::PAUSED_REPLICAS),
+        _ => ("floor", reasons::SCALED_TO_MIN),
     };
     ReplicaWrite {
         from,

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use ebb_crds::ScaledJob;
-use ebb_crds::conditions::{ACTIVE, Condition, PAUSED, READY};
+use ebb_crds::conditions::{ACTIVE, Condition, PAUSED, READY, reason};
+
+use crate::reasons;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -159,26 +161,31 @@ pub fn tick_status(
         condition(
             READY,
             true,
-            "ScaledJobReady",
+            reasons::SCALED_JOB_READY,
             "ScaledJob is defined correctly and is ready for scaling",
         )
     } else {
-        condition(READY, false, "TriggerError", &tick.trigger_errors.join("; "))
+        condition(
+            READY,
+            false,
+            reason::TRIGGER_ERROR,
+            &tick.trigger_errors.join("; "),
+        )
     };
     let active = match tick.decision.active {
         Some(true) => condition(
             ACTIVE,
             true,
-            "ScalerActive",
+            reason::SCALER_ACTIVE,
             "Jobs are created because triggers are active",
         ),
-        Some(false) => condition(ACTIVE, false, "ScalerNotActive", "No trigger is active"),
+        Some(false) => condition(ACTIVE, false, reason::SCALER_NOT_ACTIVE, "No trigger is active"),
         None => Condition {
             status: "Unknown".into(),
             ..condition(
                 ACTIVE,
                 false,
-                "TriggerError",
+                reason::TRIGGER_ERROR,
                 "A trigger failed; its activity is unknown",
             )
         },
@@ -187,14 +194,14 @@ pub fn tick_status(
         condition(
             PAUSED,
             true,
-            "ScaledJobPaused",
+            reasons::SCALED_JOB_PAUSED,
             "autoscaling.ebb.dev/paused: no Jobs are created",
         )
     } else {
         condition(
             PAUSED,
             false,
-            "ScaledJobUnpaused",
+            reasons::SCALED_JOB_UNPAUSED,
             "Jobs are created as the triggers ask",
         )
     };
@@ -259,7 +266,7 @@ impl JobHost for ClusterJobs {
             self.event(
                 key,
                 false,
-                "JobsCreated",
+                reasons::JOBS_CREATED,
                 format!("created {} Jobs", tick.created),
             )
             .await;
@@ -268,7 +275,7 @@ impl JobHost for ClusterJobs {
             self.event(
                 key,
                 true,
-                "JobCreateFailed",
+                reasons::JOB_CREATE_FAILED,
                 format!("{n} Job creates refused: {error}"),
             )
             .await;
@@ -279,21 +286,31 @@ impl JobHost for ClusterJobs {
         };
         let failing = !tick.trigger_errors.is_empty();
         if failing && !was_failing {
-            self.event(key, true, "TriggerFailing", tick.trigger_errors.join("; "))
-                .await;
+            self.event(
+                key,
+                true,
+                reasons::TRIGGER_FAILING,
+                tick.trigger_errors.join("; "),
+            )
+            .await;
         }
         let active = tick.decision.active;
         if active == Some(true) && was_active != Some(true) {
             self.event(
                 key,
                 false,
-                "ScaledJobActive",
+                reasons::SCALED_JOB_ACTIVE,
                 "Jobs are created because triggers are active".into(),
             )
             .await;
         } else if active == Some(false) && was_active == Some(true) {
-            self.event(key, false, "ScaledJobInactive", "No trigger is active".into())
-                .await;
+            self.event(
+                key,
+                false,
+                reasons::SCALED_JOB_INACTIVE,
+                "No trigger is active".into(),
+            )
+            .await;
         }
         {
             let mut r = self.reported.lock().unwrap_or_else(PoisonError::into_inner);

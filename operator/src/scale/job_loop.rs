@@ -12,8 +12,10 @@ use ebb_scalers::Scaler;
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::Job;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cache::jobs::{Finished, JobEntry};
+use crate::scale::failure_log::{FailureLine, FailureLog, REMINDER_EVERY};
 use crate::scale::jobs::{
     JobCounts, JobDecision, JobPolicy, JobReading, JobReason, decide_jobs, over_history_limit,
 };
@@ -86,21 +88,25 @@ async fn readings<H: JobHost>(host: &H, config: &JobLoopConfig) -> (Vec<JobReadi
     let timeout = config.polling_interval.max(Duration::from_secs(5));
     let refused = std::sync::atomic::AtomicBool::new(false);
     let refused = &refused;
-    let results = join_all(config.triggers.iter().map(|s| async move {
-        match tokio::time::timeout(timeout, s.sample()).await {
-            Ok(Ok(sample)) => Ok(JobReading::Value {
-                queue_length: sample.value,
-                target: s.metric_target().target_value,
-                active: sample.active,
-            }),
-            Ok(Err(e)) => {
-                if matches!(e, ebb_scalers::ScalerError::Unauthorized { .. }) {
-                    refused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = join_all(config.triggers.iter().enumerate().map(|(i, s)| {
+        let span = tracing::info_span!("trigger", trigger_index = i, trigger_type = s.trigger_type());
+        async move {
+            match tokio::time::timeout(timeout, s.sample()).await {
+                Ok(Ok(sample)) => Ok(JobReading::Value {
+                    queue_length: sample.value,
+                    target: s.metric_target().target_value,
+                    active: sample.active,
+                }),
+                Ok(Err(e)) => {
+                    if matches!(e, ebb_scalers::ScalerError::Unauthorized { .. }) {
+                        refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(format!("{}: {e}", s.trigger_type()))
                 }
-                Err(format!("{}: {e}", s.trigger_type()))
+                Err(_) => Err(format!("{}: no answer within {timeout:?}", s.trigger_type())),
             }
-            Err(_) => Err(format!("{}: no answer within {timeout:?}", s.trigger_type())),
         }
+        .instrument(span)
     }))
     .await;
     if refused.load(std::sync::atomic::Ordering::Relaxed) {
@@ -123,6 +129,12 @@ async fn readings<H: JobHost>(host: &H, config: &JobLoopConfig) -> (Vec<JobReadi
 /// One tick: sample, count, decide, create, trim, report. Nothing happens until the Job index
 /// has listed (counting from a partial list would over-create).
 pub async fn job_tick<H: JobHost>(host: &H, config: &JobLoopConfig) -> Option<JobTick> {
+    let span =
+        tracing::info_span!("poll", kind = "ScaledJob", namespace = %config.key.0, object = %config.key.1);
+    job_tick_in_span(host, config).instrument(span).await
+}
+
+async fn job_tick_in_span<H: JobHost>(host: &H, config: &JobLoopConfig) -> Option<JobTick> {
     let counts = host.counts(&config.key, &config.pending_conditions)?;
     let (readings, trigger_errors) = if config.paused {
         (Vec::new(), Vec::new())
@@ -176,6 +188,7 @@ pub async fn run_job_loop<H: JobHost>(
     config: Arc<JobLoopConfig>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failures = FailureLog::default();
     let mut wakes: Vec<watch::Receiver<bool>> = config
         .triggers
         .iter()
@@ -188,7 +201,12 @@ pub async fn run_job_loop<H: JobHost>(
         // Until the Job index has listed, a tick does nothing: look again shortly rather than
         // after a whole polling interval.
         let wait = match job_tick(&*host, &config).await {
-            Some(_) => config.polling_interval,
+            Some(tick) => {
+                if !config.paused {
+                    log_trigger_health(&config, &tick.trigger_errors, &mut failures);
+                }
+                config.polling_interval
+            }
             None => NOT_SYNCED_RETRY.min(config.polling_interval),
         };
         let any_wake = async {
@@ -203,6 +221,30 @@ pub async fn run_job_loop<H: JobHost>(
             () = any_wake => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Logs the ScaledJob's trigger failures as [`FailureLog`] says (its triggers as a whole): the
+/// start (warn, with the errors), a reminder every [`REMINDER_EVERY`], the recovery (info).
+fn log_trigger_health(config: &JobLoopConfig, errors: &[String], log: &mut FailureLog) {
+    let _in_poll =
+        tracing::info_span!("poll", kind = "ScaledJob", namespace = %config.key.0, object = %config.key.1)
+            .entered();
+    let error = errors.join("; ");
+    match log.observe(!errors.is_empty(), std::time::Instant::now(), REMINDER_EVERY) {
+        FailureLine::Quiet => {}
+        FailureLine::Failing => tracing::warn!(%error, "trigger failing"),
+        FailureLine::StillFailing { for_, failures } => tracing::warn!(
+            %error,
+            failing_for_seconds = for_.as_secs(),
+            failures,
+            "trigger still failing"
+        ),
+        FailureLine::Recovered { after, failures } => tracing::info!(
+            failed_for_seconds = after.as_secs(),
+            failures,
+            "trigger recovered"
+        ),
     }
 }
 

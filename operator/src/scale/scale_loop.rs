@@ -23,6 +23,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::adapter::metric_cache::{CachedMetric, MetricKey};
 use crate::context::{ObjectKey, Shared};
@@ -33,8 +34,9 @@ use crate::scale::composite::Composite;
 use crate::scale::decision::{
     LoopMemory, Observation, PauseState, PollResult, ScalingSpec, TickMemory, TriggerPoll, decide,
 };
+use crate::scale::failure_log::{FailureLine, FailureLog, REMINDER_EVERY};
 use crate::scale::io::{LoopHost, TargetReplicas};
-use crate::scale::outcome::{Decision, MetricSlot, Outcome};
+use crate::scale::outcome::{Decision, EventKind, EventNote, MetricSlot, Outcome, ReplicaWrite};
 use crate::scale::targets::TargetRef;
 use crate::status::{LoopView, TriggerHealth};
 
@@ -228,8 +230,28 @@ fn object_ref(config: &LoopConfig) -> ObjectReference {
     }
 }
 
+/// The span around one tick: every line logged inside names the object.
+fn poll_span(config: &LoopConfig) -> tracing::Span {
+    tracing::info_span!("poll", kind = "ScaledObject", namespace = %config.key.0, object = %config.key.1)
+}
+
+/// The span around one trigger's part of a tick.
+fn trigger_span(index: usize, trigger: &LoopTrigger) -> tracing::Span {
+    tracing::info_span!(
+        "trigger",
+        trigger_index = index,
+        trigger_type = trigger.scaler.trigger_type()
+    )
+}
+
 /// One tick: samples, reads the replica count, decides and executes the outcome.
 pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickMemory) {
+    tick_in_span(host, config, memory)
+        .instrument(poll_span(config))
+        .await
+}
+
+async fn tick_in_span<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickMemory) {
     // Sources are not consulted while paused; paused-replicas still needs the current count.
     let results = if config.pause.is_paused() {
         vec![PollResult::Skipped; config.triggers.len()]
@@ -237,10 +259,11 @@ pub async fn tick<H: LoopHost>(host: &H, config: &LoopConfig, memory: &mut TickM
         sample(host, config).await
     };
     let sampled_at = Instant::now();
+    log_trigger_health(config, &results, &mut memory.failure_logs, sampled_at);
     let current = match host.targets().replicas(&config.target).await {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!(scaled_object = %config.key.1, namespace = %config.key.0, error = %e, "cannot read replicas");
+            tracing::warn!(target_kind = %config.target.kind, target_name = %config.target.name, error = %e, "cannot read replicas");
             None
         }
     };
@@ -324,41 +347,83 @@ fn object_labels(config: &LoopConfig) -> ObjectLabels {
 /// Samples every trigger at once, each within a hard timeout, and counts the polls.
 async fn sample<H: LoopHost>(host: &H, config: &LoopConfig) -> Vec<PollResult> {
     let hard_timeout = config.polling_interval.max(Duration::from_secs(5));
-    let refused_flag = std::sync::atomic::AtomicBool::new(false);
-    let refused = &refused_flag;
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let refused = &refused;
     let object = object_labels(config);
     let object = &object;
-    let results = join_all(config.triggers.iter().enumerate().map(|(i, t)| async move {
-        let start = Instant::now();
-        let result = match tokio::time::timeout(hard_timeout, t.scaler.sample()).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err((e.kind(), e.to_string())),
-            Err(_) => Err(("timeout", format!("no answer within {hard_timeout:?}"))),
-        };
-        let error_kind = result.as_ref().err().map(|(kind, _)| *kind);
-        if error_kind == Some(UNAUTHORIZED) {
-            refused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = join_all(config.triggers.iter().enumerate().map(|(i, t)| {
+        async move {
+            let start = Instant::now();
+            let result = match tokio::time::timeout(hard_timeout, t.scaler.sample()).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err((e.kind(), e.to_string())),
+                Err(_) => Err(("timeout", format!("no answer within {hard_timeout:?}"))),
+            };
+            let error_kind = result.as_ref().err().map(|(kind, _)| *kind);
+            if error_kind == Some(UNAUTHORIZED) {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let took = start.elapsed();
+            let telemetry = host.telemetry();
+            telemetry.observe_poll(t.scaler.trigger_type(), took, error_kind);
+            let series = TriggerLabels::new(object, i, t.scaler.trigger_type(), &t.metric_name);
+            telemetry
+                .objects()
+                .observe_poll(&series, took, error_kind.is_some());
+            match result {
+                Ok(s) => PollResult::Sampled {
+                    value: s.value,
+                    active: s.active,
+                },
+                Err((_, message)) => PollResult::Failed(message),
+            }
         }
-        let took = start.elapsed();
-        let telemetry = host.telemetry();
-        telemetry.observe_poll(t.scaler.trigger_type(), took, error_kind);
-        let series = TriggerLabels::new(object, i, t.scaler.trigger_type(), &t.metric_name);
-        telemetry
-            .objects()
-            .observe_poll(&series, took, error_kind.is_some());
-        match result {
-            Ok(s) => PollResult::Sampled {
-                value: s.value,
-                active: s.active,
-            },
-            Err((_, message)) => PollResult::Failed(message),
-        }
+        .instrument(trigger_span(i, t))
     }))
     .await;
-    if refused_flag.into_inner() {
+    if refused.load(std::sync::atomic::Ordering::Relaxed) {
         host.credentials_refused(&config.key);
     }
     results
+}
+
+/// Logs each trigger's failures as [`FailureLog`] says: the start (warn, with the error), a
+/// reminder every [`REMINDER_EVERY`] while it lasts, the recovery (info). Paused polls skip.
+fn log_trigger_health(config: &LoopConfig, results: &[PollResult], logs: &mut Vec<FailureLog>, now: Instant) {
+    logs.resize(config.triggers.len(), FailureLog::default());
+    for (i, ((trigger, result), log)) in config
+        .triggers
+        .iter()
+        .zip(results)
+        .zip(logs.iter_mut())
+        .enumerate()
+    {
+        let error = match result {
+            PollResult::Skipped => continue,
+            PollResult::Sampled { .. } => None,
+            PollResult::Failed(message) => Some(message.as_str()),
+        };
+        let _in_trigger = trigger_span(i, trigger).entered();
+        match log.observe(error.is_some(), now, REMINDER_EVERY) {
+            FailureLine::Quiet => {}
+            FailureLine::Failing => {
+                tracing::warn!(metric = %trigger.metric_name, error = error.unwrap_or_default(), "trigger failing")
+            }
+            FailureLine::StillFailing { for_, failures } => tracing::warn!(
+                metric = %trigger.metric_name,
+                error = error.unwrap_or_default(),
+                failing_for_seconds = for_.as_secs(),
+                failures,
+                "trigger still failing"
+            ),
+            FailureLine::Recovered { after, failures } => tracing::info!(
+                metric = %trigger.metric_name,
+                failed_for_seconds = after.as_secs(),
+                failures,
+                "trigger recovered"
+            ),
+        }
+    }
 }
 
 /// [`ebb_scalers::ScalerError::kind`] of a refused credential.
@@ -393,7 +458,7 @@ async fn execute<H: LoopHost>(
     }
     let t = &outcome.transitions;
     if t.activity.is_some() || t.pause.is_some() {
-        tracing::debug!(scaled_object = %config.key.1, namespace = %config.key.0, activity = ?t.activity, paused = ?t.pause, "transition");
+        tracing::debug!(activity = ?t.activity, paused = ?t.pause, "transition");
     }
     if let Some(w) = &outcome.write {
         match host.targets().set_replicas(&config.target, w.replicas).await {
@@ -402,17 +467,32 @@ async fn execute<H: LoopHost>(
                 host.telemetry()
                     .objects()
                     .record_written(&object_labels(config), w.replicas);
-                tracing::info!(scaled_object = %config.key.1, namespace = %config.key.0, from = w.from, to = w.replicas, reason = w.event.reason, "scaled");
+                tracing::info!(from = w.from, to = w.replicas, reason = w.event.reason, "scaled");
                 host.record_event(&oref, &w.event).await;
             }
             Err(e) => {
-                tracing::warn!(scaled_object = %config.key.1, namespace = %config.key.0, error = %e, "cannot write /scale");
+                tracing::warn!(target_kind = %config.target.kind, target_name = %config.target.name, from = w.from, to = w.replicas, error = %e, "cannot write /scale");
+                let target = format!("{} {}", config.target.kind, config.target.name);
+                host.record_event(&oref, &scale_write_failed(&target, w, &e.to_string()))
+                    .await;
             }
         }
     }
     if let Some(decision) = &outcome.replicas {
         host.report_status(&config.key, loop_view(config, decision, memory))
             .await;
+    }
+}
+
+/// The Warning Event of a `/scale` write the API refused.
+fn scale_write_failed(target: &str, write: &ReplicaWrite, error: &str) -> EventNote {
+    EventNote {
+        kind: EventKind::Warning,
+        reason: crate::reasons::SCALE_WRITE_FAILED,
+        note: format!(
+            "cannot scale {target} from {} to {} replicas: {error}",
+            write.from, write.replicas
+        ),
     }
 }
 
@@ -502,6 +582,8 @@ mod tests {
         replicas: Mutex<i32>,
         writes: Mutex<Vec<i32>>,
         unreadable: AtomicBool,
+        /// `/scale` writes are refused (as by a webhook or missing RBAC).
+        refuse_writes: AtomicBool,
     }
 
     #[async_trait]
@@ -516,7 +598,14 @@ mod tests {
             }
             Ok(*self.replicas.lock().unwrap())
         }
-        async fn set_replicas(&self, _target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+        async fn set_replicas(&self, target: &TargetRef, replicas: i32) -> Result<(), TargetError> {
+            if self.refuse_writes.load(Ordering::SeqCst) {
+                return Err(TargetError::NotFound {
+                    kind: target.kind.clone(),
+                    namespace: target.namespace.clone(),
+                    name: target.name.clone(),
+                });
+            }
             *self.replicas.lock().unwrap() = replicas;
             self.writes.lock().unwrap().push(replicas);
             Ok(())
@@ -576,6 +665,7 @@ mod tests {
                 replicas: Mutex::new(replicas),
                 writes: Mutex::default(),
                 unreadable: AtomicBool::new(false),
+                refuse_writes: AtomicBool::new(false),
             },
             now: Mutex::new(t(0)),
             exists: AtomicBool::new(true),
@@ -672,6 +762,33 @@ mod tests {
         );
         // Active at 1: the HPA owns the count, nothing more to write.
         tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.writes(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_scale_write_is_a_warning_event_naming_the_target_and_the_error() {
+        let scaler = FakeScaler::new();
+        scaler.answer(7.0, true);
+        let cfg = config(scaler);
+        let h = host(0);
+        h.target.refuse_writes.store(true, Ordering::SeqCst);
+        let mut memory = TickMemory::default();
+        tick(h.at(5), &cfg, &mut memory).await;
+        assert_eq!(h.reasons(), vec!["ScaleWriteFailed"]);
+        let event = h.events.lock().unwrap()[0].clone();
+        assert_eq!(event.kind, EventKind::Warning);
+        assert!(
+            event
+                .note
+                .starts_with("cannot scale Deployment web from 0 to 1 replicas: ")
+                && event.note.contains("not found"),
+            "{}",
+            event.note
+        );
+        // Tried again at the next poll; once it goes through, the usual Event.
+        h.target.refuse_writes.store(false, Ordering::SeqCst);
+        tick(h.at(6), &cfg, &mut memory).await;
+        assert_eq!(h.reasons(), vec!["ScaleWriteFailed", "Activated"]);
         assert_eq!(h.writes(), vec![1]);
     }
 

@@ -105,6 +105,10 @@ pub trait ActivityRound: Send + 'static {
     /// What the round needs to know of each registered trigger.
     type Spec: Clone + Send + Sync + 'static;
 
+    /// What the watcher reads, for its log lines (e.g. `rabbitmq-amqp`); never an address with
+    /// credentials.
+    const SOURCE: &'static str;
+
     /// One round over the currently registered triggers. Bound its own requests by timeouts.
     fn round(&mut self, input: RoundInput<Self::Spec>) -> impl Future<Output = RoundReport> + Send;
 
@@ -307,15 +311,22 @@ where
     R: ActivityRound<Spec = S>,
 {
     let mut failures: u32 = 0;
+    let mut first = true;
     loop {
         let Some(w) = watcher.upgrade() else {
+            tracing::debug!(source = R::SOURCE, "activity watcher stopped: its client is gone");
             return;
         };
         let Some(input) = w.next_round() else {
             drop(w);
+            tracing::debug!(source = R::SOURCE, "activity watcher stopped: no trigger left");
             round.idle().await;
             return;
         };
+        if first {
+            tracing::debug!(source = R::SOURCE, triggers = input.specs.len(), tick = ?w.tick, "activity watcher started");
+            first = false;
+        }
         let tick = w.tick;
         drop(w);
         let started = Instant::now();
@@ -323,8 +334,31 @@ where
         if let Some(w) = watcher.upgrade() {
             w.publish(&report.activity);
         }
+        let before = failures;
         failures = failures_after(failures, report.health);
-        tokio::time::sleep_until(next_round_at(started, report.health, failures, tick)).await;
+        let pause = next_round_at(started, report.health, failures, tick);
+        match (before, failures) {
+            (0, 1) => tracing::info!(
+                source = R::SOURCE,
+                pause = ?pause.saturating_duration_since(started),
+                "activity watcher round failed: backing off (polls go on; see the trigger's error)"
+            ),
+            (_, 0) if before > 0 => {
+                tracing::info!(
+                    source = R::SOURCE,
+                    failed_rounds = before,
+                    "activity watcher reads its source again"
+                )
+            }
+            (_, n) if n > before => tracing::debug!(
+                source = R::SOURCE,
+                failed_rounds = n,
+                pause = ?pause.saturating_duration_since(started),
+                "activity watcher backing off"
+            ),
+            _ => {}
+        }
+        tokio::time::sleep_until(pause).await;
     }
 }
 
@@ -509,6 +543,7 @@ mod tests {
 
     impl ActivityRound for Scripted {
         type Spec = u8;
+        const SOURCE: &'static str = "scripted";
 
         async fn round(&mut self, input: RoundInput<u8>) -> RoundReport {
             lock(&self.log).push((self.origin.elapsed(), input.specs.len()));

@@ -149,11 +149,20 @@ async fn connect(server: &NatsServer, timeout: Duration) -> Result<async_nats::C
         NatsAuth::UserPassword(user, password) => options.user_and_password(user.clone(), password.clone()),
         NatsAuth::Token(token) => options.token(token.clone()),
     };
+    // async-nats reconnects by itself: its events say when (the URL carries no credentials).
+    let url = server.url.clone();
+    options = options.event_callback(move |event| {
+        let url = url.clone();
+        async move { tracing::info!(server = %url, %event, "NATS connection event") }
+    });
     let connecting = options.connect(server.url.as_str());
     // The outer bound also covers DNS and the TLS handshake.
     let result = tokio::time::timeout(timeout.saturating_mul(2), connecting)
         .await
         .map_err(|_| ScalerError::timeout(&server.url, timeout.saturating_mul(2)))?;
+    if result.is_ok() {
+        tracing::info!(server = %server.url, "NATS connection opened");
+    }
     result.map_err(|e| {
         let message = format!("cannot connect: {}", error_chain(&e));
         match e.kind() {

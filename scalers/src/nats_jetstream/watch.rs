@@ -136,6 +136,7 @@ pub(super) struct JszRound {
 
 impl ActivityRound for JszRound {
     type Spec = JszSpec;
+    const SOURCE: &'static str = "nats-jsz";
 
     async fn round(&mut self, input: RoundInput<JszSpec>) -> RoundReport {
         let Some(clients) = self.clients.upgrade() else {

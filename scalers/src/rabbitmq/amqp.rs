@@ -70,6 +70,7 @@ impl AmqpSlot {
         match current.as_ref() {
             Some(pooled) if pooled.connection.status().connected() => Some(pooled.clone()),
             Some(_) => {
+                tracing::info!("AMQP connection lost: dialling again at its next use");
                 let dead = current.take();
                 drop(current);
                 drop(dead);
@@ -83,6 +84,7 @@ impl AmqpSlot {
     pub(super) fn discard(&self, pooled: &Arc<PooledConnection>) {
         let mut current = lock(&self.current);
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, pooled)) {
+            tracing::info!("AMQP connection failed: dropped, dialling again at its next use");
             let dead = current.take();
             drop(current);
             drop(dead);
@@ -292,7 +294,16 @@ pub(super) async fn slot_connection(
     if let Some(pooled) = slot.live() {
         return Ok(pooled);
     }
-    let connection = dial(uri, tls, timeout).await?;
+    // Host, port and vhost only: the URI's userinfo is the credential.
+    let (host, port, vhost) = (&uri.authority.host, uri.authority.port, &uri.vhost);
+    let connection = match dial(uri, tls, timeout).await {
+        Ok(connection) => connection,
+        Err(e) => {
+            tracing::debug!(%host, port, %vhost, error = %e, "AMQP dial failed");
+            return Err(e);
+        }
+    };
+    tracing::info!(%host, port, %vhost, tls = tls.is_some(), "AMQP connection opened");
     let pooled = Arc::new(PooledConnection {
         connection,
         idle_channels: Mutex::new(Vec::new()),

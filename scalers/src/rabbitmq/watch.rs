@@ -166,6 +166,7 @@ pub(super) struct ListingRound {
 
 impl ActivityRound for ListingRound {
     type Spec = WatchSpec;
+    const SOURCE: &'static str = "rabbitmq-management";
 
     async fn round(&mut self, input: RoundInput<WatchSpec>) -> RoundReport {
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
@@ -206,6 +207,7 @@ pub(super) struct AmqpRound {
 
 impl ActivityRound for AmqpRound {
     type Spec = WatchSpec;
+    const SOURCE: &'static str = "rabbitmq-amqp";
 
     async fn round(&mut self, input: RoundInput<WatchSpec>) -> RoundReport {
         let timeout = self.timeout;

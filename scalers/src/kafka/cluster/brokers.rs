@@ -83,6 +83,7 @@ impl Cluster {
         if !self.metadata_needed(engine, needed) {
             return Ok(());
         }
+        tracing::debug!(topics = needed.len(), "Kafka metadata refresh");
         let topics: Vec<MetadataRequestTopic> = needed
             .iter()
             .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
@@ -294,9 +295,11 @@ impl Cluster {
             if !engine.conns.contains_key(&addr) {
                 match Connection::connect(&addr, &self.connect, self.counters()).await {
                     Ok(conn) => {
+                        tracing::debug!(broker = %addr, "Kafka connection opened");
                         engine.conns.insert(addr.clone(), conn);
                     }
                     Err(e) => {
+                        tracing::debug!(broker = %addr, error = %e, "Kafka connection failed");
                         last = Some(Self::wire_error(&addr, e));
                         continue;
                     }
@@ -315,6 +318,7 @@ impl Cluster {
             match conn.request(&request, version).await {
                 Ok(response) => return Ok((response, version)),
                 Err(e) => {
+                    tracing::info!(broker = %addr, error = %e, "Kafka connection lost: dropped");
                     engine.conns.remove(&addr);
                     last = Some(Self::wire_error(&addr, e));
                 }

@@ -187,6 +187,7 @@ struct KafkaRound {
 
 impl ActivityRound for KafkaRound {
     type Spec = Arc<TriggerSpec>;
+    const SOURCE: &'static str = "kafka";
 
     async fn round(&mut self, input: Triggers) -> RoundReport {
         match self.cluster.upgrade() {

@@ -367,7 +367,14 @@ async fn run_node(
 ) -> NodeResult {
     let mut conn = match conn {
         Some(c) => Ok(c),
-        None => Connection::connect(&addr, &options, counters).await,
+        None => {
+            let opened = Connection::connect(&addr, &options, counters).await;
+            match &opened {
+                Ok(_) => tracing::debug!(broker = %addr, "Kafka connection opened"),
+                Err(e) => tracing::debug!(broker = %addr, error = %e, "Kafka connection failed"),
+            }
+            opened
+        }
     };
     let mut result = NodeResult {
         addr,
@@ -416,6 +423,9 @@ async fn run_node(
                 }
             }
         }
+    }
+    if let Err(e) = &conn {
+        tracing::debug!(broker = %result.addr, error = %e, "Kafka connection dropped after an error");
     }
     result.conn = conn.ok();
     result
