@@ -7,16 +7,24 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The Markdown files users read: the READMEs, ARCHITECTURE.md and everything under docs/.
 fn documents(root: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md", "charts/ebb/README.md", "bench/README.md"]
-        .iter()
-        .map(|p| root.join(p))
-        .filter(|p| p.exists())
-        .collect();
+    let mut out: Vec<PathBuf> = [
+        "README.md",
+        "ARCHITECTURE.md",
+        "charts/ebb/README.md",
+        "bench/README.md",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .filter(|p| p.exists())
+    .collect();
     let mut stack = vec![root.join("docs")];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).expect("docs/ is readable").flatten() {
@@ -106,14 +114,19 @@ fn problems_in(root: &Path) -> Vec<String> {
                 doc.parent().expect("a document has a folder").join(path)
             };
             if !file.exists() {
-                problems.push(format!("{shown}: link to {target}: {} does not exist", file.display()));
+                problems.push(format!(
+                    "{shown}: link to {target}: {} does not exist",
+                    file.display()
+                ));
                 continue;
             }
             if let Some(anchor) = anchor.filter(|a| !a.is_empty()) {
                 if file.extension().is_some_and(|e| e == "md") {
                     let headings = anchors(&fs::read_to_string(&file).expect("a readable target"));
                     if !headings.contains(anchor) {
-                        problems.push(format!("{shown}: link to {target}: no heading with anchor #{anchor}"));
+                        problems.push(format!(
+                            "{shown}: link to {target}: no heading with anchor #{anchor}"
+                        ));
                     }
                 }
             }
@@ -151,5 +164,8 @@ fn the_checker_finds_a_dead_file_and_a_dead_anchor() {
 fn slugs_follow_github() {
     assert_eq!(slug(" Every difference from KEDA"), "every-difference-from-keda");
     assert_eq!(slug("RBAC: what ebb may do"), "rbac-what-ebb-may-do");
-    assert_eq!(slug("1. Rewrite the manifests: `ebb migrate`"), "1-rewrite-the-manifests-ebb-migrate");
+    assert_eq!(
+        slug("1. Rewrite the manifests: `ebb migrate`"),
+        "1-rewrite-the-manifests-ebb-migrate"
+    );
 }

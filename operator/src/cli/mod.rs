@@ -15,11 +15,11 @@ mod explain_tests;
 pub mod migrate;
 pub mod scaled_job;
 pub mod scaler_docs;
+pub mod simulate;
 pub mod status;
 pub mod status_io;
 #[cfg(test)]
 mod status_tests;
 pub mod status_text;
-pub mod simulate;
 pub mod trigger_report;
 pub mod validate;
