@@ -120,14 +120,14 @@ fn problems_in(root: &Path) -> Vec<String> {
                 ));
                 continue;
             }
-            if let Some(anchor) = anchor.filter(|a| !a.is_empty()) {
-                if file.extension().is_some_and(|e| e == "md") {
-                    let headings = anchors(&fs::read_to_string(&file).expect("a readable target"));
-                    if !headings.contains(anchor) {
-                        problems.push(format!(
-                            "{shown}: link to {target}: no heading with anchor #{anchor}"
-                        ));
-                    }
+            if let Some(anchor) = anchor.filter(|a| !a.is_empty())
+                && file.extension().is_some_and(|e| e == "md")
+            {
+                let headings = anchors(&fs::read_to_string(&file).expect("a readable target"));
+                if !headings.contains(anchor) {
+                    problems.push(format!(
+                        "{shown}: link to {target}: no heading with anchor #{anchor}"
+                    ));
                 }
             }
         }
