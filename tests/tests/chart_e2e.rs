@@ -770,11 +770,9 @@ async fn upgrade_rolls_out(r: &Release, w: &Workloads) {
             let all = pods.len() == 2
                 && pods.iter().all(|p| {
                     p.spec.as_ref().is_some_and(|s| {
-                        s.containers[0]
-                            .args
-                            .iter()
-                            .flatten()
-                            .any(|a| a.starts_with("--log-level=debug"))
+                        s.containers[0].env.iter().flatten().any(|e| {
+                            e.name == "RUST_LOG" && e.value.as_deref().is_some_and(|v| v.starts_with("debug"))
+                        })
                     })
                 });
             all.then_some(())

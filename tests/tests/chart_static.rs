@@ -160,6 +160,15 @@ impl Rendered {
             .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
     }
 
+    fn env_value(&self, name: &str) -> Option<String> {
+        self.container()["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .map(|e| text(&e["value"]))
+    }
+
     fn env_names(&self) -> Vec<String> {
         self.container()["env"]
             .as_array()
@@ -345,7 +354,7 @@ async fn default_render_meets_the_policy() {
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     let env = r.env_names();
-    assert_eq!(env[..2], ["POD_NAME", "POD_NAMESPACE"], "{env:?}");
+    assert_eq!(env[..3], ["POD_NAME", "POD_NAMESPACE", "RUST_LOG"], "{env:?}");
     // The leader's address comes from its Pod, never from the environment.
     assert!(!env.iter().any(|e| e == "POD_IP"), "{env:?}");
     let image = text(&container["image"]);
@@ -372,7 +381,12 @@ async fn default_render_wires_the_operator() {
     assert_eq!(r.arg("lease-name").as_deref(), Some(name.as_str()));
     assert_eq!(r.arg("lease-namespace").as_deref(), Some(NAMESPACE));
     assert_eq!(r.arg("lease-duration").as_deref(), Some("15"));
-    assert_eq!(r.arg("log-level").as_deref(), Some("info,kube=warn"));
+    assert_eq!(
+        r.arg("log-level"),
+        None,
+        "the level is RUST_LOG, so `kubectl set env` changes it"
+    );
+    assert_eq!(r.env_value("RUST_LOG").as_deref(), Some("info,kube=warn"));
     assert_eq!(r.arg("log-format").as_deref(), Some("text"));
     assert_eq!(r.arg("owner-deployment").as_deref(), Some(name.as_str()));
     assert!(r.arg("kube-api-qps").is_some() && r.arg("kube-api-burst").is_some());
