@@ -12,9 +12,10 @@ use ebb_operator::adapter::certs::{CertMode, CertOptions};
 use ebb_operator::adapter::chain_record;
 use ebb_operator::adapter::delegate::{DelegateAuth, DelegateOptions, ServiceRef};
 use ebb_operator::cli::migrate::{MigrateOptions, migrate};
+use ebb_operator::cli::operator_args::OperatorArgs;
+use ebb_operator::cli::simulate::args::{SimulateArgs, SimulateOutput};
 use ebb_operator::cli::validate::{CheckOptions, InputDocument, check_documents_with, read_documents};
-use ebb_operator::infra::leadership::LeaseTiming;
-use ebb_operator::infra::logging::{self, LogFormat};
+use ebb_operator::infra::logging;
 
 /// ebb: an event-driven autoscaler for Kubernetes.
 #[derive(Parser)]
@@ -94,71 +95,6 @@ enum Command {
     },
 }
 
-/// Flags of `ebb simulate`.
-#[derive(clap::Args)]
-struct SimulateArgs {
-    /// YAML with the ScaledObject (and the TriggerAuthentications, Secrets it reads, if any).
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
-    /// The ScaledObject's name, when the files hold several.
-    #[arg(long)]
-    name: Option<String>,
-    /// The series: CSV (`time,<trigger>...`) or JSON (`[{"time": 0, "values": {...}}]`); `-`
-    /// reads stdin.
-    #[arg(long)]
-    input: PathBuf,
-    /// Also write a plot of values, targets and replicas to this SVG file.
-    #[arg(long)]
-    svg: Option<PathBuf>,
-    /// The HPA controller's sync period (`15s`, `500ms`, `1m`).
-    #[arg(long, default_value = "15s", value_parser = duration_ms)]
-    hpa_sync_period: i64,
-    /// The HPA controller's tolerance.
-    #[arg(long, default_value_t = 0.1)]
-    hpa_tolerance: f64,
-    /// The target's replicas at the start (default: minReplicaCount).
-    #[arg(long)]
-    initial_replicas: Option<i32>,
-    /// The time step of the replay.
-    #[arg(long, default_value = "1s", value_parser = duration_ms)]
-    step: i64,
-    /// The partition count of kafka triggers' topics (caps their replica count).
-    #[arg(long)]
-    partitions: Option<u64>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = SimulateOutput::Text)]
-    output: SimulateOutput,
-}
-
-/// `ebb simulate -o`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum SimulateOutput {
-    /// A table of polls and syncs, then the events.
-    Text,
-    /// The whole report as JSON.
-    Json,
-}
-
-/// A duration flag (`15s`, `500ms`, `2m`, or seconds) in milliseconds.
-fn duration_ms(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let factor = match unit {
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return Err(format!("unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    match number.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * factor < 1e15 => Ok((n * factor).round() as i64),
-        _ => Err(format!("{text:?} is not a positive duration")),
-    }
-}
-
 /// `ebb simulate`.
 fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     use ebb_operator::cli::simulate::{SimulateOptions, render_text, simulate, svg::render_svg};
@@ -216,131 +152,6 @@ enum ApiserviceCommand {
         #[arg(long, default_value = "v1beta1.external.metrics.k8s.io")]
         apiservice: String,
     },
-}
-
-/// Flags of `ebb operator`.
-#[derive(clap::Args, Debug)]
-struct OperatorArgs {
-    /// Watch only this namespace (default: every namespace).
-    #[arg(long, env = "EBB_WATCH_NAMESPACE")]
-    namespace: Option<String>,
-    /// Client-side limit of API requests per second (0: unlimited).
-    #[arg(long, default_value_t = 50.0)]
-    kube_api_qps: f32,
-    /// Client-side burst of API requests.
-    #[arg(long, default_value_t = 100)]
-    kube_api_burst: u32,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    health_addr: std::net::SocketAddr,
-    /// Export per-ScaledObject and per-trigger series on /metrics (docs/metrics.md; measured at
-    /// 10,000 objects with one trigger each: 1.1 KiB of scrape and about 1.7 KiB of memory per
-    /// object). `false` keeps only the fleet-wide ones.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    per_object_metrics: bool,
-    /// Name of the leader-election Lease.
-    #[arg(long, default_value = "ebb-operator")]
-    lease_name: String,
-    /// Namespace of the Lease (default: the operator's namespace, POD_NAMESPACE or the pod's
-    /// service-account namespace; outside a pod the watched namespace, else `default`). It never
-    /// follows --namespace in a pod: whoever may edit the Lease decides who leads.
-    #[arg(long)]
-    lease_namespace: Option<String>,
-    /// Identity in the Lease (default: POD_NAME, else hostname-pid). With the metrics adapter it
-    /// must be the pod's name: standbys find the leader as the Pod the Lease holder names.
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Lease duration in seconds (3 to 3600): a standby takes over within this time when the
-    /// leader dies. The leader renews every fifth of it and stops writing after two thirds of it
-    /// without a successful renewal.
-    #[arg(long, default_value = "15")]
-    lease_duration: LeaseTiming,
-    /// Reconciles running at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: u16,
-    /// Timeout of one HTTP poll of an event source, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
-    http_timeout_ms: u64,
-    /// Generate a ScaledObject for each Deployment or StatefulSet that declares its scaling in
-    /// annotations (`autoscaling.ebb.dev/trigger` or `autoscaling.ebb.dev/scaled-object`).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    workload_annotations: bool,
-    /// Watch Secrets (metadata only) so that a changed Secret is re-read by the ScaledObjects and
-    /// ScaledJobs whose authentications read it at once. Needs list and watch on Secrets; without
-    /// it, credentials are re-read when a source refuses them and at least every 5 minutes.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
-    watch_secrets: bool,
-    /// Serve the external.metrics.k8s.io adapter (HTTPS) on this address, e.g. 0.0.0.0:6443.
-    #[arg(long)]
-    metrics_adapter_addr: Option<std::net::SocketAddr>,
-    /// Operator-managed certificates: the Secret, in the operator's namespace, holding the
-    /// adapter's CA and serving certificate (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`). Created
-    /// with a new CA when absent, re-read every 30 s, renewed by the leader.
-    #[arg(long, conflicts_with_all = ["metrics_adapter_cert", "metrics_adapter_key"])]
-    metrics_adapter_cert_secret: Option<String>,
-    /// With --metrics-adapter-cert-secret: the APIService (e.g.
-    /// `v1beta1.external.metrics.k8s.io`) whose `spec.caBundle` the leader keeps equal to the CA.
-    #[arg(long)]
-    metrics_adapter_apiservice: Option<String>,
-    /// Mounted certificates: the serving certificate chain (PEM), re-read when it changes.
-    /// Without it and without --metrics-adapter-cert-secret every replica generates its own
-    /// self-signed certificate (development only: standbys cannot verify the leader).
-    #[arg(long, requires = "metrics_adapter_key")]
-    metrics_adapter_cert: Option<std::path::PathBuf>,
-    /// Private key of the adapter's serving certificate (PEM), re-read when it changes.
-    #[arg(long, requires = "metrics_adapter_cert")]
-    metrics_adapter_key: Option<std::path::PathBuf>,
-    /// With --metrics-adapter-cert: the CA bundle (PEM) standbys verify the leader's certificate
-    /// with, re-read when it changes (default: the system's roots).
-    #[arg(long, requires = "metrics_adapter_cert")]
-    metrics_adapter_ca: Option<std::path::PathBuf>,
-    /// DNS names of the adapter's serving certificate (comma-separated), e.g.
-    /// `ebb-metrics.ebb-system.svc`; standbys verify the leader's certificate for the first one.
-    #[arg(long, value_delimiter = ',')]
-    metrics_adapter_dns_names: Vec<String>,
-    /// Seconds between re-reads of the certificate Secret (default 30) or files (default 10).
-    #[arg(long, hide = true)]
-    metrics_adapter_cert_refresh_seconds: Option<u64>,
-    /// The Deployment (in the operator's namespace) that owns the certificate Secret and the
-    /// leader Lease, so deleting it deletes them.
-    #[arg(long)]
-    owner_deployment: Option<String>,
-    /// Log filter (tracing `EnvFilter` directives, e.g. `info,kube=warn,ebb_operator=debug`).
-    /// Default (also when empty): `RUST_LOG` when set, else `info,kube=warn`.
-    #[arg(long, env = "EBB_LOG_LEVEL")]
-    log_level: Option<String>,
-    /// Log format: `text` or `json` (one JSON object per line).
-    #[arg(long, env = "EBB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Service-account token naming the ServiceAccount the operator runs as (its `sub` claim).
-    /// Standbys forward metric requests to the leader's Pod IP (the Lease holder's Pod, at this
-    /// replica's --metrics-adapter-addr port) with short-lived tokens of that ServiceAccount for
-    /// the audience `ebb-leader-forward`, and the leader accepts forwarded requests only from it.
-    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
-    metrics_forward_token_file: std::path::PathBuf,
-    /// Chain to another external-metrics adapter: metric requests ebb does not own (another
-    /// namespace than --namespace, a ScaledObject or metric ebb does not have, a selector naming
-    /// no ScaledObject) go to this Service, `namespace/name[:port]` (port 443 by default), reached
-    /// as the aggregator reaches it (cluster IP, certificate checked for `<name>.<namespace>.svc`).
-    #[arg(long)]
-    metrics_adapter_delegate: Option<String>,
-    /// The CA bundle (PEM) the delegate's serving certificate chains to (its APIService's
-    /// caBundle).
-    #[arg(long, requires = "metrics_adapter_delegate")]
-    metrics_adapter_delegate_ca: Option<std::path::PathBuf>,
-    /// Do not verify the delegate's serving certificate (only when its APIService said
-    /// insecureSkipTLSVerify).
-    #[arg(long, requires = "metrics_adapter_delegate")]
-    metrics_adapter_delegate_insecure: bool,
-    /// A client certificate (PEM) the delegate trusts as the front proxy (signed by the cluster's
-    /// requestheader CA, CN in requestheader-allowed-names): the caller's identity is then sent
-    /// in front-proxy headers. Without it ebb asks with its ServiceAccount token, and the
-    /// delegate sees ebb's ServiceAccount.
-    #[arg(long, requires_all = ["metrics_adapter_delegate", "metrics_adapter_delegate_client_key"])]
-    metrics_adapter_delegate_client_cert: Option<std::path::PathBuf>,
-    /// The private key (PEM) of --metrics-adapter-delegate-client-cert.
-    #[arg(long, requires = "metrics_adapter_delegate_client_cert")]
-    metrics_adapter_delegate_client_key: Option<std::path::PathBuf>,
 }
 
 /// The chain to a delegate adapter, from the flags.
@@ -764,15 +575,6 @@ mod tests {
                 assert!(script.contains(sub), "{shell}: {sub} missing");
             }
         }
-    }
-
-    #[test]
-    fn durations_take_units() {
-        assert_eq!(duration_ms("15s"), Ok(15_000));
-        assert_eq!(duration_ms("500ms"), Ok(500));
-        assert_eq!(duration_ms("2m"), Ok(120_000));
-        assert_eq!(duration_ms("1.5"), Ok(1500));
-        assert!(duration_ms("-1s").is_err() && duration_ms("3d").is_err() && duration_ms("s").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod explain;
 #[cfg(test)]
 mod explain_tests;
 pub mod migrate;
+pub mod operator_args;
 pub mod scaled_job;
 pub mod scaler_docs;
 pub mod simulate;

@@ -10,6 +10,7 @@
 //! - [`hpa_model`]: the HPA controller;
 //! - [`svg`]: the plot.
 
+pub mod args;
 pub mod hpa_model;
 pub mod input;
 pub mod run;
