@@ -902,6 +902,24 @@ async fn service_monitor_scrapes_the_metrics_service() {
 }
 
 #[tokio::test]
+async fn per_object_metrics_are_on_unless_turned_off() {
+    let Some((_env, chart)) = Chart::load().await else {
+        return;
+    };
+    let on = chart.render(&[]).await.unwrap();
+    assert_eq!(
+        on.arg("per-object-metrics"),
+        None,
+        "on by default (the flag's default)"
+    );
+    let off = chart
+        .render(&[("metricsService.perObject", json!(false))])
+        .await
+        .unwrap();
+    assert_eq!(off.arg("per-object-metrics").as_deref(), Some("false"));
+}
+
+#[tokio::test]
 async fn dashboards_ship_the_grafana_dashboard_for_the_sidecar() {
     let Some((_env, chart)) = Chart::load().await else {
         return;
