@@ -54,6 +54,14 @@ pub enum HarnessError {
     },
 }
 
+/// A loopback port free right now (for an operator's adapter or health address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Path of the env file written by `testenv.sh up`.
 pub fn env_file() -> PathBuf {
     if let Ok(p) = std::env::var("EBB_TESTENV_FILE") {

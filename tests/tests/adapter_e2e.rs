@@ -23,11 +23,7 @@ async fn hpa_scales_one_to_n_from_ebb_metrics_through_the_aggregator() {
     // One replica, behind the aggregator. Forwarding from a standby needs pods (the standby finds
     // the leader as the Pod the Lease holder names, and forwards with a TokenRequest token of the
     // operator's ServiceAccount): `chart_e2e` covers it with the chart's real pods.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ebb_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
     let leader = OperatorProcess::start(&env, &ns.name, "op-leader", &["--metrics-adapter-addr", &addr])
         .await

@@ -54,11 +54,7 @@ impl Setup {
         let env = TestEnv::load().await.unwrap();
         install_crds(&env.client).await.unwrap();
         let ns = env.namespace(prefix).await.unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = ebb_tests::free_port();
         let addr = format!("127.0.0.1:{port}");
         let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
             .await

@@ -53,14 +53,6 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `host:port` of a URL like `http://guest:guest@127.0.0.1:15672`.
 fn authority(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -517,7 +509,7 @@ impl Case {
         install_crds(&env.client).await.unwrap();
         let ns = env.namespace(prefix).await.unwrap();
         apiservice::wait_until_free(&env.client).await;
-        let port = free_port();
+        let port = ebb_tests::free_port();
         let addr = format!("127.0.0.1:{port}");
         let health = ebb_tests::leader::free_local_addr();
         let kubeconfig = std::path::PathBuf::from(env.var("EBB_KUBECONFIG").unwrap());

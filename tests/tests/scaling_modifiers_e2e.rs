@@ -37,14 +37,6 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A JetStream stream with the durable pull consumer `worker`.
 struct Stream {
     js: jetstream::Context,
@@ -174,7 +166,7 @@ impl Setup {
         let ns = env.namespace(prefix).await.unwrap();
         let client = env.client.clone();
         apiservice::wait_until_free(&client).await;
-        let port = free_port();
+        let port = ebb_tests::free_port();
         let addr = format!("127.0.0.1:{port}");
         let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
             .await

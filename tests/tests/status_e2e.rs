@@ -51,11 +51,7 @@ async fn status_explains_the_replicas_with_the_queue_depth() {
     install_crds(&env.client).await.unwrap();
     let ns = env.namespace("e2e-status").await.unwrap();
     apiservice::wait_until_free(&env.client).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ebb_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
     let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
         .await
