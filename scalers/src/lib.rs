@@ -8,7 +8,7 @@
 //!
 //! **Adding a scaler** is its folder plus one registry line: write `src/<scaler>/mod.rs` (its
 //! `ScalerDecl` and a `build` that takes its clients from [`ScalerFactory::shared`]) with the
-//! client beside it, add `ScalerKind { declaration, build }` to [`registry::KINDS`], and declare
+//! client beside it, add `ScalerKind::polled(&<scaler>::DECL, <scaler>::build)` to [`registry::KINDS`], and declare
 //! the module (`pub mod <scaler>;`) below. Nothing outside the folder names its client type.
 //!
 //! Errors ([`ScalerError`]) name the endpoint with any `user:password@` masked and never carry

@@ -27,28 +27,21 @@ pub struct ScalerKind {
     pub build: BuildFn,
 }
 
+impl ScalerKind {
+    /// A trigger type whose scaler ebb polls (or watches) and serves to the HPA as an external
+    /// metric.
+    pub const fn polled(declaration: &'static ScalerDecl, build: BuildFn) -> Self {
+        Self { declaration, build }
+    }
+}
+
 /// Every trigger type ebb supports, in the order error messages list them.
 pub static KINDS: &[ScalerKind] = &[
-    ScalerKind {
-        declaration: &kafka::DECL,
-        build: kafka::build,
-    },
-    ScalerKind {
-        declaration: &rabbitmq::DECL,
-        build: rabbitmq::build,
-    },
-    ScalerKind {
-        declaration: &nats_jetstream::DECL,
-        build: nats_jetstream::build,
-    },
-    ScalerKind {
-        declaration: &aws_sqs::DECL,
-        build: aws_sqs::build,
-    },
-    ScalerKind {
-        declaration: &metrics_api::DECL,
-        build: metrics_api::build,
-    },
+    ScalerKind::polled(&kafka::DECL, kafka::build),
+    ScalerKind::polled(&rabbitmq::DECL, rabbitmq::build),
+    ScalerKind::polled(&nats_jetstream::DECL, nats_jetstream::build),
+    ScalerKind::polled(&aws_sqs::DECL, aws_sqs::build),
+    ScalerKind::polled(&metrics_api::DECL, metrics_api::build),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
