@@ -11,13 +11,14 @@
 #
 # Components: kube (etcd + kube-apiserver + kube-controller-manager), node (containerd, kubelet, kube-scheduler,
 # kube-proxy, CNI bridge; started after kube), kafka (tansu, SQLite storage), rabbitmq, nats, sqs (moto),
-# tools (helm and kubectl binaries for the chart tests; nothing runs).
+# prometheus (scrapes the targets tests register), redis, postgres, tools (helm and kubectl binaries for the
+# chart tests; nothing runs).
 # Cache and state: ${EBB_TESTENV_HOME:-$HOME/.cache/ebb-testenv}. Everything binds 127.0.0.1 only.
 set -euo pipefail
 COMPONENT=testenv
 . "$(dirname "$0")/lib.sh"
 
-ALL_COMPONENTS="kube node kafka rabbitmq nats sqs tools"
+ALL_COMPONENTS="kube node kafka rabbitmq nats sqs prometheus redis postgres tools"
 # Debian packages the Rust build needs (rdkafka's cmake build, libcurl, openssl, zlib)
 BUILD_PACKAGES="cmake libcurl4-openssl-dev pkg-config libssl-dev zlib1g-dev build-essential"
 ENV_FILE=$TE_RUN/env
@@ -95,6 +96,22 @@ write_env() {
     echo "EBB_NATS_MONITORING=127.0.0.1:8222"
     echo "EBB_SQS_ENDPOINT=http://127.0.0.1:4566"
     echo "EBB_AWS_REGION=us-east-1"
+    if [[ " $* " == *" prometheus "* ]]; then
+      echo "EBB_PROMETHEUS_URL=http://127.0.0.1:9090"
+      echo "EBB_PROMETHEUS_TARGETS_DIR=$TE_RUN/prometheus/targets"
+    fi
+    if [[ " $* " == *" redis "* ]]; then
+      echo "EBB_REDIS_ADDRESS=127.0.0.1:6379"
+      echo "EBB_REDIS_SERVER_BIN=$(command -v redis-server)"
+    fi
+    if [[ " $* " == *" postgres "* ]]; then
+      echo "EBB_POSTGRES_URL=postgres://ebb:ebb@127.0.0.1:5432/ebb"
+      echo "EBB_POSTGRES_HOST=127.0.0.1"
+      echo "EBB_POSTGRES_PORT=5432"
+      echo "EBB_POSTGRES_USER=ebb"
+      echo "EBB_POSTGRES_PASSWORD=ebb"
+      echo "EBB_POSTGRES_DB=ebb"
+    fi
     if [[ " $* " == *" tools "* ]]; then
       echo "EBB_HELM=$TE_HOME/tools/bin/helm"
       echo "EBB_KUBECTL=$TE_HOME/tools/bin/kubectl"
@@ -140,7 +157,7 @@ cmd_down() {
   # shellcheck disable=SC2086
   if [ -n "$quiet" ]; then run_parallel stop $ALL_COMPONENTS 2>/dev/null || true
   else run_parallel stop $ALL_COMPONENTS || true; fi
-  for c in 2379 2380 6443 6445 10257 11250 11248 10259 10256 10249 9092 5672 15672 25672 4369 4222 8222 4566; do
+  for c in 2379 2380 6443 6445 10257 11250 11248 10259 10256 10249 9092 5672 15672 25672 4369 4222 8222 4566 9090 6379 5432; do
     [ -n "$(port_holder $c)" ] && held="$held $c"
   done
   if [ -n "$held" ]; then

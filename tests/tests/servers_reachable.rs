@@ -89,3 +89,39 @@ async fn brokers_answer() {
     .await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn data_servers_answer() {
+    let env = TestEnv::load().await.unwrap();
+    // Prometheus: ready, and the PromQL API evaluates a query.
+    let prometheus = host_port(env.var("EBB_PROMETHEUS_URL").unwrap());
+    let (code, body) = http_get(&prometheus, "/api/v1/query?query=vector(42)", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""status":"success""#) && body.contains(r#""42""#), "{body}");
+    assert!(
+        std::path::Path::new(env.var("EBB_PROMETHEUS_TARGETS_DIR").unwrap()).is_dir(),
+        "the file_sd directory tests register their targets in"
+    );
+    // Redis: PING in RESP.
+    let mut redis = TcpStream::connect(env.var("EBB_REDIS_ADDRESS").unwrap())
+        .await
+        .expect("redis port");
+    redis.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    redis.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    // PostgreSQL: an SSLRequest is answered with one byte, `N` (no TLS on the test server).
+    let pg = format!(
+        "{}:{}",
+        env.var("EBB_POSTGRES_HOST").unwrap(),
+        env.var("EBB_POSTGRES_PORT").unwrap()
+    );
+    let mut postgres = TcpStream::connect(&pg).await.expect("postgres port");
+    postgres
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    postgres.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], b'N');
+}
