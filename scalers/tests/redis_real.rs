@@ -284,6 +284,12 @@ async fn many_triggers_one_connection_one_round_and_the_watcher_pipelines_them_t
     );
     assert_eq!((after.connects, r.cli.connections_of(&user).unwrap()), (1, 1));
 
+    // The server closes the connection (as a restart or its idle timeout would): the next read
+    // dials again within its round, no error.
+    r.cli.run(&["CLIENT", "KILL", "USER", &user]).unwrap();
+    assert_eq!(scalers[5].value().await.unwrap(), 6.0);
+    assert_eq!(scalers[0].connection_stats().connects, 2);
+
     drop(scalers);
     r.cli.drop_user(&user).unwrap();
     let mut all: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -369,4 +375,160 @@ async fn acl_users_wrong_passwords_missing_permissions_and_no_server_are_errors(
 
     r.cli.drop_user(&user).unwrap();
     r.cli.run(&["DEL", &key]).unwrap();
+}
+
+/// A private redis-server (`EBB_REDIS_SERVER_BIN`) with a plain port and a TLS port whose
+/// certificate comes from a test CA; killed when dropped.
+struct TlsRedis {
+    child: std::process::Child,
+    plain: String,
+    tls: String,
+    ca_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+    _dir: TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tls_redis(server_bin: &str) -> TlsRedis {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ebb redis test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ebb redis test");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        (params.signed_by(&key, &ca).unwrap(), key)
+    };
+    let (server, server_key) = leaf(vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth);
+    let (client, client_key) = leaf(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+
+    let dir = std::env::temp_dir().join(unique("ebb_redis_tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key, ca_file) = (
+        write("server.pem", &server.pem()),
+        write("server.key", &server_key.serialize_pem()),
+        write("ca.pem", &ca.pem()),
+    );
+    let (plain, tls) = (ebb_tests::free_port(), ebb_tests::free_port());
+    let child = std::process::Command::new(server_bin)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &plain.to_string(),
+            "--tls-port",
+            &tls.to_string(),
+        ])
+        .args([
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_file,
+        ])
+        .args([
+            "--tls-auth-clients",
+            "optional",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--dir", &dir.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {server_bin}: {e}"));
+    let started = TlsRedis {
+        child,
+        plain: format!("127.0.0.1:{plain}"),
+        tls: format!("127.0.0.1:{tls}"),
+        ca_pem: ca.pem(),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
+        _dir: TempDir(dir),
+    };
+    let cli = RedisCli::new(&started.plain, Some(server_bin));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli.run(&["PING"]).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the private redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started
+}
+
+#[tokio::test]
+async fn tls_with_the_servers_ca_a_client_certificate_or_unsafe_ssl() {
+    let env = testenv();
+    let server = tls_redis(var(&env, "EBB_REDIS_SERVER_BIN"));
+    let cli = RedisCli::new(&server.plain, env.get("EBB_REDIS_SERVER_BIN").map(String::as_str));
+    cli.run(&["RPUSH", "jobs", "a", "b", "c"]).unwrap();
+    let f = ScalerFactory::default();
+    let meta = [
+        ("address", server.tls.as_str()),
+        ("listName", "jobs"),
+        ("enableTLS", "true"),
+    ];
+    let with_ca = [
+        ("ca", server.ca_pem.as_str()),
+        ("cert", server.client_cert_pem.as_str()),
+        ("key", server.client_key_pem.as_str()),
+    ];
+    assert_eq!(sample(&f, "redis", &meta, &with_ca).await.unwrap().value, 3.0);
+    let ca_only = [("ca", server.ca_pem.as_str())];
+    assert_eq!(sample(&f, "redis", &meta, &ca_only).await.unwrap().value, 3.0);
+    // The test CA is not among the system's roots: the handshake fails, an error.
+    let e = sample(&f, "redis", &meta, &[]).await.unwrap_err();
+    assert!(matches!(e, ScalerError::Unreachable { .. }), "{e}");
+    let unsafe_ssl = [
+        ("address", server.tls.as_str()),
+        ("listName", "jobs"),
+        ("unsafeSsl", "true"),
+    ];
+    assert_eq!(
+        sample(&f, "redis", &unsafe_ssl, &[("tls", "enable")])
+            .await
+            .unwrap()
+            .value,
+        3.0
+    );
+    // Plain text to the TLS port: an error, never 0.
+    let plain = [("address", server.tls.as_str()), ("listName", "jobs")];
+    let e = sample(&f, "redis", &plain, &[]).await.unwrap_err();
+    assert!(!matches!(e, ScalerError::InvalidConfig(_)), "{e}");
 }

@@ -170,11 +170,23 @@ impl Connection {
         // The link is taken out for the round and put back only after a complete exchange: a
         // failed or cancelled round leaves no connection whose replies could be out of step.
         let exchange = async {
-            let mut link = match slot.take() {
+            let reused = slot.take();
+            let was_reused = reused.is_some();
+            let mut link = match reused {
                 Some(link) => link,
                 None => self.connect().await?,
             };
-            let replies = link.exchange(&commands).await.map_err(|e| self.link_error(&e))?;
+            let replies = match link.exchange(&commands).await {
+                Ok(replies) => replies,
+                // A kept connection the server closed meanwhile (restart, idle `timeout`,
+                // CLIENT KILL): dial once more. Every command ebb sends only reads.
+                Err(LinkError::Io(_) | LinkError::Closed) if was_reused => {
+                    tracing::debug!(server = %self.endpoint, "redis connection lost: reconnecting");
+                    link = self.connect().await?;
+                    link.exchange(&commands).await.map_err(|e| self.link_error(&e))?
+                }
+                Err(e) => return Err(self.link_error(&e)),
+            };
             Ok::<_, ScalerError>((link, replies))
         };
         let outcome = match tokio::time::timeout(self.timeout, exchange).await {
@@ -390,6 +402,48 @@ mod tests {
         let e = conn.execute(vec![command([b"PING"])]).await.unwrap_err();
         assert!(matches!(e, ScalerError::Timeout { .. }), "{e}");
         drop(silent);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_by_the_server_is_redialled_in_the_same_round() {
+        use tokio::io::AsyncReadExt;
+        // Closes every connection after its first LLEN reply.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        let mut out = String::new();
+                        for cmd in text.split('*').skip(1) {
+                            out.push_str(if cmd.contains("LLEN") { ":5\r\n" } else { "+OK\r\n" });
+                        }
+                        let _ = socket.write_all(out.as_bytes()).await;
+                        if text.contains("LLEN") {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let conn = Connection::new(server(port, None), Duration::from_secs(2));
+        for _ in 0..3 {
+            let replies = conn.execute(vec![command([b"LLEN", b"k"])]).await.unwrap();
+            assert_eq!(replies, [Reply::Int(5)]);
+        }
+        assert_eq!(
+            conn.stats().connects,
+            3,
+            "one redial per lost connection, no error"
+        );
     }
 
     #[tokio::test]
