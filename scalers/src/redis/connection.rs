@@ -6,7 +6,8 @@
 //!
 //! The connection is opened on first use and again after any failure (a failed round drops it:
 //! its replies could be out of step). Every round, connecting included, is bounded by the
-//! timeout; every reply by [`Limits::DEFAULT`].
+//! timeout; every reply by [`Limits::DEFAULT`], and the bytes a round holds beyond its first read
+//! are reserved from the process-wide in-flight budget ([`ByteBudget::global`]) as they arrive.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -19,7 +20,11 @@ use tokio::sync::oneshot;
 use super::config::RedisServer;
 use super::resp::{Command, Limits, Reply, command, decode, encode};
 use crate::ScalerError;
+use crate::common::budget::{BudgetError, ByteBudget, Reservation};
 use crate::common::errors::error_chain;
+
+/// How much a read asks the socket for at once (and reserves from the budget).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// A byte stream to the server: TCP or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -40,11 +45,18 @@ enum LinkError {
     Closed,
     #[error(transparent)]
     Decode(#[from] super::resp::DecodeError),
+    #[error(transparent)]
+    Overloaded(#[from] BudgetError),
 }
 
 impl Link {
-    /// Writes every command at once, then reads one reply per command.
-    async fn exchange(&mut self, commands: &[&Command]) -> Result<Vec<Reply>, LinkError> {
+    /// Writes every command at once, then reads one reply per command, reserving from `budget`
+    /// what the read buffer holds beyond its first chunk.
+    async fn exchange(
+        &mut self,
+        commands: &[&Command],
+        budget: &ByteBudget,
+    ) -> Result<Vec<Reply>, LinkError> {
         let mut out = Vec::new();
         for c in commands {
             encode(c, &mut out);
@@ -52,6 +64,7 @@ impl Link {
         self.io.write_all(&out).await?;
         self.io.flush().await?;
         let mut replies = Vec::with_capacity(commands.len());
+        let mut reserved: Vec<Reservation> = Vec::new();
         while replies.len() < commands.len() {
             match decode(&self.buf, &Limits::DEFAULT)? {
                 Some((reply, used)) => {
@@ -59,12 +72,18 @@ impl Link {
                     replies.push(reply);
                 }
                 None => {
-                    self.buf.reserve(16 * 1024);
+                    if self.buf.len() + READ_CHUNK > READ_CHUNK * (reserved.len() + 1) {
+                        reserved.push(budget.try_reserve(READ_CHUNK)?);
+                    }
+                    self.buf.reserve_exact(READ_CHUNK);
                     if self.io.read_buf(&mut self.buf).await? == 0 {
                         return Err(LinkError::Closed);
                     }
                 }
             }
+        }
+        if self.buf.capacity() > 2 * READ_CHUNK {
+            self.buf.shrink_to(READ_CHUNK);
         }
         Ok(replies)
     }
@@ -92,6 +111,7 @@ pub struct Connection {
     server: RedisServer,
     endpoint: String,
     timeout: Duration,
+    budget: ByteBudget,
     queue: Mutex<Vec<Job>>,
     link: tokio::sync::Mutex<Option<Link>>,
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, ScalerError>>,
@@ -113,6 +133,7 @@ impl Connection {
             endpoint: server.endpoint(),
             server,
             timeout,
+            budget: ByteBudget::global().clone(),
             queue: Mutex::new(Vec::new()),
             link: tokio::sync::Mutex::new(None),
             tls: OnceLock::new(),
@@ -176,14 +197,16 @@ impl Connection {
                 Some(link) => link,
                 None => self.connect().await?,
             };
-            let replies = match link.exchange(&commands).await {
+            let replies = match link.exchange(&commands, &self.budget).await {
                 Ok(replies) => replies,
                 // A kept connection the server closed meanwhile (restart, idle `timeout`,
                 // CLIENT KILL): dial once more. Every command ebb sends only reads.
                 Err(LinkError::Io(_) | LinkError::Closed) if was_reused => {
                     tracing::debug!(server = %self.endpoint, "redis connection lost: reconnecting");
                     link = self.connect().await?;
-                    link.exchange(&commands).await.map_err(|e| self.link_error(&e))?
+                    link.exchange(&commands, &self.budget)
+                        .await
+                        .map_err(|e| self.link_error(&e))?
                 }
                 Err(e) => return Err(self.link_error(&e)),
             };
@@ -216,6 +239,7 @@ impl Connection {
     fn link_error(&self, e: &LinkError) -> ScalerError {
         match e {
             LinkError::Decode(e) => ScalerError::bad_response(&self.endpoint, e.to_string()),
+            LinkError::Overloaded(e) => ScalerError::overloaded(&self.endpoint, e.to_string()),
             _ => ScalerError::unreachable(&self.endpoint, error_chain(e)),
         }
     }
@@ -279,7 +303,10 @@ impl Connection {
         }
         hello.push(command([b"CLIENT", b"SETNAME", b"ebb-scaler"]));
         let refs: Vec<&Command> = hello.iter().collect();
-        let replies = link.exchange(&refs).await.map_err(|e| self.link_error(&e))?;
+        let replies = link
+            .exchange(&refs, &self.budget)
+            .await
+            .map_err(|e| self.link_error(&e))?;
         for (sent, reply) in hello.iter().zip(&replies) {
             let Reply::Error(line) = reply else { continue };
             let code = reply.error_code().unwrap_or("");
@@ -444,6 +471,24 @@ mod tests {
             3,
             "one redial per lost connection, no error"
         );
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_is_held_against_the_byte_budget() {
+        let port = fake(|args| match args[0].as_str() {
+            "GET" => format!("${}\r\n{}\r\n", 40_000, "x".repeat(40_000)),
+            _ => "+OK\r\n".into(),
+        })
+        .await;
+        let mut conn = Connection::new(server(port, None), Duration::from_secs(2));
+        conn.budget = ByteBudget::new(READ_CHUNK);
+        let e = conn.execute(vec![command([b"GET", b"big"])]).await.unwrap_err();
+        assert!(matches!(e, ScalerError::Overloaded { .. }), "{e}");
+        assert_eq!(conn.budget.free(), READ_CHUNK, "given back");
+        conn.budget = ByteBudget::new(4 * READ_CHUNK);
+        let replies = conn.execute(vec![command([b"GET", b"big"])]).await.unwrap();
+        assert!(matches!(&replies[0], Reply::Bulk(b) if b.len() == 40_000));
+        assert_eq!(conn.budget.free(), 4 * READ_CHUNK);
     }
 
     #[tokio::test]
