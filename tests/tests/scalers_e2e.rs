@@ -1,4 +1,4 @@
-//! The rabbitmq, nats-jetstream and aws-sqs-queue triggers end to end: real brokers, the operator
+//! The rabbitmq, nats-jetstream, aws-sqs-queue, redis and redis-streams triggers end to end: real brokers, the operator
 //! with its embedded metrics adapter behind the real API server's aggregation layer, and the real
 //! kube-controller-manager's HPA. ebb does 0↔1, the HPA 1↔N.
 //!
@@ -27,6 +27,7 @@ use ebb_tests::adapter as apiservice;
 use ebb_tests::objects::{deployment, replicas};
 use ebb_tests::operator::OperatorProcess;
 use ebb_tests::rabbitmq::TestQueue;
+use ebb_tests::redis::RedisCli;
 use ebb_tests::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -323,6 +324,103 @@ impl Broker for Sqs {
 
     async fn delete(self) {
         let _ = self.client.delete_queue().queue_url(&self.url).send().await;
+    }
+}
+
+/// A Redis list (`redis`) or stream (`redis-streams`, the consumer group's lag), filled and
+/// drained with `redis-cli`.
+struct Redis<const STREAM: bool> {
+    cli: RedisCli,
+    address: String,
+    key: String,
+}
+
+/// The consumer group of the stream case.
+const REDIS_GROUP: &str = "workers";
+
+impl<const STREAM: bool> Redis<STREAM> {
+    /// Runs `redis-cli` off the test's (single) runtime thread.
+    async fn cli(&self, args: Vec<String>) -> String {
+        let cli = self.cli.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli.run(&args).unwrap()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl<const STREAM: bool> Broker for Redis<STREAM> {
+    const NAME: &'static str = if STREAM { "e2e-redis-streams" } else { "e2e-redis" };
+
+    async fn create(env: &TestEnv) -> Self {
+        let address = env.var("EBB_REDIS_ADDRESS").unwrap().to_string();
+        let cli = RedisCli::new(&address, env.var("EBB_REDIS_SERVER_BIN").ok());
+        let redis = Redis {
+            cli,
+            address,
+            key: unique("ebb-e2e"),
+        };
+        if STREAM {
+            let key = redis.key.clone();
+            let create = ["XGROUP", "CREATE", &key, REDIS_GROUP, "$", "MKSTREAM"];
+            redis.cli(create.map(String::from).to_vec()).await;
+        }
+        redis
+    }
+
+    fn upstream(&self) -> String {
+        self.address.clone()
+    }
+
+    fn trigger(&self, addr: &str) -> Value {
+        if STREAM {
+            json!({"type": "redis-streams", "metadata": {
+                "address": addr, "stream": self.key, "consumerGroup": REDIS_GROUP,
+                "lagCount": TARGET.to_string()}})
+        } else {
+            json!({"type": "redis", "metadata": {
+                "address": addr, "listName": self.key, "listLength": TARGET.to_string()}})
+        }
+    }
+
+    async fn publish(&self, n: usize) {
+        if STREAM {
+            for i in 0..n {
+                let add = ["XADD", &self.key, "*", "job", &i.to_string()];
+                self.cli(add.map(String::from).to_vec()).await;
+            }
+        } else {
+            let mut push = vec!["RPUSH".to_string(), self.key.clone()];
+            push.extend((0..n).map(|i| format!("job {i}")));
+            self.cli(push).await;
+        }
+    }
+
+    async fn consume(&self, n: usize) {
+        let n = n.to_string();
+        let args: Vec<&str> = if STREAM {
+            // Delivered to the group: its lag goes down by n.
+            vec![
+                "XREADGROUP",
+                "GROUP",
+                REDIS_GROUP,
+                "c",
+                "COUNT",
+                &n,
+                "STREAMS",
+                &self.key,
+                ">",
+            ]
+        } else {
+            vec!["LPOP", &self.key, &n]
+        };
+        self.cli(args.into_iter().map(String::from).collect()).await;
+    }
+
+    async fn delete(self) {
+        self.cli(vec!["DEL".into(), self.key.clone()]).await;
     }
 }
 
@@ -969,4 +1067,19 @@ async fn nats_jetstream_outage_falls_back_and_recovers() {
 #[tokio::test]
 async fn aws_sqs_outage_falls_back_and_recovers() {
     outage_falls_back_and_recovers::<Sqs>().await;
+}
+
+#[tokio::test]
+async fn redis_scales_zero_to_n_and_back() {
+    zero_to_n_and_back::<Redis<false>>().await;
+}
+
+#[tokio::test]
+async fn redis_streams_scales_zero_to_n_and_back() {
+    zero_to_n_and_back::<Redis<true>>().await;
+}
+
+#[tokio::test]
+async fn redis_outage_falls_back_and_recovers() {
+    outage_falls_back_and_recovers::<Redis<false>>().await;
 }

@@ -1,6 +1,6 @@
 //! Scenario 1: activation latency — from the first message published to a Deployment at 0
 //! replicas reading 1 on `/scale`, for every scaler ebb has (kafka, rabbitmq over AMQP, rabbitmq
-//! over the management API, nats-jetstream, aws-sqs-queue, metrics-api), at the ScaledObject
+//! over the management API, nats-jetstream, aws-sqs-queue, metrics-api, redis), at the ScaledObject
 //! defaults (pollingInterval 30 s, minReplicaCount 0, nothing set but the target and the
 //! trigger). Target: p99 under 1 s.
 //!
@@ -50,7 +50,8 @@ use serde_json::{Value, json};
 
 use schedule::{Rng, schedule};
 use sources::{
-    KINDS, Kind, Source, kafka_sources, metrics_sources, nats_sources, rabbit_sources, sqs_sources,
+    KINDS, Kind, Source, kafka_sources, metrics_sources, nats_sources, rabbit_sources, redis_sources,
+    sqs_sources,
 };
 
 /// The default `pollingInterval`: the publishes are spread over one.
@@ -159,6 +160,7 @@ impl Bench {
             Kind::NatsJetStream => nats_sources(&self.env, n).await?,
             Kind::AwsSqsQueue => sqs_sources(&self.env, &client, &ns, n).await?,
             Kind::MetricsApi => metrics_sources(n).await,
+            Kind::Redis => redis_sources(&self.env, n).await?,
         };
         let names: Vec<String> = (0..n).map(|i| format!("{}-{i}", kind.short())).collect();
         let so_api: Api<ScaledObject> = Api::namespaced(client.clone(), &ns);

@@ -23,6 +23,7 @@ pub(crate) enum Kind {
     NatsJetStream,
     AwsSqsQueue,
     MetricsApi,
+    Redis,
 }
 
 pub(crate) const KINDS: &[Kind] = &[
@@ -32,6 +33,7 @@ pub(crate) const KINDS: &[Kind] = &[
     Kind::NatsJetStream,
     Kind::AwsSqsQueue,
     Kind::MetricsApi,
+    Kind::Redis,
 ];
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::NatsJetStream => "nats-jetstream",
             Kind::AwsSqsQueue => "aws-sqs-queue",
             Kind::MetricsApi => "metrics-api",
+            Kind::Redis => "redis",
         }
     }
 
@@ -56,12 +59,13 @@ impl Kind {
             Kind::NatsJetStream => "nats",
             Kind::AwsSqsQueue => "sqs",
             Kind::MetricsApi => "mapi",
+            Kind::Redis => "redis",
         }
     }
 
     /// Whether ebb's scaler pushes activity changes (else the loop waits for its next poll).
     pub(crate) fn pushes(self) -> bool {
-        self == Kind::Kafka
+        matches!(self, Kind::Kafka | Kind::Redis)
     }
 
     /// How the trigger reads its source, for the result file.
@@ -79,6 +83,9 @@ impl Kind {
             }
             Kind::AwsSqsQueue => "GetQueueAttributes on moto (queueLength 5), one queue per object",
             Kind::MetricsApi => "HTTP GET of a JSON value (targetValue 5), one local source per object",
+            Kind::Redis => {
+                "list length (listLength 5), one list per object on one server: one shared connection, and a watcher round (every 0.5 s) reads every list in one pipeline and pushes activity changes"
+            }
         }
     }
 }
@@ -104,6 +111,10 @@ pub(crate) enum Publisher {
     },
     Metrics {
         source: MetricSource,
+    },
+    Redis {
+        address: String,
+        key: String,
     },
 }
 
@@ -140,6 +151,12 @@ impl Publisher {
                     .map_err(|e| anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
             }
             Publisher::Metrics { source } => source.set_depth(1),
+            Publisher::Redis { address, key } => {
+                let reply = redis_command(address, &["RPUSH", key, "job"]).await?;
+                if !reply.starts_with(':') {
+                    return Err(anyhow!("RPUSH {key}: {reply}"));
+                }
+            }
         }
         Ok(())
     }
@@ -157,6 +174,9 @@ impl Publisher {
             }
             Publisher::Sqs { client, url } => {
                 let _ = client.delete_queue().queue_url(url).send().await;
+            }
+            Publisher::Redis { address, key } => {
+                let _ = redis_command(address, &["DEL", key]).await;
             }
             // Kafka topics stay (the harness has no DeleteTopics); sources stop with the process.
             Publisher::Kafka { .. } | Publisher::Metrics { .. } => {}
@@ -337,4 +357,41 @@ pub(crate) async fn metrics_sources(n: usize) -> Vec<Source> {
         });
     }
     out
+}
+
+/// One Redis command on a fresh connection to `address`: its first reply line (`:1`, `-ERR …`).
+async fn redis_command(address: &str, args: &[&str]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut stream = tokio::io::BufStream::new(tokio::net::TcpStream::connect(address).await?);
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut reply = String::new();
+    stream.read_line(&mut reply).await?;
+    Ok(reply.trim_end().to_string())
+}
+
+pub(crate) async fn redis_sources(env: &TestEnv, n: usize) -> anyhow::Result<Vec<Source>> {
+    let address = env.var("EBB_REDIS_ADDRESS")?.to_string();
+    let run = unique_name("ebb-bench-act");
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("{run}-{i}");
+        // Leftovers of an interrupted run: none, the list is created by the first RPUSH.
+        redis_command(&address, &["DEL", &key])
+            .await
+            .with_context(|| format!("connecting to Redis at {address}"))?;
+        out.push(Source {
+            trigger: json!({"type": "redis", "metadata": {
+                "address": address, "listName": key, "listLength": "5"}}),
+            publisher: Publisher::Redis {
+                address: address.clone(),
+                key,
+            },
+        });
+    }
+    Ok(out)
 }
