@@ -12,7 +12,7 @@ use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, rabbitmq};
+use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, postgresql, rabbitmq};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.
@@ -42,6 +42,7 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&nats_jetstream::DECL, nats_jetstream::build),
     ScalerKind::polled(&aws_sqs::DECL, aws_sqs::build),
     ScalerKind::polled(&metrics_api::DECL, metrics_api::build),
+    ScalerKind::polled(&postgresql::DECL, postgresql::build),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -159,7 +160,8 @@ mod tests {
                 "rabbitmq",
                 "nats-jetstream",
                 "aws-sqs-queue",
-                "metrics-api"
+                "metrics-api",
+                "postgresql"
             ]
         );
         for ty in &types {
