@@ -120,3 +120,32 @@ impl PgServer {
         Ok(())
     }
 }
+
+/// Creates Secret and TriggerAuthentication `name` in `ns`, giving the `password` parameter.
+pub async fn create_password_auth(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    password: &str,
+) -> Result<(), crate::HarnessError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": {"password": password}
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let auth: ebb_crds::TriggerAuthentication = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ebb.dev/v1alpha1", "kind": "TriggerAuthentication",
+        "metadata": {"name": name},
+        "spec": {"secretTargetRef": [{"parameter": "password", "name": name, "key": "password"}]}
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<ebb_crds::TriggerAuthentication>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &auth)
+        .await?;
+    Ok(())
+}
