@@ -91,7 +91,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
         ],
         example_auth: &[("password", "from-a-secret")],
         keda_differences: &[
-            "The query runs in a read-only transaction that ebb rolls back, with `SET LOCAL statement_timeout` (10 s) and a client-side deadline: a query that writes (or calls a function that writes, e.g. `nextval`) fails instead of changing the database from the autoscaler, and no setting it makes outlives the poll.",
+            "The query runs in a read-only transaction that ebb rolls back, with `SET LOCAL statement_timeout` (10 s) and a client-side deadline on the whole poll (17 s: connect, query, round trips): a query that writes (or calls a function that writes, e.g. `nextval`) fails instead of changing the database from the autoscaler, and no setting it makes outlives the poll.",
             "At most one row is fetched (a portal with a row limit): the first row is used, as in KEDA, and the server never sends the rest; every connection reads at most 1 MiB per query, so an oversized value is an error.",
             "NULL, no rows, more or less than one column, a non-numeric or non-finite value are errors (KEDA: errors too, except NaN); an error is never a value of 0.",
             "One pool of at most 2 connections per server, user, password, database and TLS mode, shared by every trigger naming the same; connections are made on first use and made again after an error.",
