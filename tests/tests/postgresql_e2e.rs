@@ -91,7 +91,7 @@ async fn postgresql_scales_zero_to_n_and_back_on_table_rows() {
         }
     };
     let ready = wait_for("Ready=True", WITHIN, || async {
-        let status = so_api.get(&"worker".to_string()).await.ok()?.status?;
+        let status = so_api.get("worker").await.ok()?.status?;
         status
             .conditions
             .iter()
