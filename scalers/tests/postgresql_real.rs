@@ -288,3 +288,172 @@ async fn triggers_of_one_target_share_one_small_pool() {
     }
     panic!("the pool's connections outlived its triggers");
 }
+
+/// A private PostgreSQL with TLS (a CA and a certificate for `localhost` only), run as the
+/// `postgres` user from the Debian binaries the test environment installs; killed on drop.
+struct TlsServer {
+    port: u16,
+    ca_pem: String,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use std::process::Command;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL from Debian (tests/env/testenv.sh install)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("postgres").exists())
+            .max()
+            .expect("a PostgreSQL version under /usr/lib/postgresql");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = std::env::temp_dir().join(unique("ebb-pg-tls"));
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+        let as_postgres = |args: &[&str]| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).args(args);
+            c
+        };
+        let run = |c: &mut Command| {
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir));
+        run(Command::new("chmod").arg("600").arg(dir.join("server.key")));
+        let data = dir.join("data");
+        run(&mut as_postgres(&[
+            bin.join("initdb").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "tls",
+            "--auth=trust",
+            "--no-sync",
+        ]));
+        let port = ebb_tests::free_port();
+        let child = as_postgres(&[
+            bin.join("postgres").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "-k",
+            dir.join("run").to_str().unwrap(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "ssl=on",
+            "-c",
+            &format!("ssl_cert_file={}", dir.join("server.crt").display()),
+            "-c",
+            &format!("ssl_key_file={}", dir.join("server.key").display()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("postgres.log")).unwrap())
+        .spawn()
+        .unwrap();
+        TlsServer {
+            port,
+            ca_pem: ca.pem(),
+            dir,
+            child,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        // runuser's child is the postmaster: stop it by its pid file (SIGINT, a fast shutdown
+        // that ends open sessions: the test's runtime is not polling its connections while
+        // this runs), then runuser.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            && let Some(pid) = pid.lines().next()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", pid.trim()])
+                .status();
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn ssl_modes_against_a_tls_server() {
+    let server = TlsServer::start();
+    let factory = ScalerFactory::default();
+    let uses_tls = "SELECT ssl::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let conn = |host: &str, mode: &str| {
+        format!(
+            "host={host} port={} user=tls dbname=postgres sslmode={mode}",
+            server.port
+        )
+    };
+    let with_ca = |connection: String, ca: &str| {
+        let meta = map(&[("query", uses_tls), ("targetQueryValue", "1")]);
+        let auth = map(&[("connection", &connection), ("ca", ca)]);
+        let parsed = parse_trigger(0, "postgresql", &meta, Some(&auth), Some(&BTreeMap::new())).unwrap();
+        factory.build(&parsed).unwrap()
+    };
+    let require = trigger(&factory, &conn("127.0.0.1", "require"), uses_tls);
+    let started = Instant::now();
+    let first = loop {
+        match require.sample().await {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > Duration::from_secs(30) => panic!("server not up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(first.value, 1.0, "require uses TLS (unverified)");
+    let prefer = trigger(&factory, &conn("127.0.0.1", "prefer"), uses_tls);
+    assert_eq!(
+        prefer.sample().await.unwrap().value,
+        1.0,
+        "prefer uses TLS when offered"
+    );
+    let disable = trigger(&factory, &conn("127.0.0.1", "disable"), uses_tls);
+    assert_eq!(disable.sample().await.unwrap().value, 0.0);
+
+    // verify-full: the chain and the name; the test CA is not among the system's roots.
+    let full = with_ca(conn("localhost", "verify-full"), &server.ca_pem);
+    assert_eq!(full.sample().await.unwrap().value, 1.0);
+    let e = trigger(&factory, &conn("localhost", "verify-full"), uses_tls)
+        .sample()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "unreachable", "{e}");
+    let e = with_ca(conn("127.0.0.1", "verify-full"), &server.ca_pem)
+        .sample()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+    // verify-ca: the chain only.
+    let ca_only = with_ca(conn("127.0.0.1", "verify-ca"), &server.ca_pem);
+    assert_eq!(ca_only.sample().await.unwrap().value, 1.0);
+    let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    let e = with_ca(conn("127.0.0.1", "verify-ca"), &other_ca)
+        .sample()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "unreachable", "{e}");
+}

@@ -59,7 +59,12 @@ impl TryFrom<&ParsedParams> for PgConfig {
                 Some(text) => conninfo::parse_connection_string(text),
                 None => target_from_parts(p),
             };
-            made.map_err(|e| problems.push(e.into())).ok()
+            made.map(|target| PgTarget {
+                ca: p.str("ca").map(str::to_string),
+                ..target
+            })
+            .map_err(|e| problems.push(e.into()))
+            .ok()
         };
         match (query, target_value, target) {
             (Some(query), Some(target_value), Some(target)) if problems.is_empty() => Ok(Self {

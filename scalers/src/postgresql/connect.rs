@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_postgres::Client;
@@ -202,15 +203,30 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// The rustls configuration of an `sslmode` (`None` for `disable`), or why there is none.
-pub fn tls_config(mode: SslMode) -> Result<Option<Arc<ClientConfig>>, String> {
+/// The roots of a PEM CA bundle, or why there are none (never quoting the text).
+pub fn ca_roots(ca: &str) -> Result<Arc<RootCertStore>, String> {
+    let certs = CertificateDer::pem_slice_iter(ca.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "ca is not a PEM certificate bundle".to_string())?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err("ca holds no usable PEM certificate".to_string());
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The rustls configuration of an `sslmode` (`None` for `disable`), verifying against `ca` when
+/// given (else the system's roots), or why there is none.
+pub fn tls_config(mode: SslMode, ca: Option<&str>) -> Result<Option<Arc<ClientConfig>>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS ({e})"))?;
-    let roots = || match system_roots().problem() {
-        Some(problem) => Err(format!("no system root certificates to verify with ({problem})")),
-        None => Ok(system_roots().store().clone()),
+    let roots = || match (ca, system_roots().problem()) {
+        (Some(ca), _) => ca_roots(ca),
+        (None, Some(problem)) => Err(format!("no system root certificates to verify with ({problem})")),
+        (None, None) => Ok(system_roots().store().clone()),
     };
     let config = match mode {
         SslMode::Disable => return Ok(None),
@@ -369,9 +385,20 @@ mod tests {
 
     #[test]
     fn every_ssl_mode_has_a_config() {
-        assert!(tls_config(SslMode::Disable).unwrap().is_none());
+        assert!(tls_config(SslMode::Disable, None).unwrap().is_none());
         for mode in [SslMode::Prefer, SslMode::Require] {
-            assert!(tls_config(mode).unwrap().is_some());
+            assert!(tls_config(mode, None).unwrap().is_some());
+        }
+        let ca = rcgen::generate_simple_self_signed(vec!["db".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            assert!(tls_config(mode, Some(&ca)).unwrap().is_some());
+            assert_eq!(
+                tls_config(mode, Some("not pem")).unwrap_err(),
+                "ca holds no usable PEM certificate"
+            );
         }
     }
 }

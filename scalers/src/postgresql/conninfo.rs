@@ -22,7 +22,8 @@ pub enum SslMode {
     Prefer,
     /// TLS required; the certificate is not verified.
     Require,
-    /// TLS required; the certificate chain is verified against the system's roots, not the name.
+    /// TLS required; the certificate chain is verified (against `ca`, else the system's roots),
+    /// not the name.
     VerifyCa,
     /// TLS required; the chain and the host name are verified.
     VerifyFull,
@@ -72,6 +73,9 @@ pub struct PgTarget {
     pub connect_timeout: Option<Duration>,
     /// Server settings sent at connection start (`options` and unknown keys), as `-c k=v` text.
     pub options: Option<String>,
+    /// PEM CA certificates that `verify-ca` and `verify-full` trust instead of the system's
+    /// roots (the trigger's `ca` parameter).
+    pub ca: Option<String>,
 }
 
 impl fmt::Debug for PgTarget {
@@ -476,6 +480,7 @@ fn finish(raw: Raw) -> Result<PgTarget, ConnInfoError> {
         application_name: raw.application_name.filter(|a| !a.is_empty()),
         connect_timeout,
         options,
+        ca: None,
     })
 }
 

@@ -18,7 +18,9 @@ pub use conninfo::{ConnInfoError, PgTarget, SslMode};
 pub use pool::{PgPool, PgPools, PgSettings};
 pub use scaler::PgScaler;
 
-use crate::params::{AUTH_ENV, DeclDocs, Param, ParamError, ParsedParams, ScalerDecl, Source, Thresholds};
+use crate::params::{
+    AUTH, AUTH_ENV, DeclDocs, Param, ParamError, ParsedParams, ScalerDecl, Source, Thresholds,
+};
 
 /// Sources: auth params, then metadata (KEDA's order for the separate connection parameters).
 const AUTH_META: &[Source] = &[Source::AuthParams, Source::Metadata];
@@ -61,6 +63,9 @@ pub static PARAMS: &[Param] = &[
         .from(AUTH_ENV)
         .secret()
         .doc("The role's password, from the authentication or the target's env through `passwordFromEnv`."),
+    Param::string("ca")
+        .from(AUTH)
+        .doc("PEM CA certificates that `verify-ca` and `verify-full` trust instead of the system's roots (an ebb addition: KEDA reads `sslrootcert` files)."),
 ];
 
 /// The postgresql trigger's declaration.
@@ -78,6 +83,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
             "Without `connection`, `host`, `port`, `userName`, `dbName` and `sslmode` are all required.",
             "`connection` must be a libpq connection string naming a host and a user; keys naming files (`sslrootcert`, `sslcert`, `sslkey`, `passfile`, `service`) and `hostaddr` are refused.",
             "`port` is a port number (or one per host).",
+            "`ca` must hold at least one PEM certificate.",
         ],
         example_metadata: &[
             ("query", "SELECT count(*) FROM jobs WHERE state = 'queued'"),
@@ -95,7 +101,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
             "At most one row is fetched (a portal with a row limit): the first row is used, as in KEDA, and the server never sends the rest; every connection reads at most 1 MiB per query, so an oversized value is an error.",
             "NULL, no rows, more or less than one column, a non-numeric or non-finite value are errors (KEDA: errors too, except NaN); an error is never a value of 0.",
             "One pool of at most 2 connections per server, user, password, database and TLS mode, shared by every trigger naming the same; connections are made on first use and made again after an error.",
-            "`sslmode` `require` and `prefer`/`allow` do not verify the certificate (as libpq without a root file); `verify-ca` and `verify-full` verify against the system's roots only, since ebb reads no `sslrootcert` file.",
+            "`sslmode` `require` and `prefer`/`allow` do not verify the certificate (as libpq without a root file; `allow` tries TLS first, like `prefer`); `verify-ca` and `verify-full` verify against the authentication's `ca` or the system's roots, since ebb reads no `sslrootcert` file.",
             "`port` must be a number when the trigger is checked (KEDA fails when connecting); the separate parameters are passed as they are, never spliced into a connection string.",
             "`podIdentity` `azure-workload` (Azure AD tokens as the password) is not supported.",
         ],
@@ -110,6 +116,18 @@ fn thresholds(p: &ParsedParams) -> Thresholds {
 }
 
 fn check(p: &ParsedParams) -> Vec<ParamError> {
+    let mut errors = Vec::new();
+    if let Some(ca) = p.str("ca")
+        && let Err(e) = connect::ca_roots(ca)
+    {
+        errors.push(ParamError::new("ca", e));
+    }
+    errors.extend(check_target(p));
+    errors
+}
+
+/// The connection string, or the separate parameters, name a usable target.
+fn check_target(p: &ParsedParams) -> Vec<ParamError> {
     if p.is_unresolved("connection") {
         return Vec::new();
     }
@@ -282,6 +300,17 @@ mod tests {
         let errors = parse(&[Q, T], &[("connection", "host=h user=u password='hunter2")], &[]).unwrap_err();
         assert_eq!(errors[0].param, "connection");
         assert!(!format!("{errors:?}").contains("hunter2"));
+        // A `ca` that is not PEM.
+        let errors = parse(
+            &[Q, T],
+            &[
+                ("connection", "host=h user=u sslmode=verify-full"),
+                ("ca", "not pem"),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].param, "ca", "{errors:?}");
         // `connection` in plain metadata is not read (KEDA reads it from auth or env only).
         let errors = parse(&[Q, T, ("connection", "host=h user=u")], &[], &[]).unwrap_err();
         assert!(errors.iter().any(|e| e.param == "host"), "{errors:?}");

@@ -195,7 +195,7 @@ impl PgPool {
     async fn connect(&self) -> Result<Conn, ScalerError> {
         let tls = self
             .tls
-            .get_or_init(|| tls_config(self.target.ssl))
+            .get_or_init(|| tls_config(self.target.ssl, self.target.ca.as_deref()))
             .clone()
             .map_err(|e| ScalerError::InvalidConfig(format!("postgresql: {e}")))?;
         let cap = ReadCap::new(self.settings.answer_cap);
