@@ -225,7 +225,7 @@ mod tests {
         // Arbitrary metadata never panics the parser, for any type, and errors always name the trigger.
         #[test]
         fn arbitrary_metadata_never_panics(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "x"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "postgresql", "x"]),
             meta in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..12),
             auth in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..4),
         ) {
@@ -241,7 +241,7 @@ mod tests {
         // Known keys with arbitrary values: still no panic.
         #[test]
         fn arbitrary_values_for_known_keys(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "postgresql"]),
             values in prop::collection::vec(".{0,30}", 30),
         ) {
             let decl = declaration(ty).unwrap();

@@ -487,6 +487,23 @@ fn finish(raw: Raw) -> Result<PgTarget, ConnInfoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Any text, in either form, parses or fails without a panic, and errors never quote it.
+        #[test]
+        fn arbitrary_connection_strings_never_panic(
+            text in ".{0,80}",
+            uri in "postgres(ql)?://[a-z:@%\\[\\],./?=&0-9]{0,60}",
+        ) {
+            for t in [&text, &uri] {
+                if let Err(e) = parse_connection_string(t) {
+                    let shown = e.to_string();
+                    prop_assert!(t.len() < 8 || !shown.contains(t.as_str()), "{shown}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn keyword_form_with_quotes_and_escapes() {

@@ -128,6 +128,19 @@ impl<'a> FromSql<'a> for Number {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Any bytes as any accepted type: a number or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..40)) {
+            for ty in [Type::INT2, Type::INT4, Type::INT8, Type::FLOAT4, Type::FLOAT8, Type::NUMERIC, Type::TEXT] {
+                if let Ok(v) = decode(&ty, &raw) {
+                    prop_assert!(v.is_finite());
+                }
+            }
+        }
+    }
 
     fn numeric_bytes(weight: i16, sign: u16, scale: u16, digits: &[u16]) -> Vec<u8> {
         let mut out = Vec::new();
