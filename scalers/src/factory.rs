@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_registered_kind_builds_without_a_runtime() {
-        let cases: [(&str, &[(&str, &str)]); 5] = [
+        let cases: [(&str, &[(&str, &str)]); 6] = [
             (
                 "metrics-api",
                 &[
@@ -190,6 +190,18 @@ mod tests {
                 ],
             ),
             ("kafka", &[("bootstrapServers", "b:9092"), ("consumerGroup", "g")]),
+            (
+                "postgresql",
+                &[
+                    ("query", "SELECT 1"),
+                    ("targetQueryValue", "1"),
+                    ("host", "db"),
+                    ("port", "5432"),
+                    ("userName", "u"),
+                    ("dbName", "d"),
+                    ("sslmode", "disable"),
+                ],
+            ),
         ];
         let factory = ScalerFactory::default();
         for (ty, meta) in cases {

@@ -285,6 +285,7 @@ pub mod leader;
 pub mod metrics_api;
 pub mod nats;
 pub mod pods;
+pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
 pub mod relay;
