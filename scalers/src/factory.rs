@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_registered_kind_builds_without_a_runtime() {
-        let cases: [(&str, &[(&str, &str)]); 5] = [
+        let cases: [(&str, &[(&str, &str)]); 6] = [
             (
                 "metrics-api",
                 &[
@@ -190,6 +190,14 @@ mod tests {
                 ],
             ),
             ("kafka", &[("bootstrapServers", "b:9092"), ("consumerGroup", "g")]),
+            (
+                "prometheus",
+                &[
+                    ("serverAddress", "http://h:9090"),
+                    ("query", "up"),
+                    ("threshold", "1"),
+                ],
+            ),
         ];
         let factory = ScalerFactory::default();
         for (ty, meta) in cases {

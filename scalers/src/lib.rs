@@ -22,6 +22,7 @@ pub mod metric_name;
 pub mod metrics_api;
 pub mod nats_jetstream;
 pub mod params;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod registry;
 

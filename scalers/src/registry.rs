@@ -12,7 +12,7 @@ use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, rabbitmq};
+use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, prometheus, rabbitmq};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.
@@ -42,6 +42,7 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&nats_jetstream::DECL, nats_jetstream::build),
     ScalerKind::polled(&aws_sqs::DECL, aws_sqs::build),
     ScalerKind::polled(&metrics_api::DECL, metrics_api::build),
+    ScalerKind::polled(&prometheus::DECL, prometheus::build),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -159,7 +160,8 @@ mod tests {
                 "rabbitmq",
                 "nats-jetstream",
                 "aws-sqs-queue",
-                "metrics-api"
+                "metrics-api",
+                "prometheus"
             ]
         );
         for ty in &types {
@@ -223,7 +225,7 @@ mod tests {
         // Arbitrary metadata never panics the parser, for any type, and errors always name the trigger.
         #[test]
         fn arbitrary_metadata_never_panics(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "x"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "prometheus", "x"]),
             meta in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..12),
             auth in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..4),
         ) {
@@ -239,7 +241,7 @@ mod tests {
         // Known keys with arbitrary values: still no panic.
         #[test]
         fn arbitrary_values_for_known_keys(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "prometheus"]),
             values in prop::collection::vec(".{0,30}", 30),
         ) {
             let decl = declaration(ty).unwrap();
