@@ -165,3 +165,330 @@ impl Scaler for PrometheusScaler {
         Ok(TriggerSample::with_activation(value, self.thresholds.activation))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::budget::ByteBudget;
+    use crate::params::tests_support::parse_with;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    /// What the test server answers: a status and a body, or nothing for ten seconds.
+    #[derive(Clone)]
+    enum Reply {
+        With(u16, String),
+        Hang,
+    }
+
+    /// A one-route HTTP/1.1 server on loopback that records each request's head.
+    struct Server {
+        base: String,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn server(reply: Reply) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (reply, seen) = (reply.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let mut read = 0;
+                        while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf[read..]).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => read += n,
+                            }
+                        }
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[..read]).into_owned());
+                        let (status, body) = match &reply {
+                            Reply::Hang => {
+                                tokio::time::sleep(Duration::from_secs(10)).await;
+                                return;
+                            }
+                            Reply::With(status, body) => (*status, body.clone()),
+                        };
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if conn.write_all(head.as_bytes()).await.is_err()
+                            || conn.write_all(body.as_bytes()).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Server { base, heads }
+    }
+
+    fn vector(value: &str) -> String {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{value}"]}}]}}}}"#
+        )
+    }
+
+    fn scaler(
+        clients: &PrometheusClients,
+        server: &str,
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+    ) -> Result<PrometheusScaler, ScalerError> {
+        let mut all = vec![
+            ("serverAddress", server),
+            ("query", "sum(up)"),
+            ("threshold", "2"),
+        ];
+        all.extend_from_slice(meta);
+        let params = parse_with(&crate::prometheus::DECL, &all, auth).unwrap();
+        let thresholds = (crate::prometheus::DECL.thresholds)(&params);
+        PrometheusScaler::new(clients, &params, thresholds)
+    }
+
+    fn clients() -> PrometheusClients {
+        PrometheusClients::new(Duration::from_secs(2))
+    }
+
+    #[tokio::test]
+    async fn the_query_carries_its_parameters_headers_and_credentials() {
+        let s = server(Reply::With(200, vector("7.5"))).await;
+        let clients = clients();
+        let bearer = scaler(
+            &clients,
+            &format!("{}/prefix/", s.base),
+            &[
+                ("namespace", "team-a"),
+                ("queryParameters", "dedup=true"),
+                ("customHeaders", "X-Scope-OrgID=tenant-1"),
+                ("activationThreshold", "7.5"),
+                ("authModes", "bearer,custom"),
+            ],
+            &[
+                ("bearerToken", "t0ken\n"),
+                ("customAuthHeader", "X-Api-Key"),
+                ("customAuthValue", "k3y"),
+            ],
+        )
+        .unwrap();
+        let sample = bearer.sample().await.unwrap();
+        assert_eq!(
+            sample,
+            TriggerSample {
+                value: 7.5,
+                active: false
+            },
+            "7.5 is not above 7.5"
+        );
+        let head = s.heads.lock().unwrap()[0].to_ascii_lowercase();
+        assert!(
+            head.starts_with(
+                "get /prefix/api/v1/query?query=sum%28up%29&namespace=team-a&dedup=true http/1.1\r\n"
+            ),
+            "{head}"
+        );
+        for line in [
+            "authorization: bearer t0ken\r\n",
+            "x-scope-orgid: tenant-1\r\n",
+            "x-api-key: k3y\r\n",
+            "accept: application/json\r\n",
+        ] {
+            assert!(head.contains(line), "{line:?} not in {head}");
+        }
+        assert!(!head.contains("time="), "{head}");
+        let basic = scaler(
+            &clients,
+            &s.base,
+            &[("authModes", "basic")],
+            &[("username", "u"), ("password", "p")],
+        )
+        .unwrap();
+        assert_eq!(basic.sample().await.unwrap().value, 7.5);
+        let head = s.heads.lock().unwrap()[1].to_ascii_lowercase();
+        assert!(head.contains("authorization: basic dtpw\r\n"), "{head}");
+        assert_eq!(clients.len(), 2, "one client per credentials");
+    }
+
+    #[tokio::test]
+    async fn clients_are_shared_per_server_credentials_and_tls_and_go_with_their_triggers() {
+        let clients = clients();
+        let token = |t: &'static str| [("bearerToken", t)];
+        let bearer = [("authModes", "bearer")];
+        let a1 = scaler(&clients, "http://127.0.0.1:1", &bearer, &token("a")).unwrap();
+        let a2 = scaler(&clients, "http://127.0.0.1:1/other", &bearer, &token("a")).unwrap();
+        assert!(
+            Arc::ptr_eq(&a1.connection, &a2.connection),
+            "same origin and credentials"
+        );
+        let b = scaler(&clients, "http://127.0.0.1:1", &bearer, &token("b")).unwrap();
+        let other_port = scaler(&clients, "http://127.0.0.1:2", &bearer, &token("a")).unwrap();
+        let unsafe_ssl = scaler(
+            &clients,
+            "http://127.0.0.1:1",
+            &[("authModes", "bearer"), ("unsafeSsl", "true")],
+            &token("a"),
+        )
+        .unwrap();
+        assert_eq!(clients.len(), 4);
+        drop((a1, b, other_port, unsafe_ssl));
+        assert_eq!(clients.len(), 1);
+        drop(a2);
+        assert!(clients.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_are_errors_never_zero() {
+        let clients = clients();
+        // Nothing listens on the port: unreachable.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = scaler(&clients, &format!("http://127.0.0.1:{port}"), &[], &[])
+            .unwrap()
+            .sample()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ScalerError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains("/api/v1/query:"), "{e}");
+
+        // A query error: Prometheus's own message, with the trigger's token taken out.
+        let body = r#"{"status":"error","errorType":"bad_data","error":"parse error near s3cr3t-token"}"#;
+        let s = server(Reply::With(400, body.into())).await;
+        let e = scaler(
+            &clients,
+            &s.base,
+            &[("authModes", "bearer")],
+            &[("bearerToken", "s3cr3t-token")],
+        )
+        .unwrap()
+        .sample()
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ScalerError::BadResponse { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP status 400") && text.contains("bad_data: parse error near <redacted>"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t") && !text.contains("query="), "{text}");
+
+        let s = server(Reply::With(401, String::new())).await;
+        let e = scaler(&clients, &s.base, &[], &[])
+            .unwrap()
+            .sample()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ScalerError::Unauthorized { .. }), "{e}");
+        let s = server(Reply::With(503, "<html>down</html>".into())).await;
+        let e = scaler(&clients, &s.base, &[], &[])
+            .unwrap()
+            .sample()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ScalerError::BadResponse { .. }) && !e.to_string().contains("html"),
+            "{e}"
+        );
+        // A 200 that is not a Prometheus answer (a proxy's page, `{}`): an error, not KEDA's 0.
+        for body in ["{}", "<html>login</html>"] {
+            let s = server(Reply::With(200, body.into())).await;
+            let e = scaler(&clients, &s.base, &[], &[])
+                .unwrap()
+                .sample()
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ScalerError::BadResponse { .. }), "{body}: {e}");
+        }
+        // The server's own "no series" is 0 (ignoreNullValues), or an error without it.
+        let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        let s = server(Reply::With(200, empty.into())).await;
+        let zero = scaler(&clients, &s.base, &[], &[])
+            .unwrap()
+            .sample()
+            .await
+            .unwrap();
+        assert_eq!(
+            zero,
+            TriggerSample {
+                value: 0.0,
+                active: false
+            }
+        );
+        let strict = scaler(&clients, &s.base, &[("ignoreNullValues", "false")], &[]).unwrap();
+        assert!(
+            strict
+                .sample()
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("no series")
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_bounded_in_time_and_size() {
+        let s = server(Reply::Hang).await;
+        let clients = clients();
+        let slow = scaler(&clients, &s.base, &[("timeout", "300ms")], &[]).unwrap();
+        let started = std::time::Instant::now();
+        let e = slow.sample().await.unwrap_err();
+        assert_eq!(e, ScalerError::timeout(slow.shown(), Duration::from_millis(300)));
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let huge = format!(
+            r#"{{"status":"success","pad":"{}"}}"#,
+            "x".repeat(crate::prometheus::MAX_BODY_BYTES)
+        );
+        let s = server(Reply::With(200, huge)).await;
+        let e = scaler(&clients, &s.base, &[], &[])
+            .unwrap()
+            .sample()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+
+        // A full byte budget fails the poll at once.
+        let budget = ByteBudget::new(1024);
+        let _held = budget.try_reserve(1024).unwrap();
+        let tight = PrometheusClients::new(Duration::from_secs(2)).with_budget(budget);
+        let s = server(Reply::With(200, vector("1"))).await;
+        let e = scaler(&tight, &s.base, &[], &[])
+            .unwrap()
+            .sample()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ScalerError::Overloaded { .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_tls_material_fails_the_build_without_quoting_it() {
+        let clients = clients();
+        let e = scaler(
+            &clients,
+            "https://127.0.0.1:1",
+            &[("authModes", "tls")],
+            &[
+                ("cert", "not a pem"),
+                (
+                    "key",
+                    "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+                ),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ScalerError::InvalidConfig(_)), "{e}");
+        assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+        let debug = format!("{:?}", scaler(&clients, "http://u:pw1234@h:1", &[], &[]).unwrap());
+        assert!(!debug.contains("pw1234"), "{debug}");
+    }
+}
