@@ -285,6 +285,7 @@ pub mod leader;
 pub mod metrics_api;
 pub mod nats;
 pub mod pods;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod relay;
 pub mod sqs;
