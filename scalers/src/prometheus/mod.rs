@@ -195,6 +195,9 @@ mod tests {
     const THRESHOLD: (&str, &str) = ("threshold", "100");
     const QUERY: (&str, &str) = ("query", "up");
 
+    /// Metadata or auth params: `(name, value)` pairs.
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
     /// The params of a trigger with `extra` metadata after KEDA's base four, or the names of the
     /// parameters in error.
     fn meta(extra: &[(&'static str, &'static str)]) -> Result<ParsedParams, Vec<String>> {
@@ -210,7 +213,7 @@ mod tests {
     #[test]
     fn keda_metadata_table() {
         assert!(parse_meta(&DECL, &[]).is_err(), "empty metadata");
-        let rows: &[(&[(&str, &str)], Option<&str>)] = &[
+        let rows: &[(Pairs, Option<&str>)] = &[
             (&[], None),
             (&[("namespace", "foo")], None),
             (&[("ignoreNullValues", "false")], None),
@@ -307,7 +310,7 @@ mod tests {
         const HTTP: &str = "http://localhost:9090";
         let ca_cert_key: &[(&str, &str)] = &[("ca", "caaa"), ("cert", "ceert"), ("key", "keey")];
         let user_pass: &[(&str, &str)] = &[("username", "user"), ("password", "pass")];
-        let rows: &[(&str, &str, &[(&str, &str)], Option<&str>)] = &[
+        let rows: &[(&str, &str, Pairs, Option<&str>)] = &[
             ("tls", HTTPS, ca_cert_key, None),
             ("tls", HTTPS, &[("cert", "ceert"), ("key", "keey")], None),
             (
