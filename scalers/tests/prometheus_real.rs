@@ -179,3 +179,135 @@ async fn an_unreachable_server_is_an_error_not_zero() {
         started.elapsed()
     );
 }
+
+/// The password of the private Prometheus's `ebb` user, and its bcrypt hash (cost 4) for
+/// `basic_auth_users`.
+const PASSWORD: &str = "ebb-test-password";
+const PASSWORD_BCRYPT: &str = "$2b$04$3g0zjiyPhLvhDJ3nN5YFtuTWj.nv/Gk/rUO01N7tlhT7wMMETCyPy";
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, PEM: `(ca, server cert,
+/// server key, client cert, client key)`.
+fn pki() -> (String, String, String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ebb prometheus test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>, usage| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "ebb test");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        (params.signed_by(&key, &ca).unwrap().pem(), key.serialize_pem())
+    };
+    let (server, server_key) = leaf(vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth);
+    let (client, client_key) = leaf(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+    (ca.pem(), server, server_key, client, client_key)
+}
+
+/// A scaler with `auth` as its TriggerAuthentication's parameters.
+fn scaler_with_auth(
+    factory: &ScalerFactory,
+    server: &str,
+    meta: &[(&str, &str)],
+    auth: &[(&str, &str)],
+) -> Arc<dyn Scaler> {
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut all = map(&[
+        ("serverAddress", server),
+        ("query", "vector(3)"),
+        ("threshold", "1"),
+    ]);
+    all.extend(map(meta));
+    let trigger = parse_trigger(0, "prometheus", &all, Some(&map(auth)), None).unwrap();
+    factory.build(&trigger).unwrap()
+}
+
+/// A Prometheus of the test's own requiring a client certificate from the test CA and basic
+/// auth (Prometheus has no bearer tokens; those are checked against a local server in the unit
+/// tests): `authModes: tls,basic` with `ca`, `cert`, `key`, `username`, `password` reads the
+/// value; a wrong password is Unauthorized; no client certificate or an untrusted server is an
+/// error, never 0.
+#[tokio::test]
+async fn tls_client_certificates_and_basic_auth_reach_a_secured_prometheus() {
+    use ebb_tests::prometheus::PrivatePrometheus;
+    let (ca, server_cert, server_key, client_cert, client_key) = pki();
+    let web = format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n\
+         basic_auth_users:\n  ebb: '{PASSWORD_BCRYPT}'\n"
+    );
+    let prometheus = PrivatePrometheus::start(
+        &web,
+        &[
+            ("ca.pem", &ca),
+            ("server.pem", &server_cert),
+            ("server-key.pem", &server_key),
+        ],
+    )
+    .await
+    .unwrap();
+    let url = format!("https://{}", prometheus.addr);
+    let factory = ScalerFactory::default();
+    let full: &[(&str, &str)] = &[
+        ("ca", &ca),
+        ("cert", &client_cert),
+        ("key", &client_key),
+        ("username", "ebb"),
+        ("password", PASSWORD),
+    ];
+    let tls_basic = [("authModes", "tls,basic")];
+    let s = scaler_with_auth(&factory, &url, &tls_basic, full);
+    assert_eq!(
+        s.sample().await.unwrap(),
+        TriggerSample {
+            value: 3.0,
+            active: true
+        }
+    );
+
+    // A wrong password: the server's 401, named as such, the password nowhere.
+    let mut wrong = full.to_vec();
+    wrong[4] = ("password", "not-the-password");
+    let e = scaler_with_auth(&factory, &url, &tls_basic, &wrong)
+        .sample()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ScalerError::Unauthorized { .. }), "{e}");
+    assert!(!e.to_string().contains("not-the-password"), "{e}");
+
+    // No client certificate: the server ends the handshake.
+    let e = scaler_with_auth(
+        &factory,
+        &url,
+        &[("authModes", "basic")],
+        &[full[0], full[3], full[4]],
+    )
+    .sample()
+    .await
+    .unwrap_err();
+    assert!(matches!(e, ScalerError::Unreachable { .. }), "{e}");
+
+    // The server's certificate is not trusted without `ca`, unless unsafeSsl (which ebb applies
+    // with tls too; KEDA ignores it then).
+    let e = scaler_with_auth(&factory, &url, &tls_basic, &full[1..])
+        .sample()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ScalerError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    let unsafe_ssl = [("authModes", "tls,basic"), ("unsafeSsl", "true")];
+    let s = scaler_with_auth(&factory, &url, &unsafe_ssl, &full[1..]);
+    assert_eq!(s.sample().await.unwrap().value, 3.0);
+}

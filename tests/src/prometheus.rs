@@ -174,3 +174,83 @@ mod tests {
         assert_eq!(encode(r#"m{a="b c"}"#), "m%7Ba%3D%22b%20c%22%7D");
     }
 }
+
+/// A Prometheus of the test's own (the `prometheus` binary on `PATH`, as the test environment
+/// installs it), on a free loopback port with a web configuration (`--web.config.file`: TLS,
+/// client certificates, basic auth), scraping nothing. Killed when dropped.
+pub struct PrivatePrometheus {
+    child: tokio::process::Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl PrivatePrometheus {
+    /// Writes `files` (name, content) and `web.yml` (`web_config`, which may name the files by
+    /// their path under [`PrivatePrometheus::dir`]) to a fresh directory and starts Prometheus
+    /// with them; returns once it serves. Fails clearly when `prometheus` is not installed.
+    pub async fn start(web_config: &str, files: &[(&str, &str)]) -> Result<PrivatePrometheus, HarnessError> {
+        let fail = |what: String| HarnessError::Command {
+            command: "prometheus".to_string(),
+            output: what,
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "ebb-prometheus-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(dir.join("data")).map_err(|e| fail(e.to_string()))?;
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).map_err(|e| fail(e.to_string()))?;
+        }
+        std::fs::write(dir.join("web.yml"), web_config).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(dir.join("prometheus.yml"), "scrape_configs: []\n")
+            .map_err(|e| fail(e.to_string()))?;
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| fail(e.to_string()))?;
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--web.config.file={}", dir.join("web.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                fail(format!(
+                    "cannot start prometheus (is it installed? tests/env/testenv.sh installs it): {e}"
+                ))
+            })?;
+        let server = PrivatePrometheus { child, addr, dir };
+        let log = server.dir.join("prometheus.log");
+        wait_for(
+            "the private Prometheus to serve",
+            Duration::from_secs(30),
+            || async {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains("Server is ready to receive web requests")
+                    .then_some(())
+            },
+        )
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "{e}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ))
+        })?;
+        Ok(server)
+    }
+
+    /// The directory holding its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for PrivatePrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
