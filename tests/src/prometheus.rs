@@ -165,16 +165,6 @@ pub async fn query_value(prometheus_url: &str, query: &str) -> Result<Option<f64
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_are_percent_encoded() {
-        assert_eq!(encode(r#"m{a="b c"}"#), "m%7Ba%3D%22b%20c%22%7D");
-    }
-}
-
 /// A Prometheus of the test's own (the `prometheus` binary on `PATH`, as the test environment
 /// installs it), on a free loopback port with a web configuration (`--web.config.file`: TLS,
 /// client certificates, basic auth), scraping nothing. Killed when dropped.
@@ -252,5 +242,15 @@ impl Drop for PrivatePrometheus {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_percent_encoded() {
+        assert_eq!(encode(r#"m{a="b c"}"#), "m%7Ba%3D%22b%20c%22%7D");
     }
 }
