@@ -3,10 +3,12 @@
 //! server origin + credentials + TLS settings, while a trigger uses it (a [`WeakPool`]: rotated
 //! credentials get a new client and the old one goes with its last trigger).
 //!
-//! A request is one GET of the query URL with the trigger's headers, bounded three ways: the
+//! A request is one GET of the query URL with the trigger's headers, bounded four ways: the
 //! whole exchange by the trigger's `timeout` (or the operator's HTTP timeout), the body by
-//! [`MAX_BODY_BYTES`], and the bytes in flight by the process-wide [`ByteBudget`]. Errors name
-//! the endpoint as shown (credentials masked, no query string).
+//! [`MAX_BODY_BYTES`], the bytes in flight by the process-wide [`ByteBudget`], and the requests
+//! in flight per namespace by [`PER_NAMESPACE_IN_FLIGHT`] (the servers are the tenants' own: one
+//! tenant's slow server cannot hold more than its share). Errors name the endpoint as shown
+//! (credentials masked, no query string).
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::PrometheusConfig;
 use crate::ScalerError;
@@ -27,6 +30,11 @@ use crate::common::tls::TlsSettings;
 /// labels; an answer this large holds thousands of series, which is an error anyway (the query
 /// must return one), so the cap only decides how that error reads.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How many prometheus queries one namespace may have in flight at once (as metrics-api); a
+/// query that finds them all taken waits up to half its timeout, then fails with
+/// [`ScalerError::Overloaded`].
+pub const PER_NAMESPACE_IN_FLIGHT: usize = 8;
 
 /// Pool key: the server's origin, its TLS settings (trust and client certificate) and a SHA-256
 /// digest of the credential headers.
@@ -42,6 +50,9 @@ pub struct PrometheusClients {
     pool: WeakPool<ConnectionKey, Connection>,
     timeout: Duration,
     budget: ByteBudget,
+    /// Each namespace's query slots, while one of its triggers lives.
+    namespaces: WeakPool<String, Semaphore>,
+    per_namespace: usize,
 }
 
 impl PrometheusClients {
@@ -52,6 +63,8 @@ impl PrometheusClients {
             pool: WeakPool::new(),
             timeout,
             budget: ByteBudget::global().clone(),
+            namespaces: WeakPool::new(),
+            per_namespace: PER_NAMESPACE_IN_FLIGHT,
         }
     }
 
@@ -59,6 +72,24 @@ impl PrometheusClients {
     pub fn with_budget(mut self, budget: ByteBudget) -> Self {
         self.budget = budget;
         self
+    }
+
+    /// Allows `per_namespace` queries in flight per namespace (for tests).
+    pub fn with_per_namespace(mut self, per_namespace: usize) -> Self {
+        self.per_namespace = per_namespace;
+        self
+    }
+
+    /// The query slots of `namespace`, shared by its triggers while one of them lives.
+    pub fn namespace_slots(&self, namespace: &str) -> NamespaceSlots {
+        let limit = self.per_namespace;
+        NamespaceSlots {
+            namespace: namespace.to_string(),
+            slots: self
+                .namespaces
+                .get_or_insert_with(namespace.to_string(), || Semaphore::new(limit)),
+            limit,
+        }
     }
 
     /// The default timeout of one request.
@@ -105,6 +136,32 @@ impl fmt::Debug for PrometheusClients {
             .field("clients", &self.pool.len())
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// A namespace's share of prometheus queries in flight, held by each of its triggers.
+#[derive(Debug, Clone)]
+pub struct NamespaceSlots {
+    namespace: String,
+    slots: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl NamespaceSlots {
+    /// Takes a slot, waiting up to `patience`; then fails with [`ScalerError::Overloaded`]
+    /// naming the namespace and the limit.
+    pub async fn enter(&self, shown: &str, patience: Duration) -> Result<OwnedSemaphorePermit, ScalerError> {
+        match tokio::time::timeout(patience, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ScalerError::overloaded(
+                shown,
+                format!(
+                    "namespace {:?} already has {} prometheus queries in flight (the limit per \
+                     namespace); none finished within {patience:?}",
+                    self.namespace, self.limit
+                ),
+            )),
+        }
     }
 }
 

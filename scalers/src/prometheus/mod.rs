@@ -19,7 +19,7 @@ pub mod pairs;
 pub mod request;
 pub mod scaler;
 
-pub use client::{MAX_BODY_BYTES, PrometheusClients};
+pub use client::{MAX_BODY_BYTES, NamespaceSlots, PER_NAMESPACE_IN_FLIGHT, PrometheusClients};
 pub use config::{Auth, ConfigError, ConfigProblem, PrometheusConfig};
 pub use scaler::PrometheusScaler;
 
@@ -137,7 +137,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
             "`custom` is sent together with `bearer` or `basic` (KEDA sends only the first of them); auth values are trimmed of surrounding whitespace.",
             "`authModes` `apiKey` and `oauth` are errors (KEDA's prometheus trigger accepts and ignores them); pod identity (Azure managed Prometheus, GCP, AWS SigV4 with `awsRegion`/`identityOwner`) is not supported.",
             "`threshold` must be greater than 0; `timeout` is at most 60 s; a `serverAddress` with a query string or fragment is refused (KEDA would append the query path after it).",
-            "Answers are read up to 1 MiB; the metric is named `s<index>-prometheus`, as in KEDA.",
+            "Answers are read up to 1 MiB, and at most 8 queries per namespace run at once; the metric is named `s<index>-prometheus`, as in KEDA.",
         ],
     },
 };
@@ -180,6 +180,7 @@ pub fn build(
         &shared_clients(factory),
         &trigger.params,
         trigger.thresholds,
+        trigger.context.namespace.as_deref().unwrap_or_default(),
     )?))
 }
 

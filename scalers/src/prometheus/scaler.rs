@@ -16,7 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 
 use super::answer::{error_text, value_of};
-use super::client::{Connection, PrometheusClients};
+use super::client::{Connection, NamespaceSlots, PrometheusClients};
 use super::config::PrometheusConfig;
 use crate::common::http::USER_AGENT;
 use crate::params::{ParsedParams, Thresholds};
@@ -25,6 +25,8 @@ use crate::{MetricTarget, Scaler, ScalerError, TriggerSample};
 /// One prometheus trigger: its query request and thresholds.
 pub struct PrometheusScaler {
     connection: Arc<Connection>,
+    /// Its namespace's query slots.
+    slots: NamespaceSlots,
     /// The query's request URI (may carry tenant query parameters: never shown).
     uri: Uri,
     /// `<serverAddress>/api/v1/query`, credentials masked: what errors name.
@@ -40,11 +42,13 @@ pub struct PrometheusScaler {
 
 impl PrometheusScaler {
     /// Builds the scaler from the trigger's parsed parameters and thresholds, on the client of
-    /// its server, credentials and TLS settings in `clients`.
+    /// its server, credentials and TLS settings in `clients`; its queries count against
+    /// `namespace`'s slots.
     pub fn new(
         clients: &PrometheusClients,
         params: &ParsedParams,
         thresholds: Thresholds,
+        namespace: &str,
     ) -> Result<Self, ScalerError> {
         let config = PrometheusConfig::try_from(params)?;
         let connection = clients.connection(&config)?;
@@ -78,6 +82,7 @@ impl PrometheusScaler {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Ok(Self {
             connection,
+            slots: clients.namespace_slots(namespace),
             uri,
             shown,
             headers,
@@ -119,6 +124,8 @@ impl PrometheusScaler {
     /// The query's value: see the module's documentation.
     pub async fn query(&self) -> Result<f64, ScalerError> {
         let shown = self.shown.as_str();
+        // Waiting for a slot leaves half the timeout for the query itself.
+        let _slot = self.slots.enter(shown, self.timeout / 2).await?;
         let answer = self.connection.get(self.request()?, shown, self.timeout).await?;
         let status = answer.status;
         let body = answer.body.bytes();
@@ -244,6 +251,16 @@ mod tests {
         meta: &[(&str, &str)],
         auth: &[(&str, &str)],
     ) -> Result<PrometheusScaler, ScalerError> {
+        scaler_in(clients, server, meta, auth, "team-a")
+    }
+
+    fn scaler_in(
+        clients: &PrometheusClients,
+        server: &str,
+        meta: &[(&str, &str)],
+        auth: &[(&str, &str)],
+        namespace: &str,
+    ) -> Result<PrometheusScaler, ScalerError> {
         let mut all = vec![
             ("serverAddress", server),
             ("query", "sum(up)"),
@@ -252,7 +269,7 @@ mod tests {
         all.extend_from_slice(meta);
         let params = parse_with(&crate::prometheus::DECL, &all, auth).unwrap();
         let thresholds = (crate::prometheus::DECL.thresholds)(&params);
-        PrometheusScaler::new(clients, &params, thresholds)
+        PrometheusScaler::new(clients, &params, thresholds, namespace)
     }
 
     fn clients() -> PrometheusClients {
@@ -468,6 +485,48 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ScalerError::Overloaded { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_namespace_has_a_bounded_share_of_queries_in_flight() {
+        let s = server(Reply::Hang).await;
+        let clients = PrometheusClients::new(Duration::from_millis(400)).with_per_namespace(2);
+        let a: Vec<_> = (0..3)
+            .map(|i| scaler(&clients, &format!("{}/a{i}", s.base), &[], &[]).unwrap())
+            .collect();
+        let b = scaler_in(&clients, &format!("{}/b", s.base), &[], &[], "team-b").unwrap();
+        let (ra, rb) = tokio::join!(
+            futures::future::join_all(a.iter().map(|s| s.sample())),
+            b.sample()
+        );
+        let overloaded: Vec<String> = ra
+            .iter()
+            .filter_map(|r| match r {
+                Err(e @ ScalerError::Overloaded { .. }) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(overloaded.len(), 1, "{ra:?}");
+        assert!(
+            overloaded[0].contains("namespace \"team-a\" already has 2 prometheus queries in flight"),
+            "{}",
+            overloaded[0]
+        );
+        assert_eq!(
+            ra.iter()
+                .filter(|r| matches!(r, Err(ScalerError::Timeout { .. })))
+                .count(),
+            2
+        );
+        assert!(
+            matches!(rb, Err(ScalerError::Timeout { .. })),
+            "team-b is not limited by team-a: {rb:?}"
+        );
+        assert_eq!(
+            s.heads.lock().unwrap().len(),
+            3,
+            "two of team-a's queries, one of team-b's"
+        );
     }
 
     #[test]
