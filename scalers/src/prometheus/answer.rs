@@ -283,4 +283,20 @@ mod tests {
         .unwrap_err();
         assert!(!e.to_string().contains("secret-token"), "{e}");
     }
+
+    proptest::proptest! {
+        // Any body, and any value text in a well-formed answer: a value or an error, no panic;
+        // a value is always finite.
+        #[test]
+        fn arbitrary_answers_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256), raw in ".{0,24}", ignore: bool) {
+            if let Ok(v) = value_of(&body, ignore) {
+                proptest::prop_assert!(v.is_finite());
+            }
+            let doc = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, raw]}]}});
+            if let Ok(v) = value_of(doc.to_string().as_bytes(), ignore) {
+                proptest::prop_assert!(v.is_finite());
+            }
+            let _ = error_text(&body);
+        }
+    }
 }

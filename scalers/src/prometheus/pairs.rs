@@ -268,4 +268,27 @@ mod tests {
             Err(PairsProblem::ReservedParameter(_))
         ));
     }
+
+    proptest::proptest! {
+        // Any text: pairs or an error, no panic; what is accepted is within the bounds and
+        // never a reserved header.
+        #[test]
+        fn arbitrary_pairs_never_panic(
+            raw in ".{0,300}",
+            entries in proptest::collection::vec(("[!-~]{0,12}", "[ -~\r\n]{0,12}"), 0..40),
+            structured: bool,
+        ) {
+            let text = match structured {
+                false => raw,
+                true => entries.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            };
+            if let Ok(headers) = custom_headers(&text) {
+                proptest::prop_assert!(headers.len() <= MAX_PAIRS);
+                for (name, _) in &headers {
+                    proptest::prop_assert!(!RESERVED_HEADERS.contains(&name.as_str()));
+                }
+            }
+            let _ = query_parameters(&text, true);
+        }
+    }
 }
