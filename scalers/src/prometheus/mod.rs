@@ -108,7 +108,7 @@ pub static DECL: ScalerDecl = ScalerDecl {
     check,
     metric_detail,
     thresholds,
-    warnings: crate::params::no_warnings,
+    warnings,
     docs: DeclDocs {
         summary: "Scales on the value of a PromQL query, asked of a Prometheus-compatible HTTP API.",
         checks: &[
@@ -152,6 +152,33 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
             .map(|problem| ParamError::new(problem.param(), problem.to_string()))
             .collect(),
     }
+}
+
+/// Credentials given without the auth mode that sends them: KEDA ignores them silently, and so
+/// does ebb, but says so.
+fn warnings(p: &ParsedParams) -> Vec<String> {
+    let modes: Vec<String> = p
+        .list("authModes")
+        .or_else(|| p.list("authMode"))
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.to_ascii_lowercase())
+        .collect();
+    let unused: &[(&str, &[&str])] = &[
+        ("bearer", &["bearerToken", "token"]),
+        ("basic", &["username", "password"]),
+        ("tls", &["cert", "key"]),
+        ("custom", &["customAuthHeader", "customAuthValue"]),
+    ];
+    unused
+        .iter()
+        .filter(|(mode, _)| !modes.iter().any(|m| m == mode))
+        .flat_map(|(mode, params)| {
+            params.iter().filter(|param| p.is_set(param)).map(move |param| {
+                format!("{param} is given but authModes does not include {mode}: it is not sent")
+            })
+        })
+        .collect()
 }
 
 fn thresholds(p: &ParsedParams) -> Thresholds {
@@ -510,6 +537,32 @@ mod tests {
         let c = PrometheusConfig::try_from(&p).unwrap();
         assert_eq!(c.auth.authorization.unwrap(), "Basic dTpwdw==");
         assert_eq!(c.auth.secrets, ["pw"]);
+    }
+
+    #[test]
+    fn credentials_without_their_mode_are_warned_about() {
+        let p = parse_with(
+            &DECL,
+            &[SERVER, THRESHOLD, QUERY, ("authModes", "basic")],
+            &[("username", "u"), ("bearerToken", "t"), ("key", "k")],
+        )
+        .unwrap();
+        assert_eq!(
+            (DECL.warnings)(&p),
+            [
+                "bearerToken is given but authModes does not include bearer: it is not sent",
+                "key is given but authModes does not include tls: it is not sent",
+            ]
+        );
+        let p = parse_with(&DECL, &[SERVER, THRESHOLD, QUERY], &[("bearerToken", "t")]).unwrap();
+        assert_eq!((DECL.warnings)(&p).len(), 1);
+        let p = parse_with(
+            &DECL,
+            &[SERVER, THRESHOLD, QUERY, ("authModes", "bearer")],
+            &[("bearerToken", "t")],
+        )
+        .unwrap();
+        assert!((DECL.warnings)(&p).is_empty());
     }
 
     #[test]
