@@ -46,9 +46,11 @@ pub static PARAMS: &[Param] = &[
     Param::string("namespace")
         .doc("Sent as the `namespace` query parameter, for servers that scope queries by it (Thanos Querier, prom-label-proxy)."),
     Param::string("customHeaders")
-        .doc("Extra request headers, `name=value,name2=value2` (at most 32; not Authorization, Host or framing headers: credentials go in the TriggerAuthentication)."),
+        .secret()
+        .doc("Extra request headers, `name=value,name2=value2` (at most 32; not Authorization, Host or framing headers: credentials go in the TriggerAuthentication); shown redacted, as values may be keys."),
     Param::string("queryParameters")
-        .doc("Extra query parameters, `key=value,key2=value2` (at most 32; not `query` or `time`), e.g. `dedup=true` for Thanos."),
+        .secret()
+        .doc("Extra query parameters, `key=value,key2=value2` (at most 32; not `query` or `time`), e.g. `dedup=true` for Thanos; shown redacted, as values may be keys."),
     Param::bool("ignoreNullValues")
         .default("true")
         .doc("Read an answer with no series, or a NaN or ±Inf value, as 0; when false these are errors. Never applies to failed requests."),
