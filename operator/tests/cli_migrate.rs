@@ -86,8 +86,8 @@ metadata: {name: web, namespace: shop}
 spec:
   scaleTargetRef: {name: web}
   triggers:
-  - type: prometheus
-    metadata: {serverAddress: "http://p:9090", query: up, threshold: "1"}
+  - type: datadog
+    metadata: {query: "sum:trace.hits{*}", queryValue: "7"}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: TriggerAuthentication
@@ -111,7 +111,7 @@ spec:
     assert!(!written.contains("hashiCorpVault"));
     assert!(
         err.contains(
-            "-#1: ScaledObject shop/web: spec.triggers[0].type: unsupported: trigger type \"prometheus\""
+            "-#1: ScaledObject shop/web: spec.triggers[0].type: unsupported: trigger type \"datadog\""
         ),
         "{err}"
     );

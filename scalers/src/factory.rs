@@ -202,6 +202,14 @@ mod tests {
                     ("sslmode", "disable"),
                 ],
             ),
+            (
+                "prometheus",
+                &[
+                    ("serverAddress", "http://h:9090"),
+                    ("query", "up"),
+                    ("threshold", "1"),
+                ],
+            ),
         ];
         let factory = ScalerFactory::default();
         for (ty, meta) in cases {

@@ -12,7 +12,7 @@ use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, postgresql, rabbitmq, redis};
+use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, postgresql, prometheus, rabbitmq, redis};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.
@@ -45,6 +45,7 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&redis::DECL, redis::build),
     ScalerKind::polled(&redis::STREAMS_DECL, redis::build_streams),
     ScalerKind::polled(&postgresql::DECL, postgresql::build),
+    ScalerKind::polled(&prometheus::DECL, prometheus::build),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -165,7 +166,8 @@ mod tests {
                 "metrics-api",
                 "redis",
                 "redis-streams",
-                "postgresql"
+                "postgresql",
+                "prometheus"
             ]
         );
         for ty in &types {
@@ -229,7 +231,7 @@ mod tests {
         // Arbitrary metadata never panics the parser, for any type, and errors always name the trigger.
         #[test]
         fn arbitrary_metadata_never_panics(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "x"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "x"]),
             meta in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..12),
             auth in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..4),
         ) {
@@ -245,7 +247,7 @@ mod tests {
         // Known keys with arbitrary values: still no panic.
         #[test]
         fn arbitrary_values_for_known_keys(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus"]),
             values in prop::collection::vec(".{0,30}", 30),
         ) {
             let decl = declaration(ty).unwrap();

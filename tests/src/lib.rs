@@ -286,6 +286,7 @@ pub mod metrics_api;
 pub mod nats;
 pub mod pods;
 pub mod postgres;
+|pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
 pub mod relay;

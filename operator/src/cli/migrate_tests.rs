@@ -34,8 +34,8 @@ spec:
   triggers:
   - type: kafka
     metadata: {bootstrapServers: "k:9092", consumerGroup: g, topic: t}
-  - type: prometheus
-    metadata: {serverAddress: "http://p:9090", query: up, threshold: "1"}
+  - type: datadog
+    metadata: {query: "sum:trace.hits{*}", queryValue: "7"}
 status:
   originalReplicaCount: 3
 "#;
@@ -73,7 +73,7 @@ fn a_scaled_object_is_rewritten_with_every_change_named() {
         serde_json::from_str::<Json>(
             r#"{"scaleTargetRef":{"name":"orders"},"triggers":[
         {"type":"kafka","metadata":{"bootstrapServers":"k:9092","consumerGroup":"g","topic":"t"}},
-        {"type":"prometheus","metadata":{"serverAddress":"http://p:9090","query":"up","threshold":"1"}}]}"#
+        {"type":"datadog","metadata":{"query":"sum:trace.hits{*}","queryValue":"7"}}]}"#
         )
         .unwrap()
     );
@@ -100,7 +100,7 @@ fn a_scaled_object_is_rewritten_with_every_change_named() {
     ))));
     assert!(
         lines.iter().any(|l| l.starts_with(&format!(
-            "{at}spec.triggers[1].type: unsupported: trigger type \"prometheus\" is not supported by ebb (it supports kafka,"
+            "{at}spec.triggers[1].type: unsupported: trigger type \"datadog\" is not supported by ebb (it supports kafka,"
         ))),
         "{lines:#?}"
     );
