@@ -29,6 +29,9 @@ pub struct ScalerKind {
     pub declaration: &'static ScalerDecl,
     /// What ebb does with its triggers.
     pub shape: Shape,
+    /// Whether `useCachedMetrics` may be set on its triggers (not for kinds the HPA reads
+    /// itself, nor for those whose value is cheap and exact at every request, as KEDA).
+    pub cached_metrics: bool,
 }
 
 /// What ebb does with a kind's triggers.
@@ -50,7 +53,14 @@ impl ScalerKind {
         Self {
             declaration,
             shape: Shape::Polled(build),
+            cached_metrics: true,
         }
+    }
+
+    /// The same kind, refusing `useCachedMetrics` (KEDA refuses it for cron, cpu and memory).
+    pub const fn without_cached_metrics(mut self) -> Self {
+        self.cached_metrics = false;
+        self
     }
 
     /// A trigger type the HPA reads itself: `metric` makes its HPA metric from the parsed
@@ -59,6 +69,7 @@ impl ScalerKind {
         Self {
             declaration,
             shape: Shape::Resource(metric),
+            cached_metrics: false,
         }
     }
 
@@ -75,7 +86,7 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&nats_jetstream::DECL, nats_jetstream::build),
     ScalerKind::polled(&aws_sqs::DECL, aws_sqs::build),
     ScalerKind::polled(&metrics_api::DECL, metrics_api::build),
-    ScalerKind::polled(&cron::DECL, cron::build),
+    ScalerKind::polled(&cron::DECL, cron::build).without_cached_metrics(),
     ScalerKind::resource(&cpu_memory::CPU_DECL, cpu_memory::cpu),
     ScalerKind::resource(&cpu_memory::MEMORY_DECL, cpu_memory::memory),
 ];

@@ -18,7 +18,7 @@ pub static PARAMS: &[Param] = &[
         .doc("Scale on this container's usage only (an HPA ContainerResource metric) instead of the whole pod's."),
     Param::one_of("type", &["Utilization", "AverageValue"])
         .deprecated("use the trigger's `metricType` field instead")
-        .doc("Deprecated: the target type; use the trigger's `metricType` (`Utilization` or `AverageValue`)."),
+        .doc("The target type, `Utilization` (a percentage of the requests) or `AverageValue`, as the trigger's `metricType` now says it."),
 ];
 
 const CHECKS: &[&str] = &[
@@ -40,7 +40,7 @@ const DIFFERENCES: &[&str] = &[
 pub static CPU_DECL: ScalerDecl = decl(
     "cpu",
     "Scales on the pods' CPU usage: an HPA Resource metric (ContainerResource with `containerName`), read by the HPA from the metrics server; ebb does not poll it.",
-    &[("value", "60")],
+    &[("value", "500m")],
 );
 
 /// The memory trigger's declaration.
