@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
-use crate::{Scaler, ScalerError};
 use crate::resource_metric::{ResourceFn, ResourceMetric, TargetType};
+use crate::{Scaler, ScalerError};
 use crate::{aws_sqs, cpu_memory, cron, kafka, metrics_api, nats_jetstream, rabbitmq};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
@@ -135,7 +135,10 @@ pub struct TriggerContext {
 impl ParsedTrigger {
     /// For a trigger of a resource kind ([`Shape::Resource`]): its HPA metric for the trigger's
     /// `metricType`, or every problem. `None` for polled kinds.
-    pub fn resource_metric(&self, metric_type: TargetType) -> Option<Result<ResourceMetric, Vec<ParamError>>> {
+    pub fn resource_metric(
+        &self,
+        metric_type: TargetType,
+    ) -> Option<Result<ResourceMetric, Vec<ParamError>>> {
         match kind(self.decl.trigger_type)?.shape {
             Shape::Resource(metric) => Some(metric(&self.params, metric_type)),
             Shape::Polled(_) => None,

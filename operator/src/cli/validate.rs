@@ -518,7 +518,8 @@ fn check_scaled_object(
     let namespace = so.metadata.namespace.as_deref().unwrap_or("default");
     // The same compilation the operator runs against the cluster, over the files given.
     let compiled = futures::executor::block_on(compile(bundle, namespace, so));
-    if let Some(problem) = crate::compile::triggers::scale_from_zero_problem(so.spec.min_replica_count, &compiled)
+    if let Some(problem) =
+        crate::compile::triggers::scale_from_zero_problem(so.spec.min_replica_count, &compiled)
         && let Some((field, message)) = problem.split_once(": ")
     {
         report.problems.push(Problem {

@@ -287,7 +287,11 @@ fn kind_rules(trigger: &Trigger, parsed: &ParsedTrigger) -> Result<Option<Resour
         }
         None => None,
     };
-    if errors.is_empty() { Ok(metric) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(metric)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -459,10 +463,18 @@ spec:
             let t = compiled(&object(triggers, "minReplicaCount: 1"));
             t[0].problem().unwrap_or_default()
         };
-        let p = problem(r#"[{type: metrics-api, metricType: Utilization, metadata: {url: "http://s/", valueLocation: v, targetValue: "5"}}]"#);
-        assert!(p.starts_with("spec.triggers[0] (metrics-api): metricType: Utilization is only"), "{p}");
+        let p = problem(
+            r#"[{type: metrics-api, metricType: Utilization, metadata: {url: "http://s/", valueLocation: v, targetValue: "5"}}]"#,
+        );
+        assert!(
+            p.starts_with("spec.triggers[0] (metrics-api): metricType: Utilization is only"),
+            "{p}"
+        );
         let p = problem(r#"[{type: cpu, metricType: Value, metadata: {value: "60"}}]"#);
-        assert!(p.contains("metricType: cpu supports Utilization or AverageValue"), "{p}");
+        assert!(
+            p.contains("metricType: cpu supports Utilization or AverageValue"),
+            "{p}"
+        );
         let p = problem(r#"[{type: cpu, metricType: Utilization, metadata: {value: "1.5"}}]"#);
         assert!(p.contains("value: \"1.5\" is not a whole percentage"), "{p}");
         for ty in ["cpu", "cron"] {
@@ -472,7 +484,9 @@ spec:
             assert!(p.contains("useCachedMetrics: not supported for"), "{ty}: {p}");
         }
         assert_eq!(
-            problem(r#"[{type: cron, metadata: {timezone: UTC, start: "0 8 * * *", end: "0 9 * * *", desiredReplicas: "2"}}]"#),
+            problem(
+                r#"[{type: cron, metadata: {timezone: UTC, start: "0 8 * * *", end: "0 9 * * *", desiredReplicas: "2"}}]"#
+            ),
             ""
         );
     }
@@ -480,9 +494,15 @@ spec:
     #[test]
     fn only_cpu_and_memory_at_min_zero_is_refused_naming_the_field() {
         for extra in ["", "minReplicaCount: 0"] {
-            let t = compiled(&object(r#"[{type: cpu, metricType: Utilization, metadata: {value: "60"}}, {type: memory, metadata: {value: 1Gi}}]"#, extra));
+            let t = compiled(&object(
+                r#"[{type: cpu, metricType: Utilization, metadata: {value: "60"}}, {type: memory, metadata: {value: 1Gi}}]"#,
+                extra,
+            ));
             let p = scale_from_zero_problem(0, &t).unwrap();
-            assert!(p.starts_with("spec.minReplicaCount: is 0, but every trigger is cpu/memory"), "{p}");
+            assert!(
+                p.starts_with("spec.minReplicaCount: is 0, but every trigger is cpu/memory"),
+                "{p}"
+            );
         }
         // An event trigger beside it can scale from zero.
         let t = compiled(&object(
@@ -515,7 +535,10 @@ spec:
         let sj: ScaledJob = serde_json::from_value(docs[0].value.clone()).unwrap();
         let t = futures::executor::block_on(compile_scaled_job(&bundle, "default", &sj));
         let p = t[0].problem().unwrap();
-        assert!(p.contains("type: memory is a metric the HPA reads, and a ScaledJob has no HPA"), "{p}");
+        assert!(
+            p.contains("type: memory is a metric the HPA reads, and a ScaledJob has no HPA"),
+            "{p}"
+        );
         assert!(t[0].resource.is_none());
     }
 }

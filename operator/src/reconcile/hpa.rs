@@ -184,7 +184,10 @@ pub fn is_subset(desired: &Json, live: &Json) -> bool {
 
 /// Whether two JSON strings are the same Kubernetes quantity (`1536Mi` and `1.5Gi`).
 fn same_quantity(a: &Json, b: &Json) -> bool {
-    match (a.as_str().and_then(parse_quantity), b.as_str().and_then(parse_quantity)) {
+    match (
+        a.as_str().and_then(parse_quantity),
+        b.as_str().and_then(parse_quantity),
+    ) {
         (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
         _ => false,
     }
@@ -193,7 +196,25 @@ fn same_quantity(a: &Json, b: &Json) -> bool {
 /// Whether the live HPA drifted from what ebb wants (someone edited it, or the ScaledObject changed).
 pub fn needs_apply(desired: &Json, live: Option<&Json>) -> bool {
     let Some(live) = live else { return true };
-    !(is_subset(&desired["spec"], &live["spec"])
+    // The metrics in any order: an API server storing autoscaling/v1 (Kubernetes before 1.23
+    // with v2 served) gives the cpu Utilization metric back last.
+    let without_metrics = |spec: &Json| {
+        let mut spec = spec.clone();
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("metrics");
+        }
+        spec
+    };
+    let metrics = |spec: &Json| spec["metrics"].as_array().cloned().unwrap_or_default();
+    let (wanted, found) = (metrics(&desired["spec"]), metrics(&live["spec"]));
+    let same_metrics = wanted.len() == found.len()
+        && wanted.iter().all(|w| found.iter().any(|f| is_subset(w, f)))
+        && found.iter().all(|f| wanted.iter().any(|w| is_subset(w, f)));
+    !(same_metrics
+        && is_subset(
+            &without_metrics(&desired["spec"]),
+            &without_metrics(&live["spec"]),
+        )
         && is_subset(&desired["metadata"]["labels"], &live["metadata"]["labels"])
         && is_subset(
             &desired["metadata"]["ownerReferences"],
@@ -280,6 +301,12 @@ mod tests {
         assert!(needs_apply(&hpa, Some(&live)));
         live["spec"]["metrics"][1]["containerResource"]["target"]["averageValue"] = json!("1536Mi");
         live["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = json!(61);
+        assert!(needs_apply(&hpa, Some(&live)));
+        // The same metrics in another order (autoscaling/v1 storage puts cpu last): not drift.
+        let mut live = hpa.clone();
+        live["spec"]["metrics"].as_array_mut().unwrap().rotate_left(1);
+        assert!(!needs_apply(&hpa, Some(&live)));
+        live["spec"]["metrics"].as_array_mut().unwrap().pop();
         assert!(needs_apply(&hpa, Some(&live)));
     }
 

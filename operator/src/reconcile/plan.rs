@@ -27,10 +27,10 @@ use crate::compile::inputs::TransientLookup;
 use crate::reasons;
 use crate::reconcile::conflicts::{Conflict, owned_by};
 use crate::reconcile::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply};
-use ebb_scalers::resource_metric::ResourceMetric;
 use crate::scale::decision::PauseState;
 use crate::scale::targets::{TargetError, TargetRef};
 use crate::status::{Readiness, ReconcileView, condition_status};
+use ebb_scalers::resource_metric::ResourceMetric;
 
 /// Why an object cannot be scaled: the message of `Ready=False`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -711,9 +711,17 @@ mod tests {
         let HpaStep::Apply { desired, .. } = &planned(&f).hpa else {
             panic!()
         };
-        let names: Vec<&Json> = desired["spec"]["metrics"].as_array().unwrap().iter().map(|m| &m["type"]).collect();
+        let names: Vec<&Json> = desired["spec"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["type"])
+            .collect();
         assert_eq!(names, [&json!("Resource"), &json!("External")]);
-        assert_eq!(desired["spec"]["metrics"][1]["external"]["metric"]["name"], "composite-metric");
+        assert_eq!(
+            desired["spec"]["metrics"][1]["external"]["metric"]["name"],
+            "composite-metric"
+        );
     }
 
     #[test]

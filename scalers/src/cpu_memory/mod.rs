@@ -84,14 +84,18 @@ fn check(p: &ParsedParams) -> Vec<ParamError> {
         ));
     }
     if p.str("value").is_some_and(|v| v.len() > MAX_LEN) {
-        errors.push(ParamError::new("value", format!("longer than {MAX_LEN} characters")));
+        errors.push(ParamError::new(
+            "value",
+            format!("longer than {MAX_LEN} characters"),
+        ));
     }
     errors
 }
 
 fn is_dns_label(s: &str) -> bool {
     (1..=63).contains(&s.len())
-        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -164,7 +168,9 @@ fn resource_metric(
             _ => {
                 return Err(vec![ParamError::new(
                     "value",
-                    format!("{value:?} is not a Kubernetes quantity above 0 such as 500m or 512Mi (AverageValue)"),
+                    format!(
+                        "{value:?} is not a Kubernetes quantity above 0 such as 500m or 512Mi (AverageValue)"
+                    ),
                 )]);
             }
         },
@@ -201,13 +207,24 @@ mod tests {
             ResourceTarget::Utilization(50)
         );
         assert_eq!(
-            metric(&CPU_DECL, &[("value", "50")], AverageValue).unwrap().target,
+            metric(&CPU_DECL, &[("value", "50")], AverageValue)
+                .unwrap()
+                .target,
             ResourceTarget::AverageValue("50".into())
         );
-        assert!(metric(&CPU_DECL, &[("value", "50")], Value).unwrap_err().contains("not Value"));
+        assert!(
+            metric(&CPU_DECL, &[("value", "50")], Value)
+                .unwrap_err()
+                .contains("not Value")
+        );
         assert!(metric(&CPU_DECL, &[("value", "")], AverageValue).is_err());
         // Container metrics.
-        let m = metric(&CPU_DECL, &[("value", "50"), ("containerName", "foo")], Utilization).unwrap();
+        let m = metric(
+            &CPU_DECL,
+            &[("value", "50"), ("containerName", "foo")],
+            Utilization,
+        )
+        .unwrap();
         assert_eq!((m.resource, m.container.as_deref()), ("cpu", Some("foo")));
         let m = metric(&MEMORY_DECL, &[("value", "512Mi")], AverageValue).unwrap();
         assert_eq!((m.resource, m.container), ("memory", None));
@@ -220,15 +237,27 @@ mod tests {
         let u = |meta: &[(&str, &str)], t| metric(&MEMORY_DECL, meta, t);
         // `type` wins over the default AverageValue.
         assert_eq!(
-            u(&[("value", "70"), ("type", "Utilization")], AverageValue).unwrap().target,
+            u(&[("value", "70"), ("type", "Utilization")], AverageValue)
+                .unwrap()
+                .target,
             ResourceTarget::Utilization(70)
         );
         assert_eq!(
-            u(&[("value", "70"), ("type", "utilization")], Utilization).unwrap().target,
+            u(&[("value", "70"), ("type", "utilization")], Utilization)
+                .unwrap()
+                .target,
             ResourceTarget::Utilization(70)
         );
-        assert!(u(&[("value", "70"), ("type", "AverageValue")], Utilization).unwrap_err().contains("disagree"));
-        assert!(u(&[("value", "70"), ("type", "Utilization")], Value).unwrap_err().contains("disagree"));
+        assert!(
+            u(&[("value", "70"), ("type", "AverageValue")], Utilization)
+                .unwrap_err()
+                .contains("disagree")
+        );
+        assert!(
+            u(&[("value", "70"), ("type", "Utilization")], Value)
+                .unwrap_err()
+                .contains("disagree")
+        );
         assert!(parse_meta(&MEMORY_DECL, &[("value", "70"), ("type", "Value")]).is_err());
         let p = parse_meta(&MEMORY_DECL, &[("value", "70"), ("type", "Utilization")]).unwrap();
         assert!(!p.warnings.is_empty(), "type is deprecated");
@@ -251,7 +280,14 @@ mod tests {
             let e = metric(&CPU_DECL, &[("value", value)], t).unwrap_err();
             assert!(e.starts_with("value:"), "{value}: {e}");
         }
-        assert!(metric(&CPU_DECL, &[("value", "1"), ("containerName", "Bad_Name")], Utilization).is_err());
+        assert!(
+            metric(
+                &CPU_DECL,
+                &[("value", "1"), ("containerName", "Bad_Name")],
+                Utilization
+            )
+            .is_err()
+        );
         let long = "9".repeat(300);
         assert!(metric(&CPU_DECL, &[("value", &long)], AverageValue).is_err());
     }

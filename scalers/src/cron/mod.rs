@@ -28,9 +28,9 @@ pub static PARAMS: &[Param] = &[
     Param::string("timezone")
         .required()
         .doc("IANA time zone whose wall clock `start` and `end` read, e.g. `Europe/Berlin` or `Etc/UTC`."),
-    Param::string("start")
-        .required()
-        .doc("Five-field cron expression (minute hour day-of-month month day-of-week) at which the window opens."),
+    Param::string("start").required().doc(
+        "Five-field cron expression (minute hour day-of-month month day-of-week) at which the window opens.",
+    ),
     Param::string("end")
         .required()
         .doc("Five-field cron expression at which the window closes."),
@@ -255,8 +255,16 @@ mod tests {
             VALID,
             &with(&[("start", "0 */2 * * *"), ("end", "0 1-23/2 * * *")]),
             &with(&[("start", "0,30 * * * *"), ("end", "15,45 * * * *")]),
-            &with(&[("timezone", "Asia/Kolkata"), ("start", "30-33 * * * *"), ("end", "45 * * * *")]),
-            &with(&[("timezone", "Asia/Kolkata"), ("start", "30 * * * *"), ("end", "45-50 * * * *")]),
+            &with(&[
+                ("timezone", "Asia/Kolkata"),
+                ("start", "30-33 * * * *"),
+                ("end", "45 * * * *"),
+            ]),
+            &with(&[
+                ("timezone", "Asia/Kolkata"),
+                ("start", "30 * * * *"),
+                ("end", "45-50 * * * *"),
+            ]),
             &with(&[("timezone", "america/new_york")]),
         ];
         for meta in ok {
@@ -272,12 +280,24 @@ mod tests {
             (with(&[("start", "-30 * * * *")]), "start", "negative"),
             (with(&[("end", "-50 * * * *")]), "end", "negative"),
             (with(&[("end", "50 * * -3 *")]), "end", "negative"),
-            (with(&[("start", "30 * * * *"), ("end", "30 * * * *")]), "end", "same schedule"),
-            (with(&[("start", "30 * * * *"), ("end", "30  *  * * ?")]), "end", "same schedule"),
+            (
+                with(&[("start", "30 * * * *"), ("end", "30 * * * *")]),
+                "end",
+                "same schedule",
+            ),
+            (
+                with(&[("start", "30 * * * *"), ("end", "30  *  * * ?")]),
+                "end",
+                "same schedule",
+            ),
             (with(&[("desiredReplicas", "0")]), "desiredReplicas", ""),
             (with(&[("desiredReplicas", "-2")]), "desiredReplicas", ""),
             (with(&[("desiredReplicas", "two")]), "desiredReplicas", ""),
-            (with(&[("timezone", "Mars/Olympus")]), "timezone", "unknown time zone"),
+            (
+                with(&[("timezone", "Mars/Olympus")]),
+                "timezone",
+                "unknown time zone",
+            ),
             (with(&[("timezone", "Local")]), "timezone", "unknown time zone"),
             (with(&[("start", "@daily")]), "start", "descriptors"),
             (with(&[("start", "0 0 30 2 *")]), "start", "never fires"),
@@ -312,7 +332,13 @@ mod tests {
     #[test]
     fn the_zone_database_is_bundled() {
         // The same zones resolve whatever the host has in /usr/share/zoneinfo.
-        for zone in ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Etc/UTC", "UTC"] {
+        for zone in [
+            "Europe/Berlin",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Etc/UTC",
+            "UTC",
+        ] {
             assert!(time_zone(zone).is_ok(), "{zone}");
         }
         assert!(database().available().count() > 300);
@@ -323,8 +349,24 @@ mod tests {
 
     #[tokio::test]
     async fn builds_and_samples() {
-        let trigger = crate::parse_trigger(0, "cron", &VALID.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), None, None).unwrap();
-        assert_eq!(trigger.thresholds, Thresholds { target: 1.0, activation: 0.0 });
+        let trigger = crate::parse_trigger(
+            0,
+            "cron",
+            &VALID
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            trigger.thresholds,
+            Thresholds {
+                target: 1.0,
+                activation: 0.0
+            }
+        );
         let scaler = build(&crate::ScalerFactory::default(), &trigger).unwrap();
         let s = scaler.sample().await.unwrap();
         assert_eq!(s.value, if s.active { 10.0 } else { 0.0 });

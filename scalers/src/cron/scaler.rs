@@ -106,9 +106,13 @@ async fn timer(inner: Weak<Inner>) {
     loop {
         let sleep = {
             let Some(inner) = inner.upgrade() else { return };
-            let Some(sender) = inner.activity.get() else { return };
+            let Some(sender) = inner.activity.get() else {
+                return;
+            };
             let state = window_at(&inner.window, inner.clock.now());
-            sender.send_if_modified(|active| std::mem::replace(active, state.inside) != state.inside);
+            let flipped =
+                sender.send_if_modified(|active| std::mem::replace(active, state.inside) != state.inside);
+            tracing::debug!(inside = state.inside, flipped, next_boundary = ?state.next_boundary, "cron window");
             let until = state
                 .next_boundary
                 .map(|b| b.duration_since(inner.clock.now()))
@@ -168,6 +172,30 @@ mod tests {
         let s = scaler.sample().await.unwrap();
         assert_eq!((s.value, s.active), (4.0, true));
         assert!(scaler.samples_are_cheap());
+    }
+
+    #[tokio::test]
+    async fn the_timer_flips_on_time_in_real_time() {
+        // 1.5 s before the window closes (09:30 CEST), on the real clock's pace.
+        let clock = Arc::new(TokioClock {
+            base: "2026-06-01T07:29:58.5Z".parse().unwrap(),
+            started: tokio::time::Instant::now(),
+        });
+        let scaler = CronScaler::new(window(), clock.clone(), 1.0);
+        let mut rx = scaler.activity_changes().unwrap();
+        assert!(*rx.borrow_and_update());
+        tokio::time::timeout(Duration::from_secs(3), rx.changed())
+            .await
+            .expect("flipped within 3 s")
+            .unwrap();
+        assert!(!*rx.borrow());
+        let late = clock
+            .now()
+            .duration_since("2026-06-01T07:30:00Z".parse().unwrap());
+        assert!(
+            late.is_positive() && late < jiff::SignedDuration::from_millis(200),
+            "{late}"
+        );
     }
 
     #[test]

@@ -55,7 +55,11 @@ pub fn window_at(window: &CronWindow, now: Timestamp) -> WindowState {
     };
     WindowState {
         inside,
-        value: if inside { window.desired_replicas as f64 } else { 0.0 },
+        value: if inside {
+            window.desired_replicas as f64
+        } else {
+            0.0
+        },
         next_boundary,
     }
 }
