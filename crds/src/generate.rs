@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(trigger["metricType"]["default"], "AverageValue");
         assert_eq!(
             trigger["metricType"]["enum"],
-            serde_json::json!(["AverageValue", "Value"])
+            serde_json::json!(["AverageValue", "Value", "Utilization"])
         );
         let fallback = &p["fallback"]["properties"];
         assert_eq!(

@@ -25,7 +25,7 @@ pub use scaled_job::{
 pub use scaled_object::{
     Advanced, AuthenticationRef, AuthenticationRefKind, Fallback, FallbackBehavior, HealthStatus,
     HorizontalPodAutoscalerConfig, MetricHealth, MetricType, ScaleTargetRef, ScaledObject, ScaledObjectSpec,
-    ScaledObjectStatus, ScalingModifiers, Trigger,
+    ScaledObjectStatus, ScalingModifiers, Trigger, TriggerMetricType,
 };
 pub use trigger_authentication::{
     AuthConfigMapTargetRef, AuthEnvironment, AuthSecretTargetRef, ClusterTriggerAuthentication,

@@ -234,9 +234,10 @@ pub struct Trigger {
     /// Where the trigger's credentials come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication_ref: Option<AuthenticationRef>,
-    /// HPA target type of this trigger's metric.
+    /// HPA target type of this trigger's metric: AverageValue or Value for event triggers;
+    /// Utilization or AverageValue for cpu and memory.
     #[serde(default)]
-    pub metric_type: MetricType,
+    pub metric_type: TriggerMetricType,
     /// Let the HPA read the value from ebb's poll cache.
     #[serde(default)]
     pub use_cached_metrics: bool,
@@ -258,6 +259,39 @@ impl MetricType {
         match self {
             MetricType::AverageValue => "AverageValue",
             MetricType::Value => "Value",
+        }
+    }
+}
+
+/// HPA target type of a trigger's metric: [`MetricType`]'s two for external metrics, and
+/// `Utilization` for the resource metrics (cpu, memory) only.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TriggerMetricType {
+    /// The value is a total spread over the replicas (a quantity per pod for cpu and memory).
+    #[default]
+    AverageValue,
+    /// The value is a gauge.
+    Value,
+    /// A percentage of the pods' resource requests (cpu and memory only).
+    Utilization,
+}
+
+impl TriggerMetricType {
+    /// The name used in the HPA spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AverageValue => "AverageValue",
+            Self::Value => "Value",
+            Self::Utilization => "Utilization",
+        }
+    }
+
+    /// The external metric's target type, or `None` for `Utilization`.
+    pub fn external(self) -> Option<MetricType> {
+        match self {
+            Self::AverageValue => Some(MetricType::AverageValue),
+            Self::Value => Some(MetricType::Value),
+            Self::Utilization => None,
         }
     }
 }

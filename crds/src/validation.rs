@@ -185,7 +185,7 @@ mod tests {
             (s.min_replica_count, s.max_replica_count, s.idle_replica_count),
             (0, 100, None)
         );
-        assert_eq!(s.triggers[0].metric_type, MetricType::AverageValue);
+        assert_eq!(s.triggers[0].metric_type, crate::TriggerMetricType::AverageValue);
         assert!(!s.triggers[0].use_cached_metrics);
         assert!(validate_spec(&s).is_empty());
     }
@@ -221,7 +221,7 @@ mod tests {
         // trigger in fallback, which holds the HPA at exactly the fallback count.
         for behavior in [FallbackBehavior::Static, FallbackBehavior::CurrentReplicas] {
             let mut s = spec(0, 3, None);
-            s.triggers[0].metric_type = MetricType::Value;
+            s.triggers[0].metric_type = crate::TriggerMetricType::Value;
             s.fallback = Some(Fallback {
                 failure_threshold: 3,
                 replicas: 2,

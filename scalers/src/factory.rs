@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::registry::{ParsedTrigger, kind};
+use crate::registry::{ParsedTrigger, ScalerKind, Shape, kind};
 use crate::{Scaler, ScalerError};
 
 /// Settings shared by every scaler a [`ScalerFactory`] builds.
@@ -73,7 +73,14 @@ impl ScalerFactory {
     /// sampling does.
     pub fn build(&self, trigger: &ParsedTrigger) -> Result<Arc<dyn Scaler>, ScalerError> {
         match kind(trigger.decl.trigger_type) {
-            Some(kind) => (kind.build)(self, trigger),
+            Some(ScalerKind {
+                shape: Shape::Polled(build),
+                ..
+            }) => build(self, trigger),
+            Some(_) => Err(ScalerError::InvalidConfig(format!(
+                "{} is read by the HPA from the metrics server: ebb does not poll it",
+                trigger.decl.trigger_type
+            ))),
             None => Err(ScalerError::Unsupported {
                 trigger_type: trigger.decl.trigger_type.to_string(),
             }),
@@ -163,7 +170,16 @@ mod tests {
 
     #[test]
     fn every_registered_kind_builds_without_a_runtime() {
-        let cases: [(&str, &[(&str, &str)]); 6] = [
+        let cases: [(&str, &[(&str, &str)]); 8] = [
+            (
+                "cron",
+                &[
+                    ("timezone", "Etc/UTC"),
+                    ("start", "0 8 * * *"),
+                    ("end", "0 9 * * *"),
+                    ("desiredReplicas", "2"),
+                ],
+            ),
             (
                 "metrics-api",
                 &[
@@ -222,5 +238,12 @@ mod tests {
             let scaler = factory.build(&trigger).unwrap_or_else(|e| panic!("{ty}: {e}"));
             assert_eq!(scaler.trigger_type(), ty);
         }
+        // Resource kinds have no scaler: the HPA reads them.
+        let meta: BTreeMap<String, String> = [("value".to_string(), "50".to_string())].into();
+        let cpu = crate::parse_trigger(0, "cpu", &meta, None, None).unwrap();
+        let Err(e) = factory.build(&cpu) else {
+            panic!("cpu built a scaler")
+        };
+        assert!(e.to_string().contains("ebb does not poll it"), "{e}");
     }
 }

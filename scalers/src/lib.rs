@@ -10,12 +10,16 @@
 //! `ScalerDecl` and a `build` that takes its clients from [`ScalerFactory::shared`]) with the
 //! client beside it, add `ScalerKind::polled(&<scaler>::DECL, <scaler>::build)` to [`registry::KINDS`], and declare
 //! the module (`pub mod <scaler>;`) below. Nothing outside the folder names its client type.
+//! A trigger the HPA reads itself (`cpu`, `memory`) registers with `ScalerKind::resource` and a
+//! function making its HPA metric ([`resource_metric`]) instead of a `build`.
 //!
 //! Errors ([`ScalerError`]) name the endpoint with any `user:password@` masked and never carry
 //! credentials, tokens or auth headers.
 
 pub mod aws_sqs;
 pub mod common;
+pub mod cpu_memory;
+pub mod cron;
 pub mod factory;
 pub mod kafka;
 pub mod metric_name;
@@ -27,6 +31,7 @@ pub mod postgresql;
 pub mod rabbitmq;
 pub mod redis;
 pub mod registry;
+pub mod resource_metric;
 
 pub use factory::{FactoryOptions, ScalerFactory};
 pub use params::{ParamError, ParsedParams, ScalerDecl, Thresholds, TriggerInput, TriggerParseError};

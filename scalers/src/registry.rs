@@ -3,7 +3,10 @@
 //! type.
 //!
 //! Adding a scaler is its folder (`src/<scaler>/`: the declaration, the typed config, the client
-//! and a `build` at the end of its `mod.rs`) plus one line in [`KINDS`].
+//! and a `build` at the end of its `mod.rs`) plus one line in [`KINDS`]. A kind has one of two
+//! shapes ([`Shape`]): *polled* (`build` makes a [`Scaler`] that ebb samples and serves as an
+//! External metric) or *resource* (a [`ResourceFn`] makes the HPA's Resource or
+//! ContainerResource metric; ebb never samples it, and it never counts for activity).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +14,9 @@ use std::sync::Arc;
 use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
+use crate::resource_metric::{ResourceFn, ResourceMetric, TargetType};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, postgresql, prometheus, rabbitmq, redis};
+use crate::{aws_sqs, cpu_memory, cron, kafka, metrics_api, nats_jetstream, postgresql, prometheus, rabbitmq, redis};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.
@@ -23,15 +27,55 @@ pub type BuildFn = fn(&ScalerFactory, &ParsedTrigger) -> Result<Arc<dyn Scaler>,
 pub struct ScalerKind {
     /// Its parameters, rules, thresholds and warnings.
     pub declaration: &'static ScalerDecl,
-    /// Builds its scaler from a trigger parsed by `declaration`.
-    pub build: BuildFn,
+    /// What ebb does with its triggers.
+    pub shape: Shape,
+    /// Whether `useCachedMetrics` may be set on its triggers (not for kinds the HPA reads
+    /// itself, nor for those whose value is cheap and exact at every request, as KEDA).
+    pub cached_metrics: bool,
+}
+
+/// What ebb does with a kind's triggers.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// ebb builds a [`Scaler`], polls (or watches) it, and serves it to the HPA as an External
+    /// metric.
+    Polled(BuildFn),
+    /// The HPA reads the metric itself (a Resource or ContainerResource metric from the metrics
+    /// server): ebb only writes it into the HPA. Such triggers never count for activity, and an
+    /// object whose triggers are all of this shape is always active.
+    Resource(ResourceFn),
 }
 
 impl ScalerKind {
     /// A trigger type whose scaler ebb polls (or watches) and serves to the HPA as an external
     /// metric.
     pub const fn polled(declaration: &'static ScalerDecl, build: BuildFn) -> Self {
-        Self { declaration, build }
+        Self {
+            declaration,
+            shape: Shape::Polled(build),
+            cached_metrics: true,
+        }
+    }
+
+    /// The same kind, refusing `useCachedMetrics` (KEDA refuses it for cron, cpu and memory).
+    pub const fn without_cached_metrics(mut self) -> Self {
+        self.cached_metrics = false;
+        self
+    }
+
+    /// A trigger type the HPA reads itself: `metric` makes its HPA metric from the parsed
+    /// parameters and the trigger's `metricType`.
+    pub const fn resource(declaration: &'static ScalerDecl, metric: ResourceFn) -> Self {
+        Self {
+            declaration,
+            shape: Shape::Resource(metric),
+            cached_metrics: false,
+        }
+    }
+
+    /// Whether the HPA reads this kind's metric itself (ebb never polls it).
+    pub fn is_resource(&self) -> bool {
+        matches!(self.shape, Shape::Resource(_))
     }
 }
 
@@ -46,6 +90,9 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&redis::STREAMS_DECL, redis::build_streams),
     ScalerKind::polled(&postgresql::DECL, postgresql::build),
     ScalerKind::polled(&prometheus::DECL, prometheus::build),
+    ScalerKind::polled(&cron::DECL, cron::build).without_cached_metrics(),
+    ScalerKind::resource(&cpu_memory::CPU_DECL, cpu_memory::cpu),
+    ScalerKind::resource(&cpu_memory::MEMORY_DECL, cpu_memory::memory),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -90,6 +137,18 @@ pub struct TriggerContext {
 }
 
 impl ParsedTrigger {
+    /// For a trigger of a resource kind ([`Shape::Resource`]): its HPA metric for the trigger's
+    /// `metricType`, or every problem. `None` for polled kinds.
+    pub fn resource_metric(
+        &self,
+        metric_type: TargetType,
+    ) -> Option<Result<ResourceMetric, Vec<ParamError>>> {
+        match kind(self.decl.trigger_type)?.shape {
+            Shape::Resource(metric) => Some(metric(&self.params, metric_type)),
+            Shape::Polled(_) => None,
+        }
+    }
+
     /// Configuration that works but often surprises (e.g. rabbitmq over AMQP counts ready
     /// messages only), from the trigger's declaration.
     pub fn warnings(&self) -> Vec<String> {
@@ -167,7 +226,10 @@ mod tests {
                 "redis",
                 "redis-streams",
                 "postgresql",
-                "prometheus"
+                "prometheus",
+                "cron",
+                "cpu",
+                "memory"
             ]
         );
         for ty in &types {
@@ -231,7 +293,7 @@ mod tests {
         // Arbitrary metadata never panics the parser, for any type, and errors always name the trigger.
         #[test]
         fn arbitrary_metadata_never_panics(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "x"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "cron", "cpu", "memory", "x"]),
             meta in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..12),
             auth in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..4),
         ) {
@@ -247,7 +309,7 @@ mod tests {
         // Known keys with arbitrary values: still no panic.
         #[test]
         fn arbitrary_values_for_known_keys(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "cron", "cpu", "memory"]),
             values in prop::collection::vec(".{0,30}", 30),
         ) {
             let decl = declaration(ty).unwrap();

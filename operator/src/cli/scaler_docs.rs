@@ -144,6 +144,10 @@ pub fn example_yaml(view: &TypeView) -> String {
         "apiVersion: ebb.dev/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: worker\nspec:\n  \
          scaleTargetRef:\n    name: worker\n  triggers:\n",
     );
+    // Triggers the HPA reads itself (cpu, memory) cannot scale from zero on their own.
+    if ebb_scalers::registry::kind(ty).is_some_and(|k| k.is_resource()) {
+        out = out.replace("\n  triggers:\n", "\n  minReplicaCount: 1\n  triggers:\n");
+    }
     let _ = writeln!(out, "    - type: {ty}\n      metadata:");
     for entry in &view.example_metadata {
         let _ = writeln!(out, "        {}: {}", entry.name, yaml_string(entry.value));

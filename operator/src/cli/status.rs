@@ -354,7 +354,14 @@ fn trigger_views(g: &Gathered) -> Vec<TriggerView> {
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let metric = status.external_metric_names.get(i).cloned().unwrap_or_default();
+            // Triggers the HPA reads itself (cpu, memory) have no external metric: find by index prefix.
+            let prefix = format!("s{i}-");
+            let metric = status
+                .external_metric_names
+                .iter()
+                .find(|n| n.starts_with(&prefix))
+                .cloned()
+                .unwrap_or_default();
             // Offline parse (no credentials, no env): enough for the activation threshold.
             let parsed = ebb_scalers::registry::parse_trigger(i, &t.type_, &t.metadata, None, None).ok();
             let found = reading(&metric);

@@ -518,6 +518,15 @@ fn check_scaled_object(
     let namespace = so.metadata.namespace.as_deref().unwrap_or("default");
     // The same compilation the operator runs against the cluster, over the files given.
     let compiled = futures::executor::block_on(compile(bundle, namespace, so));
+    if let Some(problem) =
+        crate::compile::triggers::scale_from_zero_problem(so.spec.min_replica_count, &compiled)
+        && let Some((field, message)) = problem.split_once(": ")
+    {
+        report.problems.push(Problem {
+            field: field.to_string(),
+            message: message.to_string(),
+        });
+    }
     report_triggers(&so.spec.triggers, compiled, report, options);
 }
 
@@ -576,6 +585,25 @@ spec:
   - type: metrics-api
     metadata: {url: "http://src:8080/", valueLocation: depth, targetValue: "5"}
 "#;
+
+    #[test]
+    fn only_cpu_and_memory_at_min_zero_is_a_problem_of_min_replica_count() {
+        let only_cpu = VALID.replace(
+            "  - type: metrics-api\n    metadata: {url: \"http://src:8080/\", valueLocation: depth, targetValue: \"5\"}",
+            "  - type: cpu\n    metricType: Utilization\n    metadata: {value: \"60\"}",
+        );
+        assert!(only_cpu.contains("type: cpu"), "{only_cpu}");
+        let r = check(&only_cpu);
+        assert!(!r.is_valid());
+        let lines = r.problem_lines().join("\n");
+        assert!(lines.contains("spec.minReplicaCount"), "{lines}");
+        assert!(lines.contains("cannot scale up from zero"), "{lines}");
+        let with_min = only_cpu.replace("  triggers:", "  minReplicaCount: 1\n  triggers:");
+        let r = check(&with_min);
+        assert!(r.is_valid(), "{:?}", r.problem_lines());
+        let hpa_metric = &r.objects[0].triggers[0];
+        assert!(hpa_metric.metric_name.is_some() || hpa_metric.params.is_some());
+    }
 
     #[test]
     fn valid_object_is_normalised_with_defaults() {

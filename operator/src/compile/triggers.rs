@@ -4,11 +4,12 @@
 //! and the reconciler both call [`compile`]; what they do with a trigger that does not compile
 //! differs (a report per field, or one `Ready=False` message).
 
-use ebb_crds::{MetricType, PodIdentityProvider, ScaledJob, ScaledObject, Trigger};
+use ebb_crds::{MetricType, PodIdentityProvider, ScaledJob, ScaledObject, Trigger, TriggerMetricType};
 use std::sync::Arc;
 
-use ebb_scalers::registry::ParsedTrigger;
-use ebb_scalers::{Scaler, ScalerFactory, TriggerParseError};
+use ebb_scalers::registry::{ParsedTrigger, kind};
+use ebb_scalers::resource_metric::{ResourceMetric, TargetType};
+use ebb_scalers::{ParamError, Scaler, ScalerFactory, TriggerParseError};
 
 use crate::compile::inputs::{EnvSource, ObjectSource, ResolvedInputs, TransientLookup, resolve};
 
@@ -16,6 +17,8 @@ use crate::compile::inputs::{EnvSource, ObjectSource, ResolvedInputs, TransientL
 pub enum Built<'a> {
     /// The scaler, and the parsed trigger it was built from.
     Scaler(&'a ParsedTrigger, Arc<dyn Scaler>),
+    /// A trigger the HPA reads itself (cpu, memory): its HPA metric; nothing to poll.
+    Resource(&'a ResourceMetric),
     /// Why the trigger cannot be used, one line naming it (secrets scrubbed).
     Problem(String),
     /// Neither usable nor invalid: a lookup failed for a reason that may pass.
@@ -29,8 +32,11 @@ pub struct CompiledTrigger {
     pub index: usize,
     /// Trigger type, as written.
     pub trigger_type: String,
-    /// HPA target type of its metric.
+    /// HPA target type of its External metric (AverageValue for a resource trigger).
     pub metric_type: MetricType,
+    /// For a trigger the HPA reads itself (cpu, memory): its Resource or ContainerResource
+    /// metric, when it parsed.
+    pub resource: Option<ResourceMetric>,
     /// `useCachedMetrics`.
     pub use_cached_metrics: bool,
     /// Its resolved inputs: auth params, container env, what is missing or wrong, what is secret.
@@ -84,6 +90,9 @@ impl CompiledTrigger {
         let Some(parsed) = self.usable() else {
             return Built::Skipped;
         };
+        if let Some(resource) = &self.resource {
+            return Built::Resource(resource);
+        }
         match factory.build(parsed) {
             Ok(scaler) => Built::Scaler(parsed, scaler),
             Err(e) => Built::Problem(self.inputs.scrub(&format!(
@@ -145,7 +154,46 @@ pub async fn compile_scaled_job(
         template: &sj.spec.job_target_ref.template,
         container: sj.spec.env_source_container_name.as_deref(),
     };
-    compile_triggers(source, namespace, env, &sj.spec.triggers).await
+    let mut compiled = compile_triggers(source, namespace, env, &sj.spec.triggers).await;
+    for c in &mut compiled {
+        if c.resource.take().is_some() {
+            c.parsed = Err(TriggerParseError {
+                index: c.index,
+                trigger_type: c.trigger_type.clone(),
+                errors: vec![ParamError::new(
+                    "type",
+                    format!(
+                        "{} is a metric the HPA reads, and a ScaledJob has no HPA: use an event trigger",
+                        c.trigger_type
+                    ),
+                )],
+            });
+        }
+    }
+    compiled
+}
+
+/// Whether every trigger is one the HPA reads itself (cpu, memory): such an object cannot
+/// notice load at zero replicas, so it is always active (KEDA's rule).
+pub fn only_resource_triggers(compiled: &[CompiledTrigger]) -> bool {
+    !compiled.is_empty()
+        && compiled
+            .iter()
+            .all(|c| kind(&c.trigger_type).is_some_and(|k| k.is_resource()))
+}
+
+/// `spec.minReplicaCount` is 0 while every trigger is one the HPA reads itself: nothing could
+/// scale the object up from zero (KEDA's webhook refuses this too). The message names the field.
+pub fn scale_from_zero_problem(min_replica_count: i32, compiled: &[CompiledTrigger]) -> Option<String> {
+    if min_replica_count > 0 || !only_resource_triggers(compiled) {
+        return None;
+    }
+    let mut types: Vec<&str> = compiled.iter().map(|c| c.trigger_type.as_str()).collect();
+    types.dedup();
+    Some(format!(
+        "spec.minReplicaCount: is {min_replica_count}, but every trigger is {} (read by the HPA from the metrics server), which cannot scale up from zero replicas: set minReplicaCount to 1 or more, or add an event trigger",
+        types.join("/")
+    ))
 }
 
 /// Compiles `triggers`, whose objects are looked up in `namespace` through `source` and whose
@@ -170,6 +218,7 @@ pub async fn compile_triggers(
 
 /// Parses one trigger from its resolved inputs and marks the parameters that came from a Secret.
 pub fn compile_one(index: usize, trigger: &Trigger, inputs: ResolvedInputs) -> CompiledTrigger {
+    let mut resource = None;
     let parsed = ebb_scalers::parse_trigger(
         index,
         &trigger.type_,
@@ -184,14 +233,64 @@ pub fn compile_one(index: usize, trigger: &Trigger, inputs: ResolvedInputs) -> C
         // Only an explicit `podIdentity.provider: aws` lets an AWS trigger use ebb's own identity.
         parsed.context.aws_pod_identity = inputs.pod_identity == Some(PodIdentityProvider::Aws);
         parsed
+    })
+    .and_then(|parsed| match kind_rules(trigger, &parsed) {
+        Ok(metric) => {
+            resource = metric;
+            Ok(parsed)
+        }
+        Err(errors) => Err(TriggerParseError {
+            index,
+            trigger_type: trigger.type_.clone(),
+            errors,
+        }),
     });
     CompiledTrigger {
         index,
         trigger_type: trigger.type_.clone(),
-        metric_type: trigger.metric_type,
+        metric_type: trigger.metric_type.external().unwrap_or_default(),
+        resource,
         use_cached_metrics: trigger.use_cached_metrics,
         inputs,
         parsed,
+    }
+}
+
+/// The rules of the trigger's kind beyond its parameters: `metricType` (Utilization only for a
+/// kind the HPA reads itself), `useCachedMetrics` (refused where the kind refuses it), and a
+/// resource kind's HPA metric.
+fn kind_rules(trigger: &Trigger, parsed: &ParsedTrigger) -> Result<Option<ResourceMetric>, Vec<ParamError>> {
+    let mut errors = Vec::new();
+    if trigger.use_cached_metrics && kind(&trigger.type_).is_some_and(|k| !k.cached_metrics) {
+        errors.push(ParamError::new(
+            "useCachedMetrics",
+            format!("not supported for {} triggers", trigger.type_),
+        ));
+    }
+    let target = match trigger.metric_type {
+        TriggerMetricType::AverageValue => TargetType::AverageValue,
+        TriggerMetricType::Value => TargetType::Value,
+        TriggerMetricType::Utilization => TargetType::Utilization,
+    };
+    let metric = match parsed.resource_metric(target) {
+        Some(Ok(metric)) => Some(metric),
+        Some(Err(problems)) => {
+            errors.extend(problems);
+            None
+        }
+        None if trigger.metric_type == TriggerMetricType::Utilization => {
+            errors.push(ParamError::new(
+                "metricType",
+                "Utilization is only for cpu and memory triggers: use AverageValue or Value",
+            ));
+            None
+        }
+        None => None,
+    };
+    if errors.is_empty() {
+        Ok(metric)
+    } else {
+        Err(errors)
     }
 }
 
@@ -312,5 +411,134 @@ spec:
         assert_eq!(parsed.context.namespace.as_deref(), Some("default"));
         let without = compiled(&yaml("none"));
         assert!(!without[0].usable().expect("parses").context.aws_pod_identity);
+    }
+
+    fn object(triggers: &str, extra: &str) -> String {
+        format!(
+            r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledObject
+metadata: {{name: x}}
+spec:
+  scaleTargetRef: {{name: w}}
+  {extra}
+  triggers: {triggers}
+"#
+        )
+    }
+
+    #[test]
+    fn cpu_and_memory_compile_to_hpa_metrics_not_scalers() {
+        let t = compiled(&object(
+            r#"[{type: cpu, metricType: Utilization, metadata: {value: "60"}},
+                {type: memory, metadata: {value: 512Mi, containerName: app}},
+                {type: memory, metadata: {type: Utilization, value: "70"}}]"#,
+            "minReplicaCount: 1",
+        ));
+        let factory = ScalerFactory::default();
+        let targets: Vec<ResourceTarget> = t
+            .iter()
+            .map(|c| match c.build(&factory) {
+                Built::Resource(m) => m.target.clone(),
+                _ => panic!("{:?}", c.problem()),
+            })
+            .collect();
+        use ebb_scalers::resource_metric::ResourceTarget;
+        assert_eq!(
+            targets,
+            [
+                ResourceTarget::Utilization(60),
+                ResourceTarget::AverageValue("512Mi".into()),
+                ResourceTarget::Utilization(70)
+            ]
+        );
+        assert_eq!(t[1].resource.as_ref().unwrap().container.as_deref(), Some("app"));
+        assert!(only_resource_triggers(&t));
+        assert_eq!(scale_from_zero_problem(1, &t), None);
+    }
+
+    #[test]
+    fn kind_rules_name_the_field() {
+        let problem = |triggers: &str| {
+            let t = compiled(&object(triggers, "minReplicaCount: 1"));
+            t[0].problem().unwrap_or_default()
+        };
+        let p = problem(
+            r#"[{type: metrics-api, metricType: Utilization, metadata: {url: "http://s/", valueLocation: v, targetValue: "5"}}]"#,
+        );
+        assert!(
+            p.starts_with("spec.triggers[0] (metrics-api): metricType: Utilization is only"),
+            "{p}"
+        );
+        let p = problem(r#"[{type: cpu, metricType: Value, metadata: {value: "60"}}]"#);
+        assert!(
+            p.contains("metricType: cpu supports Utilization or AverageValue"),
+            "{p}"
+        );
+        let p = problem(r#"[{type: cpu, metricType: Utilization, metadata: {value: "1.5"}}]"#);
+        assert!(p.contains("value: \"1.5\" is not a whole percentage"), "{p}");
+        for ty in ["cpu", "cron"] {
+            let p = problem(&format!(
+                r#"[{{type: {ty}, useCachedMetrics: true, metadata: {{value: "60", timezone: UTC, start: "0 8 * * *", end: "0 9 * * *", desiredReplicas: "2"}}}}]"#
+            ));
+            assert!(p.contains("useCachedMetrics: not supported for"), "{ty}: {p}");
+        }
+        assert_eq!(
+            problem(
+                r#"[{type: cron, metadata: {timezone: UTC, start: "0 8 * * *", end: "0 9 * * *", desiredReplicas: "2"}}]"#
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn only_cpu_and_memory_at_min_zero_is_refused_naming_the_field() {
+        for extra in ["", "minReplicaCount: 0"] {
+            let t = compiled(&object(
+                r#"[{type: cpu, metricType: Utilization, metadata: {value: "60"}}, {type: memory, metadata: {value: 1Gi}}]"#,
+                extra,
+            ));
+            let p = scale_from_zero_problem(0, &t).unwrap();
+            assert!(
+                p.starts_with("spec.minReplicaCount: is 0, but every trigger is cpu/memory"),
+                "{p}"
+            );
+        }
+        // An event trigger beside it can scale from zero.
+        let t = compiled(&object(
+            r#"[{type: cpu, metricType: Utilization, metadata: {value: "60"}},
+                {type: cron, metadata: {timezone: UTC, start: "0 8 * * *", end: "0 9 * * *", desiredReplicas: "2"}}]"#,
+            "",
+        ));
+        assert!(!only_resource_triggers(&t));
+        assert_eq!(scale_from_zero_problem(0, &t), None);
+    }
+
+    #[test]
+    fn a_scaled_job_refuses_cpu_and_memory() {
+        let yaml = r#"
+apiVersion: ebb.dev/v1alpha1
+kind: ScaledJob
+metadata: {name: j}
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers: [{name: c, image: i}]
+        restartPolicy: Never
+  triggers:
+  - type: memory
+    metadata: {value: 1Gi}
+"#;
+        let docs = read_documents("t.yaml", yaml).unwrap();
+        let bundle = BundleObjects::from_documents(&docs);
+        let sj: ScaledJob = serde_json::from_value(docs[0].value.clone()).unwrap();
+        let t = futures::executor::block_on(compile_scaled_job(&bundle, "default", &sj));
+        let p = t[0].problem().unwrap();
+        assert!(
+            p.contains("type: memory is a metric the HPA reads, and a ScaledJob has no HPA"),
+            "{p}"
+        );
+        assert!(t[0].resource.is_none());
     }
 }

@@ -193,10 +193,16 @@ async fn build_triggers(
                     use_cached_metrics: c.use_cached_metrics,
                 });
             }
+            Built::Resource(metric) => facts.resources.push(metric.clone()),
             Built::Problem(problem) => problems.push(problem),
             Built::Skipped => {}
         }
     }
+    facts.always_active = crate::compile::triggers::only_resource_triggers(&compiled);
+    problems.extend(crate::compile::triggers::scale_from_zero_problem(
+        so.spec.min_replica_count,
+        &compiled,
+    ));
     // With scalingModifiers the HPA reads one metric, the formula's result.
     let composite = match Composite::from_spec(&so.spec, &used) {
         Some(Ok(c)) => {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use ebb_crds::annotations::SCALED_OBJECT_NAME_LABEL;
 use ebb_crds::{MetricType, ScaledObject};
+use ebb_scalers::common::quantity::parse_quantity;
+use ebb_scalers::resource_metric::{ResourceMetric, ResourceTarget};
 use kube::Resource;
 use serde_json::{Value as Json, json};
 
@@ -64,10 +66,27 @@ pub fn quantity(value: f64) -> String {
     }
 }
 
-/// The HPA to apply for a ScaledObject.
+/// A cpu or memory trigger's metric as the HPA spec has it: Resource, or ContainerResource
+/// with a container name.
+pub fn resource_metric_spec(m: &ResourceMetric) -> Json {
+    let target = match &m.target {
+        ResourceTarget::Utilization(percent) => json!({"type": "Utilization", "averageUtilization": percent}),
+        ResourceTarget::AverageValue(quantity) => json!({"type": "AverageValue", "averageValue": quantity}),
+    };
+    match &m.container {
+        Some(container) => json!({"type": "ContainerResource", "containerResource": {
+            "name": m.resource, "container": container, "target": target,
+        }}),
+        None => json!({"type": "Resource", "resource": {"name": m.resource, "target": target}}),
+    }
+}
+
+/// The HPA to apply for a ScaledObject: the Resource metrics of its cpu and memory triggers
+/// (kept beside a scalingModifiers composite, as KEDA), then its External metrics.
 pub fn desired_hpa(
     so: &ScaledObject,
     hpa_name: &str,
+    resources: &[ResourceMetric],
     metrics: &[HpaMetric],
     pause: PauseState,
     version: HpaVersion,
@@ -96,9 +115,10 @@ pub fn desired_hpa(
             behavior[direction]["selectPolicy"] = json!("Disabled");
         }
     }
-    let metrics: Vec<Json> = metrics
+    let metrics: Vec<Json> = resources
         .iter()
-        .map(|m| {
+        .map(resource_metric_spec)
+        .chain(metrics.iter().map(|m| {
             let target = match m.metric_type {
                 MetricType::AverageValue => {
                     json!({"type": "AverageValue", "averageValue": quantity(m.target)})
@@ -109,7 +129,7 @@ pub fn desired_hpa(
                 "metric": {"name": m.name, "selector": {"matchLabels": {SCALED_OBJECT_NAME_LABEL: so_name}}},
                 "target": target,
             }})
-        })
+        }))
         .collect();
     let owner = so
         .controller_owner_ref(&())
@@ -144,12 +164,16 @@ pub fn desired_hpa(
 }
 
 /// Whether every field of `desired` has the same value in `live` (the API server adds defaults, so
-/// extra fields in `live` are fine; lists must match element by element).
+/// extra fields in `live` are fine; lists must match element by element). Quantities
+/// (`averageValue`, `value`) compare by amount: the API server rewrites `0.5` as `500m`.
 pub fn is_subset(desired: &Json, live: &Json) -> bool {
     match (desired, live) {
-        (Json::Object(d), Json::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| dv.is_null() || l.get(k).is_some_and(|lv| is_subset(dv, lv))),
+        (Json::Object(d), Json::Object(l)) => d.iter().all(|(k, dv)| {
+            dv.is_null()
+                || l.get(k).is_some_and(|lv| {
+                    is_subset(dv, lv) || ((k == "averageValue" || k == "value") && same_quantity(dv, lv))
+                })
+        }),
         (Json::Array(d), Json::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
         }
@@ -158,10 +182,39 @@ pub fn is_subset(desired: &Json, live: &Json) -> bool {
     }
 }
 
+/// Whether two JSON strings are the same Kubernetes quantity (`1536Mi` and `1.5Gi`).
+fn same_quantity(a: &Json, b: &Json) -> bool {
+    match (
+        a.as_str().and_then(parse_quantity),
+        b.as_str().and_then(parse_quantity),
+    ) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
+        _ => false,
+    }
+}
+
 /// Whether the live HPA drifted from what ebb wants (someone edited it, or the ScaledObject changed).
 pub fn needs_apply(desired: &Json, live: Option<&Json>) -> bool {
     let Some(live) = live else { return true };
-    !(is_subset(&desired["spec"], &live["spec"])
+    // The metrics in any order: an API server storing autoscaling/v1 (Kubernetes before 1.23
+    // with v2 served) gives the cpu Utilization metric back last.
+    let without_metrics = |spec: &Json| {
+        let mut spec = spec.clone();
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("metrics");
+        }
+        spec
+    };
+    let metrics = |spec: &Json| spec["metrics"].as_array().cloned().unwrap_or_default();
+    let (wanted, found) = (metrics(&desired["spec"]), metrics(&live["spec"]));
+    let same_metrics = wanted.len() == found.len()
+        && wanted.iter().all(|w| found.iter().any(|f| is_subset(w, f)))
+        && found.iter().all(|f| wanted.iter().any(|w| is_subset(w, f)));
+    !(same_metrics
+        && is_subset(
+            &without_metrics(&desired["spec"]),
+            &without_metrics(&live["spec"]),
+        )
         && is_subset(&desired["metadata"]["labels"], &live["metadata"]["labels"])
         && is_subset(
             &desired["metadata"]["ownerReferences"],
@@ -206,6 +259,58 @@ mod tests {
     }
 
     #[test]
+    fn cpu_and_memory_are_resource_metrics_before_the_external_ones() {
+        let resources = [
+            ResourceMetric {
+                resource: "cpu",
+                container: None,
+                target: ResourceTarget::Utilization(60),
+            },
+            ResourceMetric {
+                resource: "memory",
+                container: Some("app".into()),
+                target: ResourceTarget::AverageValue("1.5Gi".into()),
+            },
+        ];
+        let hpa = desired_hpa(
+            &so(json!({})),
+            "h",
+            &resources,
+            &[metric(10.0, MetricType::AverageValue)],
+            PauseState::default(),
+            HpaVersion::V2,
+        );
+        let metrics = &hpa["spec"]["metrics"];
+        assert_eq!(
+            metrics[0],
+            json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 60}}})
+        );
+        assert_eq!(
+            metrics[1],
+            json!({"type": "ContainerResource", "containerResource": {"name": "memory", "container": "app",
+                "target": {"type": "AverageValue", "averageValue": "1.5Gi"}}})
+        );
+        assert_eq!(metrics[2]["type"], "External");
+        assert_eq!(metrics.as_array().map(Vec::len), Some(3));
+        // The API server writes 1.5Gi as 1536Mi: not drift. Another amount is.
+        let mut live = hpa.clone();
+        live["spec"]["metrics"][1]["containerResource"]["target"]["averageValue"] = json!("1536Mi");
+        assert!(!needs_apply(&hpa, Some(&live)));
+        live["spec"]["metrics"][1]["containerResource"]["target"]["averageValue"] = json!("1Gi");
+        assert!(needs_apply(&hpa, Some(&live)));
+        live["spec"]["metrics"][1]["containerResource"]["target"]["averageValue"] = json!("1536Mi");
+        live["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = json!(61);
+        assert!(needs_apply(&hpa, Some(&live)));
+        // The same metrics in another order (autoscaling/v1 storage puts cpu last): not drift.
+        let mut live = hpa.clone();
+        live["spec"]["metrics"].as_array_mut().unwrap().rotate_left(1);
+        assert!(!needs_apply(&hpa, Some(&live)));
+        live["spec"]["metrics"].as_array_mut().unwrap().pop();
+        assert!(needs_apply(&hpa, Some(&live)));
+    }
+
+    #[test]
     fn quantities_are_milli_precise() {
         assert_eq!(quantity(10.0), "10");
         assert_eq!(quantity(1.5), "1500m");
@@ -217,6 +322,7 @@ mod tests {
         let hpa = desired_hpa(
             &so(json!({})),
             "ebb-hpa-orders",
+            &[],
             &[
                 metric(10.0, MetricType::AverageValue),
                 HpaMetric {
@@ -266,6 +372,7 @@ mod tests {
         let hpa = desired_hpa(
             &so,
             "h",
+            &[],
             &[metric(5.0, MetricType::AverageValue)],
             pause,
             HpaVersion::V2beta2,
@@ -285,6 +392,7 @@ mod tests {
         let desired = desired_hpa(
             &so(json!({})),
             "h",
+            &[],
             &[metric(10.0, MetricType::AverageValue)],
             PauseState::default(),
             HpaVersion::V2,

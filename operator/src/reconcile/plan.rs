@@ -30,6 +30,7 @@ use crate::reconcile::hpa::{HpaMetric, HpaVersion, desired_hpa, needs_apply};
 use crate::scale::decision::PauseState;
 use crate::scale::targets::{TargetError, TargetRef};
 use crate::status::{Readiness, ReconcileView, condition_status};
+use ebb_scalers::resource_metric::ResourceMetric;
 
 /// Why an object cannot be scaled: the message of `Ready=False`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +80,13 @@ enum Finding {
 pub struct TriggerFacts {
     /// The triggers' External metrics, one per trigger: the HPA's, unless `composite` is set.
     pub metrics: Vec<HpaMetric>,
-    /// With scalingModifiers: the HPA's one metric, the formula's result.
+    /// With scalingModifiers: the HPA's one External metric, the formula's result.
     pub composite: Option<HpaMetric>,
+    /// The Resource metrics of the cpu and memory triggers: the HPA's, with or without
+    /// `composite`.
+    pub resources: Vec<ResourceMetric>,
+    /// Every trigger is one the HPA reads itself: the object is always active (KEDA's rule).
+    pub always_active: bool,
     /// Warnings of the triggers' declarations (shown in the Ready message).
     pub warnings: Vec<String>,
     /// A digest of what the triggers' inputs resolved to (credentials included): a rotated
@@ -364,7 +370,8 @@ pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
                     Some(t) => t.metrics.as_slice(),
                     None => &[],
                 };
-                let desired = desired_hpa(so, &hpa_name, metrics, pause, f.hpa_version);
+                let resources = triggers.map_or(&[][..], |t| t.resources.as_slice());
+                let desired = desired_hpa(so, &hpa_name, resources, metrics, pause, f.hpa_version);
                 let live = f.live_hpa.as_ref().map(|h| h.drift_view());
                 if needs_apply(&desired, live.as_ref()) {
                     HpaStep::Apply {
@@ -379,7 +386,8 @@ pub fn plan(f: &Facts) -> Result<Plan, Unsettled> {
                 target: target.clone(),
                 pause,
                 force_activation: !paused
-                    && flag(so.metadata.annotations.as_ref(), annotations::FORCE_ACTIVATION),
+                    && (flag(so.metadata.annotations.as_ref(), annotations::FORCE_ACTIVATION)
+                        || triggers.is_some_and(|t| t.always_active)),
                 polling_interval: Duration::from_secs(so.spec.polling_interval.max(1) as u64),
                 fingerprint: fingerprint(so, triggers.map_or(0, |t| t.inputs_digest)),
             };
@@ -546,6 +554,8 @@ mod tests {
             warnings: vec!["triggers[0]: careful".into()],
             inputs_digest: 0,
             composite: None,
+            resources: Vec::new(),
+            always_active: false,
         }
     }
 
@@ -634,6 +644,83 @@ mod tests {
             json!([{"type": "External", "external": {
                 "metric": {"name": "composite-metric", "selector": {"matchLabels": {"scaledobject.ebb.dev/name": "x"}}},
                 "target": {"type": "AverageValue", "averageValue": "2500m"}}}])
+        );
+    }
+
+    #[test]
+    fn cpu_and_memory_reach_the_hpa_and_only_they_make_the_object_always_active() {
+        use ebb_scalers::resource_metric::ResourceTarget;
+        let so = object(json!({}), json!(null));
+        let cpu = ResourceMetric {
+            resource: "cpu",
+            container: None,
+            target: ResourceTarget::Utilization(50),
+        };
+        // Beside an event trigger: both metrics, activity from the event trigger.
+        let mut facts = trigger_facts();
+        facts.resources.push(cpu.clone());
+        let f = Facts {
+            triggers: Some(Ok(facts.clone())),
+            ..usable(&so)
+        };
+        let p = planned(&f);
+        let HpaStep::Apply { desired, .. } = &p.hpa else {
+            panic!("{:?}", p.hpa)
+        };
+        let types: Vec<&str> = desired["spec"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["Resource", "External"]);
+        let LoopStep::Run(settings) = &p.scale_loop else {
+            panic!("{:?}", p.scale_loop)
+        };
+        assert!(!settings.force_activation);
+        // The only trigger: always active, and with scalingModifiers the resource stays.
+        let only = TriggerFacts {
+            metrics: Vec::new(),
+            resources: vec![cpu],
+            always_active: true,
+            ..trigger_facts()
+        };
+        let f = Facts {
+            triggers: Some(Ok(only)),
+            ..usable(&so)
+        };
+        let p = planned(&f);
+        let LoopStep::Run(settings) = &p.scale_loop else {
+            panic!("{:?}", p.scale_loop)
+        };
+        assert!(settings.force_activation);
+        let HpaStep::Apply { desired, .. } = &p.hpa else {
+            panic!("{:?}", p.hpa)
+        };
+        assert_eq!(desired["spec"]["metrics"][0]["resource"]["name"], "cpu");
+        assert_eq!(desired["spec"]["metrics"].as_array().map(Vec::len), Some(1));
+        facts.composite = Some(HpaMetric {
+            name: "composite-metric".into(),
+            target: 2.0,
+            metric_type: MetricType::AverageValue,
+        });
+        let f = Facts {
+            triggers: Some(Ok(facts)),
+            ..usable(&so)
+        };
+        let HpaStep::Apply { desired, .. } = &planned(&f).hpa else {
+            panic!()
+        };
+        let names: Vec<&Json> = desired["spec"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["type"])
+            .collect();
+        assert_eq!(names, [&json!("Resource"), &json!("External")]);
+        assert_eq!(
+            desired["spec"]["metrics"][1]["external"]["metric"]["name"],
+            "composite-metric"
         );
     }
 

@@ -244,6 +244,8 @@ async fn build_config(sj: &ScaledJob, ctx: &JobsContext) -> Result<(JobLoopConfi
         match c.build(&shared.scalers) {
             Built::Scaler(_, scaler) => triggers.push(scaler),
             Built::Problem(problem) => problems.push(problem),
+            // compile_scaled_job refuses the triggers the HPA reads: never reached.
+            Built::Resource(_) => problems.push(format!("{}: not a trigger a ScaledJob can use", c.field())),
             Built::Skipped => {}
         }
     }

@@ -158,6 +158,13 @@ pub fn scenario(
             .parsed
             .as_ref()
             .map_err(|e| SimulateError::InvalidObject(vec![e.to_string()]))?;
+        if c.resource.is_some() {
+            return Err(SimulateError::InvalidObject(vec![format!(
+                "{} ({}): ebb simulate does not model metrics the HPA reads from the metrics server",
+                c.field(),
+                c.trigger_type
+            )]));
+        }
         let written = so.spec.triggers.get(c.index);
         let label = written
             .and_then(|t| t.name.clone())
@@ -226,7 +233,7 @@ pub fn scenario(
 /// The HPA ebb applies for `so`, read back as the model's spec (targets as the quantities ebb
 /// writes, milli precision).
 fn hpa_spec(so: &ScaledObject, metrics: &[HpaMetric], pause: PauseState, tolerance: f64) -> HpaSpec {
-    let hpa = desired_hpa(so, "simulated", metrics, pause, HpaVersion::V2);
+    let hpa = desired_hpa(so, "simulated", &[], metrics, pause, HpaVersion::V2);
     let spec = &hpa["spec"];
     let behavior = spec
         .get("behavior")
