@@ -16,6 +16,7 @@
 
 pub mod aws_sqs;
 pub mod common;
+pub mod external;
 pub mod factory;
 pub mod kafka;
 pub mod metric_name;

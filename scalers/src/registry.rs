@@ -12,7 +12,7 @@ use crate::factory::ScalerFactory;
 use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, kafka, metrics_api, nats_jetstream, rabbitmq};
+use crate::{aws_sqs, external, kafka, metrics_api, nats_jetstream, rabbitmq};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.
@@ -42,6 +42,8 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&nats_jetstream::DECL, nats_jetstream::build),
     ScalerKind::polled(&aws_sqs::DECL, aws_sqs::build),
     ScalerKind::polled(&metrics_api::DECL, metrics_api::build),
+    ScalerKind::polled(&external::DECL, external::build),
+    ScalerKind::polled(&external::PUSH_DECL, external::build_push),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -80,6 +82,8 @@ pub struct ParsedTrigger {
 pub struct TriggerContext {
     /// The ScaledObject's namespace: per-namespace limits (metrics-api) count against it.
     pub namespace: Option<String>,
+    /// The ScaledObject's (or ScaledJob's) name, which external scalers are told.
+    pub object_name: Option<String>,
     /// The trigger's authentication sets `podIdentity.provider: aws`: only then may an AWS
     /// trigger without keys use the operator's own (ambient) AWS credentials.
     pub aws_pod_identity: bool,
@@ -159,7 +163,9 @@ mod tests {
                 "rabbitmq",
                 "nats-jetstream",
                 "aws-sqs-queue",
-                "metrics-api"
+                "metrics-api",
+                "external",
+                "external-push"
             ]
         );
         for ty in &types {
