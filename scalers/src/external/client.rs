@@ -177,16 +177,18 @@ async fn dial_plain(address: &ScalerAddress, timeout: Duration) -> std::io::Resu
     Ok(tcp)
 }
 
-/// A failed call as a [`ScalerError`]: the server unreachable (`Unavailable`, which is also how
-/// a refused connect or a broken connection shows), out of time, refusing the caller, or any
+/// A failed call as a [`ScalerError`]: the server unreachable (`Unavailable`, or any status tonic
+/// made from a transport error: a refused connect, a broken connection), out of time, refusing the caller, or any
 /// other status as a bad response quoting (a bounded part of) the server's message. `timeout` is
 /// the deadline the call had.
 pub fn status_error(endpoint: &str, what: &str, status: &Status, timeout: Duration) -> ScalerError {
     let message: String = status.message().chars().take(MAX_QUOTED_CHARS).collect();
-    let detail = match std::error::Error::source(status) {
-        Some(source) => format!("{what}: {message}: {}", error_chain(source)),
-        None => format!("{what}: {message}"),
-    };
+    // A status with a source was made on ebb's side from a transport failure (a refused or broken
+    // connection shows as `Cancelled` or `Unknown`, not only `Unavailable`).
+    if let Some(source) = std::error::Error::source(status) {
+        return ScalerError::unreachable(endpoint, format!("{what}: {}", error_chain(source)));
+    }
+    let detail = format!("{what}: {message}");
     match status.code() {
         Code::Unavailable => ScalerError::unreachable(endpoint, detail),
         Code::DeadlineExceeded => ScalerError::timeout(endpoint, timeout),
