@@ -170,7 +170,12 @@ mod tests {
 
     #[test]
     fn every_registered_kind_builds_without_a_runtime() {
-        let cases: [(&str, &[(&str, &str)]); 8] = [
+        let cases: [(&str, &[(&str, &str)]); 10] = [
+            ("external", &[("scalerAddress", "scaler:9090")]),
+            (
+                "external-push",
+                &[("scalerAddress", "scaler:9090"), ("queue", "q")],
+            ),
             (
                 "cron",
                 &[

@@ -20,6 +20,7 @@ pub mod aws_sqs;
 pub mod common;
 pub mod cpu_memory;
 pub mod cron;
+pub mod external;
 pub mod factory;
 pub mod kafka;
 pub mod metric_name;

@@ -16,7 +16,7 @@ use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::resource_metric::{ResourceFn, ResourceMetric, TargetType};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, cpu_memory, cron, kafka, metrics_api, nats_jetstream, postgresql, prometheus, rabbitmq, redis};
+use crate::{aws_sqs, cpu_memory, cron, external, kafka, metrics_api, nats_jetstream, postgresql, prometheus, rabbitmq, redis};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.
@@ -93,6 +93,8 @@ pub static KINDS: &[ScalerKind] = &[
     ScalerKind::polled(&cron::DECL, cron::build).without_cached_metrics(),
     ScalerKind::resource(&cpu_memory::CPU_DECL, cpu_memory::cpu),
     ScalerKind::resource(&cpu_memory::MEMORY_DECL, cpu_memory::memory),
+    ScalerKind::polled(&external::DECL, external::build),
+    ScalerKind::polled(&external::PUSH_DECL, external::build_push),
 ];
 
 /// The registered kind of a trigger type, if ebb supports it.
@@ -131,6 +133,8 @@ pub struct ParsedTrigger {
 pub struct TriggerContext {
     /// The ScaledObject's namespace: per-namespace limits (metrics-api) count against it.
     pub namespace: Option<String>,
+    /// The ScaledObject's (or ScaledJob's) name, which external scalers are told.
+    pub object_name: Option<String>,
     /// The trigger's authentication sets `podIdentity.provider: aws`: only then may an AWS
     /// trigger without keys use the operator's own (ambient) AWS credentials.
     pub aws_pod_identity: bool,
@@ -229,7 +233,9 @@ mod tests {
                 "prometheus",
                 "cron",
                 "cpu",
-                "memory"
+                "memory",
+                "external",
+                "external-push"
             ]
         );
         for ty in &types {
@@ -293,7 +299,7 @@ mod tests {
         // Arbitrary metadata never panics the parser, for any type, and errors always name the trigger.
         #[test]
         fn arbitrary_metadata_never_panics(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "cron", "cpu", "memory", "x"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "cron", "cpu", "memory", "external", "external-push", "x"]),
             meta in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..12),
             auth in prop::collection::btree_map("[a-zA-Z]{1,24}", ".{0,40}", 0..4),
         ) {
@@ -309,7 +315,7 @@ mod tests {
         // Known keys with arbitrary values: still no panic.
         #[test]
         fn arbitrary_values_for_known_keys(
-            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "cron", "cpu", "memory"]),
+            ty in prop::sample::select(vec!["kafka", "rabbitmq", "nats-jetstream", "aws-sqs-queue", "metrics-api", "redis", "redis-streams", "postgresql", "prometheus", "cron", "cpu", "memory", "external", "external-push"]),
             values in prop::collection::vec(".{0,30}", 30),
         ) {
             let decl = declaration(ty).unwrap();

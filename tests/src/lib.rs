@@ -277,6 +277,7 @@ where
 
 pub mod chart_rbac;
 pub mod control_plane;
+pub mod external_scaler;
 pub mod fixture;
 pub mod helm;
 pub mod identity;

@@ -113,7 +113,7 @@ fn an_unknown_type_names_the_known_ones() {
     assert!(matches!(e, ExplainError::UnknownType { .. }));
     assert_eq!(
         e.to_string(),
-        "unknown trigger type \"kafak\"; ebb supports kafka, rabbitmq, nats-jetstream, aws-sqs-queue, metrics-api, redis, redis-streams, postgresql, prometheus, cron, cpu, memory"
+        "unknown trigger type \"kafak\"; ebb supports kafka, rabbitmq, nats-jetstream, aws-sqs-queue, metrics-api, redis, redis-streams, postgresql, prometheus, cron, cpu, memory, external, external-push"
     );
 }
 

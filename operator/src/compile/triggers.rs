@@ -135,7 +135,16 @@ pub fn inputs_digest(compiled: &[CompiledTrigger]) -> u64 {
 /// Compiles every trigger of `so`, whose objects are looked up in `namespace` through `source`.
 pub async fn compile(source: &dyn ObjectSource, namespace: &str, so: &ScaledObject) -> Vec<CompiledTrigger> {
     let env = EnvSource::Workload(&so.spec.scale_target_ref);
-    compile_triggers(source, namespace, env, &so.spec.triggers).await
+    let compiled = compile_triggers(source, namespace, env, &so.spec.triggers).await;
+    named(compiled, so.metadata.name.as_deref())
+}
+
+/// Tells every parsed trigger the name of its object (external scalers pass it on).
+fn named(mut compiled: Vec<CompiledTrigger>, name: Option<&str>) -> Vec<CompiledTrigger> {
+    for parsed in compiled.iter_mut().filter_map(|c| c.parsed.as_mut().ok()) {
+        parsed.context.object_name = name.map(str::to_string);
+    }
+    compiled
 }
 
 /// Compiles every trigger of `sj`: `<param>FromEnv` reads the container of its Job template
@@ -154,7 +163,8 @@ pub async fn compile_scaled_job(
         template: &sj.spec.job_target_ref.template,
         container: sj.spec.env_source_container_name.as_deref(),
     };
-    let mut compiled = compile_triggers(source, namespace, env, &sj.spec.triggers).await;
+    let compiled = compile_triggers(source, namespace, env, &sj.spec.triggers).await;
+    let mut compiled = named(compiled, sj.metadata.name.as_deref());
     for c in &mut compiled {
         if c.resource.take().is_some() {
             c.parsed = Err(TriggerParseError {
@@ -409,6 +419,7 @@ spec:
         let parsed = with[0].usable().expect("parses");
         assert!(parsed.context.aws_pod_identity);
         assert_eq!(parsed.context.namespace.as_deref(), Some("default"));
+        assert_eq!(parsed.context.object_name.as_deref(), Some("x"));
         let without = compiled(&yaml("none"));
         assert!(!without[0].usable().expect("parses").context.aws_pod_identity);
     }

@@ -174,7 +174,16 @@ pub enum Rule {
     Together(&'static [&'static str]),
     /// When the first is set, the second must be set too.
     Requires(&'static str, &'static str),
+    /// Every metadata key, declared or not, is kept for the scaler to pass on to its server
+    /// ([`ParsedParams::passed_metadata`]); undeclared keys are then not warned about. Bounded by
+    /// [`MAX_PASSED_KEYS`] and [`MAX_PASSED_BYTES`].
+    PassMetadata,
 }
+
+/// The most metadata keys a [`Rule::PassMetadata`] trigger may pass on.
+pub const MAX_PASSED_KEYS: usize = 100;
+/// The most bytes (keys and values together) a [`Rule::PassMetadata`] trigger may pass on.
+pub const MAX_PASSED_BYTES: usize = 64 * 1024;
 
 /// A scaler's whole parameter declaration.
 #[derive(Debug)]
@@ -262,6 +271,12 @@ impl ScalerDecl {
                 joined(names, "and")
             ),
             Rule::Requires(first, second) => format!("When {}, `{second}` must be set too.", set(first)),
+            Rule::PassMetadata => format!(
+                "Every metadata key, declared or not, is passed on to the server as it is (a \
+                 `<key>FromEnv` key with the variable's value); at most {MAX_PASSED_KEYS} keys and \
+                 {} KiB.",
+                MAX_PASSED_BYTES / 1024
+            ),
         }
     }
 }

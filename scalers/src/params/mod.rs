@@ -15,11 +15,11 @@ pub mod config_errors;
 
 pub use config_errors::ConfigErrors;
 pub use decl::{
-    AUTH, AUTH_ENV, DeclDocs, META, META_AUTH, META_AUTH_ENV, META_ENV, Param, ParamType, Rule, ScalerDecl,
-    Source, Thresholds, no_warnings,
+    AUTH, AUTH_ENV, DeclDocs, MAX_PASSED_BYTES, MAX_PASSED_KEYS, META, META_AUTH, META_AUTH_ENV, META_ENV,
+    Param, ParamType, Rule, ScalerDecl, Source, Thresholds, no_warnings,
 };
 pub use parser::{ParamError, TriggerInput, TriggerParseError, parse};
-pub use values::{Origin, ParamValue, Parsed, ParsedParams, mask_userinfo};
+pub use values::{Origin, ParamValue, Parsed, ParsedParams, PassedMetadata, mask_userinfo};
 
 /// Helpers for the scalers' table-driven tests.
 #[cfg(test)]

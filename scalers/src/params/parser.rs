@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{
-    Origin, Param, ParamType, ParamValue, Parsed, ParsedParams, Rule, ScalerDecl, Source, mask_userinfo,
+    MAX_PASSED_BYTES, MAX_PASSED_KEYS, Origin, Param, ParamType, ParamValue, Parsed, ParsedParams,
+    PassedMetadata, Rule, ScalerDecl, Source, mask_userinfo,
 };
 
 /// Everything a trigger's parameters may be read from.
@@ -259,7 +260,14 @@ pub fn parse(decl: &ScalerDecl, input: &TriggerInput<'_>) -> Result<ParsedParams
             },
         }
     }
-    for key in input.metadata.keys() {
+    let passes = decl.rules.iter().any(|r| matches!(r, Rule::PassMetadata));
+    if passes {
+        match passed_metadata(input) {
+            Ok(passed) => parsed.passed = passed,
+            Err(e) => errors.push(e),
+        }
+    }
+    for key in input.metadata.keys().filter(|_| !passes) {
         let base = key.strip_suffix("FromEnv").unwrap_or(key);
         let known = decl.params.iter().any(|p| {
             p.name == key.as_str() && p.from.contains(&Source::Metadata)
@@ -283,6 +291,54 @@ pub fn parse(decl: &ScalerDecl, input: &TriggerInput<'_>) -> Result<ParsedParams
     } else {
         Err(errors)
     }
+}
+
+/// The metadata a [`Rule::PassMetadata`] trigger passes on, as KEDA's external scaler does: every
+/// key as given, except that `<key>FromEnv` carries the variable's value (left out where the
+/// environment is not available here). Bounded in keys and bytes.
+fn passed_metadata(input: &TriggerInput<'_>) -> Result<PassedMetadata, ParamError> {
+    if input.metadata.len() > MAX_PASSED_KEYS {
+        return Err(ParamError::new(
+            "metadata",
+            format!(
+                "has {} keys; at most {MAX_PASSED_KEYS} are passed to the server",
+                input.metadata.len()
+            ),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    let mut bytes = 0usize;
+    for (key, value) in input.metadata {
+        let value = match key.strip_suffix("FromEnv") {
+            Some(base) if !base.is_empty() => match input.resolved_env {
+                None => continue,
+                Some(env) => match env.get(value).filter(|v| !v.is_empty()) {
+                    Some(v) => v,
+                    None => {
+                        return Err(ParamError::new(
+                            key.as_str(),
+                            format!(
+                                "names environment variable {value:?}, which the target container does not set"
+                            ),
+                        ));
+                    }
+                },
+            },
+            _ => value,
+        };
+        bytes = bytes.saturating_add(key.len() + value.len());
+        if bytes > MAX_PASSED_BYTES {
+            return Err(ParamError::new(
+                "metadata",
+                format!(
+                    "is over {} KiB; at most that much is passed to the server",
+                    MAX_PASSED_BYTES / 1024
+                ),
+            ));
+        }
+        out.insert(key.clone(), value.clone());
+    }
+    Ok(PassedMetadata(out))
 }
 
 fn describe_sources(param: &Param) -> String {
@@ -323,6 +379,7 @@ fn check_rule(rule: &Rule, parsed: &ParsedParams, errors: &mut Vec<ParamError>) 
                 errors.push(ParamError::new(*param, format!("needs {needs} to be set")));
             }
         }
+        Rule::PassMetadata => {}
     }
 }
 
@@ -439,6 +496,63 @@ mod tests {
         assert_eq!(p.str("password"), Some("hunter2"));
         let json = p.redacted_json().to_string();
         assert!(!json.contains("hunter2") && json.contains("<redacted>"), "{json}");
+    }
+
+    #[test]
+    fn passed_metadata_is_whole_bounded_and_quiet() {
+        static PASSING: ScalerDecl = ScalerDecl {
+            trigger_type: "passing",
+            params: PARAMS,
+            rules: &[Rule::PassMetadata],
+            check: |_| Vec::new(),
+            metric_detail: |_| String::new(),
+            thresholds: |_| Thresholds {
+                target: 1.0,
+                activation: 0.0,
+            },
+            warnings: no_warnings,
+            docs: DeclDocs::EMPTY,
+        };
+        let parse_passing = |meta: &BTreeMap<String, String>, env: Option<&BTreeMap<String, String>>| {
+            let auth = BTreeMap::new();
+            parse(
+                &PASSING,
+                &TriggerInput {
+                    metadata: meta,
+                    auth_params: Some(&auth),
+                    resolved_env: env,
+                },
+            )
+        };
+        let meta = map(&[("host", "h"), ("queue", "q"), ("tokenFromEnv", "TOKEN")]);
+        let env = map(&[("TOKEN", "s3cret")]);
+        let p = parse_passing(&meta, Some(&env)).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(
+            p.passed_metadata().0,
+            map(&[("host", "h"), ("queue", "q"), ("tokenFromEnv", "s3cret")])
+        );
+        let debug = format!("{p:?}");
+        assert!(
+            debug.contains("tokenFromEnv") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+        // Offline the env value is left out; a variable the container lacks is an error.
+        let offline = parse_passing(&meta, None).unwrap();
+        assert!(!offline.passed_metadata().0.contains_key("tokenFromEnv"));
+        let e = parse_passing(&meta, Some(&BTreeMap::new())).unwrap_err();
+        assert_eq!(e[0].param, "tokenFromEnv");
+        // Bounded in keys and in bytes.
+        let many: BTreeMap<String, String> = (0..=MAX_PASSED_KEYS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .chain([("host".to_string(), "h".to_string())])
+            .collect();
+        assert_eq!(parse_passing(&many, None).unwrap_err()[0].param, "metadata");
+        let big = map(&[("host", "h"), ("blob", &"x".repeat(MAX_PASSED_BYTES))]);
+        assert_eq!(parse_passing(&big, None).unwrap_err()[0].param, "metadata");
+        // Other declarations keep nothing.
+        let p = run(&[("host", "h")], &[], None).unwrap();
+        assert!(p.passed_metadata().0.is_empty());
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub struct ParsedParams {
     pub(super) values: BTreeMap<&'static str, Parsed>,
     /// Non-fatal notes: unknown metadata keys, deprecated parameters, unresolved env.
     pub warnings: Vec<String>,
+    /// The metadata a [`Rule::PassMetadata`](super::Rule::PassMetadata) trigger passes on to its
+    /// server; empty for every other trigger.
+    pub(super) passed: PassedMetadata,
+}
+
+/// A trigger's metadata kept whole for its server (KEDA's `scalerMetadata`): every key as given,
+/// a `<key>FromEnv` key with the environment variable's value. Its values may come from Secrets:
+/// `Debug` shows the keys only.
+#[derive(Clone, Default, PartialEq)]
+pub struct PassedMetadata(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for PassedMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 impl ParsedParams {
@@ -124,6 +139,10 @@ impl ParsedParams {
             ParamValue::List(v) => Some(v),
             _ => None,
         }
+    }
+    /// The metadata to pass on to the server (see [`PassedMetadata`]).
+    pub fn passed_metadata(&self) -> &PassedMetadata {
+        &self.passed
     }
     /// Marks a parameter as secret after the fact (its value came from a Secret), so that every
     /// view redacts it.
