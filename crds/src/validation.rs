@@ -159,7 +159,7 @@ fn duplicate_trigger_names(triggers: &[Trigger], errors: &mut Vec<FieldError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Fallback, FallbackBehavior, MetricType, Trigger};
+    use crate::{Fallback, FallbackBehavior, Trigger};
     use proptest::prelude::*;
 
     fn spec(min: i32, max: i32, idle: Option<i32>) -> ScaledObjectSpec {

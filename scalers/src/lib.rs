@@ -28,7 +28,7 @@ pub mod metrics_api;
 pub mod nats_jetstream;
 pub mod params;
 pub mod postgresql;
-|pub mod prometheus;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
 pub mod registry;

@@ -287,7 +287,7 @@ pub mod metrics_api;
 pub mod nats;
 pub mod pods;
 pub mod postgres;
-|pub mod prometheus;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
 pub mod relay;

@@ -52,7 +52,7 @@ async fn valid_scaled_object_reads_back_with_keda_defaults() {
     assert_eq!(back.spec.max_replica_count, 100);
     assert_eq!(
         back.spec.triggers[0].metric_type,
-        ebb_crds::MetricType::AverageValue
+        ebb_crds::TriggerMetricType::AverageValue
     );
     // The raw object as stored carries the defaults too (not only our serde defaults).
     let stored = dynamic.get("worker").await.unwrap();
