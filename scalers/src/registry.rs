@@ -16,7 +16,10 @@ use crate::metric_name::metric_name;
 use crate::params::{ParamError, ParsedParams, ScalerDecl, TriggerInput, TriggerParseError, parse};
 use crate::resource_metric::{ResourceFn, ResourceMetric, TargetType};
 use crate::{Scaler, ScalerError};
-use crate::{aws_sqs, cpu_memory, cron, external, kafka, metrics_api, nats_jetstream, postgresql, prometheus, rabbitmq, redis};
+use crate::{
+    aws_sqs, cpu_memory, cron, external, kafka, metrics_api, nats_jetstream, postgresql, prometheus,
+    rabbitmq, redis,
+};
 
 /// Builds one trigger's scaler, taking its shared clients from the factory
 /// ([`ScalerFactory::shared`]). Needs no async runtime.

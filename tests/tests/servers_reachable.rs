@@ -97,7 +97,10 @@ async fn data_servers_answer() {
     let prometheus = host_port(env.var("EBB_PROMETHEUS_URL").unwrap());
     let (code, body) = http_get(&prometheus, "/api/v1/query?query=vector(42)", None).await;
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains(r#""status":"success""#) && body.contains(r#""42""#), "{body}");
+    assert!(
+        body.contains(r#""status":"success""#) && body.contains(r#""42""#),
+        "{body}"
+    );
     assert!(
         std::path::Path::new(env.var("EBB_PROMETHEUS_TARGETS_DIR").unwrap()).is_dir(),
         "the file_sd directory tests register their targets in"

@@ -273,7 +273,8 @@ mod tests {
             assert!(w.desired_replicas >= 1);
         }
         // (metadata, the parameter named, a word of the message)
-        let bad: &[(Vec<(&str, &str)>, &str, &str)] = &[
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let bad: &[Case] = &[
             (vec![], "timezone", "required"),
             (with(&[("desiredReplicas", "")]), "desiredReplicas", "required"),
             (with(&[("timezone", "")]), "timezone", "required"),

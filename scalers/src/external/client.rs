@@ -222,7 +222,7 @@ mod tests {
             status_error("h:1", "x", &Status::deadline_exceeded("slow")).kind(),
             "timeout"
         );
-        let e = status_error("h:1", "GetMetrics", &Status::not_found(&"y".repeat(5000)));
+        let e = status_error("h:1", "GetMetrics", &Status::not_found("y".repeat(5000)));
         assert_eq!(e.kind(), "bad_response");
         let text = e.to_string();
         assert!(text.contains("GetMetrics: status NotFound"), "{text}");
