@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use ebb_crds::ScaledObject;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::objects::replicas;
+use crate::objects::{hpas, replicas};
 use crate::operator::OperatorProcess;
 use crate::source::MetricSource;
 use crate::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
@@ -146,17 +146,9 @@ impl Fixture {
         .1
     }
 
-    /// Every HPA in the namespace (autoscaling/v2, else v2beta2); empty when unreadable.
+    /// Every HPA in the namespace ([`crate::objects::hpas`]).
     pub async fn hpas(&self) -> Vec<DynamicObject> {
-        for version in ["v2", "v2beta2"] {
-            let gvk = GroupVersionKind::gvk("autoscaling", version, "HorizontalPodAutoscaler");
-            let ar = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client(), &self.ns.name, &ar);
-            if let Ok(list) = api.list(&Default::default()).await {
-                return list.items;
-            }
-        }
-        Vec::new()
+        hpas(&self.client(), &self.ns.name).await
     }
 
     /// Whether the HPA `name` exists.

@@ -275,6 +275,7 @@ where
     }
 }
 
+pub mod adapter_case;
 pub mod chart_rbac;
 pub mod control_plane;
 pub mod external_scaler;
@@ -511,7 +512,7 @@ pub mod operator {
 /// Kubernetes objects the tests need.
 pub mod objects {
     use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-    use kube::api::{Api, PostParams};
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
     use serde_json::json;
 
     use super::HarnessError;
@@ -567,6 +568,19 @@ pub mod objects {
             .create(&PostParams::default(), &s)
             .await?;
         Ok(())
+    }
+
+    /// Every HPA in `ns` (autoscaling/v2, else v2beta2); empty when unreadable.
+    pub async fn hpas(client: &kube::Client, ns: &str) -> Vec<DynamicObject> {
+        for version in ["v2", "v2beta2"] {
+            let gvk = GroupVersionKind::gvk("autoscaling", version, "HorizontalPodAutoscaler");
+            let ar = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            if let Ok(list) = api.list(&Default::default()).await {
+                return list.items;
+            }
+        }
+        Vec::new()
     }
 
     /// The Deployment's `spec.replicas`.

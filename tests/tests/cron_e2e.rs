@@ -15,120 +15,23 @@
 //!   covered by the operator's unit tests.)
 //!
 //! The external-metrics APIService is cluster-wide: this binary is in nextest's `apiservice`
-//! test group (`.config/nextest.toml`), and takes the same file lock as the other binaries that
-//! register it.
+//! test group (`.config/nextest.toml`), and [`AdapterCase`] takes the same locks as the other
+//! binaries that register it.
 
 use std::time::{Duration, Instant};
 
-use ebb_crds::ScaledObject;
-use ebb_tests::adapter as apiservice;
-use ebb_tests::objects::{deployment, replicas};
-use ebb_tests::operator::OperatorProcess;
-use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
+use ebb_tests::adapter_case::AdapterCase;
+use ebb_tests::wait_for;
 use jiff::{Timestamp, ToSpan};
-use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Bound for anything that waits on the HPA (2 s sync).
 const WITHIN: Duration = Duration::from_secs(90);
 
 /// A namespace and an operator serving external metrics through the aggregator (the
-/// APIService lock held while it lives).
-struct Setup {
-    _apiservice_lock: std::fs::File,
-    ns: TestNamespace,
-    client: Client,
-    operator: OperatorProcess,
-    so_api: Api<ScaledObject>,
-}
-
-impl Setup {
-    async fn start(prefix: &str) -> Setup {
-        let apiservice_lock = apiservice::lock().await;
-        let env = TestEnv::load().await.unwrap();
-        install_crds(&env.client).await.unwrap();
-        let ns = env.namespace(prefix).await.unwrap();
-        let client = env.client.clone();
-        apiservice::wait_until_free(&client).await;
-        let port = ebb_tests::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let operator = OperatorProcess::start(
-            &env,
-            &ns.name,
-            "op",
-            &[
-                "--metrics-adapter-addr",
-                &addr,
-                "--log-level",
-                "info,ebb_scalers::cron=debug",
-            ],
-        )
-        .await
-        .unwrap();
-        apiservice::register(&client, &ns.name, port).await.unwrap();
-        let so_api = Api::namespaced(client.clone(), &ns.name);
-        Setup {
-            _apiservice_lock: apiservice_lock,
-            ns,
-            client,
-            operator,
-            so_api,
-        }
-    }
-
-    async fn create(&self, name: &str, spec: Value) {
-        let so: ScaledObject = serde_json::from_value(json!({
-            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": name}, "spec": spec}))
-        .unwrap();
-        wait_for("ScaledObject created", Duration::from_secs(30), || async {
-            self.so_api
-                .create(&PostParams::default(), &so)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await
-        .unwrap();
-    }
-
-    async fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
-        let so = self.so_api.get(name).await.ok()?;
-        let c = so.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
-        Some((c.status, c.message.unwrap_or_default()))
-    }
-
-    async fn wait_replicas(&self, name: &str, want: i32) -> Duration {
-        let start = Instant::now();
-        wait_for(&format!("{name} at {want} replicas"), WITHIN, || async {
-            (replicas(&self.client, &self.ns.name, name).await.ok()? == want).then_some(())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        start.elapsed()
-    }
-
-    /// The HPA ebb owns for the ScaledObject `name`.
-    async fn hpa(&self, name: &str) -> Option<DynamicObject> {
-        let gvk = GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler");
-        let ar = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns.name, &ar);
-        let list = api.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|h| h.data["spec"]["scaleTargetRef"]["name"] == name)
-    }
-
-    async fn finish(self) {
-        for so in self.so_api.list(&ListParams::default()).await.unwrap().items {
-            let name = so.metadata.name.unwrap_or_default();
-            self.so_api.delete(&name, &Default::default()).await.unwrap();
-        }
-        apiservice::unregister(&self.client).await;
-        self.operator.terminate().await;
-        self.ns.delete().await.unwrap();
-    }
+/// APIService held while it lives), its cron scaler logging at debug.
+async fn start(prefix: &str) -> AdapterCase {
+    AdapterCase::start(prefix, WITHIN, &["--log-level", "info,ebb_scalers::cron=debug"]).await
 }
 
 /// `minute hour * * *` of `at` on the wall clock of `zone`.
@@ -139,8 +42,8 @@ fn cron_at(at: Timestamp, zone: &str) -> String {
 
 #[tokio::test]
 async fn a_cron_window_starting_now_scales_zero_to_n_and_back() {
-    let s = Setup::start("cron").await;
-    deployment(&s.client, &s.ns.name, "worker", 0).await.unwrap();
+    let s = start("cron").await;
+    s.deployment("worker", 0).await;
     const ZONE: &str = "Asia/Kolkata";
     // The window opens at the next minute (or the one after, when fewer than 20 s are left to
     // create the object) and lasts one minute.
@@ -158,11 +61,7 @@ async fn a_cron_window_starting_now_scales_zero_to_n_and_back() {
     let created = Instant::now();
     s.create("worker", spec).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        replicas(&s.client, &s.ns.name, "worker").await.unwrap(),
-        0,
-        "before the window"
-    );
+    assert_eq!(s.replicas("worker").await, 0, "before the window");
 
     let until = |at: Timestamp| Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
     tokio::time::sleep(until(start)).await;
@@ -188,7 +87,7 @@ async fn a_cron_window_starting_now_scales_zero_to_n_and_back() {
         metric["target"],
         json!({"type": "AverageValue", "averageValue": "1"})
     );
-    let (active, _) = s.condition("worker", "Active").await.unwrap();
+    let (active, _, _) = s.condition("worker", "Active").await.unwrap();
     assert_eq!(active, "True");
 
     // The window closes at `end`: the timer wakes the loop at once (Active=False within
@@ -197,11 +96,7 @@ async fn a_cron_window_starting_now_scales_zero_to_n_and_back() {
     assert!(until(end) > Duration::ZERO, "the window closed before 3 replicas");
     tokio::time::sleep(until(end)).await;
     let closed = Instant::now();
-    wait_for("Active=False", WITHIN, || async {
-        s.condition("worker", "Active").await.filter(|c| c.0 == "False")
-    })
-    .await
-    .unwrap();
+    s.wait_condition("worker", "Active", "False").await;
     let inactive = closed.elapsed();
     let to_zero = s.wait_replicas("worker", 0).await + inactive;
     eprintln!(
@@ -219,9 +114,9 @@ async fn a_cron_window_starting_now_scales_zero_to_n_and_back() {
 
 #[tokio::test]
 async fn cpu_and_memory_become_resource_metrics_of_the_hpa() {
-    let s = Setup::start("cpu-memory").await;
-    deployment(&s.client, &s.ns.name, "web", 2).await.unwrap();
-    deployment(&s.client, &s.ns.name, "lonely", 2).await.unwrap();
+    let s = start("cpu-memory").await;
+    s.deployment("web", 2).await;
+    s.deployment("lonely", 2).await;
     s.create(
         "web",
         json!({
@@ -258,24 +153,16 @@ async fn cpu_and_memory_become_resource_metrics_of_the_hpa() {
     );
     assert_eq!(metrics.as_array().map(Vec::len), Some(2));
     // Ready and Active without a poll; the workload keeps its replicas.
-    let (ready, message) = wait_for("Ready", WITHIN, || async {
-        s.condition("web", "Ready").await.filter(|c| c.0 == "True")
-    })
-    .await
-    .unwrap();
+    let (ready, _, message) = s.wait_condition("web", "Ready", "True").await;
     eprintln!("[{}] web Ready={ready}: {message}", s.ns.name);
-    wait_for("Active", WITHIN, || async {
-        s.condition("web", "Active").await.filter(|c| c.0 == "True")
-    })
-    .await
-    .unwrap();
+    s.wait_condition("web", "Active", "True").await;
     // The server's rewrite of 1.5Gi is not drift: the HPA is not applied again.
     let version = hpa.metadata.resource_version.clone();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let again = s.hpa("web").await.unwrap();
     let changed = again.metadata.resource_version != version && again.data["spec"] != hpa.data["spec"];
     assert!(!changed, "the HPA spec was re-applied: {}", again.data["spec"]);
-    assert_eq!(replicas(&s.client, &s.ns.name, "web").await.unwrap(), 2);
+    assert_eq!(s.replicas("web").await, 2);
 
     // Only cpu, minReplicaCount 0: refused naming the field; no HPA; replicas left alone.
     s.create(
@@ -285,11 +172,7 @@ async fn cpu_and_memory_become_resource_metrics_of_the_hpa() {
         "triggers": [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "50"}}]}),
     )
     .await;
-    let (_, message) = wait_for("lonely Ready=False", WITHIN, || async {
-        s.condition("lonely", "Ready").await.filter(|c| c.0 == "False")
-    })
-    .await
-    .unwrap();
+    let (_, _, message) = s.wait_condition("lonely", "Ready", "False").await;
     eprintln!("[{}] lonely Ready=False: {message}", s.ns.name);
     assert!(
         message.starts_with("spec.minReplicaCount: is 0, but every trigger is cpu"),
@@ -297,6 +180,6 @@ async fn cpu_and_memory_become_resource_metrics_of_the_hpa() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(s.hpa("lonely").await.is_none(), "an HPA for the refused object");
-    assert_eq!(replicas(&s.client, &s.ns.name, "lonely").await.unwrap(), 2);
+    assert_eq!(s.replicas("lonely").await, 2);
     s.finish().await;
 }

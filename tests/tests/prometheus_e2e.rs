@@ -13,27 +13,22 @@
 //! and the count follows the value down to 0.
 //!
 //! The external-metrics APIService is cluster-wide: nextest runs this binary's tests one at a time
-//! with the other binaries that register it (`.config/nextest.toml`), [`LOCK`] serialises them
-//! inside the binary, and [`apiservice::lock`] and [`apiservice::wait_until_free`] keep other test
-//! processes from taking it over.
+//! with the other binaries that register it (`.config/nextest.toml`), and [`AdapterCase`]
+//! serialises them inside the binary and keeps other test processes from taking it over.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ebb_crds::ScaledObject;
-use ebb_tests::adapter as apiservice;
+use ebb_tests::adapter_case::AdapterCase;
 use ebb_tests::metrics_api::{metric_path, read_metric};
-use ebb_tests::objects::{deployment, replicas};
-use ebb_tests::operator::OperatorProcess;
+use ebb_tests::objects::replicas;
 use ebb_tests::prometheus::ScrapeTarget;
 use ebb_tests::relay::Relay;
-use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
-use kube::api::{Api, ListParams, PostParams};
+use ebb_tests::wait_for;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
-
-static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Generous bound for anything that involves the HPA (its sync period) and a scrape.
 const WITHIN: Duration = Duration::from_secs(60);
@@ -44,49 +39,38 @@ const THRESHOLD: f64 = 5.0;
 /// The target Deployment and the ScaledObject.
 const WORKER: &str = "worker";
 
+/// An [`AdapterCase`] with a scrape target and a record of the worker's replica counts.
 struct Case {
-    env: TestEnv,
-    ns: TestNamespace,
-    operator: Option<OperatorProcess>,
+    cluster: AdapterCase,
     prometheus: String,
     target: ScrapeTarget,
     /// Every replica count seen, in order, polled every 50 ms.
     seen: Arc<Mutex<Vec<i32>>>,
     recorder: JoinHandle<()>,
-    _serial: tokio::sync::MutexGuard<'static, ()>,
-    _apiservice_lock: std::fs::File,
+}
+
+impl Deref for Case {
+    type Target = AdapterCase;
+
+    fn deref(&self) -> &AdapterCase {
+        &self.cluster
+    }
 }
 
 impl Case {
     /// A namespace, an operator serving external metrics through the aggregator, a Deployment at
     /// 0 and a scrape target serving `value`, already read by Prometheus.
     async fn start(prefix: &str, value: f64) -> Case {
-        let serial = LOCK.lock().await;
-        let apiservice_lock = apiservice::lock().await;
-        let env = TestEnv::load().await.unwrap();
+        let cluster = AdapterCase::start(prefix, WITHIN, &[]).await;
+        let env = &cluster.env;
         let prometheus = env.var("EBB_PROMETHEUS_URL").unwrap().to_string();
         let targets = PathBuf::from(env.var("EBB_PROMETHEUS_TARGETS_DIR").unwrap());
         let target = ScrapeTarget::start(Path::new(&targets), value).await.unwrap();
-        install_crds(&env.client).await.unwrap();
-        let ns = env.namespace(prefix).await.unwrap();
-        apiservice::wait_until_free(&env.client).await;
-        let port = ebb_tests::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
-            .await
-            .unwrap();
-        apiservice::register(&env.client, &ns.name, port).await.unwrap();
-        deployment(&env.client, &ns.name, WORKER, 0).await.unwrap();
-        let so_api: Api<ScaledObject> = Api::namespaced(env.client.clone(), &ns.name);
-        wait_for("ScaledObjects listable", Duration::from_secs(30), || async {
-            so_api.list(&ListParams::default()).await.ok().map(|_| ())
-        })
-        .await
-        .unwrap();
+        cluster.deployment(WORKER, 0).await;
         target.wait_scraped(&prometheus, value).await.unwrap();
         let seen: Arc<Mutex<Vec<i32>>> = Arc::default();
         let recorder = {
-            let (client, ns, seen) = (env.client.clone(), ns.name.clone(), seen.clone());
+            let (client, ns, seen) = (cluster.client(), cluster.ns.name.clone(), seen.clone());
             tokio::spawn(async move {
                 loop {
                     if let Ok(r) = replicas(&client, &ns, WORKER).await {
@@ -100,20 +84,12 @@ impl Case {
             })
         };
         Case {
-            env,
-            ns,
-            operator: Some(operator),
+            cluster,
             prometheus,
             target,
             seen,
             recorder,
-            _serial: serial,
-            _apiservice_lock: apiservice_lock,
         }
-    }
-
-    fn so_api(&self) -> Api<ScaledObject> {
-        Api::namespaced(self.env.client.clone(), &self.ns.name)
     }
 
     fn seen(&self) -> Vec<i32> {
@@ -136,30 +112,20 @@ impl Case {
         if let Some(f) = fallback {
             spec["fallback"] = f;
         }
-        let so: ScaledObject = serde_json::from_value(json!({
-            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": WORKER}, "spec": spec}))
-        .unwrap();
-        self.so_api().create(&PostParams::default(), &so).await.unwrap();
+        self.create(WORKER, spec).await;
     }
 
-    /// Waits until the Deployment has `want` replicas.
+    /// Waits until the Deployment has `want` replicas, and the recorder has seen it.
     async fn wait_replicas(&self, want: i32) -> Duration {
-        let start = Instant::now();
-        let (client, ns) = (self.env.client.clone(), self.ns.name.clone());
-        let result = wait_for(&format!("{WORKER} at {want} replicas"), WITHIN, || {
-            let (client, ns) = (client.clone(), ns.clone());
-            async move { (replicas(&client, &ns, WORKER).await.ok()? == want).then_some(()) }
-        })
-        .await;
-        if let Err(e) = result {
-            panic!(
+        let result = self.cluster.try_wait_replicas(WORKER, want).await;
+        let took = match result {
+            Ok(took) => took,
+            Err(e) => panic!(
                 "{e}; replicas seen: {:?}; {}",
                 self.seen(),
-                self.status_text().await
-            );
-        }
-        let took = start.elapsed();
+                self.status_text(WORKER).await
+            ),
+        };
         // The recorder polls every 50 ms: it may see the count a moment after the read above.
         let recorded = wait_for(&format!("{want} recorded"), Duration::from_secs(5), || async {
             (self.seen().last() == Some(&want)).then_some(())
@@ -169,35 +135,6 @@ impl Case {
             panic!("{e}; replicas seen: {:?}", self.seen());
         }
         took
-    }
-
-    /// `(status, reason, message)` of a ScaledObject condition.
-    async fn condition(&self, type_: &str) -> Option<(String, String, String)> {
-        let so = self.so_api().get(WORKER).await.ok()?;
-        let c = so.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
-        Some((
-            c.status,
-            c.reason.unwrap_or_default(),
-            c.message.unwrap_or_default(),
-        ))
-    }
-
-    async fn status_text(&self) -> String {
-        match self.so_api().get(WORKER).await {
-            Ok(so) => format!("status: {:?}", so.status),
-            Err(e) => format!("no ScaledObject: {e}"),
-        }
-    }
-
-    async fn wait_condition(&self, type_: &str, status: &str) -> (String, String, String) {
-        let found = wait_for(&format!("{WORKER} {type_}={status}"), WITHIN, || async {
-            self.condition(type_).await.filter(|c| c.0 == status)
-        })
-        .await;
-        match found {
-            Ok(c) => c,
-            Err(e) => panic!("{e}; {}", self.status_text().await),
-        }
     }
 
     /// The trigger's metric as the HPA reads it, through the aggregator, until it is `want`.
@@ -220,21 +157,10 @@ impl Case {
         }
     }
 
-    async fn finish(mut self) {
+    async fn finish(self) {
         eprintln!("[{}] replicas seen: {:?}", self.ns.name, self.seen());
         self.recorder.abort();
-        let so_api = self.so_api();
-        so_api.delete(WORKER, &Default::default()).await.unwrap();
-        wait_for("the ScaledObject finalized", WITHIN, || async {
-            matches!(so_api.get_opt(WORKER).await, Ok(None)).then_some(())
-        })
-        .await
-        .unwrap();
-        apiservice::unregister(&self.env.client).await;
-        if let Some(operator) = self.operator.take() {
-            operator.terminate().await;
-        }
-        self.ns.delete().await.unwrap();
+        self.cluster.finish().await;
     }
 }
 
@@ -242,15 +168,12 @@ impl Case {
 async fn prometheus_scales_zero_to_n_and_back() {
     let case = Case::start("e2e-prometheus", 0.0).await;
     case.create_so(json!({}), None).await;
-    case.wait_condition("Ready", "True").await;
+    case.wait_condition(WORKER, "Ready", "True").await;
     // Idle: the query reads 0, the HPA reads 0, nothing scales.
     case.wait_metric(0).await;
-    let (_, reason, _) = case.wait_condition("Active", "False").await;
+    let (_, reason, _) = case.wait_condition(WORKER, "Active", "False").await;
     eprintln!("[{}] idle, Active=False ({reason})", case.ns.name);
-    assert_eq!(
-        replicas(&case.env.client, &case.ns.name, WORKER).await.unwrap(),
-        0
-    );
+    assert_eq!(case.replicas(WORKER).await, 0);
 
     let backlog = 18.0;
     let n = (backlog / THRESHOLD).ceil() as i32;
@@ -269,7 +192,7 @@ async fn prometheus_scales_zero_to_n_and_back() {
         up.windows(2).all(|w| w[0] <= w[1]) && up.last() == Some(&n),
         "scale-up went straight up to {n}: {up:?}"
     );
-    case.wait_condition("Active", "True").await;
+    case.wait_condition(WORKER, "Active", "True").await;
 
     let drained = Instant::now();
     case.target.set(0.0);
@@ -303,12 +226,12 @@ async fn prometheus_unreachable_falls_back_and_never_scales_to_zero() {
         Some(json!({"failureThreshold": 2, "replicas": 3})),
     )
     .await;
-    case.wait_condition("Ready", "True").await;
+    case.wait_condition(WORKER, "Ready", "True").await;
     case.wait_replicas(2).await;
 
     let cut = Instant::now();
     relay.cut();
-    let (_, reason, message) = case.wait_condition("Fallback", "True").await;
+    let (_, reason, message) = case.wait_condition(WORKER, "Fallback", "True").await;
     assert_eq!(reason, "FallbackExists", "{message}");
     case.wait_replicas(3).await;
     eprintln!(
@@ -322,7 +245,7 @@ async fn prometheus_unreachable_falls_back_and_never_scales_to_zero() {
     case.target.wait_scraped(&case.prometheus, 0.0).await.unwrap();
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(6) {
-        let now = replicas(&case.env.client, &case.ns.name, WORKER).await.unwrap();
+        let now = case.replicas(WORKER).await;
         assert_eq!(now, 3, "during the outage; seen {:?}", case.seen());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -331,7 +254,7 @@ async fn prometheus_unreachable_falls_back_and_never_scales_to_zero() {
     // Prometheus reachable again: the fallback clears and the count follows the value (0).
     let reopened = Instant::now();
     relay.reopen();
-    case.wait_condition("Fallback", "False").await;
+    case.wait_condition(WORKER, "Fallback", "False").await;
     case.wait_replicas(0).await;
     eprintln!(
         "[{}] relay reopened → 0 replicas in {:?}",

@@ -13,33 +13,30 @@
 //!   count follows the queue again.
 //!
 //! The external-metrics APIService is cluster-wide: nextest runs this binary one test at a time
-//! (`.config/nextest.toml`), [`LOCK`] serialises the tests under `cargo test`, and a file lock plus
-//! a wait for the APIService to be free keep separate test processes (and `tests/demo.sh`) from
-//! taking it over from each other. A test that fails because someone took it over anyway says so.
+//! (`.config/nextest.toml`), [`AdapterCase`] serialises the tests under `cargo test`, and its file
+//! lock plus a wait for the APIService to be free keep separate test processes (and
+//! `tests/demo.sh`) from taking it over from each other. A test that fails because someone took it
+//! over anyway says so.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use ebb_crds::{HealthStatus, ScaledObject};
-use ebb_tests::adapter as apiservice;
-use ebb_tests::objects::{deployment, replicas};
-use ebb_tests::operator::OperatorProcess;
+use ebb_crds::HealthStatus;
+use ebb_tests::adapter_case::{AdapterCase, Condition};
 use ebb_tests::rabbitmq::TestQueue;
 use ebb_tests::redis::RedisCli;
-use ebb_tests::{HarnessError, TestEnv, TestNamespace, install_crds, wait_for};
+use ebb_tests::{HarnessError, TestEnv, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-
-/// One test at a time in this binary: the APIService points at one operator's adapter.
-static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Generous bound for anything that involves the HPA (2 s sync) or RabbitMQ's statistics lag.
 const WITHIN: Duration = Duration::from_secs(60);
@@ -584,93 +581,44 @@ impl History {
     }
 }
 
+/// An [`AdapterCase`] whose worker Deployment (at 0 to begin with) has its replica counts
+/// recorded.
 struct Case {
-    env: TestEnv,
-    ns: TestNamespace,
-    operator: OperatorProcess,
-    /// The operator's `/healthz` and `/metrics` address.
-    health: String,
+    cluster: AdapterCase,
     history: History,
     watch: JoinHandle<()>,
-    _serial: tokio::sync::MutexGuard<'static, ()>,
-    _apiservice_lock: std::fs::File,
+}
+
+impl Deref for Case {
+    type Target = AdapterCase;
+
+    fn deref(&self) -> &AdapterCase {
+        &self.cluster
+    }
 }
 
 impl Case {
     /// A namespace, an operator serving the external metrics through the aggregator, and a
     /// Deployment at 0 whose replica counts are recorded.
     async fn start(prefix: &str) -> Case {
-        let serial = LOCK.lock().await;
-        let apiservice_lock = apiservice::lock().await;
-        let started = Instant::now();
-        let env = TestEnv::load().await.unwrap();
-        install_crds(&env.client).await.unwrap();
-        let ns = env.namespace(prefix).await.unwrap();
-        apiservice::wait_until_free(&env.client).await;
-        let port = ebb_tests::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let health = ebb_tests::leader::free_local_addr();
-        let kubeconfig = std::path::PathBuf::from(env.var("EBB_KUBECONFIG").unwrap());
-        let operator = OperatorProcess::start_with(
-            &kubeconfig,
-            &health,
-            &ns.name,
-            "op",
-            &["--metrics-adapter-addr", &addr],
-        )
-        .await
-        .unwrap();
-        ebb_tests::adapter::register(&env.client, &ns.name, port)
-            .await
-            .unwrap();
-        deployment(&env.client, &ns.name, WORKER, 0).await.unwrap();
-        let (history, watch) = History::watch(&env.client, &ns.name);
-        // The CRD's resources answer 503 for a moment after the CRD is (re)created.
-        let so_api: Api<ScaledObject> = Api::namespaced(env.client.clone(), &ns.name);
-        wait_for("ScaledObjects listable", Duration::from_secs(30), || async {
-            so_api.list(&ListParams::default()).await.ok().map(|_| ())
-        })
-        .await
-        .unwrap();
-        eprintln!(
-            "[{}] setup (operator, APIService Available): {:?}",
-            ns.name,
-            started.elapsed()
-        );
+        let cluster = AdapterCase::start(prefix, WITHIN, &[]).await;
+        cluster.deployment(WORKER, 0).await;
+        let (history, watch) = History::watch(&cluster.client(), &cluster.ns.name);
         Case {
-            env,
-            ns,
-            operator,
-            health,
+            cluster,
             history,
             watch,
-            _serial: serial,
-            _apiservice_lock: apiservice_lock,
         }
-    }
-
-    fn client(&self) -> Client {
-        self.env.client.clone()
     }
 
     /// What went on, for a failure message: the replica counts seen and whether another process
     /// took the APIService over (the HPA then reads nothing from this test's operator).
     async fn diagnose(&self) -> String {
-        let owner = match apiservice::owner(&self.client()).await {
-            Some((ns, _)) if ns == self.ns.name => "this test's".to_string(),
-            Some((ns, port)) => {
-                format!("ANOTHER PROCESS'S (namespace {ns}, port {port}: it was registered over this test's)")
-            }
-            None => "nobody's (deleted)".to_string(),
-        };
         format!(
-            "replicas seen: {}; the APIService is {owner}",
-            self.history.render()
+            "replicas seen: {}; the APIService is {}",
+            self.history.render(),
+            self.apiservice_owner().await
         )
-    }
-
-    fn so_api(&self) -> Api<ScaledObject> {
-        Api::namespaced(self.client(), &self.ns.name)
     }
 
     async fn create_so(&self, trigger: Value, fallback: Option<Value>) {
@@ -680,28 +628,17 @@ impl Case {
         if let Some(f) = fallback {
             spec["fallback"] = f;
         }
-        let so: ScaledObject = serde_json::from_value(json!({
-            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": WORKER}, "spec": spec}))
-        .unwrap();
-        self.so_api().create(&PostParams::default(), &so).await.unwrap();
+        self.create(WORKER, spec).await;
     }
 
     async fn replicas(&self) -> i32 {
-        replicas(&self.client(), &self.ns.name, WORKER).await.unwrap()
+        self.cluster.replicas(WORKER).await
     }
 
     /// Waits until the Deployment has `want` replicas; returns how long that took.
     async fn wait_replicas(&self, want: i32) -> Duration {
-        let start = Instant::now();
-        let (client, ns) = (self.client(), self.ns.name.clone());
-        let result = wait_for(&format!("{WORKER} at {want} replicas"), WITHIN, || {
-            let (client, ns) = (client.clone(), ns.clone());
-            async move { (replicas(&client, &ns, WORKER).await.ok()? == want).then_some(()) }
-        })
-        .await;
-        self.or_diagnose(result).await;
-        start.elapsed()
+        let result = self.cluster.try_wait_replicas(WORKER, want).await;
+        self.or_diagnose(result).await
     }
 
     /// Waits until the history holds `want` at or after position `from`.
@@ -724,21 +661,12 @@ impl Case {
     }
 
     /// `(status, reason, message)` of a ScaledObject condition.
-    async fn condition(&self, type_: &str) -> Option<(String, String, String)> {
-        let so = self.so_api().get(WORKER).await.ok()?;
-        let c = so.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
-        Some((
-            c.status,
-            c.reason.unwrap_or_default(),
-            c.message.unwrap_or_default(),
-        ))
+    async fn condition(&self, type_: &str) -> Option<Condition> {
+        self.cluster.condition(WORKER, type_).await
     }
 
-    async fn wait_condition(&self, type_: &str, status: &str) -> (String, String, String) {
-        let found = wait_for(&format!("{WORKER} {type_}={status}"), WITHIN, || async {
-            self.condition(type_).await.filter(|c| c.0 == status)
-        })
-        .await;
+    async fn wait_condition(&self, type_: &str, status: &str) -> Condition {
+        let found = self.try_wait_condition(WORKER, type_, status).await;
         if found.is_err() {
             eprintln!("last {type_}: {:?}", self.condition(type_).await);
         }
@@ -755,36 +683,11 @@ impl Case {
         .unwrap()
     }
 
-    /// The metric's value as the HPA reads it: through the API server's aggregation layer.
-    async fn metric_value(&self, metric: &str) -> Option<String> {
-        let path = format!(
-            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/{metric}\
-             ?labelSelector=scaledobject.ebb.dev%2Fname%3D{WORKER}",
-            self.ns.name
-        );
-        let body = self
-            .client()
-            .request_text(http::Request::get(&path).body(Vec::new()).unwrap())
-            .await
-            .ok()?;
-        let list: Value = serde_json::from_str(&body).ok()?;
-        list["items"][0]["value"].as_str().map(str::to_string)
-    }
-
+    /// Waits until `metric` reads `want` as the HPA reads it: through the API server's
+    /// aggregation layer.
     async fn wait_metric(&self, metric: &str, want: usize) -> Duration {
-        let start = Instant::now();
-        let want = want.to_string();
-        let result = wait_for(
-            &format!("{metric} = {want} through the aggregator"),
-            WITHIN,
-            || async { self.metric_value(metric).await.filter(|v| *v == want) },
-        )
-        .await;
-        if result.is_err() {
-            eprintln!("last {metric}: {:?}", self.metric_value(metric).await);
-        }
-        self.or_diagnose(result).await;
-        start.elapsed()
+        let result = self.try_wait_metric(WORKER, metric, &want.to_string()).await;
+        self.or_diagnose(result).await
     }
 
     /// `ebb_trigger_value` of the object's trigger reading `metric`, from the operator's
@@ -821,16 +724,7 @@ impl Case {
         self.watch.abort();
         // While the operator still runs: it removes its finalizer (and the HPA), else the
         // namespace would stay Terminating.
-        let so_api = self.so_api();
-        so_api.delete(WORKER, &Default::default()).await.unwrap();
-        wait_for("the ScaledObject finalized", WITHIN, || async {
-            matches!(so_api.get_opt(WORKER).await, Ok(None)).then_some(())
-        })
-        .await
-        .unwrap();
-        ebb_tests::adapter::unregister(&self.client()).await;
-        self.operator.terminate().await;
-        self.ns.delete().await.unwrap();
+        self.cluster.finish().await;
     }
 }
 

@@ -12,23 +12,18 @@
 //!   a failing source is replaced by the next, both failing by the constant; never 0.
 //!
 //! The external-metrics APIService is cluster-wide: this binary is in nextest's `apiservice`
-//! test group (`.config/nextest.toml`), and takes the same file lock as the other binaries that
-//! register it.
+//! test group (`.config/nextest.toml`), and [`AdapterCase`] takes the same locks as the other
+//! binaries that register it.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use ebb_crds::ScaledObject;
-use ebb_tests::adapter as apiservice;
-use ebb_tests::objects::{deployment, replicas};
-use ebb_tests::operator::OperatorProcess;
+use ebb_tests::adapter_case::AdapterCase;
 use ebb_tests::rabbitmq::TestQueue;
 use ebb_tests::source::MetricSource;
-use ebb_tests::{TestEnv, TestNamespace, install_crds, wait_for};
+use ebb_tests::{TestEnv, wait_for};
 use futures::StreamExt;
-use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Bound for anything that waits on the HPA (2 s sync) or RabbitMQ's statistics (~5 s lag).
 const WITHIN: Duration = Duration::from_secs(90);
@@ -94,135 +89,18 @@ impl Stream {
     }
 }
 
-/// Every HPA in `ns` (autoscaling/v2, else v2beta2).
-async fn hpas(client: &Client, ns: &str) -> Vec<DynamicObject> {
-    for version in ["v2", "v2beta2"] {
-        let gvk = GroupVersionKind::gvk("autoscaling", version, "HorizontalPodAutoscaler");
-        let ar = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            return list.items;
-        }
-    }
-    Vec::new()
-}
-
-/// The composite metric as the HPA reads it, through the API server's aggregation layer.
-async fn composite_value(client: &Client, ns: &str, so: &str) -> Option<String> {
-    let path = format!(
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/composite-metric\
-         ?labelSelector=scaledobject.ebb.dev%2Fname%3D{so}"
-    );
-    let body = client
-        .request_text(http::Request::get(&path).body(Vec::new()).unwrap())
-        .await
-        .ok()?;
-    let list: Value = serde_json::from_str(&body).ok()?;
-    list["items"][0]["value"].as_str().map(str::to_string)
-}
-
-async fn wait_replicas(client: &Client, ns: &str, name: &str, want: i32) -> Duration {
-    let start = Instant::now();
-    wait_for(&format!("{name} at {want} replicas"), WITHIN, || async {
-        (replicas(client, ns, name).await.ok()? == want).then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    start.elapsed()
-}
-
-async fn wait_composite(client: &Client, ns: &str, so: &str, want: &str) {
-    let found = wait_for(&format!("composite-metric = {want}"), WITHIN, || async {
-        composite_value(client, ns, so).await.filter(|v| v == want)
-    })
-    .await;
-    if let Err(e) = found {
-        panic!("{e}; last: {:?}", composite_value(client, ns, so).await);
-    }
-}
-
-async fn ready(api: &Api<ScaledObject>, name: &str) -> Option<(String, String)> {
-    let so = api.get(name).await.ok()?;
-    let c = so.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-    Some((c.status, c.message.unwrap_or_default()))
-}
-
-/// A namespace, an operator serving external metrics through the aggregator, the APIService
-/// lock held.
-struct Setup {
-    _apiservice_lock: std::fs::File,
-    env: TestEnv,
-    ns: TestNamespace,
-    client: Client,
-    operator: OperatorProcess,
-    so_api: Api<ScaledObject>,
-}
-
-impl Setup {
-    async fn start(prefix: &str) -> Setup {
-        let apiservice_lock = apiservice::lock().await;
-        let env = TestEnv::load().await.unwrap();
-        install_crds(&env.client).await.unwrap();
-        let ns = env.namespace(prefix).await.unwrap();
-        let client = env.client.clone();
-        apiservice::wait_until_free(&client).await;
-        let port = ebb_tests::free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let operator = OperatorProcess::start(&env, &ns.name, "op", &["--metrics-adapter-addr", &addr])
-            .await
-            .unwrap();
-        apiservice::register(&client, &ns.name, port).await.unwrap();
-        let so_api: Api<ScaledObject> = Api::namespaced(client.clone(), &ns.name);
-        Setup {
-            _apiservice_lock: apiservice_lock,
-            env,
-            ns,
-            client,
-            operator,
-            so_api,
-        }
-    }
-
-    /// Creates the ScaledObject `name` (retried while a CRD created moments ago answers 503).
-    async fn create(&self, name: &str, spec: Value) {
-        let so: ScaledObject = serde_json::from_value(json!({
-            "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject",
-            "metadata": {"name": name}, "spec": spec}))
-        .unwrap();
-        wait_for("ScaledObject created", Duration::from_secs(30), || async {
-            self.so_api
-                .create(&PostParams::default(), &so)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await
-        .unwrap();
-    }
-
-    async fn finish(self) {
-        for so in self.so_api.list(&ListParams::default()).await.unwrap().items {
-            let name = so.metadata.name.unwrap_or_default();
-            self.so_api.delete(&name, &Default::default()).await.unwrap();
-        }
-        wait_for("ScaledObjects gone", WITHIN, || async {
-            let list = self.so_api.list(&ListParams::default()).await.ok()?;
-            list.items.is_empty().then_some(())
-        })
-        .await
-        .unwrap();
-        apiservice::unregister(&self.client).await;
-        self.operator.terminate().await;
-        self.ns.delete().await.unwrap();
-    }
+/// A namespace and an operator serving external metrics through the aggregator, the APIService
+/// held.
+async fn start(prefix: &str) -> AdapterCase {
+    AdapterCase::start(prefix, WITHIN, &[]).await
 }
 
 #[tokio::test]
 async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
-    let s = Setup::start("modifiers").await;
-    let (env, ns, client, so_api) = (&s.env, &s.ns, s.client.clone(), s.so_api.clone());
-    deployment(&client, &ns.name, "worker", 0).await.unwrap();
-    deployment(&client, &ns.name, "broken", 0).await.unwrap();
+    let s = start("modifiers").await;
+    let (env, ns) = (&s.env, &s.ns);
+    s.deployment("worker", 0).await;
+    s.deployment("broken", 0).await;
     let queue = TestQueue::create(env, "ebb-modifiers").await;
     let stream = Stream::create(env).await;
 
@@ -241,11 +119,9 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     s.create("worker", spec).await;
 
     // One metric: the composite, with the formula's target.
-    let hpa = wait_for("the HPA", WITHIN, || async {
-        hpas(&client, &ns.name).await.into_iter().next()
-    })
-    .await
-    .unwrap();
+    let hpa = wait_for("the HPA", WITHIN, || async { s.hpas().await.into_iter().next() })
+        .await
+        .unwrap();
     let metrics = hpa.data["spec"]["metrics"]
         .as_array()
         .cloned()
@@ -256,36 +132,32 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
         metrics[0]["external"]["target"],
         json!({"type": "AverageValue", "averageValue": "5"})
     );
-    let (status, message) = wait_for("Ready", WITHIN, || async {
-        ready(&so_api, "worker").await.filter(|r| r.0 == "True")
-    })
-    .await
-    .unwrap();
+    let (status, _, message) = s.wait_condition("worker", "Ready", "True").await;
     eprintln!("[{}] Ready={status}: {message}", ns.name);
     // The status names the triggers' metrics (health stays per trigger) and the composite, as KEDA's.
-    let status = so_api.get("worker").await.unwrap().status.unwrap();
+    let status = s.so_api().get("worker").await.unwrap().status.unwrap();
     assert_eq!(status.composite_scaler_name.as_deref(), Some("composite-metric"));
     assert_eq!(status.external_metric_names.len(), 2, "{status:?}");
-    wait_composite(&client, &ns.name, "worker", "0").await;
-    assert_eq!(replicas(&client, &ns.name, "worker").await.unwrap(), 0);
+    s.wait_metric("worker", "composite-metric", "0").await;
+    assert_eq!(s.replicas("worker").await, 0);
 
     // (30 + 10) / 2 = 20 → ceil(20 / 5) = 4.
     let published = Instant::now();
     queue.publish(30).await;
     stream.publish(10).await;
-    wait_replicas(&client, &ns.name, "worker", 4).await;
+    s.wait_replicas("worker", 4).await;
     eprintln!(
         "[{}] 30 + 10 messages → 4 replicas in {:?}",
         ns.name,
         published.elapsed()
     );
-    wait_composite(&client, &ns.name, "worker", "20").await;
+    s.wait_metric("worker", "composite-metric", "20").await;
 
     // (10 + 10) / 2 = 10 → 2.
     let consumed = Instant::now();
     queue.consume(20).await;
-    wait_composite(&client, &ns.name, "worker", "10").await;
-    wait_replicas(&client, &ns.name, "worker", 2).await;
+    s.wait_metric("worker", "composite-metric", "10").await;
+    s.wait_replicas("worker", 2).await;
     eprintln!(
         "[{}] 20 consumed from a → 2 replicas in {:?}",
         ns.name,
@@ -296,34 +168,26 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
     let consumed = Instant::now();
     queue.consume(10).await;
     stream.consume(10).await;
-    wait_replicas(&client, &ns.name, "worker", 0).await;
+    s.wait_replicas("worker", 0).await;
     eprintln!("[{}] all consumed → 0 in {:?}", ns.name, consumed.elapsed());
-    let hpa_metrics = hpas(&client, &ns.name).await[0].data["spec"]["metrics"].clone();
+    let hpa_metrics = s.hpas().await[0].data["spec"]["metrics"].clone();
     assert_eq!(hpa_metrics.as_array().map(Vec::len), Some(1), "{hpa_metrics}");
 
     // A formula naming no trigger: Ready=False naming the field; no HPA for it.
-    let broken: ScaledObject = serde_json::from_value(json!({
-        "apiVersion": "ebb.dev/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "broken"},
-        "spec": {"scaleTargetRef": {"name": "broken"},
-                 "advanced": {"scalingModifiers": {"formula": "a + c", "target": "5"}},
-                 "triggers": [{"type": "metrics-api", "name": "a", "metadata": {
-                     "url": "http://127.0.0.1:1/x", "valueLocation": "v", "targetValue": "1"}}]}}))
-    .unwrap();
-    so_api.create(&PostParams::default(), &broken).await.unwrap();
-    let (_, message) = wait_for("broken Ready=False", WITHIN, || async {
-        ready(&so_api, "broken").await.filter(|r| r.0 == "False")
-    })
-    .await
-    .unwrap();
+    s.create(
+        "broken",
+        json!({"scaleTargetRef": {"name": "broken"},
+               "advanced": {"scalingModifiers": {"formula": "a + c", "target": "5"}},
+               "triggers": [{"type": "metrics-api", "name": "a", "metadata": {
+                   "url": "http://127.0.0.1:1/x", "valueLocation": "v", "targetValue": "1"}}]}),
+    )
+    .await;
+    let (_, _, message) = s.wait_condition("broken", "Ready", "False").await;
     assert_eq!(
         message,
         "spec.advanced.scalingModifiers.formula: \"c\" is not the name of a trigger (triggers: a)"
     );
-    assert_eq!(
-        hpas(&client, &ns.name).await.len(),
-        1,
-        "no HPA for the invalid object"
-    );
+    assert_eq!(s.hpas().await.len(), 1, "no HPA for the invalid object");
 
     let _ = stream.js.delete_stream(&stream.name).await;
     s.finish().await;
@@ -334,9 +198,9 @@ async fn two_queues_combined_by_a_formula_drive_one_composite_metric() {
 /// the formula; the count follows the substitute and never drops to 0.
 #[tokio::test]
 async fn failing_triggers_are_substituted_by_the_formula_never_zero() {
-    let s = Setup::start("modifiers-fallback").await;
-    let (ns, client) = (&s.ns.name, s.client.clone());
-    deployment(&client, ns, "worker", 0).await.unwrap();
+    let s = start("modifiers-fallback").await;
+    let ns = &s.ns.name;
+    s.deployment("worker", 0).await;
     let primary = MetricSource::start(6).await;
     let secondary = MetricSource::start(10).await;
     let trigger = |name: &str, source: &MetricSource| {
@@ -356,33 +220,29 @@ async fn failing_triggers_are_substituted_by_the_formula_never_zero() {
     )
     .await;
     // primary 6 → 3 replicas.
-    wait_replicas(&client, ns, "worker", 3).await;
-    wait_composite(&client, ns, "worker", "6").await;
+    s.wait_replicas("worker", 3).await;
+    s.wait_metric("worker", "composite-metric", "6").await;
 
     // primary fails: after 2 polls it is nil, so secondary (10) → 5.
     primary.set_failing(true);
-    let took = wait_replicas(&client, ns, "worker", 5).await;
+    let took = s.wait_replicas("worker", 5).await;
     eprintln!("[{ns}] primary failing → secondary's 10 → 5 replicas in {took:?}");
-    wait_composite(&client, ns, "worker", "10").await;
+    s.wait_metric("worker", "composite-metric", "10").await;
 
     // Both fail: the formula's 8 → 4, and it stays there (never 0).
     secondary.set_failing(true);
-    let took = wait_replicas(&client, ns, "worker", 4).await;
+    let took = s.wait_replicas("worker", 4).await;
     eprintln!("[{ns}] both failing → the constant 8 → 4 replicas in {took:?}");
-    wait_composite(&client, ns, "worker", "8").await;
+    s.wait_metric("worker", "composite-metric", "8").await;
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(5) {
-        assert_eq!(
-            replicas(&client, ns, "worker").await.unwrap(),
-            4,
-            "held while both fail"
-        );
+        assert_eq!(s.replicas("worker").await, 4, "held while both fail");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     // primary is back: 6 → 3.
     primary.set_failing(false);
-    let took = wait_replicas(&client, ns, "worker", 3).await;
+    let took = s.wait_replicas("worker", 3).await;
     eprintln!("[{ns}] primary back → 3 replicas in {took:?}");
     s.finish().await;
 }
