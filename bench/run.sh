@@ -19,6 +19,11 @@ fi
 cargo build --release -q --bin ebb -p ebb-operator
 cargo build --release -q -p ebb-bench
 export EBB_BIN="$PWD/target/release/ebb"
+# activation_latency's external-push sources are test external scalers, one process per object
+if [[ " ${scenarios[*]} " == *" activation_latency "* ]]; then
+  cargo build --release -q -p ebb-tests --bin ebb-external-scaler
+  export EBB_EXTERNAL_SCALER_BIN="$PWD/target/release/ebb-external-scaler"
+fi
 # pod_start_latency runs the real consumer on the test node: its image goes into the node's containerd
 if [[ " ${scenarios[*]} " == *" pod_start_latency "* ]]; then tests/env/images.sh kafka-consumer; fi
 for scenario in "${scenarios[@]}"; do

@@ -1,21 +1,25 @@
 //! Scenario 1: activation latency — from the first message published to a Deployment at 0
 //! replicas reading 1 on `/scale`, for every scaler ebb has (kafka, rabbitmq over AMQP, rabbitmq
-//! over the management API, nats-jetstream, aws-sqs-queue, metrics-api, redis), at the ScaledObject
-//! defaults (pollingInterval 30 s, minReplicaCount 0, nothing set but the target and the
-//! trigger). Target: p99 under 1 s.
+//! over the management API, nats-jetstream, aws-sqs-queue, metrics-api, redis, external-push),
+//! at the ScaledObject defaults (pollingInterval 30 s, minReplicaCount 0, nothing set but the
+//! target and the trigger). Target: p99 under 1 s.
 //!
 //! The real operator (the release `ebb` binary, `EBB_BIN`; by default the `ebb` next to this
 //! binary) runs against the test environment (`tests/env/testenv.sh up`). For each scaler, N
-//! Deployments at 0 and N ScaledObjects are created, each on its own queue / topic / stream / URL,
-//! so each sample has its own scale loop; once all are Ready, one message is published to each
-//! source at a moment drawn uniformly at random within its own N-th of one polling interval
-//! (stratified, strata shuffled over the objects), so the samples cover every phase of the poll
-//! tick. t0 is taken just before the publish request is sent (conservative: the publish round
-//! trip counts), t1 when a watch on the namespace's Deployments first shows `spec.replicas` ≥ 1.
+//! Deployments at 0 and N ScaledObjects are created, each on its own queue / topic / stream / URL /
+//! external scaler, so each sample has its own scale loop; once all are Ready (and every
+//! external-push stream is open), one message is published to each source at a moment drawn
+//! uniformly at random within its own N-th of one polling interval (stratified, strata shuffled
+//! over the objects), so the samples cover every phase of the poll tick. t0 is taken just before
+//! the publish request is sent (conservative: the publish round trip counts), t1 when a watch on
+//! the namespace's Deployments first shows `spec.replicas` ≥ 1.
 //!
 //! Poll-only scalers only see the message at their next `pollingInterval` tick, so they are
 //! expected to miss the target; kafka's cluster client makes one batched round per second and
-//! pushes activity changes to the scale loop.
+//! pushes activity changes to the scale loop, redis's watcher reads every list twice a second, and
+//! an external-push server pushes its activity on the `StreamIsActive` stream ebb keeps open
+//! (the bench runs one `ebb-external-scaler` per object, `EBB_EXTERNAL_SCALER_BIN`; by default the
+//! one next to this binary: `bench/run.sh` builds it).
 //!
 //! One more case, [`new_leader`] (`rabbitmq-new-leader`): the first activation after the operator
 //! starts or fails over, the object's message published a few seconds after the new operator
@@ -50,8 +54,8 @@ use serde_json::{Value, json};
 
 use schedule::{Rng, schedule};
 use sources::{
-    KINDS, Kind, Source, kafka_sources, metrics_sources, nats_sources, rabbit_sources, redis_sources,
-    sqs_sources,
+    KINDS, Kind, Source, external_push_sources, kafka_sources, metrics_sources, nats_sources, rabbit_sources,
+    redis_sources, sqs_sources,
 };
 
 /// The default `pollingInterval`: the publishes are spread over one.
@@ -161,6 +165,7 @@ impl Bench {
             Kind::AwsSqsQueue => sqs_sources(&self.env, &client, &ns, n).await?,
             Kind::MetricsApi => metrics_sources(n).await,
             Kind::Redis => redis_sources(&self.env, n).await?,
+            Kind::ExternalPush => external_push_sources(n).await?,
         };
         let names: Vec<String> = (0..n).map(|i| format!("{}-{i}", kind.short())).collect();
         let so_api: Api<ScaledObject> = Api::namespaced(client.clone(), &ns);
@@ -207,6 +212,9 @@ impl Bench {
                 .map(|(s, m)| format!("Ready={s}: {m}"))
                 .unwrap_or_default();
             return Err(anyhow!("{e} ({problem})"));
+        }
+        for source in &sources {
+            source.publisher.ready().await?;
         }
 
         eprintln!(
@@ -296,9 +304,7 @@ impl Bench {
                 }
             ))
         } else {
-            json!(
-                "the cluster client's round period (1 s tick + the round itself) plus the scale loop's poll and the /scale write"
-            )
+            json!(kind.push_path())
         };
         let mut section = figures(&latencies);
         section["samples"] = json!(n);
@@ -380,24 +386,33 @@ fn keep_previous_sections(sections: &mut BTreeMap<String, Value>) -> Vec<(String
     kept
 }
 
-/// Runs this binary again with `EBB_BIN` pointing at the `ebb` next to it, when unset (the
-/// harness' default path is the one of test binaries).
+/// Runs this binary again with `EBB_BIN` pointing at the `ebb` next to it, and
+/// `EBB_EXTERNAL_SCALER_BIN` at the `ebb-external-scaler` next to it if there is one, when unset
+/// (the harness' default paths are those of test binaries).
 fn ensure_ebb_bin() -> anyhow::Result<Option<i32>> {
-    if std::env::var_os("EBB_BIN").is_some() {
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(&exe);
+    let mut set = false;
+    if std::env::var_os("EBB_BIN").is_none() {
+        let ebb = exe.with_file_name("ebb");
+        if !ebb.exists() {
+            return Err(anyhow!(
+                "{} not found: run `cargo build --release --bin ebb` first, or set EBB_BIN",
+                ebb.display()
+            ));
+        }
+        command.env("EBB_BIN", ebb);
+        set = true;
+    }
+    let scaler = exe.with_file_name("ebb-external-scaler");
+    if std::env::var_os("EBB_EXTERNAL_SCALER_BIN").is_none() && scaler.exists() {
+        command.env("EBB_EXTERNAL_SCALER_BIN", scaler);
+        set = true;
+    }
+    if !set {
         return Ok(None);
     }
-    let exe = std::env::current_exe()?;
-    let ebb = exe.with_file_name("ebb");
-    if !ebb.exists() {
-        return Err(anyhow!(
-            "{} not found: run `cargo build --release --bin ebb` first, or set EBB_BIN",
-            ebb.display()
-        ));
-    }
-    let status = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("EBB_BIN", ebb)
-        .status()?;
+    let status = command.args(std::env::args_os().skip(1)).status()?;
     Ok(Some(status.code().unwrap_or(1)))
 }
 

@@ -1,10 +1,14 @@
 //! The sources the activation benchmark publishes to, one per object: which scalers are measured
 //! ([`Kind`]), how each object's source is created, and how one message is published to it.
+//! For `external-push` the "source" is a test external scaler process per object
+//! (`ebb-external-scaler`, which serves one value and one activity), and publishing is making it
+//! active with a value of 1, which it pushes on ebb's open `StreamIsActive` stream at once.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use async_nats::jetstream;
+use ebb_tests::external_scaler::ExternalScalerProcess;
 use ebb_tests::kafka::{KafkaAdmin, unique_name};
 use ebb_tests::source::MetricSource;
 use ebb_tests::{TestEnv, wait_for};
@@ -24,6 +28,7 @@ pub(crate) enum Kind {
     AwsSqsQueue,
     MetricsApi,
     Redis,
+    ExternalPush,
 }
 
 pub(crate) const KINDS: &[Kind] = &[
@@ -34,6 +39,7 @@ pub(crate) const KINDS: &[Kind] = &[
     Kind::AwsSqsQueue,
     Kind::MetricsApi,
     Kind::Redis,
+    Kind::ExternalPush,
 ];
 
 impl Kind {
@@ -47,6 +53,7 @@ impl Kind {
             Kind::AwsSqsQueue => "aws-sqs-queue",
             Kind::MetricsApi => "metrics-api",
             Kind::Redis => "redis",
+            Kind::ExternalPush => "external-push",
         }
     }
 
@@ -60,12 +67,28 @@ impl Kind {
             Kind::AwsSqsQueue => "sqs",
             Kind::MetricsApi => "mapi",
             Kind::Redis => "redis",
+            Kind::ExternalPush => "ext-push",
         }
     }
 
     /// Whether ebb's scaler pushes activity changes (else the loop waits for its next poll).
     pub(crate) fn pushes(self) -> bool {
-        matches!(self, Kind::Kafka | Kind::Redis)
+        matches!(self, Kind::Kafka | Kind::Redis | Kind::ExternalPush)
+    }
+
+    /// What a pushing scaler's activation waits for, for the result file when it misses the target.
+    pub(crate) fn push_path(self) -> &'static str {
+        match self {
+            Kind::Redis => {
+                "the watcher's round period (0.5 s + the round itself) plus the scale loop's poll and the /scale write"
+            }
+            Kind::ExternalPush => {
+                "the server's push on the open stream plus the scale loop's poll (GetMetricSpec, GetMetrics) and the /scale write"
+            }
+            _ => {
+                "the cluster client's round period (1 s tick + the round itself) plus the scale loop's poll and the /scale write"
+            }
+        }
     }
 
     /// How the trigger reads its source, for the result file.
@@ -85,6 +108,9 @@ impl Kind {
             Kind::MetricsApi => "HTTP GET of a JSON value (targetValue 5), one local source per object",
             Kind::Redis => {
                 "list length (listLength 5), one list per object on one server: one shared connection, and a watcher round (every 0.5 s) reads every list in one pipeline and pushes activity changes"
+            }
+            Kind::ExternalPush => {
+                "external scaler over gRPC (targetSize 5), one test server process (ebb-external-scaler) per object; the server pushes its activity on ebb's StreamIsActive stream, which makes the scale loop poll at once"
             }
         }
     }
@@ -115,6 +141,10 @@ pub(crate) enum Publisher {
     Redis {
         address: String,
         key: String,
+    },
+    /// A test external scaler process (`None` once killed).
+    ExternalPush {
+        server: tokio::sync::Mutex<Option<ExternalScalerProcess>>,
     },
 }
 
@@ -157,7 +187,35 @@ impl Publisher {
                     return Err(anyhow!("RPUSH {key}: {reply}"));
                 }
             }
+            Publisher::ExternalPush { server } => {
+                let mut server = server.lock().await;
+                let server = server
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("external scaler stopped"))?;
+                // The value first: the poll the push starts reads it.
+                server.set_value(1.0).await?;
+                server.set_active(true).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// Waits until the source can tell ebb of a message at once, once its object is Ready: for
+    /// `external-push`, until ebb has opened its `StreamIsActive` stream.
+    pub(crate) async fn ready(&self) -> anyhow::Result<()> {
+        let Publisher::ExternalPush { server } = self else {
+            return Ok(());
+        };
+        wait_for(
+            "ebb opened the StreamIsActive stream",
+            Duration::from_secs(60),
+            || async {
+                let mut server = server.lock().await;
+                let last = server.as_mut()?.last().await.ok()?;
+                (last.streams > 0).then_some(())
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -177,6 +235,11 @@ impl Publisher {
             }
             Publisher::Redis { address, key } => {
                 let _ = redis_command(address, &["DEL", key]).await;
+            }
+            Publisher::ExternalPush { server } => {
+                if let Some(server) = server.lock().await.take() {
+                    server.kill().await;
+                }
             }
             // Kafka topics stay (the harness has no DeleteTopics); sources stop with the process.
             Publisher::Kafka { .. } | Publisher::Metrics { .. } => {}
@@ -390,6 +453,27 @@ pub(crate) async fn redis_sources(env: &TestEnv, n: usize) -> anyhow::Result<Vec
             publisher: Publisher::Redis {
                 address: address.clone(),
                 key,
+            },
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) async fn external_push_sources(n: usize) -> anyhow::Result<Vec<Source>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let server = ExternalScalerProcess::start().await.with_context(|| {
+            format!(
+                "starting {} (bench/run.sh builds it; or set EBB_EXTERNAL_SCALER_BIN)",
+                ebb_tests::external_scaler::binary().display()
+            )
+        })?;
+        // Inactive, value 0, until the publish.
+        out.push(Source {
+            trigger: json!({"type": "external-push", "metadata": {
+                "scalerAddress": server.address, "targetSize": "5"}}),
+            publisher: Publisher::ExternalPush {
+                server: tokio::sync::Mutex::new(Some(server)),
             },
         });
     }
