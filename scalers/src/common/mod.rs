@@ -2,7 +2,8 @@
 //! ([`tls`]), the pooled HTTP client and its JSON GET and bounded body reads ([`http`]), the
 //! process-wide in-flight byte budget ([`budget`]), pools whose values live while used
 //! ([`pool`]), JSON leaves read without building the document ([`json_leaf`]), Kubernetes
-//! quantities ([`quantity`]), and the activity watcher of the scalers that watch their source
+//! quantities ([`quantity`]), each namespace's share of requests to tenants' servers
+//! ([`namespace_slots`]), and the activity watcher of the scalers that watch their source
 //! between polls ([`activity`]).
 
 pub mod activity;
@@ -10,6 +11,7 @@ pub mod budget;
 pub mod errors;
 pub mod http;
 pub mod json_leaf;
+pub mod namespace_slots;
 pub mod pool;
 pub mod quantity;
 pub mod tls;

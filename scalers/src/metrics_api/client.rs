@@ -26,14 +26,15 @@ use hyper::StatusCode;
 use hyper::Uri;
 use hyper::header::HeaderValue;
 use serde_json::Value as Json;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OnceCell;
 
 use crate::ScalerError;
 use crate::common::budget::ByteBudget;
 use crate::common::http::{
     BoundedBody, HttpsClient, json_get, parse_json, pooled_client, read_body_bounded, send,
 };
-use crate::common::pool::WeakPool;
+use crate::common::namespace_slots::NamespaceLimits;
+pub use crate::common::namespace_slots::{NamespaceSlot, NamespaceSlots};
 use crate::common::tls::TlsSettings;
 
 /// The largest metrics-api response body read (1 MiB); a larger one is a
@@ -53,6 +54,9 @@ pub const NATS_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// request), then fail with [`ScalerError::Overloaded`].
 pub const PER_NAMESPACE_IN_FLIGHT: usize = 8;
 
+/// The requests the namespace limit counts, as its error names them.
+const WHAT: &str = "metrics-api requests";
+
 type FetchResult = Result<Arc<BoundedBody>, ScalerError>;
 /// Single-flight key: the full URL (credentials included: they may change the answer), whether
 /// certificates are verified, and the cap.
@@ -71,22 +75,8 @@ pub struct MetricsApiClient {
     /// What bodies in flight may hold, shared with every other scaler.
     budget: ByteBudget,
     /// Each namespace's metrics-api slots, while one of its scalers lives.
-    namespaces: WeakPool<String, Semaphore>,
-    /// Slots per namespace.
-    per_namespace: usize,
+    namespaces: NamespaceLimits,
 }
-
-/// A namespace's share of metrics-api requests in flight, held by each of its scalers.
-#[derive(Debug, Clone)]
-pub struct NamespaceSlots {
-    namespace: String,
-    slots: Arc<Semaphore>,
-    limit: usize,
-}
-
-/// A slot taken from a namespace's [`NamespaceSlots`], given back when dropped.
-#[derive(Debug)]
-pub struct NamespaceSlot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl MetricsApiClient {
     /// Creates the clients. `timeout` bounds each request: connect, response and whole body.
@@ -106,8 +96,7 @@ impl MetricsApiClient {
             timeout,
             in_flight: Mutex::new(HashMap::new()),
             budget: ByteBudget::global().clone(),
-            namespaces: WeakPool::new(),
-            per_namespace: PER_NAMESPACE_IN_FLIGHT,
+            namespaces: NamespaceLimits::new(WHAT, PER_NAMESPACE_IN_FLIGHT),
         })
     }
 
@@ -115,7 +104,7 @@ impl MetricsApiClient {
     /// (for tests).
     pub fn with_limits(mut self, budget: ByteBudget, per_namespace: usize) -> Self {
         self.budget = budget;
-        self.per_namespace = per_namespace;
+        self.namespaces = NamespaceLimits::new(WHAT, per_namespace);
         self
     }
 
@@ -126,37 +115,18 @@ impl MetricsApiClient {
 
     /// The slots of `namespace`, shared by its scalers while one of them lives.
     pub fn namespace_slots(&self, namespace: &str) -> NamespaceSlots {
-        let limit = self.per_namespace;
-        NamespaceSlots {
-            namespace: namespace.to_string(),
-            slots: self
-                .namespaces
-                .get_or_insert_with(namespace.to_string(), || Semaphore::new(limit)),
-            limit,
-        }
+        self.namespaces.slots(namespace)
     }
 
     /// How many namespaces have a live scaler holding their slots.
     pub fn namespace_count(&self) -> usize {
-        self.namespaces.len()
+        self.namespaces.namespace_count()
     }
 
     /// Takes one of the namespace's slots, waiting for one up to half the request timeout; then
     /// fails with [`ScalerError::Overloaded`] naming the namespace and the limit.
     pub async fn enter(&self, slots: &NamespaceSlots, shown: &str) -> Result<NamespaceSlot, ScalerError> {
-        let waiting = slots.slots.clone().acquire_owned();
-        let patience = self.timeout / 2;
-        match tokio::time::timeout(patience, waiting).await {
-            Ok(Ok(permit)) => Ok(NamespaceSlot(permit)),
-            _ => Err(ScalerError::overloaded(
-                shown,
-                format!(
-                    "namespace {:?} already has {} metrics-api requests in flight (the limit per \
-                     namespace); none finished within {patience:?}",
-                    slots.namespace, slots.limit
-                ),
-            )),
-        }
+        slots.enter(shown, self.timeout / 2).await
     }
 
     /// GETs `endpoint` and parses the body (at most `limit` bytes) as a JSON tree. For trusted
@@ -249,7 +219,7 @@ impl fmt::Debug for MetricsApiClient {
             .field("timeout", &self.timeout)
             .field("roots_problem", &self.roots_problem)
             .field("in_flight", &self.flights().len())
-            .field("namespaces", &self.namespaces.len())
+            .field("namespaces", &self.namespaces.namespace_count())
             .finish_non_exhaustive()
     }
 }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::PrometheusConfig;
 use crate::ScalerError;
 use crate::common::budget::ByteBudget;
 use crate::common::http::{BoundedBody, HttpsClient, pooled_client, read_body_bounded, send};
+use crate::common::namespace_slots::NamespaceLimits;
+pub use crate::common::namespace_slots::NamespaceSlots;
 use crate::common::pool::WeakPool;
 use crate::common::tls::TlsSettings;
 
@@ -35,6 +36,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// query that finds them all taken waits up to half its timeout, then fails with
 /// [`ScalerError::Overloaded`].
 pub const PER_NAMESPACE_IN_FLIGHT: usize = 8;
+
+/// The requests the namespace limit counts, as its error names them.
+const WHAT: &str = "prometheus queries";
 
 /// Pool key: the server's origin, its TLS settings (trust and client certificate) and a SHA-256
 /// digest of the credential headers.
@@ -51,8 +55,7 @@ pub struct PrometheusClients {
     timeout: Duration,
     budget: ByteBudget,
     /// Each namespace's query slots, while one of its triggers lives.
-    namespaces: WeakPool<String, Semaphore>,
-    per_namespace: usize,
+    namespaces: NamespaceLimits,
 }
 
 impl PrometheusClients {
@@ -63,8 +66,7 @@ impl PrometheusClients {
             pool: WeakPool::new(),
             timeout,
             budget: ByteBudget::global().clone(),
-            namespaces: WeakPool::new(),
-            per_namespace: PER_NAMESPACE_IN_FLIGHT,
+            namespaces: NamespaceLimits::new(WHAT, PER_NAMESPACE_IN_FLIGHT),
         }
     }
 
@@ -76,20 +78,13 @@ impl PrometheusClients {
 
     /// Allows `per_namespace` queries in flight per namespace (for tests).
     pub fn with_per_namespace(mut self, per_namespace: usize) -> Self {
-        self.per_namespace = per_namespace;
+        self.namespaces = NamespaceLimits::new(WHAT, per_namespace);
         self
     }
 
     /// The query slots of `namespace`, shared by its triggers while one of them lives.
     pub fn namespace_slots(&self, namespace: &str) -> NamespaceSlots {
-        let limit = self.per_namespace;
-        NamespaceSlots {
-            namespace: namespace.to_string(),
-            slots: self
-                .namespaces
-                .get_or_insert_with(namespace.to_string(), || Semaphore::new(limit)),
-            limit,
-        }
+        self.namespaces.slots(namespace)
     }
 
     /// The default timeout of one request.
@@ -136,32 +131,6 @@ impl fmt::Debug for PrometheusClients {
             .field("clients", &self.pool.len())
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-/// A namespace's share of prometheus queries in flight, held by each of its triggers.
-#[derive(Debug, Clone)]
-pub struct NamespaceSlots {
-    namespace: String,
-    slots: Arc<Semaphore>,
-    limit: usize,
-}
-
-impl NamespaceSlots {
-    /// Takes a slot, waiting up to `patience`; then fails with [`ScalerError::Overloaded`]
-    /// naming the namespace and the limit.
-    pub async fn enter(&self, shown: &str, patience: Duration) -> Result<OwnedSemaphorePermit, ScalerError> {
-        match tokio::time::timeout(patience, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(ScalerError::overloaded(
-                shown,
-                format!(
-                    "namespace {:?} already has {} prometheus queries in flight (the limit per \
-                     namespace); none finished within {patience:?}",
-                    self.namespace, self.limit
-                ),
-            )),
-        }
     }
 }
 
